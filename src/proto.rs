@@ -1,0 +1,213 @@
+//! Wire types of the control plane (DESIGN section 5): request bodies with
+//! strict decoding (a JSON object, no unknown fields, `null` = absent) and
+//! field validation, and reply bodies. Used by the service to parse and by
+//! clients to build requests, so the two cannot drift.
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::error::Error;
+use crate::model::{Invite, Role, User, UserStatus};
+
+/// Smallest invite TTL in seconds.
+pub const TTL_MIN_SECS: u64 = 60;
+/// Largest invite TTL in seconds (30 days).
+pub const TTL_MAX_SECS: u64 = 2_592_000;
+/// Default invite TTL in seconds (7 days).
+pub const TTL_DEFAULT_SECS: u64 = 604_800;
+/// Longest user or room name, in Unicode scalar values.
+pub const NAME_MAX_CHARS: usize = 64;
+/// Longest invite note, in Unicode scalar values.
+pub const NOTE_MAX_CHARS: usize = 256;
+
+/// Decodes a request body strictly. An empty body counts as `{}`.
+///
+/// # Errors
+/// `bad_request` for invalid JSON, a non-object, a wrong type, a missing
+/// required field or an unknown field.
+pub fn decode<T: DeserializeOwned>(payload: &[u8]) -> Result<T, Error> {
+    let value: serde_json::Value = if payload.iter().all(u8::is_ascii_whitespace) {
+        serde_json::Value::Object(Default::default())
+    } else {
+        serde_json::from_slice(payload).map_err(|e| Error::bad(format!("invalid JSON: {e}")))?
+    };
+    if !value.is_object() {
+        return Err(Error::bad("request body must be a JSON object"));
+    }
+    serde_json::from_value(value).map_err(|e| Error::bad(e.to_string()))
+}
+
+/// Checks a user or room name: 1..=64 scalar values, no control characters.
+///
+/// # Errors
+/// `bad_request` naming the field.
+pub fn validate_name(field: &str, name: &str) -> Result<(), Error> {
+    let n = name.chars().count();
+    if n == 0 || n > NAME_MAX_CHARS {
+        return Err(Error::bad(format!("{field}: must be 1..={NAME_MAX_CHARS} characters, got {n}")));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(Error::bad(format!("{field}: control characters are not allowed")));
+    }
+    Ok(())
+}
+
+/// `unibus.register` request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterRequest {
+    /// Invite token or link.
+    pub invite: String,
+    /// X25519 public key, hex.
+    pub kex_pub: String,
+    /// Display name; default: first 8 hex characters of `sign_pub`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+/// `unibus.whoami` request (no fields).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Empty {}
+
+/// `unibus.user.lookup` request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LookupRequest {
+    /// Ed25519 public key of the user looked up, hex.
+    pub sign_pub: String,
+}
+
+/// `unibus.admin.invite.create` request.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InviteCreateRequest {
+    /// Lifetime in seconds, 60..=2592000 (default 604800).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_secs: Option<u64>,
+    /// Role of the redeemer (default `member`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<Role>,
+    /// Free text, at most 256 characters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+impl InviteCreateRequest {
+    /// The TTL after range checks.
+    ///
+    /// # Errors
+    /// `bad_request` when out of 60..=2592000.
+    pub fn ttl(&self) -> Result<u64, Error> {
+        let ttl = self.ttl_secs.unwrap_or(TTL_DEFAULT_SECS);
+        if !(TTL_MIN_SECS..=TTL_MAX_SECS).contains(&ttl) {
+            return Err(Error::bad(format!("ttl_secs: must be {TTL_MIN_SECS}..={TTL_MAX_SECS}, got {ttl}")));
+        }
+        Ok(ttl)
+    }
+
+    /// The note after the length check.
+    ///
+    /// # Errors
+    /// `bad_request` when longer than 256 characters.
+    pub fn note(&self) -> Result<String, Error> {
+        let note = self.note.clone().unwrap_or_default();
+        if note.chars().count() > NOTE_MAX_CHARS {
+            return Err(Error::bad(format!("note: at most {NOTE_MAX_CHARS} characters")));
+        }
+        Ok(note)
+    }
+}
+
+/// Reply carrying one user record.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UserReply {
+    /// The record.
+    pub user: User,
+}
+
+/// The public part of a user, as `unibus.user.lookup` returns it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PublicUser {
+    /// Ed25519 public key, hex.
+    pub sign_pub: String,
+    /// X25519 public key, hex.
+    pub kex_pub: String,
+    /// Display name.
+    pub name: String,
+    /// Status.
+    pub status: UserStatus,
+}
+
+impl From<User> for PublicUser {
+    fn from(u: User) -> Self {
+        PublicUser { sign_pub: u.sign_pub, kex_pub: u.kex_pub, name: u.name, status: u.status }
+    }
+}
+
+/// Reply of `unibus.user.lookup`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LookupReply {
+    /// The public record.
+    pub user: PublicUser,
+}
+
+/// Reply of `unibus.admin.invite.create`: the token is shown only here.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InviteCreateReply {
+    /// The stored record (no token).
+    pub invite: Invite,
+    /// The secret, 64 lowercase hex.
+    pub token: String,
+    /// `unibus://invite/<token>`.
+    pub link: String,
+}
+
+/// Error body: `{"error":{"code","message"}}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErrorReply {
+    /// The error.
+    pub error: ErrorBody,
+}
+
+/// Inside [`ErrorReply`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// Wire code, e.g. `invite_used`.
+    pub code: String,
+    /// Human-readable text.
+    pub message: String,
+}
+
+impl From<&Error> for ErrorReply {
+    fn from(e: &Error) -> Self {
+        ErrorReply { error: ErrorBody { code: e.code().to_string(), message: e.public_message() } }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strict_decoding() {
+        assert!(decode::<Empty>(b"").is_ok());
+        assert!(decode::<Empty>(b"{}").is_ok());
+        assert!(decode::<Empty>(b"[]").is_err());
+        assert!(decode::<Empty>(b"{\"x\":1}").is_err());
+        let r: InviteCreateRequest = decode(b"{\"ttl_secs\":null,\"role\":\"admin\"}").unwrap();
+        assert_eq!(r.ttl().unwrap(), TTL_DEFAULT_SECS);
+        assert!(decode::<InviteCreateRequest>(b"{\"ttl_secs\":60.5}").is_err());
+        assert!(decode::<InviteCreateRequest>(b"{\"role\":\"root\"}").is_err());
+        assert!(decode::<RegisterRequest>(b"[\"a\",\"b\"]").is_err());
+    }
+
+    #[test]
+    fn names() {
+        assert!(validate_name("name", "alice").is_ok());
+        assert!(validate_name("name", "").is_err());
+        assert!(validate_name("name", "a\u{7}b").is_err());
+        assert!(validate_name("name", &"é".repeat(64)).is_ok());
+        assert!(validate_name("name", &"é".repeat(65)).is_err());
+    }
+}

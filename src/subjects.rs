@@ -1,0 +1,61 @@
+//! Every subject, bucket, header and account name that unibus puts on the
+//! wire. Service, callout, client and tests take names from here, so a
+//! rename happens in one place.
+
+/// Control plane: redeem an invite (guests and users may publish here).
+pub const REGISTER: &str = "unibus.register";
+/// Control plane: the caller's own user record.
+pub const WHOAMI: &str = "unibus.whoami";
+/// Control plane: public part of another active user's record.
+pub const USER_LOOKUP: &str = "unibus.user.lookup";
+/// Control plane: mint an invite (admin).
+pub const ADMIN_INVITE_CREATE: &str = "unibus.admin.invite.create";
+
+/// Wildcard for every admin subject (granted to admins only).
+pub const ADMIN_ALL: &str = "unibus.admin.>";
+/// Room control subjects (`unibus.room.create`, ...).
+pub const ROOM_ALL: &str = "unibus.room.*";
+/// Room membership control subjects.
+pub const ROOM_MEMBER_ALL: &str = "unibus.room.member.*";
+/// Publish pattern for direct messages to anyone.
+pub const MSG_DM_ALL: &str = "unibus.msg.dm.*";
+
+/// Subject the nats-server publishes auth callout requests on.
+pub const AUTH_CALLOUT: &str = "$SYS.REQ.USER.AUTH";
+/// Queue group of the callout responders.
+pub const AUTH_QUEUE: &str = "unibus-auth";
+/// Name of the NATS micro service (and its queue group).
+pub const SERVICE_NAME: &str = "unibus";
+
+/// JetStream KV bucket of user records, keyed by `sign_pub` hex.
+pub const BUCKET_USERS: &str = "UNIBUS_users";
+/// JetStream KV bucket of invites, keyed by SHA-256(token) hex.
+pub const BUCKET_INVITES: &str = "UNIBUS_invites";
+
+/// Header the server stamps on requests crossing the APP -> AUTH import.
+pub const HDR_REQUEST_INFO: &str = "Nats-Request-Info";
+/// Header carrying the server's xkey on sealed callout requests.
+pub const HDR_SERVER_XKEY: &str = "Nats-Server-Xkey";
+/// Micro-service error headers.
+pub const HDR_SERVICE_ERROR: &str = "Nats-Service-Error";
+/// Micro-service error code header (numeric).
+pub const HDR_SERVICE_ERROR_CODE: &str = "Nats-Service-Error-Code";
+
+/// Account every client lands in; hard-coded as the user JWT audience.
+pub const ACCOUNT_APP: &str = "APP";
+
+/// Prefix of invite links: `unibus://invite/<token>`.
+pub const INVITE_LINK_PREFIX: &str = "unibus://invite/";
+
+/// Inbox prefix of the user with this `sign_pub` hex.
+pub fn inbox_prefix(sign_pub: &str) -> String {
+    format!("_INBOX.{sign_pub}")
+}
+
+/// Direct-message subject of the user with this `sign_pub` hex.
+pub fn dm(sign_pub: &str) -> String {
+    format!("unibus.msg.dm.{sign_pub}")
+}
+
+/// Control subjects that APP imports from AUTH (never `unibus.msg.>`).
+pub const CONTROL_SUBJECTS: &[&str] = &[REGISTER, WHOAMI, USER_LOOKUP, ADMIN_INVITE_CREATE];
