@@ -1,0 +1,217 @@
+//! Claim shapes of the auth-callout exchange (as nats-server 2.10+ sends
+//! and expects them) and the permissions each standing is granted
+//! (DESIGN section 6).
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::Role;
+use crate::subjects;
+
+/// Audience of every authorization request.
+pub const REQUEST_AUDIENCE: &str = "nats-authorization-request";
+
+/// The request JWT's claims (only what the callout reads).
+#[derive(Debug, Deserialize)]
+pub struct RequestClaims {
+    /// The server's public nkey (`N...`).
+    pub iss: String,
+    /// The configured issuer account.
+    #[serde(default)]
+    pub sub: String,
+    /// Must be [`REQUEST_AUDIENCE`].
+    #[serde(default)]
+    pub aud: String,
+    /// Expiry, unix seconds.
+    #[serde(default)]
+    pub exp: Option<i64>,
+    /// The request proper.
+    pub nats: AuthRequest,
+}
+
+/// `nats` claim of the request.
+#[derive(Debug, Deserialize)]
+pub struct AuthRequest {
+    /// `authorization_request`.
+    #[serde(rename = "type", default)]
+    pub kind: String,
+    /// One-time user nkey made by the server for this attempt.
+    pub user_nkey: String,
+    /// The asking server.
+    pub server_id: ServerId,
+    /// The connecting client.
+    #[serde(default)]
+    pub client_info: ClientInfo,
+    /// What the client sent in CONNECT.
+    #[serde(default)]
+    pub connect_opts: ConnectOpts,
+}
+
+/// Identity of the asking server.
+#[derive(Debug, Deserialize)]
+pub struct ServerId {
+    /// Server name.
+    #[serde(default)]
+    pub name: String,
+    /// Server public nkey; must equal the request `iss`.
+    pub id: String,
+    /// Server xkey, present when requests are sealed.
+    #[serde(default)]
+    pub xkey: Option<String>,
+}
+
+/// Connecting client, as the server sees it.
+#[derive(Debug, Default, Deserialize)]
+pub struct ClientInfo {
+    /// Client id (cid) on that server.
+    #[serde(default)]
+    pub id: Option<u64>,
+    /// Client address.
+    #[serde(default)]
+    pub host: Option<String>,
+    /// The nonce the server sent in INFO.
+    #[serde(default)]
+    pub nonce: Option<String>,
+}
+
+/// Fields of the client's CONNECT that the callout reads.
+#[derive(Debug, Default, Deserialize)]
+pub struct ConnectOpts {
+    /// Presented user nkey (`U...`).
+    #[serde(default)]
+    pub nkey: Option<String>,
+    /// Signature over the nonce, base64 (any flavour).
+    #[serde(default)]
+    pub sig: Option<String>,
+}
+
+/// The response JWT's claims.
+#[derive(Debug, Serialize)]
+pub struct ResponseClaims {
+    /// Issuer account public key.
+    pub iss: String,
+    /// The request's `user_nkey`.
+    pub sub: String,
+    /// The asking server's id.
+    pub aud: String,
+    /// Issued at, unix seconds.
+    pub iat: i64,
+    /// The verdict.
+    pub nats: AuthResponse,
+}
+
+/// `nats` claim of the response: exactly one of `jwt` and `error`.
+#[derive(Debug, Serialize)]
+pub struct AuthResponse {
+    /// `authorization_response`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// 2.
+    pub version: u8,
+    /// The user JWT when allowed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jwt: Option<String>,
+    /// The reason when denied (reaches only the server log).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The user JWT's claims.
+#[derive(Debug, Serialize)]
+pub struct UserClaims {
+    /// Issuer account public key (the configured `auth_callout.issuer`).
+    pub iss: String,
+    /// The request's `user_nkey`.
+    pub sub: String,
+    /// Target account: always [`subjects::ACCOUNT_APP`].
+    pub aud: &'static str,
+    /// `sign_pub` hex: becomes the user in `Nats-Request-Info` and CONNZ.
+    pub name: String,
+    /// Issued at, unix seconds.
+    pub iat: i64,
+    /// Backstop expiry, unix seconds.
+    pub exp: i64,
+    /// Permissions.
+    pub nats: UserNats,
+}
+
+/// `nats` claim of the user JWT.
+#[derive(Debug, Serialize)]
+pub struct UserNats {
+    /// `user`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// 2.
+    pub version: u8,
+    /// Publish permissions.
+    #[serde(rename = "pub")]
+    pub publish: Allow,
+    /// Subscribe permissions.
+    #[serde(rename = "sub")]
+    pub subscribe: Allow,
+    /// Unlimited (server-wide limits apply).
+    pub subs: i64,
+    /// Unlimited.
+    pub data: i64,
+    /// Unlimited.
+    pub payload: i64,
+}
+
+/// An allow list.
+#[derive(Debug, Serialize, PartialEq, Eq)]
+pub struct Allow {
+    /// Subjects allowed.
+    pub allow: Vec<String>,
+}
+
+/// Publish and subscribe permissions for a connection.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Permissions {
+    /// Publish allow list.
+    pub publish: Vec<String>,
+    /// Subscribe allow list.
+    pub subscribe: Vec<String>,
+}
+
+/// Permissions for `sign_pub`: `None` = guest, else the active user's role.
+pub fn permissions(role: Option<Role>, sign_pub: &str) -> Permissions {
+    let inbox = format!("{}.>", subjects::inbox_prefix(sign_pub));
+    let Some(role) = role else {
+        return Permissions { publish: vec![subjects::REGISTER.to_string()], subscribe: vec![inbox] };
+    };
+    let mut publish: Vec<String> = [
+        subjects::REGISTER,
+        subjects::WHOAMI,
+        subjects::USER_LOOKUP,
+        subjects::ROOM_ALL,
+        subjects::ROOM_MEMBER_ALL,
+        subjects::MSG_DM_ALL,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    if role == Role::Admin {
+        publish.push(subjects::ADMIN_ALL.to_string());
+    }
+    Permissions { publish, subscribe: vec![inbox, subjects::dm(sign_pub)] }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guest_may_only_register() {
+        let p = permissions(None, "ab");
+        assert_eq!(p.publish, vec!["unibus.register"]);
+        assert_eq!(p.subscribe, vec!["_INBOX.ab.>"]);
+    }
+
+    #[test]
+    fn only_admins_get_admin_subjects() {
+        let m = permissions(Some(Role::Member), "ab");
+        assert!(!m.publish.iter().any(|s| s.starts_with("unibus.admin")));
+        let a = permissions(Some(Role::Admin), "ab");
+        assert!(a.publish.contains(&"unibus.admin.>".to_string()));
+        assert_eq!(a.subscribe, vec!["_INBOX.ab.>", "unibus.msg.dm.ab"]);
+    }
+}

@@ -1,0 +1,239 @@
+//! The auth-callout responder: every data-plane connect is decided here.
+//! It opens the (optionally xkey-sealed) request, verifies the server's
+//! request JWT, verifies the client's nonce signature itself (the server does
+//! not), asks the store for the key's standing and answers with a signed
+//! user JWT carrying per-identity permissions, or with a signed denial.
+//! Anything it cannot establish denies: fail closed.
+
+pub mod claims;
+pub mod jwt;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::HeaderMap;
+use bytes::Bytes;
+use futures::StreamExt;
+use tracing::{debug, info, warn};
+
+use crate::keys;
+use crate::model::Role;
+use crate::store::{Standing, Store};
+use crate::subjects;
+use claims::{
+    Allow, AuthResponse, REQUEST_AUDIENCE, RequestClaims, ResponseClaims, UserClaims, UserNats, permissions,
+};
+
+/// nkeys prefix byte of server keys (`N...`).
+const SERVER_PREFIX: u8 = 13 << 3;
+/// Clock skew tolerated on the request's `exp`.
+const EXP_SKEW_SECS: i64 = 2;
+
+/// Keys and policy of the responder.
+pub struct Callout {
+    /// Signs user and response JWTs; its public key is `auth_callout.issuer`.
+    pub issuer: nkeys::KeyPair,
+    /// Opens sealed requests and seals responses; `None` = encryption off.
+    pub xkey: Option<nkeys::XKey>,
+    /// Where standings come from.
+    pub store: Store,
+    /// Lifetime of issued user JWTs (backstop for revocation).
+    pub user_jwt_ttl: Duration,
+}
+
+/// The outcome for one connect.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Let in, as guest (`None`) or with a role.
+    Allow {
+        /// `sign_pub` hex of the client.
+        sign_pub: String,
+        /// `None` for a guest.
+        role: Option<Role>,
+    },
+    /// Keep out, with the reason for the server log.
+    Deny(String),
+}
+
+/// A request the callout refuses to answer at all (it cannot be trusted, so
+/// no signed reply is made; the client's connect times out).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Abort(String);
+
+impl Callout {
+    /// Handles one raw callout message: returns the bytes to publish to its
+    /// reply subject.
+    ///
+    /// # Errors
+    /// [`Abort`] when the request is not a valid, fresh request signed by a
+    /// server for our issuer, or its sealing does not match our config.
+    pub async fn handle(&self, headers: Option<&HeaderMap>, payload: &[u8]) -> Result<Bytes, Abort> {
+        let server_xkey =
+            headers.and_then(|h| h.get(subjects::HDR_SERVER_XKEY)).map(|v| v.as_str().to_string());
+        let jwt_bytes = match (&self.xkey, &server_xkey) {
+            (Some(ours), Some(theirs)) => {
+                let sender = nkeys::XKey::from_public_key(theirs)
+                    .map_err(|_| Abort("bad Nats-Server-Xkey header".into()))?;
+                ours.open(payload, &sender).map_err(|_| Abort("cannot open sealed request".into()))?
+            }
+            (None, None) => payload.to_vec(),
+            (Some(_), None) => return Err(Abort("unsealed request but xkey is configured".into())),
+            (None, Some(_)) => return Err(Abort("sealed request but no xkey is configured".into())),
+        };
+        let token = std::str::from_utf8(&jwt_bytes).map_err(|_| Abort("request is not UTF-8".into()))?;
+        let (req, iss): (RequestClaims, String) =
+            jwt::decode_verified(token, SERVER_PREFIX).map_err(|e| Abort(format!("request JWT: {e}")))?;
+        self.check_request(&req, &iss, server_xkey.as_deref())?;
+
+        let verdict = self.decide(&req).await;
+        let cid = req.nats.client_info.id.unwrap_or_default();
+        let nats = match &verdict {
+            Verdict::Allow { sign_pub, role } => {
+                debug!(%sign_pub, ?role, cid, server = %req.nats.server_id.name, "callout allow");
+                AuthResponse {
+                    kind: "authorization_response",
+                    version: 2,
+                    jwt: Some(self.user_jwt(&req, sign_pub, *role)?),
+                    error: None,
+                }
+            }
+            Verdict::Deny(reason) => {
+                info!(cid, host = ?req.nats.client_info.host, %reason, "callout deny");
+                AuthResponse {
+                    kind: "authorization_response",
+                    version: 2,
+                    jwt: None,
+                    error: Some(reason.clone()),
+                }
+            }
+        };
+        let resp = ResponseClaims {
+            iss: self.issuer.public_key(),
+            sub: req.nats.user_nkey.clone(),
+            aud: req.nats.server_id.id.clone(),
+            iat: unix_now(),
+            nats,
+        };
+        let signed =
+            jwt::encode_signed(&resp, &self.issuer).map_err(|e| Abort(format!("sign response: {e}")))?;
+        match (&self.xkey, server_xkey) {
+            (Some(ours), Some(theirs)) => {
+                let recipient = nkeys::XKey::from_public_key(&theirs)
+                    .map_err(|_| Abort("bad Nats-Server-Xkey header".into()))?;
+                ours.seal(signed.as_bytes(), &recipient)
+                    .map(Bytes::from)
+                    .map_err(|_| Abort("cannot seal response".into()))
+            }
+            _ => Ok(Bytes::from(signed)),
+        }
+    }
+
+    /// The request must come from the server it names, be meant for us and
+    /// be fresh.
+    fn check_request(&self, req: &RequestClaims, iss: &str, xkey: Option<&str>) -> Result<(), Abort> {
+        let n = &req.nats;
+        if n.kind != "authorization_request" {
+            return Err(Abort(format!("unexpected request type {:?}", n.kind)));
+        }
+        if n.server_id.id != iss {
+            return Err(Abort("request issuer is not the server it names".into()));
+        }
+        if req.aud != REQUEST_AUDIENCE {
+            return Err(Abort("request audience is wrong".into()));
+        }
+        if req.sub != self.issuer.public_key() {
+            return Err(Abort("request is for another issuer".into()));
+        }
+        match req.exp {
+            Some(exp) if unix_now() <= exp + EXP_SKEW_SECS => {}
+            _ => return Err(Abort("request JWT expired or without exp".into())),
+        }
+        if xkey.is_some() && n.server_id.xkey.as_deref() != xkey {
+            return Err(Abort("request xkey does not match its server".into()));
+        }
+        Ok(())
+    }
+
+    /// Authenticates the client and asks the store. Every failure denies.
+    pub async fn decide(&self, req: &RequestClaims) -> Verdict {
+        let n = &req.nats;
+        let Some(nkey) = n.connect_opts.nkey.as_deref().filter(|k| !k.is_empty()) else {
+            return Verdict::Deny("no nkey presented".into());
+        };
+        let key = match keys::user_nkey_to_key(nkey) {
+            Ok(k) => k,
+            Err(why) => return Verdict::Deny(format!("unusable nkey: {why}")),
+        };
+        let nonce = n.client_info.nonce.as_deref().unwrap_or("");
+        let sig = n.connect_opts.sig.as_deref().unwrap_or("");
+        if let Err(why) = keys::verify_nonce_signature(&key, nonce, sig) {
+            return Verdict::Deny(format!("nonce signature: {why}"));
+        }
+        let sign_pub = hex::encode(key.as_bytes());
+        match self.store.standing(&sign_pub).await {
+            Ok(Standing::Unknown) => Verdict::Allow { sign_pub, role: None },
+            Ok(Standing::Active(role)) => Verdict::Allow { sign_pub, role: Some(role) },
+            Ok(Standing::Revoked) => Verdict::Deny(format!("user {sign_pub} is revoked")),
+            Err(e) => {
+                warn!(error = %e, "callout: store unavailable, denying");
+                Verdict::Deny("authorization store unavailable".into())
+            }
+        }
+    }
+
+    fn user_jwt(&self, req: &RequestClaims, sign_pub: &str, role: Option<Role>) -> Result<String, Abort> {
+        let perms = permissions(role, sign_pub);
+        let now = unix_now();
+        let claims = UserClaims {
+            iss: self.issuer.public_key(),
+            sub: req.nats.user_nkey.clone(),
+            aud: subjects::ACCOUNT_APP,
+            name: sign_pub.to_string(),
+            iat: now,
+            exp: now + self.user_jwt_ttl.as_secs() as i64,
+            nats: UserNats {
+                kind: "user",
+                version: 2,
+                publish: Allow { allow: perms.publish },
+                subscribe: Allow { allow: perms.subscribe },
+                subs: -1,
+                data: -1,
+                payload: -1,
+            },
+        };
+        jwt::encode_signed(&claims, &self.issuer).map_err(|e| Abort(format!("sign user JWT: {e}")))
+    }
+}
+
+fn unix_now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+/// Subscribes to callout requests in the responders' queue group.
+///
+/// # Errors
+/// When the subscription cannot be made.
+pub async fn subscribe(
+    client: &async_nats::Client,
+) -> Result<async_nats::Subscriber, async_nats::SubscribeError> {
+    client.queue_subscribe(subjects::AUTH_CALLOUT, subjects::AUTH_QUEUE.to_string()).await
+}
+
+/// Answers callout requests from `sub` until it ends, each in its own task.
+pub async fn run(client: async_nats::Client, mut sub: async_nats::Subscriber, callout: Arc<Callout>) {
+    while let Some(msg) = sub.next().await {
+        let Some(reply) = msg.reply.clone() else { continue };
+        let (client, callout) = (client.clone(), callout.clone());
+        tokio::spawn(async move {
+            match callout.handle(msg.headers.as_ref(), &msg.payload).await {
+                Ok(bytes) => {
+                    if let Err(e) = client.publish(reply, bytes).await {
+                        warn!(error = %e, "callout: cannot publish response");
+                    }
+                }
+                Err(abort) => warn!(reason = %abort, "callout: request not answered"),
+            }
+        });
+    }
+}

@@ -1,0 +1,226 @@
+//! Invite operations on `UNIBUS_invites` and the redemption protocol of
+//! DESIGN section 4: mark the invite used by a CAS (exactly one winner),
+//! create the user with `create`, then mark the invite completed. A retry by
+//! the same key finishes a redemption interrupted between those steps.
+
+use time::Duration;
+
+use super::{KvError, MAX_CAS_ATTEMPTS, Store};
+use crate::error::Error;
+use crate::keys::InviteToken;
+use crate::model::{BOOTSTRAP, Invite, InviteStatus, Role, SCHEMA_VERSION, User, UserStatus, fmt_time, now};
+
+/// The already-validated fields a redeemer supplies.
+#[derive(Debug, Clone)]
+pub struct NewUser {
+    /// Caller's Ed25519 key (lowercase hex), from the server-stamped identity.
+    pub sign_pub: String,
+    /// Checked X25519 key (lowercase hex).
+    pub kex_pub: String,
+    /// Checked display name, if given.
+    pub name: Option<String>,
+}
+
+impl Store {
+    /// Mints an invite. The token is returned once and never stored.
+    ///
+    /// # Errors
+    /// `unavailable`.
+    pub async fn create_invite(
+        &self,
+        role: Role,
+        note: String,
+        created_by: &str,
+        ttl_secs: u64,
+    ) -> Result<(Invite, InviteToken), Error> {
+        let token = InviteToken::generate();
+        let created = now();
+        let invite = Invite {
+            v: SCHEMA_VERSION,
+            id: token.id(),
+            role,
+            note,
+            created_by: created_by.to_string(),
+            created_at: fmt_time(created),
+            expires_at: fmt_time(created + Duration::seconds(ttl_secs as i64)),
+            status: InviteStatus::Pending,
+            used_by: None,
+            used_at: None,
+            completed: false,
+            cancelled_by: None,
+            cancelled_at: None,
+        };
+        match self.invites.create(&invite.id, &invite).await {
+            Ok(_) => Ok((invite, token)),
+            Err(KvError::Conflict) => Err(Error::Internal("invite id collision".into())),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Reads an invite and its revision by id.
+    ///
+    /// # Errors
+    /// `unavailable`.
+    pub async fn get_invite(&self, id: &str) -> Result<Option<(Invite, u64)>, Error> {
+        Ok(self.invites.get(id).await?)
+    }
+
+    /// Every invite record, as stored (apply [`Invite::view`] for replies).
+    ///
+    /// # Errors
+    /// `unavailable`.
+    pub async fn list_invites(&self) -> Result<Vec<Invite>, Error> {
+        let mut out = Vec::new();
+        for key in self.invites.keys().await? {
+            if let Some((inv, _)) = self.get_invite(&key).await? {
+                out.push(inv);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Cancels a pending invite. Cancelling a cancelled or expired invite
+    /// changes nothing; a used one is `invite_used`.
+    ///
+    /// # Errors
+    /// `not_found`, `invite_used`, `unavailable`.
+    pub async fn cancel_invite(&self, id: &str, by: &str) -> Result<Invite, Error> {
+        for _ in 0..MAX_CAS_ATTEMPTS {
+            let (mut inv, rev) =
+                self.get_invite(id).await?.ok_or_else(|| Error::NotFound("no such invite".into()))?;
+            let t = now();
+            match inv.status {
+                InviteStatus::Used => return Err(Error::InviteUsed),
+                InviteStatus::Cancelled => return Ok(inv.view(t)),
+                _ if inv.is_expired(t) => return Ok(inv.view(t)),
+                _ => {}
+            }
+            inv.status = InviteStatus::Cancelled;
+            inv.cancelled_by = Some(by.to_string());
+            inv.cancelled_at = Some(fmt_time(t));
+            match self.invites.update(id, &inv, rev).await {
+                Ok(_) => return Ok(inv),
+                Err(KvError::Conflict) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(contention())
+    }
+
+    /// Mints the first-admin invite: refused (`forbidden`) once any admin
+    /// record exists. Earlier unredeemed bootstrap invites are cancelled, so
+    /// only the newest one works.
+    ///
+    /// # Errors
+    /// `forbidden` when an admin exists, `unavailable`.
+    pub async fn bootstrap_admin_invite(&self, ttl_secs: u64) -> Result<(Invite, InviteToken), Error> {
+        if self.has_admin().await? {
+            return Err(Error::Forbidden("an admin already exists".into()));
+        }
+        for old in self.list_invites().await? {
+            if old.created_by == BOOTSTRAP && old.status == InviteStatus::Pending {
+                self.cancel_invite(&old.id, BOOTSTRAP).await?;
+            }
+        }
+        self.create_invite(Role::Admin, "first admin".into(), BOOTSTRAP, ttl_secs).await
+    }
+
+    /// Redeems an invite for `new` (DESIGN section 4, all steps).
+    ///
+    /// # Errors
+    /// `invite_not_found`, `invite_used`, `invite_cancelled`,
+    /// `invite_expired`, `user_exists`, `unavailable`.
+    pub async fn redeem_invite(&self, token: &InviteToken, new: &NewUser) -> Result<User, Error> {
+        let invite = self.claim_invite(token, &new.sign_pub).await?;
+        self.finish_redemption(&invite, new).await
+    }
+
+    /// Steps 1-3: finds the invite and marks it used by `sign_pub` with a
+    /// CAS, or accepts an earlier unfinished claim by the same key. After
+    /// this returns, the invite is spent for every other key.
+    ///
+    /// # Errors
+    /// `invite_not_found`, `invite_used`, `invite_cancelled`,
+    /// `invite_expired`, `unavailable`.
+    pub async fn claim_invite(&self, token: &InviteToken, sign_pub: &str) -> Result<Invite, Error> {
+        let id = token.id();
+        for _ in 0..MAX_CAS_ATTEMPTS {
+            let (mut inv, rev) = self.get_invite(&id).await?.ok_or(Error::InviteNotFound)?;
+            let t = now();
+            match inv.status {
+                InviteStatus::Used if inv.used_by.as_deref() == Some(sign_pub) && !inv.completed => {
+                    return Ok(inv);
+                }
+                InviteStatus::Used => return Err(Error::InviteUsed),
+                InviteStatus::Cancelled => return Err(Error::InviteCancelled),
+                _ if inv.is_expired(t) => return Err(Error::InviteExpired),
+                InviteStatus::Expired => return Err(Error::InviteExpired),
+                InviteStatus::Pending => {}
+            }
+            inv.status = InviteStatus::Used;
+            inv.used_by = Some(sign_pub.to_string());
+            inv.used_at = Some(fmt_time(t));
+            match self.invites.update(&id, &inv, rev).await {
+                Ok(_) => return Ok(inv),
+                // Someone else changed it first: read again and judge anew
+                // (usually it is now `used` by the winner).
+                Err(KvError::Conflict) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(Error::InviteUsed)
+    }
+
+    /// Steps 4-5: creates the user, then marks the invite completed. If the
+    /// key is already registered by this very invite (a retry after a crash
+    /// between 4 and 5) the redemption completes; otherwise `user_exists`
+    /// and the invite stays spent.
+    async fn finish_redemption(&self, invite: &Invite, new: &NewUser) -> Result<User, Error> {
+        let t = fmt_time(now());
+        let user = User {
+            v: SCHEMA_VERSION,
+            sign_pub: new.sign_pub.clone(),
+            kex_pub: new.kex_pub.clone(),
+            name: new.name.clone().unwrap_or_else(|| new.sign_pub[..8].to_string()),
+            role: invite.role,
+            status: UserStatus::Active,
+            created_at: t.clone(),
+            invited_by: invite.created_by.clone(),
+            invite_id: invite.id.clone(),
+            revoked_at: None,
+            revoked_by: None,
+            updated_at: t,
+        };
+        let outcome = match self.add_user(&user).await {
+            Ok(_) => Ok(user),
+            Err(Error::UserExists) => match self.get_user(&new.sign_pub).await? {
+                Some((existing, _)) if existing.invite_id == invite.id => Ok(existing),
+                _ => Err(Error::UserExists),
+            },
+            Err(e) => return Err(e),
+        };
+        self.complete_invite(&invite.id).await?;
+        outcome
+    }
+
+    /// Step 5: sets `completed` (CAS); a no-op when already set.
+    async fn complete_invite(&self, id: &str) -> Result<(), Error> {
+        for _ in 0..MAX_CAS_ATTEMPTS {
+            let (mut inv, rev) = self.get_invite(id).await?.ok_or(Error::InviteNotFound)?;
+            if inv.completed {
+                return Ok(());
+            }
+            inv.completed = true;
+            match self.invites.update(id, &inv, rev).await {
+                Ok(_) => return Ok(()),
+                Err(KvError::Conflict) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(contention())
+    }
+}
+
+fn contention() -> Error {
+    Error::Unavailable("too many concurrent writers on one record".into())
+}

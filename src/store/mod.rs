@@ -1,0 +1,228 @@
+//! Typed access to the JetStream KV buckets, and nothing else: unibusd keeps
+//! no state of its own. Every write after a read is a compare-and-swap on the
+//! entry revision (`create`, or `update`/`delete` with a revision); a lost
+//! race (JetStream 10071 or 10164) comes back as [`KvError::Conflict`] and
+//! every other failure as [`KvError::Unavailable`], which the service turns
+//! into `unavailable` and the callout into a denial (fail closed).
+//!
+//! Buckets are created when missing with `allow_direct: false`, so every
+//! read goes to the stream leader (`STREAM.MSG.GET`) and is never served
+//! stale by a follower: allow/deny decisions need read-your-writes.
+
+mod invites;
+mod users;
+
+pub use invites::NewUser;
+pub use users::Standing;
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, kv, stream};
+use futures::TryStreamExt;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::Error;
+use crate::subjects::{BUCKET_INVITES, BUCKET_USERS};
+
+/// Attempts at one read-modify-CAS before giving up as `unavailable`.
+pub(crate) const MAX_CAS_ATTEMPTS: usize = 16;
+
+/// How the buckets are created when missing, and how long a store call may
+/// take before it counts as unavailable.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// Stream replicas (1, or 3 on a cluster).
+    pub replicas: usize,
+    /// Revisions kept per key.
+    pub history: i64,
+    /// File (default) or memory storage.
+    pub storage: stream::StorageType,
+    /// Timeout of each JetStream request.
+    pub timeout: Duration,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            replicas: 1,
+            history: 5,
+            storage: stream::StorageType::File,
+            timeout: Duration::from_millis(1000),
+        }
+    }
+}
+
+/// Low-level outcome of a KV call.
+#[derive(Debug, thiserror::Error)]
+pub enum KvError {
+    /// Lost a compare-and-swap or create race (10071, 10164, key exists).
+    #[error("revision conflict")]
+    Conflict,
+    /// The store could not answer (timeout, no stream, no quorum, ...).
+    #[error("{0}")]
+    Unavailable(String),
+    /// A stored value did not decode.
+    #[error("corrupt record {key}: {why}")]
+    Corrupt {
+        /// The key.
+        key: String,
+        /// Decoder message.
+        why: String,
+    },
+}
+
+impl From<KvError> for Error {
+    fn from(e: KvError) -> Self {
+        match e {
+            KvError::Conflict => Error::Internal("unexpected revision conflict".into()),
+            KvError::Unavailable(why) => Error::Unavailable(why),
+            corrupt @ KvError::Corrupt { .. } => Error::Internal(corrupt.to_string()),
+        }
+    }
+}
+
+/// True when any error in the chain is JetStream 10071 (wrong last
+/// sequence) or 10164 (a concurrent expected-revision write in flight).
+fn is_race(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(err);
+    while let Some(e) = cur {
+        if let Some(js) = e.downcast_ref::<jetstream::Error>() {
+            if matches!(js.error_code().0, 10071 | 10164) {
+                return true;
+            }
+        }
+        cur = e.source();
+    }
+    false
+}
+
+/// One bucket with typed, revision-checked operations.
+#[derive(Clone)]
+pub(crate) struct Bucket {
+    kv: kv::Store,
+}
+
+impl Bucket {
+    /// The live value and its revision; `None` when absent or deleted.
+    pub(crate) async fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<(T, u64)>, KvError> {
+        let entry = self
+            .kv
+            .entry(key)
+            .await
+            .map_err(|e| KvError::Unavailable(format!("get {}: {e}", self.kv.name)))?;
+        match entry {
+            Some(e) if e.operation == kv::Operation::Put => {
+                let value = serde_json::from_slice(&e.value)
+                    .map_err(|err| KvError::Corrupt { key: key.to_string(), why: err.to_string() })?;
+                Ok(Some((value, e.revision)))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// Creates `key`; [`KvError::Conflict`] when it exists.
+    pub(crate) async fn create<T: Serialize>(&self, key: &str, value: &T) -> Result<u64, KvError> {
+        let bytes = encode(value)?;
+        self.kv.create(key, bytes).await.map_err(|e| {
+            if e.kind() == kv::CreateErrorKind::AlreadyExists || is_race(&e) {
+                KvError::Conflict
+            } else {
+                KvError::Unavailable(format!("create in {}: {e}", self.kv.name))
+            }
+        })
+    }
+
+    /// Replaces `key` if it is still at `revision`.
+    pub(crate) async fn update<T: Serialize>(
+        &self,
+        key: &str,
+        value: &T,
+        revision: u64,
+    ) -> Result<u64, KvError> {
+        let bytes = encode(value)?;
+        self.kv.update(key, bytes, revision).await.map_err(|e| map_update(&self.kv.name, e))
+    }
+
+    /// Deletes `key` if it is still at `revision`.
+    pub(crate) async fn delete(&self, key: &str, revision: u64) -> Result<(), KvError> {
+        self.kv.delete_expect_revision(key, Some(revision)).await.map_err(|e| map_update(&self.kv.name, e))
+    }
+
+    /// Every live key (deleted keys left out).
+    pub(crate) async fn keys(&self) -> Result<Vec<String>, KvError> {
+        let unavailable =
+            |e: &dyn std::fmt::Display| KvError::Unavailable(format!("keys of {}: {e}", self.kv.name));
+        let keys = self.kv.keys().await.map_err(|e| unavailable(&e))?;
+        keys.try_collect().await.map_err(|e| unavailable(&e))
+    }
+}
+
+fn encode<T: Serialize>(value: &T) -> Result<bytes::Bytes, KvError> {
+    serde_json::to_vec(value).map(Into::into).map_err(|e| KvError::Unavailable(format!("encode: {e}")))
+}
+
+fn map_update(bucket: &str, e: kv::UpdateError) -> KvError {
+    if e.kind() == kv::UpdateErrorKind::WrongLastRevision || is_race(&e) {
+        KvError::Conflict
+    } else {
+        KvError::Unavailable(format!("update in {bucket}: {e}"))
+    }
+}
+
+/// The unibus store: users and invites.
+#[derive(Clone)]
+pub struct Store {
+    pub(crate) users: Bucket,
+    pub(crate) invites: Bucket,
+}
+
+impl Store {
+    /// Opens both buckets, creating them when missing.
+    ///
+    /// # Errors
+    /// `unavailable` when JetStream does not answer or a bucket exists with
+    /// an incompatible configuration.
+    pub async fn open(client: async_nats::Client, cfg: &StoreConfig) -> Result<Store, Error> {
+        let mut js = jetstream::new(client);
+        js.set_timeout(cfg.timeout);
+        Ok(Store {
+            users: open_bucket(&js, BUCKET_USERS, cfg).await?,
+            invites: open_bucket(&js, BUCKET_INVITES, cfg).await?,
+        })
+    }
+}
+
+async fn open_bucket(js: &jetstream::Context, name: &str, cfg: &StoreConfig) -> Result<Bucket, Error> {
+    match js.get_key_value(name).await {
+        Ok(kv) => return Ok(Bucket { kv }),
+        Err(e) if e.kind() == jetstream::context::KeyValueErrorKind::GetBucket => {}
+        Err(e) => return Err(Error::Unavailable(format!("open bucket {name}: {e}"))),
+    }
+    js.create_stream(bucket_stream_config(name, cfg))
+        .await
+        .map_err(|e| Error::Unavailable(format!("create bucket {name}: {e}")))?;
+    let kv =
+        js.get_key_value(name).await.map_err(|e| Error::Unavailable(format!("open bucket {name}: {e}")))?;
+    Ok(Bucket { kv })
+}
+
+/// The stream behind a bucket: the KV layout of ADR-8, with direct get off
+/// so that reads are leader reads.
+pub fn bucket_stream_config(name: &str, cfg: &StoreConfig) -> stream::Config {
+    stream::Config {
+        name: format!("KV_{name}"),
+        description: Some(format!("unibus bucket {name}")),
+        subjects: vec![format!("$KV.{name}.>")],
+        max_messages_per_subject: cfg.history.max(1),
+        storage: cfg.storage,
+        num_replicas: cfg.replicas.max(1),
+        allow_rollup: true,
+        deny_delete: true,
+        deny_purge: false,
+        allow_direct: false,
+        discard: stream::DiscardPolicy::New,
+        duplicate_window: Duration::from_secs(120),
+        ..Default::default()
+    }
+}
