@@ -1,0 +1,123 @@
+//! unibusd settings: flags and environment parsed once by clap, then
+//! validated into typed [`Settings`] (decoded keys, durations) before
+//! anything connects or subscribes. Errors name the setting.
+
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_nats::jetstream::stream::StorageType;
+
+use crate::secrets::{Secrets, SecretsError, read_env_file};
+use crate::store::StoreConfig;
+
+/// Raw flags (each also read from the environment).
+#[derive(Debug, Clone, clap::Args)]
+pub struct DaemonArgs {
+    /// NATS server URL(s), comma-separated.
+    #[arg(long, env = "UNIBUS_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    pub nats_url: String,
+    /// Env file with the key seeds (from `unibusd keygen`); variables set in
+    /// the environment take precedence over the file.
+    #[arg(long, env = "UNIBUS_SECRETS")]
+    pub secrets: Option<PathBuf>,
+    /// Callout encryption off (only for a nats.conf without `xkey`).
+    #[arg(long, env = "UNIBUS_NO_XKEY")]
+    pub no_xkey: bool,
+    /// KV bucket replicas when creating buckets (1..=5; 3 on a cluster).
+    #[arg(long, env = "UNIBUS_KV_REPLICAS", default_value_t = 1)]
+    pub kv_replicas: usize,
+    /// Revisions kept per key (1..=64).
+    #[arg(long, env = "UNIBUS_KV_HISTORY", default_value_t = 5)]
+    pub kv_history: i64,
+    /// KV storage: file or memory.
+    #[arg(long, env = "UNIBUS_KV_STORAGE", default_value = "file")]
+    pub kv_storage: String,
+    /// Timeout of each store request in milliseconds (fail closed after it).
+    #[arg(long, env = "UNIBUS_STORE_TIMEOUT_MS", default_value_t = 1000)]
+    pub store_timeout_ms: u64,
+    /// Lifetime of issued user JWTs in seconds (revocation backstop).
+    #[arg(long, env = "UNIBUS_USER_JWT_TTL_SECS", default_value_t = 3600)]
+    pub user_jwt_ttl_secs: u64,
+}
+
+/// Why settings were refused; names the setting.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A key setting.
+    #[error(transparent)]
+    Secrets(#[from] SecretsError),
+    /// Any other setting.
+    #[error("invalid setting {0}: {1}")]
+    Invalid(&'static str, String),
+}
+
+/// Validated settings.
+pub struct Settings {
+    /// Server URLs.
+    pub nats_urls: Vec<async_nats::ServerAddr>,
+    /// Keys.
+    pub secrets: Secrets,
+    /// Seal callout traffic.
+    pub xkey: bool,
+    /// Store creation and timeouts.
+    pub store: StoreConfig,
+    /// User JWT lifetime.
+    pub user_jwt_ttl: Duration,
+}
+
+impl DaemonArgs {
+    /// Validates the flags into settings.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the first bad or missing setting.
+    pub fn validate(&self) -> Result<Settings, ConfigError> {
+        let file = match &self.secrets {
+            Some(path) => read_env_file(path)?,
+            None => Default::default(),
+        };
+        let secrets = Secrets::from_lookup(|k| {
+            std::env::var(k).ok().filter(|v| !v.is_empty()).or_else(|| file.get(k).cloned())
+        })?;
+        let nats_urls = self
+            .nats_url
+            .split(',')
+            .map(|u| async_nats::ServerAddr::from_str(u.trim()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| ConfigError::Invalid("UNIBUS_NATS_URL", e.to_string()))?;
+        if !(1..=5).contains(&self.kv_replicas) {
+            return Err(ConfigError::Invalid("UNIBUS_KV_REPLICAS", "must be 1..=5".into()));
+        }
+        if !(1..=64).contains(&self.kv_history) {
+            return Err(ConfigError::Invalid("UNIBUS_KV_HISTORY", "must be 1..=64".into()));
+        }
+        let storage = match self.kv_storage.as_str() {
+            "file" => StorageType::File,
+            "memory" => StorageType::Memory,
+            other => {
+                return Err(ConfigError::Invalid(
+                    "UNIBUS_KV_STORAGE",
+                    format!("{other:?} is not file|memory"),
+                ));
+            }
+        };
+        if !(50..=60_000).contains(&self.store_timeout_ms) {
+            return Err(ConfigError::Invalid("UNIBUS_STORE_TIMEOUT_MS", "must be 50..=60000".into()));
+        }
+        if !(60..=86_400 * 30).contains(&self.user_jwt_ttl_secs) {
+            return Err(ConfigError::Invalid("UNIBUS_USER_JWT_TTL_SECS", "must be 60..=2592000".into()));
+        }
+        Ok(Settings {
+            nats_urls,
+            secrets,
+            xkey: !self.no_xkey,
+            store: StoreConfig {
+                replicas: self.kv_replicas,
+                history: self.kv_history,
+                storage,
+                timeout: Duration::from_millis(self.store_timeout_ms),
+            },
+            user_jwt_ttl: Duration::from_secs(self.user_jwt_ttl_secs),
+        })
+    }
+}

@@ -1,0 +1,103 @@
+//! Running unibusd: connect as the service user, open the store (retrying
+//! until JetStream answers), then answer the auth callout and the control
+//! plane until stopped.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tracing::{info, warn};
+
+use crate::callout::{self, Callout};
+use crate::config::Settings;
+use crate::service::{self, Ctx};
+use crate::store::Store;
+
+/// Why unibusd could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The NATS connection could not be set up.
+    #[error("cannot connect to NATS: {0}")]
+    Connect(String),
+    /// A subscription failed.
+    #[error("cannot subscribe: {0}")]
+    Subscribe(String),
+}
+
+/// A running unibusd; stops when [`Running::stop`] is called or dropped.
+pub struct Running {
+    tasks: tokio::task::JoinSet<()>,
+    client: async_nats::Client,
+    /// The store the daemon uses.
+    pub store: Store,
+}
+
+impl Running {
+    /// Stops answering and closes the connection.
+    pub async fn stop(mut self) {
+        self.tasks.abort_all();
+        while self.tasks.join_next().await.is_some() {}
+        let _ = self.client.drain().await;
+    }
+
+    /// Waits until a serving task ends (connection closed for good).
+    pub async fn wait(&mut self) {
+        self.tasks.join_next().await;
+    }
+}
+
+/// Connects as the service user (the connection retries forever).
+///
+/// # Errors
+/// [`StartError::Connect`] when the options are unusable.
+pub async fn connect_service(settings: &Settings, name: &str) -> Result<async_nats::Client, StartError> {
+    let seed = settings.secrets.service.seed().map_err(|e| StartError::Connect(e.to_string()))?;
+    async_nats::ConnectOptions::with_nkey(seed)
+        .name(name)
+        .retry_on_initial_connect()
+        .max_reconnects(None)
+        .connect(settings.nats_urls.clone())
+        .await
+        .map_err(|e| StartError::Connect(e.to_string()))
+}
+
+/// Opens the store, retrying with backoff while JetStream cannot answer.
+pub async fn open_store(client: &async_nats::Client, settings: &Settings) -> Store {
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match Store::open(client.clone(), &settings.store).await {
+            Ok(store) => return store,
+            Err(e) => {
+                warn!(error = %e, retry_in = ?delay, "store not ready");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// Starts the callout responder and the control-plane service.
+///
+/// # Errors
+/// [`StartError`] when connecting or subscribing fails.
+pub async fn start(settings: &Settings) -> Result<Running, StartError> {
+    let client = connect_service(settings, "unibusd").await?;
+    let store = open_store(&client, settings).await;
+    let secrets = settings.secrets.clone();
+    let callout = Arc::new(Callout {
+        issuer: secrets.issuer,
+        xkey: settings.xkey.then_some(secrets.xkey),
+        store: store.clone(),
+        user_jwt_ttl: settings.user_jwt_ttl,
+    });
+    let auth_sub = callout::subscribe(&client).await.map_err(|e| StartError::Subscribe(e.to_string()))?;
+    let control = service::start(client.clone(), Arc::new(Ctx { store: store.clone() }))
+        .await
+        .map_err(|e| StartError::Subscribe(e.to_string()))?;
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(callout::run(client.clone(), auth_sub, callout));
+    tasks.spawn(control);
+    // Both subscriptions are registered with the server before "ready".
+    client.flush().await.map_err(|e| StartError::Subscribe(e.to_string()))?;
+    info!(xkey = settings.xkey, "unibusd ready");
+    Ok(Running { tasks, client, store })
+}

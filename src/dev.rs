@@ -1,0 +1,111 @@
+//! The local stack in one command (`unibusd dev`): a nats-server child with
+//! the repository's `nats.conf` and keys generated into a data directory,
+//! unibusd in-process, and a first-admin invite; then one JSON line on
+//! stdout once everything is ready. Stops both on the shutdown signal.
+
+use std::future::Future;
+use std::io::Write as _;
+use std::path::PathBuf;
+
+use crate::config::Settings;
+use crate::daemon;
+use crate::error::Error;
+use crate::natsserver::{self, NatsServer, ServerSpec};
+use crate::proto::TTL_DEFAULT_SECS;
+use crate::secrets::{self, Secrets, env};
+use crate::store::StoreConfig;
+
+/// Flags of `unibusd dev`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DevArgs {
+    /// Client port on 127.0.0.1.
+    #[arg(long, default_value_t = 4222)]
+    pub port: u16,
+    /// Keys, config, JetStream store and server log live here.
+    #[arg(long, default_value = ".unibus-dev")]
+    pub data_dir: PathBuf,
+    /// Delete the data directory first (new keys, empty store).
+    #[arg(long)]
+    pub fresh: bool,
+}
+
+/// Why the dev stack could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum DevError {
+    /// Data directory or key file problems.
+    #[error("{0}")]
+    Setup(String),
+    /// nats-server problems.
+    #[error(transparent)]
+    Server(#[from] natsserver::ServerError),
+    /// unibusd problems.
+    #[error(transparent)]
+    Daemon(#[from] daemon::StartError),
+    /// Store problems while minting the admin invite.
+    #[error("first-admin invite: {0}")]
+    Store(Error),
+}
+
+/// Runs the stack until `shutdown` resolves.
+///
+/// # Errors
+/// [`DevError`] when any part fails to start.
+pub async fn run(args: DevArgs, shutdown: impl Future<Output = ()>) -> Result<(), DevError> {
+    let setup = |what: &str, e: &dyn std::fmt::Display| DevError::Setup(format!("{what}: {e}"));
+    if args.fresh && args.data_dir.exists() {
+        std::fs::remove_dir_all(&args.data_dir).map_err(|e| setup("remove data dir", &e))?;
+    }
+    std::fs::create_dir_all(&args.data_dir).map_err(|e| setup("create data dir", &e))?;
+    let data_dir = args.data_dir.canonicalize().map_err(|e| setup("data dir", &e))?;
+    let secrets_path = data_dir.join("secrets.env");
+    let secrets = if secrets_path.exists() {
+        let map = secrets::read_env_file(&secrets_path).map_err(|e| setup("read keys", &e))?;
+        Secrets::from_lookup(|k| map.get(k).cloned()).map_err(|e| setup("keys", &e))?
+    } else {
+        let s = Secrets::generate();
+        s.write_new(&secrets_path).map_err(|e| setup("write keys", &e))?;
+        s
+    };
+    let config = natsserver::write_config(&data_dir, true).map_err(|e| setup("write nats.conf", &e))?;
+    let mut server_env: Vec<(String, String)> =
+        secrets.public_env().into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+    server_env.push((env::STORE_DIR.to_string(), data_dir.join("jetstream").display().to_string()));
+    let server = NatsServer::start(&ServerSpec {
+        binary: natsserver::find_binary()?,
+        config,
+        port: args.port,
+        name: "unibus-dev".into(),
+        env: server_env,
+        args: vec![],
+        log_file: Some(data_dir.join("nats-server.log")),
+    })
+    .await?;
+    let settings = Settings {
+        nats_urls: vec![server.url.parse().map_err(|e| setup("url", &e))?],
+        secrets,
+        xkey: true,
+        store: StoreConfig::default(),
+        user_jwt_ttl: std::time::Duration::from_secs(3600),
+    };
+    let running = daemon::start(&settings).await?;
+    let admin_invite = match running.store.bootstrap_admin_invite(TTL_DEFAULT_SECS).await {
+        Ok((_, token)) => Some(token),
+        Err(Error::Forbidden(_)) => None,
+        Err(e) => return Err(DevError::Store(e)),
+    };
+    let line = serde_json::json!({
+        "url": server.url,
+        "admin_invite": admin_invite.as_ref().map(|t| t.to_hex()),
+        "admin_link": admin_invite.as_ref().map(|t| t.link()),
+        "data_dir": data_dir,
+        "secrets": secrets_path,
+    });
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+    drop(out);
+    shutdown.await;
+    running.stop().await;
+    server.stop().await;
+    Ok(())
+}

@@ -1,0 +1,75 @@
+//! Fail closed: when the store cannot answer, the callout denies and the
+//! control plane answers `unavailable`; both recover by themselves when the
+//! store is back, without restarting unibusd.
+
+use unibus::client::{ClientError, Identity};
+use unibus::model::Role;
+use unibus::store::{Store, StoreConfig};
+
+use crate::harness::{Stack, code};
+
+async fn store_outage(xkey: bool) {
+    let stack = Stack::start(xkey).await;
+    let (_a, admin) = stack.admin().await;
+    let (bob, bob_conn) = stack.user(&admin, Role::Member, "bob").await;
+    drop(bob_conn);
+    let users = stack.store().list_users().await.unwrap();
+
+    // The users bucket disappears.
+    let js = stack.jetstream().await;
+    js.delete_stream("KV_UNIBUS_users").await.unwrap();
+
+    // A known member is denied (not let in as guest, not allowed).
+    assert!(matches!(stack.connect(&bob).await, Err(ClientError::NotAuthorized)));
+    // So is an unknown key: no guest access while the store is blind.
+    assert!(matches!(stack.connect(&Identity::generate()).await, Err(ClientError::NotAuthorized)));
+    // The still-connected admin gets `unavailable`.
+    assert_eq!(code(admin.whoami().await), "unavailable");
+    assert_eq!(code(admin.create_invite(&Default::default()).await), "unavailable");
+
+    // The operator restores the bucket; unibusd is not restarted.
+    let restored = Store::open(stack.service_nats().await, &StoreConfig::default()).await.unwrap();
+    for u in &users {
+        restored.add_user(u).await.unwrap();
+    }
+    assert_eq!(stack.connect(&bob).await.unwrap().whoami().await.unwrap().name, "bob");
+    assert_eq!(admin.whoami().await.unwrap().sign_pub, admin.sign_pub());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_outage_fails_closed_and_recovers_with_xkey() {
+    store_outage(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_outage_fails_closed_and_recovers_without_xkey() {
+    store_outage(false).await;
+}
+
+/// JetStream itself gone (the server restarted without its store): the
+/// callout denies until it is back. Here: the server is stopped and
+/// restarted on the same store; unibusd reconnects and serves again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_restart_is_survived_without_restarting_unibusd() {
+    let mut stack = Stack::start(true).await;
+    let (admin_id, admin) = stack.admin().await;
+    drop(admin);
+    let server = stack.server.take().unwrap();
+    let port = server.port;
+    server.stop().await;
+    // Nothing answers now: a connect fails.
+    assert!(stack.connect(&admin_id).await.is_err());
+    stack.restart_server(port).await;
+    // unibusd (same process, same connection object) serves again.
+    let mut ok = false;
+    for _ in 0..50 {
+        if let Ok(c) = stack.connect(&admin_id).await {
+            if c.whoami().await.is_ok() {
+                ok = true;
+                break;
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(ok, "unibusd did not recover after the server came back");
+}

@@ -1,0 +1,186 @@
+//! Test harness: every test gets its own real nats-server (free loopback
+//! port, own store dir, the repository's nats.conf with fresh keys) and its
+//! own unibusd running in-process, plus helpers for identities and clients.
+
+use std::time::Duration;
+
+use async_nats::jetstream;
+use tokio::sync::mpsc;
+use unibus::client::{self, Client, ClientError, Identity};
+use unibus::config::Settings;
+use unibus::daemon::{self, Running};
+use unibus::model::Role;
+use unibus::natsserver::{self, NatsServer, ServerSpec};
+use unibus::proto::InviteCreateRequest;
+use unibus::secrets::{Secrets, env};
+use unibus::store::{Store, StoreConfig};
+
+/// Logs to the test output when `RUST_LOG` is set.
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+}
+
+/// One nats-server and one unibusd.
+pub struct Stack {
+    pub server: Option<NatsServer>,
+    pub daemon: Option<Running>,
+    pub secrets: Secrets,
+    pub url: String,
+    pub xkey: bool,
+    pub spec: ServerSpec,
+    pub dir: tempfile::TempDir,
+}
+
+impl Stack {
+    /// Starts a server (callout encryption on or off) and unibusd.
+    pub async fn start(xkey: bool) -> Stack {
+        init_tracing();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let secrets = Secrets::generate();
+        let config = natsserver::write_config(dir.path(), xkey).expect("write config");
+        let mut server_env: Vec<(String, String)> =
+            secrets.public_env().into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+        server_env.push((env::STORE_DIR.into(), dir.path().join("js").display().to_string()));
+        let binary = natsserver::find_binary().unwrap_or_else(|e| panic!("{e}"));
+        let spec = ServerSpec {
+            binary,
+            config,
+            port: natsserver::free_port(),
+            name: "unibus-test".into(),
+            env: server_env,
+            args: vec![],
+            log_file: Some(dir.path().join("nats-server.log")),
+        };
+        let server = NatsServer::start(&spec).await.unwrap_or_else(|e| panic!("{e}"));
+        let url = server.url.clone();
+        let mut stack = Stack { server: Some(server), daemon: None, secrets, url, xkey, spec, dir };
+        stack.start_daemon().await;
+        stack
+    }
+
+    /// Starts the server again on the same port and store.
+    pub async fn restart_server(&mut self, port: u16) {
+        let mut spec = self.spec.clone();
+        spec.port = port;
+        spec.log_file = Some(self.dir.path().join("nats-server-2.log"));
+        self.server = Some(NatsServer::start(&spec).await.unwrap_or_else(|e| panic!("{e}")));
+    }
+
+    /// unibusd settings for this stack.
+    pub fn settings(&self) -> Settings {
+        Settings {
+            nats_urls: vec![self.url.parse().unwrap()],
+            secrets: self.secrets.clone(),
+            xkey: self.xkey,
+            store: StoreConfig::default(),
+            user_jwt_ttl: Duration::from_secs(3600),
+        }
+    }
+
+    /// (Re)starts the in-process unibusd.
+    pub async fn start_daemon(&mut self) {
+        let running = daemon::start(&self.settings()).await.expect("unibusd starts");
+        self.daemon = Some(running);
+    }
+
+    /// The store unibusd uses.
+    pub fn store(&self) -> &Store {
+        &self.daemon.as_ref().expect("daemon running").store
+    }
+
+    /// A connection as the service user (account AUTH, no callout).
+    pub async fn service_nats(&self) -> async_nats::Client {
+        async_nats::ConnectOptions::with_nkey(self.secrets.service.seed().unwrap())
+            .connect(&self.url)
+            .await
+            .expect("service user connects")
+    }
+
+    /// JetStream in account AUTH.
+    pub async fn jetstream(&self) -> jetstream::Context {
+        jetstream::new(self.service_nats().await)
+    }
+
+    /// Connects `id` through the callout.
+    pub async fn connect(&self, id: &Identity) -> Result<Client, ClientError> {
+        Client::connect(&self.url, id).await
+    }
+
+    /// Connects `id` and reports asynchronous server errors (permission
+    /// violations) on the returned channel.
+    pub async fn connect_watched(&self, id: &Identity) -> (Client, mpsc::UnboundedReceiver<String>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let opts = client::connect_options(id).event_callback(move |event| {
+            let tx = tx.clone();
+            async move {
+                if let async_nats::Event::ServerError(e) = event {
+                    let _ = tx.send(e.to_string());
+                }
+            }
+        });
+        let c = Client::connect_with(&self.url, id, opts).await.expect("connects");
+        (c, rx)
+    }
+
+    /// Bootstraps the first admin and returns it connected as admin.
+    pub async fn admin(&self) -> (Identity, Client) {
+        let (_, token) = self.store().bootstrap_admin_invite(600).await.expect("bootstrap invite");
+        let id = Identity::generate();
+        let guest = self.connect(&id).await.expect("guest connects");
+        let user = guest.register(&token.to_hex(), Some("root")).await.expect("admin registers");
+        assert_eq!(user.role, Role::Admin);
+        drop(guest);
+        let admin = self.connect(&id).await.expect("admin reconnects");
+        (id, admin)
+    }
+
+    /// Invites and registers a new user with `role`, connected as that user.
+    pub async fn user(&self, admin: &Client, role: Role, name: &str) -> (Identity, Client) {
+        let inv = admin
+            .create_invite(&InviteCreateRequest { role: Some(role), ..Default::default() })
+            .await
+            .expect("invite");
+        let id = Identity::generate();
+        let guest = self.connect(&id).await.expect("guest connects");
+        guest.register(&inv.link, Some(name)).await.expect("registers");
+        drop(guest);
+        let c = self.connect(&id).await.expect("user reconnects");
+        (id, c)
+    }
+
+    /// (messages, last sequence) of both buckets: equal before and after
+    /// means KV did not change.
+    pub async fn kv_fingerprint(&self) -> Vec<(u64, u64)> {
+        let js = self.jetstream().await;
+        let mut out = Vec::new();
+        for name in ["KV_UNIBUS_users", "KV_UNIBUS_invites"] {
+            let mut s = js.get_stream(name).await.expect("stream");
+            let info = s.info().await.expect("info");
+            out.push((info.state.messages, info.state.last_sequence));
+        }
+        out
+    }
+}
+
+/// Waits (bounded) for an async server error containing `needle`.
+pub async fn expect_server_error(rx: &mut mpsc::UnboundedReceiver<String>, needle: &str) -> String {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    loop {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Some(e)) if e.contains(needle) => return e,
+            Ok(Some(_)) => continue,
+            _ => panic!("no server error containing {needle:?}"),
+        }
+    }
+}
+
+/// The wire error code of a failed call.
+pub fn code(r: Result<impl std::fmt::Debug, ClientError>) -> String {
+    match r {
+        Err(ClientError::Service(e)) => e.code().to_string(),
+        other => panic!("expected a service error, got {other:?}"),
+    }
+}

@@ -1,0 +1,102 @@
+//! Bad input gets `bad_request` and changes nothing in KV.
+
+use unibus::client::{Client, Identity, decode_reply};
+use unibus::subjects;
+
+use crate::harness::{Stack, code};
+
+fn low_order_order8() -> String {
+    "e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800".into()
+}
+
+/// At least 25 malformed requests across register, lookup and invite.create
+/// each get `bad_request`, and KV is unchanged afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_requests_are_bad_request_and_change_nothing() {
+    let stack = Stack::start(true).await;
+    let (_a, admin) = stack.admin().await;
+    let inv = admin.create_invite(&Default::default()).await.unwrap();
+    let guest_id = Identity::generate();
+    let guest = stack.connect(&guest_id).await.unwrap();
+    let tok = inv.token.clone();
+    let kex = guest_id.kex_pub_hex();
+    let p = "edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f";
+
+    let register_cases: Vec<(&str, String)> = vec![
+        ("not json", "not json".into()),
+        ("truncated json", "{\"invite\":".into()),
+        ("array body", "[]".into()),
+        ("string body", "\"x\"".into()),
+        ("number body", "42".into()),
+        ("empty object", "{}".into()),
+        ("missing kex_pub", format!("{{\"invite\":\"{tok}\"}}")),
+        ("null kex_pub", format!("{{\"invite\":\"{tok}\",\"kex_pub\":null}}")),
+        ("invite wrong type", format!("{{\"invite\":5,\"kex_pub\":\"{kex}\"}}")),
+        ("unknown field", format!("{{\"invite\":\"{tok}\",\"kex_pub\":\"{kex}\",\"role\":\"admin\"}}")),
+        ("kex_pub 62 hex", format!("{{\"invite\":\"{tok}\",\"kex_pub\":\"{}\"}}", &kex[..62])),
+        ("kex_pub 66 hex", format!("{{\"invite\":\"{tok}\",\"kex_pub\":\"{kex}ab\"}}")),
+        ("kex_pub non-hex", format!("{{\"invite\":\"{tok}\",\"kex_pub\":\"{}\"}}", "zz".repeat(32))),
+        ("kex_pub all zero", format!("{{\"invite\":\"{tok}\",\"kex_pub\":\"{}\"}}", "00".repeat(32))),
+        ("kex_pub u=1", format!("{{\"invite\":\"{tok}\",\"kex_pub\":\"01{}\"}}", "00".repeat(31))),
+        ("kex_pub order 8", format!("{{\"invite\":\"{tok}\",\"kex_pub\":\"{}\"}}", low_order_order8())),
+        ("kex_pub u=p", format!("{{\"invite\":\"{tok}\",\"kex_pub\":\"{p}\"}}")),
+        ("kex_pub wrong type", format!("{{\"invite\":\"{tok}\",\"kex_pub\":[1,2]}}")),
+        ("token short", format!("{{\"invite\":\"{}\",\"kex_pub\":\"{kex}\"}}", &tok[..63])),
+        ("token non-hex", format!("{{\"invite\":\"{}\",\"kex_pub\":\"{kex}\"}}", "g".repeat(64))),
+        ("bad link", format!("{{\"invite\":\"unibus://invite/xyz\",\"kex_pub\":\"{kex}\"}}")),
+        ("empty name", format!("{{\"invite\":\"{tok}\",\"kex_pub\":\"{kex}\",\"name\":\"\"}}")),
+        (
+            "name 65 chars",
+            format!("{{\"invite\":\"{tok}\",\"kex_pub\":\"{kex}\",\"name\":\"{}\"}}", "n".repeat(65)),
+        ),
+        (
+            "name control char",
+            format!("{{\"invite\":\"{tok}\",\"kex_pub\":\"{kex}\",\"name\":\"a\\u0007b\"}}"),
+        ),
+        ("name wrong type", format!("{{\"invite\":\"{tok}\",\"kex_pub\":\"{kex}\",\"name\":7}}")),
+    ];
+    let admin_cases: Vec<(&str, &str, String)> = vec![
+        ("ttl too small", subjects::ADMIN_INVITE_CREATE, "{\"ttl_secs\":59}".into()),
+        ("ttl too large", subjects::ADMIN_INVITE_CREATE, "{\"ttl_secs\":2592001}".into()),
+        ("ttl negative", subjects::ADMIN_INVITE_CREATE, "{\"ttl_secs\":-1}".into()),
+        ("ttl string", subjects::ADMIN_INVITE_CREATE, "{\"ttl_secs\":\"60\"}".into()),
+        ("ttl fraction", subjects::ADMIN_INVITE_CREATE, "{\"ttl_secs\":60.5}".into()),
+        ("ttl huge", subjects::ADMIN_INVITE_CREATE, "{\"ttl_secs\":1e30}".into()),
+        ("unknown role", subjects::ADMIN_INVITE_CREATE, "{\"role\":\"root\"}".into()),
+        ("role wrong type", subjects::ADMIN_INVITE_CREATE, "{\"role\":1}".into()),
+        ("note 257 chars", subjects::ADMIN_INVITE_CREATE, format!("{{\"note\":\"{}\"}}", "x".repeat(257))),
+        ("invite unknown field", subjects::ADMIN_INVITE_CREATE, "{\"token\":\"abc\"}".into()),
+        ("invite array body", subjects::ADMIN_INVITE_CREATE, "[1]".into()),
+        ("whoami unknown field", subjects::WHOAMI, "{\"sign_pub\":\"x\"}".into()),
+        ("lookup missing key", subjects::USER_LOOKUP, "{}".into()),
+        ("lookup non-hex", subjects::USER_LOOKUP, format!("{{\"sign_pub\":\"{}\"}}", "q".repeat(64))),
+        (
+            "lookup small-order key",
+            subjects::USER_LOOKUP,
+            format!("{{\"sign_pub\":\"01{}\"}}", "00".repeat(31)),
+        ),
+        ("lookup not a point", subjects::USER_LOOKUP, format!("{{\"sign_pub\":\"{}\"}}", "ff".repeat(32))),
+    ];
+    assert!(register_cases.len() + admin_cases.len() >= 25);
+
+    let before = stack.kv_fingerprint().await;
+    for (what, body) in &register_cases {
+        assert_bad(&guest, subjects::REGISTER, what, body).await;
+    }
+    for (what, subject, body) in &admin_cases {
+        assert_bad(&admin, subject, what, body).await;
+    }
+    assert_eq!(stack.kv_fingerprint().await, before, "KV changed");
+
+    // The well-formed request still works afterwards: the invite was untouched.
+    guest.register(&tok, Some("ok")).await.unwrap();
+}
+
+async fn assert_bad(client: &Client, subject: &str, what: &str, body: &str) {
+    let msg = client.call_raw(subject, body.as_bytes().to_vec()).await.unwrap();
+    let headers = msg.headers.clone().unwrap_or_default();
+    let number = headers.get(subjects::HDR_SERVICE_ERROR_CODE).map(|v| v.to_string());
+    assert_eq!(number.as_deref(), Some("400"), "{what}: header");
+    let r = decode_reply::<serde_json::Value>(subject, &msg);
+    assert_eq!(code(r), "bad_request", "{what}");
+}

