@@ -10,9 +10,9 @@ use std::path::PathBuf;
 use crate::config::Settings;
 use crate::daemon;
 use crate::error::Error;
-use crate::natsserver::{self, NatsServer, ServerSpec};
+use crate::natsserver::{self, NatsServer};
 use crate::proto::TTL_DEFAULT_SECS;
-use crate::secrets::{self, Secrets, env};
+use crate::secrets::{self, Secrets};
 use crate::store::StoreConfig;
 
 /// Flags of `unibusd dev`.
@@ -66,20 +66,9 @@ pub async fn run(args: DevArgs, shutdown: impl Future<Output = ()>) -> Result<()
         s.write_new(&secrets_path).map_err(|e| setup("write keys", &e))?;
         s
     };
-    let config = natsserver::write_config(&data_dir, true).map_err(|e| setup("write nats.conf", &e))?;
-    let mut server_env: Vec<(String, String)> =
-        secrets.public_env().into_iter().map(|(k, v)| (k.to_string(), v)).collect();
-    server_env.push((env::STORE_DIR.to_string(), data_dir.join("jetstream").display().to_string()));
-    let server = NatsServer::start(&ServerSpec {
-        binary: natsserver::find_binary()?,
-        config,
-        port: args.port,
-        name: "unibus-dev".into(),
-        env: server_env,
-        args: vec![],
-        log_file: Some(data_dir.join("nats-server.log")),
-    })
-    .await?;
+    let server =
+        NatsServer::start(&natsserver::unibus_spec(&data_dir, &secrets, true, args.port, "unibus-dev")?)
+            .await?;
     let settings = Settings {
         nats_urls: vec![server.url.parse().map_err(|e| setup("url", &e))?],
         secrets,

@@ -173,3 +173,31 @@ pub fn write_config(dir: &Path, xkey: bool) -> std::io::Result<PathBuf> {
     std::fs::write(&path, text)?;
     Ok(path)
 }
+
+/// The spec of a server running the repository's `nats.conf` with the
+/// public keys of `secrets`, its config, store and log under `dir`.
+///
+/// # Errors
+/// [`ServerError::NotFound`] without a binary; config write errors as
+/// [`ServerError::Spawn`].
+pub fn unibus_spec(
+    dir: &Path,
+    secrets: &crate::secrets::Secrets,
+    xkey: bool,
+    port: u16,
+    name: &str,
+) -> Result<ServerSpec, ServerError> {
+    let config = write_config(dir, xkey).map_err(|e| ServerError::Spawn(dir.display().to_string(), e))?;
+    let mut env: Vec<(String, String)> =
+        secrets.public_env().into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+    env.push((crate::secrets::env::STORE_DIR.to_string(), dir.join("jetstream").display().to_string()));
+    Ok(ServerSpec {
+        binary: find_binary()?,
+        config,
+        port,
+        name: name.to_string(),
+        env,
+        args: vec![],
+        log_file: Some(dir.join("nats-server.log")),
+    })
+}

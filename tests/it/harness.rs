@@ -12,7 +12,7 @@ use unibus::daemon::{self, Running};
 use unibus::model::Role;
 use unibus::natsserver::{self, NatsServer, ServerSpec};
 use unibus::proto::InviteCreateRequest;
-use unibus::secrets::{Secrets, env};
+use unibus::secrets::Secrets;
 use unibus::store::{Store, StoreConfig};
 
 /// Logs to the test output when `RUST_LOG` is set.
@@ -40,20 +40,9 @@ impl Stack {
         init_tracing();
         let dir = tempfile::tempdir().expect("temp dir");
         let secrets = Secrets::generate();
-        let config = natsserver::write_config(dir.path(), xkey).expect("write config");
-        let mut server_env: Vec<(String, String)> =
-            secrets.public_env().into_iter().map(|(k, v)| (k.to_string(), v)).collect();
-        server_env.push((env::STORE_DIR.into(), dir.path().join("js").display().to_string()));
-        let binary = natsserver::find_binary().unwrap_or_else(|e| panic!("{e}"));
-        let spec = ServerSpec {
-            binary,
-            config,
-            port: natsserver::free_port(),
-            name: "unibus-test".into(),
-            env: server_env,
-            args: vec![],
-            log_file: Some(dir.path().join("nats-server.log")),
-        };
+        let spec =
+            natsserver::unibus_spec(dir.path(), &secrets, xkey, natsserver::free_port(), "unibus-test")
+                .unwrap_or_else(|e| panic!("{e}"));
         let server = NatsServer::start(&spec).await.unwrap_or_else(|e| panic!("{e}"));
         let url = server.url.clone();
         let mut stack = Stack { server: Some(server), daemon: None, secrets, url, xkey, spec, dir };
