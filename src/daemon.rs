@@ -9,6 +9,8 @@ use tracing::{info, warn};
 
 use crate::callout::{self, Callout};
 use crate::config::Settings;
+use crate::kick::Kicker;
+use crate::service::cursor::Cursors;
 use crate::service::{self, Ctx};
 use crate::store::Store;
 
@@ -27,6 +29,7 @@ pub enum StartError {
 pub struct Running {
     tasks: tokio::task::JoinSet<()>,
     client: async_nats::Client,
+    sys: async_nats::Client,
     /// The store the daemon uses.
     pub store: Store,
 }
@@ -37,6 +40,7 @@ impl Running {
         self.tasks.abort_all();
         while self.tasks.join_next().await.is_some() {}
         let _ = self.client.drain().await;
+        let _ = self.sys.drain().await;
     }
 
     /// Waits until a serving task ends (connection closed for good).
@@ -58,6 +62,27 @@ pub async fn connect_service(settings: &Settings, name: &str) -> Result<async_na
         .connect(settings.nats_urls.clone())
         .await
         .map_err(|e| StartError::Connect(e.to_string()))
+}
+
+/// Connects as the system-account user (for CONNZ and KICK).
+///
+/// # Errors
+/// [`StartError::Connect`] when the options are unusable.
+pub async fn connect_sys(settings: &Settings) -> Result<async_nats::Client, StartError> {
+    let seed = settings.secrets.sys.seed().map_err(|e| StartError::Connect(e.to_string()))?;
+    async_nats::ConnectOptions::with_nkey(seed)
+        .name("unibusd-sys")
+        .retry_on_initial_connect()
+        .max_reconnects(None)
+        .connect(settings.nats_urls.clone())
+        .await
+        .map_err(|e| StartError::Connect(e.to_string()))
+}
+
+/// Secret material every instance of a deployment shares (the issuer
+/// seed), from which list-cursor keys are derived.
+fn secrets_seed(settings: &Settings) -> String {
+    settings.secrets.issuer.seed().unwrap_or_default()
 }
 
 /// Opens the store, retrying with backoff while JetStream cannot answer.
@@ -90,7 +115,13 @@ pub async fn start(settings: &Settings) -> Result<Running, StartError> {
         user_jwt_ttl: settings.user_jwt_ttl,
     });
     let auth_sub = callout::subscribe(&client).await.map_err(|e| StartError::Subscribe(e.to_string()))?;
-    let control = service::start(client.clone(), Arc::new(Ctx { store: store.clone() }))
+    let sys = connect_sys(settings).await?;
+    let ctx = Ctx {
+        store: store.clone(),
+        kicker: Kicker::new(sys.clone()),
+        cursors: Cursors::new(secrets_seed(settings).as_bytes()),
+    };
+    let control = service::start(client.clone(), Arc::new(ctx))
         .await
         .map_err(|e| StartError::Subscribe(e.to_string()))?;
     let mut tasks = tokio::task::JoinSet::new();
@@ -99,5 +130,5 @@ pub async fn start(settings: &Settings) -> Result<Running, StartError> {
     // Both subscriptions are registered with the server before "ready".
     client.flush().await.map_err(|e| StartError::Subscribe(e.to_string()))?;
     info!(xkey = settings.xkey, "unibusd ready");
-    Ok(Running { tasks, client, store })
+    Ok(Running { tasks, client, sys, store })
 }

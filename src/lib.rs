@@ -11,6 +11,7 @@
 //! - [`keys`]: hex keys, weak-key checks, nonce signatures, invite tokens.
 //! - [`store`]: typed KV operations, CAS only, redemption protocol.
 //! - [`callout`]: the auth-callout responder (JWTs, xkey, permissions).
+//! - [`kick`]: finding and closing live connections (CONNZ, KICK).
 //! - [`service`]: the control-plane micro service and its handlers.
 //! - [`client`]: identities and the typed Rust client.
 //! - [`secrets`], [`config`]: keys and validated settings.
@@ -24,6 +25,7 @@ pub mod daemon;
 pub mod dev;
 pub mod error;
 pub mod keys;
+pub mod kick;
 pub mod model;
 pub mod natsserver;
 pub mod proto;

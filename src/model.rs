@@ -134,6 +134,33 @@ impl Invite {
     }
 }
 
+/// A record in `UNIBUS_rooms`, keyed by `id` (32 lowercase hex).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Room {
+    /// Schema version.
+    pub v: u32,
+    /// 16 random bytes, lowercase hex.
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// `sign_pub` of the owner; `None` once the owner was deleted (then only
+    /// admins manage the room).
+    pub owner: Option<String>,
+    /// Member `sign_pub`s, sorted.
+    pub members: Vec<String>,
+    /// RFC 3339 UTC.
+    pub created_at: String,
+    /// Last change, RFC 3339 UTC.
+    pub updated_at: String,
+}
+
+impl Room {
+    /// Is `sign_pub` a member?
+    pub fn has_member(&self, sign_pub: &str) -> bool {
+        self.members.binary_search_by(|m| m.as_str().cmp(sign_pub)).is_ok()
+    }
+}
+
 /// Current time, UTC.
 pub fn now() -> OffsetDateTime {
     OffsetDateTime::now_utc()

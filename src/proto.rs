@@ -7,7 +7,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
-use crate::model::{Invite, Role, User, UserStatus};
+use crate::model::{Invite, InviteStatus, Role, Room, User, UserStatus};
 
 /// Smallest invite TTL in seconds.
 pub const TTL_MIN_SECS: u64 = 60;
@@ -117,6 +117,161 @@ impl InviteCreateRequest {
         }
         Ok(note)
     }
+}
+
+/// Default page size of list requests.
+pub const LIMIT_DEFAULT: u64 = 100;
+/// Largest page size of list requests.
+pub const LIMIT_MAX: u64 = 1000;
+
+/// The page size after the range check.
+///
+/// # Errors
+/// `bad_request` outside 1..=1000.
+pub fn page_limit(limit: Option<u64>) -> Result<usize, Error> {
+    let l = limit.unwrap_or(LIMIT_DEFAULT);
+    if !(1..=LIMIT_MAX).contains(&l) {
+        return Err(Error::bad(format!("limit: must be 1..={LIMIT_MAX}, got {l}")));
+    }
+    Ok(l as usize)
+}
+
+/// `unibus.admin.invite.list` request.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InviteListRequest {
+    /// `pending|used|cancelled|expired`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<InviteStatus>,
+    /// Page size 1..=1000 (default 100).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u64>,
+    /// `next` of the previous page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
+}
+
+/// `unibus.admin.user.list` request.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserListRequest {
+    /// `active|revoked`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<UserStatus>,
+    /// Page size 1..=1000 (default 100).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u64>,
+    /// `next` of the previous page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
+}
+
+/// `unibus.room.list` request.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoomListRequest {
+    /// Page size 1..=1000 (default 100).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u64>,
+    /// `next` of the previous page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
+}
+
+/// Requests naming an invite or a room by id.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdRequest {
+    /// Invite id (64 hex) or room id (32 hex).
+    pub id: String,
+}
+
+/// Requests naming a user.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignPubRequest {
+    /// The user's Ed25519 key, hex.
+    pub sign_pub: String,
+}
+
+/// `unibus.room.create` request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoomCreateRequest {
+    /// Room name, 1..=64 characters.
+    pub name: String,
+}
+
+/// `unibus.room.member.add|remove` request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemberRequest {
+    /// Room id.
+    pub id: String,
+    /// Member's Ed25519 key, hex.
+    pub sign_pub: String,
+}
+
+/// Reply carrying one invite.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InviteReply {
+    /// The invite (no token; `expired` computed).
+    pub invite: Invite,
+}
+
+/// Reply of `unibus.admin.invite.list`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InviteListReply {
+    /// One page.
+    pub invites: Vec<Invite>,
+    /// Cursor of the next page; absent at the end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
+}
+
+/// Reply of `unibus.admin.user.list`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UserListReply {
+    /// One page.
+    pub users: Vec<User>,
+    /// Cursor of the next page; absent at the end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
+}
+
+/// Reply of `unibus.admin.user.revoke`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RevokeReply {
+    /// The record after the change.
+    pub user: User,
+    /// Live connections targeted for closing.
+    pub kicked: u64,
+}
+
+/// Reply of `unibus.admin.user.delete`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeleteReply {
+    /// The deleted key.
+    pub deleted: String,
+    /// Live connections targeted for closing.
+    pub kicked: u64,
+}
+
+/// Reply carrying one room.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RoomReply {
+    /// The room.
+    pub room: Room,
+}
+
+/// Reply of `unibus.room.list`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RoomListReply {
+    /// One page.
+    pub rooms: Vec<Room>,
+    /// Cursor of the next page; absent at the end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
 }
 
 /// Reply carrying one user record.

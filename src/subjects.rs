@@ -11,6 +11,33 @@ pub const USER_LOOKUP: &str = "unibus.user.lookup";
 /// Control plane: mint an invite (admin).
 pub const ADMIN_INVITE_CREATE: &str = "unibus.admin.invite.create";
 
+/// Admin: list invites.
+pub const ADMIN_INVITE_LIST: &str = "unibus.admin.invite.list";
+/// Admin: one invite.
+pub const ADMIN_INVITE_GET: &str = "unibus.admin.invite.get";
+/// Admin: cancel an invite.
+pub const ADMIN_INVITE_CANCEL: &str = "unibus.admin.invite.cancel";
+/// Admin: list users.
+pub const ADMIN_USER_LIST: &str = "unibus.admin.user.list";
+/// Admin: one user.
+pub const ADMIN_USER_GET: &str = "unibus.admin.user.get";
+/// Admin: revoke a user (and close its connections).
+pub const ADMIN_USER_REVOKE: &str = "unibus.admin.user.revoke";
+/// Admin: restore a revoked user.
+pub const ADMIN_USER_RESTORE: &str = "unibus.admin.user.restore";
+/// Admin: hard-delete a user (and close its connections).
+pub const ADMIN_USER_DELETE: &str = "unibus.admin.user.delete";
+/// Create a room.
+pub const ROOM_CREATE: &str = "unibus.room.create";
+/// One room.
+pub const ROOM_GET: &str = "unibus.room.get";
+/// Rooms the caller is in.
+pub const ROOM_LIST: &str = "unibus.room.list";
+/// Add a member to a room.
+pub const ROOM_MEMBER_ADD: &str = "unibus.room.member.add";
+/// Remove a member from a room.
+pub const ROOM_MEMBER_REMOVE: &str = "unibus.room.member.remove";
+
 /// Wildcard for every admin subject (granted to admins only).
 pub const ADMIN_ALL: &str = "unibus.admin.>";
 /// Room control subjects (`unibus.room.create`, ...).
@@ -31,6 +58,16 @@ pub const SERVICE_NAME: &str = "unibus";
 pub const BUCKET_USERS: &str = "UNIBUS_users";
 /// JetStream KV bucket of invites, keyed by SHA-256(token) hex.
 pub const BUCKET_INVITES: &str = "UNIBUS_invites";
+/// JetStream KV bucket of rooms, keyed by room id.
+pub const BUCKET_ROOMS: &str = "UNIBUS_rooms";
+
+/// System-account request listing connections on every server.
+pub const SYS_CONNZ_PING: &str = "$SYS.REQ.SERVER.PING.CONNZ";
+
+/// System-account request closing one connection on server `server_id`.
+pub fn sys_kick(server_id: &str) -> String {
+    format!("$SYS.REQ.SERVER.{server_id}.KICK")
+}
 
 /// Header the server stamps on requests crossing the APP -> AUTH import.
 pub const HDR_REQUEST_INFO: &str = "Nats-Request-Info";
@@ -52,10 +89,34 @@ pub fn inbox_prefix(sign_pub: &str) -> String {
     format!("_INBOX.{sign_pub}")
 }
 
+/// Room message subject.
+pub fn room_msg(room_id: &str) -> String {
+    format!("unibus.msg.room.{room_id}")
+}
+
 /// Direct-message subject of the user with this `sign_pub` hex.
 pub fn dm(sign_pub: &str) -> String {
     format!("unibus.msg.dm.{sign_pub}")
 }
 
-/// Control subjects that APP imports from AUTH (never `unibus.msg.>`).
-pub const CONTROL_SUBJECTS: &[&str] = &[REGISTER, WHOAMI, USER_LOOKUP, ADMIN_INVITE_CREATE];
+/// Every control subject (the service's endpoints). APP imports exactly
+/// these from AUTH (never `unibus.msg.>`).
+pub const CONTROL_SUBJECTS: &[&str] = &[
+    REGISTER,
+    WHOAMI,
+    USER_LOOKUP,
+    ADMIN_INVITE_CREATE,
+    ADMIN_INVITE_LIST,
+    ADMIN_INVITE_GET,
+    ADMIN_INVITE_CANCEL,
+    ADMIN_USER_LIST,
+    ADMIN_USER_GET,
+    ADMIN_USER_REVOKE,
+    ADMIN_USER_RESTORE,
+    ADMIN_USER_DELETE,
+    ROOM_CREATE,
+    ROOM_GET,
+    ROOM_LIST,
+    ROOM_MEMBER_ADD,
+    ROOM_MEMBER_REMOVE,
+];

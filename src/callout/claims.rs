@@ -172,8 +172,9 @@ pub struct Permissions {
     pub subscribe: Vec<String>,
 }
 
-/// Permissions for `sign_pub`: `None` = guest, else the active user's role.
-pub fn permissions(role: Option<Role>, sign_pub: &str) -> Permissions {
+/// Permissions for `sign_pub`: `None` = guest, else the active user's role
+/// and the rooms it is a member of.
+pub fn permissions(role: Option<Role>, sign_pub: &str, rooms: &[String]) -> Permissions {
     let inbox = format!("{}.>", subjects::inbox_prefix(sign_pub));
     let Some(role) = role else {
         return Permissions { publish: vec![subjects::REGISTER.to_string()], subscribe: vec![inbox] };
@@ -192,7 +193,12 @@ pub fn permissions(role: Option<Role>, sign_pub: &str) -> Permissions {
     if role == Role::Admin {
         publish.push(subjects::ADMIN_ALL.to_string());
     }
-    Permissions { publish, subscribe: vec![inbox, subjects::dm(sign_pub)] }
+    let mut subscribe = vec![inbox, subjects::dm(sign_pub)];
+    for room in rooms {
+        publish.push(subjects::room_msg(room));
+        subscribe.push(subjects::room_msg(room));
+    }
+    Permissions { publish, subscribe }
 }
 
 #[cfg(test)]
@@ -201,16 +207,18 @@ mod tests {
 
     #[test]
     fn guest_may_only_register() {
-        let p = permissions(None, "ab");
+        let p = permissions(None, "ab", &["r1".to_string()]);
         assert_eq!(p.publish, vec!["unibus.register"]);
         assert_eq!(p.subscribe, vec!["_INBOX.ab.>"]);
     }
 
     #[test]
     fn only_admins_get_admin_subjects() {
-        let m = permissions(Some(Role::Member), "ab");
+        let m = permissions(Some(Role::Member), "ab", &["r1".to_string()]);
         assert!(!m.publish.iter().any(|s| s.starts_with("unibus.admin")));
-        let a = permissions(Some(Role::Admin), "ab");
+        assert!(m.publish.contains(&"unibus.msg.room.r1".to_string()));
+        assert_eq!(m.subscribe, vec!["_INBOX.ab.>", "unibus.msg.dm.ab", "unibus.msg.room.r1"]);
+        let a = permissions(Some(Role::Admin), "ab", &[]);
         assert!(a.publish.contains(&"unibus.admin.>".to_string()));
         assert_eq!(a.subscribe, vec!["_INBOX.ab.>", "unibus.msg.dm.ab"]);
     }

@@ -50,6 +50,8 @@ pub enum Verdict {
         sign_pub: String,
         /// `None` for a guest.
         role: Option<Role>,
+        /// Rooms it is a member of.
+        rooms: Vec<String>,
     },
     /// Keep out, with the reason for the server log.
     Deny(String),
@@ -89,12 +91,12 @@ impl Callout {
         let verdict = self.decide(&req).await;
         let cid = req.nats.client_info.id.unwrap_or_default();
         let nats = match &verdict {
-            Verdict::Allow { sign_pub, role } => {
+            Verdict::Allow { sign_pub, role, rooms } => {
                 debug!(%sign_pub, ?role, cid, server = %req.nats.server_id.name, "callout allow");
                 AuthResponse {
                     kind: "authorization_response",
                     version: 2,
-                    jwt: Some(self.user_jwt(&req, sign_pub, *role)?),
+                    jwt: Some(self.user_jwt(&req, sign_pub, *role, rooms)?),
                     error: None,
                 }
             }
@@ -171,19 +173,37 @@ impl Callout {
             return Verdict::Deny(format!("nonce signature: {why}"));
         }
         let sign_pub = hex::encode(key.as_bytes());
-        match self.store.standing(&sign_pub).await {
-            Ok(Standing::Unknown) => Verdict::Allow { sign_pub, role: None },
-            Ok(Standing::Active(role)) => Verdict::Allow { sign_pub, role: Some(role) },
+        // Repeated denials (a revoked client retries every few seconds,
+        // forever) cost no store round trip. Only denials come from the
+        // index; every allow is a leader read.
+        if self.store.known_revoked(&sign_pub) {
+            return Verdict::Deny(format!("user {sign_pub} is revoked"));
+        }
+        let (standing, rooms) =
+            tokio::join!(self.store.standing(&sign_pub), self.store.rooms_of_member(&sign_pub));
+        let unavailable = |e: crate::Error| {
+            warn!(error = %e, "callout: store unavailable, denying");
+            Verdict::Deny("authorization store unavailable".into())
+        };
+        match standing {
+            Ok(Standing::Unknown) => Verdict::Allow { sign_pub, role: None, rooms: Vec::new() },
+            Ok(Standing::Active(role)) => match rooms {
+                Ok(rooms) => Verdict::Allow { sign_pub, role: Some(role), rooms },
+                Err(e) => unavailable(e),
+            },
             Ok(Standing::Revoked) => Verdict::Deny(format!("user {sign_pub} is revoked")),
-            Err(e) => {
-                warn!(error = %e, "callout: store unavailable, denying");
-                Verdict::Deny("authorization store unavailable".into())
-            }
+            Err(e) => unavailable(e),
         }
     }
 
-    fn user_jwt(&self, req: &RequestClaims, sign_pub: &str, role: Option<Role>) -> Result<String, Abort> {
-        let perms = permissions(role, sign_pub);
+    fn user_jwt(
+        &self,
+        req: &RequestClaims,
+        sign_pub: &str,
+        role: Option<Role>,
+        rooms: &[String],
+    ) -> Result<String, Abort> {
+        let perms = permissions(role, sign_pub, rooms);
         let now = unix_now();
         let claims = UserClaims {
             iss: self.issuer.public_key(),

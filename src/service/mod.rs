@@ -2,14 +2,17 @@
 //! `unibus`). One way in, one way out: a request is checked for a
 //! server-stamped caller identity, its body decoded strictly, handed to one
 //! handler that never sees NATS types, and the result encoded here, with
-//! errors mapped to wire codes in one place ([`reply_error`]).
+//! errors mapped to wire codes in one place ([`reply_error`]). Connections a
+//! handler asks to close are kicked only after its reply was delivered.
 
+pub mod cursor;
 mod handlers;
+pub mod micro;
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use async_nats::HeaderMap;
-use async_nats::service::ServiceExt;
 use bytes::Bytes;
 use futures::StreamExt;
 use serde::Serialize;
@@ -17,14 +20,21 @@ use tracing::{debug, error, info, warn};
 
 use crate::error::Error;
 use crate::keys;
-use crate::proto::{self, ErrorReply};
+use crate::kick::{self, Kicker, Target};
+use crate::proto::ErrorReply;
 use crate::store::Store;
 use crate::subjects;
+use cursor::Cursors;
+use micro::Micro;
 
 /// What handlers may use.
 pub struct Ctx {
     /// The KV store.
     pub store: Store,
+    /// Finds and closes live connections.
+    pub kicker: Kicker,
+    /// Signs list cursors.
+    pub cursors: Cursors,
 }
 
 /// The authenticated caller: the `sign_pub` the server stamped into
@@ -33,6 +43,32 @@ pub struct Ctx {
 pub struct Caller {
     /// Lowercase hex Ed25519 key.
     pub sign_pub: String,
+}
+
+/// A handler's result: the reply body, and connections to close after the
+/// reply has been delivered.
+pub struct Outcome {
+    body: Bytes,
+    kick: Vec<Target>,
+}
+
+impl Outcome {
+    /// A reply with nothing to close.
+    ///
+    /// # Errors
+    /// `internal` if the reply does not serialize.
+    pub fn reply<T: Serialize>(reply: &T) -> Result<Outcome, Error> {
+        Self::reply_then_kick(reply, Vec::new())
+    }
+
+    /// A reply, then close `kick`.
+    ///
+    /// # Errors
+    /// `internal` if the reply does not serialize.
+    pub fn reply_then_kick<T: Serialize>(reply: &T, kick: Vec<Target>) -> Result<Outcome, Error> {
+        let body = serde_json::to_vec(reply).map_err(|e| Error::Internal(e.to_string()))?;
+        Ok(Outcome { body: body.into(), kick })
+    }
 }
 
 #[derive(serde::Deserialize)]
@@ -62,32 +98,6 @@ pub fn caller_from_headers(headers: Option<&HeaderMap>) -> Result<Caller, Error>
     Ok(Caller { sign_pub: info.user.to_ascii_lowercase() })
 }
 
-/// Runs one request through identity, decoding and its handler.
-async fn dispatch(
-    ctx: &Ctx,
-    subject: &str,
-    headers: Option<&HeaderMap>,
-    body: &[u8],
-) -> Result<Bytes, Error> {
-    let caller = caller_from_headers(headers)?;
-    match subject {
-        subjects::REGISTER => ok(handlers::register(ctx, &caller, proto::decode(body)?).await?),
-        subjects::WHOAMI => {
-            let _: proto::Empty = proto::decode(body)?;
-            ok(handlers::whoami(ctx, &caller).await?)
-        }
-        subjects::USER_LOOKUP => ok(handlers::lookup(ctx, &caller, proto::decode(body)?).await?),
-        subjects::ADMIN_INVITE_CREATE => {
-            ok(handlers::invite_create(ctx, &caller, proto::decode(body)?).await?)
-        }
-        other => Err(Error::Internal(format!("no handler for {other}"))),
-    }
-}
-
-fn ok<T: Serialize>(reply: T) -> Result<Bytes, Error> {
-    serde_json::to_vec(&reply).map(Bytes::from).map_err(|e| Error::Internal(e.to_string()))
-}
-
 /// The one mapping from [`Error`] to the wire: headers plus JSON body.
 pub fn reply_error(err: &Error) -> (HeaderMap, Bytes) {
     let mut headers = HeaderMap::new();
@@ -101,46 +111,44 @@ pub fn reply_error(err: &Error) -> (HeaderMap, Bytes) {
 /// future answers requests until the connection closes.
 ///
 /// # Errors
-/// When the service or an endpoint cannot subscribe.
+/// When a subscription fails.
 pub async fn start(
     client: async_nats::Client,
     ctx: Arc<Ctx>,
 ) -> Result<impl std::future::Future<Output = ()> + Send + 'static, async_nats::Error> {
-    let service = client
-        .service_builder()
-        .description("unibus membership and admission control plane")
-        .queue_group(subjects::SERVICE_NAME)
-        .start(subjects::SERVICE_NAME, env!("CARGO_PKG_VERSION"))
-        .await?;
-    let mut endpoints = Vec::new();
+    let micro = Micro::new(
+        subjects::SERVICE_NAME,
+        env!("CARGO_PKG_VERSION"),
+        "unibus membership and admission control plane",
+        subjects::CONTROL_SUBJECTS,
+    );
+    let mut subs = Vec::new();
     for subject in subjects::CONTROL_SUBJECTS {
-        let name = subject.trim_start_matches("unibus.").replace('.', "_");
-        endpoints.push(service.endpoint_builder().name(name).add(*subject).await?);
+        subs.push(client.queue_subscribe(*subject, micro.queue_group().to_string()).await?);
     }
+    let discovery = micro.clone().discovery(client.clone()).await?;
     Ok(async move {
-        let mut tasks = tokio::task::JoinSet::new();
-        for mut endpoint in endpoints {
-            let ctx = ctx.clone();
-            tasks.spawn(async move {
-                while let Some(request) = endpoint.next().await {
-                    let ctx = ctx.clone();
-                    tokio::spawn(async move { answer(&ctx, request).await });
-                }
-            });
-        }
-        while tasks.join_next().await.is_some() {}
-        drop(service);
+        let serve = async {
+            let mut requests = futures::stream::select_all(subs);
+            while let Some(msg) = requests.next().await {
+                let (ctx, micro, client) = (ctx.clone(), micro.clone(), client.clone());
+                tokio::spawn(async move { answer(&ctx, &micro, &client, msg).await });
+            }
+        };
+        tokio::join!(serve, discovery);
     })
 }
 
-async fn answer(ctx: &Ctx, request: async_nats::service::Request) {
-    let msg = &request.message;
+async fn answer(ctx: &Ctx, micro: &Micro, client: &async_nats::Client, msg: async_nats::Message) {
+    let started = Instant::now();
     let subject = msg.subject.to_string();
-    let result = dispatch(ctx, &subject, msg.headers.as_ref(), &msg.payload).await;
-    let sent = match result {
-        Ok(body) => {
+    let Some(reply_to) = msg.reply.clone() else { return };
+    let result = handlers::dispatch(ctx, &subject, msg.headers.as_ref(), &msg.payload).await;
+    let (sent, kick) = match result {
+        Ok(outcome) => {
             debug!(%subject, "request ok");
-            request.respond(Ok(body)).await
+            micro.record(&subject, started.elapsed(), None);
+            (client.publish(reply_to, outcome.body).await, outcome.kick)
         }
         Err(err) => {
             match &err {
@@ -148,11 +156,23 @@ async fn answer(ctx: &Ctx, request: async_nats::service::Request) {
                 Error::Unavailable(detail) => warn!(%subject, %detail, "store unavailable"),
                 other => info!(%subject, code = other.code(), "request refused"),
             }
+            micro.record(
+                &subject,
+                started.elapsed(),
+                Some(format!("{} {}", err.code(), err.public_message())),
+            );
             let (headers, body) = reply_error(&err);
-            request.respond_with_headers(Ok(body), headers).await
+            (client.publish_with_headers(reply_to, headers, body).await, Vec::new())
         }
     };
     if let Err(e) = sent {
         warn!(%subject, error = %e, "cannot send reply");
+    }
+    if !kick.is_empty() {
+        // Deliver the reply before closing its requester's connection.
+        let _ = client.flush().await;
+        tokio::time::sleep(kick::REPLY_GRACE).await;
+        let closed = ctx.kicker.kick(&kick).await;
+        info!(%subject, targeted = kick.len(), closed, "connections closed");
     }
 }

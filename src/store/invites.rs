@@ -5,7 +5,7 @@
 
 use time::Duration;
 
-use super::{KvError, MAX_CAS_ATTEMPTS, Store};
+use super::{KvError, MAX_CAS_ATTEMPTS, Store, get_many};
 use crate::error::Error;
 use crate::keys::InviteToken;
 use crate::model::{BOOTSTRAP, Invite, InviteStatus, Role, SCHEMA_VERSION, User, UserStatus, fmt_time, now};
@@ -65,22 +65,65 @@ impl Store {
         Ok(self.invites.get(id).await?)
     }
 
-    /// Every invite record, as stored (apply [`Invite::view`] for replies).
+    /// One page of invites in id order after `after`, optionally of one
+    /// (effective) status, as shown on the wire (`expired` computed); the
+    /// second value is the last id when more may follow.
+    ///
+    /// # Errors
+    /// `unavailable`.
+    pub async fn list_invites_page(
+        &self,
+        status: Option<InviteStatus>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<Invite>, Option<String>), Error> {
+        self.invites_ix.sync(self.sync_limit()).await?;
+        let t = now();
+        let keys: Vec<String> = self.invites_ix.read(|ix| {
+            let range = match after {
+                Some(a) => {
+                    ix.entries.range::<str, _>((std::ops::Bound::Excluded(a), std::ops::Bound::Unbounded))
+                }
+                None => ix.entries.range::<str, _>(..),
+            };
+            range
+                .filter(|(_, e)| status.is_none_or(|s| e.effective(t) == s))
+                .map(|(k, _)| k.clone())
+                .take(limit + 1)
+                .collect()
+        });
+        let more = keys.len() > limit;
+        let keys: Vec<String> = keys.into_iter().take(limit).collect();
+        let last = keys.last().cloned();
+        let invites = get_many::<Invite>(&self.invites, keys)
+            .await?
+            .into_iter()
+            .map(|(i, _)| i.view(t))
+            .filter(|i| status.is_none_or(|s| i.status == s))
+            .collect();
+        Ok((invites, if more { last } else { None }))
+    }
+
+    /// Every invite (all pages), as shown on the wire.
     ///
     /// # Errors
     /// `unavailable`.
     pub async fn list_invites(&self) -> Result<Vec<Invite>, Error> {
         let mut out = Vec::new();
-        for key in self.invites.keys().await? {
-            if let Some((inv, _)) = self.get_invite(&key).await? {
-                out.push(inv);
+        let mut after: Option<String> = None;
+        loop {
+            let (page, next) = self.list_invites_page(None, after.as_deref(), 1000).await?;
+            out.extend(page);
+            match next {
+                Some(n) => after = Some(n),
+                None => return Ok(out),
             }
         }
-        Ok(out)
     }
 
     /// Cancels a pending invite. Cancelling a cancelled or expired invite
-    /// changes nothing; a used one is `invite_used`.
+    /// changes nothing; a used one is `invite_used`. The result is shown as
+    /// on the wire (`expired` computed).
     ///
     /// # Errors
     /// `not_found`, `invite_used`, `unavailable`.

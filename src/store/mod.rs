@@ -9,21 +9,27 @@
 //! read goes to the stream leader (`STREAM.MSG.GET`) and is never served
 //! stale by a follower: allow/deny decisions need read-your-writes.
 
+pub mod folds;
+pub mod index;
 mod invites;
+mod rooms;
 mod users;
 
 pub use invites::NewUser;
+pub use rooms::RoomChange;
 pub use users::Standing;
+
+use std::sync::Arc;
 
 use std::time::Duration;
 
 use async_nats::jetstream::{self, kv, stream};
-use futures::TryStreamExt;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::error::Error;
-use crate::subjects::{BUCKET_INVITES, BUCKET_USERS};
+use crate::subjects::{BUCKET_INVITES, BUCKET_ROOMS, BUCKET_USERS};
+use index::Index;
 
 /// Attempts at one read-modify-CAS before giving up as `unavailable`.
 pub(crate) const MAX_CAS_ATTEMPTS: usize = 16;
@@ -148,14 +154,6 @@ impl Bucket {
     pub(crate) async fn delete(&self, key: &str, revision: u64) -> Result<(), KvError> {
         self.kv.delete_expect_revision(key, Some(revision)).await.map_err(|e| map_update(&self.kv.name, e))
     }
-
-    /// Every live key (deleted keys left out).
-    pub(crate) async fn keys(&self) -> Result<Vec<String>, KvError> {
-        let unavailable =
-            |e: &dyn std::fmt::Display| KvError::Unavailable(format!("keys of {}: {e}", self.kv.name));
-        let keys = self.kv.keys().await.map_err(|e| unavailable(&e))?;
-        keys.try_collect().await.map_err(|e| unavailable(&e))
-    }
 }
 
 fn encode<T: Serialize>(value: &T) -> Result<bytes::Bytes, KvError> {
@@ -170,15 +168,22 @@ fn map_update(bucket: &str, e: kv::UpdateError) -> KvError {
     }
 }
 
-/// The unibus store: users and invites.
+/// The unibus store: users, invites and rooms, with their watched indexes.
 #[derive(Clone)]
 pub struct Store {
     pub(crate) users: Bucket,
     pub(crate) invites: Bucket,
+    pub(crate) rooms: Bucket,
+    pub(crate) users_ix: Arc<Index<folds::Users>>,
+    pub(crate) invites_ix: Arc<Index<folds::Invites>>,
+    pub(crate) rooms_ix: Arc<Index<folds::Rooms>>,
+    /// Bound on one store call (and on waiting for an index).
+    pub(crate) timeout: Duration,
 }
 
 impl Store {
-    /// Opens both buckets, creating them when missing.
+    /// Opens the three buckets, creating them when missing, and starts
+    /// following them.
     ///
     /// # Errors
     /// `unavailable` when JetStream does not answer or a bucket exists with
@@ -186,11 +191,48 @@ impl Store {
     pub async fn open(client: async_nats::Client, cfg: &StoreConfig) -> Result<Store, Error> {
         let mut js = jetstream::new(client);
         js.set_timeout(cfg.timeout);
+        let users = open_bucket(&js, BUCKET_USERS, cfg).await?;
+        let invites = open_bucket(&js, BUCKET_INVITES, cfg).await?;
+        let rooms = open_bucket(&js, BUCKET_ROOMS, cfg).await?;
         Ok(Store {
-            users: open_bucket(&js, BUCKET_USERS, cfg).await?,
-            invites: open_bucket(&js, BUCKET_INVITES, cfg).await?,
+            users_ix: Arc::new(Index::follow(users.kv.clone())),
+            invites_ix: Arc::new(Index::follow(invites.kv.clone())),
+            rooms_ix: Arc::new(Index::follow(rooms.kv.clone())),
+            users,
+            invites,
+            rooms,
+            timeout: cfg.timeout,
         })
     }
+
+    /// How long to wait for an index to become current: at least the store
+    /// timeout, so a busy leader is not mistaken for an outage.
+    pub(crate) fn sync_limit(&self) -> Duration {
+        self.timeout.max(Duration::from_millis(500))
+    }
+}
+
+/// Reads many records concurrently (leader reads), keeping key order and
+/// skipping keys that vanished meanwhile.
+pub(crate) async fn get_many<T: DeserializeOwned + Send + 'static>(
+    bucket: &Bucket,
+    keys: Vec<String>,
+) -> Result<Vec<(T, u64)>, KvError> {
+    use futures::StreamExt as _;
+    let found: Vec<Result<Option<(T, u64)>, KvError>> = futures::stream::iter(keys.into_iter().map(|k| {
+        let bucket = bucket.clone();
+        async move { bucket.get::<T>(&k).await }
+    }))
+    .buffered(32)
+    .collect()
+    .await;
+    let mut out = Vec::with_capacity(found.len());
+    for r in found {
+        if let Some(v) = r? {
+            out.push(v);
+        }
+    }
+    Ok(out)
 }
 
 async fn open_bucket(js: &jetstream::Context, name: &str, cfg: &StoreConfig) -> Result<Bucket, Error> {

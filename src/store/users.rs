@@ -1,8 +1,11 @@
 //! User operations on `UNIBUS_users`: add, get, list, revoke, restore,
 //! delete, is-authorized and has-admin. Each change is one CAS on the
-//! revision just read.
+//! revision just read. The last active admin cannot be revoked or deleted:
+//! checked before the write, and re-checked after it (a concurrent change to
+//! another admin could otherwise leave none), with the write undone when the
+//! re-check fails.
 
-use super::{KvError, MAX_CAS_ATTEMPTS, Store};
+use super::{KvError, MAX_CAS_ATTEMPTS, Store, get_many};
 use crate::error::Error;
 use crate::model::{Role, User, UserStatus, fmt_time, now};
 
@@ -17,8 +20,12 @@ pub enum Standing {
     Revoked,
 }
 
+fn contention() -> Error {
+    Error::Unavailable("too many concurrent writers on one record".into())
+}
+
 impl Store {
-    /// Reads a user and its revision.
+    /// Reads a user and its revision (leader read).
     ///
     /// # Errors
     /// `unavailable` when the store cannot answer.
@@ -26,8 +33,8 @@ impl Store {
         Ok(self.users.get(sign_pub).await?)
     }
 
-    /// Is this key authorized, and as what? Fails closed: an error here must
-    /// deny.
+    /// Is this key authorized, and as what? A leader read; fails closed: an
+    /// error here must deny.
     ///
     /// # Errors
     /// `unavailable` when the store cannot answer.
@@ -37,6 +44,12 @@ impl Store {
             Some((u, _)) if u.status == UserStatus::Active => Standing::Active(u.role),
             Some(_) => Standing::Revoked,
         })
+    }
+
+    /// True when the local index already knows this key as revoked: such a
+    /// key can be denied without a store round trip. `false` says nothing.
+    pub fn known_revoked(&self, sign_pub: &str) -> bool {
+        self.users_ix.read(|ix| ix.entries.get(sign_pub).is_some_and(|e| e.status == UserStatus::Revoked))
     }
 
     /// Adds a user record; `user_exists` when the key is taken.
@@ -50,18 +63,58 @@ impl Store {
         }
     }
 
-    /// Every user record (a scan of the bucket's keys).
+    /// One page of users in key order after `after`, optionally of one
+    /// status; the second value is the last key when more may follow.
+    ///
+    /// # Errors
+    /// `unavailable`.
+    pub async fn list_users_page(
+        &self,
+        status: Option<UserStatus>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<User>, Option<String>), Error> {
+        self.users_ix.sync(self.sync_limit()).await?;
+        let keys: Vec<String> = self.users_ix.read(|ix| {
+            let range = match after {
+                Some(a) => {
+                    ix.entries.range::<str, _>((std::ops::Bound::Excluded(a), std::ops::Bound::Unbounded))
+                }
+                None => ix.entries.range::<str, _>(..),
+            };
+            range
+                .filter(|(_, e)| status.is_none_or(|s| e.status == s))
+                .map(|(k, _)| k.clone())
+                .take(limit + 1)
+                .collect()
+        });
+        let more = keys.len() > limit;
+        let keys: Vec<String> = keys.into_iter().take(limit).collect();
+        let last = keys.last().cloned();
+        let users: Vec<User> = get_many::<User>(&self.users, keys)
+            .await?
+            .into_iter()
+            .map(|(u, _)| u)
+            .filter(|u| status.is_none_or(|s| u.status == s))
+            .collect();
+        Ok((users, if more { last } else { None }))
+    }
+
+    /// Every user record (all pages).
     ///
     /// # Errors
     /// `unavailable`.
     pub async fn list_users(&self) -> Result<Vec<User>, Error> {
         let mut out = Vec::new();
-        for key in self.users.keys().await? {
-            if let Some((u, _)) = self.get_user(&key).await? {
-                out.push(u);
+        let mut after: Option<String> = None;
+        loop {
+            let (page, next) = self.list_users_page(None, after.as_deref(), 1000).await?;
+            out.extend(page);
+            match next {
+                Some(n) => after = Some(n),
+                None => return Ok(out),
             }
         }
-        Ok(out)
     }
 
     /// True when any admin record exists, active or revoked.
@@ -69,21 +122,48 @@ impl Store {
     /// # Errors
     /// `unavailable`.
     pub async fn has_admin(&self) -> Result<bool, Error> {
-        Ok(self.list_users().await?.iter().any(|u| u.role == Role::Admin))
+        self.users_ix.sync(self.sync_limit()).await?;
+        Ok(self.users_ix.read(|ix| ix.entries.values().any(|e| e.role == Role::Admin)))
     }
 
-    /// Sets a user's status with a CAS, retrying on a lost race. Setting
-    /// the status it already has changes nothing (idempotent).
+    /// Active admins other than `except`, counted by leader reads of every
+    /// admin the (synced) index knows.
+    async fn other_active_admins(&self, except: &str) -> Result<usize, Error> {
+        self.users_ix.sync(self.sync_limit()).await?;
+        let admins: Vec<String> = self.users_ix.read(|ix| {
+            ix.entries
+                .iter()
+                .filter(|(k, e)| e.role == Role::Admin && k.as_str() != except)
+                .map(|(k, _)| k.clone())
+                .collect()
+        });
+        let fresh = get_many::<User>(&self.users, admins).await?;
+        Ok(fresh.iter().filter(|(u, _)| u.is_active_admin()).count())
+    }
+
+    /// Sets a user's status with a CAS, retrying on a lost race. Setting the
+    /// status it already has changes nothing (idempotent). Returns the
+    /// record and whether it changed.
     ///
     /// # Errors
-    /// `not_found`, or `unavailable`.
-    pub async fn set_user_status(&self, sign_pub: &str, status: UserStatus, by: &str) -> Result<User, Error> {
+    /// `not_found`; `forbidden` for the last active admin; `unavailable`.
+    pub async fn set_user_status(
+        &self,
+        sign_pub: &str,
+        status: UserStatus,
+        by: &str,
+    ) -> Result<(User, bool), Error> {
         for _ in 0..MAX_CAS_ATTEMPTS {
             let (mut user, rev) =
                 self.get_user(sign_pub).await?.ok_or_else(|| Error::NotFound("no such user".into()))?;
             if user.status == status {
-                return Ok(user);
+                return Ok((user, false));
             }
+            let demotes_admin = user.is_active_admin() && status == UserStatus::Revoked;
+            if demotes_admin && self.other_active_admins(sign_pub).await? == 0 {
+                return Err(last_admin());
+            }
+            let before = user.clone();
             let t = fmt_time(now());
             user.status = status;
             (user.revoked_at, user.revoked_by) = match status {
@@ -91,29 +171,57 @@ impl Store {
                 UserStatus::Active => (None, None),
             };
             user.updated_at = t;
-            match self.users.update(sign_pub, &user, rev).await {
-                Ok(_) => return Ok(user),
+            let new_rev = match self.users.update(sign_pub, &user, rev).await {
+                Ok(r) => r,
                 Err(KvError::Conflict) => continue,
                 Err(e) => return Err(e.into()),
+            };
+            if demotes_admin && self.other_active_admins(sign_pub).await? == 0 {
+                // A concurrent change left no active admin: undo ours.
+                self.users.update(sign_pub, &before, new_rev).await.map_err(Error::from)?;
+                return Err(last_admin());
             }
+            // Best effort: lets this instance deny the key without a store
+            // read at once; the write itself is already done.
+            let _ = self.users_ix.wait_for(new_rev, self.sync_limit()).await;
+            return Ok((user, true));
         }
-        Err(Error::Unavailable("too many concurrent writers on one record".into()))
+        Err(contention())
     }
 
-    /// Deletes a user record (hard delete), CAS on the revision read.
+    /// Deletes a user record (hard delete, CAS) and removes the key from
+    /// every room, before and after the delete, so that a key registered
+    /// again later inherits nothing.
     ///
     /// # Errors
-    /// `not_found`, or `unavailable`.
+    /// `not_found`; `forbidden` for the last active admin; `unavailable`.
     pub async fn delete_user(&self, sign_pub: &str) -> Result<User, Error> {
         for _ in 0..MAX_CAS_ATTEMPTS {
             let (user, rev) =
                 self.get_user(sign_pub).await?.ok_or_else(|| Error::NotFound("no such user".into()))?;
+            let was_admin = user.is_active_admin();
+            if was_admin && self.other_active_admins(sign_pub).await? == 0 {
+                return Err(last_admin());
+            }
+            self.remove_from_all_rooms(sign_pub).await?;
             match self.users.delete(sign_pub, rev).await {
-                Ok(()) => return Ok(user),
+                Ok(()) => {}
                 Err(KvError::Conflict) => continue,
                 Err(e) => return Err(e.into()),
             }
+            if was_admin && self.other_active_admins(sign_pub).await? == 0 {
+                self.add_user(&user).await?;
+                return Err(last_admin());
+            }
+            // A member.add that raced with the delete is caught here (or by
+            // its own check after writing).
+            self.remove_from_all_rooms(sign_pub).await?;
+            return Ok(user);
         }
-        Err(Error::Unavailable("too many concurrent writers on one record".into()))
+        Err(contention())
     }
+}
+
+fn last_admin() -> Error {
+    Error::Forbidden("the last active admin cannot be revoked or deleted".into())
 }

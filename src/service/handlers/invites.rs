@@ -1,0 +1,60 @@
+//! Invites: the admin invite endpoints.
+
+use super::{Caller, Ctx, Outcome, active_admin, hex_id};
+use crate::error::Error;
+use crate::model::{InviteStatus, Role, now};
+use crate::proto::{
+    IdRequest, InviteCreateReply, InviteCreateRequest, InviteListReply, InviteListRequest, InviteReply,
+    page_limit,
+};
+
+/// `unibus.admin.invite.create`: mint an invite; the token is in the reply
+/// only.
+pub async fn create(ctx: &Ctx, caller: &Caller, req: InviteCreateRequest) -> Result<Outcome, Error> {
+    let ttl = req.ttl()?;
+    let note = req.note()?;
+    let role = req.role.unwrap_or(Role::Member);
+    let admin = active_admin(ctx, caller).await?;
+    let (invite, token) = ctx.store.create_invite(role, note, &admin.sign_pub, ttl).await?;
+    Outcome::reply(&InviteCreateReply { invite, token: token.to_hex(), link: token.link() })
+}
+
+fn status_filter(s: Option<InviteStatus>) -> &'static str {
+    match s {
+        None => "",
+        Some(InviteStatus::Pending) => "pending",
+        Some(InviteStatus::Used) => "used",
+        Some(InviteStatus::Cancelled) => "cancelled",
+        Some(InviteStatus::Expired) => "expired",
+    }
+}
+
+/// `unibus.admin.invite.list`: one page, no tokens, `expired` computed.
+pub async fn list(ctx: &Ctx, caller: &Caller, req: InviteListRequest) -> Result<Outcome, Error> {
+    let limit = page_limit(req.limit)?;
+    let filter = status_filter(req.status);
+    let after = req.cursor.as_deref().map(|c| ctx.cursors.open(c, "invites", filter)).transpose()?;
+    active_admin(ctx, caller).await?;
+    let (invites, last) = ctx.store.list_invites_page(req.status, after.as_deref(), limit).await?;
+    let next = last.map(|k| ctx.cursors.issue("invites", filter, &k));
+    Outcome::reply(&InviteListReply { invites, next })
+}
+
+/// `unibus.admin.invite.get`.
+pub async fn get(ctx: &Ctx, caller: &Caller, req: IdRequest) -> Result<Outcome, Error> {
+    let id = hex_id("id", &req.id, 32)?;
+    let (invite, _) =
+        ctx.store.get_invite(&id).await?.ok_or_else(|| Error::NotFound("no such invite".into()))?;
+    active_admin(ctx, caller).await?;
+    Outcome::reply(&InviteReply { invite: invite.view(now()) })
+}
+
+/// `unibus.admin.invite.cancel`: idempotent for cancelled or expired
+/// invites; `invite_used` for used ones.
+pub async fn cancel(ctx: &Ctx, caller: &Caller, req: IdRequest) -> Result<Outcome, Error> {
+    let id = hex_id("id", &req.id, 32)?;
+    ctx.store.get_invite(&id).await?.ok_or_else(|| Error::NotFound("no such invite".into()))?;
+    let admin = active_admin(ctx, caller).await?;
+    let invite = ctx.store.cancel_invite(&id, &admin.sign_pub).await?;
+    Outcome::reply(&InviteReply { invite })
+}

@@ -1,0 +1,77 @@
+//! One handler per control-plane endpoint: `(ctx, caller, request) ->
+//! outcome or domain error`. Shape checks first (`bad_request`), then
+//! existence (`not_found`), then permission (`forbidden`).
+
+mod invites;
+mod rooms;
+mod users;
+
+use async_nats::HeaderMap;
+
+use super::{Caller, Ctx, Outcome, caller_from_headers};
+use crate::error::Error;
+use crate::keys;
+use crate::model::{Role, User, UserStatus};
+use crate::proto::decode;
+use crate::subjects as s;
+
+/// Routes one request: identity, strict decoding, handler.
+pub async fn dispatch(
+    ctx: &Ctx,
+    subject: &str,
+    headers: Option<&HeaderMap>,
+    body: &[u8],
+) -> Result<Outcome, Error> {
+    let c = &caller_from_headers(headers)?;
+    match subject {
+        s::REGISTER => users::register(ctx, c, decode(body)?).await,
+        s::WHOAMI => users::whoami(ctx, c, decode(body)?).await,
+        s::USER_LOOKUP => users::lookup(ctx, c, decode(body)?).await,
+        s::ADMIN_USER_LIST => users::list(ctx, c, decode(body)?).await,
+        s::ADMIN_USER_GET => users::get(ctx, c, decode(body)?).await,
+        s::ADMIN_USER_REVOKE => users::revoke(ctx, c, decode(body)?).await,
+        s::ADMIN_USER_RESTORE => users::restore(ctx, c, decode(body)?).await,
+        s::ADMIN_USER_DELETE => users::delete(ctx, c, decode(body)?).await,
+        s::ADMIN_INVITE_CREATE => invites::create(ctx, c, decode(body)?).await,
+        s::ADMIN_INVITE_LIST => invites::list(ctx, c, decode(body)?).await,
+        s::ADMIN_INVITE_GET => invites::get(ctx, c, decode(body)?).await,
+        s::ADMIN_INVITE_CANCEL => invites::cancel(ctx, c, decode(body)?).await,
+        s::ROOM_CREATE => rooms::create(ctx, c, decode(body)?).await,
+        s::ROOM_GET => rooms::get(ctx, c, decode(body)?).await,
+        s::ROOM_LIST => rooms::list(ctx, c, decode(body)?).await,
+        s::ROOM_MEMBER_ADD => rooms::add(ctx, c, decode(body)?).await,
+        s::ROOM_MEMBER_REMOVE => rooms::remove(ctx, c, decode(body)?).await,
+        other => Err(Error::Internal(format!("no handler for {other}"))),
+    }
+}
+
+/// The caller's record if it is an active user.
+async fn active_user(ctx: &Ctx, caller: &Caller) -> Result<User, Error> {
+    match ctx.store.get_user(&caller.sign_pub).await? {
+        Some((u, _)) if u.status == UserStatus::Active => Ok(u),
+        Some(_) => Err(Error::Forbidden("user is revoked".into())),
+        None => Err(Error::Forbidden("not a registered user".into())),
+    }
+}
+
+/// The caller's record if it is an active admin.
+async fn active_admin(ctx: &Ctx, caller: &Caller) -> Result<User, Error> {
+    let user = active_user(ctx, caller).await?;
+    if user.role != Role::Admin {
+        return Err(Error::Forbidden("admin role required".into()));
+    }
+    Ok(user)
+}
+
+/// A `sign_pub` field, checked and lowercased.
+fn sign_pub(field: &str, value: &str) -> Result<String, Error> {
+    Ok(hex::encode(keys::parse_sign_pub(field, value)?.as_bytes()))
+}
+
+/// A hex id of `bytes` bytes, lowercased.
+fn hex_id(field: &str, value: &str, bytes: usize) -> Result<String, Error> {
+    if value.len() != bytes * 2 || !value.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(Error::bad(format!("{field}: expected {} hex characters", bytes * 2)));
+    }
+    Ok(value.to_ascii_lowercase())
+}

@@ -1,0 +1,114 @@
+//! Rooms: create, get, list, member add and remove (DESIGN section 5).
+//! Membership changes close the affected member's connections after the
+//! reply, so that its reconnect carries the new permissions.
+
+use super::{Caller, Ctx, Outcome, active_user, hex_id, sign_pub};
+use crate::error::Error;
+use crate::model::{Role, Room, UserStatus};
+use crate::proto::{
+    IdRequest, MemberRequest, RoomCreateRequest, RoomListReply, RoomListRequest, RoomReply, page_limit,
+    validate_name,
+};
+use crate::store::RoomChange;
+
+/// `unibus.room.create`: the caller owns the room and is its first member;
+/// its connections are closed so that it reconnects with the room granted.
+pub async fn create(ctx: &Ctx, caller: &Caller, req: RoomCreateRequest) -> Result<Outcome, Error> {
+    validate_name("name", &req.name)?;
+    active_user(ctx, caller).await?;
+    let room = ctx.store.create_room(&req.name, &caller.sign_pub).await?;
+    let kick = ctx.kicker.find(&caller.sign_pub).await.unwrap_or_default();
+    Outcome::reply_then_kick(&RoomReply { room }, kick)
+}
+
+/// `unibus.room.get`: members and admins only.
+pub async fn get(ctx: &Ctx, caller: &Caller, req: IdRequest) -> Result<Outcome, Error> {
+    let id = hex_id("id", &req.id, 16)?;
+    let (room, _) = ctx.store.get_room(&id).await?.ok_or_else(|| Error::NotFound("no such room".into()))?;
+    let me = active_user(ctx, caller).await?;
+    if me.role != Role::Admin && !room.has_member(&me.sign_pub) {
+        return Err(Error::Forbidden("not a member of this room".into()));
+    }
+    Outcome::reply(&RoomReply { room })
+}
+
+/// `unibus.room.list`: the rooms the caller is a member of.
+pub async fn list(ctx: &Ctx, caller: &Caller, req: RoomListRequest) -> Result<Outcome, Error> {
+    let limit = page_limit(req.limit)?;
+    let after = req.cursor.as_deref().map(|c| ctx.cursors.open(c, "rooms", &caller.sign_pub)).transpose()?;
+    active_user(ctx, caller).await?;
+    let (rooms, last) = ctx.store.list_rooms_page(&caller.sign_pub, after.as_deref(), limit).await?;
+    let next = last.map(|k| ctx.cursors.issue("rooms", &caller.sign_pub, &k));
+    Outcome::reply(&RoomListReply { rooms, next })
+}
+
+/// `unibus.room.member.add`: the owner or an admin adds an active user.
+pub async fn add(ctx: &Ctx, caller: &Caller, req: MemberRequest) -> Result<Outcome, Error> {
+    let id = hex_id("id", &req.id, 16)?;
+    let target = sign_pub("sign_pub", &req.sign_pub)?;
+    ctx.store.get_room(&id).await?.ok_or_else(|| Error::NotFound("no such room".into()))?;
+    let member = match ctx.store.get_user(&target).await? {
+        Some((u, _)) if u.status == UserStatus::Active => u,
+        _ => return Err(Error::NotFound("no such active user".into())),
+    };
+    let me = active_user(ctx, caller).await?;
+    let is_admin = me.role == Role::Admin;
+    let rule = |room: &Room| {
+        if !is_admin && room.owner.as_deref() != Some(me.sign_pub.as_str()) {
+            return Err(Error::Forbidden("only the owner or an admin adds members".into()));
+        }
+        if room.has_member(&target) {
+            return Ok(RoomChange::Keep);
+        }
+        let mut next = room.clone();
+        next.members.push(target.clone());
+        Ok(RoomChange::Write(next))
+    };
+    let (room, changed) = ctx.store.change_room(&id, rule).await?;
+    if !changed {
+        return Outcome::reply(&RoomReply { room });
+    }
+    // The member may have been deleted (and perhaps registered anew) while
+    // we wrote: then take the membership back.
+    let still = ctx.store.get_user(&target).await?;
+    if still.as_ref().is_none_or(|(u, _)| u.invite_id != member.invite_id) {
+        let undo = |room: &Room| {
+            let mut next = room.clone();
+            next.members.retain(|m| m != &target);
+            Ok(RoomChange::Write(next))
+        };
+        ctx.store.change_room(&id, undo).await?;
+        return Err(Error::NotFound("no such active user".into()));
+    }
+    let kick = ctx.kicker.find(&target).await.unwrap_or_default();
+    Outcome::reply_then_kick(&RoomReply { room }, kick)
+}
+
+/// `unibus.room.member.remove`: the owner, an admin, or the member itself;
+/// only an admin removes the owner.
+pub async fn remove(ctx: &Ctx, caller: &Caller, req: MemberRequest) -> Result<Outcome, Error> {
+    let id = hex_id("id", &req.id, 16)?;
+    let target = sign_pub("sign_pub", &req.sign_pub)?;
+    ctx.store.get_room(&id).await?.ok_or_else(|| Error::NotFound("no such room".into()))?;
+    let me = active_user(ctx, caller).await?;
+    let is_admin = me.role == Role::Admin;
+    let rule = |room: &Room| {
+        let is_owner = room.owner.as_deref() == Some(me.sign_pub.as_str());
+        let is_self = me.sign_pub == target;
+        if !(is_admin || is_owner || is_self) {
+            return Err(Error::Forbidden("only the owner, an admin or the member itself removes".into()));
+        }
+        if room.owner.as_deref() == Some(target.as_str()) && !is_admin {
+            return Err(Error::Forbidden("only an admin removes the owner".into()));
+        }
+        if !room.has_member(&target) {
+            return Ok(RoomChange::Keep);
+        }
+        let mut next = room.clone();
+        next.members.retain(|m| m != &target);
+        Ok(RoomChange::Write(next))
+    };
+    let (room, changed) = ctx.store.change_room(&id, rule).await?;
+    let kick = if changed { ctx.kicker.find(&target).await.unwrap_or_default() } else { Vec::new() };
+    Outcome::reply_then_kick(&RoomReply { room }, kick)
+}

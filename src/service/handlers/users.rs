@@ -1,0 +1,99 @@
+//! Users: register, whoami, lookup, and the admin user endpoints.
+
+use super::{Caller, Ctx, Outcome, active_admin, active_user, sign_pub};
+use crate::error::Error;
+use crate::keys::{self, InviteToken};
+use crate::model::UserStatus;
+use crate::proto::{
+    DeleteReply, Empty, LookupReply, RegisterRequest, RevokeReply, SignPubRequest, UserListReply,
+    UserListRequest, UserReply, page_limit, validate_name,
+};
+use crate::store::NewUser;
+
+/// `unibus.register`: redeem an invite for the caller's key, then close the
+/// caller's (guest) connections so that they come back as a user.
+pub async fn register(ctx: &Ctx, caller: &Caller, req: RegisterRequest) -> Result<Outcome, Error> {
+    let token = InviteToken::parse(&req.invite)?;
+    let kex_pub = hex::encode(keys::parse_kex_pub("kex_pub", &req.kex_pub)?);
+    if let Some(name) = &req.name {
+        validate_name("name", name)?;
+    }
+    let new = NewUser { sign_pub: caller.sign_pub.clone(), kex_pub, name: req.name };
+    let user = ctx.store.redeem_invite(&token, &new).await?;
+    // Closing the guest connection is best effort: the user is registered.
+    let kick = ctx.kicker.find(&caller.sign_pub).await.unwrap_or_default();
+    Outcome::reply_then_kick(&UserReply { user }, kick)
+}
+
+/// `unibus.whoami`: the caller's own record.
+pub async fn whoami(ctx: &Ctx, caller: &Caller, _req: Empty) -> Result<Outcome, Error> {
+    Outcome::reply(&UserReply { user: active_user(ctx, caller).await? })
+}
+
+/// `unibus.user.lookup`: public part of a user's record (any status).
+pub async fn lookup(ctx: &Ctx, caller: &Caller, req: SignPubRequest) -> Result<Outcome, Error> {
+    let target = sign_pub("sign_pub", &req.sign_pub)?;
+    let (user, _) =
+        ctx.store.get_user(&target).await?.ok_or_else(|| Error::NotFound("no such user".into()))?;
+    active_user(ctx, caller).await?;
+    Outcome::reply(&LookupReply { user: user.into() })
+}
+
+fn status_filter(s: Option<UserStatus>) -> &'static str {
+    match s {
+        None => "",
+        Some(UserStatus::Active) => "active",
+        Some(UserStatus::Revoked) => "revoked",
+    }
+}
+
+/// `unibus.admin.user.list`: one page of users in key order.
+pub async fn list(ctx: &Ctx, caller: &Caller, req: UserListRequest) -> Result<Outcome, Error> {
+    let limit = page_limit(req.limit)?;
+    let filter = status_filter(req.status);
+    let after = req.cursor.as_deref().map(|c| ctx.cursors.open(c, "users", filter)).transpose()?;
+    active_admin(ctx, caller).await?;
+    let (users, last) = ctx.store.list_users_page(req.status, after.as_deref(), limit).await?;
+    let next = last.map(|k| ctx.cursors.issue("users", filter, &k));
+    Outcome::reply(&UserListReply { users, next })
+}
+
+/// `unibus.admin.user.get`.
+pub async fn get(ctx: &Ctx, caller: &Caller, req: SignPubRequest) -> Result<Outcome, Error> {
+    let target = sign_pub("sign_pub", &req.sign_pub)?;
+    let (user, _) =
+        ctx.store.get_user(&target).await?.ok_or_else(|| Error::NotFound("no such user".into()))?;
+    active_admin(ctx, caller).await?;
+    Outcome::reply(&UserReply { user })
+}
+
+/// `unibus.admin.user.revoke`: status flip, then close every live
+/// connection of the key (also when it was already revoked: stragglers).
+pub async fn revoke(ctx: &Ctx, caller: &Caller, req: SignPubRequest) -> Result<Outcome, Error> {
+    let target = sign_pub("sign_pub", &req.sign_pub)?;
+    ctx.store.get_user(&target).await?.ok_or_else(|| Error::NotFound("no such user".into()))?;
+    let admin = active_admin(ctx, caller).await?;
+    let (user, _) = ctx.store.set_user_status(&target, UserStatus::Revoked, &admin.sign_pub).await?;
+    let kick = ctx.kicker.find(&target).await?;
+    Outcome::reply_then_kick(&RevokeReply { user, kicked: kick.len() as u64 }, kick)
+}
+
+/// `unibus.admin.user.restore`: takes effect on the next connect.
+pub async fn restore(ctx: &Ctx, caller: &Caller, req: SignPubRequest) -> Result<Outcome, Error> {
+    let target = sign_pub("sign_pub", &req.sign_pub)?;
+    ctx.store.get_user(&target).await?.ok_or_else(|| Error::NotFound("no such user".into()))?;
+    let admin = active_admin(ctx, caller).await?;
+    let (user, _) = ctx.store.set_user_status(&target, UserStatus::Active, &admin.sign_pub).await?;
+    Outcome::reply(&UserReply { user })
+}
+
+/// `unibus.admin.user.delete`: hard delete, out of every room, then close
+/// its connections (they come back as guests).
+pub async fn delete(ctx: &Ctx, caller: &Caller, req: SignPubRequest) -> Result<Outcome, Error> {
+    let target = sign_pub("sign_pub", &req.sign_pub)?;
+    ctx.store.get_user(&target).await?.ok_or_else(|| Error::NotFound("no such user".into()))?;
+    active_admin(ctx, caller).await?;
+    ctx.store.delete_user(&target).await?;
+    let kick = ctx.kicker.find(&target).await?;
+    Outcome::reply_then_kick(&DeleteReply { deleted: target, kicked: kick.len() as u64 }, kick)
+}

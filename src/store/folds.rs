@@ -1,0 +1,152 @@
+//! What each index keeps of its bucket: compact entries only (no full
+//! records), so 100,000 users cost a few MB.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use serde::Deserialize;
+use time::OffsetDateTime;
+
+use super::index::Fold;
+use crate::model::{InviteStatus, Role, UserStatus, parse_time};
+
+/// A user as the index knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserEntry {
+    /// Role.
+    pub role: Role,
+    /// Status.
+    pub status: UserStatus,
+    /// KV revision of the record.
+    pub revision: u64,
+}
+
+/// All users by `sign_pub`.
+#[derive(Default)]
+pub struct Users {
+    /// Sorted by key, for pagination.
+    pub entries: BTreeMap<String, UserEntry>,
+}
+
+#[derive(Deserialize)]
+struct SlimUser {
+    role: Role,
+    status: UserStatus,
+}
+
+impl Fold for Users {
+    fn apply(&mut self, key: &str, value: Option<&[u8]>, revision: u64) {
+        match value.and_then(|v| serde_json::from_slice::<SlimUser>(v).ok()) {
+            Some(u) => {
+                self.entries.insert(key.to_string(), UserEntry { role: u.role, status: u.status, revision });
+            }
+            None => {
+                self.entries.remove(key);
+            }
+        }
+    }
+}
+
+/// An invite as the index knows it.
+#[derive(Debug, Clone)]
+pub struct InviteEntry {
+    /// Stored status.
+    pub status: InviteStatus,
+    /// Parsed expiry; `None` (unparseable) counts as expired.
+    pub expires_at: Option<OffsetDateTime>,
+}
+
+impl InviteEntry {
+    /// Status as shown on the wire (`expired` computed).
+    pub fn effective(&self, now: OffsetDateTime) -> InviteStatus {
+        match self.status {
+            InviteStatus::Pending if self.expires_at.is_none_or(|e| now >= e) => InviteStatus::Expired,
+            s => s,
+        }
+    }
+}
+
+/// All invites by id.
+#[derive(Default)]
+pub struct Invites {
+    /// Sorted by id.
+    pub entries: BTreeMap<String, InviteEntry>,
+}
+
+#[derive(Deserialize)]
+struct SlimInvite {
+    status: InviteStatus,
+    expires_at: String,
+}
+
+impl Fold for Invites {
+    fn apply(&mut self, key: &str, value: Option<&[u8]>, _revision: u64) {
+        match value.and_then(|v| serde_json::from_slice::<SlimInvite>(v).ok()) {
+            Some(i) => {
+                let entry = InviteEntry { status: i.status, expires_at: parse_time(&i.expires_at) };
+                self.entries.insert(key.to_string(), entry);
+            }
+            None => {
+                self.entries.remove(key);
+            }
+        }
+    }
+}
+
+/// Room membership, both ways.
+#[derive(Default)]
+pub struct Rooms {
+    /// room id -> (owner, members).
+    pub rooms: BTreeMap<String, (Option<String>, Vec<String>)>,
+    /// member `sign_pub` -> room ids (sorted).
+    pub by_member: HashMap<String, BTreeSet<String>>,
+}
+
+#[derive(Deserialize)]
+struct SlimRoom {
+    #[serde(default)]
+    owner: Option<String>,
+    members: Vec<String>,
+}
+
+impl Rooms {
+    fn unlink(&mut self, room: &str) {
+        if let Some((_, members)) = self.rooms.remove(room) {
+            for m in members {
+                if let Some(set) = self.by_member.get_mut(&m) {
+                    set.remove(room);
+                    if set.is_empty() {
+                        self.by_member.remove(&m);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Room ids `sign_pub` is a member of, or owns.
+    pub fn rooms_of(&self, sign_pub: &str) -> Vec<String> {
+        let mut out: BTreeSet<String> = self.by_member.get(sign_pub).cloned().unwrap_or_default();
+        for (id, (owner, _)) in &self.rooms {
+            if owner.as_deref() == Some(sign_pub) {
+                out.insert(id.clone());
+            }
+        }
+        out.into_iter().collect()
+    }
+
+    /// Room ids `sign_pub` is a member of (permissions come from this).
+    pub fn member_of(&self, sign_pub: &str) -> Vec<String> {
+        self.by_member.get(sign_pub).map(|s| s.iter().cloned().collect()).unwrap_or_default()
+    }
+}
+
+impl Fold for Rooms {
+    fn apply(&mut self, key: &str, value: Option<&[u8]>, _revision: u64) {
+        self.unlink(key);
+        if let Some(room) = value.and_then(|v| serde_json::from_slice::<SlimRoom>(v).ok()) {
+            for m in &room.members {
+                self.by_member.entry(m.clone()).or_default().insert(key.to_string());
+            }
+            self.rooms.insert(key.to_string(), (room.owner, room.members));
+        }
+    }
+}
