@@ -70,14 +70,6 @@ pub struct RegisterRequest {
 #[serde(deny_unknown_fields)]
 pub struct Empty {}
 
-/// `unibus.user.lookup` request.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LookupRequest {
-    /// Ed25519 public key of the user looked up, hex.
-    pub sign_pub: String,
-}
-
 /// `unibus.admin.invite.create` request.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

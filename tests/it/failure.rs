@@ -2,17 +2,23 @@
 //! control plane answers `unavailable`; both recover by themselves when the
 //! store is back, without restarting unibusd.
 
+use serde_json::json;
 use unibus::client::{ClientError, Identity};
 use unibus::model::Role;
 use unibus::store::{Store, StoreConfig};
+use unibus::subjects;
 
 use crate::harness::{Stack, code};
 
 async fn store_outage(xkey: bool) {
     let stack = Stack::start(xkey).await;
-    let (_a, admin) = stack.admin().await;
+    let (root, admin) = stack.admin().await;
     let (bob, bob_conn) = stack.user(&admin, Role::Member, "bob").await;
     drop(bob_conn);
+    let room = admin.create_room("r").await.unwrap();
+    drop(admin);
+    let admin = stack.connect(&root).await.unwrap();
+    let invite = admin.create_invite(&Default::default()).await.unwrap();
     let users = stack.store().list_users().await.unwrap();
 
     // The users bucket disappears.
@@ -23,9 +29,32 @@ async fn store_outage(xkey: bool) {
     assert!(matches!(stack.connect(&bob).await, Err(ClientError::NotAuthorized)));
     // So is an unknown key: no guest access while the store is blind.
     assert!(matches!(stack.connect(&Identity::generate()).await, Err(ClientError::NotAuthorized)));
-    // The still-connected admin gets `unavailable`.
-    assert_eq!(code(admin.whoami().await), "unavailable");
-    assert_eq!(code(admin.create_invite(&Default::default()).await), "unavailable");
+    // The still-connected admin gets `unavailable` from every endpoint.
+    let b = bob.sign_pub_hex();
+    let r = room.id.clone();
+    let cases: Vec<(&str, serde_json::Value)> = vec![
+        (subjects::WHOAMI, json!({})),
+        (subjects::USER_LOOKUP, json!({"sign_pub": b})),
+        (subjects::REGISTER, json!({"invite": invite.token, "kex_pub": Identity::generate().kex_pub_hex()})),
+        (subjects::ADMIN_INVITE_CREATE, json!({})),
+        (subjects::ADMIN_INVITE_LIST, json!({})),
+        (subjects::ADMIN_INVITE_GET, json!({"id": invite.invite.id})),
+        (subjects::ADMIN_INVITE_CANCEL, json!({"id": invite.invite.id})),
+        (subjects::ADMIN_USER_LIST, json!({})),
+        (subjects::ADMIN_USER_GET, json!({"sign_pub": b})),
+        (subjects::ADMIN_USER_REVOKE, json!({"sign_pub": b})),
+        (subjects::ADMIN_USER_RESTORE, json!({"sign_pub": b})),
+        (subjects::ADMIN_USER_DELETE, json!({"sign_pub": b})),
+        (subjects::ROOM_CREATE, json!({"name": "x"})),
+        (subjects::ROOM_GET, json!({"id": r})),
+        (subjects::ROOM_LIST, json!({})),
+        (subjects::ROOM_MEMBER_ADD, json!({"id": r, "sign_pub": b})),
+        (subjects::ROOM_MEMBER_REMOVE, json!({"id": r, "sign_pub": b})),
+    ];
+    for (subject, body) in &cases {
+        let got = admin.call::<_, serde_json::Value>(subject, body).await;
+        assert_eq!(code(got), "unavailable", "{subject}");
+    }
 
     // The operator restores the bucket; unibusd is not restarted.
     let restored = Store::open(stack.service_nats().await, &StoreConfig::default()).await.unwrap();

@@ -15,6 +15,10 @@ use unibus::proto::InviteCreateRequest;
 use unibus::secrets::Secrets;
 use unibus::store::{Store, StoreConfig};
 
+/// Held by the heavy tests (cluster, 100k users, reconnect storm) so that
+/// they do not compete with each other for the machine's two cores.
+pub static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Logs to the test output when `RUST_LOG` is set.
 pub fn init_tracing() {
     let _ = tracing_subscriber::fmt()
@@ -98,20 +102,11 @@ impl Stack {
         Client::connect(&self.url, id).await
     }
 
-    /// Connects `id` and reports asynchronous server errors (permission
-    /// violations) on the returned channel.
+    /// Connects `id` and reports its connection events (`connected`,
+    /// `disconnected`, `server error: Permissions Violation ...`) on the
+    /// returned channel.
     pub async fn connect_watched(&self, id: &Identity) -> (Client, mpsc::UnboundedReceiver<String>) {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let opts = client::connect_options(id).event_callback(move |event| {
-            let tx = tx.clone();
-            async move {
-                if let async_nats::Event::ServerError(e) = event {
-                    let _ = tx.send(e.to_string());
-                }
-            }
-        });
-        let c = Client::connect_with(&self.url, id, opts).await.expect("connects");
-        (c, rx)
+        connect_watched_to(&self.url, id).await
     }
 
     /// Bootstraps the first admin and returns it connected as admin.
@@ -154,14 +149,36 @@ impl Stack {
     }
 }
 
+/// Connects `id` to `url`, reporting connection events on the channel.
+pub async fn connect_watched_to(url: &str, id: &Identity) -> (Client, mpsc::UnboundedReceiver<String>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let opts = client::connect_options(id).event_callback(move |event| {
+        let tx = tx.clone();
+        async move {
+            let _ = tx.send(event.to_string());
+        }
+    });
+    let c = Client::connect_with(url, id, opts).await.expect("connects");
+    (c, rx)
+}
+
 /// Waits (bounded) for an async server error containing `needle`.
 pub async fn expect_server_error(rx: &mut mpsc::UnboundedReceiver<String>, needle: &str) -> String {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    expect_event_within(rx, needle, Duration::from_secs(3)).await
+}
+
+/// Waits at most `limit` for an event containing `needle`.
+pub async fn expect_event_within(
+    rx: &mut mpsc::UnboundedReceiver<String>,
+    needle: &str,
+    limit: Duration,
+) -> String {
+    let deadline = tokio::time::Instant::now() + limit;
     loop {
         match tokio::time::timeout_at(deadline, rx.recv()).await {
             Ok(Some(e)) if e.contains(needle) => return e,
             Ok(Some(_)) => continue,
-            _ => panic!("no server error containing {needle:?}"),
+            _ => panic!("no event containing {needle:?} within {limit:?}"),
         }
     }
 }
@@ -171,5 +188,60 @@ pub fn code(r: Result<impl std::fmt::Debug, ClientError>) -> String {
     match r {
         Err(ClientError::Service(e)) => e.code().to_string(),
         other => panic!("expected a service error, got {other:?}"),
+    }
+}
+
+/// Three nats-servers in one cluster (loopback only), buckets at R3, and
+/// unibusd connected to node 1.
+pub struct Cluster {
+    pub urls: Vec<String>,
+    pub daemon: Running,
+    _nodes: Vec<NatsServer>,
+    _dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    /// Starts the cluster and unibusd (R3 buckets).
+    pub async fn start() -> Cluster {
+        init_tracing();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let secrets = Secrets::generate();
+        let cluster_ports: Vec<u16> = (0..3).map(|_| natsserver::free_port()).collect();
+        let mut nodes = Vec::new();
+        for i in 0..3 {
+            let node_dir = dir.path().join(format!("n{i}"));
+            std::fs::create_dir_all(&node_dir).unwrap();
+            let mut spec =
+                natsserver::unibus_spec(&node_dir, &secrets, true, natsserver::free_port(), &format!("n{i}"))
+                    .unwrap_or_else(|e| panic!("{e}"));
+            let routes: Vec<String> = cluster_ports
+                .iter()
+                .enumerate()
+                .filter(|(j, _)| *j != i)
+                .map(|(_, p)| format!("nats://127.0.0.1:{p}"))
+                .collect();
+            spec.args = vec![
+                "--cluster_name".into(),
+                "unibus".into(),
+                "--cluster".into(),
+                format!("nats://127.0.0.1:{}", cluster_ports[i]),
+                "--routes".into(),
+                routes.join(","),
+            ];
+            nodes.push(NatsServer::start(&spec).await.unwrap_or_else(|e| panic!("{e}")));
+        }
+        let urls: Vec<String> = nodes.iter().map(|n| n.url.clone()).collect();
+        let settings = Settings {
+            nats_urls: vec![urls[0].parse().unwrap()],
+            secrets,
+            xkey: true,
+            store: StoreConfig { replicas: 3, timeout: Duration::from_secs(2), ..StoreConfig::default() },
+            user_jwt_ttl: Duration::from_secs(3600),
+        };
+        let daemon = tokio::time::timeout(Duration::from_secs(60), daemon::start(&settings))
+            .await
+            .expect("cluster ready within 60 s")
+            .expect("unibusd starts");
+        Cluster { urls, daemon, _nodes: nodes, _dir: dir }
     }
 }

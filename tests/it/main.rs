@@ -2,8 +2,13 @@
 
 mod harness;
 
+mod admin;
 mod admission;
+mod cluster;
 mod failure;
 mod invites;
 mod malformed;
+mod revocation;
+mod rooms;
+mod scale;
 mod tooling;

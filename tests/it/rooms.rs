@@ -1,0 +1,183 @@
+//! Rooms: the control endpoints with their rules, and the data plane they
+//! open and close.
+
+use std::time::Duration;
+
+use futures::StreamExt as _;
+use unibus::client::{Client, Identity};
+use unibus::model::Role;
+use unibus::proto::RoomListRequest;
+use unibus::subjects;
+
+use crate::harness::{Stack, code, expect_server_error};
+
+/// Waits until `id` can connect again after a kick and returns the client.
+async fn reconnect(stack: &Stack, id: &Identity) -> Client {
+    stack.connect(id).await.expect("reconnects")
+}
+
+/// Create, get, list, add and remove with every rule and error code.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn room_endpoints_and_rules() {
+    let stack = Stack::start(true).await;
+    let (_a, admin) = stack.admin().await;
+    let (alice, alice_c) = stack.user(&admin, Role::Member, "alice").await;
+    let (bob, bob_c) = stack.user(&admin, Role::Member, "bob").await;
+    let (carol, carol_c) = stack.user(&admin, Role::Member, "carol").await;
+
+    assert_eq!(code(alice_c.create_room("").await), "bad_request");
+    assert_eq!(code(alice_c.create_room(&"x".repeat(65)).await), "bad_request");
+    let room = alice_c.create_room("kitchen").await.unwrap();
+    assert_eq!(room.id.len(), 32);
+    assert_eq!(room.owner.as_deref(), Some(alice.sign_pub_hex().as_str()));
+    assert_eq!(room.members, vec![alice.sign_pub_hex()]);
+    let alice_c = reconnect(&stack, &alice).await;
+
+    // get: member and admin yes, others forbidden, unknown not_found.
+    assert_eq!(alice_c.get_room(&room.id).await.unwrap().name, "kitchen");
+    assert_eq!(admin.get_room(&room.id).await.unwrap().id, room.id);
+    assert_eq!(code(bob_c.get_room(&room.id).await), "forbidden");
+    assert_eq!(code(bob_c.get_room(&"0".repeat(32)).await), "not_found");
+    assert_eq!(code(bob_c.get_room("abc").await), "bad_request");
+
+    // add: owner or admin; target must be an active user; idempotent.
+    assert_eq!(code(bob_c.add_member(&room.id, &bob.sign_pub_hex()).await), "forbidden");
+    assert_eq!(code(alice_c.add_member(&"1".repeat(32), &bob.sign_pub_hex()).await), "not_found");
+    let stranger = Identity::generate();
+    assert_eq!(code(alice_c.add_member(&room.id, &stranger.sign_pub_hex()).await), "not_found");
+    let r = alice_c.add_member(&room.id, &bob.sign_pub_hex()).await.unwrap();
+    assert!(r.has_member(&bob.sign_pub_hex()));
+    let again = alice_c.add_member(&room.id, &bob.sign_pub_hex()).await.unwrap();
+    assert_eq!(again.updated_at, r.updated_at, "adding a present member changes nothing");
+    admin.add_member(&room.id, &carol.sign_pub_hex()).await.unwrap();
+    let bob_c = reconnect(&stack, &bob).await;
+    let carol_c2 = reconnect(&stack, &carol).await;
+    drop(carol_c);
+
+    // list: the caller's rooms, paginated.
+    let second = bob_c.create_room("hall").await.unwrap();
+    let bob_c = reconnect(&stack, &bob).await;
+    let page1 = bob_c.list_rooms(&RoomListRequest { limit: Some(1), cursor: None }).await.unwrap();
+    assert_eq!(page1.rooms.len(), 1);
+    let page2 =
+        bob_c.list_rooms(&RoomListRequest { limit: Some(1), cursor: page1.next.clone() }).await.unwrap();
+    assert_eq!(page2.rooms.len(), 1);
+    assert!(page2.next.is_none());
+    let mut ids = vec![page1.rooms[0].id.clone(), page2.rooms[0].id.clone()];
+    ids.sort();
+    let mut want = vec![room.id.clone(), second.id.clone()];
+    want.sort();
+    assert_eq!(ids, want);
+    // A cursor of bob's list is not valid for carol's.
+    let forged = carol_c2.list_rooms(&RoomListRequest { limit: Some(1), cursor: page1.next }).await;
+    assert_eq!(code(forged), "bad_request");
+    assert_eq!(
+        code(carol_c2.list_rooms(&RoomListRequest { limit: Some(0), cursor: None }).await),
+        "bad_request"
+    );
+
+    // remove: a member may not remove another; the owner only by an admin.
+    assert_eq!(code(bob_c.remove_member(&room.id, &carol.sign_pub_hex()).await), "forbidden");
+    assert_eq!(code(bob_c.remove_member(&room.id, &alice.sign_pub_hex()).await), "forbidden");
+    assert_eq!(code(alice_c.remove_member(&room.id, &alice.sign_pub_hex()).await), "forbidden");
+    assert_eq!(code(alice_c.remove_member(&"2".repeat(32), &bob.sign_pub_hex()).await), "not_found");
+    let r = carol_c2.remove_member(&room.id, &carol.sign_pub_hex()).await.unwrap();
+    assert!(!r.has_member(&carol.sign_pub_hex()), "a member leaves by itself");
+    let r = alice_c.remove_member(&room.id, &bob.sign_pub_hex()).await.unwrap();
+    assert!(!r.has_member(&bob.sign_pub_hex()), "the owner removes");
+    let same = alice_c.remove_member(&room.id, &bob.sign_pub_hex()).await.unwrap();
+    assert_eq!(same.updated_at, r.updated_at, "removing an absent member changes nothing");
+    let r = admin.remove_member(&room.id, &alice.sign_pub_hex()).await.unwrap();
+    assert!(r.members.is_empty() && r.owner.is_some(), "an admin removes the owner");
+}
+
+/// A non-member can neither publish to nor receive from a room; after
+/// member.add (and the kick/reconnect) it can; after member.remove it no
+/// longer can.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn room_data_plane_follows_membership() {
+    let stack = Stack::start(true).await;
+    let (_a, admin) = stack.admin().await;
+    let (alice, alice_c) = stack.user(&admin, Role::Member, "alice").await;
+    let (dave, dave_c) = stack.user(&admin, Role::Member, "dave").await;
+    drop(dave_c);
+    let room = alice_c.create_room("ops").await.unwrap();
+    let alice_c = reconnect(&stack, &alice).await;
+    let subject = subjects::room_msg(&room.id);
+
+    // Non-member: publish refused, subscription silent.
+    let (dave_c, mut errs) = stack.connect_watched(&dave).await;
+    let mut spy = dave_c.nats().subscribe(subject.clone()).await.unwrap();
+    dave_c.nats().flush().await.unwrap();
+    expect_server_error(&mut errs, "Permissions Violation for Subscription to").await;
+    dave_c.nats().publish(subject.clone(), "from dave".into()).await.unwrap();
+    expect_server_error(&mut errs, "Permissions Violation for Publish to").await;
+    let mut alice_sub = alice_c.nats().subscribe(subject.clone()).await.unwrap();
+    alice_c.nats().flush().await.unwrap();
+    alice_c.nats().publish(subject.clone(), "secret".into()).await.unwrap();
+    alice_c.nats().flush().await.unwrap();
+    assert_eq!(next_payload(&mut alice_sub).await.as_deref(), Some("secret"));
+    assert!(next_payload(&mut spy).await.is_none(), "non-member received a room message");
+    drop(dave_c);
+
+    // Added: dave publishes and receives.
+    alice_c.add_member(&room.id, &dave.sign_pub_hex()).await.unwrap();
+    let dave_c = reconnect(&stack, &dave).await;
+    let mut dave_sub = dave_c.nats().subscribe(subject.clone()).await.unwrap();
+    dave_c.nats().flush().await.unwrap();
+    dave_c.nats().publish(subject.clone(), "hello from dave".into()).await.unwrap();
+    dave_c.nats().flush().await.unwrap();
+    assert_eq!(next_payload(&mut alice_sub).await.as_deref(), Some("hello from dave"));
+    assert_eq!(next_payload(&mut dave_sub).await.as_deref(), Some("hello from dave"));
+
+    // Removed: the kick ends dave's session; the reconnect has no room.
+    let (dave_w, mut dave_events) = stack.connect_watched(&dave).await;
+    alice_c.remove_member(&room.id, &dave.sign_pub_hex()).await.unwrap();
+    crate::harness::expect_event_within(&mut dave_events, "disconnected", Duration::from_secs(1)).await;
+    drop(dave_w);
+    drop(dave_c);
+    let (dave_c, mut errs) = stack.connect_watched(&dave).await;
+    let mut spy = dave_c.nats().subscribe(subject.clone()).await.unwrap();
+    dave_c.nats().flush().await.unwrap();
+    expect_server_error(&mut errs, "Permissions Violation for Subscription to").await;
+    alice_c.nats().publish(subject.clone(), "after removal".into()).await.unwrap();
+    alice_c.nats().flush().await.unwrap();
+    assert!(next_payload(&mut spy).await.is_none(), "removed member still receives");
+}
+
+async fn next_payload(sub: &mut async_nats::Subscriber) -> Option<String> {
+    match tokio::time::timeout(Duration::from_millis(500), sub.next()).await {
+        Ok(Some(m)) => Some(String::from_utf8_lossy(&m.payload).into_owned()),
+        _ => None,
+    }
+}
+
+/// Deleting a user removes it from every room (ownership included); the
+/// same key registered again inherits nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleted_user_leaves_every_room_and_inherits_nothing() {
+    let stack = Stack::start(false).await;
+    let (root, admin) = stack.admin().await;
+    let (erin, erin_c) = stack.user(&admin, Role::Member, "erin").await;
+    let owned = erin_c.create_room("erin's").await.unwrap();
+    let erin_c = reconnect(&stack, &erin).await;
+    let other = admin.create_room("all hands").await.unwrap();
+    let admin = reconnect(&stack, &root).await;
+    admin.add_member(&other.id, &erin.sign_pub_hex()).await.unwrap();
+    drop(erin_c);
+    admin.delete_user(&erin.sign_pub_hex()).await.unwrap();
+    let o = admin.get_room(&owned.id).await.unwrap();
+    assert!(o.owner.is_none() && o.members.is_empty(), "owner cleared: admins only");
+    let a = admin.get_room(&other.id).await.unwrap();
+    assert!(!a.has_member(&erin.sign_pub_hex()));
+
+    // Registered again with a new invite: no rooms.
+    let inv = admin.create_invite(&Default::default()).await.unwrap();
+    let guest = stack.connect(&erin).await.unwrap();
+    guest.register(&inv.token, None).await.unwrap();
+    drop(guest);
+    let erin_c = reconnect(&stack, &erin).await;
+    let rooms = erin_c.list_rooms(&RoomListRequest::default()).await.unwrap();
+    assert!(rooms.rooms.is_empty());
+    assert_eq!(code(erin_c.get_room(&owned.id).await), "forbidden");
+}

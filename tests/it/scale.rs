@@ -1,0 +1,158 @@
+//! Scale: listings over 100,000 users, and a storm of revoked clients that
+//! must not slow anyone else down nor hit the store for each denial.
+//! Timings are printed (for the closing note), never asserted.
+
+use std::time::{Duration, Instant};
+
+use futures::StreamExt as _;
+use unibus::client::{self, Client, Identity};
+use unibus::model::{Role, SCHEMA_VERSION, User, UserStatus, fmt_time, now};
+use unibus::proto::UserListRequest;
+
+use crate::harness::Stack;
+
+fn record(id: &Identity, status: UserStatus) -> User {
+    let t = fmt_time(now());
+    User {
+        v: SCHEMA_VERSION,
+        sign_pub: id.sign_pub_hex(),
+        kex_pub: id.kex_pub_hex(),
+        name: id.sign_pub_hex()[..8].to_string(),
+        role: Role::Member,
+        status,
+        created_at: t.clone(),
+        invited_by: "seed".into(),
+        invite_id: "seed".into(),
+        revoked_at: None,
+        revoked_by: None,
+        updated_at: t,
+    }
+}
+
+/// Seeds `n` user records (random keys) straight into KV.
+async fn seed(stack: &Stack, n: usize, status: UserStatus) -> Vec<Identity> {
+    let ids: Vec<Identity> = (0..n).map(|_| Identity::generate()).collect();
+    let store = stack.store();
+    let results: Vec<_> = futures::stream::iter(ids.iter().map(|id| {
+        let user = record(id, status);
+        async move { store.add_user(&user).await }
+    }))
+    .buffer_unordered(256)
+    .collect()
+    .await;
+    assert!(results.iter().all(|r| r.is_ok()));
+    ids
+}
+
+async fn connect_times(url: &str, id: &Identity, n: usize, pause: Duration) -> Vec<Duration> {
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        let c = Client::connect(url, id).await.unwrap_or_else(|e| panic!("an active user must connect: {e}"));
+        out.push(t.elapsed());
+        drop(c);
+        tokio::time::sleep(pause).await;
+    }
+    out
+}
+
+fn pct(v: &mut [Duration], p: f64) -> f64 {
+    v.sort();
+    v[((v.len() as f64 * p) as usize).min(v.len() - 1)].as_secs_f64() * 1e3
+}
+
+/// 100,000 users: `admin.user.list` pages through all of them; the connect
+/// (callout decision) times with 100 and with 100,000 users are printed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hundred_thousand_users_page_through() {
+    let _heavy = crate::harness::HEAVY.lock().await;
+    let stack = Stack::start(true).await;
+    let (_a, admin) = stack.admin().await;
+    let (member, m) = stack.user(&admin, Role::Member, "probe").await;
+    drop(m);
+    seed(&stack, 98, UserStatus::Active).await;
+    let mut small = connect_times(&stack.url, &member, 100, Duration::ZERO).await;
+
+    let t = Instant::now();
+    seed(&stack, 100_000 - 100, UserStatus::Active).await;
+    let seeded_in = t.elapsed();
+    let mut large = connect_times(&stack.url, &member, 100, Duration::ZERO).await;
+
+    let t = Instant::now();
+    let (mut total, mut pages, mut cursor, mut last_key) = (0usize, 0usize, None, String::new());
+    loop {
+        let page =
+            admin.list_users(&UserListRequest { status: None, limit: Some(1000), cursor }).await.unwrap();
+        pages += 1;
+        for u in &page.users {
+            assert!(u.sign_pub > last_key, "key order, no repeats");
+            last_key = u.sign_pub.clone();
+        }
+        total += page.users.len();
+        match page.next {
+            Some(n) => cursor = Some(n),
+            None => break,
+        }
+    }
+    assert_eq!(total, 100_000);
+    println!(
+        "scale: seeded 99,900 users in {:.1} s; listed {total} users in {pages} pages in {:.1} s; \
+         connect p50/p99 with 100 users {:.2}/{:.2} ms, with 100,000 users {:.2}/{:.2} ms",
+        seeded_in.as_secs_f64(),
+        t.elapsed().as_secs_f64(),
+        pct(&mut small, 0.5),
+        pct(&mut small, 0.99),
+        pct(&mut large, 0.5),
+        pct(&mut large, 0.99),
+    );
+}
+
+/// 200 clients of revoked keys reconnect in a loop for 30 s: an active
+/// user's connect succeeds every time, and the denials cost (almost) no
+/// store requests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoked_reconnect_storm_does_not_hurt_others() {
+    let _heavy = crate::harness::HEAVY.lock().await;
+    let stack = Stack::start(true).await;
+    let (_a, admin) = stack.admin().await;
+    let (member, m) = stack.user(&admin, Role::Member, "steady").await;
+    drop(m);
+    let revoked = seed(&stack, 200, UserStatus::Revoked).await;
+    // Let the index see them (as it would after any revoke).
+    stack.store().list_users_page(None, None, 1).await.unwrap();
+    let mut quiet = connect_times(&stack.url, &member, 50, Duration::from_millis(20)).await;
+
+    let js = stack.jetstream().await;
+    let api_before = js.query_account().await.unwrap().requests.total;
+    let mut stormers = Vec::new();
+    for id in &revoked {
+        let opts = client::connect_options(id).retry_on_initial_connect();
+        stormers.push(opts.connect(&stack.url).await.unwrap());
+    }
+    let storm_for = Duration::from_secs(30);
+    let started = Instant::now();
+    let mut during = Vec::new();
+    while started.elapsed() < storm_for {
+        during.extend(connect_times(&stack.url, &member, 10, Duration::from_millis(50)).await);
+    }
+    let api_after = js.query_account().await.unwrap().requests.total;
+    drop(stormers);
+    // Each active connect costs two store requests (user read, rooms sync);
+    // the storm's hundreds of denials cost none.
+    let api_used = api_after - api_before - 1;
+    let active = during.len() as u64;
+    assert!(
+        api_used <= active * 2 + 20,
+        "store requests {api_used} for {active} active connects: denials hit the store"
+    );
+    println!(
+        "storm: {} revoked clients for {} s; active connect p50/p99 without storm {:.2}/{:.2} ms, during storm {:.2}/{:.2} ms ({} connects, all succeeded); store API requests {api_used}",
+        revoked.len(),
+        storm_for.as_secs(),
+        pct(&mut quiet, 0.5),
+        pct(&mut quiet, 0.99),
+        pct(&mut during, 0.5),
+        pct(&mut during, 0.99),
+        during.len(),
+    );
+}
