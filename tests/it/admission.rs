@@ -180,11 +180,14 @@ async fn identity_comes_only_from_the_server() {
     let me: unibus::proto::UserReply = unibus::client::decode_reply(subjects::WHOAMI, &msg).unwrap();
     assert_eq!(me.user.name, "mallory");
 
-    // The service account itself has no stamped identity.
+    // Requests from inside AUTH carry no stamped identity: every endpoint
+    // answers `unauthenticated`.
     let svc = stack.service_nats().await;
-    let msg = svc.request(subjects::WHOAMI, "{}".into()).await.unwrap();
-    let r = unibus::client::decode_reply::<unibus::proto::UserReply>(subjects::WHOAMI, &msg);
-    assert_eq!(code(r), "unauthenticated");
-    let hdrs = msg.headers.unwrap();
-    assert_eq!(hdrs.get(subjects::HDR_SERVICE_ERROR_CODE).unwrap().as_str(), "401");
+    for subject in subjects::CONTROL_SUBJECTS {
+        let msg = svc.request(*subject, "{}".into()).await.unwrap();
+        let r = unibus::client::decode_reply::<serde_json::Value>(subject, &msg);
+        assert_eq!(code(r), "unauthenticated", "{subject}");
+        let hdrs = msg.headers.unwrap();
+        assert_eq!(hdrs.get(subjects::HDR_SERVICE_ERROR_CODE).unwrap().as_str(), "401");
+    }
 }

@@ -135,12 +135,12 @@ impl Stack {
         (id, c)
     }
 
-    /// (messages, last sequence) of both buckets: equal before and after
+    /// (messages, last sequence) of every bucket: equal before and after
     /// means KV did not change.
     pub async fn kv_fingerprint(&self) -> Vec<(u64, u64)> {
         let js = self.jetstream().await;
         let mut out = Vec::new();
-        for name in ["KV_UNIBUS_users", "KV_UNIBUS_invites"] {
+        for name in ["KV_UNIBUS_users", "KV_UNIBUS_invites", "KV_UNIBUS_rooms"] {
             let mut s = js.get_stream(name).await.expect("stream");
             let info = s.info().await.expect("info");
             out.push((info.state.messages, info.state.last_sequence));

@@ -9,7 +9,7 @@ fn low_order_order8() -> String {
     "e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800".into()
 }
 
-/// At least 25 malformed requests across register, lookup and invite.create
+/// Over 60 malformed requests across every endpoint
 /// each get `bad_request`, and KV is unchanged afterwards.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_requests_are_bad_request_and_change_nothing() {
@@ -76,6 +76,50 @@ async fn malformed_requests_are_bad_request_and_change_nothing() {
             format!("{{\"sign_pub\":\"01{}\"}}", "00".repeat(31)),
         ),
         ("lookup not a point", subjects::USER_LOOKUP, format!("{{\"sign_pub\":\"{}\"}}", "ff".repeat(32))),
+        ("invite.list bad status", subjects::ADMIN_INVITE_LIST, "{\"status\":\"bogus\"}".into()),
+        ("invite.list limit 0", subjects::ADMIN_INVITE_LIST, "{\"limit\":0}".into()),
+        ("invite.list limit string", subjects::ADMIN_INVITE_LIST, "{\"limit\":\"5\"}".into()),
+        ("invite.list cursor number", subjects::ADMIN_INVITE_LIST, "{\"cursor\":5}".into()),
+        ("invite.list cursor garbage", subjects::ADMIN_INVITE_LIST, "{\"cursor\":\"garbage\"}".into()),
+        ("invite.get missing id", subjects::ADMIN_INVITE_GET, "{}".into()),
+        ("invite.get short id", subjects::ADMIN_INVITE_GET, "{\"id\":\"abcd\"}".into()),
+        ("invite.get non-hex id", subjects::ADMIN_INVITE_GET, format!("{{\"id\":\"{}\"}}", "x".repeat(64))),
+        (
+            "invite.cancel extra field",
+            subjects::ADMIN_INVITE_CANCEL,
+            format!("{{\"id\":\"{}\",\"force\":true}}", "a".repeat(64)),
+        ),
+        ("user.list user status pending", subjects::ADMIN_USER_LIST, "{\"status\":\"pending\"}".into()),
+        ("user.list limit 1001", subjects::ADMIN_USER_LIST, "{\"limit\":1001}".into()),
+        (
+            "user.get small-order",
+            subjects::ADMIN_USER_GET,
+            format!("{{\"sign_pub\":\"01{}\"}}", "00".repeat(31)),
+        ),
+        ("user.revoke missing key", subjects::ADMIN_USER_REVOKE, "{}".into()),
+        (
+            "user.restore non-hex",
+            subjects::ADMIN_USER_RESTORE,
+            format!("{{\"sign_pub\":\"{}\"}}", "z".repeat(64)),
+        ),
+        ("user.delete short key", subjects::ADMIN_USER_DELETE, "{\"sign_pub\":\"abcd\"}".into()),
+        ("room.create missing name", subjects::ROOM_CREATE, "{}".into()),
+        ("room.create null name", subjects::ROOM_CREATE, "{\"name\":null}".into()),
+        ("room.create long name", subjects::ROOM_CREATE, format!("{{\"name\":\"{}\"}}", "r".repeat(65))),
+        ("room.create newline", subjects::ROOM_CREATE, "{\"name\":\"a\\nb\"}".into()),
+        ("room.get invite-length id", subjects::ROOM_GET, format!("{{\"id\":\"{}\"}}", "a".repeat(64))),
+        ("room.list unknown field", subjects::ROOM_LIST, "{\"all\":true}".into()),
+        ("member.add missing key", subjects::ROOM_MEMBER_ADD, format!("{{\"id\":\"{}\"}}", "a".repeat(32))),
+        (
+            "member.add small-order",
+            subjects::ROOM_MEMBER_ADD,
+            format!("{{\"id\":\"{}\",\"sign_pub\":\"01{}\"}}", "a".repeat(32), "00".repeat(31)),
+        ),
+        (
+            "member.remove non-hex id",
+            subjects::ROOM_MEMBER_REMOVE,
+            format!("{{\"id\":\"{}\",\"sign_pub\":\"{}\"}}", "q".repeat(32), "ab".repeat(32)),
+        ),
     ];
     assert!(register_cases.len() + admin_cases.len() >= 25);
 
