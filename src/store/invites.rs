@@ -5,7 +5,7 @@
 
 use time::Duration;
 
-use super::{KvError, MAX_CAS_ATTEMPTS, Store, get_many};
+use super::{KvError, MAX_CAS_ATTEMPTS, Store, all_pages, get_many, take_page};
 use crate::error::Error;
 use crate::keys::InviteToken;
 use crate::model::{BOOTSTRAP, Invite, InviteStatus, Role, SCHEMA_VERSION, User, UserStatus, fmt_time, now};
@@ -79,29 +79,18 @@ impl Store {
     ) -> Result<(Vec<Invite>, Option<String>), Error> {
         self.invites_ix.sync(self.sync_limit()).await?;
         let t = now();
-        let keys: Vec<String> = self.invites_ix.read(|ix| {
-            let range = match after {
-                Some(a) => {
-                    ix.entries.range::<str, _>((std::ops::Bound::Excluded(a), std::ops::Bound::Unbounded))
-                }
-                None => ix.entries.range::<str, _>(..),
-            };
-            range
-                .filter(|(_, e)| status.is_none_or(|s| e.effective(t) == s))
-                .map(|(k, _)| k.clone())
-                .take(limit + 1)
-                .collect()
+        let (keys, next) = self.invites_ix.read(|ix| {
+            let keys =
+                super::after(&ix.entries, after).filter(|(_, e)| status.is_none_or(|s| e.effective(t) == s));
+            take_page(keys.map(|(k, _)| k.clone()), limit)
         });
-        let more = keys.len() > limit;
-        let keys: Vec<String> = keys.into_iter().take(limit).collect();
-        let last = keys.last().cloned();
         let invites = get_many::<Invite>(&self.invites, keys)
             .await?
             .into_iter()
             .map(|(i, _)| i.view(t))
             .filter(|i| status.is_none_or(|s| i.status == s))
             .collect();
-        Ok((invites, if more { last } else { None }))
+        Ok((invites, next))
     }
 
     /// Every invite (all pages), as shown on the wire.
@@ -109,16 +98,7 @@ impl Store {
     /// # Errors
     /// `unavailable`.
     pub async fn list_invites(&self) -> Result<Vec<Invite>, Error> {
-        let mut out = Vec::new();
-        let mut after: Option<String> = None;
-        loop {
-            let (page, next) = self.list_invites_page(None, after.as_deref(), 1000).await?;
-            out.extend(page);
-            match next {
-                Some(n) => after = Some(n),
-                None => return Ok(out),
-            }
-        }
+        all_pages(|cursor| async move { self.list_invites_page(None, cursor.as_deref(), 1000).await }).await
     }
 
     /// Cancels a pending invite. Cancelling a cancelled or expired invite

@@ -212,6 +212,46 @@ impl Store {
     }
 }
 
+/// Cuts one page of `limit` keys; the second value is the page's last key
+/// when more keys follow (the caller's next cursor).
+pub(crate) fn take_page(keys: impl Iterator<Item = String>, limit: usize) -> (Vec<String>, Option<String>) {
+    let mut page: Vec<String> = keys.take(limit + 1).collect();
+    let more = page.len() > limit;
+    page.truncate(limit);
+    let next = if more { page.last().cloned() } else { None };
+    (page, next)
+}
+
+/// The entries of a sorted index strictly after `after`.
+pub(crate) fn after<'a, V>(
+    entries: &'a std::collections::BTreeMap<String, V>,
+    after: Option<&str>,
+) -> std::collections::btree_map::Range<'a, String, V> {
+    use std::ops::Bound::{Excluded, Unbounded};
+    match after {
+        Some(a) => entries.range::<str, _>((Excluded(a), Unbounded)),
+        None => entries.range::<str, _>(..),
+    }
+}
+
+/// Collects every page of a paginated listing.
+pub(crate) async fn all_pages<T, F, Fut>(mut page: F) -> Result<Vec<T>, Error>
+where
+    F: FnMut(Option<String>) -> Fut,
+    Fut: std::future::Future<Output = Result<(Vec<T>, Option<String>), Error>>,
+{
+    let mut out = Vec::new();
+    let mut cursor = None;
+    loop {
+        let (items, next) = page(cursor).await?;
+        out.extend(items);
+        match next {
+            Some(n) => cursor = Some(n),
+            None => return Ok(out),
+        }
+    }
+}
+
 /// Reads many records concurrently (leader reads), keeping key order and
 /// skipping keys that vanished meanwhile.
 pub(crate) async fn get_many<T: DeserializeOwned + Send + 'static>(

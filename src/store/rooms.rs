@@ -4,7 +4,7 @@
 
 use rand::RngCore as _;
 
-use super::{KvError, MAX_CAS_ATTEMPTS, Store, get_many};
+use super::{KvError, MAX_CAS_ATTEMPTS, Store, get_many, take_page};
 use crate::error::Error;
 use crate::model::{Room, SCHEMA_VERSION, fmt_time, now};
 
@@ -76,23 +76,19 @@ impl Store {
         after: Option<&str>,
         limit: usize,
     ) -> Result<(Vec<Room>, Option<String>), Error> {
-        let ids: Vec<String> = self
+        let ids = self
             .rooms_of_member(member)
             .await?
             .into_iter()
-            .filter(|id| after.is_none_or(|a| id.as_str() > a))
-            .take(limit + 1)
-            .collect();
-        let more = ids.len() > limit;
-        let ids: Vec<String> = ids.into_iter().take(limit).collect();
-        let last = ids.last().cloned();
+            .filter(|id| after.is_none_or(|a| id.as_str() > a));
+        let (ids, next) = take_page(ids, limit);
         let rooms = get_many::<Room>(&self.rooms, ids)
             .await?
             .into_iter()
             .map(|(r, _)| r)
             .filter(|r| r.has_member(member))
             .collect();
-        Ok((rooms, if more { last } else { None }))
+        Ok((rooms, next))
     }
 
     /// Applies `rule` to room `id` with a CAS, re-judging on conflict.

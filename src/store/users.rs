@@ -5,7 +5,7 @@
 //! another admin could otherwise leave none), with the write undone when the
 //! re-check fails.
 
-use super::{KvError, MAX_CAS_ATTEMPTS, Store, get_many};
+use super::{KvError, MAX_CAS_ATTEMPTS, Store, all_pages, get_many, take_page};
 use crate::error::Error;
 use crate::model::{Role, User, UserStatus, fmt_time, now};
 
@@ -75,29 +75,17 @@ impl Store {
         limit: usize,
     ) -> Result<(Vec<User>, Option<String>), Error> {
         self.users_ix.sync(self.sync_limit()).await?;
-        let keys: Vec<String> = self.users_ix.read(|ix| {
-            let range = match after {
-                Some(a) => {
-                    ix.entries.range::<str, _>((std::ops::Bound::Excluded(a), std::ops::Bound::Unbounded))
-                }
-                None => ix.entries.range::<str, _>(..),
-            };
-            range
-                .filter(|(_, e)| status.is_none_or(|s| e.status == s))
-                .map(|(k, _)| k.clone())
-                .take(limit + 1)
-                .collect()
+        let (keys, next) = self.users_ix.read(|ix| {
+            let keys = super::after(&ix.entries, after).filter(|(_, e)| status.is_none_or(|s| e.status == s));
+            take_page(keys.map(|(k, _)| k.clone()), limit)
         });
-        let more = keys.len() > limit;
-        let keys: Vec<String> = keys.into_iter().take(limit).collect();
-        let last = keys.last().cloned();
-        let users: Vec<User> = get_many::<User>(&self.users, keys)
+        let users = get_many::<User>(&self.users, keys)
             .await?
             .into_iter()
             .map(|(u, _)| u)
             .filter(|u| status.is_none_or(|s| u.status == s))
             .collect();
-        Ok((users, if more { last } else { None }))
+        Ok((users, next))
     }
 
     /// Every user record (all pages).
@@ -105,16 +93,7 @@ impl Store {
     /// # Errors
     /// `unavailable`.
     pub async fn list_users(&self) -> Result<Vec<User>, Error> {
-        let mut out = Vec::new();
-        let mut after: Option<String> = None;
-        loop {
-            let (page, next) = self.list_users_page(None, after.as_deref(), 1000).await?;
-            out.extend(page);
-            match next {
-                Some(n) => after = Some(n),
-                None => return Ok(out),
-            }
-        }
+        all_pages(|cursor| async move { self.list_users_page(None, cursor.as_deref(), 1000).await }).await
     }
 
     /// True when any admin record exists, active or revoked.
