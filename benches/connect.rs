@@ -17,7 +17,7 @@ struct Figures {
 }
 
 async fn measure(url: &str, n: usize, parallel: usize) -> Figures {
-    let id = Identity::from_secrets(SEED, [7u8; 32]);
+    let id = Identity::from_seed(SEED);
     for _ in 0..20 {
         drop(Client::connect(url, &id).await.expect("warm-up connect"));
     }
@@ -25,7 +25,7 @@ async fn measure(url: &str, n: usize, parallel: usize) -> Figures {
     let mut handles = Vec::new();
     for w in 0..parallel {
         let url = url.to_string();
-        let opts_id = Identity::from_secrets(SEED, [7u8; 32]);
+        let opts_id = Identity::from_seed(SEED);
         let count = n / parallel + usize::from(w < n % parallel);
         handles.push(tokio::spawn(async move {
             let mut lat = Vec::with_capacity(count);
@@ -61,7 +61,7 @@ async fn main() {
         .and_then(|i| args.get(i + 1))
         .and_then(|v| v.parse().ok())
         .unwrap_or(500);
-    let id = Identity::from_secrets(SEED, [7u8; 32]);
+    let id = Identity::from_seed(SEED);
 
     // Baseline: same binary, a static nkey user, no callout.
     let base_dir = tempfile::tempdir().unwrap();

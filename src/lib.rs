@@ -14,6 +14,7 @@
 //! - [`kick`]: finding and closing live connections (CONNZ, KICK).
 //! - [`service`]: the control-plane micro service and its handlers.
 //! - [`client`]: identities and the typed Rust client.
+//! - [`e2e`]: the end-to-end message envelope (seal, open, replay guard).
 //! - [`secrets`], [`config`]: keys and validated settings.
 //! - [`daemon`]: running unibusd; [`dev`]: the one-command local stack.
 //! - [`natsserver`]: finding and running a real nats-server.
@@ -23,6 +24,7 @@ pub mod client;
 pub mod config;
 pub mod daemon;
 pub mod dev;
+pub mod e2e;
 pub mod error;
 pub mod keys;
 pub mod kick;

@@ -47,7 +47,7 @@ async fn guest_then_member_permissions() {
     assert_eq!(member.whoami().await.unwrap().sign_pub, id.sign_pub_hex());
     // A member may not publish to admin subjects.
     let denied = member.call_raw(subjects::ADMIN_INVITE_CREATE, b"{}".to_vec()).await;
-    assert!(matches!(denied, Err(ClientError::Request { .. })), "{denied:?}");
+    assert!(matches!(denied, Err(ClientError::PermissionDenied(_))), "{denied:?}");
     expect_server_error(&mut errs, "Permissions Violation for Publish to \"unibus.admin.invite.create\"")
         .await;
     // ...but may look up the admin.

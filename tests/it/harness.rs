@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 use tokio::sync::mpsc;
-use unibus::client::{self, Client, ClientError, Identity};
+use unibus::client::{Client, ClientError, Identity};
 use unibus::config::Settings;
 use unibus::daemon::{self, Running};
 use unibus::model::Role;
@@ -152,13 +152,15 @@ impl Stack {
 /// Connects `id` to `url`, reporting connection events on the channel.
 pub async fn connect_watched_to(url: &str, id: &Identity) -> (Client, mpsc::UnboundedReceiver<String>) {
     let (tx, rx) = mpsc::unbounded_channel();
-    let opts = client::connect_options(id).event_callback(move |event| {
-        let tx = tx.clone();
-        async move {
-            let _ = tx.send(event.to_string());
+    let c = Client::connect(url, id).await.expect("connects");
+    let mut events = c.events();
+    tokio::spawn(async move {
+        while let Ok(e) = events.recv().await {
+            if tx.send(e).is_err() {
+                return;
+            }
         }
     });
-    let c = Client::connect_with(url, id, opts).await.expect("connects");
     (c, rx)
 }
 

@@ -1,0 +1,200 @@
+//! End-to-end encrypted messaging on the data plane: direct messages and
+//! room messages sealed with [`crate::e2e`], and an [`Inbox`] that yields
+//! verified, decrypted messages and reports every rejected one.
+
+use std::collections::HashSet;
+
+use futures::StreamExt as _;
+use futures::stream::SelectAll;
+use tokio::sync::{broadcast, mpsc};
+
+use super::{Client, ClientError};
+use crate::e2e::{self, Kind, Opened, Recipient, ReplayGuard};
+use crate::keys;
+use crate::model::UserStatus;
+use crate::proto::RoomListRequest;
+use crate::subjects;
+
+/// What the inbox yields.
+#[derive(Debug)]
+pub enum Incoming {
+    /// A verified, decrypted message.
+    Message(Opened),
+    /// A message that was dropped, and why.
+    Rejected {
+        /// Where it arrived.
+        subject: String,
+        /// Why it was refused.
+        reason: e2e::Reject,
+    },
+    /// The connection is gone for good (for example: revoked).
+    Closed(ClientError),
+}
+
+/// A stream of incoming messages; stops its task when dropped.
+pub struct Inbox {
+    rx: mpsc::Receiver<Incoming>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Inbox {
+    /// The next message, rejection or closure; `None` once closed.
+    pub async fn next(&mut self) -> Option<Incoming> {
+        self.rx.recv().await
+    }
+}
+
+impl Drop for Inbox {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn now_ms() -> i64 {
+    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+impl Client {
+    async fn recipient(&self, sign_pub: &str) -> Result<Option<Recipient>, ClientError> {
+        let user = self.lookup(sign_pub).await?;
+        if user.status != UserStatus::Active {
+            return Ok(None);
+        }
+        let kex_pub =
+            keys::parse_kex_pub("kex_pub", &user.kex_pub).map_err(|e| ClientError::Seal(e.to_string()))?;
+        Ok(Some(Recipient { sign_pub: user.sign_pub, kex_pub }))
+    }
+
+    /// Sends an end-to-end encrypted direct message; returns its id.
+    ///
+    /// # Errors
+    /// `not_found` for an unknown user, [`ClientError::Seal`] for a revoked
+    /// user or a weak key, [`ClientError::PermissionDenied`].
+    pub async fn send_dm(&self, to: &str, body: &[u8]) -> Result<String, ClientError> {
+        let to = to.to_ascii_lowercase();
+        let recipient = self
+            .recipient(&to)
+            .await?
+            .ok_or_else(|| ClientError::Seal(format!("{to} is not an active user")))?;
+        let subject = subjects::dm(&to);
+        let env = e2e::seal(&self.identity.signing, Kind::Dm, &subject, None, &[recipient], body, now_ms())
+            .map_err(|e| ClientError::Seal(e.to_string()))?;
+        let raw = serde_json::to_vec(&env).map_err(|e| ClientError::Seal(e.to_string()))?;
+        self.publish_checked(&subject, raw).await?;
+        Ok(env.id)
+    }
+
+    /// Sends an end-to-end encrypted message to every active member of a
+    /// room (this identity included); returns its id.
+    ///
+    /// # Errors
+    /// Wire errors of `room.get`, [`ClientError::Seal`],
+    /// [`ClientError::PermissionDenied`] when not a member.
+    pub async fn send_room(&self, room: &str, body: &[u8]) -> Result<String, ClientError> {
+        let room = self.get_room(room).await?;
+        let mut recipients = Vec::new();
+        for m in &room.members {
+            if let Some(r) = self.recipient(m).await? {
+                recipients.push(r);
+            }
+        }
+        let subject = subjects::room_msg(&room.id);
+        let env = e2e::seal(
+            &self.identity.signing,
+            Kind::Room,
+            &subject,
+            Some(&room.id),
+            &recipients,
+            body,
+            now_ms(),
+        )
+        .map_err(|e| ClientError::Seal(e.to_string()))?;
+        let raw = serde_json::to_vec(&env).map_err(|e| ClientError::Seal(e.to_string()))?;
+        self.publish_checked(&subject, raw).await?;
+        Ok(env.id)
+    }
+
+    async fn all_rooms(&self) -> Result<Vec<String>, ClientError> {
+        let mut out = Vec::new();
+        let mut cursor = None;
+        loop {
+            let page = self.list_rooms(&RoomListRequest { limit: Some(1000), cursor }).await?;
+            out.extend(page.rooms.into_iter().map(|r| r.id));
+            match page.next {
+                Some(n) => cursor = Some(n),
+                None => return Ok(out),
+            }
+        }
+    }
+
+    /// Subscribes this identity's DM subject and every room it is in (and,
+    /// after each reconnect, rooms it joined since).
+    ///
+    /// # Errors
+    /// Transport or wire errors while subscribing.
+    pub async fn inbox(&self) -> Result<Inbox, ClientError> {
+        let io = |e: &dyn std::fmt::Display| ClientError::Request {
+            subject: "subscribe".into(),
+            reason: e.to_string(),
+        };
+        let mut subs = SelectAll::new();
+        subs.push(self.nats.subscribe(subjects::dm(self.sign_pub())).await.map_err(|e| io(&e))?);
+        let mut joined = HashSet::new();
+        for room in self.all_rooms().await? {
+            subs.push(self.nats.subscribe(subjects::room_msg(&room)).await.map_err(|e| io(&e))?);
+            joined.insert(room);
+        }
+        self.nats.flush().await.map_err(|e| io(&e))?;
+        let (tx, rx) = mpsc::channel(256);
+        let task = tokio::spawn(pump(self.clone(), subs, joined, self.events(), tx));
+        Ok(Inbox { rx, task })
+    }
+}
+
+async fn pump(
+    client: Client,
+    mut subs: SelectAll<async_nats::Subscriber>,
+    mut joined: HashSet<String>,
+    mut events: broadcast::Receiver<String>,
+    tx: mpsc::Sender<Incoming>,
+) {
+    let mut guard = ReplayGuard::default();
+    let me = client.sign_pub().to_string();
+    loop {
+        tokio::select! {
+            msg = subs.next() => {
+                let Some(msg) = msg else { return };
+                let subject = msg.subject.to_string();
+                let item = match e2e::open(&msg.payload, &subject, &me, &client.identity.kex, &mut guard, now_ms()) {
+                    Ok(opened) => Incoming::Message(opened),
+                    Err(reason) => Incoming::Rejected { subject, reason },
+                };
+                if tx.send(item).await.is_err() {
+                    return;
+                }
+            }
+            event = events.recv() => match event {
+                Ok(e) if e.contains("authorization violation") => {
+                    let _ = tx.send(Incoming::Closed(ClientError::NotAuthorized)).await;
+                    return;
+                }
+                Ok(e) if e == "connected" => {
+                    // Membership may have changed (that is why we were kicked).
+                    if let Ok(rooms) = client.all_rooms().await {
+                        for room in rooms {
+                            if joined.contains(&room) {
+                                continue;
+                            }
+                            if let Ok(sub) = client.nats.subscribe(subjects::room_msg(&room)).await {
+                                subs.push(sub);
+                                joined.insert(room);
+                            }
+                        }
+                    }
+                }
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => return,
+            },
+        }
+    }
+}
