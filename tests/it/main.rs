@@ -8,6 +8,7 @@ mod cluster;
 mod failure;
 mod invites;
 mod malformed;
+mod messaging;
 mod revocation;
 mod rooms;
 mod scale;
