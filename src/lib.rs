@@ -14,15 +14,19 @@
 //! - [`kick`]: finding and closing live connections (CONNZ, KICK).
 //! - [`service`]: the control-plane micro service and its handlers.
 //! - [`client`]: identities and the typed Rust client.
+//! - [`cli`]: the `unibus` command line.
 //! - [`e2e`]: the end-to-end message envelope (seal, open, replay guard).
 //! - [`secrets`], [`config`]: keys and validated settings.
-//! - [`daemon`]: running unibusd; [`dev`]: the one-command local stack.
+//! - [`daemon`]: running unibusd; [`dev`]: the one-command local stack;
+//!   [`demo`]: the narrated end-to-end demo.
 //! - [`natsserver`]: finding and running a real nats-server.
 
 pub mod callout;
+pub mod cli;
 pub mod client;
 pub mod config;
 pub mod daemon;
+pub mod demo;
 pub mod dev;
 pub mod e2e;
 pub mod error;

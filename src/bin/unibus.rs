@@ -1,6 +1,34 @@
-//! unibus: the command-line client (filled in by the client issue).
+//! unibus: the command-line client (see `unibus --help`).
 
-fn main() {
-    eprintln!("unibus CLI: not yet available; see README (unibusd dev, bootstrap-admin)");
-    std::process::exit(2);
+use std::process::ExitCode;
+
+use clap::Parser as _;
+use unibus::cli::{self, Cli};
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Cli::parse();
+    let json = args.json;
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("unibus: cannot start runtime: {e}");
+            return ExitCode::from(5);
+        }
+    };
+    match rt.block_on(cli::run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            if json {
+                println!("{}", serde_json::json!({"error": {"code": e.code(), "message": e.message()}}));
+            }
+            eprintln!("unibus: error: {}: {}", e.code(), e.message());
+            ExitCode::from(cli::exit_code(&e))
+        }
+    }
 }

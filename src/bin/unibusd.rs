@@ -43,6 +43,13 @@ enum Command {
     },
     /// Start nats-server + unibusd locally and print {"url","admin_invite"}.
     Dev(dev::DevArgs),
+    /// Start a fresh local stack and run the narrated demo (alice, bob,
+    /// encrypted messages, revocation), then stop.
+    Demo {
+        /// Client port on 127.0.0.1.
+        #[arg(long, default_value_t = 4222)]
+        port: u16,
+    },
 }
 
 fn main() -> ExitCode {
@@ -119,6 +126,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Dev(args) => Ok(dev::run(args, shutdown_signal()).await?),
+        Command::Demo { port } => Ok(unibus::demo::run(port).await?),
     }
 }
 

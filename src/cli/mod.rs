@@ -1,0 +1,333 @@
+//! The `unibus` command line: flags and subcommands (clap), and their
+//! execution against the client library. Human-readable output by default,
+//! `--json` for scripts; failures print the wire error code and exit
+//! non-zero (see [`exit_code`]).
+
+mod output;
+mod run;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+pub use run::run;
+
+use crate::client::ClientError;
+use crate::model::{InviteStatus, Role, UserStatus};
+
+/// unibus: talk to a unibus bus with your own key.
+///
+/// Your identity is an Ed25519 key in a NATS nkey seed file (create it with
+/// `unibus keygen`). Register it with an invite link from an admin, then use
+/// the bus: `unibus whoami`, `unibus send`, `unibus listen`, `unibus chat`.
+#[derive(Debug, Parser)]
+#[command(version, about, long_about = None, after_help = EXAMPLES)]
+pub struct Cli {
+    /// NATS server URL(s), comma-separated.
+    #[arg(long, global = true, env = "UNIBUS_URL", default_value = "nats://127.0.0.1:4222")]
+    pub url: String,
+    /// Identity file (NATS nkey seed, mode 0600).
+    #[arg(long, global = true, env = "UNIBUS_IDENTITY", default_value_os_t = default_identity())]
+    pub identity: PathBuf,
+    /// Print JSON (one object per line) instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+const EXAMPLES: &str = "Examples:
+  unibus keygen
+  unibus register 'unibus://invite/9f1c...' --name alice
+  unibus invite create --ttl-secs 3600          (admin; prints the link and a QR code)
+  unibus room create plans
+  unibus send --to <sign_pub> 'hello'
+  unibus send --room <room id> 'hello all'
+  unibus listen
+  unibus chat --room <room id>";
+
+fn default_identity() -> PathBuf {
+    std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."))
+        .join(".config/unibus/identity.nk")
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a new identity file (refuses to overwrite one).
+    Keygen,
+    /// Redeem an invite (token or unibus:// link) for your key.
+    Register {
+        /// Token or `unibus://invite/<token>[?url=...]` link.
+        invite: String,
+        /// Display name (default: first 8 hex characters of your key).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Show your own user record.
+    Whoami,
+    /// Invites (admin).
+    #[command(subcommand)]
+    Invite(InviteCmd),
+    /// Users (admin).
+    #[command(subcommand)]
+    User(UserCmd),
+    /// Rooms.
+    #[command(subcommand)]
+    Room(RoomCmd),
+    /// Send one end-to-end encrypted message.
+    Send(SendArgs),
+    /// Print incoming messages until interrupted (or revoked).
+    Listen {
+        /// Stop after this many messages.
+        #[arg(long)]
+        count: Option<usize>,
+    },
+    /// Interactive chat: lines you type are sent, incoming ones printed.
+    Chat(Target),
+}
+
+/// Invite subcommands.
+#[derive(Debug, Subcommand)]
+pub enum InviteCmd {
+    /// Mint an invite and show its link and a QR code.
+    Create {
+        /// Lifetime in seconds (60..=2592000).
+        #[arg(long)]
+        ttl_secs: Option<u64>,
+        /// Role of the new user.
+        #[arg(long, value_enum)]
+        role: Option<RoleArg>,
+        /// Note for the audit trail.
+        #[arg(long)]
+        note: Option<String>,
+    },
+    /// List invites.
+    List {
+        /// Only this status.
+        #[arg(long, value_enum)]
+        status: Option<InviteStatusArg>,
+        #[command(flatten)]
+        page: PageArgs,
+    },
+    /// Show one invite.
+    Show {
+        /// Invite id.
+        id: String,
+    },
+    /// Cancel a pending invite.
+    Cancel {
+        /// Invite id.
+        id: String,
+    },
+}
+
+/// User subcommands.
+#[derive(Debug, Subcommand)]
+pub enum UserCmd {
+    /// List users.
+    List {
+        /// Only this status.
+        #[arg(long, value_enum)]
+        status: Option<UserStatusArg>,
+        #[command(flatten)]
+        page: PageArgs,
+    },
+    /// Show one user.
+    Show {
+        /// The user's sign_pub (hex).
+        sign_pub: String,
+    },
+    /// Revoke a user: its connections close at once.
+    Revoke {
+        /// The user's sign_pub (hex).
+        sign_pub: String,
+    },
+    /// Restore a revoked user.
+    Restore {
+        /// The user's sign_pub (hex).
+        sign_pub: String,
+    },
+    /// Delete a user for good (it leaves every room).
+    Delete {
+        /// The user's sign_pub (hex).
+        sign_pub: String,
+    },
+}
+
+/// Room subcommands.
+#[derive(Debug, Subcommand)]
+pub enum RoomCmd {
+    /// Create a room (you own it).
+    Create {
+        /// Room name.
+        name: String,
+    },
+    /// List your rooms.
+    List {
+        #[command(flatten)]
+        page: PageArgs,
+    },
+    /// Show a room.
+    Show {
+        /// Room id.
+        id: String,
+    },
+    /// Add a member (owner or admin).
+    Add {
+        /// Room id.
+        id: String,
+        /// Member's sign_pub (hex).
+        sign_pub: String,
+    },
+    /// Remove a member (owner, admin, or yourself).
+    Remove {
+        /// Room id.
+        id: String,
+        /// Member's sign_pub (hex).
+        sign_pub: String,
+    },
+}
+
+/// Paging flags.
+#[derive(Debug, Args)]
+pub struct PageArgs {
+    /// Page size (1..=1000).
+    #[arg(long)]
+    pub limit: Option<u64>,
+    /// Continue after this cursor (`next` of the previous page).
+    #[arg(long)]
+    pub cursor: Option<String>,
+}
+
+/// Where a message goes.
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+pub struct Target {
+    /// A user's sign_pub (hex): a direct message.
+    #[arg(long)]
+    pub to: Option<String>,
+    /// A room id: a room message.
+    #[arg(long)]
+    pub room: Option<String>,
+}
+
+/// `send` flags.
+#[derive(Debug, Args)]
+pub struct SendArgs {
+    #[command(flatten)]
+    pub target: Target,
+    /// The message text.
+    #[arg(required = true)]
+    pub text: Vec<String>,
+}
+
+/// Role flag values.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum RoleArg {
+    /// Member.
+    Member,
+    /// Admin.
+    Admin,
+}
+
+impl From<RoleArg> for Role {
+    fn from(r: RoleArg) -> Role {
+        match r {
+            RoleArg::Member => Role::Member,
+            RoleArg::Admin => Role::Admin,
+        }
+    }
+}
+
+/// Invite status flag values.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum InviteStatusArg {
+    /// Pending.
+    Pending,
+    /// Used.
+    Used,
+    /// Cancelled.
+    Cancelled,
+    /// Expired.
+    Expired,
+}
+
+impl From<InviteStatusArg> for InviteStatus {
+    fn from(s: InviteStatusArg) -> InviteStatus {
+        match s {
+            InviteStatusArg::Pending => InviteStatus::Pending,
+            InviteStatusArg::Used => InviteStatus::Used,
+            InviteStatusArg::Cancelled => InviteStatus::Cancelled,
+            InviteStatusArg::Expired => InviteStatus::Expired,
+        }
+    }
+}
+
+/// User status flag values.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum UserStatusArg {
+    /// Active.
+    Active,
+    /// Revoked.
+    Revoked,
+}
+
+impl From<UserStatusArg> for UserStatus {
+    fn from(s: UserStatusArg) -> UserStatus {
+        match s {
+            UserStatusArg::Active => UserStatus::Active,
+            UserStatusArg::Revoked => UserStatus::Revoked,
+        }
+    }
+}
+
+/// Process exit code for a failure: 1 wire error, 3 not authorized or
+/// permission denied, 4 connection/transport, 5 local (identity file,
+/// encryption).
+pub fn exit_code(err: &CliError) -> u8 {
+    match err {
+        CliError::Client(ClientError::Service(_)) => 1,
+        CliError::Client(ClientError::NotAuthorized | ClientError::PermissionDenied(_)) => 3,
+        CliError::Client(ClientError::Connect(_) | ClientError::Request { .. } | ClientError::Decode(..)) => {
+            4
+        }
+        CliError::Client(ClientError::Seal(_)) | CliError::Local(_) => 5,
+    }
+}
+
+/// A failed command.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// From the bus.
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    /// Local problems (identity file, stdin).
+    #[error("{0}")]
+    Local(String),
+}
+
+impl CliError {
+    /// The message without the code.
+    pub fn message(&self) -> String {
+        match self {
+            CliError::Client(ClientError::Service(e)) => e.to_string(),
+            other => other.to_string(),
+        }
+    }
+
+    /// The code printed with the error (`invite_used`, `not_authorized`, ...).
+    pub fn code(&self) -> &'static str {
+        match self {
+            CliError::Client(ClientError::Service(e)) => e.code(),
+            CliError::Client(ClientError::NotAuthorized) => "not_authorized",
+            CliError::Client(ClientError::PermissionDenied(_)) => "permission_denied",
+            CliError::Client(ClientError::Seal(_)) => "encryption",
+            CliError::Client(_) => "connection",
+            CliError::Local(_) => "local",
+        }
+    }
+}

@@ -1,0 +1,174 @@
+//! Printing results: text for people (control characters escaped, so a
+//! name cannot rewrite the terminal), one JSON object per line with
+//! `--json`.
+
+use serde::Serialize;
+
+use crate::e2e::{Kind, Opened};
+use crate::model::{Invite, Room, User};
+
+/// Prints in the chosen format.
+pub struct Out {
+    /// JSON lines instead of text.
+    pub json: bool,
+}
+
+/// Escapes control characters for the terminal.
+pub fn clean(s: &str) -> String {
+    s.chars()
+        .flat_map(|c| if c.is_control() { c.escape_default().collect::<Vec<_>>() } else { vec![c] })
+        .collect()
+}
+
+fn short(key: &str) -> &str {
+    &key[..key.len().min(12)]
+}
+
+impl Out {
+    /// Prints `value` as JSON, or `text()` for people.
+    pub fn emit<T: Serialize>(&self, value: &T, text: impl FnOnce() -> String) {
+        if self.json {
+            println!("{}", serde_json::to_string(value).unwrap_or_default());
+        } else {
+            println!("{}", text());
+        }
+    }
+
+    /// One user.
+    pub fn user(&self, u: &User) {
+        self.emit(&serde_json::json!({ "user": u }), || user_text(u));
+    }
+
+    /// One invite.
+    pub fn invite(&self, i: &Invite) {
+        self.emit(&serde_json::json!({ "invite": i }), || invite_text(i));
+    }
+
+    /// One room.
+    pub fn room(&self, r: &Room) {
+        self.emit(&serde_json::json!({ "room": r }), || room_text(r));
+    }
+
+    /// A page of anything with a `next` cursor.
+    pub fn page<T: Serialize>(
+        &self,
+        key: &str,
+        items: &[T],
+        next: &Option<String>,
+        line: impl Fn(&T) -> String,
+    ) {
+        let v = serde_json::json!({ key: items, "next": next });
+        self.emit(&v, || {
+            let mut s: Vec<String> = items.iter().map(line).collect();
+            if items.is_empty() {
+                s.push(format!("(no {key})"));
+            }
+            if let Some(n) = next {
+                s.push(format!("more: --cursor {n}"));
+            }
+            s.join("\n")
+        });
+    }
+
+    /// One incoming message.
+    pub fn message(&self, m: &Opened, sender_name: &str) {
+        let text = String::from_utf8_lossy(&m.body).into_owned();
+        let v = serde_json::json!({
+            "kind": m.kind, "from": m.from, "from_name": sender_name, "room": m.room,
+            "id": m.id, "ts": m.ts, "text": text,
+        });
+        self.emit(&v, || match (m.kind, &m.room) {
+            (Kind::Room, Some(room)) => {
+                format!("[room {}] {}: {}", short(room), clean(sender_name), clean(&text))
+            }
+            _ => format!("[dm] {}: {}", clean(sender_name), clean(&text)),
+        });
+    }
+}
+
+/// The wire name of an enum value (`member`, `revoked`, `expired`, ...).
+fn wire<T: Serialize>(v: &T) -> String {
+    serde_json::to_value(v).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()
+}
+
+/// A user in one line.
+pub fn user_line(u: &User) -> String {
+    format!("{}  {:<16} {}/{}", u.sign_pub, clean(&u.name), wire(&u.role), wire(&u.status))
+}
+
+fn user_text(u: &User) -> String {
+    let mut s = format!(
+        "{} ({}, {})\n  sign_pub:   {}\n  kex_pub:    {}\n  created:    {}\n  invited_by: {}",
+        clean(&u.name),
+        wire(&u.role),
+        wire(&u.status),
+        u.sign_pub,
+        u.kex_pub,
+        u.created_at,
+        u.invited_by
+    );
+    if let (Some(at), Some(by)) = (&u.revoked_at, &u.revoked_by) {
+        s.push_str(&format!("\n  revoked:    {at} by {by}"));
+    }
+    s
+}
+
+/// An invite in one line.
+pub fn invite_line(i: &Invite) -> String {
+    format!(
+        "{}  {:<9} {:<6} expires {}  {}",
+        i.id,
+        wire(&i.status),
+        wire(&i.role),
+        i.expires_at,
+        clean(&i.note)
+    )
+}
+
+fn invite_text(i: &Invite) -> String {
+    let mut s = format!(
+        "invite {}\n  status:     {}\n  role:       {}\n  created:    {} by {}\n  expires:    {}",
+        i.id,
+        wire(&i.status),
+        wire(&i.role),
+        i.created_at,
+        i.created_by,
+        i.expires_at
+    );
+    if !i.note.is_empty() {
+        s.push_str(&format!("\n  note:       {}", clean(&i.note)));
+    }
+    if let (Some(by), Some(at)) = (&i.used_by, &i.used_at) {
+        s.push_str(&format!("\n  used:       {at} by {by} (completed: {})", i.completed));
+    }
+    if let (Some(by), Some(at)) = (&i.cancelled_by, &i.cancelled_at) {
+        s.push_str(&format!("\n  cancelled:  {at} by {by}"));
+    }
+    s
+}
+
+/// A room in one line.
+pub fn room_line(r: &Room) -> String {
+    format!("{}  {:<20} {} members", r.id, clean(&r.name), r.members.len())
+}
+
+fn room_text(r: &Room) -> String {
+    let mut s = format!(
+        "room {} ({})\n  owner:   {}\n  members:",
+        clean(&r.name),
+        r.id,
+        r.owner.as_deref().unwrap_or("(none: admins manage it)")
+    );
+    for m in &r.members {
+        s.push_str(&format!("\n    {m}"));
+    }
+    s
+}
+
+/// A QR code of `text` for the terminal.
+pub fn qr(text: &str) -> String {
+    match qrcode::QrCode::new(text.as_bytes()) {
+        Ok(code) => code.render::<qrcode::render::unicode::Dense1x2>().quiet_zone(true).build(),
+        Err(_) => String::new(),
+    }
+}

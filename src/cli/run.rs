@@ -1,0 +1,271 @@
+//! Executing CLI commands with the client library.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use tokio::io::AsyncBufReadExt as _;
+
+use super::output::{Out, invite_line, qr, room_line, user_line};
+use super::{Cli, CliError, Command, InviteCmd, RoomCmd, SendArgs, Target, UserCmd};
+use crate::client::{Client, Identity, Incoming};
+use crate::proto::{InviteCreateRequest, InviteListRequest, RoomListRequest, UserListRequest};
+use crate::subjects::INVITE_LINK_PREFIX;
+
+/// Runs one CLI invocation.
+///
+/// # Errors
+/// [`CliError`]; [`super::exit_code`] maps it to the process exit code.
+pub async fn run(cli: Cli) -> Result<(), CliError> {
+    let out = Out { json: cli.json };
+    let url = cli.url.clone();
+    match cli.command {
+        Command::Keygen => keygen(&cli.identity, &out),
+        Command::Register { invite, name } => {
+            let url = link_url(&invite)
+                .filter(|_| std::env::var_os("UNIBUS_URL").is_none() && !url_flag_given())
+                .unwrap_or(url);
+            let c = connect(&url, &cli.identity).await?;
+            let user = c.register(&invite, name.as_deref()).await?;
+            out.user(&user);
+            Ok(())
+        }
+        Command::Whoami => {
+            out.user(&connect(&url, &cli.identity).await?.whoami().await?);
+            Ok(())
+        }
+        Command::Invite(cmd) => invite(connect(&url, &cli.identity).await?, cmd, &out).await,
+        Command::User(cmd) => user(connect(&url, &cli.identity).await?, cmd, &out).await,
+        Command::Room(cmd) => room(connect(&url, &cli.identity).await?, cmd, &out).await,
+        Command::Send(args) => send(connect(&url, &cli.identity).await?, args, &out).await,
+        Command::Listen { count } => listen(connect(&url, &cli.identity).await?, count, &out).await,
+        Command::Chat(target) => chat(connect(&url, &cli.identity).await?, target, &out).await,
+    }
+}
+
+fn url_flag_given() -> bool {
+    std::env::args().any(|a| a == "--url" || a.starts_with("--url="))
+}
+
+/// The `?url=` of an invite link, percent-decoded.
+fn link_url(invite: &str) -> Option<String> {
+    let query = invite.strip_prefix(INVITE_LINK_PREFIX)?.split_once('?')?.1;
+    let raw = query.split('&').find_map(|kv| kv.strip_prefix("url="))?;
+    let bytes = raw.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 3 <= bytes.len() {
+            let h = std::str::from_utf8(&bytes[i + 1..i + 3])
+                .ok()
+                .and_then(|h| u8::from_str_radix(h, 16).ok())?;
+            out.push(h);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok().filter(|s| !s.is_empty())
+}
+
+fn load(path: &Path) -> Result<Identity, CliError> {
+    Identity::load(path).map_err(|e| CliError::Local(format!("{e} (create one with `unibus keygen`)")))
+}
+
+async fn connect(url: &str, identity: &Path) -> Result<Client, CliError> {
+    Ok(Client::connect(url, &load(identity)?).await?)
+}
+
+fn keygen(path: &Path, out: &Out) -> Result<(), CliError> {
+    let id = Identity::generate();
+    id.save(path).map_err(|e| CliError::Local(e.to_string()))?;
+    let v = serde_json::json!({
+        "identity": path, "sign_pub": id.sign_pub_hex(), "kex_pub": id.kex_pub_hex(), "nkey": id.nkey_public(),
+    });
+    out.emit(&v, || {
+        format!(
+            "new identity in {} (mode 0600; also usable as `nats --nkey`)\n  sign_pub: {}\n  kex_pub:  {}\n  nkey:     {}",
+            path.display(),
+            id.sign_pub_hex(),
+            id.kex_pub_hex(),
+            id.nkey_public()
+        )
+    });
+    Ok(())
+}
+
+async fn invite(c: Client, cmd: InviteCmd, out: &Out) -> Result<(), CliError> {
+    match cmd {
+        InviteCmd::Create { ttl_secs, role, note } => {
+            let r =
+                c.create_invite(&InviteCreateRequest { ttl_secs, role: role.map(Into::into), note }).await?;
+            out.emit(&r, || {
+                format!(
+                    "invite {} ({}), expires {}\n\n  {}\n\n{}\nThe link is shown once: hand it over now.",
+                    r.invite.id,
+                    serde_json::to_value(r.invite.role)
+                        .ok()
+                        .and_then(|v| v.as_str().map(String::from))
+                        .unwrap_or_default(),
+                    r.invite.expires_at,
+                    r.link,
+                    qr(&r.link)
+                )
+            });
+        }
+        InviteCmd::List { status, page } => {
+            let req =
+                InviteListRequest { status: status.map(Into::into), limit: page.limit, cursor: page.cursor };
+            let r = c.list_invites(&req).await?;
+            out.page("invites", &r.invites, &r.next, invite_line);
+        }
+        InviteCmd::Show { id } => out.invite(&c.get_invite(&id).await?),
+        InviteCmd::Cancel { id } => out.invite(&c.cancel_invite(&id).await?),
+    }
+    Ok(())
+}
+
+async fn user(c: Client, cmd: UserCmd, out: &Out) -> Result<(), CliError> {
+    match cmd {
+        UserCmd::List { status, page } => {
+            let req =
+                UserListRequest { status: status.map(Into::into), limit: page.limit, cursor: page.cursor };
+            let r = c.list_users(&req).await?;
+            out.page("users", &r.users, &r.next, user_line);
+        }
+        UserCmd::Show { sign_pub } => out.user(&c.get_user(&sign_pub).await?),
+        UserCmd::Revoke { sign_pub } => {
+            let r = c.revoke_user(&sign_pub).await?;
+            out.emit(&r, || format!("revoked {}; {} live connection(s) closed", r.user.sign_pub, r.kicked));
+        }
+        UserCmd::Restore { sign_pub } => out.user(&c.restore_user(&sign_pub).await?),
+        UserCmd::Delete { sign_pub } => {
+            let r = c.delete_user(&sign_pub).await?;
+            out.emit(&r, || format!("deleted {}; {} live connection(s) closed", r.deleted, r.kicked));
+        }
+    }
+    Ok(())
+}
+
+async fn room(c: Client, cmd: RoomCmd, out: &Out) -> Result<(), CliError> {
+    match cmd {
+        RoomCmd::Create { name } => out.room(&c.create_room(&name).await?),
+        RoomCmd::List { page } => {
+            let r = c.list_rooms(&RoomListRequest { limit: page.limit, cursor: page.cursor }).await?;
+            out.page("rooms", &r.rooms, &r.next, room_line);
+        }
+        RoomCmd::Show { id } => out.room(&c.get_room(&id).await?),
+        RoomCmd::Add { id, sign_pub } => out.room(&c.add_member(&id, &sign_pub).await?),
+        RoomCmd::Remove { id, sign_pub } => out.room(&c.remove_member(&id, &sign_pub).await?),
+    }
+    Ok(())
+}
+
+async fn deliver(c: &Client, target: &Target, text: &str) -> Result<String, CliError> {
+    Ok(match (&target.to, &target.room) {
+        (Some(to), _) => c.send_dm(to, text.as_bytes()).await?,
+        (None, Some(room)) => c.send_room(room, text.as_bytes()).await?,
+        (None, None) => return Err(CliError::Local("give --to or --room".into())),
+    })
+}
+
+async fn send(c: Client, args: SendArgs, out: &Out) -> Result<(), CliError> {
+    let id = deliver(&c, &args.target, &args.text.join(" ")).await?;
+    out.emit(&serde_json::json!({ "sent": id }), || format!("sent (id {id})"));
+    Ok(())
+}
+
+/// Display names of senders, looked up once.
+struct Names(HashMap<String, String>);
+
+impl Names {
+    async fn of(&mut self, c: &Client, key: &str) -> String {
+        if let Some(n) = self.0.get(key) {
+            return n.clone();
+        }
+        let name =
+            c.lookup(key).await.map(|u| u.name).unwrap_or_else(|_| key[..8.min(key.len())].to_string());
+        self.0.insert(key.to_string(), name.clone());
+        name
+    }
+}
+
+/// Prints one inbox item; `Err` when the connection is gone.
+async fn show(c: &Client, item: Incoming, names: &mut Names, out: &Out) -> Result<bool, CliError> {
+    match item {
+        Incoming::Message(m) => {
+            let name = names.of(c, &m.from).await;
+            out.message(&m, &name);
+            Ok(true)
+        }
+        Incoming::Rejected { subject, reason } => {
+            eprintln!("dropped a message on {subject}: {reason}");
+            Ok(false)
+        }
+        Incoming::Closed(e) => Err(e.into()),
+    }
+}
+
+async fn listen(c: Client, count: Option<usize>, out: &Out) -> Result<(), CliError> {
+    let mut inbox = c.inbox().await?;
+    let mut names = Names(HashMap::new());
+    if !out.json {
+        eprintln!("listening as {} (Ctrl-C to stop)", c.sign_pub());
+    }
+    let mut seen = 0;
+    loop {
+        tokio::select! {
+            item = inbox.next() => {
+                let Some(item) = item else { return Ok(()) };
+                if show(&c, item, &mut names, out).await? {
+                    seen += 1;
+                    if count.is_some_and(|n| seen >= n) {
+                        return Ok(());
+                    }
+                }
+            }
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+        }
+    }
+}
+
+async fn chat(c: Client, target: Target, out: &Out) -> Result<(), CliError> {
+    let mut inbox = c.inbox().await?;
+    let mut names = Names(HashMap::new());
+    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    if !out.json {
+        eprintln!("chatting as {}; type a line and press Enter (Ctrl-D to quit)", c.sign_pub());
+    }
+    loop {
+        tokio::select! {
+            line = lines.next_line() => match line {
+                Ok(Some(text)) if text.trim().is_empty() => {}
+                Ok(Some(text)) => {
+                    if let Err(e) = deliver(&c, &target, &text).await {
+                        eprintln!("not sent: {e}");
+                    }
+                }
+                Ok(None) => return Ok(()),
+                Err(e) => return Err(CliError::Local(format!("stdin: {e}"))),
+            },
+            item = inbox.next() => {
+                let Some(item) = item else { return Ok(()) };
+                show(&c, item, &mut names, out).await?;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::link_url;
+
+    #[test]
+    fn link_url_is_percent_decoded() {
+        let t = "ab".repeat(32);
+        let link = format!("unibus://invite/{t}?url=nats%3A%2F%2F127.0.0.1%3A4222%2Cnats%3A%2F%2Fh2%3A4222");
+        assert_eq!(link_url(&link).as_deref(), Some("nats://127.0.0.1:4222,nats://h2:4222"));
+        assert_eq!(link_url(&format!("unibus://invite/{t}")), None);
+        assert_eq!(link_url(&t), None);
+    }
+}
