@@ -87,8 +87,23 @@ async fn cli_walks_the_whole_flow() {
     assert!(ready.contains("listening"), "{ready}");
     ok(url, &alice, &["send", "--to", &bob_key, "hello", "bob"]);
     ok(url, &alice, &["send", "--room", &room_id, "hello", "room"]);
+    // chat: typed lines are sent; end of input ends it.
+    let mut chat = std::process::Command::new(UNIBUS)
+        .args(["--url", url, "--identity"])
+        .arg(&alice)
+        .args(["chat", "--to", &bob_key])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write as _;
+        let mut stdin = chat.stdin.take().unwrap();
+        stdin.write_all(b"typed in chat\n").unwrap();
+    }
     let mut got = Vec::new();
-    for _ in 0..2 {
+    for _ in 0..3 {
         let line =
             tokio::time::timeout(Duration::from_secs(5), lines.next_line()).await.unwrap().unwrap().unwrap();
         let v: serde_json::Value = serde_json::from_str(&line).unwrap();
@@ -97,7 +112,8 @@ async fn cli_walks_the_whole_flow() {
         got.push(v["text"].as_str().unwrap().to_string());
     }
     got.sort();
-    assert_eq!(got, vec!["hello bob", "hello room"]);
+    assert_eq!(got, vec!["hello bob", "hello room", "typed in chat"]);
+    assert!(chat.wait().unwrap().success());
 
     // Revoke bob: his listen ends with an error exit.
     let r = ok(url, &admin, &["user", "revoke", &bob_key]);

@@ -44,6 +44,43 @@ async fn seed(stack: &Stack, n: usize, status: UserStatus) -> Vec<Identity> {
     ids
 }
 
+/// Times the callout's decision (nonce signature check, revoked check,
+/// leader read of the user, rooms index sync) for `id`, in process.
+async fn decision_times(stack: &Stack, id: &Identity, n: usize) -> Vec<Duration> {
+    use ed25519_dalek::Signer as _;
+    let callout = unibus::callout::Callout {
+        issuer: nkeys::KeyPair::from_seed(&stack.secrets.issuer.seed().unwrap()).unwrap(),
+        xkey: None,
+        store: stack.store().clone(),
+        user_jwt_ttl: Duration::from_secs(60),
+    };
+    let sk = ed25519_dalek::SigningKey::from_bytes(&hex_seed(id));
+    let nonce = "bmV2ZXItdGhlLXNhbWUtbm9uY2U";
+    let sig = base64::Engine::encode(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+        sk.sign(nonce.as_bytes()).to_bytes(),
+    );
+    let req: unibus::callout::claims::RequestClaims = serde_json::from_value(serde_json::json!({
+        "iss": "N", "sub": "A", "aud": "nats-authorization-request", "exp": 0,
+        "nats": {"type": "authorization_request", "user_nkey": "U", "server_id": {"id": "N"},
+                 "client_info": {"nonce": nonce}, "connect_opts": {"nkey": id.nkey_public(), "sig": sig}}
+    }))
+    .unwrap();
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        let verdict = callout.decide(&req).await;
+        out.push(t.elapsed());
+        assert!(matches!(verdict, unibus::callout::Verdict::Allow { role: Some(_), .. }), "{verdict:?}");
+    }
+    out
+}
+
+fn hex_seed(id: &Identity) -> [u8; 32] {
+    let (_, raw) = nkeys::decode_seed(&id.nkey_seed()).unwrap();
+    raw
+}
+
 async fn connect_times(url: &str, id: &Identity, n: usize, pause: Duration) -> Vec<Duration> {
     let mut out = Vec::with_capacity(n);
     for _ in 0..n {
@@ -72,11 +109,13 @@ async fn hundred_thousand_users_page_through() {
     drop(m);
     seed(&stack, 98, UserStatus::Active).await;
     let mut small = connect_times(&stack.url, &member, 100, Duration::ZERO).await;
+    let mut small_decide = decision_times(&stack, &member, 500).await;
 
     let t = Instant::now();
     seed(&stack, 100_000 - 100, UserStatus::Active).await;
     let seeded_in = t.elapsed();
     let mut large = connect_times(&stack.url, &member, 100, Duration::ZERO).await;
+    let mut large_decide = decision_times(&stack, &member, 500).await;
 
     let t = Instant::now();
     let (mut total, mut pages, mut cursor, mut last_key) = (0usize, 0usize, None, String::new());
@@ -97,13 +136,18 @@ async fn hundred_thousand_users_page_through() {
     assert_eq!(total, 100_000);
     println!(
         "scale: seeded 99,900 users in {:.1} s; listed {total} users in {pages} pages in {:.1} s; \
-         connect p50/p99 with 100 users {:.2}/{:.2} ms, with 100,000 users {:.2}/{:.2} ms",
+         connect p50/p99 with 100 users {:.2}/{:.2} ms, with 100,000 users {:.2}/{:.2} ms; \
+         callout decision p50/p99 with 100 users {:.3}/{:.3} ms, with 100,000 users {:.3}/{:.3} ms",
         seeded_in.as_secs_f64(),
         t.elapsed().as_secs_f64(),
         pct(&mut small, 0.5),
         pct(&mut small, 0.99),
         pct(&mut large, 0.5),
         pct(&mut large, 0.99),
+        pct(&mut small_decide, 0.5),
+        pct(&mut small_decide, 0.99),
+        pct(&mut large_decide, 0.5),
+        pct(&mut large_decide, 0.99),
     );
 }
 
