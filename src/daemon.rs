@@ -32,6 +32,8 @@ pub struct Running {
     sys: async_nats::Client,
     /// The store the daemon uses.
     pub store: Store,
+    /// The callout responder (its latency histogram, for benchmarks).
+    pub callout: Arc<Callout>,
 }
 
 impl Running {
@@ -113,6 +115,7 @@ pub async fn start(settings: &Settings) -> Result<Running, StartError> {
         xkey: settings.xkey.then_some(secrets.xkey),
         store: store.clone(),
         user_jwt_ttl: settings.user_jwt_ttl,
+        latency: Default::default(),
     });
     let auth_sub = callout::subscribe(&client).await.map_err(|e| StartError::Subscribe(e.to_string()))?;
     let sys = connect_sys(settings).await?;
@@ -125,10 +128,10 @@ pub async fn start(settings: &Settings) -> Result<Running, StartError> {
         .await
         .map_err(|e| StartError::Subscribe(e.to_string()))?;
     let mut tasks = tokio::task::JoinSet::new();
-    tasks.spawn(callout::run(client.clone(), auth_sub, callout));
+    tasks.spawn(callout::run(client.clone(), auth_sub, callout.clone()));
     tasks.spawn(control);
     // Both subscriptions are registered with the server before "ready".
     client.flush().await.map_err(|e| StartError::Subscribe(e.to_string()))?;
     info!(xkey = settings.xkey, "unibusd ready");
-    Ok(Running { tasks, client, sys, store })
+    Ok(Running { tasks, client, sys, store, callout })
 }

@@ -21,14 +21,32 @@ pub struct Target {
     pub cid: u64,
 }
 
-/// Quiet time after the last CONNZ answer before the scatter-gather ends.
-const CONNZ_QUIET: Duration = Duration::from_millis(60);
-/// Upper bound of one CONNZ scatter-gather.
-const CONNZ_MAX: Duration = Duration::from_millis(1000);
+/// Upper bound of one scatter-gather (CONNZ or PING) over all servers.
+const GATHER_MAX: Duration = Duration::from_millis(500);
+/// How long the list of servers is trusted before it is asked again.
+const SERVERS_TTL: Duration = Duration::from_secs(10);
 /// Pause between a delivered reply and the KICK of its requester: the
 /// server was seen to drop replies that were immediately followed by a
 /// KICK of the requester.
 pub const REPLY_GRACE: Duration = Duration::from_millis(20);
+
+#[derive(Deserialize)]
+struct PingReply {
+    server: PingServer,
+}
+
+#[derive(Deserialize)]
+struct PingServer {
+    name: String,
+    id: String,
+}
+
+/// Server name -> id of every server in the cluster, as last seen.
+#[derive(Default)]
+struct Servers {
+    by_name: std::collections::HashMap<String, String>,
+    seen_at: Option<tokio::time::Instant>,
+}
 
 #[derive(Deserialize)]
 struct ConnzReply {
@@ -52,12 +70,68 @@ struct ConnInfo {
 #[derive(Clone)]
 pub struct Kicker {
     sys: async_nats::Client,
+    servers: std::sync::Arc<tokio::sync::Mutex<Servers>>,
 }
 
 impl Kicker {
     /// Wraps a system-account connection.
     pub fn new(sys: async_nats::Client) -> Kicker {
-        Kicker { sys }
+        Kicker { sys, servers: Default::default() }
+    }
+
+    /// Scatter-gather: publishes `body` to `subject` and collects answers
+    /// until `expected` arrived (when known) or [`GATHER_MAX`] passed.
+    async fn gather(
+        &self,
+        subject: &str,
+        body: String,
+        expected: Option<usize>,
+    ) -> Result<Vec<async_nats::Message>, Error> {
+        let inbox = self.sys.new_inbox();
+        let mut sub =
+            self.sys.subscribe(inbox.clone()).await.map_err(|e| Error::Unavailable(e.to_string()))?;
+        self.sys
+            .publish_with_reply(subject.to_string(), inbox, body.into())
+            .await
+            .map_err(|e| Error::Unavailable(e.to_string()))?;
+        let deadline = tokio::time::Instant::now() + GATHER_MAX;
+        let mut answers = Vec::new();
+        while expected.is_none_or(|n| answers.len() < n) {
+            match tokio::time::timeout_at(deadline, sub.next()).await {
+                Ok(Some(msg)) => answers.push(msg),
+                _ => break,
+            }
+        }
+        Ok(answers)
+    }
+
+    /// Server names to ids (and so the cluster size), cached for a while.
+    async fn servers(&self, refresh: bool) -> Result<std::collections::HashMap<String, String>, Error> {
+        let mut servers = self.servers.lock().await;
+        let fresh = servers.seen_at.is_some_and(|t| t.elapsed() < SERVERS_TTL);
+        if refresh || !fresh {
+            let answers = self.gather(subjects::SYS_SERVER_PING, String::new(), None).await?;
+            servers.by_name = answers
+                .iter()
+                .filter_map(|m| serde_json::from_slice::<PingReply>(&m.payload).ok())
+                .map(|p| (p.server.name, p.server.id))
+                .collect();
+            servers.seen_at = Some(tokio::time::Instant::now());
+        }
+        Ok(servers.by_name.clone())
+    }
+
+    /// The connection that made a request, from its `Nats-Request-Info`
+    /// (server name and client id).
+    ///
+    /// # Errors
+    /// `unavailable` when the servers cannot be listed.
+    pub async fn request_origin(&self, server_name: &str, cid: u64) -> Result<Option<Target>, Error> {
+        let mut ids = self.servers(false).await?;
+        if !ids.contains_key(server_name) {
+            ids = self.servers(true).await?;
+        }
+        Ok(ids.get(server_name).map(|id| Target { server_id: id.clone(), cid }))
     }
 
     /// Every open connection of `sign_pub`, on every server.
@@ -65,23 +139,18 @@ impl Kicker {
     /// # Errors
     /// `unavailable` when no server answers.
     pub async fn find(&self, sign_pub: &str) -> Result<Vec<Target>, Error> {
-        let inbox = self.sys.new_inbox();
-        let mut sub =
-            self.sys.subscribe(inbox.clone()).await.map_err(|e| Error::Unavailable(e.to_string()))?;
+        let expected = self.servers(false).await?.len();
         let body = serde_json::json!({ "user": sign_pub, "auth": true, "limit": 4096 }).to_string();
-        self.sys
-            .publish_with_reply(subjects::SYS_CONNZ_PING, inbox, body.into())
-            .await
-            .map_err(|e| Error::Unavailable(e.to_string()))?;
-        let deadline = tokio::time::Instant::now() + CONNZ_MAX;
+        let answers = self.gather(subjects::SYS_CONNZ_PING, body, Some(expected.max(1))).await?;
+        if answers.is_empty() {
+            return Err(Error::Unavailable("no server answered CONNZ".into()));
+        }
+        if answers.len() != expected {
+            // The cluster changed: ask for the servers again next time.
+            self.servers.lock().await.seen_at = None;
+        }
         let mut targets = Vec::new();
-        let mut answers = 0;
-        loop {
-            let wait = if answers == 0 { CONNZ_MAX } else { CONNZ_QUIET };
-            let next =
-                tokio::time::timeout_at(deadline.min(tokio::time::Instant::now() + wait), sub.next()).await;
-            let Ok(Some(msg)) = next else { break };
-            answers += 1;
+        for msg in &answers {
             match serde_json::from_slice::<ConnzReply>(&msg.payload) {
                 Ok(ConnzReply { data: Some(d) }) => targets.extend(
                     d.connections.into_iter().map(|c| Target { server_id: d.server_id.clone(), cid: c.cid }),
@@ -89,10 +158,7 @@ impl Kicker {
                 _ => warn!("unreadable CONNZ answer"),
             }
         }
-        if answers == 0 {
-            return Err(Error::Unavailable("no server answered CONNZ".into()));
-        }
-        debug!(%sign_pub, servers = answers, found = targets.len(), "connections found");
+        debug!(%sign_pub, servers = answers.len(), found = targets.len(), "connections found");
         Ok(targets)
     }
 

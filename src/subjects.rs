@@ -61,6 +61,8 @@ pub const BUCKET_INVITES: &str = "UNIBUS_invites";
 /// JetStream KV bucket of rooms, keyed by room id.
 pub const BUCKET_ROOMS: &str = "UNIBUS_rooms";
 
+/// System-account request every server answers with its identity.
+pub const SYS_SERVER_PING: &str = "$SYS.REQ.SERVER.PING";
 /// System-account request listing connections on every server.
 pub const SYS_CONNZ_PING: &str = "$SYS.REQ.SERVER.PING.CONNZ";
 

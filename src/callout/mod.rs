@@ -39,6 +39,8 @@ pub struct Callout {
     pub store: Store,
     /// Lifetime of issued user JWTs (backstop for revocation).
     pub user_jwt_ttl: Duration,
+    /// Time spent per answered request (open, verify, decide, sign, seal).
+    pub latency: crate::metrics::Histogram,
 }
 
 /// The outcome for one connect.
@@ -246,7 +248,10 @@ pub async fn run(client: async_nats::Client, mut sub: async_nats::Subscriber, ca
         let Some(reply) = msg.reply.clone() else { continue };
         let (client, callout) = (client.clone(), callout.clone());
         tokio::spawn(async move {
-            match callout.handle(msg.headers.as_ref(), &msg.payload).await {
+            let started = std::time::Instant::now();
+            let handled = callout.handle(msg.headers.as_ref(), &msg.payload).await;
+            callout.latency.record(started.elapsed());
+            match handled {
                 Ok(bytes) => {
                     if let Err(e) = client.publish(reply, bytes).await {
                         warn!(error = %e, "callout: cannot publish response");

@@ -43,6 +43,8 @@ pub struct Ctx {
 pub struct Caller {
     /// Lowercase hex Ed25519 key.
     pub sign_pub: String,
+    /// The requesting connection: server name and client id.
+    pub origin: Option<(String, u64)>,
 }
 
 /// A handler's result: the reply body, and connections to close after the
@@ -77,6 +79,10 @@ struct RequestInfo {
     acc: String,
     #[serde(default)]
     user: String,
+    #[serde(default)]
+    server: Option<String>,
+    #[serde(default)]
+    id: Option<u64>,
 }
 
 /// Reads the caller from the server-stamped header. Only requests that
@@ -95,7 +101,8 @@ pub fn caller_from_headers(headers: Option<&HeaderMap>) -> Result<Caller, Error>
     }
     keys::parse_sign_pub("caller", &info.user)
         .map_err(|_| Error::Unauthenticated("caller is not a user key".into()))?;
-    Ok(Caller { sign_pub: info.user.to_ascii_lowercase() })
+    let origin = info.server.zip(info.id);
+    Ok(Caller { sign_pub: info.user.to_ascii_lowercase(), origin })
 }
 
 /// The one mapping from [`Error`] to the wire: headers plus JSON body.

@@ -42,6 +42,11 @@ async fn guest_then_member_permissions() {
     let user = guest.register(&inv.token, Some("alice")).await.unwrap();
     assert_eq!((user.role, user.status), (Role::Member, UserStatus::Active));
     assert_eq!(user.name, "alice");
+    // The server closes the guest connection after the reply...
+    crate::harness::expect_event_within(&mut errs, "disconnected", std::time::Duration::from_secs(1)).await;
+    // ...and its automatic reconnect comes back with member rights.
+    crate::harness::expect_event_within(&mut errs, "connected", std::time::Duration::from_secs(2)).await;
+    assert_eq!(guest.whoami().await.unwrap().name, "alice");
     drop(guest);
     let (member, mut errs) = stack.connect_watched(&id).await;
     assert_eq!(member.whoami().await.unwrap().sign_pub, id.sign_pub_hex());

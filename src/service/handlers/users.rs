@@ -20,8 +20,14 @@ pub async fn register(ctx: &Ctx, caller: &Caller, req: RegisterRequest) -> Resul
     }
     let new = NewUser { sign_pub: caller.sign_pub.clone(), kex_pub, name: req.name };
     let user = ctx.store.redeem_invite(&token, &new).await?;
-    // Closing the guest connection is best effort: the user is registered.
-    let kick = ctx.kicker.find(&caller.sign_pub).await.unwrap_or_default();
+    // Close the (guest) connection that asked, so that it comes back as a
+    // user; best effort: the user is registered either way.
+    let kick = match &caller.origin {
+        Some((server, cid)) => {
+            ctx.kicker.request_origin(server, *cid).await.ok().flatten().into_iter().collect()
+        }
+        None => Vec::new(),
+    };
     Outcome::reply_then_kick(&UserReply { user }, kick)
 }
 
