@@ -23,6 +23,9 @@ pub struct Target {
 
 /// Upper bound of one scatter-gather (CONNZ or PING) over all servers.
 const GATHER_MAX: Duration = Duration::from_millis(500);
+/// With no known answer count, a scatter-gather ends this long after the
+/// last answer.
+const GATHER_QUIET: Duration = Duration::from_millis(30);
 /// How long the list of servers is trusted before it is asked again.
 const SERVERS_TTL: Duration = Duration::from_secs(10);
 /// Pause between a delivered reply and the KICK of its requester: the
@@ -80,7 +83,8 @@ impl Kicker {
     }
 
     /// Scatter-gather: publishes `body` to `subject` and collects answers
-    /// until `expected` arrived (when known) or [`GATHER_MAX`] passed.
+    /// until `expected` arrived (when known; else until [`GATHER_QUIET`]
+    /// passed without one) or [`GATHER_MAX`] passed.
     async fn gather(
         &self,
         subject: &str,
@@ -97,7 +101,11 @@ impl Kicker {
         let deadline = tokio::time::Instant::now() + GATHER_MAX;
         let mut answers = Vec::new();
         while expected.is_none_or(|n| answers.len() < n) {
-            match tokio::time::timeout_at(deadline, sub.next()).await {
+            let until = match (expected, answers.is_empty()) {
+                (None, false) => deadline.min(tokio::time::Instant::now() + GATHER_QUIET),
+                _ => deadline,
+            };
+            match tokio::time::timeout_at(until, sub.next()).await {
                 Ok(Some(msg)) => answers.push(msg),
                 _ => break,
             }

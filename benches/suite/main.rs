@@ -1,0 +1,335 @@
+//! The unibus benchmark suite: every figure beside a baseline measured in
+//! the same run, on servers this binary starts on 127.0.0.1.
+//! `cargo bench --bench suite [-- --n 500 --json]`.
+//!
+//! - connects/s through the callout (xkey on) vs static nkey users on the
+//!   same nats-server binary, 1 and 8 connectors;
+//! - callout time inside unibusd (open, verify, decide, sign, seal);
+//! - `unibus.register` latency vs a floor (echo through the same import
+//!   doing the same KV operations), and registrations/s with 64 clients;
+//! - callout decision time and unibusd RSS with 100 and 100,000 users.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt as _;
+use serde_json::json;
+use unibus::client::{self, Client, Identity};
+use unibus::config::Settings;
+use unibus::model::{Role, SCHEMA_VERSION, User, UserStatus, fmt_time, now};
+use unibus::natsserver::{self, NatsServer, ServerSpec};
+use unibus::secrets::Secrets;
+use unibus::store::{Store, StoreConfig};
+use unibus::subjects;
+
+struct Lat(Vec<Duration>);
+
+impl Lat {
+    fn pct(&mut self, p: f64) -> f64 {
+        self.0.sort();
+        self.0[((self.0.len() as f64 * p) as usize).min(self.0.len() - 1)].as_secs_f64() * 1e3
+    }
+}
+
+fn settings(url: &str, secrets: &Secrets) -> Settings {
+    Settings {
+        nats_urls: vec![url.parse().unwrap()],
+        secrets: secrets.clone(),
+        xkey: true,
+        store: StoreConfig::default(),
+        user_jwt_ttl: Duration::from_secs(3600),
+    }
+}
+
+async fn unibus_server(dir: &std::path::Path, secrets: &Secrets) -> NatsServer {
+    let spec = natsserver::unibus_spec(dir, secrets, true, natsserver::free_port(), "bench").unwrap();
+    NatsServer::start(&spec).await.expect("nats-server")
+}
+
+/// Connects per second and per-connect latency for `id`.
+async fn connects(url: &str, seed: [u8; 32], n: usize, parallel: usize) -> (f64, Lat) {
+    let id = Identity::from_seed(seed);
+    for _ in 0..20 {
+        drop(client::connect_options(&id).connect(url).await.expect("warm-up connect"));
+    }
+    let start = Instant::now();
+    let mut workers = Vec::new();
+    for w in 0..parallel {
+        let (url, id) = (url.to_string(), Identity::from_seed(seed));
+        let count = n / parallel + usize::from(w < n % parallel);
+        workers.push(tokio::spawn(async move {
+            let mut lat = Vec::with_capacity(count);
+            for _ in 0..count {
+                let t = Instant::now();
+                let c = client::connect_options(&id).connect(&url).await.expect("connect");
+                lat.push(t.elapsed());
+                drop(c);
+            }
+            lat
+        }));
+    }
+    let mut lat = Vec::new();
+    for w in workers {
+        lat.extend(w.await.unwrap());
+    }
+    (n as f64 / start.elapsed().as_secs_f64(), Lat(lat))
+}
+
+fn user_record(id: &Identity, role: Role) -> User {
+    let t = fmt_time(now());
+    User {
+        v: SCHEMA_VERSION,
+        sign_pub: id.sign_pub_hex(),
+        kex_pub: id.kex_pub_hex(),
+        name: id.sign_pub_hex()[..8].to_string(),
+        role,
+        status: UserStatus::Active,
+        created_at: t.clone(),
+        invited_by: "bench".into(),
+        invite_id: "bench".into(),
+        revoked_at: None,
+        revoked_by: None,
+        updated_at: t,
+    }
+}
+
+async fn seed_users(store: &Store, n: usize) {
+    let results: Vec<_> = futures::stream::iter(
+        (0..n)
+            .map(|_| async move { store.add_user(&user_record(&Identity::generate(), Role::Member)).await }),
+    )
+    .buffer_unordered(256)
+    .collect()
+    .await;
+    assert!(results.iter().all(|r| r.is_ok()), "seeding failed");
+}
+
+/// `n` guests each redeeming its own invite, `parallel` at a time:
+/// (registrations per second, per-request latency).
+async fn registrations(url: &str, store: &Store, n: usize, parallel: usize) -> (f64, Lat) {
+    let mut jobs = Vec::with_capacity(n);
+    for _ in 0..n {
+        let (_, token) = store.create_invite(Role::Member, String::new(), "bench", 600).await.unwrap();
+        let id = Identity::generate();
+        jobs.push((Client::connect(url, &id).await.unwrap(), token.to_hex()));
+    }
+    let start = Instant::now();
+    let lat: Vec<Duration> = futures::stream::iter(jobs.iter().map(|(c, token)| async move {
+        let t = Instant::now();
+        c.register(token, None).await.expect("register");
+        t.elapsed()
+    }))
+    .buffer_unordered(parallel)
+    .collect()
+    .await;
+    (n as f64 / start.elapsed().as_secs_f64(), Lat(lat))
+}
+
+/// The register floor: the callout for auth, and on `unibus.register` an
+/// echo that does the same five KV operations (read, CAS, create, read,
+/// CAS) on a bucket made like unibus's, through the same APP -> AUTH import.
+async fn floor(url: &str, secrets: &Secrets, n: usize) -> Lat {
+    let svc =
+        async_nats::ConnectOptions::with_nkey(secrets.service.seed().unwrap()).connect(url).await.unwrap();
+    let store = Store::open(svc.clone(), &StoreConfig::default()).await.unwrap();
+    let callout = Arc::new(unibus::callout::Callout {
+        issuer: nkeys::KeyPair::from_seed(&secrets.issuer.seed().unwrap()).unwrap(),
+        xkey: Some(nkeys::XKey::from_seed(&secrets.xkey.seed().unwrap()).unwrap()),
+        store,
+        user_jwt_ttl: Duration::from_secs(3600),
+        latency: Default::default(),
+    });
+    let auth = unibus::callout::subscribe(&svc).await.unwrap();
+    tokio::spawn(unibus::callout::run(svc.clone(), auth, callout));
+    let js = async_nats::jetstream::new(svc.clone());
+    js.create_stream(unibus::store::bucket_stream_config("BENCH_floor", &StoreConfig::default()))
+        .await
+        .unwrap();
+    let kv = js.get_key_value("BENCH_floor").await.unwrap();
+    let mut sub = svc.queue_subscribe(subjects::REGISTER, "floor".into()).await.unwrap();
+    let echo = svc.clone();
+    tokio::spawn(async move {
+        while let Some(msg) = sub.next().await {
+            let (kv, echo) = (kv.clone(), echo.clone());
+            tokio::spawn(async move {
+                let k1 = format!("i{}", rand::random::<u64>());
+                let k2 = format!("u{}", rand::random::<u64>());
+                let r = kv.create(&k1, msg.payload.clone()).await.unwrap();
+                let _ = kv.entry(&k1).await.unwrap();
+                let r = kv.update(&k1, msg.payload.clone(), r).await.unwrap();
+                kv.create(&k2, msg.payload.clone()).await.unwrap();
+                let _ = kv.entry(&k1).await.unwrap();
+                kv.update(&k1, msg.payload.clone(), r).await.unwrap();
+                if let Some(reply) = msg.reply {
+                    let _ = echo.publish(reply, msg.payload).await;
+                }
+            });
+        }
+    });
+    svc.flush().await.unwrap();
+    let client = Client::connect(url, &Identity::generate()).await.unwrap();
+    let body = serde_json::to_vec(&json!({"invite": "x".repeat(64), "kex_pub": "y".repeat(64)})).unwrap();
+    for _ in 0..20 {
+        client.call_raw(subjects::REGISTER, body.clone()).await.unwrap();
+    }
+    let mut lat = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        client.call_raw(subjects::REGISTER, body.clone()).await.unwrap();
+        lat.push(t.elapsed());
+    }
+    Lat(lat)
+}
+
+fn rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+mod scale;
+
+#[tokio::main]
+async fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let json_out = args.iter().any(|a| a == "--json");
+    let n: usize =
+        args.iter().position(|a| a == "--n").and_then(|i| args.get(i + 1)?.parse().ok()).unwrap_or(500);
+    let mut report = serde_json::Map::new();
+    let binary = natsserver::find_binary().expect("nats-server");
+    let seed = [42u8; 32];
+    let id = Identity::from_seed(seed);
+
+    // 1. Connects: static nkey baseline vs the unibus callout.
+    let base_dir = tempfile::tempdir().unwrap();
+    let conf = base_dir.path().join("static.conf");
+    std::fs::write(&conf, format!("accounts {{ APP {{ users: [ {{ nkey: {} }} ] }} }}\n", id.nkey_public()))
+        .unwrap();
+    let static_server = NatsServer::start(&ServerSpec {
+        binary: binary.clone(),
+        config: conf,
+        port: natsserver::free_port(),
+        name: "static".into(),
+        env: vec![],
+        args: vec![],
+        log_file: None,
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let secrets = Secrets::generate();
+    let server = unibus_server(dir.path(), &secrets).await;
+    let running = unibus::daemon::start(&settings(&server.url, &secrets)).await.unwrap();
+    running.store.add_user(&user_record(&id, Role::Member)).await.unwrap();
+    let mut rows = Vec::new();
+    for parallel in [1usize, 8] {
+        let (base_rate, mut base) = connects(&static_server.url, seed, n, parallel).await;
+        running.callout.latency.reset();
+        let (rate, mut lat) = connects(&server.url, seed, n, parallel).await;
+        let h = &running.callout.latency;
+        let ms = |d: Option<Duration>| d.map_or(0.0, |d| d.as_secs_f64() * 1e3);
+        let row = json!({
+            "connectors": parallel, "n": n,
+            "static_per_s": base_rate, "static_p50_ms": base.pct(0.5), "static_p99_ms": base.pct(0.99),
+            "callout_per_s": rate, "callout_p50_ms": lat.pct(0.5), "callout_p99_ms": lat.pct(0.99),
+            "ratio": rate / base_rate,
+            "decision_p50_ms": ms(h.quantile(0.5)), "decision_p99_ms": ms(h.quantile(0.99)),
+        });
+        rows.push(row);
+    }
+    static_server.stop().await;
+    report.insert("connects".into(), json!(rows));
+
+    // 2. Register vs floor, and throughput with 64 clients.
+    let (_, mut reg) = registrations(&server.url, &running.store, 300, 1).await;
+    let (reg_rate, _) = registrations(&server.url, &running.store, 1280, 64).await;
+    running.stop().await;
+    server.stop().await;
+    let floor_dir = tempfile::tempdir().unwrap();
+    let floor_secrets = Secrets::generate();
+    let floor_server = unibus_server(floor_dir.path(), &floor_secrets).await;
+    let mut fl = floor(&floor_server.url, &floor_secrets, 300).await;
+    floor_server.stop().await;
+    report.insert(
+        "register".into(),
+        json!({
+            "register_p50_ms": reg.pct(0.5), "register_p99_ms": reg.pct(0.99),
+            "floor_p50_ms": fl.pct(0.5), "floor_p99_ms": fl.pct(0.99),
+            "ratio_p50": reg.pct(0.5) / fl.pct(0.5),
+            "registrations_per_s_64_clients": reg_rate,
+        }),
+    );
+
+    // 3. Decision time and unibusd RSS with 100 and 100,000 users.
+    report.insert("scale".into(), scale::run().await);
+
+    print_report(&report, json_out);
+}
+
+fn print_report(report: &serde_json::Map<String, serde_json::Value>, json_out: bool) {
+    if json_out {
+        println!("{}", serde_json::Value::Object(report.clone()));
+        return;
+    }
+    let f = |v: &serde_json::Value| v.as_f64().unwrap_or(0.0);
+    println!("unibus benchmark suite (nats-server {:?})", natsserver::find_binary().unwrap());
+    println!("\nconnects (callout with xkey vs static nkey users, same server binary)");
+    println!(
+        "{:<11} {:>10} {:>8} {:>8} | {:>10} {:>8} {:>8} | {:>6} | {:>12} {:>12}",
+        "connectors",
+        "static/s",
+        "p50 ms",
+        "p99 ms",
+        "callout/s",
+        "p50 ms",
+        "p99 ms",
+        "ratio",
+        "decide p50",
+        "decide p99"
+    );
+    for r in report["connects"].as_array().unwrap() {
+        println!(
+            "{:<11} {:>10.0} {:>8.2} {:>8.2} | {:>10.0} {:>8.2} {:>8.2} | {:>5.2}x | {:>9.3} ms {:>9.3} ms",
+            r["connectors"].as_u64().unwrap_or(0),
+            f(&r["static_per_s"]),
+            f(&r["static_p50_ms"]),
+            f(&r["static_p99_ms"]),
+            f(&r["callout_per_s"]),
+            f(&r["callout_p50_ms"]),
+            f(&r["callout_p99_ms"]),
+            f(&r["ratio"]),
+            f(&r["decision_p50_ms"]),
+            f(&r["decision_p99_ms"])
+        );
+    }
+    let r = &report["register"];
+    println!("\nunibus.register vs floor (echo through the same import + the same 5 KV operations)");
+    println!(
+        "register p50/p99 {:.2}/{:.2} ms   floor p50/p99 {:.2}/{:.2} ms   ratio p50 {:.2}x   {:.0} registrations/s with 64 clients",
+        f(&r["register_p50_ms"]),
+        f(&r["register_p99_ms"]),
+        f(&r["floor_p50_ms"]),
+        f(&r["floor_p99_ms"]),
+        f(&r["ratio_p50"]),
+        f(&r["registrations_per_s_64_clients"])
+    );
+    let s = &report["scale"];
+    println!("\nscale (callout decision in process; unibusd RSS as a separate process)");
+    for k in ["100", "100000"] {
+        let v = &s[k];
+        println!(
+            "{:>7} users: decision p50/p99 {:.3}/{:.3} ms   unibusd RSS {:.1} MiB",
+            k,
+            f(&v["decision_p50_ms"]),
+            f(&v["decision_p99_ms"]),
+            f(&v["rss_mib"])
+        );
+    }
+    println!(
+        "decision ratio 100k/100 (p50): {:.2}x",
+        f(&s["100000"]["decision_p50_ms"]) / f(&s["100"]["decision_p50_ms"]).max(1e-9)
+    );
+}

@@ -1,0 +1,101 @@
+//! Scale figures: the callout decision (in process) and the RSS of a
+//! separate unibusd process, with 100 and with 100,000 users.
+
+use std::time::{Duration, Instant};
+
+use ed25519_dalek::Signer as _;
+use serde_json::json;
+use unibus::client::{Client, Identity};
+use unibus::model::Role;
+use unibus::proto::UserListRequest;
+use unibus::secrets::Secrets;
+use unibus::store::{Store, StoreConfig};
+
+use super::{Lat, rss_mib, seed_users, unibus_server, user_record};
+
+async fn decisions(store: &Store, secrets: &Secrets, id: &Identity, n: usize) -> Lat {
+    let callout = unibus::callout::Callout {
+        issuer: nkeys::KeyPair::from_seed(&secrets.issuer.seed().unwrap()).unwrap(),
+        xkey: None,
+        store: store.clone(),
+        user_jwt_ttl: Duration::from_secs(60),
+        latency: Default::default(),
+    };
+    let (_, raw) = nkeys::decode_seed(&id.nkey_seed()).unwrap();
+    let sk = ed25519_dalek::SigningKey::from_bytes(&raw);
+    let nonce = "YmVuY2htYXJrLW5vbmNl";
+    let sig = base64::Engine::encode(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+        sk.sign(nonce.as_bytes()).to_bytes(),
+    );
+    let req: unibus::callout::claims::RequestClaims = serde_json::from_value(json!({
+        "iss": "N", "sub": "A", "aud": "nats-authorization-request", "exp": 0,
+        "nats": {"type": "authorization_request", "user_nkey": "U", "server_id": {"id": "N"},
+                 "client_info": {"nonce": nonce}, "connect_opts": {"nkey": id.nkey_public(), "sig": sig}}
+    }))
+    .unwrap();
+    for _ in 0..50 {
+        callout.decide(&req).await;
+    }
+    let mut lat = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        let v = callout.decide(&req).await;
+        lat.push(t.elapsed());
+        assert!(matches!(v, unibus::callout::Verdict::Allow { role: Some(_), .. }));
+    }
+    Lat(lat)
+}
+
+/// Runs the scale measurements on a fresh stack.
+pub async fn run() -> serde_json::Value {
+    let dir = tempfile::tempdir().unwrap();
+    let secrets = Secrets::generate();
+    let server = unibus_server(dir.path(), &secrets).await;
+    let env_file = dir.path().join("keys.env");
+    secrets.write_new(&env_file).unwrap();
+    let mut unibusd = tokio::process::Command::new(env!("CARGO_BIN_EXE_unibusd"))
+        .args(["run", "--nats-url", &server.url, "--secrets"])
+        .arg(&env_file)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("unibusd");
+    let pid = unibusd.id().unwrap();
+    let svc = async_nats::ConnectOptions::with_nkey(secrets.service.seed().unwrap())
+        .connect(&server.url)
+        .await
+        .unwrap();
+    let store = Store::open(svc.clone(), &StoreConfig::default()).await.unwrap();
+    // Wait for unibusd to answer.
+    for _ in 0..100 {
+        if svc.request("$SRV.PING.unibus", "".into()).await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (admin_id, member) = (Identity::generate(), Identity::generate());
+    store.add_user(&user_record(&admin_id, Role::Admin)).await.unwrap();
+    store.add_user(&user_record(&member, Role::Member)).await.unwrap();
+    seed_users(&store, 98).await;
+    let admin = Client::connect(&server.url, &admin_id).await.unwrap();
+    let mut out = serde_json::Map::new();
+    for (label, target) in [("100", 100usize), ("100000", 100_000)] {
+        let have = 100;
+        if target > have {
+            seed_users(&store, target - have).await;
+        }
+        // The external unibusd's index is current after a listing.
+        admin.list_users(&UserListRequest { limit: Some(1), ..Default::default() }).await.unwrap();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let mut d = decisions(&store, &secrets, &member, 2000).await;
+        out.insert(
+            label.into(),
+            json!({"decision_p50_ms": d.pct(0.5), "decision_p99_ms": d.pct(0.99), "rss_mib": rss_mib(pid)}),
+        );
+    }
+    let _ = unibusd.kill().await;
+    server.stop().await;
+    serde_json::Value::Object(out)
+}
