@@ -22,7 +22,10 @@ pub static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 /// Logs to the test output when `RUST_LOG` is set.
 pub fn init_tracing() {
     let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("off")),
+        )
         .with_test_writer()
         .try_init();
 }
@@ -41,6 +44,14 @@ pub struct Stack {
 impl Stack {
     /// Starts a server (callout encryption on or off) and unibusd.
     pub async fn start(xkey: bool) -> Stack {
+        let mut stack = Self::start_server_only(xkey).await;
+        stack.start_daemon().await;
+        stack
+    }
+
+    /// Starts only the server: unibusd runs as separate processes
+    /// ([`Stack::spawn_unibusd`]).
+    pub async fn start_server_only(xkey: bool) -> Stack {
         init_tracing();
         let dir = tempfile::tempdir().expect("temp dir");
         let secrets = Secrets::generate();
@@ -49,9 +60,47 @@ impl Stack {
                 .unwrap_or_else(|e| panic!("{e}"));
         let server = NatsServer::start(&spec).await.unwrap_or_else(|e| panic!("{e}"));
         let url = server.url.clone();
-        let mut stack = Stack { server: Some(server), daemon: None, secrets, url, xkey, spec, dir };
-        stack.start_daemon().await;
-        stack
+        Stack { server: Some(server), daemon: None, secrets, url, xkey, spec, dir }
+    }
+
+    /// Starts `unibusd run` as a child process and waits until it is ready.
+    pub async fn spawn_unibusd(&self) -> tokio::process::Child {
+        use tokio::io::AsyncBufReadExt as _;
+        let keys = self.dir.path().join("keys.env");
+        if !keys.exists() {
+            self.secrets.write_new(&keys).unwrap();
+        }
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_unibusd"));
+        cmd.args(["run", "--nats-url", &self.url, "--secrets"]).arg(&keys);
+        if !self.xkey {
+            cmd.arg("--no-xkey");
+        }
+        let mut child = cmd
+            .env("RUST_LOG", "info")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("unibusd starts");
+        let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+        let ready = tokio::time::timeout(Duration::from_secs(30), async {
+            while let Ok(Some(line)) = lines.next_line().await {
+                if line.contains("unibusd ready") {
+                    return true;
+                }
+            }
+            false
+        })
+        .await;
+        assert_eq!(ready, Ok(true), "unibusd did not become ready");
+        // Keep draining its log so that it never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        child
+    }
+
+    /// A store handle of this test's own (not unibusd's).
+    pub async fn open_store(&self) -> Store {
+        Store::open(self.service_nats().await, &StoreConfig::default()).await.expect("store")
     }
 
     /// Starts the server again on the same port and store.

@@ -7,6 +7,7 @@ mod admission;
 mod cli;
 mod cluster;
 mod failure;
+mod faults;
 mod invites;
 mod malformed;
 mod messaging;
