@@ -34,6 +34,7 @@ pub struct Running {
     pub store: Store,
     /// The callout responder (its latency histogram, for benchmarks).
     pub callout: Arc<Callout>,
+    service_seed: String,
 }
 
 impl Running {
@@ -43,6 +44,11 @@ impl Running {
         while self.tasks.join_next().await.is_some() {}
         let _ = self.client.drain().await;
         let _ = self.sys.drain().await;
+    }
+
+    /// The service user's seed (for tools and tests that share its account).
+    pub fn service_seed(&self) -> String {
+        self.service_seed.clone()
     }
 
     /// Waits until a serving task ends (connection closed for good).
@@ -133,5 +139,6 @@ pub async fn start(settings: &Settings) -> Result<Running, StartError> {
     // Both subscriptions are registered with the server before "ready".
     client.flush().await.map_err(|e| StartError::Subscribe(e.to_string()))?;
     info!(xkey = settings.xkey, "unibusd ready");
-    Ok(Running { tasks, client, sys, store, callout })
+    let service_seed = settings.secrets.service.seed().unwrap_or_default();
+    Ok(Running { tasks, client, sys, store, callout, service_seed })
 }

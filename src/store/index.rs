@@ -98,7 +98,13 @@ impl<S: Fold> Index<S> {
             self.shared.rebuild.notify_one();
             return self.wait_until(limit, |g, r| g > generation && r >= last).await;
         }
-        self.wait_for(last, limit).await
+        let reached = self.wait_for(last, limit).await;
+        if reached.is_err() {
+            // The watch is stuck (for example its consumer was on a server
+            // that died): start a fresh one so that the next call can succeed.
+            self.shared.rebuild.notify_one();
+        }
+        reached
     }
 
     async fn last_sequence(&self) -> Result<u64, KvError> {

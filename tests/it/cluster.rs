@@ -54,3 +54,171 @@ async fn revoke_through_node1_cuts_off_user_on_node3() {
         assert!(matches!(Client::connect(url, &user).await, Err(ClientError::NotAuthorized)), "{url}");
     }
 }
+
+/// The name of the server leading `stream`.
+async fn leader_of(cluster: &Cluster, via: &str, stream: &str) -> String {
+    let svc =
+        async_nats::ConnectOptions::with_nkey(cluster_service_seed(cluster)).connect(via).await.unwrap();
+    let js = async_nats::jetstream::new(svc);
+    let mut s = js.get_stream(stream).await.unwrap();
+    s.info().await.unwrap().cluster.as_ref().and_then(|c| c.leader.clone()).expect("a leader")
+}
+
+fn cluster_service_seed(cluster: &Cluster) -> String {
+    cluster.daemon.service_seed()
+}
+
+/// Kill the invites stream leader during a redemption storm: still exactly
+/// one winner per invite, and service is back within the election time.
+/// Then lose quorum: new connects are denied and control requests answer
+/// `unavailable`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_kill_and_quorum_loss() {
+    let _heavy = crate::harness::HEAVY.lock().await;
+    let mut cluster = Cluster::start().await;
+    let store = cluster.daemon.store.clone();
+    let leader = leader_of(&cluster, &cluster.urls[0], "KV_UNIBUS_invites").await;
+    let leader_ix: usize = leader.trim_start_matches('n').parse().unwrap();
+    let others: Vec<usize> = (0..3).filter(|i| *i != leader_ix).collect();
+
+    // 20 invites, 10 redeemers each, connected to the two other nodes.
+    let mut invites = Vec::new();
+    for _ in 0..20 {
+        let (inv, token) = store.create_invite(Role::Member, String::new(), "bootstrap", 600).await.unwrap();
+        invites.push((inv.id, token.to_hex()));
+    }
+    let mut jobs = Vec::new();
+    for (k, (id, token)) in invites.iter().enumerate() {
+        for j in 0..10 {
+            let who = Identity::generate();
+            let url = &cluster.urls[others[(k + j) % 2]];
+            jobs.push((id.clone(), token.clone(), Client::connect(url, &who).await.unwrap()));
+        }
+    }
+    // Kill the leader once the first 5 redemptions were answered.
+    let mut storm = futures::stream::iter(
+        jobs.iter().map(|(id, token, c)| async move { (id.clone(), c.register(token, None).await) }),
+    )
+    .buffer_unordered(200);
+    let mut node = cluster.nodes[leader_ix].take();
+    let mut killed_at = None;
+    let mut wins: std::collections::HashMap<String, usize> = Default::default();
+    let mut codes: std::collections::BTreeMap<String, usize> = Default::default();
+    while let Some((id, r)) = storm.next().await {
+        match r {
+            Ok(_) => *wins.entry(id).or_default() += 1,
+            Err(e) => {
+                let code =
+                    e.service_error().map_or_else(|| "transport".to_string(), |e| e.code().to_string());
+                *codes.entry(code).or_default() += 1;
+            }
+        }
+        if wins.len() >= 5 {
+            if let Some(n) = node.take() {
+                n.kill().await;
+                killed_at = Some(std::time::Instant::now());
+            }
+        }
+    }
+    let killed_at = killed_at.expect("the leader was killed during the storm");
+    assert!(wins.values().all(|n| *n == 1), "more than one winner: {wins:?}");
+
+    // Service is back: a fresh registration succeeds again.
+    let url = cluster.urls[others[0]].clone();
+    let back = loop {
+        let attempt = async {
+            let (_, token) = store.create_invite(Role::Member, String::new(), "bootstrap", 600).await.ok()?;
+            let c = Client::connect(&url, &Identity::generate()).await.ok()?;
+            c.register(&token.to_hex(), None).await.ok()
+        };
+        if attempt.await.is_some() {
+            break killed_at.elapsed();
+        }
+        assert!(killed_at.elapsed() < Duration::from_secs(30), "service not back within 30 s");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    // Every invite ended with at most one user, and each user's invite is its own.
+    let mut users = None;
+    for _ in 0..40 {
+        if let Ok(u) = store.list_users().await {
+            users = Some(u);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let users = users.expect("users listed again after the election");
+    for (id, _) in &invites {
+        let owners = users.iter().filter(|u| &u.invite_id == id).count();
+        assert!(owners <= 1, "invite {id} has {owners} users");
+        assert_eq!(owners, usize::from(wins.contains_key(id)).max(owners), "an acknowledged win has no user");
+    }
+
+    // Lose quorum: only one node left.
+    let root = Identity::generate();
+    let mut minted = None;
+    for _ in 0..20 {
+        if let Ok((_, token)) = store.bootstrap_admin_invite(600).await {
+            minted = Some(token);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let token = minted.expect("bootstrap invite after the election");
+    Client::connect(&url, &root).await.unwrap().register(&token.to_hex(), None).await.unwrap();
+    let survivor = others[0];
+    let admin = Client::connect(&cluster.urls[survivor], &root).await.unwrap();
+    cluster.nodes[others[1]].take().unwrap().kill().await;
+    let t = std::time::Instant::now();
+    // A stream leader that has just lost its quorum may serve reads until it
+    // notices and steps down; from then on every connect is denied, each
+    // decision within the store timeout (below the 2 s auth timeout).
+    let deny_time = loop {
+        let attempt = std::time::Instant::now();
+        match Client::connect(&cluster.urls[survivor], &Identity::generate()).await {
+            Err(ClientError::NotAuthorized) => {
+                assert!(
+                    attempt.elapsed() < Duration::from_millis(2500),
+                    "denial took {:?}",
+                    attempt.elapsed()
+                );
+                break t.elapsed();
+            }
+            _ => assert!(
+                t.elapsed() < Duration::from_secs(30),
+                "connects still admitted 30 s after quorum loss"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // And it stays denied.
+    for _ in 0..3 {
+        assert!(matches!(
+            Client::connect(&cluster.urls[survivor], &Identity::generate()).await,
+            Err(ClientError::NotAuthorized)
+        ));
+    }
+    // unibusd may be failing over to the surviving node: ask until it answers.
+    let mut answer = None;
+    for _ in 0..20 {
+        match admin.whoami().await {
+            Err(ClientError::Service(e)) => {
+                answer = Some(e.code().to_string());
+                break;
+            }
+            Ok(_) => {
+                answer = Some("ok".into());
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
+        }
+    }
+    assert_eq!(answer.as_deref(), Some("unavailable"));
+    println!(
+        "cluster: {} invites won once each, none twice ({} of {}); other outcomes {codes:?}; service back {:.1} s after the leader was killed; connect denied {:.2} s after quorum loss",
+        wins.len(),
+        wins.len(),
+        invites.len(),
+        back.as_secs_f64(),
+        deny_time.as_secs_f64()
+    );
+}

@@ -243,11 +243,11 @@ pub fn code(r: Result<impl std::fmt::Debug, ClientError>) -> String {
 }
 
 /// Three nats-servers in one cluster (loopback only), buckets at R3, and
-/// unibusd connected to node 1.
+/// unibusd given all three URLs (it connects to one and fails over).
 pub struct Cluster {
     pub urls: Vec<String>,
     pub daemon: Running,
-    _nodes: Vec<NatsServer>,
+    pub nodes: Vec<Option<NatsServer>>,
     _dir: tempfile::TempDir,
 }
 
@@ -283,16 +283,16 @@ impl Cluster {
         }
         let urls: Vec<String> = nodes.iter().map(|n| n.url.clone()).collect();
         let settings = Settings {
-            nats_urls: vec![urls[0].parse().unwrap()],
+            nats_urls: urls.iter().map(|u| u.parse().unwrap()).collect(),
             secrets,
             xkey: true,
-            store: StoreConfig { replicas: 3, timeout: Duration::from_secs(2), ..StoreConfig::default() },
+            store: StoreConfig { replicas: 3, ..StoreConfig::default() },
             user_jwt_ttl: Duration::from_secs(3600),
         };
         let daemon = tokio::time::timeout(Duration::from_secs(60), daemon::start(&settings))
             .await
             .expect("cluster ready within 60 s")
             .expect("unibusd starts");
-        Cluster { urls, daemon, _nodes: nodes, _dir: dir }
+        Cluster { urls, daemon, nodes: nodes.into_iter().map(Some).collect(), _dir: dir }
     }
 }
