@@ -77,6 +77,32 @@ pub struct User {
 }
 
 impl User {
+    /// A new active user record, created now.
+    pub fn new_active(
+        sign_pub: &str,
+        kex_pub: &str,
+        name: &str,
+        role: Role,
+        invited_by: &str,
+        invite_id: &str,
+    ) -> User {
+        let t = fmt_time(now());
+        User {
+            v: SCHEMA_VERSION,
+            sign_pub: sign_pub.to_string(),
+            kex_pub: kex_pub.to_string(),
+            name: name.to_string(),
+            role,
+            status: UserStatus::Active,
+            created_at: t.clone(),
+            invited_by: invited_by.to_string(),
+            invite_id: invite_id.to_string(),
+            revoked_at: None,
+            revoked_by: None,
+            updated_at: t,
+        }
+    }
+
     /// Active and admin.
     pub fn is_active_admin(&self) -> bool {
         self.status == UserStatus::Active && self.role == Role::Admin

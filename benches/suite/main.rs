@@ -16,7 +16,7 @@ use futures::StreamExt as _;
 use serde_json::json;
 use unibus::client::{self, Client, Identity};
 use unibus::config::Settings;
-use unibus::model::{Role, SCHEMA_VERSION, User, UserStatus, fmt_time, now};
+use unibus::model::{Role, User};
 use unibus::natsserver::{self, NatsServer, ServerSpec};
 use unibus::secrets::Secrets;
 use unibus::store::{Store, StoreConfig};
@@ -76,21 +76,7 @@ async fn connects(url: &str, seed: [u8; 32], n: usize, parallel: usize) -> (f64,
 }
 
 fn user_record(id: &Identity, role: Role) -> User {
-    let t = fmt_time(now());
-    User {
-        v: SCHEMA_VERSION,
-        sign_pub: id.sign_pub_hex(),
-        kex_pub: id.kex_pub_hex(),
-        name: id.sign_pub_hex()[..8].to_string(),
-        role,
-        status: UserStatus::Active,
-        created_at: t.clone(),
-        invited_by: "bench".into(),
-        invite_id: "bench".into(),
-        revoked_at: None,
-        revoked_by: None,
-        updated_at: t,
-    }
+    User::new_active(&id.sign_pub_hex(), &id.kex_pub_hex(), &id.sign_pub_hex()[..8], role, "bench", "bench")
 }
 
 async fn seed_users(store: &Store, n: usize) {

@@ -187,14 +187,13 @@ impl Callout {
             warn!(error = %e, "callout: store unavailable, denying");
             Verdict::Deny("authorization store unavailable".into())
         };
-        match standing {
-            Ok(Standing::Unknown) => Verdict::Allow { sign_pub, role: None, rooms: Vec::new() },
-            Ok(Standing::Active(role)) => match rooms {
-                Ok(rooms) => Verdict::Allow { sign_pub, role: Some(role), rooms },
-                Err(e) => unavailable(e),
-            },
-            Ok(Standing::Revoked) => Verdict::Deny(format!("user {sign_pub} is revoked")),
-            Err(e) => unavailable(e),
+        // The rooms sync also proves that the store still has a quorum (see
+        // `Index::sync`), so it gates guests too.
+        match (standing, rooms) {
+            (Ok(Standing::Revoked), _) => Verdict::Deny(format!("user {sign_pub} is revoked")),
+            (Ok(Standing::Unknown), Ok(_)) => Verdict::Allow { sign_pub, role: None, rooms: Vec::new() },
+            (Ok(Standing::Active(role)), Ok(rooms)) => Verdict::Allow { sign_pub, role: Some(role), rooms },
+            (Err(e), _) | (_, Err(e)) => unavailable(e),
         }
     }
 

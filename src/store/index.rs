@@ -25,6 +25,9 @@ pub trait Fold: Default + Send + Sync + 'static {
     fn apply(&mut self, key: &str, value: Option<&[u8]>, revision: u64);
 }
 
+/// A replica not heard from for this long no longer counts toward quorum.
+const PEER_SILENCE: Duration = Duration::from_secs(3);
+
 struct Shared<S> {
     state: RwLock<S>,
     /// (generation, applied revision); generation changes on every rebuild.
@@ -107,12 +110,33 @@ impl<S: Fold> Index<S> {
         reached
     }
 
+    /// The stream's last sequence, from its leader, provided the leader
+    /// still sees a majority of its replicas as current: a leader that has
+    /// lost its quorum keeps answering for a while, and nothing it says can
+    /// be trusted to be the latest.
     async fn last_sequence(&self) -> Result<u64, KvError> {
         let mut stream = self.kv.stream.clone();
         let info = stream
             .info()
             .await
             .map_err(|e| KvError::Unavailable(format!("stream info of {}: {e}", self.kv.name)))?;
+        if let Some(cluster) = &info.cluster {
+            if !cluster.replicas.is_empty() {
+                // Raft heartbeats come every second: a peer not heard from
+                // for a few seconds is gone, whatever `current` still says.
+                let alive = |p: &&async_nats::jetstream::stream::PeerInfo| {
+                    p.current && !p.offline && p.active <= PEER_SILENCE
+                };
+                let current = 1 + cluster.replicas.iter().filter(alive).count();
+                let total = cluster.replicas.len() + 1;
+                if cluster.leader.is_none() || current * 2 <= total {
+                    return Err(KvError::Unavailable(format!(
+                        "{}: leader sees {current} of {total} replicas current (no quorum)",
+                        self.kv.name
+                    )));
+                }
+            }
+        }
         Ok(info.state.last_sequence)
     }
 }

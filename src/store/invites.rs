@@ -8,7 +8,7 @@ use time::Duration;
 use super::{KvError, MAX_CAS_ATTEMPTS, Store, all_pages, get_many, take_page};
 use crate::error::Error;
 use crate::keys::InviteToken;
-use crate::model::{BOOTSTRAP, Invite, InviteStatus, Role, SCHEMA_VERSION, User, UserStatus, fmt_time, now};
+use crate::model::{BOOTSTRAP, Invite, InviteStatus, Role, SCHEMA_VERSION, User, fmt_time, now};
 
 /// The already-validated fields a redeemer supplies.
 #[derive(Debug, Clone)]
@@ -199,21 +199,9 @@ impl Store {
     /// between 4 and 5) the redemption completes; otherwise `user_exists`
     /// and the invite stays spent.
     async fn finish_redemption(&self, invite: &Invite, new: &NewUser) -> Result<User, Error> {
-        let t = fmt_time(now());
-        let user = User {
-            v: SCHEMA_VERSION,
-            sign_pub: new.sign_pub.clone(),
-            kex_pub: new.kex_pub.clone(),
-            name: new.name.clone().unwrap_or_else(|| new.sign_pub[..8].to_string()),
-            role: invite.role,
-            status: UserStatus::Active,
-            created_at: t.clone(),
-            invited_by: invite.created_by.clone(),
-            invite_id: invite.id.clone(),
-            revoked_at: None,
-            revoked_by: None,
-            updated_at: t,
-        };
+        let name = new.name.clone().unwrap_or_else(|| new.sign_pub[..8].to_string());
+        let user =
+            User::new_active(&new.sign_pub, &new.kex_pub, &name, invite.role, &invite.created_by, &invite.id);
         let outcome = match self.add_user(&user).await {
             Ok(_) => Ok(user),
             Err(Error::UserExists) => match self.get_user(&new.sign_pub).await? {

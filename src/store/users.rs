@@ -46,6 +46,16 @@ impl Store {
         })
     }
 
+    /// Succeeds only while the users stream's leader sees a quorum of its
+    /// replicas (and this instance's users index is current): a leader cut
+    /// off from its quorum may still answer reads for a while.
+    ///
+    /// # Errors
+    /// `unavailable`.
+    pub async fn ensure_quorum(&self) -> Result<(), Error> {
+        Ok(self.users_ix.sync(self.sync_limit()).await?)
+    }
+
     /// True when the local index already knows this key as revoked: such a
     /// key can be denied without a store round trip. `false` says nothing.
     pub fn known_revoked(&self, sign_pub: &str) -> bool {

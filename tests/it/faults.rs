@@ -8,26 +8,12 @@ use std::time::Duration;
 
 use futures::StreamExt as _;
 use unibus::client::{Client, Identity};
-use unibus::model::{InviteStatus, Role, SCHEMA_VERSION, User, UserStatus, fmt_time, now};
+use unibus::model::{InviteStatus, Role, User};
 
 use crate::harness::{HEAVY, Stack};
 
 fn admin_record(id: &Identity) -> User {
-    let t = fmt_time(now());
-    User {
-        v: SCHEMA_VERSION,
-        sign_pub: id.sign_pub_hex(),
-        kex_pub: id.kex_pub_hex(),
-        name: "root".into(),
-        role: Role::Admin,
-        status: UserStatus::Active,
-        created_at: t.clone(),
-        invited_by: "bootstrap".into(),
-        invite_id: "seed".into(),
-        revoked_at: None,
-        revoked_by: None,
-        updated_at: t,
-    }
+    User::new_active(&id.sign_pub_hex(), &id.kex_pub_hex(), "root", Role::Admin, "bootstrap", "seed")
 }
 
 /// SIGKILL unibusd during 500 concurrent registrations, restart it: every

@@ -6,27 +6,16 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
 use unibus::client::{self, Client, Identity};
-use unibus::model::{Role, SCHEMA_VERSION, User, UserStatus, fmt_time, now};
+use unibus::model::{Role, User, UserStatus};
 use unibus::proto::UserListRequest;
 
 use crate::harness::Stack;
 
 fn record(id: &Identity, status: UserStatus) -> User {
-    let t = fmt_time(now());
-    User {
-        v: SCHEMA_VERSION,
-        sign_pub: id.sign_pub_hex(),
-        kex_pub: id.kex_pub_hex(),
-        name: id.sign_pub_hex()[..8].to_string(),
-        role: Role::Member,
-        status,
-        created_at: t.clone(),
-        invited_by: "seed".into(),
-        invite_id: "seed".into(),
-        revoked_at: None,
-        revoked_by: None,
-        updated_at: t,
-    }
+    let name = &id.sign_pub_hex()[..8];
+    let mut u = User::new_active(&id.sign_pub_hex(), &id.kex_pub_hex(), name, Role::Member, "seed", "seed");
+    u.status = status;
+    u
 }
 
 /// Seeds `n` user records (random keys) straight into KV.

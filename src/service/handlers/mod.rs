@@ -45,9 +45,11 @@ pub async fn dispatch(
     }
 }
 
-/// The caller's record if it is an active user.
+/// The caller's record if it is an active user. Read from the leader, and
+/// only while the store has a quorum (fail closed).
 async fn active_user(ctx: &Ctx, caller: &Caller) -> Result<User, Error> {
-    match ctx.store.get_user(&caller.sign_pub).await? {
+    let (record, ()) = tokio::try_join!(ctx.store.get_user(&caller.sign_pub), ctx.store.ensure_quorum())?;
+    match record {
         Some((u, _)) if u.status == UserStatus::Active => Ok(u),
         Some(_) => Err(Error::Forbidden("user is revoked".into())),
         None => Err(Error::Forbidden("not a registered user".into())),
