@@ -176,6 +176,7 @@ fn rss_mib(pid: u32) -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
+mod bare;
 mod scale;
 
 #[tokio::main]
@@ -210,9 +211,24 @@ async fn main() {
     let server = unibus_server(dir.path(), &secrets).await;
     let running = unibus::daemon::start(&settings(&server.url, &secrets)).await.unwrap();
     running.store.add_user(&user_record(&id, Role::Member)).await.unwrap();
+    // The bound: the cheapest correct responder on a third server.
+    let bare_dir = tempfile::tempdir().unwrap();
+    let bare_secrets = Secrets::generate();
+    let bare_server = unibus_server(bare_dir.path(), &bare_secrets).await;
+    let bare_client = async_nats::ConnectOptions::with_nkey(bare_secrets.service.seed().unwrap())
+        .connect(&bare_server.url)
+        .await
+        .unwrap();
+    tokio::spawn(bare::serve(
+        bare_client.clone(),
+        nkeys::KeyPair::from_seed(&bare_secrets.issuer.seed().unwrap()).unwrap(),
+        nkeys::XKey::from_seed(&bare_secrets.xkey.seed().unwrap()).unwrap(),
+    ));
+    bare_client.flush().await.unwrap();
     let mut rows = Vec::new();
     for parallel in [1usize, 8] {
         let (base_rate, mut base) = connects(&static_server.url, seed, n, parallel).await;
+        let (bare_rate, _) = connects(&bare_server.url, seed, n, parallel).await;
         running.callout.latency.reset();
         let (rate, mut lat) = connects(&server.url, seed, n, parallel).await;
         let h = &running.callout.latency;
@@ -222,11 +238,13 @@ async fn main() {
             "static_per_s": base_rate, "static_p50_ms": base.pct(0.5), "static_p99_ms": base.pct(0.99),
             "callout_per_s": rate, "callout_p50_ms": lat.pct(0.5), "callout_p99_ms": lat.pct(0.99),
             "ratio": rate / base_rate,
+            "bare_callout_per_s": bare_rate, "bare_ratio": bare_rate / base_rate,
             "decision_p50_ms": ms(h.quantile(0.5)), "decision_p99_ms": ms(h.quantile(0.99)),
         });
         rows.push(row);
     }
     static_server.stop().await;
+    bare_server.stop().await;
     report.insert("connects".into(), json!(rows));
 
     // 2. Register vs floor, and throughput with 64 clients.
@@ -292,6 +310,16 @@ fn print_report(report: &serde_json::Map<String, serde_json::Value>, json_out: b
         );
     }
     let r = &report["register"];
+    println!("bound: the cheapest correct callout responder (no store, no nonce check) on the same binary:");
+    for r in report["connects"].as_array().unwrap() {
+        println!(
+            "  {} connector(s): {:.0}/s = {:.2}x static; unibus reaches {:.0}% of it",
+            r["connectors"].as_u64().unwrap_or(0),
+            f(&r["bare_callout_per_s"]),
+            f(&r["bare_ratio"]),
+            100.0 * f(&r["callout_per_s"]) / f(&r["bare_callout_per_s"]).max(1e-9)
+        );
+    }
     println!("\nunibus.register vs floor (echo through the same import + the same 5 KV operations)");
     println!(
         "register p50/p99 {:.2}/{:.2} ms   floor p50/p99 {:.2}/{:.2} ms   ratio p50 {:.2}x   {:.0} registrations/s with 64 clients",

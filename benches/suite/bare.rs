@@ -1,0 +1,67 @@
+//! The cheapest correct callout responder: open, verify the request JWT,
+//! admit everyone with a member-shaped user JWT, sign, seal. No store, no
+//! nonce check. Its connect rate is what nats-server's callout machinery
+//! alone allows, the bound for unibus's own.
+
+use futures::StreamExt as _;
+use unibus::callout::claims::{
+    Allow, AuthResponse, RequestClaims, ResponseClaims, UserClaims, UserNats, permissions,
+};
+use unibus::callout::jwt;
+use unibus::model::Role;
+use unibus::subjects;
+
+/// Answers callout requests on `client` until it closes.
+pub async fn serve(client: async_nats::Client, issuer: nkeys::KeyPair, xkey: nkeys::XKey) {
+    let issuer = std::sync::Arc::new(issuer);
+    let xkey = std::sync::Arc::new(xkey);
+    let mut sub = client.queue_subscribe(subjects::AUTH_CALLOUT, "bare".into()).await.unwrap();
+    while let Some(msg) = sub.next().await {
+        let (client, issuer, xkey) = (client.clone(), issuer.clone(), xkey.clone());
+        tokio::spawn(async move {
+            let Some(reply) = msg.reply.clone() else { return };
+            let Some(server_key) = msg.headers.as_ref().and_then(|h| h.get(subjects::HDR_SERVER_XKEY)) else {
+                return;
+            };
+            let server = nkeys::XKey::from_public_key(server_key.as_str()).unwrap();
+            let token = xkey.open(&msg.payload, &server).unwrap();
+            let (req, _): (RequestClaims, String) =
+                jwt::decode_verified(std::str::from_utf8(&token).unwrap(), 13 << 3).unwrap();
+            let name = req.nats.connect_opts.nkey.clone().unwrap_or_default();
+            let perms = permissions(Some(Role::Member), &name, &[]);
+            let now = time::OffsetDateTime::now_utc().unix_timestamp();
+            let user = UserClaims {
+                iss: issuer.public_key(),
+                sub: req.nats.user_nkey.clone(),
+                aud: subjects::ACCOUNT_APP,
+                name,
+                iat: now,
+                exp: now + 3600,
+                nats: UserNats {
+                    kind: "user",
+                    version: 2,
+                    publish: Allow { allow: perms.publish },
+                    subscribe: Allow { allow: perms.subscribe },
+                    subs: -1,
+                    data: -1,
+                    payload: -1,
+                },
+            };
+            let resp = ResponseClaims {
+                iss: issuer.public_key(),
+                sub: req.nats.user_nkey.clone(),
+                aud: req.nats.server_id.id.clone(),
+                iat: now,
+                nats: AuthResponse {
+                    kind: "authorization_response",
+                    version: 2,
+                    jwt: Some(jwt::encode_signed(&user, &issuer).unwrap()),
+                    error: None,
+                },
+            };
+            let signed = jwt::encode_signed(&resp, &issuer).unwrap();
+            let sealed = xkey.seal(signed.as_bytes(), &server).unwrap();
+            let _ = client.publish(reply, sealed.into()).await;
+        });
+    }
+}
