@@ -13,7 +13,7 @@ use crate::error::Error;
 use crate::keys::InviteToken;
 use crate::natsserver::{self, NatsServer};
 use crate::proto::TTL_DEFAULT_SECS;
-use crate::secrets::{self, Secrets};
+use crate::secrets::Secrets;
 use crate::store::StoreConfig;
 
 /// Flags of `unibusd dev`.
@@ -76,8 +76,7 @@ impl LocalStack {
         let data_dir = args.data_dir.canonicalize().map_err(|e| setup("data dir", &e))?;
         let secrets_path = data_dir.join("secrets.env");
         let secrets = if secrets_path.exists() {
-            let map = secrets::read_env_file(&secrets_path).map_err(|e| setup("read keys", &e))?;
-            Secrets::from_lookup(|k| map.get(k).cloned()).map_err(|e| setup("keys", &e))?
+            Secrets::read_file(&secrets_path).map_err(|e| setup("keys", &e))?
         } else {
             let s = Secrets::generate();
             s.write_new(&secrets_path).map_err(|e| setup("write keys", &e))?;

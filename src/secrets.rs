@@ -143,6 +143,17 @@ impl Secrets {
     }
 }
 
+impl Secrets {
+    /// Loads every seed from an env file written by [`Secrets::write_new`].
+    ///
+    /// # Errors
+    /// [`SecretsError`] when unreadable or a seed is missing or malformed.
+    pub fn read_file(path: &Path) -> Result<Secrets, SecretsError> {
+        let map = read_env_file(path)?;
+        Secrets::from_lookup(|k| map.get(k).cloned())
+    }
+}
+
 /// Reads `KEY=VALUE` lines (comments and blank lines skipped).
 ///
 /// # Errors

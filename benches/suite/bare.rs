@@ -4,9 +4,7 @@
 //! alone allows, the bound for unibus's own.
 
 use futures::StreamExt as _;
-use unibus::callout::claims::{
-    Allow, AuthResponse, RequestClaims, ResponseClaims, UserClaims, UserNats, permissions,
-};
+use unibus::callout::claims::{AuthResponse, RequestClaims, ResponseClaims, UserClaims, permissions};
 use unibus::callout::jwt;
 use unibus::model::Role;
 use unibus::subjects;
@@ -30,23 +28,8 @@ pub async fn serve(client: async_nats::Client, issuer: nkeys::KeyPair, xkey: nke
             let name = req.nats.connect_opts.nkey.clone().unwrap_or_default();
             let perms = permissions(Some(Role::Member), &name, &[]);
             let now = time::OffsetDateTime::now_utc().unix_timestamp();
-            let user = UserClaims {
-                iss: issuer.public_key(),
-                sub: req.nats.user_nkey.clone(),
-                aud: subjects::ACCOUNT_APP,
-                name,
-                iat: now,
-                exp: now + 3600,
-                nats: UserNats {
-                    kind: "user",
-                    version: 2,
-                    publish: Allow { allow: perms.publish },
-                    subscribe: Allow { allow: perms.subscribe },
-                    subs: -1,
-                    data: -1,
-                    payload: -1,
-                },
-            };
+            let user =
+                UserClaims::new(issuer.public_key(), req.nats.user_nkey.clone(), name, perms, now, 3600);
             let resp = ResponseClaims {
                 iss: issuer.public_key(),
                 sub: req.nats.user_nkey.clone(),

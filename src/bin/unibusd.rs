@@ -95,8 +95,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Keygen { out, public_out, if_missing } => {
             let secrets = if if_missing && out.exists() {
-                let map = unibus::secrets::read_env_file(&out)?;
-                unibus::secrets::Secrets::from_lookup(|k| map.get(k).cloned())?
+                unibus::secrets::Secrets::read_file(&out)?
             } else {
                 let s = unibus::secrets::Secrets::generate();
                 s.write_new(&out)?;

@@ -134,6 +134,37 @@ pub struct UserClaims {
     pub nats: UserNats,
 }
 
+impl UserClaims {
+    /// A user JWT's claims for `name` with `perms`, issued now by `iss` for
+    /// the server's one-time `user_nkey`, valid `ttl_secs`, in account APP.
+    pub fn new(
+        iss: String,
+        user_nkey: String,
+        name: String,
+        perms: Permissions,
+        now: i64,
+        ttl_secs: i64,
+    ) -> UserClaims {
+        UserClaims {
+            iss,
+            sub: user_nkey,
+            aud: subjects::ACCOUNT_APP,
+            name,
+            iat: now,
+            exp: now + ttl_secs,
+            nats: UserNats {
+                kind: "user",
+                version: 2,
+                publish: Allow { allow: perms.publish },
+                subscribe: Allow { allow: perms.subscribe },
+                subs: -1,
+                data: -1,
+                payload: -1,
+            },
+        }
+    }
+}
+
 /// `nats` claim of the user JWT.
 #[derive(Debug, Serialize)]
 pub struct UserNats {

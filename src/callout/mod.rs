@@ -20,9 +20,7 @@ use crate::keys;
 use crate::model::Role;
 use crate::store::{Standing, Store};
 use crate::subjects;
-use claims::{
-    Allow, AuthResponse, REQUEST_AUDIENCE, RequestClaims, ResponseClaims, UserClaims, UserNats, permissions,
-};
+use claims::{AuthResponse, REQUEST_AUDIENCE, RequestClaims, ResponseClaims, UserClaims, permissions};
 
 /// nkeys prefix byte of server keys (`N...`).
 const SERVER_PREFIX: u8 = 13 << 3;
@@ -204,25 +202,14 @@ impl Callout {
         role: Option<Role>,
         rooms: &[String],
     ) -> Result<String, Abort> {
-        let perms = permissions(role, sign_pub, rooms);
-        let now = unix_now();
-        let claims = UserClaims {
-            iss: self.issuer.public_key(),
-            sub: req.nats.user_nkey.clone(),
-            aud: subjects::ACCOUNT_APP,
-            name: sign_pub.to_string(),
-            iat: now,
-            exp: now + self.user_jwt_ttl.as_secs() as i64,
-            nats: UserNats {
-                kind: "user",
-                version: 2,
-                publish: Allow { allow: perms.publish },
-                subscribe: Allow { allow: perms.subscribe },
-                subs: -1,
-                data: -1,
-                payload: -1,
-            },
-        };
+        let claims = UserClaims::new(
+            self.issuer.public_key(),
+            req.nats.user_nkey.clone(),
+            sign_pub.to_string(),
+            permissions(role, sign_pub, rooms),
+            unix_now(),
+            self.user_jwt_ttl.as_secs() as i64,
+        );
         jwt::encode_signed(&claims, &self.issuer).map_err(|e| Abort(format!("sign user JWT: {e}")))
     }
 }

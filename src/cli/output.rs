@@ -87,7 +87,7 @@ impl Out {
 }
 
 /// The wire name of an enum value (`member`, `revoked`, `expired`, ...).
-fn wire<T: Serialize>(v: &T) -> String {
+pub fn wire<T: Serialize>(v: &T) -> String {
     serde_json::to_value(v).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()
 }
 

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use tokio::io::AsyncBufReadExt as _;
 
-use super::output::{Out, invite_line, qr, room_line, user_line};
+use super::output::{Out, invite_line, qr, room_line, user_line, wire};
 use super::{Cli, CliError, Command, InviteCmd, RoomCmd, SendArgs, Target, UserCmd};
 use crate::client::{Client, Identity, Incoming};
 use crate::proto::{InviteCreateRequest, InviteListRequest, RoomListRequest, UserListRequest};
@@ -103,10 +103,7 @@ async fn invite(c: Client, cmd: InviteCmd, out: &Out) -> Result<(), CliError> {
                 format!(
                     "invite {} ({}), expires {}\n\n  {}\n\n{}\nThe link is shown once: hand it over now.",
                     r.invite.id,
-                    serde_json::to_value(r.invite.role)
-                        .ok()
-                        .and_then(|v| v.as_str().map(String::from))
-                        .unwrap_or_default(),
+                    wire(&r.invite.role),
                     r.invite.expires_at,
                     r.link,
                     qr(&r.link)

@@ -5,7 +5,7 @@
 
 use time::Duration;
 
-use super::{KvError, MAX_CAS_ATTEMPTS, Store, all_pages, get_many, take_page};
+use super::{KvError, MAX_CAS_ATTEMPTS, Store, all_pages, contention, get_many, take_page};
 use crate::error::Error;
 use crate::keys::InviteToken;
 use crate::model::{BOOTSTRAP, Invite, InviteStatus, Role, SCHEMA_VERSION, User, fmt_time, now};
@@ -230,8 +230,4 @@ impl Store {
         }
         Err(contention())
     }
-}
-
-fn contention() -> Error {
-    Error::Unavailable("too many concurrent writers on one record".into())
 }

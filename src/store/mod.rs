@@ -34,6 +34,11 @@ use index::Index;
 /// Attempts at one read-modify-CAS before giving up as `unavailable`.
 pub(crate) const MAX_CAS_ATTEMPTS: usize = 16;
 
+/// What a read-modify-CAS loop answers after [`MAX_CAS_ATTEMPTS`] lost races.
+pub(crate) fn contention() -> Error {
+    Error::Unavailable("too many concurrent writers on one record".into())
+}
+
 /// How the buckets are created when missing, and how long a store call may
 /// take before it counts as unavailable.
 #[derive(Debug, Clone)]

@@ -4,7 +4,7 @@
 
 use rand::RngCore as _;
 
-use super::{KvError, MAX_CAS_ATTEMPTS, Store, get_many, take_page};
+use super::{KvError, MAX_CAS_ATTEMPTS, Store, contention, get_many, take_page};
 use crate::error::Error;
 use crate::model::{Room, SCHEMA_VERSION, fmt_time, now};
 
@@ -14,10 +14,6 @@ pub enum RoomChange {
     Write(Room),
     /// Nothing to change (idempotent success).
     Keep,
-}
-
-fn contention() -> Error {
-    Error::Unavailable("too many concurrent writers on one record".into())
 }
 
 impl Store {

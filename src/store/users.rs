@@ -5,7 +5,7 @@
 //! another admin could otherwise leave none), with the write undone when the
 //! re-check fails.
 
-use super::{KvError, MAX_CAS_ATTEMPTS, Store, all_pages, get_many, take_page};
+use super::{KvError, MAX_CAS_ATTEMPTS, Store, all_pages, contention, get_many, take_page};
 use crate::error::Error;
 use crate::model::{Role, User, UserStatus, fmt_time, now};
 
@@ -18,10 +18,6 @@ pub enum Standing {
     Active(Role),
     /// A revoked record: denied.
     Revoked,
-}
-
-fn contention() -> Error {
-    Error::Unavailable("too many concurrent writers on one record".into())
 }
 
 impl Store {
