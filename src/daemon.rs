@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use tracing::{info, warn};
 
+use crate::callout::sealing::Sealer;
 use crate::callout::{self, Callout};
 use crate::config::Settings;
 use crate::kick::Kicker;
@@ -23,6 +24,9 @@ pub enum StartError {
     /// A subscription failed.
     #[error("cannot subscribe: {0}")]
     Subscribe(String),
+    /// The xkey cannot be used for sealing (it has no seed).
+    #[error("unusable xkey: {0}")]
+    Xkey(String),
 }
 
 /// A running unibusd; stops when [`Running::stop`] is called or dropped.
@@ -116,9 +120,13 @@ pub async fn start(settings: &Settings) -> Result<Running, StartError> {
     let client = connect_service(settings, "unibusd").await?;
     let store = open_store(&client, settings).await;
     let secrets = settings.secrets.clone();
+    let xkey = match settings.xkey {
+        true => Some(Sealer::new(&secrets.xkey).map_err(|e| StartError::Xkey(e.to_string()))?),
+        false => None,
+    };
     let callout = Arc::new(Callout {
         issuer: secrets.issuer,
-        xkey: settings.xkey.then_some(secrets.xkey),
+        xkey,
         store: store.clone(),
         user_jwt_ttl: settings.user_jwt_ttl,
         latency: Default::default(),

@@ -1,28 +1,38 @@
 //! The cheapest correct callout responder: open, verify the request JWT,
-//! admit everyone with a member-shaped user JWT, sign, seal. No store, no
+//! admit everyone with a member-shaped user JWT, sign, seal (with the same
+//! cached box keys as unibusd). No store, no
 //! nonce check. Its connect rate is what nats-server's callout machinery
 //! alone allows, the bound for unibus's own.
+
+use std::sync::Arc;
 
 use futures::StreamExt as _;
 use unibus::callout::claims::{AuthResponse, RequestClaims, ResponseClaims, UserClaims, permissions};
 use unibus::callout::jwt;
+use unibus::callout::sealing::Sealer;
+use unibus::metrics::Histogram;
 use unibus::model::Role;
 use unibus::subjects;
 
 /// Answers callout requests on `client` until it closes.
-pub async fn serve(client: async_nats::Client, issuer: nkeys::KeyPair, xkey: nkeys::XKey) {
+pub async fn serve(
+    client: async_nats::Client,
+    issuer: nkeys::KeyPair,
+    xkey: Sealer,
+    latency: Arc<Histogram>,
+) {
     let issuer = std::sync::Arc::new(issuer);
     let xkey = std::sync::Arc::new(xkey);
     let mut sub = client.queue_subscribe(subjects::AUTH_CALLOUT, "bare".into()).await.unwrap();
     while let Some(msg) = sub.next().await {
-        let (client, issuer, xkey) = (client.clone(), issuer.clone(), xkey.clone());
+        let (client, issuer, xkey, latency) = (client.clone(), issuer.clone(), xkey.clone(), latency.clone());
         tokio::spawn(async move {
+            let started = std::time::Instant::now();
             let Some(reply) = msg.reply.clone() else { return };
             let Some(server_key) = msg.headers.as_ref().and_then(|h| h.get(subjects::HDR_SERVER_XKEY)) else {
                 return;
             };
-            let server = nkeys::XKey::from_public_key(server_key.as_str()).unwrap();
-            let token = xkey.open(&msg.payload, &server).unwrap();
+            let token = xkey.open(server_key.as_str(), &msg.payload).unwrap();
             let (req, _): (RequestClaims, String) =
                 jwt::decode_verified(std::str::from_utf8(&token).unwrap(), 13 << 3).unwrap();
             let name = req.nats.connect_opts.nkey.clone().unwrap_or_default();
@@ -43,7 +53,8 @@ pub async fn serve(client: async_nats::Client, issuer: nkeys::KeyPair, xkey: nke
                 },
             };
             let signed = jwt::encode_signed(&resp, &issuer).unwrap();
-            let sealed = xkey.seal(signed.as_bytes(), &server).unwrap();
+            let sealed = xkey.seal(server_key.as_str(), signed.as_bytes()).unwrap();
+            latency.record(started.elapsed());
             let _ = client.publish(reply, sealed.into()).await;
         });
     }

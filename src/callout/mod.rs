@@ -7,6 +7,7 @@
 
 pub mod claims;
 pub mod jwt;
+pub mod sealing;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,7 +33,7 @@ pub struct Callout {
     /// Signs user and response JWTs; its public key is `auth_callout.issuer`.
     pub issuer: nkeys::KeyPair,
     /// Opens sealed requests and seals responses; `None` = encryption off.
-    pub xkey: Option<nkeys::XKey>,
+    pub xkey: Option<sealing::Sealer>,
     /// Where standings come from.
     pub store: Store,
     /// Lifetime of issued user JWTs (backstop for revocation).
@@ -74,11 +75,7 @@ impl Callout {
         let server_xkey =
             headers.and_then(|h| h.get(subjects::HDR_SERVER_XKEY)).map(|v| v.as_str().to_string());
         let jwt_bytes = match (&self.xkey, &server_xkey) {
-            (Some(ours), Some(theirs)) => {
-                let sender = nkeys::XKey::from_public_key(theirs)
-                    .map_err(|_| Abort("bad Nats-Server-Xkey header".into()))?;
-                ours.open(payload, &sender).map_err(|_| Abort("cannot open sealed request".into()))?
-            }
+            (Some(ours), Some(theirs)) => ours.open(theirs, payload).map_err(|e| Abort(e.to_string()))?,
             (None, None) => payload.to_vec(),
             (Some(_), None) => return Err(Abort("unsealed request but xkey is configured".into())),
             (None, Some(_)) => return Err(Abort("sealed request but no xkey is configured".into())),
@@ -121,11 +118,7 @@ impl Callout {
             jwt::encode_signed(&resp, &self.issuer).map_err(|e| Abort(format!("sign response: {e}")))?;
         match (&self.xkey, server_xkey) {
             (Some(ours), Some(theirs)) => {
-                let recipient = nkeys::XKey::from_public_key(&theirs)
-                    .map_err(|_| Abort("bad Nats-Server-Xkey header".into()))?;
-                ours.seal(signed.as_bytes(), &recipient)
-                    .map(Bytes::from)
-                    .map_err(|_| Abort("cannot seal response".into()))
+                ours.seal(&theirs, signed.as_bytes()).map(Bytes::from).map_err(|e| Abort(e.to_string()))
             }
             _ => Ok(Bytes::from(signed)),
         }
@@ -174,8 +167,10 @@ impl Callout {
         }
         let sign_pub = hex::encode(key.as_bytes());
         // Repeated denials (a revoked client retries every few seconds,
-        // forever) cost no store round trip. Only denials come from the
-        // index; every allow is a leader read.
+        // forever) cost no store round trip: a denial may come from the
+        // index as it stands. An allow needs both indexes proven current
+        // with their stream leaders (and their quorums) after this request
+        // arrived; concurrent callouts share those leader probes.
         if self.store.known_revoked(&sign_pub) {
             return Verdict::Deny(format!("user {sign_pub} is revoked"));
         }
@@ -185,8 +180,8 @@ impl Callout {
             warn!(error = %e, "callout: store unavailable, denying");
             Verdict::Deny("authorization store unavailable".into())
         };
-        // The rooms sync also proves that the store still has a quorum (see
-        // `Index::sync`), so it gates guests too.
+        // Both syncs also prove that the store still has a quorum (see
+        // `Index::sync`), so they gate guests too.
         match (standing, rooms) {
             (Ok(Standing::Revoked), _) => Verdict::Deny(format!("user {sign_pub} is revoked")),
             (Ok(Standing::Unknown), Ok(_)) => Verdict::Allow { sign_pub, role: None, rooms: Vec::new() },
