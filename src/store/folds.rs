@@ -25,6 +25,8 @@ pub struct UserEntry {
 pub struct Users {
     /// Sorted by key, for pagination.
     pub entries: BTreeMap<String, UserEntry>,
+    /// Keys whose current value does not decode: the callout denies them.
+    pub unreadable: BTreeSet<String>,
 }
 
 #[derive(Deserialize)]
@@ -35,9 +37,14 @@ struct SlimUser {
 
 impl Fold for Users {
     fn apply(&mut self, key: &str, value: Option<&[u8]>, revision: u64) {
-        match value.and_then(|v| serde_json::from_slice::<SlimUser>(v).ok()) {
-            Some(u) => {
+        self.unreadable.remove(key);
+        match value.map(serde_json::from_slice::<SlimUser>) {
+            Some(Ok(u)) => {
                 self.entries.insert(key.to_string(), UserEntry { role: u.role, status: u.status, revision });
+            }
+            Some(Err(_)) => {
+                self.entries.remove(key);
+                self.unreadable.insert(key.to_string());
             }
             None => {
                 self.entries.remove(key);

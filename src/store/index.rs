@@ -1,20 +1,25 @@
 //! In-memory indexes of the buckets, fed by a KV watch (last value per key,
-//! then every change). They serve listings with pagination, the room
-//! membership of a user, and cheap repeated denials of revoked keys. They
-//! never *allow* anything on their own: allow decisions read the leader.
+//! then every change). They serve listings with pagination, the standing and
+//! room membership of a key for the callout, and cheap repeated denials of
+//! revoked keys. An index *allows* nothing unless it was just proven current
+//! with the stream leader ([`Index::sync`]).
 //!
 //! [`Index::sync`] makes an index current: it asks the stream leader for its
 //! last sequence and waits until the watch has applied it, so a caller sees
 //! every write acknowledged before the call (read-your-writes across
-//! instances). A watch that fails is rebuilt from scratch; until it is, the
-//! index is not ready and `sync` fails (callers fail closed).
+//! instances). Concurrent callers share one leader request, but only one
+//! that was sent after they called: a caller never rides on an answer that
+//! may predate its own arrival. A watch that fails is rebuilt from scratch;
+//! until it is, the index is not ready and `sync` fails (callers fail
+//! closed).
 
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use async_nats::jetstream::kv;
 use futures::StreamExt as _;
-use tokio::sync::watch;
+use tokio::sync::{Notify, oneshot, watch};
 use tracing::{debug, warn};
 
 use super::KvError;
@@ -28,12 +33,33 @@ pub trait Fold: Default + Send + Sync + 'static {
 /// A replica not heard from for this long no longer counts toward quorum.
 const PEER_SILENCE: Duration = Duration::from_secs(3);
 
+/// Callers waiting for the next leader probe.
+type Waiters = Vec<oneshot::Sender<Result<u64, String>>>;
+
+/// The folded state with the position it reflects, changed together under
+/// one lock so that a reader never sees a fold that does not match them.
+struct State<S> {
+    fold: S,
+    /// Changes on every rebuild (a rebuild starts from an empty fold).
+    generation: u64,
+    /// Highest revision applied in this generation.
+    applied: u64,
+}
+
 struct Shared<S> {
-    state: RwLock<S>,
-    /// (generation, applied revision); generation changes on every rebuild.
-    applied: watch::Sender<(u64, u64)>,
-    /// Asks the watch task to start over (the stream was recreated).
-    rebuild: tokio::sync::Notify,
+    state: RwLock<State<S>>,
+    /// Callers that want a probe sent after they asked.
+    waiting: Mutex<Waiters>,
+    /// Wakes the prober.
+    probe: Notify,
+    /// Signals every change of the state's position, for waiters.
+    moved: watch::Sender<()>,
+    /// Asks the watch task to start over.
+    rebuild: Notify,
+    /// The generation a reader needs: raised when the prober sees that the
+    /// stream was recreated, since a watch on the old stream (or one that
+    /// resumed on the new stream by sequence) cannot be trusted.
+    min_generation: AtomicU64,
 }
 
 /// A watched, folded view of one bucket.
@@ -41,35 +67,35 @@ pub struct Index<S: Fold> {
     shared: Arc<Shared<S>>,
     kv: kv::Store,
     task: tokio::task::JoinHandle<()>,
+    prober: tokio::task::JoinHandle<()>,
 }
 
 impl<S: Fold> Drop for Index<S> {
     fn drop(&mut self) {
         self.task.abort();
+        self.prober.abort();
     }
 }
 
 impl<S: Fold> Index<S> {
     /// Starts following `kv`.
     pub fn follow(kv: kv::Store) -> Index<S> {
-        let (applied, _) = watch::channel((0, 0));
         let shared = Arc::new(Shared {
-            state: RwLock::new(S::default()),
-            applied,
-            rebuild: tokio::sync::Notify::new(),
+            state: RwLock::new(State { fold: S::default(), generation: 0, applied: 0 }),
+            waiting: Mutex::default(),
+            probe: Notify::new(),
+            moved: watch::channel(()).0,
+            rebuild: Notify::new(),
+            min_generation: AtomicU64::new(0),
         });
         let task = tokio::spawn(run(kv.clone(), shared.clone()));
-        Index { shared, kv, task }
+        let prober = tokio::spawn(probe(kv.clone(), shared.clone()));
+        Index { shared, kv, task, prober }
     }
 
-    /// Reads the state (no I/O).
+    /// Reads the state as it stands (no I/O, no freshness promise).
     pub fn read<R>(&self, f: impl FnOnce(&S) -> R) -> R {
-        f(&self.shared.state.read().unwrap_or_else(|p| p.into_inner()))
-    }
-
-    /// The revision applied so far (0 before the first load).
-    pub fn applied(&self) -> u64 {
-        self.shared.applied.borrow().1
+        f(&self.shared.state.read().unwrap_or_else(|p| p.into_inner()).fold)
     }
 
     /// Waits (bounded) until the index has applied `revision`.
@@ -77,14 +103,33 @@ impl<S: Fold> Index<S> {
     /// # Errors
     /// [`KvError::Unavailable`] when it does not get there in time.
     pub async fn wait_for(&self, revision: u64, limit: Duration) -> Result<(), KvError> {
-        self.wait_until(limit, |_, rev| rev >= revision).await
+        self.read_at(revision, limit, |_| ()).await
     }
 
-    async fn wait_until(&self, limit: Duration, done: impl Fn(u64, u64) -> bool) -> Result<(), KvError> {
-        let mut rx = self.shared.applied.subscribe();
-        match tokio::time::timeout(limit, rx.wait_for(|(g, r)| done(*g, *r))).await {
-            Ok(Ok(_)) => Ok(()),
-            _ => Err(KvError::Unavailable(format!("index of {} is not current", self.kv.name))),
+    /// Reads the state once it reflects at least `revision` of the current
+    /// stream, checked under the same lock as the read.
+    async fn read_at<R>(
+        &self,
+        revision: u64,
+        limit: Duration,
+        f: impl FnOnce(&S) -> R,
+    ) -> Result<R, KvError> {
+        let deadline = tokio::time::Instant::now() + limit;
+        let mut moved = self.shared.moved.subscribe();
+        let mut f = Some(f);
+        loop {
+            {
+                let state = self.shared.state.read().unwrap_or_else(|p| p.into_inner());
+                let wanted = self.shared.min_generation.load(Ordering::Acquire);
+                if state.generation >= wanted && state.applied >= revision {
+                    if let Some(f) = f.take() {
+                        return Ok(f(&state.fold));
+                    }
+                }
+            }
+            if !matches!(tokio::time::timeout_at(deadline, moved.changed()).await, Ok(Ok(()))) {
+                return Err(KvError::Unavailable(format!("index of {} is not current", self.kv.name)));
+            }
         }
     }
 
@@ -94,51 +139,95 @@ impl<S: Fold> Index<S> {
     /// [`KvError::Unavailable`] when the leader cannot be asked or the
     /// watch does not catch up within `limit`.
     pub async fn sync(&self, limit: Duration) -> Result<(), KvError> {
-        let last = self.last_sequence().await?;
-        let (generation, applied) = *self.shared.applied.borrow();
-        if applied > last {
-            // The stream was recreated under us: rebuild before answering.
-            self.shared.rebuild.notify_one();
-            return self.wait_until(limit, |g, r| g > generation && r >= last).await;
-        }
-        let reached = self.wait_for(last, limit).await;
-        if reached.is_err() {
+        self.sync_read(limit, |_| ()).await
+    }
+
+    /// [`Index::sync`], then reads the state that was proven current (a
+    /// rebuild in between cannot slip an emptier state under the reader).
+    ///
+    /// # Errors
+    /// As [`Index::sync`].
+    pub async fn sync_read<R>(&self, limit: Duration, f: impl FnOnce(&S) -> R) -> Result<R, KvError> {
+        let last = self.leader_last_sequence().await?;
+        let read = self.read_at(last, limit, f).await;
+        if read.is_err() {
             // The watch is stuck (for example its consumer was on a server
             // that died): start a fresh one so that the next call can succeed.
             self.shared.rebuild.notify_one();
         }
-        reached
+        read
     }
 
-    /// The stream's last sequence, from its leader, provided the leader
-    /// still sees a majority of its replicas as current: a leader that has
-    /// lost its quorum keeps answering for a while, and nothing it says can
-    /// be trusted to be the latest.
-    async fn last_sequence(&self) -> Result<u64, KvError> {
-        let mut stream = self.kv.stream.clone();
-        let info = stream
-            .info()
-            .await
-            .map_err(|e| KvError::Unavailable(format!("stream info of {}: {e}", self.kv.name)))?;
-        if let Some(cluster) = &info.cluster {
-            if !cluster.replicas.is_empty() {
-                // Raft heartbeats come every second: a peer not heard from
-                // for a few seconds is gone, whatever `current` still says.
-                let alive = |p: &&async_nats::jetstream::stream::PeerInfo| {
-                    p.current && !p.offline && p.active <= PEER_SILENCE
-                };
-                let current = 1 + cluster.replicas.iter().filter(alive).count();
-                let total = cluster.replicas.len() + 1;
-                if cluster.leader.is_none() || current * 2 <= total {
-                    return Err(KvError::Unavailable(format!(
-                        "{}: leader sees {current} of {total} replicas current (no quorum)",
-                        self.kv.name
-                    )));
+    /// The stream's last sequence from a leader probe sent after this call.
+    async fn leader_last_sequence(&self) -> Result<u64, KvError> {
+        let (tx, rx) = oneshot::channel();
+        self.shared.waiting.lock().unwrap_or_else(|p| p.into_inner()).push(tx);
+        self.shared.probe.notify_one();
+        match rx.await {
+            Ok(answer) => answer.map_err(KvError::Unavailable),
+            Err(_) => Err(KvError::Unavailable(format!("prober of {} stopped", self.kv.name))),
+        }
+    }
+}
+
+/// Sends leader probes: each round takes every caller waiting at that
+/// moment, sends one request, and gives all of them its answer. Callers
+/// that arrive while a probe is out wait for the next round.
+/// A probe that sees a new stream creation time raises the generation
+/// readers need, so that they wait for a rebuilt watch.
+async fn probe<S: Fold>(kv: kv::Store, shared: Arc<Shared<S>>) {
+    let mut created = None;
+    loop {
+        shared.probe.notified().await;
+        let batch = std::mem::take(&mut *shared.waiting.lock().unwrap_or_else(|p| p.into_inner()));
+        if batch.is_empty() {
+            continue;
+        }
+        let answer = match last_sequence(&kv).await {
+            Ok((last, born)) => {
+                if created.is_some_and(|c| c != born) {
+                    warn!(bucket = %kv.name, "stream was recreated; rebuilding the index");
+                    let current = shared.state.read().unwrap_or_else(|p| p.into_inner()).generation;
+                    shared.min_generation.fetch_max(current + 1, Ordering::AcqRel);
+                    shared.rebuild.notify_one();
                 }
+                created = Some(born);
+                Ok(last)
+            }
+            Err(e) => Err(e.to_string()),
+        };
+        for tx in batch {
+            let _ = tx.send(answer.clone());
+        }
+    }
+}
+
+/// The stream's last sequence, from its leader, provided the leader still
+/// sees a majority of its replicas as current: a leader that has lost its
+/// quorum keeps answering for a while, and nothing it says can be trusted
+/// to be the latest.
+async fn last_sequence(kv: &kv::Store) -> Result<(u64, time::OffsetDateTime), KvError> {
+    let mut stream = kv.stream.clone();
+    let info =
+        stream.info().await.map_err(|e| KvError::Unavailable(format!("stream info of {}: {e}", kv.name)))?;
+    if let Some(cluster) = &info.cluster {
+        if !cluster.replicas.is_empty() {
+            // Raft heartbeats come every second: a peer not heard from
+            // for a few seconds is gone, whatever `current` still says.
+            let alive = |p: &&async_nats::jetstream::stream::PeerInfo| {
+                p.current && !p.offline && p.active <= PEER_SILENCE
+            };
+            let current = 1 + cluster.replicas.iter().filter(alive).count();
+            let total = cluster.replicas.len() + 1;
+            if cluster.leader.is_none() || current * 2 <= total {
+                return Err(KvError::Unavailable(format!(
+                    "{}: leader sees {current} of {total} replicas current (no quorum)",
+                    kv.name
+                )));
             }
         }
-        Ok(info.state.last_sequence)
     }
+    Ok((info.state.last_sequence, info.created))
 }
 
 async fn run<S: Fold>(kv: kv::Store, shared: Arc<Shared<S>>) {
@@ -162,8 +251,9 @@ async fn run<S: Fold>(kv: kv::Store, shared: Arc<Shared<S>>) {
 async fn follow_once<S: Fold>(kv: &kv::Store, shared: &Shared<S>, generation: u64) -> Result<(), String> {
     let mut entries = kv.watch_with_history(">").await.map_err(|e| e.to_string())?;
     // A new generation starts from an empty state.
-    *shared.state.write().unwrap_or_else(|p| p.into_inner()) = S::default();
-    shared.applied.send_replace((generation, 0));
+    *shared.state.write().unwrap_or_else(|p| p.into_inner()) =
+        State { fold: S::default(), generation, applied: 0 };
+    shared.moved.send_replace(());
     loop {
         let entry = tokio::select! {
             next = entries.next() => match next {
@@ -178,8 +268,9 @@ async fn follow_once<S: Fold>(kv: &kv::Store, shared: &Shared<S>, generation: u6
         };
         {
             let mut state = shared.state.write().unwrap_or_else(|p| p.into_inner());
-            state.apply(&entry.key, value, entry.revision);
+            state.fold.apply(&entry.key, value, entry.revision);
+            state.applied = state.applied.max(entry.revision);
         }
-        shared.applied.send_modify(|(_, rev)| *rev = (*rev).max(entry.revision));
+        shared.moved.send_replace(());
     }
 }

@@ -58,8 +58,7 @@ impl Store {
     /// # Errors
     /// `unavailable` when the index cannot be made current.
     pub async fn rooms_of_member(&self, sign_pub: &str) -> Result<Vec<String>, Error> {
-        self.rooms_ix.sync(self.sync_limit()).await?;
-        Ok(self.rooms_ix.read(|ix| ix.member_of(sign_pub)))
+        Ok(self.rooms_ix.sync_read(self.sync_limit(), |ix| ix.member_of(sign_pub)).await?)
     }
 
     /// One page of the rooms `member` is in, in id order after `after`.

@@ -29,17 +29,27 @@ impl Store {
         Ok(self.users.get(sign_pub).await?)
     }
 
-    /// Is this key authorized, and as what? A leader read; fails closed: an
-    /// error here must deny.
+    /// Is this key authorized, and as what? Answered from the users index
+    /// right after [`Index::sync`](super::index::Index::sync) proved it
+    /// current with the stream leader (and the leader's quorum), so it is as
+    /// fresh as a leader read; concurrent callouts share one leader probe.
+    /// Fails closed: an error here must deny.
     ///
     /// # Errors
-    /// `unavailable` when the store cannot answer.
+    /// `unavailable` when the store cannot answer; `internal` when the
+    /// key's record does not decode.
     pub async fn standing(&self, sign_pub: &str) -> Result<Standing, Error> {
-        Ok(match self.get_user(sign_pub).await? {
-            None => Standing::Unknown,
-            Some((u, _)) if u.status == UserStatus::Active => Standing::Active(u.role),
-            Some(_) => Standing::Revoked,
-        })
+        self.users_ix
+            .sync_read(self.sync_limit(), |ix| match ix.entries.get(sign_pub) {
+                _ if ix.unreadable.contains(sign_pub) => Err(Error::Internal(format!(
+                    "corrupt record {sign_pub} in {}",
+                    crate::subjects::BUCKET_USERS
+                ))),
+                None => Ok(Standing::Unknown),
+                Some(e) if e.status == UserStatus::Active => Ok(Standing::Active(e.role)),
+                Some(_) => Ok(Standing::Revoked),
+            })
+            .await?
     }
 
     /// Succeeds only while the users stream's leader sees a quorum of its

@@ -102,3 +102,25 @@ async fn server_restart_is_survived_without_restarting_unibusd() {
     }
     assert!(ok, "unibusd did not recover after the server came back");
 }
+
+/// A user record that does not decode (written by another tool) denies its
+/// key: it is neither let in as a guest nor as a user, and it does not
+/// disturb anyone else. Rewriting the record readmits the key at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupt_user_record_denies_only_that_key() {
+    let stack = Stack::start(true).await;
+    let (_root, admin) = stack.admin().await;
+    let (bob, bob_conn) = stack.user(&admin, Role::Member, "bob").await;
+    drop(bob_conn);
+    let (record, _) = stack.store().get_user(&bob.sign_pub_hex()).await.unwrap().unwrap();
+    let kv = stack.jetstream().await.get_key_value(subjects::BUCKET_USERS).await.unwrap();
+    kv.put(bob.sign_pub_hex(), "{\"role\":".into()).await.unwrap();
+
+    assert!(matches!(stack.connect(&bob).await, Err(ClientError::NotAuthorized)));
+    // Others are unaffected: the admin's requests and a guest's connect work.
+    assert_eq!(admin.whoami().await.unwrap().sign_pub, admin.sign_pub());
+    assert!(stack.connect(&Identity::generate()).await.is_ok());
+
+    kv.put(bob.sign_pub_hex(), serde_json::to_vec(&record).unwrap().into()).await.unwrap();
+    assert_eq!(stack.connect(&bob).await.unwrap().whoami().await.unwrap().name, "bob");
+}

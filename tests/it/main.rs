@@ -8,6 +8,7 @@ mod cli;
 mod cluster;
 mod failure;
 mod faults;
+mod freshness;
 mod invites;
 mod malformed;
 mod messaging;

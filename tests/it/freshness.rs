@@ -1,0 +1,43 @@
+//! Read-your-writes of the callout's store view across instances: the
+//! standing of a key and its rooms come from watched indexes, and
+//! concurrent callouts share leader probes, yet a write acknowledged to one
+//! instance is seen by every later decision on another instance.
+
+use unibus::model::{Role, User, UserStatus};
+use unibus::store::Standing;
+
+use crate::harness::Stack;
+
+fn record(sign_pub: &str) -> User {
+    User::new_active(sign_pub, &"ab".repeat(32), "x", Role::Member, "test", "test")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_on_one_instance_are_seen_by_the_next_decision_on_another() {
+    let stack = Stack::start(false).await;
+    let writer = stack.open_store().await;
+    let reader = stack.store().clone();
+    // Many writers and readers at once, so that the readers' leader probes
+    // are shared and in flight while writes are acknowledged: each reader
+    // asks only after its write was acknowledged and must see it.
+    let tasks: Vec<_> = (0..64u8)
+        .map(|i| {
+            let (writer, reader) = (writer.clone(), reader.clone());
+            tokio::spawn(async move {
+                for round in 0..10u8 {
+                    let key = format!("{i:02x}{round:02x}{}", "7".repeat(60));
+                    assert_eq!(reader.standing(&key).await.unwrap(), Standing::Unknown);
+                    writer.add_user(&record(&key)).await.unwrap();
+                    assert_eq!(reader.standing(&key).await.unwrap(), Standing::Active(Role::Member), "{key}");
+                    let room = writer.create_room("r", &key).await.unwrap();
+                    assert_eq!(reader.rooms_of_member(&key).await.unwrap(), vec![room.id], "{key}");
+                    writer.set_user_status(&key, UserStatus::Revoked, "test").await.unwrap();
+                    assert_eq!(reader.standing(&key).await.unwrap(), Standing::Revoked, "{key}");
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+}
