@@ -52,6 +52,9 @@ pub struct Caller {
 pub struct Outcome {
     body: Bytes,
     kick: Vec<Target>,
+    /// The requesting connection (server name, client id), to be found and
+    /// closed after the reply, off the request's critical path.
+    kick_origin: Option<(String, u64)>,
 }
 
 impl Outcome {
@@ -69,7 +72,19 @@ impl Outcome {
     /// `internal` if the reply does not serialize.
     pub fn reply_then_kick<T: Serialize>(reply: &T, kick: Vec<Target>) -> Result<Outcome, Error> {
         let body = serde_json::to_vec(reply).map_err(|e| Error::Internal(e.to_string()))?;
-        Ok(Outcome { body: body.into(), kick })
+        Ok(Outcome { body: body.into(), kick, kick_origin: None })
+    }
+
+    /// A reply, then close the requesting connection (`origin` from its
+    /// `Nats-Request-Info`; nothing to close when unknown).
+    ///
+    /// # Errors
+    /// `internal` if the reply does not serialize.
+    pub fn reply_then_kick_origin<T: Serialize>(
+        reply: &T,
+        origin: Option<(String, u64)>,
+    ) -> Result<Outcome, Error> {
+        Ok(Outcome { kick_origin: origin, ..Self::reply_then_kick(reply, Vec::new())? })
     }
 }
 
@@ -151,11 +166,11 @@ async fn answer(ctx: &Ctx, micro: &Micro, client: &async_nats::Client, msg: asyn
     let subject = msg.subject.to_string();
     let Some(reply_to) = msg.reply.clone() else { return };
     let result = handlers::dispatch(ctx, &subject, msg.headers.as_ref(), &msg.payload).await;
-    let (sent, kick) = match result {
+    let (sent, mut kick, origin) = match result {
         Ok(outcome) => {
             debug!(%subject, "request ok");
             micro.record(&subject, started.elapsed(), None);
-            (client.publish(reply_to, outcome.body).await, outcome.kick)
+            (client.publish(reply_to, outcome.body).await, outcome.kick, outcome.kick_origin)
         }
         Err(err) => {
             match &err {
@@ -169,16 +184,24 @@ async fn answer(ctx: &Ctx, micro: &Micro, client: &async_nats::Client, msg: asyn
                 Some(format!("{} {}", err.code(), err.public_message())),
             );
             let (headers, body) = reply_error(&err);
-            (client.publish_with_headers(reply_to, headers, body).await, Vec::new())
+            (client.publish_with_headers(reply_to, headers, body).await, Vec::new(), None)
         }
     };
     if let Err(e) = sent {
         warn!(%subject, error = %e, "cannot send reply");
     }
-    if !kick.is_empty() {
+    if !kick.is_empty() || origin.is_some() {
         // Deliver the reply before closing its requester's connection.
         let _ = client.flush().await;
         tokio::time::sleep(kick::REPLY_GRACE).await;
+        if let Some((server, cid)) = origin {
+            // Best effort: the request has succeeded either way.
+            match ctx.kicker.request_origin(&server, cid).await {
+                Ok(Some(target)) => kick.push(target),
+                Ok(None) => warn!(%subject, %server, "requesting server not found; connection not closed"),
+                Err(e) => warn!(%subject, error = %e, "cannot resolve the requesting connection"),
+            }
+        }
         let closed = ctx.kicker.kick(&kick).await;
         info!(%subject, targeted = kick.len(), closed, "connections closed");
     }

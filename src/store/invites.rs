@@ -154,8 +154,8 @@ impl Store {
     /// `invite_not_found`, `invite_used`, `invite_cancelled`,
     /// `invite_expired`, `user_exists`, `unavailable`.
     pub async fn redeem_invite(&self, token: &InviteToken, new: &NewUser) -> Result<User, Error> {
-        let invite = self.claim_invite(token, &new.sign_pub).await?;
-        self.finish_redemption(&invite, new).await
+        let (invite, revision) = self.claim(token, &new.sign_pub).await?;
+        self.finish_redemption(&invite, revision, new).await
     }
 
     /// Steps 1-3: finds the invite and marks it used by `sign_pub` with a
@@ -166,13 +166,18 @@ impl Store {
     /// `invite_not_found`, `invite_used`, `invite_cancelled`,
     /// `invite_expired`, `unavailable`.
     pub async fn claim_invite(&self, token: &InviteToken, sign_pub: &str) -> Result<Invite, Error> {
+        Ok(self.claim(token, sign_pub).await?.0)
+    }
+
+    /// [`Store::claim_invite`], with the invite's revision after the claim.
+    async fn claim(&self, token: &InviteToken, sign_pub: &str) -> Result<(Invite, u64), Error> {
         let id = token.id();
         for _ in 0..MAX_CAS_ATTEMPTS {
             let (mut inv, rev) = self.get_invite(&id).await?.ok_or(Error::InviteNotFound)?;
             let t = now();
             match inv.status {
                 InviteStatus::Used if inv.used_by.as_deref() == Some(sign_pub) && !inv.completed => {
-                    return Ok(inv);
+                    return Ok((inv, rev));
                 }
                 InviteStatus::Used => return Err(Error::InviteUsed),
                 InviteStatus::Cancelled => return Err(Error::InviteCancelled),
@@ -184,7 +189,7 @@ impl Store {
             inv.used_by = Some(sign_pub.to_string());
             inv.used_at = Some(fmt_time(t));
             match self.invites.update(&id, &inv, rev).await {
-                Ok(_) => return Ok(inv),
+                Ok(rev) => return Ok((inv, rev)),
                 // Someone else changed it first: read again and judge anew
                 // (usually it is now `used` by the winner).
                 Err(KvError::Conflict) => continue,
@@ -198,7 +203,7 @@ impl Store {
     /// key is already registered by this very invite (a retry after a crash
     /// between 4 and 5) the redemption completes; otherwise `user_exists`
     /// and the invite stays spent.
-    async fn finish_redemption(&self, invite: &Invite, new: &NewUser) -> Result<User, Error> {
+    async fn finish_redemption(&self, invite: &Invite, revision: u64, new: &NewUser) -> Result<User, Error> {
         let name = new.name.clone().unwrap_or_else(|| new.sign_pub[..8].to_string());
         let user =
             User::new_active(&new.sign_pub, &new.kex_pub, &name, invite.role, &invite.created_by, &invite.id);
@@ -210,12 +215,21 @@ impl Store {
             },
             Err(e) => return Err(e),
         };
-        self.complete_invite(&invite.id).await?;
+        self.complete_invite(invite, revision).await?;
         outcome
     }
 
-    /// Step 5: sets `completed` (CAS); a no-op when already set.
-    async fn complete_invite(&self, id: &str) -> Result<(), Error> {
+    /// Step 5: sets `completed` by a CAS on the revision the claim left,
+    /// without reading again; if the invite changed since, reads it and
+    /// retries (a no-op when already set).
+    async fn complete_invite(&self, claimed: &Invite, revision: u64) -> Result<(), Error> {
+        let id = claimed.id.as_str();
+        let done = Invite { completed: true, ..claimed.clone() };
+        match self.invites.update(id, &done, revision).await {
+            Ok(_) => return Ok(()),
+            Err(KvError::Conflict) => {}
+            Err(e) => return Err(e.into()),
+        }
         for _ in 0..MAX_CAS_ATTEMPTS {
             let (mut inv, rev) = self.get_invite(id).await?.ok_or(Error::InviteNotFound)?;
             if inv.completed {

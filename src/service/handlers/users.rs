@@ -22,13 +22,7 @@ pub async fn register(ctx: &Ctx, caller: &Caller, req: RegisterRequest) -> Resul
     let user = ctx.store.redeem_invite(&token, &new).await?;
     // Close the (guest) connection that asked, so that it comes back as a
     // user; best effort: the user is registered either way.
-    let kick = match &caller.origin {
-        Some((server, cid)) => {
-            ctx.kicker.request_origin(server, *cid).await.ok().flatten().into_iter().collect()
-        }
-        None => Vec::new(),
-    };
-    Outcome::reply_then_kick(&UserReply { user }, kick)
+    Outcome::reply_then_kick_origin(&UserReply { user }, caller.origin.clone())
 }
 
 /// `unibus.whoami`: the caller's own record.
