@@ -90,37 +90,93 @@ async fn seed_users(store: &Store, n: usize) {
     assert!(results.iter().all(|r| r.is_ok()), "seeding failed");
 }
 
-/// `n` guests each redeeming its own invite, `parallel` at a time:
-/// (registrations per second, per-request latency).
-async fn registrations(url: &str, store: &Store, n: usize, parallel: usize) -> (f64, Lat) {
+/// `n` connected guests, each with its own fresh invite token.
+async fn guests(url: &str, store: &Store, n: usize) -> Vec<(Client, String)> {
     let mut jobs = Vec::with_capacity(n);
     for _ in 0..n {
         let (_, token) = store.create_invite(Role::Member, String::new(), "bench", 600).await.unwrap();
-        let id = Identity::generate();
-        jobs.push((Client::connect(url, &id).await.unwrap(), token.to_hex()));
+        jobs.push((Client::connect(url, &Identity::generate()).await.unwrap(), token.to_hex()));
     }
-    let start = Instant::now();
-    let lat: Vec<Duration> = futures::stream::iter(jobs.iter().map(|(c, token)| async move {
-        let t = Instant::now();
-        c.register(token, None).await.expect("register");
-        t.elapsed()
-    }))
-    .buffer_unordered(parallel)
-    .collect()
-    .await;
-    (n as f64 / start.elapsed().as_secs_f64(), Lat(lat))
+    jobs
 }
 
+/// A staying client coming back as a member: (time after the reply, client).
+type Comeback = tokio::task::JoinHandle<(Duration, Client)>;
+
+/// What one registration run measured.
+struct Registrations {
+    /// Registrations per second; with `stay`, the clock stops when every
+    /// client is back as a member.
+    rate: f64,
+    /// Request latency (until the reply).
+    reply: Lat,
+    /// With `stay`: from the reply until the client is reconnected.
+    member: Lat,
+}
+
+/// `n` guests each redeeming its own invite, `parallel` requests at a time.
+/// Without `stay` a client leaves once answered, as `unibus register` does.
+/// With `stay` it stays connected: the service kicks it after the reply
+/// (`kick::REPLY_GRACE`) and it reconnects through the callout as a member.
+async fn registrations(url: &str, store: &Store, n: usize, parallel: usize, stay: bool) -> Registrations {
+    let jobs = guests(url, store, n).await;
+    let start = Instant::now();
+    let done: Vec<(Duration, Option<Comeback>)> =
+        futures::stream::iter(jobs.into_iter().map(|(c, token)| async move {
+            let mut events = c.events();
+            let t = Instant::now();
+            if let Err(e) = c.register(&token, None).await {
+                panic!("register of {} failed: {e}", c.sign_pub());
+            }
+            let replied = Instant::now();
+            let back = stay.then(|| {
+                tokio::spawn(async move {
+                    // Kicked, then back (the first `connected` seen may be
+                    // the late event of the guest's own first connect).
+                    let mut kicked = false;
+                    loop {
+                        match tokio::time::timeout(Duration::from_secs(10), events.recv()).await {
+                            Ok(Ok(e)) if e == "disconnected" => kicked = true,
+                            Ok(Ok(e)) if e == "connected" && kicked => break,
+                            Ok(_) => continue,
+                            Err(_) => panic!("{} did not come back as a member", c.sign_pub()),
+                        }
+                    }
+                    (replied.elapsed(), c)
+                })
+            });
+            (replied - t, back)
+        }))
+        .buffer_unordered(parallel)
+        .collect()
+        .await;
+    let mut reply = Vec::with_capacity(n);
+    let mut member = Vec::new();
+    for (d, back) in done {
+        reply.push(d);
+        if let Some(back) = back {
+            let (d, c) = back.await.unwrap();
+            member.push(d);
+            c.whoami().await.expect("reconnected as a member");
+        }
+    }
+    Registrations { rate: n as f64 / start.elapsed().as_secs_f64(), reply: Lat(reply), member: Lat(member) }
+}
+
+/// Distinct invite keys of the floor (more than it is asked for).
+const FLOOR_KEYS: usize = 1000;
+
 /// The register floor: the callout for auth, and on `unibus.register` an
-/// echo that does the same five KV operations (read, CAS, create, read,
-/// CAS) on a bucket made like unibus's, through the same APP -> AUTH import.
-async fn floor(url: &str, secrets: &Secrets, n: usize) -> Lat {
+/// echo that does the same four KV operations as a redemption (read the
+/// invite, CAS it used, create the user, CAS the invite completed) on a
+/// bucket made like unibus's, through the same APP -> AUTH import.
+async fn floor(url: &str, secrets: &Secrets) -> Vec<u8> {
     let svc =
         async_nats::ConnectOptions::with_nkey(secrets.service.seed().unwrap()).connect(url).await.unwrap();
     let store = Store::open(svc.clone(), &StoreConfig::default()).await.unwrap();
     let callout = Arc::new(unibus::callout::Callout {
         issuer: nkeys::KeyPair::from_seed(&secrets.issuer.seed().unwrap()).unwrap(),
-        xkey: Some(nkeys::XKey::from_seed(&secrets.xkey.seed().unwrap()).unwrap()),
+        xkey: Some(unibus::callout::sealing::Sealer::new(&secrets.xkey).unwrap()),
         store,
         user_jwt_ttl: Duration::from_secs(3600),
         latency: Default::default(),
@@ -132,19 +188,23 @@ async fn floor(url: &str, secrets: &Secrets, n: usize) -> Lat {
         .await
         .unwrap();
     let kv = js.get_key_value("BENCH_floor").await.unwrap();
+    // One "invite" per request, made before any is timed.
+    for i in 0..FLOOR_KEYS {
+        kv.create(format!("i{i}"), "{}".into()).await.unwrap();
+    }
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut sub = svc.queue_subscribe(subjects::REGISTER, "floor".into()).await.unwrap();
     let echo = svc.clone();
     tokio::spawn(async move {
         while let Some(msg) = sub.next().await {
             let (kv, echo) = (kv.clone(), echo.clone());
+            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             tokio::spawn(async move {
-                let k1 = format!("i{}", rand::random::<u64>());
+                let k1 = format!("i{}", i % FLOOR_KEYS);
                 let k2 = format!("u{}", rand::random::<u64>());
-                let r = kv.create(&k1, msg.payload.clone()).await.unwrap();
-                let _ = kv.entry(&k1).await.unwrap();
+                let r = kv.entry(&k1).await.unwrap().unwrap().revision;
                 let r = kv.update(&k1, msg.payload.clone(), r).await.unwrap();
                 kv.create(&k2, msg.payload.clone()).await.unwrap();
-                let _ = kv.entry(&k1).await.unwrap();
                 kv.update(&k1, msg.payload.clone(), r).await.unwrap();
                 if let Some(reply) = msg.reply {
                     let _ = echo.publish(reply, msg.payload).await;
@@ -158,13 +218,56 @@ async fn floor(url: &str, secrets: &Secrets, n: usize) -> Lat {
     for _ in 0..20 {
         client.call_raw(subjects::REGISTER, body.clone()).await.unwrap();
     }
-    let mut lat = Vec::with_capacity(n);
+    body
+}
+
+/// Sequential `unibus.register` latency and its floor, measured in
+/// alternating rounds so that both see the same machine: (register, floor).
+/// Like each registering client, each floor request comes from a fresh
+/// connection that leaves once answered.
+async fn register_vs_floor(url: &str, store: &Store, floor_url: &str, body: &[u8], n: usize) -> (Lat, Lat) {
+    let mut jobs = guests(url, store, n).await.into_iter();
+    let mut floor_clients = Vec::with_capacity(n);
     for _ in 0..n {
-        let t = Instant::now();
-        client.call_raw(subjects::REGISTER, body.clone()).await.unwrap();
-        lat.push(t.elapsed());
+        floor_clients.push(Client::connect(floor_url, &Identity::generate()).await.unwrap());
     }
-    Lat(lat)
+    let mut floor_clients = floor_clients.into_iter();
+    let (mut reg, mut fl) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    let round = 25;
+    let mut left = n;
+    while left > 0 {
+        left -= round.min(left);
+        for c in floor_clients.by_ref().take(round) {
+            let t = Instant::now();
+            c.call_raw(subjects::REGISTER, body.to_vec()).await.unwrap();
+            fl.push(t.elapsed());
+        }
+        for (c, token) in jobs.by_ref().take(round) {
+            let t = Instant::now();
+            c.register(&token, None).await.expect("register");
+            reg.push(t.elapsed());
+        }
+    }
+    (Lat(reg), Lat(fl))
+}
+
+/// One leader round trip as the callout makes it (`STREAM.INFO` of the
+/// users bucket from unibusd's connection), sequentially: p50/p99 in ms.
+async fn leader_round_trip(url: &str, secrets: &Secrets) -> serde_json::Value {
+    let svc =
+        async_nats::ConnectOptions::with_nkey(secrets.service.seed().unwrap()).connect(url).await.unwrap();
+    let js = async_nats::jetstream::new(svc);
+    let mut stream = js.get_stream(format!("KV_{}", subjects::BUCKET_USERS)).await.unwrap();
+    let mut lat = Vec::with_capacity(1000);
+    for i in 0..1100 {
+        let t = Instant::now();
+        stream.info().await.unwrap();
+        if i >= 100 {
+            lat.push(t.elapsed());
+        }
+    }
+    let mut lat = Lat(lat);
+    json!({"p50_ms": lat.pct(0.5), "p99_ms": lat.pct(0.99)})
 }
 
 fn rss_mib(pid: u32) -> f64 {
@@ -181,6 +284,10 @@ mod scale;
 
 #[tokio::main]
 async fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
     let args: Vec<String> = std::env::args().collect();
     let json_out = args.iter().any(|a| a == "--json");
     let n: usize =
@@ -219,15 +326,18 @@ async fn main() {
         .connect(&bare_server.url)
         .await
         .unwrap();
+    let bare_latency = Arc::new(unibus::metrics::Histogram::default());
     tokio::spawn(bare::serve(
         bare_client.clone(),
         nkeys::KeyPair::from_seed(&bare_secrets.issuer.seed().unwrap()).unwrap(),
-        nkeys::XKey::from_seed(&bare_secrets.xkey.seed().unwrap()).unwrap(),
+        unibus::callout::sealing::Sealer::new(&bare_secrets.xkey).unwrap(),
+        bare_latency.clone(),
     ));
     bare_client.flush().await.unwrap();
     let mut rows = Vec::new();
     for parallel in [1usize, 8] {
         let (base_rate, mut base) = connects(&static_server.url, seed, n, parallel).await;
+        bare_latency.reset();
         let (bare_rate, _) = connects(&bare_server.url, seed, n, parallel).await;
         running.callout.latency.reset();
         let (rate, mut lat) = connects(&server.url, seed, n, parallel).await;
@@ -240,23 +350,29 @@ async fn main() {
             "ratio": rate / base_rate,
             "bare_callout_per_s": bare_rate, "bare_ratio": bare_rate / base_rate,
             "decision_p50_ms": ms(h.quantile(0.5)), "decision_p99_ms": ms(h.quantile(0.99)),
+            "bare_decision_p50_ms": ms(bare_latency.quantile(0.5)),
         });
         rows.push(row);
     }
     static_server.stop().await;
     bare_server.stop().await;
     report.insert("connects".into(), json!(rows));
+    report.insert("leader_round_trip".into(), leader_round_trip(&server.url, &secrets).await);
 
-    // 2. Register vs floor, and throughput with 64 clients.
-    let (_, mut reg) = registrations(&server.url, &running.store, 300, 1).await;
-    let (reg_rate, _) = registrations(&server.url, &running.store, 1280, 64).await;
-    running.stop().await;
-    server.stop().await;
+    // 2. Register vs floor, and throughput with 64 clients: clients that
+    // leave once answered, then clients that stay and reconnect as members.
     let floor_dir = tempfile::tempdir().unwrap();
     let floor_secrets = Secrets::generate();
     let floor_server = unibus_server(floor_dir.path(), &floor_secrets).await;
-    let mut fl = floor(&floor_server.url, &floor_secrets, 300).await;
+    let body = floor(&floor_server.url, &floor_secrets).await;
+    let (mut reg, mut fl) =
+        register_vs_floor(&server.url, &running.store, &floor_server.url, &body, 300).await;
     floor_server.stop().await;
+    let reg_rate = registrations(&server.url, &running.store, 1280, 64, false).await.rate;
+    let mut reg_stay = registrations(&server.url, &running.store, 300, 1, true).await;
+    let reg_stay_par = registrations(&server.url, &running.store, 1280, 64, true).await;
+    running.stop().await;
+    server.stop().await;
     report.insert(
         "register".into(),
         json!({
@@ -264,6 +380,13 @@ async fn main() {
             "floor_p50_ms": fl.pct(0.5), "floor_p99_ms": fl.pct(0.99),
             "ratio_p50": reg.pct(0.5) / fl.pct(0.5),
             "registrations_per_s_64_clients": reg_rate,
+            "with_reconnect": {
+                "register_p50_ms": reg_stay.reply.pct(0.5), "register_p99_ms": reg_stay.reply.pct(0.99),
+                "ratio_p50": reg_stay.reply.pct(0.5) / fl.pct(0.5),
+                "member_after_reply_p50_ms": reg_stay.member.pct(0.5),
+                "member_after_reply_p99_ms": reg_stay.member.pct(0.99),
+                "registrations_per_s_64_clients": reg_stay_par.rate,
+            },
         }),
     );
 
@@ -320,16 +443,36 @@ fn print_report(report: &serde_json::Map<String, serde_json::Value>, json_out: b
             100.0 * f(&r["callout_per_s"]) / f(&r["bare_callout_per_s"]).max(1e-9)
         );
     }
-    println!("\nunibus.register vs floor (echo through the same import + the same 5 KV operations)");
+    let rt = &report["leader_round_trip"];
+    let c1 = &report["connects"][0];
     println!(
-        "register p50/p99 {:.2}/{:.2} ms   floor p50/p99 {:.2}/{:.2} ms   ratio p50 {:.2}x   {:.0} registrations/s with 64 clients",
-        f(&r["register_p50_ms"]),
-        f(&r["register_p99_ms"]),
-        f(&r["floor_p50_ms"]),
-        f(&r["floor_p99_ms"]),
-        f(&r["ratio_p50"]),
-        f(&r["registrations_per_s_64_clients"])
+        "decision bound (1 connector): the bare responder's own time p50 {:.3} ms + one leader round trip p50 {:.3} ms = {:.3} ms; unibus p50 {:.3} ms",
+        f(&c1["bare_decision_p50_ms"]),
+        f(&rt["p50_ms"]),
+        f(&c1["bare_decision_p50_ms"]) + f(&rt["p50_ms"]),
+        f(&c1["decision_p50_ms"])
     );
+    println!(
+        "\nunibus.register vs floor (echo through the same import + the same 4 KV operations), in alternating rounds"
+    );
+    println!("floor p50/p99 {:.2}/{:.2} ms", f(&r["floor_p50_ms"]), f(&r["floor_p99_ms"]));
+    let w = &r["with_reconnect"];
+    for (what, v) in [("client leaves when answered", r), ("client stays, reconnects as member", w)] {
+        println!(
+            "{what:<35} register p50/p99 {:.2}/{:.2} ms   ratio p50 {:.2}x   {:.0} registrations/s with 64 clients",
+            f(&v["register_p50_ms"]),
+            f(&v["register_p99_ms"]),
+            f(&v["ratio_p50"]),
+            f(&v["registrations_per_s_64_clients"])
+        );
+    }
+    println!(
+        "  staying clients are members again {:.0}/{:.0} ms (p50/p99) after the reply (kick grace {} ms);",
+        f(&w["member_after_reply_p50_ms"]),
+        f(&w["member_after_reply_p99_ms"]),
+        unibus::kick::REPLY_GRACE.as_millis()
+    );
+    println!("  their registrations/s stop the clock when the last one is back");
     let s = &report["scale"];
     println!("\nscale (callout decision in process; unibusd RSS as a separate process)");
     for k in ["100", "100000"] {
