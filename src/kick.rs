@@ -28,6 +28,8 @@ const GATHER_MAX: Duration = Duration::from_millis(500);
 const GATHER_QUIET: Duration = Duration::from_millis(30);
 /// How long the list of servers is trusted before it is asked again.
 const SERVERS_TTL: Duration = Duration::from_secs(10);
+/// Least time between two forced refreshes of the list of servers.
+const SERVERS_REFRESH_MIN: Duration = Duration::from_secs(1);
 /// Pause between a flushed reply and the KICK of its requester: the server
 /// was seen to drop replies that were immediately followed by a KICK of the
 /// requester. 20 ms sufficed on an idle box, but with 64 clients
@@ -119,14 +121,22 @@ impl Kicker {
     /// Server names to ids (and so the cluster size), cached for a while.
     async fn servers(&self, refresh: bool) -> Result<std::collections::HashMap<String, String>, Error> {
         let mut servers = self.servers.lock().await;
-        let fresh = servers.seen_at.is_some_and(|t| t.elapsed() < SERVERS_TTL);
-        if refresh || !fresh {
+        let age = servers.seen_at.map(|t| t.elapsed());
+        let fresh = age.is_some_and(|a| a < SERVERS_TTL);
+        // Forced refreshes are rate-limited: while the system account is
+        // unreachable (a server restart), every kick would otherwise wait
+        // out a whole gather, one after another.
+        let recent = age.is_some_and(|a| a < SERVERS_REFRESH_MIN);
+        if (refresh && !recent) || !fresh {
             let answers = self.gather(subjects::SYS_SERVER_PING, String::new(), None).await?;
-            servers.by_name = answers
+            let found: std::collections::HashMap<String, String> = answers
                 .iter()
                 .filter_map(|m| serde_json::from_slice::<PingReply>(&m.payload).ok())
                 .map(|p| (p.server.name, p.server.id))
                 .collect();
+            if !found.is_empty() {
+                servers.by_name = found;
+            }
             servers.seen_at = Some(tokio::time::Instant::now());
         }
         Ok(servers.by_name.clone())

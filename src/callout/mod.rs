@@ -27,6 +27,10 @@ use claims::{AuthResponse, REQUEST_AUDIENCE, RequestClaims, ResponseClaims, User
 const SERVER_PREFIX: u8 = 13 << 3;
 /// Clock skew tolerated on the request's `exp`.
 const EXP_SKEW_SECS: i64 = 2;
+/// Longest a decision waits for the store before denying: below the
+/// server's 2 s auth timeout, so a slow store yields a denial, not a
+/// hanging connect.
+const DECISION_BUDGET: Duration = Duration::from_millis(1500);
 
 /// Keys and policy of the responder.
 pub struct Callout {
@@ -174,8 +178,12 @@ impl Callout {
         if self.store.known_revoked(&sign_pub) {
             return Verdict::Deny(format!("user {sign_pub} is revoked"));
         }
-        let (standing, rooms) =
-            tokio::join!(self.store.standing(&sign_pub), self.store.rooms_of_member(&sign_pub));
+        let reads =
+            async { tokio::join!(self.store.standing(&sign_pub), self.store.rooms_of_member(&sign_pub)) };
+        let Ok((standing, rooms)) = tokio::time::timeout(DECISION_BUDGET, reads).await else {
+            warn!(budget_ms = DECISION_BUDGET.as_millis() as u64, "callout: store too slow, denying");
+            return Verdict::Deny("authorization store unavailable".into());
+        };
         let unavailable = |e: crate::Error| {
             warn!(error = %e, "callout: store unavailable, denying");
             Verdict::Deny("authorization store unavailable".into())

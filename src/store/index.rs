@@ -148,8 +148,12 @@ impl<S: Fold> Index<S> {
     /// # Errors
     /// As [`Index::sync`].
     pub async fn sync_read<R>(&self, limit: Duration, f: impl FnOnce(&S) -> R) -> Result<R, KvError> {
-        let last = self.leader_last_sequence().await?;
-        let read = self.read_at(last, limit, f).await;
+        // One deadline for both steps: a caller that gives up on its own
+        // (the callout's decision budget) would skip the rebuild below.
+        let deadline = tokio::time::Instant::now() + limit;
+        let last = self.leader_last_sequence(limit).await?;
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let read = self.read_at(last, left, f).await;
         if read.is_err() {
             // The watch is stuck (for example its consumer was on a server
             // that died): start a fresh one so that the next call can succeed.
@@ -158,14 +162,17 @@ impl<S: Fold> Index<S> {
         read
     }
 
-    /// The stream's last sequence from a leader probe sent after this call.
-    async fn leader_last_sequence(&self) -> Result<u64, KvError> {
+    /// The stream's last sequence from a leader probe sent after this call,
+    /// waiting at most `limit` (a probe still out when the call came in
+    /// does not count, so a stalled leader must not hold callers for two).
+    async fn leader_last_sequence(&self, limit: Duration) -> Result<u64, KvError> {
         let (tx, rx) = oneshot::channel();
         self.shared.waiting.lock().unwrap_or_else(|p| p.into_inner()).push(tx);
         self.shared.probe.notify_one();
-        match rx.await {
-            Ok(answer) => answer.map_err(KvError::Unavailable),
-            Err(_) => Err(KvError::Unavailable(format!("prober of {} stopped", self.kv.name))),
+        match tokio::time::timeout(limit, rx).await {
+            Ok(Ok(answer)) => answer.map_err(KvError::Unavailable),
+            Ok(Err(_)) => Err(KvError::Unavailable(format!("prober of {} stopped", self.kv.name))),
+            Err(_) => Err(KvError::Unavailable(format!("leader of {} did not answer in time", self.kv.name))),
         }
     }
 }
