@@ -1,13 +1,33 @@
-//! The callout request decoder: JWT parsing and strict signature check,
-//! claim decoding, nkey and nonce-signature handling, on arbitrary input.
+//! The callout request decoder: opening a sealed request (xkey box, with
+//! a cached per-server key), JWT parsing and strict signature check, claim
+//! decoding, nkey and nonce-signature handling, on arbitrary input.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use unibus::callout::claims::RequestClaims;
+use std::sync::OnceLock;
+
 use unibus::callout::jwt;
+use unibus::callout::sealing::Sealer;
 use unibus::keys;
 
+/// A fixed service xkey (seed) and a fixed server key, so that runs repeat.
+fn sealer() -> &'static (Sealer, String) {
+    static S: OnceLock<(Sealer, String)> = OnceLock::new();
+    S.get_or_init(|| {
+        let ours = nkeys::XKey::new_from_raw([7; 32]);
+        let server = nkeys::XKey::new_from_raw([9; 32]).public_key();
+        (Sealer::new(&ours).unwrap(), server)
+    })
+}
+
 fuzz_target!(|data: &[u8]| {
+    // Sealed request bytes from a known server, and as a header value.
+    let (s, server) = sealer();
+    let _ = s.open(server, data);
+    if let Ok(text) = std::str::from_utf8(data) {
+        let _ = s.open(text, b"xkv1 not a box");
+    }
     if let Ok(text) = std::str::from_utf8(data) {
         // Server-signed request JWT (prefix N) and any JWT (prefix A).
         let _ = jwt::decode_verified::<RequestClaims>(text, 13 << 3);
