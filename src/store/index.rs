@@ -44,6 +44,9 @@ struct State<S> {
     generation: u64,
     /// Highest revision applied in this generation.
     applied: u64,
+    /// When the watch last applied an entry (or started): a watch that is
+    /// behind but still moving is loading, not stuck.
+    progressed_at: tokio::time::Instant,
 }
 
 struct Shared<S> {
@@ -81,7 +84,12 @@ impl<S: Fold> Index<S> {
     /// Starts following `kv`.
     pub fn follow(kv: kv::Store) -> Index<S> {
         let shared = Arc::new(Shared {
-            state: RwLock::new(State { fold: S::default(), generation: 0, applied: 0 }),
+            state: RwLock::new(State {
+                fold: S::default(),
+                generation: 0,
+                applied: 0,
+                progressed_at: tokio::time::Instant::now(),
+            }),
             waiting: Mutex::default(),
             probe: Notify::new(),
             moved: watch::channel(()).0,
@@ -155,9 +163,15 @@ impl<S: Fold> Index<S> {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         let read = self.read_at(last, left, f).await;
         if read.is_err() {
-            // The watch is stuck (for example its consumer was on a server
-            // that died): start a fresh one so that the next call can succeed.
-            self.shared.rebuild.notify_one();
+            // A watch that applied nothing for the whole wait is stuck (for
+            // example its consumer was on a server that died): start a fresh
+            // one so that a later call can succeed. One that is still moving
+            // (loading a large bucket) is left alone: restarting it would
+            // only start the load over.
+            let idle = self.shared.state.read().unwrap_or_else(|p| p.into_inner()).progressed_at.elapsed();
+            if idle >= limit {
+                self.shared.rebuild.notify_one();
+            }
         }
         read
     }
@@ -259,7 +273,7 @@ async fn follow_once<S: Fold>(kv: &kv::Store, shared: &Shared<S>, generation: u6
     let mut entries = kv.watch_with_history(">").await.map_err(|e| e.to_string())?;
     // A new generation starts from an empty state.
     *shared.state.write().unwrap_or_else(|p| p.into_inner()) =
-        State { fold: S::default(), generation, applied: 0 };
+        State { fold: S::default(), generation, applied: 0, progressed_at: tokio::time::Instant::now() };
     shared.moved.send_replace(());
     loop {
         let entry = tokio::select! {
@@ -277,6 +291,7 @@ async fn follow_once<S: Fold>(kv: &kv::Store, shared: &Shared<S>, generation: u6
             let mut state = shared.state.write().unwrap_or_else(|p| p.into_inner());
             state.fold.apply(&entry.key, value, entry.revision);
             state.applied = state.applied.max(entry.revision);
+            state.progressed_at = tokio::time::Instant::now();
         }
         shared.moved.send_replace(());
     }
