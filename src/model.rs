@@ -146,6 +146,27 @@ pub struct Invite {
 }
 
 impl Invite {
+    /// A new pending invite record `id`, created now and expiring after
+    /// `ttl_secs`.
+    pub fn new_pending(id: String, role: Role, note: String, created_by: &str, ttl_secs: u64) -> Invite {
+        let created = now();
+        Invite {
+            v: SCHEMA_VERSION,
+            id,
+            role,
+            note,
+            created_by: created_by.to_string(),
+            created_at: fmt_time(created),
+            expires_at: fmt_time(created + time::Duration::seconds(ttl_secs as i64)),
+            status: InviteStatus::Pending,
+            used_by: None,
+            used_at: None,
+            completed: false,
+            cancelled_by: None,
+            cancelled_at: None,
+        }
+    }
+
     /// Pending but past its expiry (or with an unparseable expiry).
     pub fn is_expired(&self, now: OffsetDateTime) -> bool {
         self.status == InviteStatus::Pending && parse_time(&self.expires_at).is_none_or(|exp| now >= exp)
@@ -209,19 +230,8 @@ mod tests {
     #[test]
     fn unparseable_expiry_counts_as_expired() {
         let inv = Invite {
-            v: 1,
-            id: "x".into(),
-            role: Role::Member,
-            note: String::new(),
-            created_by: BOOTSTRAP.into(),
-            created_at: fmt_time(now()),
             expires_at: "not a time".into(),
-            status: InviteStatus::Pending,
-            used_by: None,
-            used_at: None,
-            completed: false,
-            cancelled_by: None,
-            cancelled_at: None,
+            ..Invite::new_pending("x".into(), Role::Member, String::new(), BOOTSTRAP, 600)
         };
         assert!(inv.is_expired(now()));
         assert_eq!(inv.view(now()).status, InviteStatus::Expired);

@@ -178,15 +178,15 @@ impl Callout {
         if self.store.known_revoked(&sign_pub) {
             return Verdict::Deny(format!("user {sign_pub} is revoked"));
         }
-        let reads =
-            async { tokio::join!(self.store.standing(&sign_pub), self.store.rooms_of_member(&sign_pub)) };
-        let Ok((standing, rooms)) = tokio::time::timeout(DECISION_BUDGET, reads).await else {
-            warn!(budget_ms = DECISION_BUDGET.as_millis() as u64, "callout: store too slow, denying");
-            return Verdict::Deny("authorization store unavailable".into());
-        };
         let unavailable = |e: crate::Error| {
             warn!(error = %e, "callout: store unavailable, denying");
             Verdict::Deny("authorization store unavailable".into())
+        };
+        let reads =
+            async { tokio::join!(self.store.standing(&sign_pub), self.store.rooms_of_member(&sign_pub)) };
+        let Ok((standing, rooms)) = tokio::time::timeout(DECISION_BUDGET, reads).await else {
+            let ms = DECISION_BUDGET.as_millis();
+            return unavailable(crate::Error::Unavailable(format!("no answer within the {ms} ms budget")));
         };
         // Both syncs also prove that the store still has a quorum (see
         // `Index::sync`), so they gate guests too.

@@ -49,6 +49,13 @@ struct State<S> {
     progressed_at: tokio::time::Instant,
 }
 
+impl<S: Fold> State<S> {
+    /// The empty start of a generation.
+    fn empty(generation: u64) -> State<S> {
+        State { fold: S::default(), generation, applied: 0, progressed_at: tokio::time::Instant::now() }
+    }
+}
+
 struct Shared<S> {
     state: RwLock<State<S>>,
     /// Callers that want a probe sent after they asked.
@@ -84,12 +91,7 @@ impl<S: Fold> Index<S> {
     /// Starts following `kv`.
     pub fn follow(kv: kv::Store) -> Index<S> {
         let shared = Arc::new(Shared {
-            state: RwLock::new(State {
-                fold: S::default(),
-                generation: 0,
-                applied: 0,
-                progressed_at: tokio::time::Instant::now(),
-            }),
+            state: RwLock::new(State::empty(0)),
             waiting: Mutex::default(),
             probe: Notify::new(),
             moved: watch::channel(()).0,
@@ -272,8 +274,7 @@ async fn run<S: Fold>(kv: kv::Store, shared: Arc<Shared<S>>) {
 async fn follow_once<S: Fold>(kv: &kv::Store, shared: &Shared<S>, generation: u64) -> Result<(), String> {
     let mut entries = kv.watch_with_history(">").await.map_err(|e| e.to_string())?;
     // A new generation starts from an empty state.
-    *shared.state.write().unwrap_or_else(|p| p.into_inner()) =
-        State { fold: S::default(), generation, applied: 0, progressed_at: tokio::time::Instant::now() };
+    *shared.state.write().unwrap_or_else(|p| p.into_inner()) = State::empty(generation);
     shared.moved.send_replace(());
     loop {
         let entry = tokio::select! {

@@ -3,12 +3,10 @@
 //! create the user with `create`, then mark the invite completed. A retry by
 //! the same key finishes a redemption interrupted between those steps.
 
-use time::Duration;
-
 use super::{KvError, MAX_CAS_ATTEMPTS, Store, all_pages, contention, get_many, take_page};
 use crate::error::Error;
 use crate::keys::InviteToken;
-use crate::model::{BOOTSTRAP, Invite, InviteStatus, Role, SCHEMA_VERSION, User, fmt_time, now};
+use crate::model::{BOOTSTRAP, Invite, InviteStatus, Role, User, fmt_time, now};
 
 /// The already-validated fields a redeemer supplies.
 #[derive(Debug, Clone)]
@@ -34,22 +32,7 @@ impl Store {
         ttl_secs: u64,
     ) -> Result<(Invite, InviteToken), Error> {
         let token = InviteToken::generate();
-        let created = now();
-        let invite = Invite {
-            v: SCHEMA_VERSION,
-            id: token.id(),
-            role,
-            note,
-            created_by: created_by.to_string(),
-            created_at: fmt_time(created),
-            expires_at: fmt_time(created + Duration::seconds(ttl_secs as i64)),
-            status: InviteStatus::Pending,
-            used_by: None,
-            used_at: None,
-            completed: false,
-            cancelled_by: None,
-            cancelled_at: None,
-        };
+        let invite = Invite::new_pending(token.id(), role, note, created_by, ttl_secs);
         match self.invites.create(&invite.id, &invite).await {
             Ok(_) => Ok((invite, token)),
             Err(KvError::Conflict) => Err(Error::Internal("invite id collision".into())),
@@ -224,14 +207,13 @@ impl Store {
     /// retries (a no-op when already set).
     async fn complete_invite(&self, claimed: &Invite, revision: u64) -> Result<(), Error> {
         let id = claimed.id.as_str();
-        let done = Invite { completed: true, ..claimed.clone() };
-        match self.invites.update(id, &done, revision).await {
-            Ok(_) => return Ok(()),
-            Err(KvError::Conflict) => {}
-            Err(e) => return Err(e.into()),
-        }
-        for _ in 0..MAX_CAS_ATTEMPTS {
-            let (mut inv, rev) = self.get_invite(id).await?.ok_or(Error::InviteNotFound)?;
+        let mut known = Some((claimed.clone(), revision));
+        // The first attempt uses the claim's record; each retry reads.
+        for _ in 0..=MAX_CAS_ATTEMPTS {
+            let (mut inv, rev) = match known.take() {
+                Some(k) => k,
+                None => self.get_invite(id).await?.ok_or(Error::InviteNotFound)?,
+            };
             if inv.completed {
                 return Ok(());
             }

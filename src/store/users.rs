@@ -40,14 +40,16 @@ impl Store {
     /// key's record does not decode.
     pub async fn standing(&self, sign_pub: &str) -> Result<Standing, Error> {
         self.users_ix
-            .sync_read(self.sync_limit(), |ix| match ix.entries.get(sign_pub) {
-                _ if ix.unreadable.contains(sign_pub) => Err(Error::Internal(format!(
-                    "corrupt record {sign_pub} in {}",
-                    crate::subjects::BUCKET_USERS
-                ))),
-                None => Ok(Standing::Unknown),
-                Some(e) if e.status == UserStatus::Active => Ok(Standing::Active(e.role)),
-                Some(_) => Ok(Standing::Revoked),
+            .sync_read(self.sync_limit(), |ix| {
+                if ix.unreadable.contains(sign_pub) {
+                    let bucket = crate::subjects::BUCKET_USERS;
+                    return Err(Error::Internal(format!("corrupt record {sign_pub} in {bucket}")));
+                }
+                Ok(match ix.entries.get(sign_pub) {
+                    None => Standing::Unknown,
+                    Some(e) if e.status == UserStatus::Active => Standing::Active(e.role),
+                    Some(_) => Standing::Revoked,
+                })
             })
             .await?
     }
