@@ -37,6 +37,9 @@ pub enum Error {
     /// `invite_expired` (410).
     #[error("invite expired")]
     InviteExpired,
+    /// `limit_reached` (429): a cap or rate limit would be exceeded.
+    #[error("{0}")]
+    LimitReached(String),
     /// `unavailable` (503): the store cannot answer. The text is for logs.
     #[error("store unavailable: {0}")]
     Unavailable(String),
@@ -58,6 +61,7 @@ impl Error {
             Error::InviteUsed => "invite_used",
             Error::InviteCancelled => "invite_cancelled",
             Error::InviteExpired => "invite_expired",
+            Error::LimitReached(_) => "limit_reached",
             Error::Unavailable(_) => "unavailable",
             Error::Internal(_) => "internal",
         }
@@ -72,6 +76,7 @@ impl Error {
             Error::NotFound(_) | Error::InviteNotFound => 404,
             Error::UserExists | Error::InviteUsed => 409,
             Error::InviteCancelled | Error::InviteExpired => 410,
+            Error::LimitReached(_) => 429,
             Error::Unavailable(_) => 503,
             Error::Internal(_) => 500,
         }
@@ -101,6 +106,7 @@ impl Error {
             "invite_used" => Error::InviteUsed,
             "invite_cancelled" => Error::InviteCancelled,
             "invite_expired" => Error::InviteExpired,
+            "limit_reached" => Error::LimitReached(m),
             "unavailable" => Error::Unavailable(m),
             _ => Error::Internal(format!("{code}: {m}")),
         }
@@ -128,6 +134,7 @@ mod tests {
             Error::InviteUsed,
             Error::InviteCancelled,
             Error::InviteExpired,
+            Error::LimitReached("x".into()),
             Error::Unavailable("x".into()),
         ];
         for e in all {
