@@ -1,11 +1,20 @@
 //! Running unibusd: connect as the service user, open the store (retrying
 //! until JetStream answers), then answer the auth callout and the control
 //! plane until stopped.
+//!
+//! Each role has its own NATS connection, so that bytes a client shapes
+//! never reach the connection that admits everyone: `unibusd-callout`
+//! receives only the servers' callout requests, `unibusd-control` the
+//! control-plane requests (client-shaped headers and bodies),
+//! `unibusd-store` the KV reads and watches, `unibusd-sys` CONNZ and KICK
+//! answers. A watchdog checks every connection's task each second; if one
+//! is gone for good, serving stops and the binary exits non-zero, so a
+//! supervisor restarts it instead of it staying up unable to admit anyone.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::callout::sealing::Sealer;
 use crate::callout::{self, Callout};
@@ -29,11 +38,13 @@ pub enum StartError {
     Xkey(String),
 }
 
+/// How often the watchdog checks that every connection's task is alive.
+const WATCHDOG_PERIOD: Duration = Duration::from_secs(1);
+
 /// A running unibusd; stops when [`Running::stop`] is called or dropped.
 pub struct Running {
     tasks: tokio::task::JoinSet<()>,
-    client: async_nats::Client,
-    sys: async_nats::Client,
+    connections: Vec<(&'static str, async_nats::Client)>,
     /// The store the daemon uses.
     pub store: Store,
     /// The callout responder (its latency histogram, for benchmarks).
@@ -46,8 +57,16 @@ impl Running {
     pub async fn stop(mut self) {
         self.tasks.abort_all();
         while self.tasks.join_next().await.is_some() {}
-        let _ = self.client.drain().await;
-        let _ = self.sys.drain().await;
+        for (_, client) in &self.connections {
+            let _ = client.drain().await;
+        }
+    }
+
+    /// unibusd's NATS connections by role (`callout`, `control`, `store`,
+    /// `sys`), for their statistics (reconnects, dropped malformed
+    /// messages) in tests and benchmarks.
+    pub fn connections(&self) -> &[(&'static str, async_nats::Client)] {
+        &self.connections
     }
 
     /// The service user's seed (for tools and tests that share its account).
@@ -55,7 +74,8 @@ impl Running {
         self.service_seed.clone()
     }
 
-    /// Waits until a serving task ends (connection closed for good).
+    /// Waits until a serving task ends (a connection closed or died for
+    /// good); the caller should then exit non-zero.
     pub async fn wait(&mut self) {
         self.tasks.join_next().await;
     }
@@ -117,8 +137,8 @@ pub async fn open_store(client: &async_nats::Client, settings: &Settings) -> Sto
 /// # Errors
 /// [`StartError`] when connecting or subscribing fails.
 pub async fn start(settings: &Settings) -> Result<Running, StartError> {
-    let client = connect_service(settings, "unibusd").await?;
-    let store = open_store(&client, settings).await;
+    let store_client = connect_service(settings, "unibusd-store").await?;
+    let store = open_store(&store_client, settings).await;
     let secrets = settings.secrets.clone();
     let xkey = match settings.xkey {
         true => Some(Sealer::new(&secrets.xkey).map_err(|e| StartError::Xkey(e.to_string()))?),
@@ -131,22 +151,52 @@ pub async fn start(settings: &Settings) -> Result<Running, StartError> {
         user_jwt_ttl: settings.user_jwt_ttl,
         latency: Default::default(),
     });
-    let auth_sub = callout::subscribe(&client).await.map_err(|e| StartError::Subscribe(e.to_string()))?;
+    let callout_client = connect_service(settings, "unibusd-callout").await?;
+    let auth_sub =
+        callout::subscribe(&callout_client).await.map_err(|e| StartError::Subscribe(e.to_string()))?;
     let sys = connect_sys(settings).await?;
+    let control_client = connect_service(settings, "unibusd-control").await?;
     let ctx = Ctx {
         store: store.clone(),
         kicker: Kicker::new(sys.clone()),
         cursors: Cursors::new(secrets_seed(settings).as_bytes()),
     };
-    let control = service::start(client.clone(), Arc::new(ctx))
+    let control = service::start(control_client.clone(), Arc::new(ctx))
         .await
         .map_err(|e| StartError::Subscribe(e.to_string()))?;
+    let connections = vec![
+        ("callout", callout_client.clone()),
+        ("control", control_client.clone()),
+        ("store", store_client),
+        ("sys", sys),
+    ];
     let mut tasks = tokio::task::JoinSet::new();
-    tasks.spawn(callout::run(client.clone(), auth_sub, callout.clone()));
+    tasks.spawn(callout::run(callout_client.clone(), auth_sub, callout.clone()));
     tasks.spawn(control);
+    tasks.spawn(watchdog(connections.clone()));
     // Both subscriptions are registered with the server before "ready".
-    client.flush().await.map_err(|e| StartError::Subscribe(e.to_string()))?;
+    for client in [&callout_client, &control_client] {
+        client.flush().await.map_err(|e| StartError::Subscribe(e.to_string()))?;
+    }
     info!(xkey = settings.xkey, "unibusd ready");
     let service_seed = settings.secrets.service.seed().unwrap_or_default();
-    Ok(Running { tasks, client, sys, store, callout, service_seed })
+    Ok(Running { tasks, connections, store, callout, service_seed })
+}
+
+/// Returns once a connection's task is gone for good: its command channel
+/// is closed, so nothing sent on it can ever go out. A connection that is
+/// merely disconnected (a server restart) is not gone: its flush waits.
+async fn watchdog(connections: Vec<(&'static str, async_nats::Client)>) {
+    loop {
+        tokio::time::sleep(WATCHDOG_PERIOD).await;
+        for (role, client) in &connections {
+            let flushed = tokio::time::timeout(WATCHDOG_PERIOD, client.flush()).await;
+            if let Ok(Err(e)) = flushed
+                && e.kind() == async_nats::client::FlushErrorKind::SendError
+            {
+                error!(connection = role, error = %e, "NATS connection task is gone; stopping");
+                return;
+            }
+        }
+    }
 }

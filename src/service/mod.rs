@@ -101,14 +101,30 @@ struct RequestInfo {
 }
 
 /// Reads the caller from the server-stamped header. Only requests that
-/// crossed the APP import carry it; the server overwrites client copies.
+/// crossed the APP import carry it. The server replaces a client's copy
+/// only where it follows a CRLF and appends its own, so a hostile block can
+/// smuggle a forged copy in front (DESIGN section 2). The patched
+/// async-nats (patches/README.md) delivers only well-formed blocks (CRLF
+/// line ends, no bare CR or LF, no folding) and drops the rest; here the
+/// block must then hold exactly one `Nats-Request-Info` value, names
+/// compared without regard to case, from account APP with a key as user.
 ///
 /// # Errors
-/// `unauthenticated` when absent, from another account, or not a key.
+/// `unauthenticated` when absent, repeated, unreadable, from another
+/// account, or not a key.
 pub fn caller_from_headers(headers: Option<&HeaderMap>) -> Result<Caller, Error> {
-    let raw = headers
-        .and_then(|h| h.get(subjects::HDR_REQUEST_INFO))
-        .ok_or_else(|| Error::Unauthenticated("no Nats-Request-Info identity".into()))?;
+    let mut copies = headers
+        .into_iter()
+        .flat_map(|h| h.iter())
+        .filter(|(name, _)| name.to_string().eq_ignore_ascii_case(subjects::HDR_REQUEST_INFO))
+        .flat_map(|(_, values)| values.iter());
+    let raw = match (copies.next(), copies.next()) {
+        (Some(one), None) => one,
+        (None, _) => return Err(Error::Unauthenticated("no Nats-Request-Info identity".into())),
+        (Some(_), Some(_)) => {
+            return Err(Error::Unauthenticated("more than one Nats-Request-Info identity".into()));
+        }
+    };
     let info: RequestInfo = serde_json::from_str(raw.as_str())
         .map_err(|_| Error::Unauthenticated("unreadable Nats-Request-Info".into()))?;
     if info.acc != subjects::ACCOUNT_APP {
@@ -204,5 +220,52 @@ async fn answer(ctx: &Ctx, micro: &Micro, client: &async_nats::Client, msg: asyn
         }
         let closed = ctx.kicker.kick(&kick).await;
         info!(%subject, targeted = kick.len(), closed, "connections closed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{HeaderMap, caller_from_headers};
+
+    const KEY: &str = "3d4017c3e843895a92b70aa74d1b7ebc9c982ccf2ec4968cc0cd55f12af4660c";
+
+    fn info(user: &str) -> String {
+        format!(r#"{{"acc":"APP","user":"{user}","server":"s","id":7}}"#)
+    }
+
+    #[test]
+    fn exactly_one_identity_in_any_letter_case_is_required() {
+        let mut one = HeaderMap::new();
+        one.insert("Nats-Request-Info", info(KEY).as_str());
+        assert_eq!(caller_from_headers(Some(&one)).unwrap().sign_pub, KEY);
+        assert_eq!(caller_from_headers(Some(&one)).unwrap().origin, Some(("s".into(), 7)));
+
+        let mut two = one.clone();
+        two.append("Nats-Request-Info", info(KEY).as_str());
+        let mut cased = one.clone();
+        cased.insert("nats-request-info", info(KEY).as_str());
+        let mut upper = one.clone();
+        upper.insert("NATS-REQUEST-INFO", info(KEY).as_str());
+        for h in [two, cased, upper] {
+            assert_eq!(caller_from_headers(Some(&h)).unwrap_err().code(), "unauthenticated");
+        }
+        assert_eq!(caller_from_headers(None).unwrap_err().code(), "unauthenticated");
+        assert_eq!(caller_from_headers(Some(&HeaderMap::new())).unwrap_err().code(), "unauthenticated");
+    }
+
+    #[test]
+    fn identity_must_be_an_app_key() {
+        let cases = [
+            r#"{"acc":"AUTH","user":"KEY"}"#.replace("KEY", KEY),
+            r#"{"acc":"APP","user":"alice"}"#.to_string(),
+            r#"{"acc":"APP"}"#.to_string(),
+            r#"{"acc":"APP","user":"KEY","user":"KEY"}"#.replace("KEY", KEY),
+            "not json".to_string(),
+        ];
+        for value in cases {
+            let mut h = HeaderMap::new();
+            h.insert("Nats-Request-Info", value.as_str());
+            assert_eq!(caller_from_headers(Some(&h)).unwrap_err().code(), "unauthenticated", "{value}");
+        }
     }
 }
