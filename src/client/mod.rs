@@ -20,6 +20,8 @@ mod messaging;
 pub use identity::{Identity, IdentityError};
 pub use messaging::{Inbox, Incoming};
 
+use std::collections::HashSet;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -91,6 +93,9 @@ pub struct Client {
     identity: Identity,
     sign_pub: String,
     events: broadcast::Sender<String>,
+    /// Keys this identity has blocked, as last heard from the service
+    /// (shared by clones; the inbox drops their DMs).
+    blocked: Arc<RwLock<HashSet<String>>>,
 }
 
 impl Client {
@@ -124,7 +129,13 @@ impl Client {
             async_nats::ConnectErrorKind::AuthorizationViolation => ClientError::NotAuthorized,
             _ => ClientError::Connect(e.to_string()),
         })?;
-        Ok(Client { nats, identity: identity.clone(), sign_pub: identity.sign_pub_hex(), events })
+        Ok(Client {
+            nats,
+            identity: identity.clone(),
+            sign_pub: identity.sign_pub_hex(),
+            events,
+            blocked: Arc::default(),
+        })
     }
 
     /// The underlying NATS connection (data plane).
@@ -135,6 +146,17 @@ impl Client {
     /// This identity's `sign_pub` hex.
     pub fn sign_pub(&self) -> &str {
         &self.sign_pub
+    }
+
+    /// True when `sign_pub` is on this identity's block list as last
+    /// loaded (by [`Client::block_list`], the block calls, or the inbox).
+    pub fn is_blocked(&self, sign_pub: &str) -> bool {
+        self.blocked.read().unwrap_or_else(|p| p.into_inner()).contains(&sign_pub.to_ascii_lowercase())
+    }
+
+    /// Replaces the local copy of the block list with the service's.
+    fn set_blocked(&self, list: &[String]) {
+        *self.blocked.write().unwrap_or_else(|p| p.into_inner()) = list.iter().cloned().collect();
     }
 
     /// Connection events as text (`connected`, `disconnected`,
