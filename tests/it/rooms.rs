@@ -170,6 +170,8 @@ async fn deleted_user_leaves_every_room_and_inherits_nothing() {
     assert!(o.owner.is_none() && o.members.is_empty(), "owner cleared: admins only");
     let a = admin.get_room(&other.id).await.unwrap();
     assert!(!a.has_member(&erin.sign_pub_hex()));
+    let kv = stack.jetstream().await.get_key_value(subjects::BUCKET_MEMBERSHIPS).await.unwrap();
+    assert!(kv.get(erin.sign_pub_hex()).await.unwrap().is_none(), "room reservations left behind");
 
     // Registered again with a new invite: no rooms.
     let inv = admin.create_invite(&Default::default()).await.unwrap();
@@ -281,4 +283,50 @@ async fn fill(store: &unibus::store::Store, id: &str, n: usize) {
         })
         .await
         .unwrap();
+}
+
+/// The rooms-per-user cap counts rooms that listed a user before its
+/// reservation record existed, and a crash's leftover reservations (no room
+/// lists the user) are pruned once older than 5 minutes, while recent ones
+/// (adds possibly in flight) still count.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rooms_cap_counts_old_rooms_and_prunes_leftovers() {
+    let stack = Stack::start(false).await;
+    let (root, admin) = stack.admin().await;
+    let (alice, alice_c) = stack.user(&admin, Role::Member, "alice").await;
+    let (carol, carol_c) = stack.user(&admin, Role::Member, "carol").await;
+    let store = stack.store();
+    let (me, owner) = (alice.sign_pub_hex(), root.sign_pub_hex());
+
+    // 256 rooms list alice, written without reservations (older data).
+    for i in 0..MAX_ROOMS_PER_USER {
+        let room = store.create_room(&format!("old {i}"), &owner).await.unwrap();
+        store
+            .change_room(&room.id, |r| {
+                let mut next = r.clone();
+                next.members.push(me.clone());
+                Ok(unibus::store::RoomChange::Write(next))
+            })
+            .await
+            .unwrap();
+    }
+    let before = stack.kv_fingerprint().await;
+    assert_eq!(code(alice_c.create_room("257th").await), "limit_reached");
+    assert_eq!(stack.kv_fingerprint().await, before);
+
+    // Leftovers of crashed adds: 256 reservations of rooms that never came.
+    let kv = stack.jetstream().await.get_key_value(subjects::BUCKET_MEMBERSHIPS).await.unwrap();
+    let leftovers = |at: &str| {
+        let rooms: serde_json::Map<String, serde_json::Value> =
+            (0..MAX_ROOMS_PER_USER).map(|i| (format!("{i:032x}"), at.into())).collect();
+        serde_json::json!({"v": 1, "sign_pub": carol.sign_pub_hex(), "rooms": rooms, "updated_at": at})
+    };
+    let now = unibus::model::fmt_time(unibus::model::now());
+    kv.put(carol.sign_pub_hex(), leftovers(&now).to_string().into()).await.unwrap();
+    assert_eq!(code(carol_c.create_room("recent leftovers count").await), "limit_reached");
+    kv.put(carol.sign_pub_hex(), leftovers("2020-01-01T00:00:00Z").to_string().into()).await.unwrap();
+    let room = carol_c.create_room("old leftovers pruned").await.unwrap();
+    let record: unibus::store::Memberships =
+        serde_json::from_slice(&kv.get(carol.sign_pub_hex()).await.unwrap().unwrap()).unwrap();
+    assert_eq!(record.rooms.keys().cloned().collect::<Vec<_>>(), vec![room.id]);
 }
