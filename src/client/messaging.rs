@@ -2,8 +2,10 @@
 //! room messages sealed with [`crate::e2e`], and an [`Inbox`] that yields
 //! verified, decrypted messages and reports every rejected one. DMs whose
 //! verified sender is on this identity's block list (loaded from the
-//! service when the inbox opens and after every reconnect) are dropped and
-//! reported as [`Incoming::Dropped`].
+//! service when the inbox opens, after every reconnect, and before a DM
+//! when older than [`super::BLOCKS_MAX_AGE`], see
+//! [`Client::set_blocks_max_age`]) are dropped and reported as
+//! [`Incoming::Dropped`].
 
 use std::collections::HashSet;
 
@@ -172,11 +174,16 @@ async fn pump(
 ) {
     let mut guard = ReplayGuard::default();
     let me = client.sign_pub().to_string();
+    let dm_subject = subjects::dm(&me);
     loop {
         tokio::select! {
             msg = subs.next() => {
                 let Some(msg) = msg else { return };
                 let subject = msg.subject.to_string();
+                if subject == dm_subject && client.blocks_stale() {
+                    // On failure the copy loaded before stays in force.
+                    let _ = client.block_list().await;
+                }
                 let item = match e2e::open(&msg.payload, &subject, &me, &client.identity.kex, &mut guard, now_ms()) {
                     Ok(opened) if opened.kind == Kind::Dm && client.is_blocked(&opened.from) => {
                         Incoming::Dropped { subject, from: opened.from }

@@ -145,7 +145,8 @@ async fn next_item(inbox: &mut Inbox) -> Incoming {
 
 /// The client drops DMs whose verified sender is blocked (reported as
 /// dropped, not as an error) and delivers everyone else's; a block made on
-/// another connection of the same key is picked up by the inbox; after
+/// another connection of the same key is picked up when the inbox opens and,
+/// while it runs, once its copy is older than the maximum age; after
 /// unblocking, DMs arrive again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_drops_dms_from_blocked_keys() {
@@ -181,6 +182,16 @@ async fn client_drops_dms_from_blocked_keys() {
     match next_item(&mut inbox).await {
         Incoming::Message(m) => assert_eq!(m.body, b"thanks".to_vec()),
         other => panic!("expected bob's DM after unblocking, got {other:?}"),
+    }
+
+    // A block made by another connection reaches the running inbox once
+    // its copy is older than the maximum age (zero here: every DM).
+    alice_c.set_blocks_max_age(Duration::ZERO);
+    other.block_add(carol_c.sign_pub()).await.unwrap();
+    carol_c.send_dm(&alice.sign_pub_hex(), b"still there?").await.unwrap();
+    match next_item(&mut inbox).await {
+        Incoming::Dropped { from, .. } => assert_eq!(from, carol_c.sign_pub()),
+        other => panic!("expected carol's DM dropped, got {other:?}"),
     }
 }
 
