@@ -215,6 +215,11 @@ async fn rooms_per_user_cap_is_exact() {
     let admin = reconnect(&stack, &root).await;
     let alice_c2 = reconnect(&stack, &alice).await;
     drop(alice_c);
+    // A member of 256 rooms still connects (its user JWT lists them all).
+    let all = store.rooms_of_member(&me).await.unwrap();
+    for id in [&all[0], &all[all.len() / 2], &all[all.len() - 1]] {
+        alice_c2.publish_checked(&subjects::room_msg(id), b"x".to_vec()).await.unwrap();
+    }
     let before = stack.kv_fingerprint().await;
     assert_eq!(code(alice_c2.create_room("one too many").await), "limit_reached");
     let (mut spare, mut joined) = (String::new(), String::new());
