@@ -108,23 +108,30 @@ async fn blocked_owner_cannot_add_the_blocker() {
     assert!(bob_c.add_member(&other.id, &alice_key).await.unwrap().has_member(&alice_key));
 }
 
-/// At most 1,000 blocked keys: the 1,001st is limit_reached and changes
-/// nothing; re-blocking a listed key at the cap still succeeds.
+/// At most 1,000 blocked keys, exactly under concurrent requests: beyond
+/// that `limit_reached`, nothing changed; re-blocking a listed key at the
+/// cap still succeeds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn block_list_holds_at_most_1000_keys() {
     let stack = Stack::start(false).await;
     let (_a, admin) = stack.admin().await;
     let (alice, alice_c) = stack.user(&admin, Role::Member, "alice").await;
     let me = alice.sign_pub_hex();
-    // The first 999 through the store (quick), the 1,000th by request.
+    // The first 998 through the store (quick), then four concurrent
+    // requests for the last two places: exactly two get in.
     let store = stack.store();
     let mut last = String::new();
-    for _ in 0..MAX_BLOCKS_PER_USER - 1 {
+    for _ in 0..MAX_BLOCKS_PER_USER - 2 {
         last = random_key();
         store.block(&me, &last, MAX_BLOCKS_PER_USER).await.unwrap();
     }
-    let full = alice_c.block_add(&random_key()).await.unwrap();
-    assert_eq!(full.len(), MAX_BLOCKS_PER_USER);
+    let keys: Vec<String> = (0..4).map(|_| random_key()).collect();
+    let results = futures::future::join_all(keys.iter().map(|k| alice_c.block_add(k))).await;
+    assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 2, "{results:?}");
+    for r in results.into_iter().filter(|r| r.is_err()) {
+        assert_eq!(code(r), "limit_reached");
+    }
+    assert_eq!(alice_c.block_list().await.unwrap().len(), MAX_BLOCKS_PER_USER);
 
     let before = stack.kv_fingerprint().await;
     assert_eq!(code(alice_c.block_add(&random_key()).await), "limit_reached");
