@@ -9,7 +9,8 @@
 //! - [`proto`]: control-plane request/reply types, strict decoding.
 //! - [`model`]: KV records (users, invites) and time helpers.
 //! - [`keys`]: hex keys, weak-key checks, nonce signatures, invite tokens.
-//! - [`store`]: typed KV operations, CAS only, redemption protocol.
+//! - [`store`]: typed KV operations, CAS only, redemption protocol, block
+//!   lists and the room reservations behind the rooms-per-user cap.
 //! - [`callout`]: the auth-callout responder (JWTs, xkey, permissions).
 //! - [`kick`]: finding and closing live connections (CONNZ, KICK).
 //! - [`metrics`]: the callout's latency histogram.

@@ -20,6 +20,13 @@ pub const NAME_MAX_CHARS: usize = 64;
 /// Longest invite note, in Unicode scalar values.
 pub const NOTE_MAX_CHARS: usize = 256;
 
+/// Most rooms one user may be a member of (DESIGN section 5).
+pub const MAX_ROOMS_PER_USER: usize = 256;
+/// Most members one room may have (DESIGN section 5).
+pub const MAX_MEMBERS_PER_ROOM: usize = 512;
+/// Most keys one user may block (DESIGN section 5).
+pub const MAX_BLOCKS_PER_USER: usize = 1000;
+
 /// Decodes a request body strictly. An empty body counts as `{}`.
 ///
 /// # Errors
@@ -308,6 +315,13 @@ pub struct InviteCreateReply {
     pub token: String,
     /// `unibus://invite/<token>`.
     pub link: String,
+}
+
+/// Reply of `unibus.block.add|remove|list`: the caller's whole block list.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BlockListReply {
+    /// Blocked `sign_pub`s, lowercase hex, sorted.
+    pub blocked: Vec<String>,
 }
 
 /// Error body: `{"error":{"code","message"}}`.

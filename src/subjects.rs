@@ -38,12 +38,21 @@ pub const ROOM_MEMBER_ADD: &str = "unibus.room.member.add";
 /// Remove a member from a room.
 pub const ROOM_MEMBER_REMOVE: &str = "unibus.room.member.remove";
 
+/// Block a key (the caller's block list).
+pub const BLOCK_ADD: &str = "unibus.block.add";
+/// Unblock a key.
+pub const BLOCK_REMOVE: &str = "unibus.block.remove";
+/// The caller's block list.
+pub const BLOCK_LIST: &str = "unibus.block.list";
+
 /// Wildcard for every admin subject (granted to admins only).
 pub const ADMIN_ALL: &str = "unibus.admin.>";
 /// Room control subjects (`unibus.room.create`, ...).
 pub const ROOM_ALL: &str = "unibus.room.*";
 /// Room membership control subjects.
 pub const ROOM_MEMBER_ALL: &str = "unibus.room.member.*";
+/// Block-list control subjects (granted to active users).
+pub const BLOCK_ALL: &str = "unibus.block.*";
 /// Publish pattern for direct messages to anyone.
 pub const MSG_DM_ALL: &str = "unibus.msg.dm.*";
 
@@ -60,6 +69,12 @@ pub const BUCKET_USERS: &str = "UNIBUS_users";
 pub const BUCKET_INVITES: &str = "UNIBUS_invites";
 /// JetStream KV bucket of rooms, keyed by room id.
 pub const BUCKET_ROOMS: &str = "UNIBUS_rooms";
+
+/// JetStream KV bucket of block lists, keyed by the blocking `sign_pub`.
+pub const BUCKET_BLOCKS: &str = "UNIBUS_blocks";
+/// JetStream KV bucket of per-user room reservations (the rooms-per-user
+/// cap), keyed by `sign_pub`.
+pub const BUCKET_MEMBERSHIPS: &str = "UNIBUS_memberships";
 
 /// System-account request every server answers with its identity.
 pub const SYS_SERVER_PING: &str = "$SYS.REQ.SERVER.PING";
@@ -121,4 +136,7 @@ pub const CONTROL_SUBJECTS: &[&str] = &[
     ROOM_LIST,
     ROOM_MEMBER_ADD,
     ROOM_MEMBER_REMOVE,
+    BLOCK_ADD,
+    BLOCK_REMOVE,
+    BLOCK_LIST,
 ];

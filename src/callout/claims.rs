@@ -216,6 +216,7 @@ pub fn permissions(role: Option<Role>, sign_pub: &str, rooms: &[String]) -> Perm
         subjects::USER_LOOKUP,
         subjects::ROOM_ALL,
         subjects::ROOM_MEMBER_ALL,
+        subjects::BLOCK_ALL,
         subjects::MSG_DM_ALL,
     ]
     .iter()
@@ -248,6 +249,7 @@ mod tests {
         let m = permissions(Some(Role::Member), "ab", &["r1".to_string()]);
         assert!(!m.publish.iter().any(|s| s.starts_with("unibus.admin")));
         assert!(m.publish.contains(&"unibus.msg.room.r1".to_string()));
+        assert!(m.publish.contains(&"unibus.block.*".to_string()));
         assert_eq!(m.subscribe, vec!["_INBOX.ab.>", "unibus.msg.dm.ab", "unibus.msg.room.r1"]);
         let a = permissions(Some(Role::Admin), "ab", &[]);
         assert!(a.publish.contains(&"unibus.admin.>".to_string()));

@@ -45,7 +45,8 @@ const EXAMPLES: &str = "Examples:
   unibus send --to <sign_pub> 'hello'
   unibus send --room <room id> 'hello all'
   unibus listen
-  unibus chat --room <room id>";
+  unibus chat --room <room id>
+  unibus block <sign_pub>                       (its DMs are dropped; it cannot add you to rooms)";
 
 fn default_identity() -> PathBuf {
     std::env::var_os("HOME")
@@ -88,6 +89,18 @@ pub enum Command {
     },
     /// Interactive chat: lines you type are sent, incoming ones printed.
     Chat(Target),
+    /// Block a key: it cannot add you to rooms, and its DMs are dropped.
+    Block {
+        /// The key to block (sign_pub hex).
+        sign_pub: String,
+    },
+    /// Unblock a key.
+    Unblock {
+        /// The key to unblock (sign_pub hex).
+        sign_pub: String,
+    },
+    /// List the keys you have blocked.
+    Blocked,
 }
 
 /// Invite subcommands.

@@ -44,6 +44,17 @@ impl Out {
         self.emit(&serde_json::json!({ "invite": i }), || invite_text(i));
     }
 
+    /// A block list (`{"blocked": [...]}`).
+    pub fn blocked(&self, keys: &[String]) {
+        self.emit(&serde_json::json!({ "blocked": keys }), || {
+            if keys.is_empty() {
+                "no blocked keys".to_string()
+            } else {
+                format!("{} blocked key(s):\n{}", keys.len(), keys.join("\n"))
+            }
+        });
+    }
+
     /// One room.
     pub fn room(&self, r: &Room) {
         self.emit(&serde_json::json!({ "room": r }), || room_text(r));

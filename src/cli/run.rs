@@ -39,6 +39,18 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Send(args) => send(connect(&url, &cli.identity).await?, args, &out).await,
         Command::Listen { count } => listen(connect(&url, &cli.identity).await?, count, &out).await,
         Command::Chat(target) => chat(connect(&url, &cli.identity).await?, target, &out).await,
+        Command::Block { sign_pub } => {
+            out.blocked(&connect(&url, &cli.identity).await?.block_add(&sign_pub).await?);
+            Ok(())
+        }
+        Command::Unblock { sign_pub } => {
+            out.blocked(&connect(&url, &cli.identity).await?.block_remove(&sign_pub).await?);
+            Ok(())
+        }
+        Command::Blocked => {
+            out.blocked(&connect(&url, &cli.identity).await?.block_list().await?);
+            Ok(())
+        }
     }
 }
 
@@ -197,6 +209,10 @@ async fn show(c: &Client, item: Incoming, names: &mut Names, out: &Out) -> Resul
         }
         Incoming::Rejected { subject, reason } => {
             eprintln!("dropped a message on {subject}: {reason}");
+            Ok(false)
+        }
+        Incoming::Dropped { from, .. } => {
+            eprintln!("dropped a direct message from blocked key {from}");
             Ok(false)
         }
         Incoming::Closed(e) => Err(e.into()),

@@ -3,7 +3,7 @@
 use super::{Client, ClientError};
 use crate::model::{Invite, Room, User};
 use crate::proto::{
-    DeleteReply, Empty, IdRequest, InviteCreateReply, InviteCreateRequest, InviteListReply,
+    BlockListReply, DeleteReply, Empty, IdRequest, InviteCreateReply, InviteCreateRequest, InviteListReply,
     InviteListRequest, InviteReply, LookupReply, MemberRequest, PublicUser, RegisterRequest, RevokeReply,
     RoomCreateRequest, RoomListReply, RoomListRequest, RoomReply, SignPubRequest, UserListReply,
     UserListRequest, UserReply,
@@ -165,5 +165,39 @@ impl Client {
     pub async fn remove_member(&self, room: &str, sign_pub: &str) -> Result<Room, ClientError> {
         let req = MemberRequest { id: room.into(), sign_pub: sign_pub.into() };
         Ok(self.call::<_, RoomReply>(subjects::ROOM_MEMBER_REMOVE, &req).await?.room)
+    }
+
+    /// Blocks a key (any well-formed key but your own); returns the whole
+    /// block list. DMs from it are dropped by this client's inbox.
+    ///
+    /// # Errors
+    /// Wire errors: `bad_request` for your own key, `limit_reached` past
+    /// 1,000 keys.
+    pub async fn block_add(&self, sign_pub: &str) -> Result<Vec<String>, ClientError> {
+        let req = SignPubRequest { sign_pub: sign_pub.into() };
+        let list = self.call::<_, BlockListReply>(subjects::BLOCK_ADD, &req).await?.blocked;
+        self.set_blocked(&list);
+        Ok(list)
+    }
+
+    /// Unblocks a key; returns the whole block list.
+    ///
+    /// # Errors
+    /// Wire errors.
+    pub async fn block_remove(&self, sign_pub: &str) -> Result<Vec<String>, ClientError> {
+        let req = SignPubRequest { sign_pub: sign_pub.into() };
+        let list = self.call::<_, BlockListReply>(subjects::BLOCK_REMOVE, &req).await?.blocked;
+        self.set_blocked(&list);
+        Ok(list)
+    }
+
+    /// This identity's block list (also refreshes the local copy).
+    ///
+    /// # Errors
+    /// Wire errors.
+    pub async fn block_list(&self) -> Result<Vec<String>, ClientError> {
+        let list = self.call::<_, BlockListReply>(subjects::BLOCK_LIST, &Empty {}).await?.blocked;
+        self.set_blocked(&list);
+        Ok(list)
     }
 }

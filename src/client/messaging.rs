@@ -1,6 +1,11 @@
 //! End-to-end encrypted messaging on the data plane: direct messages and
 //! room messages sealed with [`crate::e2e`], and an [`Inbox`] that yields
-//! verified, decrypted messages and reports every rejected one.
+//! verified, decrypted messages and reports every rejected one. DMs whose
+//! verified sender is on this identity's block list (loaded from the
+//! service when the inbox opens, after every reconnect, and before a DM
+//! when older than [`super::BLOCKS_MAX_AGE`], see
+//! [`Client::set_blocks_max_age`]) are dropped and reported as
+//! [`Incoming::Dropped`].
 
 use std::collections::HashSet;
 
@@ -26,6 +31,14 @@ pub enum Incoming {
         subject: String,
         /// Why it was refused.
         reason: e2e::Reject,
+    },
+    /// A verified DM from a key this identity has blocked: dropped, its
+    /// body not delivered. Not an error.
+    Dropped {
+        /// Where it arrived.
+        subject: String,
+        /// The blocked sender's `sign_pub` hex.
+        from: String,
     },
     /// The connection is gone for good (for example: revoked).
     Closed(ClientError),
@@ -145,6 +158,7 @@ impl Client {
             joined.insert(room);
         }
         self.nats.flush().await.map_err(|e| io(&e))?;
+        self.block_list().await?;
         let (tx, rx) = mpsc::channel(256);
         let task = tokio::spawn(pump(self.clone(), subs, joined, self.events(), tx));
         Ok(Inbox { rx, task })
@@ -160,12 +174,20 @@ async fn pump(
 ) {
     let mut guard = ReplayGuard::default();
     let me = client.sign_pub().to_string();
+    let dm_subject = subjects::dm(&me);
     loop {
         tokio::select! {
             msg = subs.next() => {
                 let Some(msg) = msg else { return };
                 let subject = msg.subject.to_string();
+                if subject == dm_subject && client.blocks_stale() {
+                    // On failure the copy loaded before stays in force.
+                    let _ = client.block_list().await;
+                }
                 let item = match e2e::open(&msg.payload, &subject, &me, &client.identity.kex, &mut guard, now_ms()) {
+                    Ok(opened) if opened.kind == Kind::Dm && client.is_blocked(&opened.from) => {
+                        Incoming::Dropped { subject, from: opened.from }
+                    }
                     Ok(opened) => Incoming::Message(opened),
                     Err(reason) => Incoming::Rejected { subject, reason },
                 };
@@ -179,6 +201,9 @@ async fn pump(
                     return;
                 }
                 Ok(e) if e == "connected" => {
+                    // The block list may have changed elsewhere; on failure
+                    // the copy loaded before stays in force.
+                    let _ = client.block_list().await;
                     // Membership may have changed (that is why we were kicked).
                     if let Ok(rooms) = client.all_rooms().await {
                         for room in rooms {

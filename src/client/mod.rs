@@ -20,6 +20,8 @@ mod messaging;
 pub use identity::{Identity, IdentityError};
 pub use messaging::{Inbox, Incoming};
 
+use std::collections::HashSet;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -79,6 +81,27 @@ pub fn connect_options(identity: &Identity) -> async_nats::ConnectOptions {
         .request_timeout(Some(Duration::from_secs(5)))
 }
 
+/// The local copy of the block list.
+struct Blocked {
+    keys: HashSet<String>,
+    /// When it was last loaded; `None` = never.
+    loaded: Option<std::time::Instant>,
+    /// Reload before judging a DM when older than this.
+    max_age: Duration,
+}
+
+impl Default for Blocked {
+    fn default() -> Self {
+        Blocked { keys: HashSet::new(), loaded: None, max_age: BLOCKS_MAX_AGE }
+    }
+}
+
+/// Default age after which the block list is reloaded before the inbox
+/// judges the next DM, so that a block made elsewhere (another process of
+/// the same key, such as `unibus block`) holds within this bound without a
+/// request per message. See [`Client::set_blocks_max_age`].
+pub const BLOCKS_MAX_AGE: Duration = Duration::from_secs(30);
+
 /// How long after a flush a permission error for it may still arrive.
 const VIOLATION_GRACE: Duration = Duration::from_millis(50);
 
@@ -91,6 +114,9 @@ pub struct Client {
     identity: Identity,
     sign_pub: String,
     events: broadcast::Sender<String>,
+    /// Keys this identity has blocked, as last heard from the service, and
+    /// when (shared by clones; the inbox drops their DMs).
+    blocked: Arc<RwLock<Blocked>>,
 }
 
 impl Client {
@@ -124,7 +150,13 @@ impl Client {
             async_nats::ConnectErrorKind::AuthorizationViolation => ClientError::NotAuthorized,
             _ => ClientError::Connect(e.to_string()),
         })?;
-        Ok(Client { nats, identity: identity.clone(), sign_pub: identity.sign_pub_hex(), events })
+        Ok(Client {
+            nats,
+            identity: identity.clone(),
+            sign_pub: identity.sign_pub_hex(),
+            events,
+            blocked: Arc::default(),
+        })
     }
 
     /// The underlying NATS connection (data plane).
@@ -135,6 +167,33 @@ impl Client {
     /// This identity's `sign_pub` hex.
     pub fn sign_pub(&self) -> &str {
         &self.sign_pub
+    }
+
+    /// True when `sign_pub` is on this identity's block list as last
+    /// loaded (by [`Client::block_list`], the block calls, or the inbox).
+    pub fn is_blocked(&self, sign_pub: &str) -> bool {
+        self.blocked.read().unwrap_or_else(|p| p.into_inner()).keys.contains(&sign_pub.to_ascii_lowercase())
+    }
+
+    /// Sets how old the local block list may get before the inbox reloads
+    /// it ahead of the next DM (default [`BLOCKS_MAX_AGE`]; zero reloads
+    /// before every DM). Applies to every clone of this client.
+    pub fn set_blocks_max_age(&self, age: Duration) {
+        self.blocked.write().unwrap_or_else(|p| p.into_inner()).max_age = age;
+    }
+
+    /// True when the local block list was never loaded or is older than
+    /// its maximum age.
+    fn blocks_stale(&self) -> bool {
+        let b = self.blocked.read().unwrap_or_else(|p| p.into_inner());
+        b.loaded.is_none_or(|t| t.elapsed() >= b.max_age)
+    }
+
+    /// Replaces the local copy of the block list with the service's.
+    fn set_blocked(&self, list: &[String]) {
+        let mut b = self.blocked.write().unwrap_or_else(|p| p.into_inner());
+        b.keys = list.iter().cloned().collect();
+        b.loaded = Some(std::time::Instant::now());
     }
 
     /// Connection events as text (`connected`, `disconnected`,

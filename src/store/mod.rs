@@ -9,14 +9,19 @@
 //! read goes to the stream leader (`STREAM.MSG.GET`) and is never served
 //! stale by a follower: allow/deny decisions need read-your-writes.
 
+mod blocks;
 pub mod folds;
 pub mod index;
 mod invites;
+mod memberships;
 mod rooms;
 mod users;
 
+pub use blocks::BlockList;
 pub use invites::NewUser;
+pub use memberships::Memberships;
 pub use rooms::RoomChange;
+pub(crate) use rooms::members_cap;
 pub use users::Standing;
 
 use std::sync::Arc;
@@ -28,7 +33,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::error::Error;
-use crate::subjects::{BUCKET_INVITES, BUCKET_ROOMS, BUCKET_USERS};
+use crate::subjects::{BUCKET_BLOCKS, BUCKET_INVITES, BUCKET_MEMBERSHIPS, BUCKET_ROOMS, BUCKET_USERS};
 use index::Index;
 
 /// Attempts at one read-modify-CAS before giving up as `unavailable`.
@@ -173,12 +178,17 @@ fn map_update(bucket: &str, e: kv::UpdateError) -> KvError {
     }
 }
 
-/// The unibus store: users, invites and rooms, with their watched indexes.
+/// The unibus store: users, invites and rooms, with their watched indexes,
+/// and block lists and room reservations (leader reads only).
 #[derive(Clone)]
 pub struct Store {
     pub(crate) users: Bucket,
     pub(crate) invites: Bucket,
     pub(crate) rooms: Bucket,
+    /// Block lists (leader reads only, no index).
+    pub(crate) blocks: Bucket,
+    /// Room reservations per user (the rooms-per-user cap).
+    pub(crate) memberships: Bucket,
     pub(crate) users_ix: Arc<Index<folds::Users>>,
     pub(crate) invites_ix: Arc<Index<folds::Invites>>,
     pub(crate) rooms_ix: Arc<Index<folds::Rooms>>,
@@ -187,8 +197,8 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens the three buckets, creating them when missing, and starts
-    /// following them.
+    /// Opens the buckets, creating them when missing, and starts following
+    /// users, invites and rooms.
     ///
     /// # Errors
     /// `unavailable` when JetStream does not answer or a bucket exists with
@@ -199,6 +209,8 @@ impl Store {
         let users = open_bucket(&js, BUCKET_USERS, cfg).await?;
         let invites = open_bucket(&js, BUCKET_INVITES, cfg).await?;
         let rooms = open_bucket(&js, BUCKET_ROOMS, cfg).await?;
+        let blocks = open_bucket(&js, BUCKET_BLOCKS, cfg).await?;
+        let memberships = open_bucket(&js, BUCKET_MEMBERSHIPS, cfg).await?;
         Ok(Store {
             users_ix: Arc::new(Index::follow(users.kv.clone())),
             invites_ix: Arc::new(Index::follow(invites.kv.clone())),
@@ -206,6 +218,8 @@ impl Store {
             users,
             invites,
             rooms,
+            blocks,
+            memberships,
             timeout: cfg.timeout,
         })
     }

@@ -1,12 +1,16 @@
 //! Room operations on `UNIBUS_rooms`. Membership lives in the room record
 //! only; every change is a read-check-CAS loop in which the caller's rule
 //! (who may do what) is re-judged on the record actually written over.
+//! Both caps of DESIGN section 5 hold exactly: members per room inside that
+//! CAS, rooms per user through a reservation taken before the room record
+//! lists the user (see [`super::memberships`]).
 
 use rand::RngCore as _;
 
 use super::{KvError, MAX_CAS_ATTEMPTS, Store, contention, get_many, take_page};
 use crate::error::Error;
 use crate::model::{Room, SCHEMA_VERSION, fmt_time, now};
+use crate::proto::{MAX_MEMBERS_PER_ROOM, MAX_ROOMS_PER_USER};
 
 /// What a rule decides for one room record.
 pub enum RoomChange {
@@ -20,14 +24,26 @@ impl Store {
     /// Creates a room owned by `owner`, who is its first member.
     ///
     /// # Errors
-    /// `unavailable`.
+    /// `limit_reached` when `owner` is in [`MAX_ROOMS_PER_USER`] rooms
+    /// already (nothing written); `unavailable`.
     pub async fn create_room(&self, name: &str, owner: &str) -> Result<Room, Error> {
         let mut raw = [0u8; 16];
         rand::rngs::OsRng.fill_bytes(&mut raw);
+        let id = hex::encode(raw);
+        self.reserve_room(owner, &id, MAX_ROOMS_PER_USER).await?;
+        let created = self.create_room_record(id.clone(), name, owner).await;
+        if created.is_err() {
+            // Best effort: a leftover reservation is pruned later.
+            let _ = self.release_room(owner, &id).await;
+        }
+        created
+    }
+
+    async fn create_room_record(&self, id: String, name: &str, owner: &str) -> Result<Room, Error> {
         let t = fmt_time(now());
         let room = Room {
             v: SCHEMA_VERSION,
-            id: hex::encode(raw),
+            id,
             name: name.to_string(),
             owner: Some(owner.to_string()),
             members: vec![owner.to_string()],
@@ -118,8 +134,71 @@ impl Store {
         Err(contention())
     }
 
+    /// Adds `member` to room `id` if `rule` (the caller's permission) holds
+    /// on the record written over, under both caps. Returns the room and
+    /// whether it changed; adding a present member changes nothing.
+    ///
+    /// # Errors
+    /// `not_found`, the rule's error, `limit_reached` at either cap
+    /// (nothing kept), `unavailable`.
+    pub async fn add_room_member(
+        &self,
+        id: &str,
+        member: &str,
+        rule: impl Fn(&Room) -> Result<(), Error>,
+    ) -> Result<(Room, bool), Error> {
+        let reserved = self.reserve_room(member, id, MAX_ROOMS_PER_USER).await?;
+        let add = |room: &Room| {
+            rule(room)?;
+            if room.has_member(member) {
+                return Ok(RoomChange::Keep);
+            }
+            if room.members.len() >= MAX_MEMBERS_PER_ROOM {
+                return Err(members_cap());
+            }
+            let mut next = room.clone();
+            next.members.push(member.to_string());
+            Ok(RoomChange::Write(next))
+        };
+        let (room, changed) = match self.change_room(id, add).await {
+            Ok(done) => done,
+            Err(e) => {
+                if reserved {
+                    let _ = self.release_room(member, id).await;
+                }
+                return Err(e);
+            }
+        };
+        if changed {
+            if let Err(e) = self.confirm_reservation(member, id, MAX_ROOMS_PER_USER).await {
+                self.take_back(id, member).await?;
+                return Err(e);
+            }
+        }
+        Ok((room, changed))
+    }
+
+    /// Removes `member` from room `id` again (an add that must not stand)
+    /// and releases its reservation.
+    ///
+    /// # Errors
+    /// `unavailable`.
+    pub async fn take_back(&self, id: &str, member: &str) -> Result<(), Error> {
+        let undo = |room: &Room| {
+            let mut next = room.clone();
+            next.members.retain(|m| m != member);
+            Ok(RoomChange::Write(next))
+        };
+        match self.change_room(id, undo).await {
+            Ok(_) | Err(Error::NotFound(_)) => {}
+            Err(e) => return Err(e),
+        }
+        self.release_room(member, id).await
+    }
+
     /// Removes `sign_pub` from every room it is a member of, and clears it
-    /// as owner (such rooms are then managed by admins only).
+    /// as owner (such rooms are then managed by admins only); then drops
+    /// its room reservations.
     ///
     /// # Errors
     /// `unavailable`.
@@ -145,6 +224,12 @@ impl Store {
                 Err(e) => return Err(e),
             }
         }
+        self.delete_memberships(sign_pub).await?;
         Ok(changed)
     }
+}
+
+/// The members-per-room refusal.
+pub(crate) fn members_cap() -> Error {
+    Error::LimitReached(format!("a room has at most {MAX_MEMBERS_PER_ROOM} members"))
 }

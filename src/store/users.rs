@@ -187,8 +187,8 @@ impl Store {
     }
 
     /// Deletes a user record (hard delete, CAS) and removes the key from
-    /// every room, before and after the delete, so that a key registered
-    /// again later inherits nothing.
+    /// every room, before and after the delete, then its block list, so
+    /// that a key registered again later inherits nothing.
     ///
     /// # Errors
     /// `not_found`; `forbidden` for the last active admin; `unavailable`.
@@ -213,6 +213,7 @@ impl Store {
             // A member.add that raced with the delete is caught here (or by
             // its own check after writing).
             self.remove_from_all_rooms(sign_pub).await?;
+            self.delete_block_list(sign_pub).await?;
             return Ok(user);
         }
         Err(contention())

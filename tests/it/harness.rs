@@ -189,7 +189,13 @@ impl Stack {
     pub async fn kv_fingerprint(&self) -> Vec<(u64, u64)> {
         let js = self.jetstream().await;
         let mut out = Vec::new();
-        for name in ["KV_UNIBUS_users", "KV_UNIBUS_invites", "KV_UNIBUS_rooms"] {
+        for name in [
+            "KV_UNIBUS_users",
+            "KV_UNIBUS_invites",
+            "KV_UNIBUS_rooms",
+            "KV_UNIBUS_blocks",
+            "KV_UNIBUS_memberships",
+        ] {
             let mut s = js.get_stream(name).await.expect("stream");
             let info = s.info().await.expect("info");
             out.push((info.state.messages, info.state.last_sequence));

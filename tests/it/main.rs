@@ -4,6 +4,7 @@ mod harness;
 
 mod admin;
 mod admission;
+mod blocks;
 mod cli;
 mod cluster;
 mod failure;

@@ -20,6 +20,7 @@ async fn malformed_requests_are_bad_request_and_change_nothing() {
     let guest = stack.connect(&guest_id).await.unwrap();
     let tok = inv.token.clone();
     let kex = guest_id.kex_pub_hex();
+    let (gk, me) = (guest_id.sign_pub_hex(), admin.sign_pub().to_string());
     let p = "edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f";
 
     let register_cases: Vec<(&str, String)> = vec![
@@ -120,6 +121,17 @@ async fn malformed_requests_are_bad_request_and_change_nothing() {
             subjects::ROOM_MEMBER_REMOVE,
             format!("{{\"id\":\"{}\",\"sign_pub\":\"{}\"}}", "q".repeat(32), "ab".repeat(32)),
         ),
+        ("block.add missing key", subjects::BLOCK_ADD, "{}".into()),
+        ("block.add null key", subjects::BLOCK_ADD, "{\"sign_pub\":null}".into()),
+        ("block.add short key", subjects::BLOCK_ADD, "{\"sign_pub\":\"abcd\"}".into()),
+        ("block.add small-order", subjects::BLOCK_ADD, format!("{{\"sign_pub\":\"01{}\"}}", "00".repeat(31))),
+        ("block.add extra field", subjects::BLOCK_ADD, format!("{{\"sign_pub\":\"{gk}\",\"x\":1}}")),
+        ("block.add self", subjects::BLOCK_ADD, format!("{{\"sign_pub\":\"{me}\"}}")),
+        ("block.add array body", subjects::BLOCK_ADD, "[]".into()),
+        ("block.remove non-hex", subjects::BLOCK_REMOVE, format!("{{\"sign_pub\":\"{}\"}}", "z".repeat(64))),
+        ("block.remove wrong type", subjects::BLOCK_REMOVE, "{\"sign_pub\":7}".into()),
+        ("block.list unknown field", subjects::BLOCK_LIST, "{\"limit\":5}".into()),
+        ("block.list string body", subjects::BLOCK_LIST, "\"x\"".into()),
     ];
     assert!(register_cases.len() + admin_cases.len() >= 25);
 

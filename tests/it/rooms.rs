@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use futures::StreamExt as _;
 use unibus::client::{Client, Identity};
-use unibus::model::Role;
-use unibus::proto::RoomListRequest;
+use unibus::model::{Role, User};
+use unibus::proto::{MAX_MEMBERS_PER_ROOM, MAX_ROOMS_PER_USER, RoomListRequest};
 use unibus::subjects;
 
 use crate::harness::{Stack, code, expect_server_error};
@@ -170,6 +170,8 @@ async fn deleted_user_leaves_every_room_and_inherits_nothing() {
     assert!(o.owner.is_none() && o.members.is_empty(), "owner cleared: admins only");
     let a = admin.get_room(&other.id).await.unwrap();
     assert!(!a.has_member(&erin.sign_pub_hex()));
+    let kv = stack.jetstream().await.get_key_value(subjects::BUCKET_MEMBERSHIPS).await.unwrap();
+    assert!(kv.get(erin.sign_pub_hex()).await.unwrap().is_none(), "room reservations left behind");
 
     // Registered again with a new invite: no rooms.
     let inv = admin.create_invite(&Default::default()).await.unwrap();
@@ -180,4 +182,156 @@ async fn deleted_user_leaves_every_room_and_inherits_nothing() {
     let rooms = erin_c.list_rooms(&RoomListRequest::default()).await.unwrap();
     assert!(rooms.rooms.is_empty());
     assert_eq!(code(erin_c.get_room(&owned.id).await), "forbidden");
+}
+
+/// A user in 256 rooms can neither create nor be added to another
+/// (limit_reached, KV unchanged); concurrent adds at 255 let exactly one
+/// through; leaving a room frees a place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rooms_per_user_cap_is_exact() {
+    let stack = Stack::start(false).await;
+    let (root, admin) = stack.admin().await;
+    let (alice, alice_c) = stack.user(&admin, Role::Member, "alice").await;
+    let me = alice.sign_pub_hex();
+    let store = stack.store();
+    // 255 rooms through the store (quick), then 8 rooms of the admin's.
+    for i in 0..MAX_ROOMS_PER_USER - 1 {
+        store.create_room(&format!("r{i}"), &me).await.unwrap();
+    }
+    let mut theirs = Vec::new();
+    for i in 0..8 {
+        theirs.push(store.create_room(&format!("admin {i}"), &root.sign_pub_hex()).await.unwrap().id);
+    }
+    // Eight concurrent adds for the one free place: exactly one wins.
+    let adds = theirs.iter().map(|id| admin.add_member(id, &me));
+    let results = futures::future::join_all(adds).await;
+    let won = results.iter().filter(|r| r.is_ok()).count();
+    assert_eq!(won, 1, "{results:?}");
+    for r in results.into_iter().filter(|r| r.is_err()) {
+        assert_eq!(code(r), "limit_reached");
+    }
+    assert_eq!(store.rooms_of_member(&me).await.unwrap().len(), MAX_ROOMS_PER_USER);
+
+    let admin = reconnect(&stack, &root).await;
+    let alice_c2 = reconnect(&stack, &alice).await;
+    drop(alice_c);
+    // A member of 256 rooms still connects (its user JWT lists them all).
+    let all = store.rooms_of_member(&me).await.unwrap();
+    for id in [&all[0], &all[all.len() / 2], &all[all.len() - 1]] {
+        alice_c2.publish_checked(&subjects::room_msg(id), b"x".to_vec()).await.unwrap();
+    }
+    let before = stack.kv_fingerprint().await;
+    assert_eq!(code(alice_c2.create_room("one too many").await), "limit_reached");
+    let (mut spare, mut joined) = (String::new(), String::new());
+    for id in &theirs {
+        match store.get_room(id).await.unwrap().unwrap().0.has_member(&me) {
+            true => joined = id.clone(),
+            false => spare = id.clone(),
+        }
+    }
+    assert_eq!(code(admin.add_member(&spare, &me).await), "limit_reached");
+    assert_eq!(stack.kv_fingerprint().await, before, "a refused add changed KV");
+
+    // Leaving one room frees a place.
+    alice_c2.remove_member(&joined, &me).await.unwrap();
+    assert!(admin.add_member(&spare, &me).await.unwrap().has_member(&me));
+    assert_eq!(store.rooms_of_member(&me).await.unwrap().len(), MAX_ROOMS_PER_USER);
+}
+
+/// A room of 512 members takes no one else (limit_reached, KV unchanged)
+/// but re-adding a present member succeeds; concurrent adds at 510 let
+/// exactly two through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_per_room_cap_is_exact() {
+    let stack = Stack::start(false).await;
+    let (_root, admin) = stack.admin().await;
+    let (alice, alice_c) = stack.user(&admin, Role::Member, "alice").await;
+    let room = alice_c.create_room("crowded").await.unwrap();
+    let alice_c = reconnect(&stack, &alice).await;
+    let store = stack.store();
+    // Six real users to add, and fillers written straight into the room.
+    let mut users = Vec::new();
+    for i in 0..6 {
+        let id = Identity::generate();
+        let u =
+            User::new_active(&id.sign_pub_hex(), &id.kex_pub_hex(), &format!("u{i}"), Role::Member, "t", "t");
+        store.add_user(&u).await.unwrap();
+        users.push(id.sign_pub_hex());
+    }
+    fill(store, &room.id, MAX_MEMBERS_PER_ROOM - 2).await;
+
+    let adds = users[..4].iter().map(|u| alice_c.add_member(&room.id, u));
+    let results = futures::future::join_all(adds).await;
+    assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 2, "{results:?}");
+    for r in results.into_iter().filter(|r| r.is_err()) {
+        assert_eq!(code(r), "limit_reached");
+    }
+    let full = alice_c.get_room(&room.id).await.unwrap();
+    assert_eq!(full.members.len(), MAX_MEMBERS_PER_ROOM);
+
+    let before = stack.kv_fingerprint().await;
+    assert_eq!(code(alice_c.add_member(&room.id, &users[4]).await), "limit_reached");
+    assert_eq!(code(admin.add_member(&room.id, &users[5]).await), "limit_reached", "admins too");
+    let present = alice_c.add_member(&room.id, &alice.sign_pub_hex()).await.unwrap();
+    assert_eq!(present.updated_at, full.updated_at, "re-adding a present member changes nothing");
+    assert_eq!(stack.kv_fingerprint().await, before, "KV changed at the cap");
+}
+
+/// Writes `n` filler keys (plus the owner) into room `id`'s member list.
+async fn fill(store: &unibus::store::Store, id: &str, n: usize) {
+    let fillers: Vec<String> = (0..n - 1).map(|_| Identity::generate().sign_pub_hex()).collect();
+    store
+        .change_room(id, |room| {
+            let mut next = room.clone();
+            next.members.extend(fillers.iter().cloned());
+            Ok(unibus::store::RoomChange::Write(next))
+        })
+        .await
+        .unwrap();
+}
+
+/// The rooms-per-user cap counts rooms that listed a user before its
+/// reservation record existed, and a crash's leftover reservations (no room
+/// lists the user) are pruned once older than 5 minutes, while recent ones
+/// (adds possibly in flight) still count.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rooms_cap_counts_old_rooms_and_prunes_leftovers() {
+    let stack = Stack::start(false).await;
+    let (root, admin) = stack.admin().await;
+    let (alice, alice_c) = stack.user(&admin, Role::Member, "alice").await;
+    let (carol, carol_c) = stack.user(&admin, Role::Member, "carol").await;
+    let store = stack.store();
+    let (me, owner) = (alice.sign_pub_hex(), root.sign_pub_hex());
+
+    // 256 rooms list alice, written without reservations (older data).
+    for i in 0..MAX_ROOMS_PER_USER {
+        let room = store.create_room(&format!("old {i}"), &owner).await.unwrap();
+        store
+            .change_room(&room.id, |r| {
+                let mut next = r.clone();
+                next.members.push(me.clone());
+                Ok(unibus::store::RoomChange::Write(next))
+            })
+            .await
+            .unwrap();
+    }
+    let before = stack.kv_fingerprint().await;
+    assert_eq!(code(alice_c.create_room("257th").await), "limit_reached");
+    assert_eq!(stack.kv_fingerprint().await, before);
+
+    // Leftovers of crashed adds: 256 reservations of rooms that never came.
+    let kv = stack.jetstream().await.get_key_value(subjects::BUCKET_MEMBERSHIPS).await.unwrap();
+    let leftovers = |at: &str| {
+        let rooms: serde_json::Map<String, serde_json::Value> =
+            (0..MAX_ROOMS_PER_USER).map(|i| (format!("{i:032x}"), at.into())).collect();
+        serde_json::json!({"v": 1, "sign_pub": carol.sign_pub_hex(), "rooms": rooms, "updated_at": at})
+    };
+    let now = unibus::model::fmt_time(unibus::model::now());
+    kv.put(carol.sign_pub_hex(), leftovers(&now).to_string().into()).await.unwrap();
+    assert_eq!(code(carol_c.create_room("recent leftovers count").await), "limit_reached");
+    kv.put(carol.sign_pub_hex(), leftovers("2020-01-01T00:00:00Z").to_string().into()).await.unwrap();
+    let room = carol_c.create_room("old leftovers pruned").await.unwrap();
+    let record: unibus::store::Memberships =
+        serde_json::from_slice(&kv.get(carol.sign_pub_hex()).await.unwrap().unwrap()).unwrap();
+    assert_eq!(record.rooms.keys().cloned().collect::<Vec<_>>(), vec![room.id]);
 }

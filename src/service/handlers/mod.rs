@@ -2,6 +2,7 @@
 //! outcome or domain error`. Shape checks first (`bad_request`), then
 //! existence (`not_found`), then permission (`forbidden`).
 
+mod blocks;
 mod invites;
 mod rooms;
 mod users;
@@ -41,6 +42,9 @@ pub async fn dispatch(
         s::ROOM_LIST => rooms::list(ctx, c, decode(body)?).await,
         s::ROOM_MEMBER_ADD => rooms::add(ctx, c, decode(body)?).await,
         s::ROOM_MEMBER_REMOVE => rooms::remove(ctx, c, decode(body)?).await,
+        s::BLOCK_ADD => blocks::add(ctx, c, decode(body)?).await,
+        s::BLOCK_REMOVE => blocks::remove(ctx, c, decode(body)?).await,
+        s::BLOCK_LIST => blocks::list(ctx, c, decode(body)?).await,
         other => Err(Error::Internal(format!("no handler for {other}"))),
     }
 }

@@ -1,15 +1,16 @@
 //! Rooms: create, get, list, member add and remove (DESIGN section 5).
 //! Membership changes close the affected member's connections after the
-//! reply, so that its reconnect carries the new permissions.
+//! reply, so that its reconnect carries the new permissions. Adds respect
+//! the caps (256 rooms per user, 512 members per room) and block lists.
 
 use super::{Caller, Ctx, Outcome, active_user, hex_id, sign_pub};
 use crate::error::Error;
 use crate::model::{Role, Room, UserStatus};
 use crate::proto::{
-    IdRequest, MemberRequest, RoomCreateRequest, RoomListReply, RoomListRequest, RoomReply, page_limit,
-    validate_name,
+    IdRequest, MAX_MEMBERS_PER_ROOM, MemberRequest, RoomCreateRequest, RoomListReply, RoomListRequest,
+    RoomReply, page_limit, validate_name,
 };
-use crate::store::RoomChange;
+use crate::store::{RoomChange, members_cap};
 
 /// `unibus.room.create`: the caller owns the room and is its first member;
 /// its connections are closed so that it reconnects with the room granted.
@@ -42,29 +43,34 @@ pub async fn list(ctx: &Ctx, caller: &Caller, req: RoomListRequest) -> Result<Ou
     Outcome::reply(&RoomListReply { rooms, next })
 }
 
-/// `unibus.room.member.add`: the owner or an admin adds an active user.
+/// `unibus.room.member.add`: the owner or an admin adds an active user,
+/// within both caps; a non-admin cannot add a user who has blocked it.
 pub async fn add(ctx: &Ctx, caller: &Caller, req: MemberRequest) -> Result<Outcome, Error> {
     let id = hex_id("id", &req.id, 16)?;
     let target = sign_pub("sign_pub", &req.sign_pub)?;
-    ctx.store.get_room(&id).await?.ok_or_else(|| Error::NotFound("no such room".into()))?;
+    let (current, _) =
+        ctx.store.get_room(&id).await?.ok_or_else(|| Error::NotFound("no such room".into()))?;
     let member = match ctx.store.get_user(&target).await? {
         Some((u, _)) if u.status == UserStatus::Active => u,
         _ => return Err(Error::NotFound("no such active user".into())),
     };
     let me = active_user(ctx, caller).await?;
     let is_admin = me.role == Role::Admin;
-    let rule = |room: &Room| {
+    let may_add = |room: &Room| {
         if !is_admin && room.owner.as_deref() != Some(me.sign_pub.as_str()) {
             return Err(Error::Forbidden("only the owner or an admin adds members".into()));
         }
-        if room.has_member(&target) {
-            return Ok(RoomChange::Keep);
-        }
-        let mut next = room.clone();
-        next.members.push(target.clone());
-        Ok(RoomChange::Write(next))
+        Ok(())
     };
-    let (room, changed) = ctx.store.change_room(&id, rule).await?;
+    // Permission before the caps, and no write when a check refuses.
+    may_add(&current)?;
+    if !is_admin && ctx.store.has_blocked(&target, &me.sign_pub).await? {
+        return Err(Error::Forbidden("this user has blocked you".into()));
+    }
+    if !current.has_member(&target) && current.members.len() >= MAX_MEMBERS_PER_ROOM {
+        return Err(members_cap());
+    }
+    let (room, changed) = ctx.store.add_room_member(&id, &target, may_add).await?;
     if !changed {
         return Outcome::reply(&RoomReply { room });
     }
@@ -72,12 +78,7 @@ pub async fn add(ctx: &Ctx, caller: &Caller, req: MemberRequest) -> Result<Outco
     // we wrote: then take the membership back.
     let still = ctx.store.get_user(&target).await?;
     if still.as_ref().is_none_or(|(u, _)| u.invite_id != member.invite_id) {
-        let undo = |room: &Room| {
-            let mut next = room.clone();
-            next.members.retain(|m| m != &target);
-            Ok(RoomChange::Write(next))
-        };
-        ctx.store.change_room(&id, undo).await?;
+        ctx.store.take_back(&id, &target).await?;
         return Err(Error::NotFound("no such active user".into()));
     }
     let kick = ctx.kicker.find(&target).await.unwrap_or_default();
@@ -109,6 +110,10 @@ pub async fn remove(ctx: &Ctx, caller: &Caller, req: MemberRequest) -> Result<Ou
         Ok(RoomChange::Write(next))
     };
     let (room, changed) = ctx.store.change_room(&id, rule).await?;
+    if changed {
+        // Best effort: a leftover reservation is pruned at the cap.
+        let _ = ctx.store.release_room(&target, &id).await;
+    }
     let kick = if changed { ctx.kicker.find(&target).await.unwrap_or_default() } else { Vec::new() };
     Outcome::reply_then_kick(&RoomReply { room }, kick)
 }

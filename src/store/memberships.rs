@@ -1,0 +1,163 @@
+//! The rooms-per-user cap (DESIGN section 5) on `UNIBUS_memberships`: one
+//! record per user, keyed by its `sign_pub`, listing the rooms it is in or
+//! is being added to. Membership itself lives in the room records; this
+//! record only makes the cap exact across them.
+//!
+//! The rule that makes it exact: a room is *reserved* here (CAS on this one
+//! record, refused at the cap) before any room record lists the user, and
+//! *released* only after the room record stopped listing it. So the rooms
+//! that list a user are always a subset of its reservations, and those are
+//! never more than the cap. A crash between the two steps can only leave a
+//! reservation without membership (stricter, never looser); such leftovers
+//! are pruned when the user is at the cap: a reservation older than
+//! [`PRUNE_AFTER`] whose room (leader read) does not list the user is
+//! dropped. An add re-checks its reservation after writing the room (see
+//! [`Store::confirm_reservation`]), which covers a request that stalled
+//! longer than that.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::{KvError, MAX_CAS_ATTEMPTS, Store, contention, get_many};
+use crate::error::Error;
+use crate::model::{Room, SCHEMA_VERSION, fmt_time, now, parse_time};
+
+/// A reservation this old whose room does not list the user is a leftover.
+pub const PRUNE_AFTER: time::Duration = time::Duration::minutes(5);
+
+/// A record in `UNIBUS_memberships`, keyed by `sign_pub`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Memberships {
+    /// Schema version.
+    pub v: u32,
+    /// The user's Ed25519 key, lowercase hex.
+    pub sign_pub: String,
+    /// Room id -> when it was reserved (RFC 3339 UTC).
+    pub rooms: BTreeMap<String, String>,
+    /// Last change, RFC 3339 UTC.
+    pub updated_at: String,
+}
+
+fn limit(cap: usize) -> Error {
+    Error::LimitReached(format!("a user is in at most {cap} rooms"))
+}
+
+impl Store {
+    /// Reserves room `room` for `user` before it is added there; at most
+    /// `cap` rooms. Returns true when this call made the reservation (the
+    /// caller releases it if the add then does not happen).
+    ///
+    /// # Errors
+    /// `limit_reached` at the cap (nothing written); `unavailable`.
+    pub async fn reserve_room(&self, user: &str, room: &str, cap: usize) -> Result<bool, Error> {
+        for _ in 0..MAX_CAS_ATTEMPTS {
+            let (mut record, rev) = match self.memberships.get::<Memberships>(user).await? {
+                Some((r, rev)) => (r, Some(rev)),
+                None => (self.seed_memberships(user).await?, None),
+            };
+            if record.rooms.contains_key(room) {
+                return Ok(false);
+            }
+            if record.rooms.len() >= cap {
+                self.prune_reservations(&mut record).await?;
+                if record.rooms.len() >= cap {
+                    return Err(limit(cap));
+                }
+            }
+            record.rooms.insert(room.to_string(), fmt_time(now()));
+            match self.write_memberships(&record, rev).await {
+                Ok(()) => return Ok(true),
+                Err(KvError::Conflict) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(contention())
+    }
+
+    /// After an add wrote room `room`: makes sure `user`'s reservation of it
+    /// is still there (it is, unless the add stalled for [`PRUNE_AFTER`]
+    /// and it was pruned), taking it again if not.
+    ///
+    /// # Errors
+    /// `limit_reached` when it is gone and the user is at the cap (the
+    /// caller then takes the membership back); `unavailable`.
+    pub async fn confirm_reservation(&self, user: &str, room: &str, cap: usize) -> Result<(), Error> {
+        self.reserve_room(user, room, cap).await.map(|_| ())
+    }
+
+    /// Drops `user`'s reservation of `room` (after it left the room, or an
+    /// add that reserved it did not happen).
+    ///
+    /// # Errors
+    /// `unavailable`.
+    pub async fn release_room(&self, user: &str, room: &str) -> Result<(), Error> {
+        for _ in 0..MAX_CAS_ATTEMPTS {
+            let Some((mut record, rev)) = self.memberships.get::<Memberships>(user).await? else {
+                return Ok(());
+            };
+            if record.rooms.remove(room).is_none() {
+                return Ok(());
+            }
+            match self.write_memberships(&record, Some(rev)).await {
+                Ok(()) => return Ok(()),
+                Err(KvError::Conflict) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(contention())
+    }
+
+    /// Deletes `user`'s reservations (after it left every room).
+    ///
+    /// # Errors
+    /// `unavailable`.
+    pub async fn delete_memberships(&self, user: &str) -> Result<(), Error> {
+        for _ in 0..MAX_CAS_ATTEMPTS {
+            let Some((_, rev)) = self.memberships.get::<Memberships>(user).await? else { return Ok(()) };
+            match self.memberships.delete(user, rev).await {
+                Ok(()) => return Ok(()),
+                Err(KvError::Conflict) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(contention())
+    }
+
+    /// A first record for `user`: the rooms that already list it (rooms
+    /// made before this record existed), from the rooms index made current.
+    async fn seed_memberships(&self, user: &str) -> Result<Memberships, Error> {
+        let epoch = fmt_time(time::OffsetDateTime::UNIX_EPOCH);
+        let rooms = self.rooms_of_member(user).await?.into_iter().map(|id| (id, epoch.clone())).collect();
+        Ok(Memberships { v: SCHEMA_VERSION, sign_pub: user.to_string(), rooms, updated_at: fmt_time(now()) })
+    }
+
+    /// Drops leftovers: reservations older than [`PRUNE_AFTER`] whose room
+    /// (leader read) is gone or does not list the user.
+    async fn prune_reservations(&self, record: &mut Memberships) -> Result<(), Error> {
+        let cutoff = now() - PRUNE_AFTER;
+        let old: Vec<String> = record
+            .rooms
+            .iter()
+            .filter(|(_, at)| parse_time(at).is_none_or(|t| t < cutoff))
+            .map(|(id, _)| id.clone())
+            .collect();
+        let present = get_many::<Room>(&self.rooms, old.clone()).await?;
+        for id in old {
+            let listed = present.iter().any(|(r, _)| r.id == id && r.has_member(&record.sign_pub));
+            if !listed {
+                record.rooms.remove(&id);
+            }
+        }
+        Ok(())
+    }
+
+    async fn write_memberships(&self, record: &Memberships, rev: Option<u64>) -> Result<(), KvError> {
+        let mut record = record.clone();
+        record.updated_at = fmt_time(now());
+        match rev {
+            Some(rev) => self.memberships.update(&record.sign_pub, &record, rev).await.map(|_| ()),
+            None => self.memberships.create(&record.sign_pub, &record).await.map(|_| ()),
+        }
+    }
+}
