@@ -12,6 +12,7 @@
 //! - [`store`]: typed KV operations, CAS only, redemption protocol.
 //! - [`callout`]: the auth-callout responder (JWTs, xkey, permissions).
 //! - [`kick`]: finding and closing live connections (CONNZ, KICK).
+//! - [`limits`]: guest flood limits on `unibus.register`.
 //! - [`metrics`]: the callout's latency histogram.
 //! - [`service`]: the control-plane micro service and its handlers.
 //! - [`client`]: identities and the typed Rust client.
@@ -33,6 +34,7 @@ pub mod e2e;
 pub mod error;
 pub mod keys;
 pub mod kick;
+pub mod limits;
 pub mod metrics;
 pub mod model;
 pub mod natsserver;

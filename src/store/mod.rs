@@ -28,6 +28,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::error::Error;
+use crate::limits::{Admitted, GuestLimits, Limiter};
 use crate::subjects::{BUCKET_INVITES, BUCKET_ROOMS, BUCKET_USERS};
 use index::Index;
 
@@ -51,6 +52,9 @@ pub struct StoreConfig {
     pub storage: stream::StorageType,
     /// Timeout of each JetStream request.
     pub timeout: Duration,
+    /// Limits on `unibus.register` (guest floods), checked before any
+    /// store access.
+    pub guest: GuestLimits,
 }
 
 impl Default for StoreConfig {
@@ -60,6 +64,7 @@ impl Default for StoreConfig {
             history: 5,
             storage: stream::StorageType::File,
             timeout: Duration::from_millis(1000),
+            guest: GuestLimits::default(),
         }
     }
 }
@@ -184,6 +189,9 @@ pub struct Store {
     pub(crate) rooms_ix: Arc<Index<folds::Rooms>>,
     /// Bound on one store call (and on waiting for an index).
     pub(crate) timeout: Duration,
+    /// Guest register limits: they guard the store, so every clone of it
+    /// shares one.
+    pub(crate) guests: Arc<Limiter>,
 }
 
 impl Store {
@@ -207,7 +215,21 @@ impl Store {
             invites,
             rooms,
             timeout: cfg.timeout,
+            guests: Arc::new(Limiter::new(cfg.guest.clone())),
         })
+    }
+
+    /// Admits one `unibus.register` of `sign_pub` (lowercase hex) under the
+    /// guest limits, before it may touch the store; hold the result until
+    /// the request is answered.
+    ///
+    /// # Errors
+    /// `limit_reached` beyond a limit; `unauthenticated` for a malformed key.
+    pub fn admit_register(&self, sign_pub: &str) -> Result<Admitted, Error> {
+        let mut key = [0u8; 32];
+        hex::decode_to_slice(sign_pub, &mut key)
+            .map_err(|_| Error::Unauthenticated("caller is not a user key".into()))?;
+        self.guests.admit(&key)
     }
 
     /// How long to wait for an index to become current: at least the store

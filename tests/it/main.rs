@@ -10,6 +10,7 @@ mod failure;
 mod faults;
 mod freshness;
 mod invites;
+mod limits;
 mod malformed;
 mod messaging;
 mod revocation;
