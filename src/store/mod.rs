@@ -7,7 +7,8 @@
 //!
 //! Buckets are created when missing with `allow_direct: false`, so every
 //! read goes to the stream leader (`STREAM.MSG.GET`) and is never served
-//! stale by a follower: allow/deny decisions need read-your-writes.
+//! stale by a follower: allow/deny decisions need read-your-writes. A
+//! bucket found with direct gets on is reconfigured to leader reads.
 
 pub mod folds;
 pub mod index;
@@ -304,13 +305,41 @@ pub(crate) async fn get_many<T: DeserializeOwned + Send + 'static>(
 
 async fn open_bucket(js: &jetstream::Context, name: &str, cfg: &StoreConfig) -> Result<Bucket, Error> {
     match js.get_key_value(name).await {
-        Ok(kv) => return Ok(Bucket { kv }),
+        Ok(kv) => return leader_reads_only(js, name, kv).await,
         Err(e) if e.kind() == jetstream::context::KeyValueErrorKind::GetBucket => {}
         Err(e) => return Err(Error::Unavailable(format!("open bucket {name}: {e}"))),
     }
     js.create_stream(bucket_stream_config(name, cfg))
         .await
         .map_err(|e| Error::Unavailable(format!("create bucket {name}: {e}")))?;
+    let kv =
+        js.get_key_value(name).await.map_err(|e| Error::Unavailable(format!("open bucket {name}: {e}")))?;
+    Ok(Bucket { kv })
+}
+
+/// A bucket found in place (created elsewhere, or by an older unibusd) that
+/// allows direct gets would answer reads from any replica, possibly stale:
+/// its stream is reconfigured with `allow_direct` and `mirror_direct` off
+/// (nothing else changes) and reopened, so every read is a leader read. If
+/// that is refused, the store does not open.
+async fn leader_reads_only(js: &jetstream::Context, name: &str, kv: kv::Store) -> Result<Bucket, Error> {
+    let refused = |e: &dyn std::fmt::Display| {
+        Error::Unavailable(format!(
+            "bucket {name} allows direct gets (follower reads) and cannot be set to allow_direct: false: {e}"
+        ))
+    };
+    let mut stream = js.get_stream(format!("KV_{name}")).await.map_err(|e| refused(&e))?;
+    let mut config = stream.info().await.map_err(|e| refused(&e))?.config.clone();
+    if !config.allow_direct && !config.mirror_direct {
+        return Ok(Bucket { kv });
+    }
+    tracing::warn!(bucket = name, "bucket allows direct gets; setting allow_direct: false (leader reads)");
+    config.allow_direct = false;
+    config.mirror_direct = false;
+    let info = js.update_stream(&config).await.map_err(|e| refused(&e))?;
+    if info.config.allow_direct || info.config.mirror_direct {
+        return Err(refused(&"the server kept direct gets on"));
+    }
     let kv =
         js.get_key_value(name).await.map_err(|e| Error::Unavailable(format!("open bucket {name}: {e}")))?;
     Ok(Bucket { kv })
