@@ -156,4 +156,69 @@ fn compose_parses_and_pins_the_tested_nats_server() {
     assert!(volumes.iter().any(|v| v.starts_with("./nats.conf:")), "{volumes:?}");
     assert_eq!(services["unibusd"]["build"].as_str(), Some("."));
     assert!(std::path::Path::new(&format!("{root}/Dockerfile")).is_file());
+    nats_service_sees_no_seeds(services);
+}
+
+/// The volumes (name, mount point) of a compose service.
+fn mounts(service: &yaml_rust2::Yaml) -> Vec<(String, String)> {
+    let vols = service["volumes"].as_vec().map(Vec::as_slice).unwrap_or_default();
+    vols.iter()
+        .filter_map(|v| v.as_str())
+        .map(|v| {
+            let mut parts = v.split(':');
+            (parts.next().unwrap().to_string(), parts.next().unwrap_or_default().to_string())
+        })
+        .collect()
+}
+
+/// The seeds file that keygen writes lives in a volume that only unibusd
+/// (and keygen) mount; the nats service gets only the public-key file's
+/// volume, read-only, and no seed in its environment.
+fn nats_service_sees_no_seeds(services: &yaml_rust2::Yaml) {
+    let cmd: Vec<&str> =
+        services["keys"]["command"].as_vec().unwrap().iter().filter_map(|v| v.as_str()).collect();
+    let arg = |flag: &str| cmd[cmd.iter().position(|a| *a == flag).expect(flag) + 1].to_string();
+    let (seeds, public) = (arg("--out"), arg("--public-out"));
+    let volume_of = |file: &str| {
+        let (name, _) = mounts(&services["keys"])
+            .into_iter()
+            .find(|(_, at)| file.starts_with(&format!("{at}/")))
+            .unwrap_or_else(|| panic!("{file} is not in a volume"));
+        name
+    };
+    let (seed_vol, pub_vol) = (volume_of(&seeds), volume_of(&public));
+    assert_ne!(seed_vol, pub_vol, "seeds and public keys share a volume");
+    let nats = mounts(&services["nats"]);
+    assert!(nats.iter().all(|(name, _)| *name != seed_vol), "nats mounts the seeds volume: {nats:?}");
+    assert!(nats.iter().any(|(name, _)| *name == pub_vol), "nats lacks the public keys: {nats:?}");
+    let nats_text = format!("{:?}", services["nats"]);
+    assert!(!nats_text.contains("SEED") && !nats_text.contains(&seeds), "{nats_text}");
+    assert!(mounts(&services["unibusd"]).iter().any(|(name, _)| *name == seed_vol));
+}
+
+/// `unibusd keygen --public-out` writes only the public keys there (what
+/// the nats container gets), and the seeds file with mode 0600.
+#[test]
+fn keygen_public_file_has_no_seeds() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let (out, public) = (dir.path().join("unibus.env"), dir.path().join("nats.env"));
+    let status = std::process::Command::new(UNIBUSD)
+        .arg("keygen")
+        .arg("--out")
+        .arg(&out)
+        .arg("--public-out")
+        .arg(&public)
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(std::fs::metadata(&out).unwrap().permissions().mode() & 0o777, 0o600);
+    let text = std::fs::read_to_string(&public).unwrap();
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 4, "{text}");
+    for line in lines {
+        let (k, v) = line.trim_start_matches("export ").split_once('=').unwrap();
+        assert!(k.ends_with("_PUB") && !v.starts_with('S'), "{line}");
+    }
 }
