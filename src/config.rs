@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::stream::StorageType;
 
+use crate::limits::GuestLimits;
 use crate::secrets::{Secrets, SecretsError, read_env_file};
 use crate::store::StoreConfig;
 
@@ -39,6 +40,24 @@ pub struct DaemonArgs {
     /// Lifetime of issued user JWTs in seconds (revocation backstop).
     #[arg(long, env = "UNIBUS_USER_JWT_TTL_SECS", default_value_t = 3600)]
     pub user_jwt_ttl_secs: u64,
+    /// `unibus.register` requests one key may send at once (1..=1000).
+    #[arg(long, env = "UNIBUS_REGISTER_KEY_BURST", default_value_t = 5)]
+    pub register_key_burst: u32,
+    /// Then one request per this many milliseconds (1..=3600000).
+    #[arg(long, env = "UNIBUS_REGISTER_KEY_INTERVAL_MS", default_value_t = 2000)]
+    pub register_key_interval_ms: u64,
+    /// `unibus.register` requests per second over all keys (1..=1000000).
+    #[arg(long, env = "UNIBUS_REGISTER_RATE", default_value_t = 2000)]
+    pub register_rate: u32,
+    /// Burst of the global register rate (1..=1000000).
+    #[arg(long, env = "UNIBUS_REGISTER_BURST", default_value_t = 4000)]
+    pub register_burst: u32,
+    /// `unibus.register` requests handled at once (1..=65536).
+    #[arg(long, env = "UNIBUS_REGISTER_IN_FLIGHT", default_value_t = 512)]
+    pub register_in_flight: usize,
+    /// Keys the per-key register limit tracks at most (1024..=10000000).
+    #[arg(long, env = "UNIBUS_REGISTER_TRACKED_KEYS", default_value_t = 65_536)]
+    pub register_tracked_keys: usize,
 }
 
 /// Why settings were refused; names the setting.
@@ -116,8 +135,51 @@ impl DaemonArgs {
                 history: self.kv_history,
                 storage,
                 timeout: Duration::from_millis(self.store_timeout_ms),
+                guest: self.guest_limits()?,
             },
             user_jwt_ttl: Duration::from_secs(self.user_jwt_ttl_secs),
+        })
+    }
+
+    /// The `unibus.register` flood limits.
+    fn guest_limits(&self) -> Result<GuestLimits, ConfigError> {
+        fn check<T: PartialOrd + Copy>(
+            name: &'static str,
+            v: T,
+            lo: T,
+            hi: T,
+            range: &str,
+        ) -> Result<T, ConfigError> {
+            if v < lo || v > hi {
+                return Err(ConfigError::Invalid(name, format!("must be {range}")));
+            }
+            Ok(v)
+        }
+        Ok(GuestLimits {
+            per_key_burst: check("UNIBUS_REGISTER_KEY_BURST", self.register_key_burst, 1, 1000, "1..=1000")?,
+            per_key_interval: Duration::from_millis(check(
+                "UNIBUS_REGISTER_KEY_INTERVAL_MS",
+                self.register_key_interval_ms,
+                1,
+                3_600_000,
+                "1..=3600000",
+            )?),
+            global_per_sec: check("UNIBUS_REGISTER_RATE", self.register_rate, 1, 1_000_000, "1..=1000000")?,
+            global_burst: check("UNIBUS_REGISTER_BURST", self.register_burst, 1, 1_000_000, "1..=1000000")?,
+            max_in_flight: check(
+                "UNIBUS_REGISTER_IN_FLIGHT",
+                self.register_in_flight,
+                1,
+                65_536,
+                "1..=65536",
+            )?,
+            max_keys: check(
+                "UNIBUS_REGISTER_TRACKED_KEYS",
+                self.register_tracked_keys,
+                1024,
+                10_000_000,
+                "1024..=10000000",
+            )?,
         })
     }
 }

@@ -39,8 +39,10 @@ pub enum Kind {
     Room,
 }
 
-/// The content key wrapped for one recipient.
+/// The content key wrapped for one recipient. Unknown fields are refused,
+/// as in the envelope: the signature does not cover them.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
 pub struct Wrapped {
     /// Recipient `sign_pub` hex.
     pub to: String,
@@ -283,10 +285,16 @@ impl ReplayGuard {
     /// Records a fresh (from, id); false when it was seen already.
     fn admit(&mut self, from: &str, id: &str, ts: i64, now_ms: i64) -> bool {
         if self.seen.len() > 10_000 {
-            self.seen.retain(|_, t| (now_ms - *t).abs() <= MAX_SKEW_MS);
+            self.seen.retain(|_, t| within_skew(*t, now_ms));
         }
         self.seen.insert((from.to_string(), id.to_string()), ts).is_none()
     }
+}
+
+/// `|now - ts| <= MAX_SKEW_MS` without overflow for any pair of values
+/// (a sender chooses `ts`, so `i64::MIN` must be stale, not a panic).
+fn within_skew(ts: i64, now_ms: i64) -> bool {
+    now_ms.abs_diff(ts) <= MAX_SKEW_MS.unsigned_abs()
 }
 
 fn hex32(field: &str, s: &str) -> Result<[u8; 32], Reject> {
@@ -326,7 +334,7 @@ pub fn open(
         return Err(Reject::Malformed("a direct message has exactly one recipient".into()));
     }
     let mine = env.recipients.iter().find(|r| r.to == me).ok_or(Reject::NotForMe)?;
-    if (now_ms - env.ts).abs() > MAX_SKEW_MS {
+    if !within_skew(env.ts, now_ms) {
         return Err(Reject::Stale);
     }
     let epk = hex32("epk", &env.epk)?;
@@ -472,5 +480,44 @@ mod tests {
         low.kex_pub = [0u8; 32];
         low.kex_pub[0] = 1;
         assert!(seal(&alice.sk, Kind::Dm, &subjects::dm(&bob.id()), None, &[low], b"x", NOW).is_err());
+    }
+
+    /// Extreme `ts` values (chosen by the sender, signed) are stale, never
+    /// an arithmetic overflow, whatever the receiver's clock.
+    #[test]
+    fn extreme_ts_is_stale_not_a_panic() {
+        let (alice, bob) = (Peer::new(), Peer::new());
+        let subject = subjects::dm(&bob.id());
+        for ts in [i64::MIN, i64::MIN + 1, -1, i64::MAX] {
+            let raw = serde_json::to_vec(
+                &seal(&alice.sk, Kind::Dm, &subject, None, &[bob.recipient()], b"x", ts).unwrap(),
+            )
+            .unwrap();
+            for now in [NOW, i64::MIN, i64::MAX, 0] {
+                let r = open(&raw, &subject, &bob.id(), &bob.kex, &mut ReplayGuard::default(), now);
+                let fresh = (i128::from(now) - i128::from(ts)).abs() <= i128::from(MAX_SKEW_MS);
+                match fresh {
+                    true => assert_eq!(r.map(|o| o.body), Ok(b"x".to_vec()), "ts {ts} at {now}"),
+                    false => assert_eq!(r, Err(Reject::Stale), "ts {ts} at {now}"),
+                }
+            }
+        }
+        assert!(within_skew(i64::MAX, i64::MAX) && within_skew(i64::MIN, i64::MIN));
+    }
+
+    /// A recipient entry with a field the format does not have is refused
+    /// (the signature does not cover unknown fields).
+    #[test]
+    fn recipient_entries_refuse_unknown_fields() {
+        let (alice, bob) = (Peer::new(), Peer::new());
+        let subject = subjects::dm(&bob.id());
+        let env = seal(&alice.sk, Kind::Dm, &subject, None, &[bob.recipient()], b"x", NOW).unwrap();
+        let mut v = serde_json::to_value(&env).unwrap();
+        v["recipients"][0]["extra"] = serde_json::json!("smuggled");
+        let raw = serde_json::to_vec(&v).unwrap();
+        let r = open(&raw, &subject, &bob.id(), &bob.kex, &mut ReplayGuard::default(), NOW);
+        assert!(matches!(r, Err(Reject::Malformed(_))), "{r:?}");
+        let clean = serde_json::to_vec(&env).unwrap();
+        assert!(open(&clean, &subject, &bob.id(), &bob.kex, &mut ReplayGuard::default(), NOW).is_ok());
     }
 }

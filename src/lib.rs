@@ -13,6 +13,7 @@
 //!   lists and the room reservations behind the rooms-per-user cap.
 //! - [`callout`]: the auth-callout responder (JWTs, xkey, permissions).
 //! - [`kick`]: finding and closing live connections (CONNZ, KICK).
+//! - [`limits`]: guest flood limits on `unibus.register`.
 //! - [`metrics`]: the callout's latency histogram.
 //! - [`service`]: the control-plane micro service and its handlers.
 //! - [`client`]: identities and the typed Rust client.
@@ -34,6 +35,7 @@ pub mod e2e;
 pub mod error;
 pub mod keys;
 pub mod kick;
+pub mod limits;
 pub mod metrics;
 pub mod model;
 pub mod natsserver;

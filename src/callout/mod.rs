@@ -60,6 +60,9 @@ pub enum Verdict {
     },
     /// Keep out, with the reason for the server log.
     Deny(String),
+    /// Keep out a key whose record is revoked. Such clients retry every few
+    /// seconds forever, so these are logged at debug with a periodic count.
+    Revoked(String),
 }
 
 /// A request the callout refuses to answer at all (it cannot be trusted, so
@@ -103,12 +106,17 @@ impl Callout {
             }
             Verdict::Deny(reason) => {
                 info!(cid, host = ?req.nats.client_info.host, %reason, "callout deny");
-                AuthResponse {
-                    kind: "authorization_response",
-                    version: 2,
-                    jwt: None,
-                    error: Some(reason.clone()),
+                denial(reason.clone())
+            }
+            Verdict::Revoked(sign_pub) => {
+                debug!(cid, host = ?req.nats.client_info.host, %sign_pub, "callout deny: revoked");
+                if let Some(n) = REVOKED_DENIALS.note(std::time::Instant::now()) {
+                    info!(
+                        denied = n,
+                        "callout: denied {n} connects of revoked keys in the last minute or more"
+                    );
                 }
+                denial(format!("user {sign_pub} is revoked"))
             }
         };
         let resp = ResponseClaims {
@@ -176,7 +184,7 @@ impl Callout {
         // with their stream leaders (and their quorums) after this request
         // arrived; concurrent callouts share those leader probes.
         if self.store.known_revoked(&sign_pub) {
-            return Verdict::Deny(format!("user {sign_pub} is revoked"));
+            return Verdict::Revoked(sign_pub);
         }
         let unavailable = |e: crate::Error| {
             warn!(error = %e, "callout: store unavailable, denying");
@@ -191,7 +199,7 @@ impl Callout {
         // Both syncs also prove that the store still has a quorum (see
         // `Index::sync`), so they gate guests too.
         match (standing, rooms) {
-            (Ok(Standing::Revoked), _) => Verdict::Deny(format!("user {sign_pub} is revoked")),
+            (Ok(Standing::Revoked), _) => Verdict::Revoked(sign_pub),
             (Ok(Standing::Unknown), Ok(_)) => Verdict::Allow { sign_pub, role: None, rooms: Vec::new() },
             (Ok(Standing::Active(role)), Ok(rooms)) => Verdict::Allow { sign_pub, role: Some(role), rooms },
             (Err(e), _) | (_, Err(e)) => unavailable(e),
@@ -214,6 +222,42 @@ impl Callout {
             self.user_jwt_ttl.as_secs() as i64,
         );
         jwt::encode_signed(&claims, &self.issuer).map_err(|e| Abort(format!("sign user JWT: {e}")))
+    }
+}
+
+fn denial(reason: String) -> AuthResponse {
+    AuthResponse { kind: "authorization_response", version: 2, jwt: None, error: Some(reason) }
+}
+
+/// How often the count of revoked-key denials is logged at info.
+const REVOKED_REPORT_EVERY: Duration = Duration::from_secs(60);
+
+/// Denials of revoked keys in this process since the last report.
+static REVOKED_DENIALS: Tally = Tally::new(REVOKED_REPORT_EVERY);
+
+/// Counts events and yields the count at most once per period: at the
+/// first event after a period has passed since the last report.
+struct Tally {
+    every: Duration,
+    state: std::sync::Mutex<(u64, Option<std::time::Instant>)>,
+}
+
+impl Tally {
+    const fn new(every: Duration) -> Tally {
+        Tally { every, state: std::sync::Mutex::new((0, None)) }
+    }
+
+    /// Counts one event at `now`; `Some(count)` when a report is due.
+    fn note(&self, now: std::time::Instant) -> Option<u64> {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        st.0 += 1;
+        let since = *st.1.get_or_insert(now);
+        if now.saturating_duration_since(since) < self.every {
+            return None;
+        }
+        let n = st.0;
+        *st = (0, Some(now));
+        Some(n)
     }
 }
 
@@ -249,5 +293,27 @@ pub async fn run(client: async_nats::Client, mut sub: async_nats::Subscriber, ca
                 Err(abort) => warn!(reason = %abort, "callout: request not answered"),
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    /// Revoked-key denials are reported as one count per period, not one
+    /// line per connect: nothing within the period, then the whole count.
+    #[test]
+    fn tally_reports_once_per_period() {
+        let t = Tally::new(Duration::from_secs(60));
+        let t0 = Instant::now();
+        assert_eq!(t.note(t0), None);
+        for i in 1..100u64 {
+            assert_eq!(t.note(t0 + Duration::from_millis(i * 500)), None, "event {i}");
+        }
+        assert_eq!(t.note(t0 + Duration::from_secs(60)), Some(101));
+        assert_eq!(t.note(t0 + Duration::from_secs(61)), None);
+        assert_eq!(t.note(t0 + Duration::from_secs(119)), None);
+        assert_eq!(t.note(t0 + Duration::from_secs(120)), Some(3));
     }
 }

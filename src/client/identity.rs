@@ -18,6 +18,9 @@ pub enum IdentityError {
     /// Not a user nkey seed.
     #[error("{0}: not a NATS user nkey seed (SU...)")]
     Format(String),
+    /// The seed file is readable or writable by group or others.
+    #[error("{0}: seed file is accessible by group or others (mode {1:04o}); run `chmod 600 {0}`")]
+    Permissions(String, u32),
 }
 
 /// Ed25519 signing key plus the X25519 key derived from it. Has no `Debug`.
@@ -47,13 +50,24 @@ impl Identity {
         }
     }
 
-    /// Reads an nkey seed file.
+    /// Reads an nkey seed file, only if nobody but its owner may read or
+    /// write it (mode `& 0o077 == 0`, checked on the opened file).
     ///
     /// # Errors
-    /// [`IdentityError`] when unreadable or not a user seed.
+    /// [`IdentityError`] when unreadable, accessible by group or others
+    /// ([`IdentityError::Permissions`]), or not a user seed.
     pub fn load(path: &Path) -> Result<Identity, IdentityError> {
+        use std::io::Read as _;
+        use std::os::unix::fs::PermissionsExt as _;
         let name = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| IdentityError::Io(name.clone(), e))?;
+        let io = |e| IdentityError::Io(name.clone(), e);
+        let mut file = std::fs::File::open(path).map_err(io)?;
+        let mode = file.metadata().map_err(io)?.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(IdentityError::Permissions(name.clone(), mode));
+        }
+        let mut text = String::new();
+        file.read_to_string(&mut text).map_err(io)?;
         let seed = text
             .lines()
             .map(str::trim)
@@ -129,6 +143,28 @@ mod tests {
         assert_eq!(back.sign_pub_hex(), id.sign_pub_hex());
         assert_eq!(back.kex_pub_hex(), id.kex_pub_hex());
         assert!(std::fs::read_to_string(&path).unwrap().starts_with("SU"));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// A seed file that group or others may read or write is refused with
+    /// an error naming the path and `chmod 600`; 0600 and 0400 load.
+    #[test]
+    fn load_refuses_seed_readable_by_others() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile_dir();
+        let path = dir.join("id.seed");
+        Identity::generate().save(&path).unwrap();
+        for mode in [0o644, 0o640, 0o604, 0o620, 0o602, 0o660, 0o666] {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+            let err = Identity::load(&path).err().expect("refused");
+            assert!(matches!(err, IdentityError::Permissions(_, m) if m == mode), "{mode:o}: {err}");
+            let text = err.to_string();
+            assert!(text.contains(&path.display().to_string()) && text.contains("chmod 600"), "{text}");
+        }
+        for mode in [0o600, 0o400] {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+            assert!(Identity::load(&path).is_ok(), "{mode:o}");
+        }
         std::fs::remove_dir_all(dir).unwrap();
     }
 

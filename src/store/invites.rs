@@ -202,6 +202,25 @@ impl Store {
         outcome
     }
 
+    /// Before `user` is deleted: finishes the invite it registered with
+    /// (marks it `completed` by CAS when it is still used by this key but
+    /// not completed, as after a crash between steps 4 and 5), so that the
+    /// deleted key cannot replay it (DESIGN section 4 step 6). An invite
+    /// that is gone or in any other state is left as it is.
+    ///
+    /// # Errors
+    /// `unavailable`.
+    pub(crate) async fn retire_invite_of(&self, user: &User) -> Result<(), Error> {
+        let Some((inv, rev)) = self.get_invite(&user.invite_id).await? else { return Ok(()) };
+        if inv.status != InviteStatus::Used || inv.used_by.as_deref() != Some(user.sign_pub.as_str()) {
+            return Ok(());
+        }
+        match self.complete_invite(&inv, rev).await {
+            Err(Error::InviteNotFound) => Ok(()),
+            other => other,
+        }
+    }
+
     /// Step 5: sets `completed` by a CAS on the revision the claim left,
     /// without reading again; if the invite changed since, reads it and
     /// retries (a no-op when already set).

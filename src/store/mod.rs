@@ -7,7 +7,8 @@
 //!
 //! Buckets are created when missing with `allow_direct: false`, so every
 //! read goes to the stream leader (`STREAM.MSG.GET`) and is never served
-//! stale by a follower: allow/deny decisions need read-your-writes.
+//! stale by a follower: allow/deny decisions need read-your-writes. A
+//! bucket found with direct gets on is reconfigured to leader reads.
 
 mod blocks;
 pub mod folds;
@@ -33,6 +34,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::error::Error;
+use crate::limits::{Admitted, GuestLimits, Limiter};
 use crate::subjects::{BUCKET_BLOCKS, BUCKET_INVITES, BUCKET_MEMBERSHIPS, BUCKET_ROOMS, BUCKET_USERS};
 use index::Index;
 
@@ -56,6 +58,9 @@ pub struct StoreConfig {
     pub storage: stream::StorageType,
     /// Timeout of each JetStream request.
     pub timeout: Duration,
+    /// Limits on `unibus.register` (guest floods), checked before any
+    /// store access.
+    pub guest: GuestLimits,
 }
 
 impl Default for StoreConfig {
@@ -65,6 +70,7 @@ impl Default for StoreConfig {
             history: 5,
             storage: stream::StorageType::File,
             timeout: Duration::from_millis(1000),
+            guest: GuestLimits::default(),
         }
     }
 }
@@ -194,6 +200,9 @@ pub struct Store {
     pub(crate) rooms_ix: Arc<Index<folds::Rooms>>,
     /// Bound on one store call (and on waiting for an index).
     pub(crate) timeout: Duration,
+    /// Guest register limits: they guard the store, so every clone of it
+    /// shares one.
+    pub(crate) guests: Arc<Limiter>,
 }
 
 impl Store {
@@ -221,7 +230,21 @@ impl Store {
             blocks,
             memberships,
             timeout: cfg.timeout,
+            guests: Arc::new(Limiter::new(cfg.guest.clone())),
         })
+    }
+
+    /// Admits one `unibus.register` of `sign_pub` (lowercase hex) under the
+    /// guest limits, before it may touch the store; hold the result until
+    /// the request is answered.
+    ///
+    /// # Errors
+    /// `limit_reached` beyond a limit; `unauthenticated` for a malformed key.
+    pub fn admit_register(&self, sign_pub: &str) -> Result<Admitted, Error> {
+        let mut key = [0u8; 32];
+        hex::decode_to_slice(sign_pub, &mut key)
+            .map_err(|_| Error::Unauthenticated("caller is not a user key".into()))?;
+        self.guests.admit(&key)
     }
 
     /// How long to wait for an index to become current: at least the store
@@ -296,13 +319,41 @@ pub(crate) async fn get_many<T: DeserializeOwned + Send + 'static>(
 
 async fn open_bucket(js: &jetstream::Context, name: &str, cfg: &StoreConfig) -> Result<Bucket, Error> {
     match js.get_key_value(name).await {
-        Ok(kv) => return Ok(Bucket { kv }),
+        Ok(kv) => return leader_reads_only(js, name, kv).await,
         Err(e) if e.kind() == jetstream::context::KeyValueErrorKind::GetBucket => {}
         Err(e) => return Err(Error::Unavailable(format!("open bucket {name}: {e}"))),
     }
     js.create_stream(bucket_stream_config(name, cfg))
         .await
         .map_err(|e| Error::Unavailable(format!("create bucket {name}: {e}")))?;
+    let kv =
+        js.get_key_value(name).await.map_err(|e| Error::Unavailable(format!("open bucket {name}: {e}")))?;
+    Ok(Bucket { kv })
+}
+
+/// A bucket found in place (created elsewhere, or by an older unibusd) that
+/// allows direct gets would answer reads from any replica, possibly stale:
+/// its stream is reconfigured with `allow_direct` and `mirror_direct` off
+/// (nothing else changes) and reopened, so every read is a leader read. If
+/// that is refused, the store does not open.
+async fn leader_reads_only(js: &jetstream::Context, name: &str, kv: kv::Store) -> Result<Bucket, Error> {
+    let refused = |e: &dyn std::fmt::Display| {
+        Error::Unavailable(format!(
+            "bucket {name} allows direct gets (follower reads) and cannot be set to allow_direct: false: {e}"
+        ))
+    };
+    let mut stream = js.get_stream(format!("KV_{name}")).await.map_err(|e| refused(&e))?;
+    let mut config = stream.info().await.map_err(|e| refused(&e))?.config.clone();
+    if !config.allow_direct && !config.mirror_direct {
+        return Ok(Bucket { kv });
+    }
+    tracing::warn!(bucket = name, "bucket allows direct gets; setting allow_direct: false (leader reads)");
+    config.allow_direct = false;
+    config.mirror_direct = false;
+    let info = js.update_stream(&config).await.map_err(|e| refused(&e))?;
+    if info.config.allow_direct || info.config.mirror_direct {
+        return Err(refused(&"the server kept direct gets on"));
+    }
     let kv =
         js.get_key_value(name).await.map_err(|e| Error::Unavailable(format!("open bucket {name}: {e}")))?;
     Ok(Bucket { kv })

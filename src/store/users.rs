@@ -188,7 +188,9 @@ impl Store {
 
     /// Deletes a user record (hard delete, CAS) and removes the key from
     /// every room, before and after the delete, then its block list, so
-    /// that a key registered again later inherits nothing.
+    /// that a key registered again later inherits nothing. The invite it
+    /// registered with is marked completed first, so that the key cannot
+    /// replay it.
     ///
     /// # Errors
     /// `not_found`; `forbidden` for the last active admin; `unavailable`.
@@ -201,6 +203,8 @@ impl Store {
                 return Err(last_admin());
             }
             self.remove_from_all_rooms(sign_pub).await?;
+            // First, so that no crash leaves a deleted key able to replay it.
+            self.retire_invite_of(&user).await?;
             match self.users.delete(sign_pub, rev).await {
                 Ok(()) => {}
                 Err(KvError::Conflict) => continue,

@@ -249,3 +249,38 @@ async fn micro_service_discovery_and_stats() {
     assert_eq!(ep(subjects::ADMIN_USER_GET)["num_errors"], 1);
     assert!(ep(subjects::ADMIN_USER_GET)["last_error"].as_str().unwrap().starts_with("bad_request"));
 }
+
+/// A users bucket created elsewhere with direct gets on (reads from any
+/// replica, possibly stale) is reconfigured to `allow_direct: false` when
+/// unibusd opens the store, and its records stay readable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reused_bucket_with_direct_gets_is_reconfigured() {
+    use unibus::store::{Store, StoreConfig, bucket_stream_config};
+    let stack = Stack::start_server_only(false).await;
+    let js = stack.jetstream().await;
+    let mut config = bucket_stream_config(subjects::BUCKET_USERS, &StoreConfig::default());
+    config.allow_direct = true;
+    js.create_stream(config).await.unwrap();
+    let kv = js.get_key_value(subjects::BUCKET_USERS).await.unwrap();
+    let alice = Identity::generate();
+    let user = unibus::model::User::new_active(
+        &alice.sign_pub_hex(),
+        &alice.kex_pub_hex(),
+        "alice",
+        Role::Member,
+        "bootstrap",
+        &"00".repeat(32),
+    );
+    kv.create(alice.sign_pub_hex(), serde_json::to_vec(&user).unwrap().into()).await.unwrap();
+    let direct = |js: async_nats::jetstream::Context| async move {
+        let mut s = js.get_stream(format!("KV_{}", subjects::BUCKET_USERS)).await.unwrap();
+        let c = s.info().await.unwrap().config.clone();
+        (c.allow_direct, c.mirror_direct)
+    };
+    assert_eq!(direct(js.clone()).await, (true, false));
+
+    let store = Store::open(stack.service_nats().await, &StoreConfig::default()).await.unwrap();
+    assert_eq!(direct(js.clone()).await, (false, false), "still serving direct gets");
+    let (read, _) = store.get_user(&alice.sign_pub_hex()).await.unwrap().expect("record kept");
+    assert_eq!(read.name, "alice");
+}

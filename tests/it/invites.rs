@@ -205,3 +205,43 @@ async fn bootstrap_supersedes_and_then_refuses() {
     let refused = store.bootstrap_admin_invite(600).await;
     assert_eq!(refused.err().unwrap().code(), "forbidden");
 }
+
+/// Deleting a user finishes the invite it registered with, so the deleted
+/// key cannot replay it: both after a normal registration and after a crash
+/// between "create user" and "mark completed" (invite used, not completed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleted_user_cannot_replay_its_invite() {
+    let stack = Stack::start(true).await;
+    let (_id, admin) = stack.admin().await;
+
+    // Normal registration, deleted over the wire, replayed by the same key.
+    let inv = admin.create_invite(&Default::default()).await.unwrap();
+    let alice = Identity::generate();
+    stack.connect(&alice).await.unwrap().register(&inv.token, None).await.unwrap();
+    admin.delete_user(&alice.sign_pub_hex()).await.unwrap();
+    let again = stack.connect(&alice).await.unwrap();
+    assert_eq!(code(again.register(&inv.token, None).await), "invite_used");
+
+    // The crash case: claimed and user created, but never completed.
+    let inv = admin.create_invite(&Default::default()).await.unwrap();
+    let bob = Identity::generate();
+    let token = InviteToken::parse(&inv.token).unwrap();
+    let claimed = stack.store().claim_invite(&token, &bob.sign_pub_hex()).await.unwrap();
+    let user = unibus::model::User::new_active(
+        &bob.sign_pub_hex(),
+        &bob.kex_pub_hex(),
+        "bob",
+        Role::Member,
+        &claimed.created_by,
+        &claimed.id,
+    );
+    stack.store().add_user(&user).await.unwrap();
+    let (mid, _) = stack.store().get_invite(&inv.invite.id).await.unwrap().unwrap();
+    assert_eq!((mid.status, mid.completed), (InviteStatus::Used, false));
+    admin.delete_user(&bob.sign_pub_hex()).await.unwrap();
+    let (after, _) = stack.store().get_invite(&inv.invite.id).await.unwrap().unwrap();
+    assert_eq!((after.status, after.completed), (InviteStatus::Used, true));
+    let guest = stack.connect(&bob).await.unwrap();
+    assert_eq!(code(guest.register(&inv.token, None).await), "invite_used");
+    assert!(stack.store().get_user(&bob.sign_pub_hex()).await.unwrap().is_none());
+}

@@ -12,6 +12,7 @@ mod faults;
 mod freshness;
 mod hostile;
 mod invites;
+mod limits;
 mod malformed;
 mod messaging;
 mod raw;

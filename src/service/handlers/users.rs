@@ -11,13 +11,16 @@ use crate::proto::{
 use crate::store::NewUser;
 
 /// `unibus.register`: redeem an invite for the caller's key, then close the
-/// caller's (guest) connections so that they come back as a user.
+/// caller's (guest) connections so that they come back as a user. A
+/// well-formed request passes the guest flood limits ([`crate::limits`])
+/// before it may touch the store; a malformed one costs no store work.
 pub async fn register(ctx: &Ctx, caller: &Caller, req: RegisterRequest) -> Result<Outcome, Error> {
     let token = InviteToken::parse(&req.invite)?;
     let kex_pub = hex::encode(keys::parse_kex_pub("kex_pub", &req.kex_pub)?);
     if let Some(name) = &req.name {
         validate_name("name", name)?;
     }
+    let _admitted = ctx.store.admit_register(&caller.sign_pub)?;
     let new = NewUser { sign_pub: caller.sign_pub.clone(), kex_pub, name: req.name };
     let user = ctx.store.redeem_invite(&token, &new).await?;
     // Close the (guest) connection that asked, so that it comes back as a
