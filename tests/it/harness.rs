@@ -1,5 +1,5 @@
-//! Test harness: every test gets its own real nats-server (free loopback
-//! port, own store dir, the repository's nats.conf with fresh keys) and its
+//! Test harness: every test gets its own real nats-server (on a loopback
+//! port it picks itself, own store dir, the repository's nats.conf with fresh keys) and its
 //! own unibusd running in-process, plus helpers for identities and clients.
 
 use std::time::Duration;
@@ -56,7 +56,7 @@ impl Stack {
         let dir = tempfile::tempdir().expect("temp dir");
         let secrets = Secrets::generate();
         let spec =
-            natsserver::unibus_spec(dir.path(), &secrets, xkey, natsserver::free_port(), "unibus-test")
+            natsserver::unibus_spec(dir.path(), &secrets, xkey, natsserver::RANDOM_PORT, "unibus-test")
                 .unwrap_or_else(|e| panic!("{e}"));
         let server = NatsServer::start(&spec).await.unwrap_or_else(|e| panic!("{e}"));
         let url = server.url.clone();
@@ -103,7 +103,10 @@ impl Stack {
         Store::open(self.service_nats().await, &StoreConfig::default()).await.expect("store")
     }
 
-    /// Starts the server again on the same port and store.
+    /// Starts the server again on the same port and store (unibusd knows
+    /// only that URL). Should another process take the port meanwhile, the
+    /// server fails to start and so does the test: it never talks to a
+    /// stranger (see `NatsServer::start`).
     pub async fn restart_server(&mut self, port: u16) {
         let mut spec = self.spec.clone();
         spec.port = port;
@@ -257,30 +260,7 @@ impl Cluster {
         init_tracing();
         let dir = tempfile::tempdir().expect("temp dir");
         let secrets = Secrets::generate();
-        let cluster_ports: Vec<u16> = (0..3).map(|_| natsserver::free_port()).collect();
-        let mut nodes = Vec::new();
-        for i in 0..3 {
-            let node_dir = dir.path().join(format!("n{i}"));
-            std::fs::create_dir_all(&node_dir).unwrap();
-            let mut spec =
-                natsserver::unibus_spec(&node_dir, &secrets, true, natsserver::free_port(), &format!("n{i}"))
-                    .unwrap_or_else(|e| panic!("{e}"));
-            let routes: Vec<String> = cluster_ports
-                .iter()
-                .enumerate()
-                .filter(|(j, _)| *j != i)
-                .map(|(_, p)| format!("nats://127.0.0.1:{p}"))
-                .collect();
-            spec.args = vec![
-                "--cluster_name".into(),
-                "unibus".into(),
-                "--cluster".into(),
-                format!("nats://127.0.0.1:{}", cluster_ports[i]),
-                "--routes".into(),
-                routes.join(","),
-            ];
-            nodes.push(NatsServer::start(&spec).await.unwrap_or_else(|e| panic!("{e}")));
-        }
+        let nodes = start_nodes(dir.path(), &secrets).await;
         let urls: Vec<String> = nodes.iter().map(|n| n.url.clone()).collect();
         let settings = Settings {
             nats_urls: urls.iter().map(|u| u.parse().unwrap()).collect(),
@@ -295,4 +275,49 @@ impl Cluster {
             .expect("unibusd starts");
         Cluster { urls, daemon, nodes: nodes.into_iter().map(Some).collect(), _dir: dir }
     }
+}
+
+/// Starts the three nodes. n0 gets a route port from `free_port` and routes
+/// to itself (JetStream clustering needs a configured route): if another
+/// process takes that port first, n0 fails to bind it and exits, and we
+/// pick again; once n0 is up, its pid-named ports file proves the port is
+/// n0's. Only then do n1 and n2 start, on ports they pick themselves, with
+/// a route to n0 alone (they find each other through n0's gossip). So no
+/// node ever routes to a port that is not held by one of ours.
+async fn start_nodes(dir: &std::path::Path, secrets: &Secrets) -> Vec<NatsServer> {
+    let mut nodes: Vec<NatsServer> = Vec::new();
+    for i in 0..3 {
+        let node_dir = dir.join(format!("n{i}"));
+        std::fs::create_dir_all(&node_dir).unwrap();
+        for attempt in 0.. {
+            let mut spec =
+                natsserver::unibus_spec(&node_dir, secrets, true, natsserver::RANDOM_PORT, &format!("n{i}"))
+                    .unwrap_or_else(|e| panic!("{e}"));
+            let (listen, seed) = match nodes.first() {
+                None => {
+                    let p = natsserver::free_port();
+                    (p.to_string(), p)
+                }
+                Some(n0) => ("-1".to_string(), n0.cluster_port.expect("n0 listens for routes")),
+            };
+            spec.args = vec![
+                "--cluster_name".into(),
+                "unibus".into(),
+                "--cluster".into(),
+                format!("nats://127.0.0.1:{listen}"),
+                "--routes".into(),
+                format!("nats://127.0.0.1:{seed}"),
+            ];
+            match NatsServer::start(&spec).await {
+                Ok(n) if i > 0 || n.cluster_port == Some(seed) => {
+                    nodes.push(n);
+                    break;
+                }
+                Ok(_) => panic!("n0 does not list its route port {seed}"),
+                Err(e) if i == 0 && attempt < 5 => eprintln!("n0 did not start ({e}); another route port"),
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
+    nodes
 }
