@@ -14,6 +14,7 @@ use unibus::natsserver::{self, NatsServer, ServerSpec};
 use unibus::proto::InviteCreateRequest;
 use unibus::secrets::Secrets;
 use unibus::store::{Store, StoreConfig};
+use unibus::subjects;
 
 /// Held by the heavy tests (cluster, 100k users, reconnect storm) so that
 /// they do not compete with each other for the machine's two cores.
@@ -144,6 +145,11 @@ impl Stack {
             .expect("service user connects")
     }
 
+    /// The server's auth-error advisories, watched from now on.
+    pub async fn auth_errors(&self) -> AuthErrors {
+        AuthErrors::watch(&self.url, self.secrets.service.seed().unwrap()).await
+    }
+
     /// JetStream in account AUTH.
     pub async fn jetstream(&self) -> jetstream::Context {
         jetstream::new(self.service_nats().await)
@@ -199,6 +205,60 @@ impl Stack {
         }
         out
     }
+}
+
+/// The auth-error advisories of one server (`$SYS.ACCOUNT.CLIENT.AUTH.ERR`,
+/// published in account AUTH), watched with the service user.
+pub struct AuthErrors {
+    _conn: async_nats::Client,
+    sub: async_nats::Subscriber,
+}
+
+impl AuthErrors {
+    /// Subscribes (and flushes) before returning, so no later refusal is missed.
+    pub async fn watch(url: &str, service_seed: String) -> AuthErrors {
+        let conn =
+            async_nats::ConnectOptions::with_nkey(service_seed).connect(url).await.expect("service user");
+        let sub = conn.subscribe(subjects::AUTH_ERROR_ADVISORY).await.expect("advisory subscription");
+        conn.flush().await.expect("flush");
+        AuthErrors { _conn: conn, sub }
+    }
+
+    /// The whole next advisory within `limit`.
+    pub async fn next(&mut self, limit: Duration) -> Option<serde_json::Value> {
+        let msg = tokio::time::timeout(limit, futures::StreamExt::next(&mut self.sub)).await.ok()??;
+        Some(serde_json::from_slice(&msg.payload).expect("advisory is JSON"))
+    }
+
+    /// The `reason` of the next advisory within `limit`.
+    pub async fn next_reason(&mut self, limit: Duration) -> Option<String> {
+        self.next(limit).await.map(|a| a["reason"].as_str().unwrap_or_default().to_string())
+    }
+}
+
+/// The text nats-server puts before a callout's own denial reason; a
+/// timed-out or unanswered callout reads differently.
+pub const SIGNED_DENIAL: &str = "Auth callout service returned an error: ";
+/// Well inside the server's 2 s auth timeout: a dropped callout cannot
+/// be refused this fast, a signed denial (even after the 1.5 s decision
+/// budget) is.
+pub const DENIAL_WITHIN: Duration = Duration::from_millis(1900);
+
+/// Runs `connect` and asserts unibusd refused it with a signed denial:
+/// `NotAuthorized` within [`DENIAL_WITHIN`], and the server's advisory for
+/// it carries unibus's reason, not a timeout. Returns that reason.
+pub async fn expect_signed_denial<T>(
+    errors: &mut AuthErrors,
+    connect: impl std::future::Future<Output = Result<T, ClientError>>,
+) -> String {
+    let started = tokio::time::Instant::now();
+    let r = connect.await.map(|_| "admitted");
+    let took = started.elapsed();
+    assert!(matches!(r, Err(ClientError::NotAuthorized)), "expected a denial, got {r:?}");
+    let reason = errors.next_reason(Duration::from_secs(3)).await.expect("an auth error advisory");
+    assert!(reason.contains(SIGNED_DENIAL), "not a signed denial: {reason:?} after {took:?}");
+    assert!(took < DENIAL_WITHIN, "denial took {took:?} ({reason})");
+    reason[reason.find(SIGNED_DENIAL).unwrap() + SIGNED_DENIAL.len()..].to_string()
 }
 
 /// Connects `id` to `url`, reporting connection events on the channel.
