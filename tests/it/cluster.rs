@@ -76,7 +76,7 @@ async fn revoke_through_node1_cuts_off_user_on_node3() {
 }
 
 /// The name of the server leading `stream`.
-async fn leader_of(cluster: &Cluster, via: &str, stream: &str) -> String {
+pub(crate) async fn leader_of(cluster: &Cluster, via: &str, stream: &str) -> String {
     let svc =
         async_nats::ConnectOptions::with_nkey(cluster_service_seed(cluster)).connect(via).await.unwrap();
     let js = async_nats::jetstream::new(svc);

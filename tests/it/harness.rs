@@ -53,12 +53,20 @@ impl Stack {
     /// Starts only the server: unibusd runs as separate processes
     /// ([`Stack::spawn_unibusd`]).
     pub async fn start_server_only(xkey: bool) -> Stack {
+        Self::start_server_edited(xkey, str::to_string).await
+    }
+
+    /// Starts only the server, with the repository's config passed
+    /// through `edit` first (for tests that need a test-only addition).
+    pub async fn start_server_edited(xkey: bool, edit: impl FnOnce(&str) -> String) -> Stack {
         init_tracing();
         let dir = tempfile::tempdir().expect("temp dir");
         let secrets = Secrets::generate();
         let spec =
             natsserver::unibus_spec(dir.path(), &secrets, xkey, natsserver::RANDOM_PORT, "unibus-test")
                 .unwrap_or_else(|e| panic!("{e}"));
+        let config = std::fs::read_to_string(&spec.config).expect("config");
+        std::fs::write(&spec.config, edit(&config)).expect("edited config");
         let server = NatsServer::start(&spec).await.unwrap_or_else(|e| panic!("{e}"));
         let url = server.url.clone();
         Stack { server: Some(server), daemon: None, secrets, url, xkey, spec, dir }
@@ -317,16 +325,22 @@ pub struct Cluster {
 impl Cluster {
     /// Starts the cluster and unibusd (R3 buckets).
     pub async fn start() -> Cluster {
+        Self::start_with(StoreConfig { replicas: 3, ..StoreConfig::default() }, &[0, 1, 2]).await
+    }
+
+    /// Starts the cluster and unibusd with `store` settings, giving unibusd
+    /// only the URLs of `daemon_nodes` (so a test knows where it is).
+    pub async fn start_with(store: StoreConfig, daemon_nodes: &[usize]) -> Cluster {
         init_tracing();
         let dir = tempfile::tempdir().expect("temp dir");
         let secrets = Secrets::generate();
         let nodes = start_nodes(dir.path(), &secrets).await;
         let urls: Vec<String> = nodes.iter().map(|n| n.url.clone()).collect();
         let settings = Settings {
-            nats_urls: urls.iter().map(|u| u.parse().unwrap()).collect(),
+            nats_urls: daemon_nodes.iter().map(|i| urls[*i].parse().unwrap()).collect(),
             secrets,
             xkey: true,
-            store: StoreConfig { replicas: 3, ..StoreConfig::default() },
+            store,
             user_jwt_ttl: Duration::from_secs(3600),
         };
         let daemon = tokio::time::timeout(Duration::from_secs(60), daemon::start(&settings))

@@ -4,6 +4,7 @@ mod harness;
 
 mod admin;
 mod admission;
+mod callout_refusals;
 mod cli;
 mod cluster;
 mod failure;
