@@ -68,11 +68,20 @@ async fn tap(url: &str, id: &Identity, subject: String) -> Result<async_nats::Su
     Ok(sub)
 }
 
-async fn raw_next(sub: &mut async_nats::Subscriber) -> Result<Vec<u8>, DemoError> {
-    match tokio::time::timeout(Duration::from_secs(5), sub.next()).await {
-        Ok(Some(m)) => Ok(m.payload.to_vec()),
-        _ => Err(DemoError::Unexpected("nothing on the wire".into())),
+/// The next message the raw subscriber received, as shown on the "wire"
+/// line: it must be non-empty and must not contain `plaintext` anywhere.
+async fn raw_next(sub: &mut async_nats::Subscriber, plaintext: &str) -> Result<String, DemoError> {
+    let payload = match tokio::time::timeout(Duration::from_secs(5), sub.next()).await {
+        Ok(Some(m)) => m.payload,
+        _ => return Err(DemoError::Unexpected("nothing on the wire".into())),
+    };
+    if payload.is_empty() {
+        return Err(DemoError::Unexpected("an empty message on the wire".into()));
     }
+    if payload.windows(plaintext.len()).any(|w| w == plaintext.as_bytes()) {
+        return Err(DemoError::Unexpected("plaintext on the wire".into()));
+    }
+    Ok(format!("{} (plaintext absent from all {} bytes)", wire_view(&payload), payload.len()))
 }
 
 /// Runs the demo on `port` with a fresh data directory.
@@ -135,7 +144,7 @@ async fn story(stack: &LocalStack) -> Result<(), DemoError> {
     let text = "the key is under the blue pot";
     alice_c.send_dm(&bob.sign_pub_hex(), text.as_bytes()).await?;
     say("alice", format!("-> bob (direct): \"{text}\""));
-    say("wire", wire_view(&raw_next(&mut dm_wire).await?));
+    say("wire", raw_next(&mut dm_wire, text).await?);
     let got = next_message(&mut bob_inbox).await?;
     say(
         "bob",
@@ -150,7 +159,7 @@ async fn story(stack: &LocalStack) -> Result<(), DemoError> {
     let text = "meeting moved to 10:00";
     bob_c.send_room(&room.id, text.as_bytes()).await?;
     say("bob", format!("-> room plans: \"{text}\""));
-    say("wire", wire_view(&raw_next(&mut room_wire).await?));
+    say("wire", raw_next(&mut room_wire, text).await?);
     for (who, inbox) in [("alice", &mut alice_inbox), ("bob", &mut bob_inbox)] {
         let got = next_message(inbox).await?;
         say(

@@ -50,19 +50,36 @@ pub fn find_binary() -> Result<PathBuf, ServerError> {
         .ok_or(ServerError::NotFound)
 }
 
-/// A free TCP port on 127.0.0.1 (bound, then released).
+/// A TCP port on 127.0.0.1 that was free a moment ago (bound, then
+/// released), never 0. Prefer [`RANDOM_PORT`] in a [`ServerSpec`]: a port
+/// chosen here can be taken by another process before the server binds it
+/// (the server then fails to start; it never answers on someone else's
+/// port, see [`NatsServer::start`]).
+///
+/// # Panics
+/// When the OS hands out no loopback port at all.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(0)
+    for _ in 0..100 {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port());
+        if let Ok(port @ 1..) = port {
+            return port;
+        }
+    }
+    panic!("no free TCP port on 127.0.0.1")
 }
+
+/// [`ServerSpec::port`] value asking nats-server to pick its own client
+/// port (`-p -1`); the port it bound is read back from its ports file.
+pub const RANDOM_PORT: u16 = 0;
 
 /// How to start one server.
 #[derive(Debug, Clone)]
 pub struct ServerSpec {
     /// The binary.
     pub binary: PathBuf,
-    /// Config file.
+    /// Config file; the ports file is written next to it.
     pub config: PathBuf,
-    /// Client port on 127.0.0.1.
+    /// Client port on 127.0.0.1; [`RANDOM_PORT`] lets the server pick one.
     pub port: u16,
     /// Server name (`-n`).
     pub name: String,
@@ -79,20 +96,53 @@ pub struct NatsServer {
     child: tokio::process::Child,
     /// `nats://127.0.0.1:<port>`.
     pub url: String,
-    /// Client port.
+    /// Client port (the one the server bound).
     pub port: u16,
+    /// Route port, when the server listens for routes.
+    pub cluster_port: Option<u16>,
+}
+
+/// The ports file nats-server writes once it listens (`--ports_file_dir`).
+#[derive(serde::Deserialize)]
+struct PortsFile {
+    nats: Vec<String>,
+    #[serde(default)]
+    cluster: Vec<String>,
+}
+
+/// Every ports directory made by this process is new (never reused).
+static PORTS_DIRS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+fn fresh_ports_dir(spec: &ServerSpec) -> Result<PathBuf, ServerError> {
+    let parent = spec.config.parent().unwrap_or(Path::new("."));
+    let n = PORTS_DIRS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = parent.join(format!("ports-{}-{n}", std::process::id()));
+    std::fs::create_dir(&dir).map_err(|e| ServerError::Spawn(dir.display().to_string(), e))?;
+    Ok(dir)
+}
+
+fn port_of(url: &str) -> Option<u16> {
+    url.rsplit(':').next()?.parse().ok().filter(|p| *p != 0)
 }
 
 impl NatsServer {
-    /// Starts the server and waits until its port accepts connections.
+    /// Starts the server and waits until it is ready. Ready means: the
+    /// ports file named with this child's pid appeared in a directory made
+    /// fresh for this start (so the ports are the ones this very process
+    /// bound), and the client port it lists answers with an INFO naming
+    /// `spec.name`. A port taken by someone else makes the server exit
+    /// (`NotReady`); it is never mistaken for ours.
     ///
     /// # Errors
     /// [`ServerError::Spawn`] or [`ServerError::NotReady`].
     pub async fn start(spec: &ServerSpec) -> Result<NatsServer, ServerError> {
+        let ports_dir = fresh_ports_dir(spec)?;
+        let port_arg = if spec.port == RANDOM_PORT { "-1".to_string() } else { spec.port.to_string() };
         let mut cmd = tokio::process::Command::new(&spec.binary);
         cmd.arg("-c")
             .arg(&spec.config)
-            .args(["-a", "127.0.0.1", "-p", &spec.port.to_string(), "-n", &spec.name])
+            .args(["-a", "127.0.0.1", "-p", &port_arg, "-n", &spec.name, "--ports_file_dir"])
+            .arg(&ports_dir)
             .args(&spec.args)
             .envs(spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
@@ -109,20 +159,28 @@ impl NatsServer {
             }
         }
         let child = cmd.spawn().map_err(|e| ServerError::Spawn(spec.binary.display().to_string(), e))?;
-        let mut server =
-            NatsServer { child, url: format!("nats://127.0.0.1:{}", spec.port), port: spec.port };
-        server.wait_ready(Duration::from_secs(15)).await?;
+        let mut server = NatsServer { child, url: String::new(), port: spec.port, cluster_port: None };
+        server.wait_ready(&ports_dir, &spec.name, Duration::from_secs(15)).await?;
         Ok(server)
     }
 
-    async fn wait_ready(&mut self, limit: Duration) -> Result<(), ServerError> {
+    async fn wait_ready(&mut self, dir: &Path, name: &str, limit: Duration) -> Result<(), ServerError> {
         let start = Instant::now();
+        let pid = self.child.id().unwrap_or_default();
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
                 return Err(ServerError::NotReady(self.port, format!("exited with {status}")));
             }
-            if tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await.is_ok() {
-                return Ok(());
+            if let Some(ports) = read_ports_file(dir, pid) {
+                let port = ports.nats.first().and_then(|u| port_of(u));
+                if let Some(port) = port {
+                    if info_names(port, name).await {
+                        self.port = port;
+                        self.url = format!("nats://127.0.0.1:{port}");
+                        self.cluster_port = ports.cluster.first().and_then(|u| port_of(u));
+                        return Ok(());
+                    }
+                }
             }
             if start.elapsed() > limit {
                 return Err(ServerError::NotReady(self.port, "timed out".into()));
@@ -148,10 +206,52 @@ impl NatsServer {
         let _ = self.child.kill().await;
     }
 
+    /// Freezes the server (SIGSTOP), for fault tests: its sockets stay
+    /// open but it answers nothing until [`NatsServer::resume`].
+    pub fn pause(&self) {
+        self.signal(libc::SIGSTOP);
+    }
+
+    /// Lets a paused server run again (SIGCONT).
+    pub fn resume(&self) {
+        self.signal(libc::SIGCONT);
+    }
+
+    fn signal(&self, sig: libc::c_int) {
+        if let Some(pid) = self.child.id() {
+            // SAFETY: plain kill(2) on our own child's pid.
+            unsafe { libc::kill(pid as libc::pid_t, sig) };
+        }
+    }
+
     /// Kills the server at once (SIGKILL), for fault tests.
     pub async fn kill(mut self) {
         let _ = self.child.kill().await;
     }
+}
+
+/// The ports file of process `pid` in `dir`, once completely written.
+fn read_ports_file(dir: &Path, pid: u32) -> Option<PortsFile> {
+    let suffix = format!("_{pid}.ports");
+    let entry = std::fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .find(|e| e.file_name().to_str().is_some_and(|n| n.ends_with(&suffix)))?;
+    serde_json::from_slice(&std::fs::read(entry.path()).ok()?).ok()
+}
+
+/// Whether the server on `port` greets with an INFO whose `server_name`
+/// is `name`.
+async fn info_names(port: u16, name: &str) -> bool {
+    use tokio::io::AsyncBufReadExt as _;
+    let read = async {
+        let stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+        let mut line = String::new();
+        tokio::io::BufReader::new(stream).read_line(&mut line).await.ok()?;
+        let info: serde_json::Value = serde_json::from_str(line.strip_prefix("INFO ")?.trim()).ok()?;
+        Some(info["server_name"] == name)
+    };
+    matches!(tokio::time::timeout(Duration::from_secs(2), read).await, Ok(Some(true)))
 }
 
 /// Writes `nats.conf` (embedded from the repository) into `dir`, without

@@ -140,3 +140,7 @@ pub const CONTROL_SUBJECTS: &[&str] = &[
     BLOCK_REMOVE,
     BLOCK_LIST,
 ];
+
+/// Advisory the server publishes in the callout's account (AUTH) for every
+/// refused connect, with the refusal's `reason` (read by the tests).
+pub const AUTH_ERROR_ADVISORY: &str = "$SYS.ACCOUNT.CLIENT.AUTH.ERR";

@@ -9,7 +9,7 @@ use unibus::client::{Client, ClientError, Identity};
 use unibus::model::{Role, UserStatus};
 use unibus::subjects;
 
-use crate::harness::{Stack, code, expect_server_error};
+use crate::harness::{Stack, code, expect_server_error, expect_signed_denial};
 
 /// A guest may publish only to unibus.register and cannot read another
 /// user's inbox; after registering and reconnecting it has member rights,
@@ -59,17 +59,21 @@ async fn guest_then_member_permissions() {
     assert_eq!(member.lookup(admin.sign_pub()).await.unwrap().sign_pub, admin.sign_pub());
 }
 
-/// The callout denies: a revoked user, an nkey whose nonce is signed by
-/// another key, a small-order key, and a connection without an nkey.
+/// The callout denies, each with a signed denial naming the reason (not a
+/// dropped or timed-out callout): a revoked user, an nkey whose nonce is
+/// signed by another key, a small-order key, and a connection without an
+/// nkey.
 async fn callout_denials(xkey: bool) {
     let stack = Stack::start(xkey).await;
+    let mut errors = stack.auth_errors().await;
     let (_a, admin) = stack.admin().await;
     let (bob, bob_conn) = stack.user(&admin, Role::Member, "bob").await;
     drop(bob_conn);
 
     // Revoked -> denied; restored -> admitted again without a restart.
     stack.store().set_user_status(&bob.sign_pub_hex(), UserStatus::Revoked, "test").await.unwrap();
-    assert!(matches!(stack.connect(&bob).await, Err(ClientError::NotAuthorized)));
+    let reason = expect_signed_denial(&mut errors, stack.connect(&bob)).await;
+    assert_eq!(reason, format!("user {} is revoked", bob.sign_pub_hex()));
     stack.store().set_user_status(&bob.sign_pub_hex(), UserStatus::Active, "test").await.unwrap();
     assert_eq!(stack.connect(&bob).await.unwrap().whoami().await.unwrap().name, "bob");
 
@@ -86,8 +90,8 @@ async fn callout_denials(xkey: bool) {
             Ok(auth)
         }
     });
-    let r = Client::connect_with(&stack.url, &bob, forged).await;
-    assert!(matches!(r, Err(ClientError::NotAuthorized)), "forged signature admitted");
+    let reason = expect_signed_denial(&mut errors, Client::connect_with(&stack.url, &bob, forged)).await;
+    assert!(reason.starts_with("nonce signature"), "forged signature: {reason}");
 
     // A small-order Ed25519 key (the identity point) with some signature.
     let weak = nkeys_user_public([1u8; 1].iter().copied().chain([0u8; 31]).collect::<Vec<_>>());
@@ -100,8 +104,8 @@ async fn callout_denials(xkey: bool) {
             Ok(auth)
         }
     });
-    let r = Client::connect_with(&stack.url, &bob, weak_opts).await;
-    assert!(matches!(r, Err(ClientError::NotAuthorized)), "weak key admitted");
+    let reason = expect_signed_denial(&mut errors, Client::connect_with(&stack.url, &bob, weak_opts)).await;
+    assert!(reason.starts_with("unusable nkey"), "weak key: {reason}");
 
     // No nkey at all: anonymous, user/password, token.
     for opts in [
@@ -109,8 +113,8 @@ async fn callout_denials(xkey: bool) {
         async_nats::ConnectOptions::with_user_and_password("bob".into(), "pw".into()),
         async_nats::ConnectOptions::with_token("t0k3n".into()),
     ] {
-        let r = Client::connect_with(&stack.url, &bob, opts).await;
-        assert!(matches!(r, Err(ClientError::NotAuthorized)), "connection without nkey admitted");
+        let reason = expect_signed_denial(&mut errors, Client::connect_with(&stack.url, &bob, opts)).await;
+        assert_eq!(reason, "no nkey presented");
     }
 }
 

@@ -70,6 +70,15 @@ async fn cli_walks_the_whole_flow() {
     let room_id = room["room"]["id"].as_str().unwrap().to_string();
     ok(url, &alice, &["room", "add", &room_id, &bob_key]);
     assert_eq!(ok(url, &bob, &["room", "list"])["rooms"].as_array().unwrap().len(), 1);
+    // A plain NATS subscriber (bob's key, no decryption) on both data-plane
+    // subjects: what it receives is what travels on the wire.
+    let bob_id = unibus::client::Identity::load(&bob).unwrap();
+    let raw = unibus::client::connect_options(&bob_id).connect(url).await.unwrap();
+    let mut wire = futures::stream::select(
+        raw.subscribe(unibus::subjects::dm(&bob_key)).await.unwrap(),
+        raw.subscribe(unibus::subjects::room_msg(&room_id)).await.unwrap(),
+    );
+    raw.flush().await.unwrap();
 
     // bob listens for two messages; alice sends a DM and a room message.
     let mut listener = tokio::process::Command::new(UNIBUS)
@@ -113,6 +122,17 @@ async fn cli_walks_the_whole_flow() {
     }
     got.sort();
     assert_eq!(got, vec!["hello bob", "hello room", "typed in chat"]);
+    // The wire carried the three messages, none of them readable.
+    for _ in 0..3 {
+        let msg = tokio::time::timeout(Duration::from_secs(5), futures::StreamExt::next(&mut wire))
+            .await
+            .expect("the plain subscriber received the message")
+            .unwrap();
+        assert!(!msg.payload.is_empty(), "empty message on the wire");
+        for plain in &got {
+            assert!(!contains(&msg.payload, plain.as_bytes()), "plaintext {plain:?} on the wire");
+        }
+    }
     assert!(chat.wait().unwrap().success());
 
     // Revoke bob: his listen ends with an error exit.
@@ -124,12 +144,18 @@ async fn cli_walks_the_whole_flow() {
     assert_eq!(code, 3, "{err}");
 }
 
-/// The demo runs start to finish on its own stack.
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// The demo runs start to finish on its own stack (a port nats-server
+/// picks), and its plain subscriber received ciphertext: every "wire" line
+/// reports a non-empty message checked for the plaintext (the demo itself
+/// fails when a received message contains it).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn narrated_demo_runs() {
-    let port = unibus::natsserver::free_port();
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_unibusd"))
-        .args(["demo", "--port", &port.to_string()])
+        .args(["demo", "--port", "0"])
         .output()
         .await
         .unwrap();
@@ -137,5 +163,13 @@ async fn narrated_demo_runs() {
     assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
     assert!(text.contains("decrypted and verified"));
     assert!(text.contains("cut off after"));
-    assert!(!text.lines().any(|l| l.contains(" wire ") && l.contains("blue pot")), "plaintext on the wire");
+    let wire: Vec<&str> = text.lines().filter(|l| l.trim_start().starts_with("wire |")).collect();
+    assert_eq!(wire.len(), 2, "one wire line per tapped message: {text}");
+    for line in wire {
+        let bytes: usize =
+            line.split("| ").nth(1).and_then(|r| r.split(' ').next()).unwrap().parse().unwrap();
+        assert!(bytes > 0, "{line}");
+        assert!(line.contains("plaintext absent"), "{line}");
+        assert!(!line.contains("blue pot") && !line.contains("meeting moved"), "{line}");
+    }
 }

@@ -3,15 +3,16 @@
 //! store is back, without restarting unibusd.
 
 use serde_json::json;
-use unibus::client::{ClientError, Identity};
+use unibus::client::Identity;
 use unibus::model::Role;
 use unibus::store::{Store, StoreConfig};
 use unibus::subjects;
 
-use crate::harness::{Stack, code};
+use crate::harness::{Stack, code, expect_signed_denial};
 
 async fn store_outage(xkey: bool) {
     let stack = Stack::start(xkey).await;
+    let mut errors = stack.auth_errors().await;
     let (root, admin) = stack.admin().await;
     let (bob, bob_conn) = stack.user(&admin, Role::Member, "bob").await;
     drop(bob_conn);
@@ -25,10 +26,13 @@ async fn store_outage(xkey: bool) {
     let js = stack.jetstream().await;
     js.delete_stream("KV_UNIBUS_users").await.unwrap();
 
-    // A known member is denied (not let in as guest, not allowed).
-    assert!(matches!(stack.connect(&bob).await, Err(ClientError::NotAuthorized)));
+    // A known member is denied (not let in as guest, not allowed), by a
+    // signed denial rather than a hanging connect.
+    let reason = expect_signed_denial(&mut errors, stack.connect(&bob)).await;
+    assert_eq!(reason, "authorization store unavailable");
     // So is an unknown key: no guest access while the store is blind.
-    assert!(matches!(stack.connect(&Identity::generate()).await, Err(ClientError::NotAuthorized)));
+    let reason = expect_signed_denial(&mut errors, stack.connect(&Identity::generate())).await;
+    assert_eq!(reason, "authorization store unavailable");
     // The still-connected admin gets `unavailable` from every endpoint.
     let b = bob.sign_pub_hex();
     let r = room.id.clone();
@@ -109,6 +113,7 @@ async fn server_restart_is_survived_without_restarting_unibusd() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn corrupt_user_record_denies_only_that_key() {
     let stack = Stack::start(true).await;
+    let mut errors = stack.auth_errors().await;
     let (_root, admin) = stack.admin().await;
     let (bob, bob_conn) = stack.user(&admin, Role::Member, "bob").await;
     drop(bob_conn);
@@ -116,7 +121,8 @@ async fn corrupt_user_record_denies_only_that_key() {
     let kv = stack.jetstream().await.get_key_value(subjects::BUCKET_USERS).await.unwrap();
     kv.put(bob.sign_pub_hex(), "{\"role\":".into()).await.unwrap();
 
-    assert!(matches!(stack.connect(&bob).await, Err(ClientError::NotAuthorized)));
+    let reason = expect_signed_denial(&mut errors, stack.connect(&bob)).await;
+    assert!(!reason.is_empty(), "a reason for the corrupt record");
     // Others are unaffected: the admin's requests and a guest's connect work.
     assert_eq!(admin.whoami().await.unwrap().sign_pub, admin.sign_pub());
     assert!(stack.connect(&Identity::generate()).await.is_ok());

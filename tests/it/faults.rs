@@ -4,7 +4,7 @@
 //! invite is half-spent for good.
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
 use unibus::client::{Client, Identity};
@@ -16,10 +16,11 @@ fn admin_record(id: &Identity) -> User {
     User::new_active(&id.sign_pub_hex(), &id.kex_pub_hex(), "root", Role::Admin, "bootstrap", "seed")
 }
 
-/// SIGKILL unibusd during 500 concurrent registrations, restart it: every
-/// invite is pending, or used with its user present, or used and then
-/// completed by the same key's retry; no user exists without a spent
-/// invite.
+/// SIGKILL unibusd during 500 concurrent registrations, restart it: the
+/// kill cut some registrations between the invite's claim and its
+/// completion (seen in KV right after the kill), and after each key retries
+/// its own invite every invite is used by that key and completed, with its
+/// user present; no user exists without a spent invite.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_mid_registration_storm_loses_nothing() {
     let _heavy = HEAVY.lock().await;
@@ -53,18 +54,26 @@ async fn killed_mid_registration_storm_loses_nothing() {
         }
     }
     let _ = unibusd.wait().await;
+    drop(storm);
+
+    // Right after the kill, before any retry: some invites are claimed by
+    // their key but not completed (cut after the claim).
+    let (mut cut, mut cut_before_user) = (0, 0);
+    for (id, _, _, invite_id) in &jobs {
+        let (inv, _) = store.get_invite(invite_id).await.unwrap().unwrap();
+        if inv.status == InviteStatus::Used {
+            assert_eq!(inv.used_by.as_deref(), Some(id.sign_pub_hex().as_str()), "used by a stranger");
+            if !inv.completed {
+                cut += 1;
+                cut_before_user += usize::from(store.get_user(&id.sign_pub_hex()).await.unwrap().is_none());
+            }
+        }
+    }
+    assert!(cut > 0, "the kill cut no registration between claim and completion");
 
     // Restarted: each key retries its own invite.
     let _unibusd = stack.spawn_unibusd().await;
-    let mut half_spent_before = 0;
     for (id, _, token, invite_id) in &jobs {
-        let (inv, _) = store.get_invite(invite_id).await.unwrap().unwrap();
-        if inv.status == InviteStatus::Used && !inv.completed {
-            half_spent_before += 1;
-        }
-        if inv.status == InviteStatus::Used {
-            assert_eq!(inv.used_by.as_deref(), Some(id.sign_pub_hex().as_str()), "used by a stranger");
-        }
         let retry = Client::connect(&stack.url, id).await.unwrap().register(token, None).await;
         match retry {
             Ok(user) => assert_eq!(user.invite_id, *invite_id),
@@ -89,7 +98,7 @@ async fn killed_mid_registration_storm_loses_nothing() {
         assert_eq!(inv.used_by.as_deref(), Some(u.sign_pub.as_str()));
     }
     println!(
-        "kill storm: {} of 500 acknowledged before SIGKILL, {half_spent_before} interrupted between mark and create, all completed by retry",
+        "kill storm: {} of 500 acknowledged before SIGKILL; {cut} cut after the claim ({cut_before_user} of them before the user was created), all completed by retry",
         acknowledged.len()
     );
 }
@@ -121,8 +130,10 @@ async fn one_of_two_instances_killed() {
         .unwrap();
 }
 
-/// nats-server restarted (file store) under load: every acknowledged
-/// registration survives and unibusd serves again without a restart.
+/// nats-server restarted (file store) under load: registrations are
+/// acknowledged both before the stop (it waits for 50) and by requests sent
+/// after the restart, every acknowledged registration survives, and unibusd
+/// serves again without a restart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_restart_under_load_keeps_acknowledged_writes() {
     let _heavy = HEAVY.lock().await;
@@ -135,18 +146,29 @@ async fn server_restart_under_load_keeps_acknowledged_writes() {
         jobs.push((Client::connect(&stack.url, &id).await.unwrap(), id, token.to_hex()));
     }
     let port = stack.server.as_ref().unwrap().port;
-    let storm = futures::stream::iter(jobs.iter().map(|(c, _, t)| c.register(t, None)))
-        .buffer_unordered(50)
-        .collect::<Vec<_>>();
-    let server = stack.server.take().unwrap();
-    let restart = async {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        server.stop().await;
-    };
-    let (results, ()) = tokio::join!(storm, restart);
-    stack.restart_server(port).await;
-    let acked: Vec<&Identity> =
-        results.iter().zip(&jobs).filter(|(r, _)| r.is_ok()).map(|(_, (_, id, _))| id).collect();
+    // Each request notes when it was sent; the stream sends new ones only
+    // while it is polled, so none is sent while the server is down.
+    let mut storm = futures::stream::iter(jobs.iter().enumerate().map(|(i, (c, _, t))| async move {
+        let sent = Instant::now();
+        (i, sent, c.register(t, None).await)
+    }))
+    .buffer_unordered(20);
+    let (mut acked, mut before_stop, mut restarted_at) = (Vec::new(), 0, None);
+    while let Some((i, sent, r)) = storm.next().await {
+        if r.is_ok() {
+            acked.push((i, sent));
+        }
+        if acked.len() == 50 && restarted_at.is_none() {
+            before_stop = acked.len();
+            stack.server.take().unwrap().stop().await;
+            stack.restart_server(port).await;
+            restarted_at = Some(Instant::now());
+        }
+    }
+    drop(storm);
+    let restarted_at = restarted_at.expect("50 registrations acknowledged before the stop");
+    let after_restart = acked.iter().filter(|(_, sent)| *sent > restarted_at).count();
+    assert!(after_restart > 0, "no registration sent after the restart was acknowledged");
     // unibusd (never restarted) answers again.
     let probe = Identity::generate();
     let mut served = false;
@@ -162,11 +184,14 @@ async fn server_restart_under_load_keeps_acknowledged_writes() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(served, "unibusd did not serve again after the server restart");
-    for id in &acked {
+    for (i, _) in &acked {
         assert!(
-            store.get_user(&id.sign_pub_hex()).await.unwrap().is_some(),
+            store.get_user(&jobs[*i].1.sign_pub_hex()).await.unwrap().is_some(),
             "acknowledged registration lost"
         );
     }
-    println!("server restart: {} of 200 registrations acknowledged before the stop, none lost", acked.len());
+    println!(
+        "server restart: {} of 200 registrations acknowledged, {before_stop} before the stop and {after_restart} sent after the restart; none lost",
+        acked.len()
+    );
 }

@@ -1,5 +1,5 @@
-//! Test harness: every test gets its own real nats-server (free loopback
-//! port, own store dir, the repository's nats.conf with fresh keys) and its
+//! Test harness: every test gets its own real nats-server (on a loopback
+//! port it picks itself, own store dir, the repository's nats.conf with fresh keys) and its
 //! own unibusd running in-process, plus helpers for identities and clients.
 
 use std::time::Duration;
@@ -14,6 +14,7 @@ use unibus::natsserver::{self, NatsServer, ServerSpec};
 use unibus::proto::InviteCreateRequest;
 use unibus::secrets::Secrets;
 use unibus::store::{Store, StoreConfig};
+use unibus::subjects;
 
 /// Held by the heavy tests (cluster, 100k users, reconnect storm) so that
 /// they do not compete with each other for the machine's two cores.
@@ -52,12 +53,20 @@ impl Stack {
     /// Starts only the server: unibusd runs as separate processes
     /// ([`Stack::spawn_unibusd`]).
     pub async fn start_server_only(xkey: bool) -> Stack {
+        Self::start_server_edited(xkey, str::to_string).await
+    }
+
+    /// Starts only the server, with the repository's config passed
+    /// through `edit` first (for tests that need a test-only addition).
+    pub async fn start_server_edited(xkey: bool, edit: impl FnOnce(&str) -> String) -> Stack {
         init_tracing();
         let dir = tempfile::tempdir().expect("temp dir");
         let secrets = Secrets::generate();
         let spec =
-            natsserver::unibus_spec(dir.path(), &secrets, xkey, natsserver::free_port(), "unibus-test")
+            natsserver::unibus_spec(dir.path(), &secrets, xkey, natsserver::RANDOM_PORT, "unibus-test")
                 .unwrap_or_else(|e| panic!("{e}"));
+        let config = std::fs::read_to_string(&spec.config).expect("config");
+        std::fs::write(&spec.config, edit(&config)).expect("edited config");
         let server = NatsServer::start(&spec).await.unwrap_or_else(|e| panic!("{e}"));
         let url = server.url.clone();
         Stack { server: Some(server), daemon: None, secrets, url, xkey, spec, dir }
@@ -103,7 +112,10 @@ impl Stack {
         Store::open(self.service_nats().await, &StoreConfig::default()).await.expect("store")
     }
 
-    /// Starts the server again on the same port and store.
+    /// Starts the server again on the same port and store (unibusd knows
+    /// only that URL). Should another process take the port meanwhile, the
+    /// server fails to start and so does the test: it never talks to a
+    /// stranger (see `NatsServer::start`).
     pub async fn restart_server(&mut self, port: u16) {
         let mut spec = self.spec.clone();
         spec.port = port;
@@ -139,6 +151,11 @@ impl Stack {
             .connect(&self.url)
             .await
             .expect("service user connects")
+    }
+
+    /// The server's auth-error advisories, watched from now on.
+    pub async fn auth_errors(&self) -> AuthErrors {
+        AuthErrors::watch(&self.url, self.secrets.service.seed().unwrap()).await
     }
 
     /// JetStream in account AUTH.
@@ -204,6 +221,60 @@ impl Stack {
     }
 }
 
+/// The auth-error advisories of one server (`$SYS.ACCOUNT.CLIENT.AUTH.ERR`,
+/// published in account AUTH), watched with the service user.
+pub struct AuthErrors {
+    _conn: async_nats::Client,
+    sub: async_nats::Subscriber,
+}
+
+impl AuthErrors {
+    /// Subscribes (and flushes) before returning, so no later refusal is missed.
+    pub async fn watch(url: &str, service_seed: String) -> AuthErrors {
+        let conn =
+            async_nats::ConnectOptions::with_nkey(service_seed).connect(url).await.expect("service user");
+        let sub = conn.subscribe(subjects::AUTH_ERROR_ADVISORY).await.expect("advisory subscription");
+        conn.flush().await.expect("flush");
+        AuthErrors { _conn: conn, sub }
+    }
+
+    /// The whole next advisory within `limit`.
+    pub async fn next(&mut self, limit: Duration) -> Option<serde_json::Value> {
+        let msg = tokio::time::timeout(limit, futures::StreamExt::next(&mut self.sub)).await.ok()??;
+        Some(serde_json::from_slice(&msg.payload).expect("advisory is JSON"))
+    }
+
+    /// The `reason` of the next advisory within `limit`.
+    pub async fn next_reason(&mut self, limit: Duration) -> Option<String> {
+        self.next(limit).await.map(|a| a["reason"].as_str().unwrap_or_default().to_string())
+    }
+}
+
+/// The text nats-server puts before a callout's own denial reason; a
+/// timed-out or unanswered callout reads differently.
+pub const SIGNED_DENIAL: &str = "Auth callout service returned an error: ";
+/// Well inside the server's 2 s auth timeout: a dropped callout cannot
+/// be refused this fast, a signed denial (even after the 1.5 s decision
+/// budget) is.
+pub const DENIAL_WITHIN: Duration = Duration::from_millis(1900);
+
+/// Runs `connect` and asserts unibusd refused it with a signed denial:
+/// `NotAuthorized` within [`DENIAL_WITHIN`], and the server's advisory for
+/// it carries unibus's reason, not a timeout. Returns that reason.
+pub async fn expect_signed_denial<T>(
+    errors: &mut AuthErrors,
+    connect: impl std::future::Future<Output = Result<T, ClientError>>,
+) -> String {
+    let started = tokio::time::Instant::now();
+    let r = connect.await.map(|_| "admitted");
+    let took = started.elapsed();
+    assert!(matches!(r, Err(ClientError::NotAuthorized)), "expected a denial, got {r:?}");
+    let reason = errors.next_reason(Duration::from_secs(3)).await.expect("an auth error advisory");
+    assert!(reason.contains(SIGNED_DENIAL), "not a signed denial: {reason:?} after {took:?}");
+    assert!(took < DENIAL_WITHIN, "denial took {took:?} ({reason})");
+    reason[reason.find(SIGNED_DENIAL).unwrap() + SIGNED_DENIAL.len()..].to_string()
+}
+
 /// Connects `id` to `url`, reporting connection events on the channel.
 pub async fn connect_watched_to(url: &str, id: &Identity) -> (Client, mpsc::UnboundedReceiver<String>) {
     let (tx, rx) = mpsc::unbounded_channel();
@@ -260,39 +331,22 @@ pub struct Cluster {
 impl Cluster {
     /// Starts the cluster and unibusd (R3 buckets).
     pub async fn start() -> Cluster {
+        Self::start_with(StoreConfig { replicas: 3, ..StoreConfig::default() }, &[0, 1, 2]).await
+    }
+
+    /// Starts the cluster and unibusd with `store` settings, giving unibusd
+    /// only the URLs of `daemon_nodes` (so a test knows where it is).
+    pub async fn start_with(store: StoreConfig, daemon_nodes: &[usize]) -> Cluster {
         init_tracing();
         let dir = tempfile::tempdir().expect("temp dir");
         let secrets = Secrets::generate();
-        let cluster_ports: Vec<u16> = (0..3).map(|_| natsserver::free_port()).collect();
-        let mut nodes = Vec::new();
-        for i in 0..3 {
-            let node_dir = dir.path().join(format!("n{i}"));
-            std::fs::create_dir_all(&node_dir).unwrap();
-            let mut spec =
-                natsserver::unibus_spec(&node_dir, &secrets, true, natsserver::free_port(), &format!("n{i}"))
-                    .unwrap_or_else(|e| panic!("{e}"));
-            let routes: Vec<String> = cluster_ports
-                .iter()
-                .enumerate()
-                .filter(|(j, _)| *j != i)
-                .map(|(_, p)| format!("nats://127.0.0.1:{p}"))
-                .collect();
-            spec.args = vec![
-                "--cluster_name".into(),
-                "unibus".into(),
-                "--cluster".into(),
-                format!("nats://127.0.0.1:{}", cluster_ports[i]),
-                "--routes".into(),
-                routes.join(","),
-            ];
-            nodes.push(NatsServer::start(&spec).await.unwrap_or_else(|e| panic!("{e}")));
-        }
+        let nodes = start_nodes(dir.path(), &secrets).await;
         let urls: Vec<String> = nodes.iter().map(|n| n.url.clone()).collect();
         let settings = Settings {
-            nats_urls: urls.iter().map(|u| u.parse().unwrap()).collect(),
+            nats_urls: daemon_nodes.iter().map(|i| urls[*i].parse().unwrap()).collect(),
             secrets,
             xkey: true,
-            store: StoreConfig { replicas: 3, ..StoreConfig::default() },
+            store,
             user_jwt_ttl: Duration::from_secs(3600),
         };
         let daemon = tokio::time::timeout(Duration::from_secs(60), daemon::start(&settings))
@@ -301,4 +355,49 @@ impl Cluster {
             .expect("unibusd starts");
         Cluster { urls, daemon, nodes: nodes.into_iter().map(Some).collect(), _dir: dir }
     }
+}
+
+/// Starts the three nodes. n0 gets a route port from `free_port` and routes
+/// to itself (JetStream clustering needs a configured route): if another
+/// process takes that port first, n0 fails to bind it and exits, and we
+/// pick again; once n0 is up, its pid-named ports file proves the port is
+/// n0's. Only then do n1 and n2 start, on ports they pick themselves, with
+/// a route to n0 alone (they find each other through n0's gossip). So no
+/// node ever routes to a port that is not held by one of ours.
+async fn start_nodes(dir: &std::path::Path, secrets: &Secrets) -> Vec<NatsServer> {
+    let mut nodes: Vec<NatsServer> = Vec::new();
+    for i in 0..3 {
+        let node_dir = dir.join(format!("n{i}"));
+        std::fs::create_dir_all(&node_dir).unwrap();
+        for attempt in 0.. {
+            let mut spec =
+                natsserver::unibus_spec(&node_dir, secrets, true, natsserver::RANDOM_PORT, &format!("n{i}"))
+                    .unwrap_or_else(|e| panic!("{e}"));
+            let (listen, seed) = match nodes.first() {
+                None => {
+                    let p = natsserver::free_port();
+                    (p.to_string(), p)
+                }
+                Some(n0) => ("-1".to_string(), n0.cluster_port.expect("n0 listens for routes")),
+            };
+            spec.args = vec![
+                "--cluster_name".into(),
+                "unibus".into(),
+                "--cluster".into(),
+                format!("nats://127.0.0.1:{listen}"),
+                "--routes".into(),
+                format!("nats://127.0.0.1:{seed}"),
+            ];
+            match NatsServer::start(&spec).await {
+                Ok(n) if i > 0 || n.cluster_port == Some(seed) => {
+                    nodes.push(n);
+                    break;
+                }
+                Ok(_) => panic!("n0 does not list its route port {seed}"),
+                Err(e) if i == 0 && attempt < 5 => eprintln!("n0 did not start ({e}); another route port"),
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
+    nodes
 }

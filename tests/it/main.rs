@@ -5,6 +5,7 @@ mod harness;
 mod admin;
 mod admission;
 mod blocks;
+mod callout_refusals;
 mod cli;
 mod cluster;
 mod failure;

@@ -2,6 +2,7 @@
 //! must not slow anyone else down nor hit the store for each denial.
 //! Timings are printed (for the closing note), never asserted.
 
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
@@ -9,7 +10,7 @@ use unibus::client::{self, Client, Identity};
 use unibus::model::{Role, User, UserStatus};
 use unibus::proto::UserListRequest;
 
-use crate::harness::Stack;
+use crate::harness::{SIGNED_DENIAL, Stack};
 
 fn record(id: &Identity, status: UserStatus) -> User {
     let name = &id.sign_pub_hex()[..8];
@@ -141,9 +142,11 @@ async fn hundred_thousand_users_page_through() {
     );
 }
 
-/// 200 clients of revoked keys reconnect in a loop for 30 s: an active
-/// user's connect succeeds every time, and the denials cost (almost) no
-/// store requests.
+/// 200 clients of revoked keys reconnect in a loop for 30 s: the storm
+/// really happens (every revoked key is refused, by a signed denial, at
+/// least twice: its first connect and a retry, counted from the server's
+/// auth-error advisories), an active user's connect succeeds every time,
+/// and the denials cost (almost) no store requests.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revoked_reconnect_storm_does_not_hurt_others() {
     let _heavy = crate::harness::HEAVY.lock().await;
@@ -157,6 +160,7 @@ async fn revoked_reconnect_storm_does_not_hurt_others() {
     let mut quiet = connect_times(&stack.url, &member, 50, Duration::from_millis(20)).await;
 
     let js = stack.jetstream().await;
+    let mut errors = stack.auth_errors().await;
     let api_before = js.query_account().await.unwrap().requests.total;
     let mut stormers = Vec::new();
     for id in &revoked {
@@ -171,6 +175,22 @@ async fn revoked_reconnect_storm_does_not_hurt_others() {
     }
     let api_after = js.query_account().await.unwrap().requests.total;
     drop(stormers);
+    // Count the storm's denials: one advisory per refused connect, each a
+    // signed denial naming a revoked key.
+    let revoked_keys: HashSet<String> = revoked.iter().map(|id| id.sign_pub_hex()).collect();
+    let mut denials: HashMap<String, usize> = HashMap::new();
+    while let Some(reason) = errors.next_reason(Duration::from_secs(1)).await {
+        let key = reason
+            .strip_prefix(SIGNED_DENIAL)
+            .and_then(|r| r.strip_prefix("user "))
+            .and_then(|r| r.strip_suffix(" is revoked"))
+            .unwrap_or_else(|| panic!("not a signed denial of a revoked key: {reason:?}"));
+        assert!(revoked_keys.contains(key), "denied a key outside the storm: {key}");
+        *denials.entry(key.to_string()).or_default() += 1;
+    }
+    let total: usize = denials.values().sum();
+    assert_eq!(denials.len(), revoked.len(), "some revoked clients were never refused");
+    assert!(denials.values().all(|n| *n >= 2), "some revoked client did not retry: {denials:?}");
     // Each active connect costs two store requests (user read, rooms sync);
     // the storm's hundreds of denials cost none.
     let api_used = api_after - api_before - 1;
@@ -180,7 +200,7 @@ async fn revoked_reconnect_storm_does_not_hurt_others() {
         "store requests {api_used} for {active} active connects: denials hit the store"
     );
     println!(
-        "storm: {} revoked clients for {} s; active connect p50/p99 without storm {:.2}/{:.2} ms, during storm {:.2}/{:.2} ms ({} connects, all succeeded); store API requests {api_used}",
+        "storm: {} revoked clients for {} s, {total} signed denials; active connect p50/p99 without storm {:.2}/{:.2} ms, during storm {:.2}/{:.2} ms ({} connects, all succeeded); store API requests {api_used}",
         revoked.len(),
         storm_for.as_secs(),
         pct(&mut quiet, 0.5),
