@@ -115,10 +115,13 @@ async fn leader_kill_and_quorum_loss() {
             jobs.push((id.clone(), token.clone(), Client::connect(url, &who).await.unwrap()));
         }
     }
-    // Kill the leader once the first 5 redemptions were answered.
-    let mut storm = futures::stream::iter(
-        jobs.iter().map(|(id, token, c)| async move { (id.clone(), c.register(token, None).await) }),
-    )
+    // The redemptions start 5 ms apart (one second in all), so the storm is
+    // still going when the leader is killed, once the first 5 invites were
+    // won: later ones meet the election.
+    let mut storm = futures::stream::iter(jobs.iter().enumerate().map(|(i, (id, token, c))| async move {
+        tokio::time::sleep(Duration::from_millis(5 * i as u64)).await;
+        (id.clone(), c.register(token, None).await)
+    }))
     .buffer_unordered(200);
     let mut node = cluster.nodes[leader_ix].take();
     let mut killed_at = None;

@@ -130,3 +130,18 @@ async fn corrupt_user_record_denies_only_that_key() {
     kv.put(bob.sign_pub_hex(), serde_json::to_vec(&record).unwrap().into()).await.unwrap();
     assert_eq!(stack.connect(&bob).await.unwrap().whoami().await.unwrap().name, "bob");
 }
+
+/// A connection whose task is gone for good (here: closed under unibusd's
+/// feet) stops serving, so that the binary exits non-zero and its
+/// supervisor restarts it; unibusd never stays up unable to admit anyone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_connection_stops_serving() {
+    for role in ["store", "sys"] {
+        let mut stack = Stack::start(true).await;
+        let daemon = stack.daemon.as_mut().unwrap();
+        let (_, client) = daemon.connections().iter().find(|(r, _)| *r == role).unwrap().clone();
+        client.drain().await.unwrap();
+        let stopped = tokio::time::timeout(std::time::Duration::from_secs(10), daemon.wait()).await;
+        assert!(stopped.is_ok(), "unibusd kept serving with its {role} connection gone");
+    }
+}
