@@ -15,4 +15,5 @@ mod messaging;
 mod revocation;
 mod rooms;
 mod scale;
+mod syscheck;
 mod tooling;
