@@ -211,3 +211,49 @@ async fn one_loop(
     }
     (stats, held)
 }
+
+/// Names of the servers (of `servers`) holding a connection whose client
+/// name is one of `names`.
+pub async fn servers_with_connection_named(
+    sys: &async_nats::Client,
+    names: &[&str],
+    servers: usize,
+) -> Vec<String> {
+    let inbox = sys.new_inbox();
+    let mut sub = sys.subscribe(inbox.clone()).await.unwrap();
+    let body = serde_json::json!({ "limit": 100_000 }).to_string();
+    sys.publish_with_reply("$SYS.REQ.SERVER.PING.CONNZ", inbox, body.into()).await.unwrap();
+    let mut hosts = Vec::new();
+    for _ in 0..servers {
+        let msg = tokio::time::timeout(Duration::from_secs(5), sub.next()).await.expect("CONNZ").unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&msg.payload).unwrap();
+        let conns = v["data"]["connections"].as_array().cloned().unwrap_or_default();
+        if conns.iter().any(|c| names.contains(&c["name"].as_str().unwrap_or_default())) {
+            hosts.push(v["server"]["name"].as_str().unwrap().to_string());
+        }
+    }
+    hosts
+}
+
+/// A process stopped with SIGSTOP until [`Paused::resume`] or drop
+/// (SIGCONT): a server that is alive, keeps its routes, but answers late.
+pub struct Paused(i32);
+
+impl Paused {
+    /// Stops process `pid`.
+    pub fn stop(pid: u32) -> Paused {
+        // SAFETY: kill(2) on a child process this test started.
+        assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGSTOP) }, 0);
+        Paused(pid as i32)
+    }
+
+    /// Lets it run again.
+    pub fn resume(self) {}
+}
+
+impl Drop for Paused {
+    fn drop(&mut self) {
+        // SAFETY: as above.
+        unsafe { libc::kill(self.0, libc::SIGCONT) };
+    }
+}
