@@ -241,3 +241,37 @@ impl Kicker {
         futures::future::join_all(kicks).await.into_iter().filter(|ok| *ok).count()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The settling sweep keeps connections created up to their own
+    /// server's cutoff and those it cannot place in time.
+    #[test]
+    fn created_by_compares_each_server_with_its_own_cutoff() {
+        let t = |s: &str| rfc3339(Some(s));
+        let target = |server: &str, cid| Target { server_id: server.into(), cid };
+        let found = Found {
+            targets: vec![target("A", 1), target("A", 2), target("B", 3), target("C", 4), target("A", 5)],
+            complete: true,
+            listed_at: HashMap::new(),
+            started: vec![
+                t("2026-01-01T10:00:00Z"),
+                t("2026-01-01T10:00:02.5Z"),
+                t("2026-01-01T12:00:00+01:00"),
+                t("2026-01-01T10:00:09Z"),
+                None,
+            ],
+        };
+        let cutoffs: HashMap<String, OffsetDateTime> = [
+            ("A".to_string(), t("2026-01-01T10:00:01.000000001Z").unwrap()),
+            ("B".to_string(), t("2026-01-01T11:00:00Z").unwrap()),
+        ]
+        .into();
+        let cids: Vec<u64> = found.created_by(&cutoffs).iter().map(|t| t.cid).collect();
+        // 2 is newer than A's cutoff; 3 is exactly B's cutoff (11:00 UTC);
+        // C has no cutoff; 5 has no known start.
+        assert_eq!(cids, vec![1, 3, 4, 5]);
+    }
+}

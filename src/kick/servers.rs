@@ -235,3 +235,37 @@ impl Kicker {
         t
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(name: &str, cluster: &str, routes: &[&str], gateways: &[&str]) -> PingReply {
+        let peers =
+            |names: &[&str]| names.iter().map(|n| serde_json::json!({ "name": n })).collect::<Vec<_>>();
+        serde_json::from_value(serde_json::json!({
+            "server": { "name": name, "id": format!("N{name}"), "cluster": cluster },
+            "statsz": { "routes": peers(routes), "gateways": peers(gateways), "active_servers": 3 }
+        }))
+        .unwrap()
+    }
+
+    /// A roll call is complete only once every server a peer names (by
+    /// route) has answered, and every cluster named by a gateway.
+    #[test]
+    fn roll_waits_for_every_named_server_and_cluster() {
+        let mut roll = Roll::default();
+        assert!(!roll.complete(), "no answer yet");
+        roll.add(answer("n0", "c", &["n1", "n1", "n2"], &[]));
+        roll.add(answer("n1", "c", &["n0", "n2"], &[]));
+        assert!(!roll.complete(), "n2 is named but silent");
+        roll.add(answer("n2", "c", &["n0", "n1"], &["east"]));
+        assert!(!roll.complete(), "cluster east is named but silent");
+        roll.add(answer("e0", "east", &[], &["c"]));
+        assert!(roll.complete());
+        assert_eq!(roll.ids().len(), 4);
+        let mut single = Roll::default();
+        single.add(answer("solo", "", &[], &[]));
+        assert!(single.complete(), "a lone server without routes is the whole cluster");
+    }
+}
