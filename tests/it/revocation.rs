@@ -105,8 +105,9 @@ async fn revoke_during_reconnect_loops_leaves_no_connection() {
     let reply = admin.revoke_user(&bob.sign_pub_hex()).await.unwrap();
     let replied = tokio::time::Instant::now();
     loops.mark_reply();
-    assert!(reply.kicked >= 8, "the loops' connections were targeted: {}", reply.kicked);
-    assert!(!reply.kick_pending, "the server listed its connections");
+    // (On a starved machine the listing may miss its 500 ms bound: then the
+    // reply says so and the background sweeps must still close them all.)
+    assert!(reply.kicked >= 8 || reply.kick_pending, "the loops' connections were targeted: {reply:?}");
     tokio::time::sleep_until(replied + Duration::from_secs(3)).await;
     let open = open_connections(&sys, &bob.sign_pub_hex(), 1).await;
     let (stats, held) = loops.stop().await;
@@ -146,8 +147,11 @@ async fn room_removal_during_reconnect_loops_leaves_no_old_permission() {
     owner.remove_member(&room.id, &carol.sign_pub_hex()).await.unwrap();
     let replied = tokio::time::Instant::now();
     loops.mark_reply();
-    tokio::time::sleep_until(replied + Duration::from_secs(3)).await;
+    // Keep looping a little past the reply; the old-permission connections
+    // are the ones admitted before it.
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let (stats, mut held) = loops.stop().await;
+    tokio::time::sleep_until(replied + Duration::from_secs(3)).await;
     held.push(probe.nats().clone());
     for (i, c) in held.iter().enumerate() {
         if c.connection_state() == async_nats::connection::State::Connected {
