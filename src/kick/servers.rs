@@ -70,6 +70,30 @@ struct Varz {
     /// Seconds (nats-server reports a float).
     #[serde(default)]
     auth_timeout: Option<f64>,
+    /// Websocket and MQTT listeners may set their own.
+    #[serde(default)]
+    websocket: Option<Listener>,
+    #[serde(default)]
+    mqtt: Option<Listener>,
+}
+
+#[derive(Deserialize)]
+struct Listener {
+    #[serde(default)]
+    auth_timeout: Option<f64>,
+}
+
+impl Varz {
+    /// The longest authorization timeout of any client listener.
+    fn longest_auth_timeout(&self) -> Option<Duration> {
+        let listeners = [&self.websocket, &self.mqtt];
+        std::iter::once(self.auth_timeout)
+            .chain(listeners.into_iter().map(|l| l.as_ref().and_then(|l| l.auth_timeout)))
+            .flatten()
+            .filter(|s| s.is_finite() && *s > 0.0 && *s < 3600.0)
+            .map(Duration::from_secs_f64)
+            .max()
+    }
 }
 
 /// What the PING answers of one roll call have shown.
@@ -199,10 +223,11 @@ impl Kicker {
         self.servers.lock().await.by_name.values().cloned().collect()
     }
 
-    /// The longest `authorization.timeout` of the cluster's servers (from
-    /// VARZ; nats-server's default of 2 s where a server does not say, or
-    /// when none answers). A connection is closed by its server unless
-    /// admitted within this time of its creation.
+    /// The longest `authorization.timeout` of the cluster's servers and
+    /// their websocket and MQTT listeners (from VARZ; nats-server's default
+    /// of 2 s where a server does not say, or when none answers). A
+    /// connection is closed by its server unless admitted within this time
+    /// of its creation (of its TLS handshake, with TLS).
     pub async fn auth_timeout(&self) -> Duration {
         if let Some((t, at)) = self.servers.lock().await.auth_timeout {
             if at.elapsed() < SERVERS_TTL {
@@ -214,12 +239,11 @@ impl Kicker {
         let gathered = self
             .gather(subjects::SYS_VARZ_PING, String::new(), |msg| {
                 answers += 1;
-                let secs = serde_json::from_slice::<VarzReply>(&msg.payload)
+                let said = serde_json::from_slice::<VarzReply>(&msg.payload)
                     .ok()
                     .and_then(|r| r.data)
-                    .and_then(|v| v.auth_timeout)
-                    .filter(|s| s.is_finite() && *s > 0.0 && *s < 3600.0);
-                let t = secs.map_or(AUTH_TIMEOUT_DEFAULT, Duration::from_secs_f64);
+                    .and_then(|v| v.longest_auth_timeout());
+                let t = said.unwrap_or(AUTH_TIMEOUT_DEFAULT);
                 longest = Some(longest.map_or(t, |l| l.max(t)));
                 answers >= expected
             })
@@ -248,6 +272,22 @@ mod tests {
             "statsz": { "routes": peers(routes), "gateways": peers(gateways), "active_servers": 3 }
         }))
         .unwrap()
+    }
+
+    /// The longest of the client, websocket and MQTT auth timeouts counts.
+    #[test]
+    fn auth_timeout_is_the_longest_listener_timeout() {
+        let varz = |v: serde_json::Value| serde_json::from_value::<Varz>(v).unwrap().longest_auth_timeout();
+        let ms = |n| Some(Duration::from_millis(n));
+        assert_eq!(varz(serde_json::json!({ "auth_timeout": 2 })), ms(2000));
+        assert_eq!(
+            varz(
+                serde_json::json!({ "auth_timeout": 3, "websocket": { "auth_timeout": 5 }, "mqtt": { "auth_timeout": 4.5 } })
+            ),
+            ms(5000)
+        );
+        assert_eq!(varz(serde_json::json!({ "auth_timeout": 0.5, "mqtt": {} })), ms(500));
+        assert_eq!(varz(serde_json::json!({ "auth_timeout": -1 })), None);
     }
 
     /// A roll call is complete only once every server a peer names (by

@@ -5,9 +5,10 @@
 //! was made before the write (so it was admitted with the old rights) may
 //! register on its server only after the snapshot. But nats-server starts
 //! a connection's authorization timer when the connection is created
-//! (`authorization.timeout`, 2 s by default) and closes it unless the
-//! callout's answer was applied before the timer fires; the connection was
-//! created before its decision, which came before the write. So every
+//! (after its TLS handshake, with TLS; `authorization.timeout`, 2 s by
+//! default, websocket and MQTT listeners may set their own) and closes it
+//! unless the callout's answer was applied before the timer fires; the
+//! timer started before the decision, which came before the write. So every
 //! connection admitted on a decision older than the write is registered
 //! (and listed by CONNZ) before `write + auth_timeout`. (The callout's own
 //! 1.5 s decision budget is shorter still.)

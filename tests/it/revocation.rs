@@ -229,3 +229,21 @@ async fn connz_is_paged() {
     let after = open_connections(&sys, &erin.sign_pub_hex(), 1).await;
     assert!(after.iter().all(|(_, cid)| !expected.contains(cid)), "{after:?} vs {expected:?}");
 }
+
+/// The settling sweep waits for the servers' own authorization timeout,
+/// read from VARZ: a server configured with 3 s reports 3 s (not the 2 s
+/// default).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settling_sweep_follows_the_servers_auth_timeout() {
+    let mut stack = Stack::start_server_only(false).await;
+    let conf = std::fs::read_to_string(&stack.spec.config).unwrap();
+    assert!(conf.contains("\nauthorization {"));
+    std::fs::write(&stack.spec.config, conf.replace("\nauthorization {", "\nauthorization {\n  timeout: 3"))
+        .unwrap();
+    let port = stack.server.as_ref().unwrap().port;
+    stack.server.take().unwrap().stop().await;
+    stack.restart_server(port).await;
+    let sys = sys_client(&stack.url, &stack.secrets).await;
+    let kicker = unibus::kick::Kicker::new(sys);
+    assert_eq!(kicker.auth_timeout().await, Duration::from_secs(3));
+}
