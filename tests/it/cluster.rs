@@ -271,9 +271,10 @@ async fn revoke_during_reconnect_loops_on_every_node() {
     assert!(stats.denied_after > 0);
 }
 
-/// One node is stopped (SIGSTOP: alive, routes up, silent) while a revoke
-/// lists connections: the roll call waits for it (its peers name it) and,
-/// as it stays silent past the bound, the reply says `kick_pending`. Once
+/// One node is stopped (SIGSTOP: alive, routes up, silent). Resumed within
+/// the bound, a search still lists its connection (its peers name it, so
+/// the roll call waits for it). Silent past the bound during a revoke, the
+/// reply says `kick_pending`. Once
 /// it runs again the key's connection on it is closed, with no further
 /// request. A gather that settled on the servers that answered would have
 /// left that connection open for good.
@@ -306,7 +307,22 @@ async fn revoke_reaches_a_node_that_answers_late() {
     let sys = sys_client(&cluster.urls[other], &cluster.secrets).await;
     assert_eq!(open_connections(&sys, &user.sign_pub_hex(), 3).await.len(), 1);
 
-    let paused = Paused::stop(cluster.nodes[slow].as_ref().unwrap().pid().unwrap());
+    let pid = cluster.nodes[slow].as_ref().unwrap().pid().unwrap();
+
+    // Late within the bound: a fresh kicker's search is still complete.
+    let kicker = unibus::kick::Kicker::new(sys.clone());
+    let paused = Paused::stop(pid);
+    let resume = async {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        paused.resume();
+    };
+    let key = user.sign_pub_hex();
+    let (found, ()) = tokio::join!(kicker.find(&key), resume);
+    assert!(found.complete, "the roll call waited for the late node: {found:?}");
+    assert_eq!(found.targets.len(), 1, "its connection was found");
+
+    // Silent past the bound: the revoke says so and closes it later.
+    let paused = Paused::stop(pid);
     let reply = admin.revoke_user(&user.sign_pub_hex()).await;
     paused.resume();
     let reply = reply.expect("revoke succeeds with one node silent");
