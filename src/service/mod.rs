@@ -195,24 +195,35 @@ async fn answer(ctx: &Ctx, micro: &Micro, client: &async_nats::Client, msg: asyn
         warn!(%subject, error = %e, "cannot send reply");
     }
     if sweep.is_some() || origin.is_some() {
-        // Deliver the reply before closing its requester's connection.
-        let _ = client.flush().await;
-        tokio::time::sleep(kick::REPLY_GRACE).await;
-        let mut kick = sweep.as_ref().map(|s| s.targets().to_vec()).unwrap_or_default();
-        if let Some((server, cid)) = origin {
-            // Best effort: the request has succeeded either way.
-            match ctx.kicker.request_origin(&server, cid).await {
-                Ok(Some(target)) => kick.push(target),
-                Ok(None) => warn!(%subject, %server, "requesting server not found; connection not closed"),
-                Err(e) => warn!(%subject, error = %e, "cannot resolve the requesting connection"),
-            }
+        close_after_reply(ctx, client, &subject, sweep, origin).await;
+    }
+}
+
+/// After a reply: closes the connections a handler asked to close, then
+/// runs the sweeps that follow. This task answers nothing else, so
+/// sweeping on here delays no reply.
+async fn close_after_reply(
+    ctx: &Ctx,
+    client: &async_nats::Client,
+    subject: &str,
+    sweep: Option<Sweep>,
+    origin: Option<(String, u64)>,
+) {
+    // Deliver the reply before closing its requester's connection.
+    let _ = client.flush().await;
+    tokio::time::sleep(kick::REPLY_GRACE).await;
+    let mut kick = sweep.as_ref().map(|s| s.targets().to_vec()).unwrap_or_default();
+    if let Some((server, cid)) = origin {
+        // Best effort: the request has succeeded either way.
+        match ctx.kicker.request_origin(&server, cid).await {
+            Ok(Some(target)) => kick.push(target),
+            Ok(None) => warn!(%subject, %server, "requesting server not found; connection not closed"),
+            Err(e) => warn!(%subject, error = %e, "cannot resolve the requesting connection"),
         }
-        let closed = ctx.kicker.kick(&kick).await;
-        info!(%subject, targeted = kick.len(), closed, "connections closed");
-        if let Some(sweep) = sweep {
-            // This task answers nothing else: sweeping on here delays no
-            // reply.
-            ctx.kicker.follow_up(sweep).await;
-        }
+    }
+    let closed = ctx.kicker.kick(&kick).await;
+    info!(%subject, targeted = kick.len(), closed, "connections closed");
+    if let Some(sweep) = sweep {
+        ctx.kicker.follow_up(sweep).await;
     }
 }
