@@ -247,3 +247,21 @@ async fn settling_sweep_follows_the_servers_auth_timeout() {
     let kicker = unibus::kick::Kicker::new(sys);
     assert_eq!(kicker.auth_timeout().await, Duration::from_secs(3));
 }
+
+/// Replies of servers before `kick_pending` still decode (as not pending),
+/// and a reply with it decodes too.
+#[test]
+fn revoke_and_delete_replies_decode_with_and_without_kick_pending() {
+    use unibus::proto::{DeleteReply, RevokeReply};
+    let old: DeleteReply = serde_json::from_str(r#"{"deleted":"ab","kicked":2}"#).unwrap();
+    assert_eq!((old.kicked, old.kick_pending), (2, false));
+    let new: DeleteReply =
+        serde_json::from_str(r#"{"deleted":"ab","kicked":0,"kick_pending":true}"#).unwrap();
+    assert!(new.kick_pending);
+    let user = unibus::model::User::new_active("ab", "cd", "bob", Role::Member, "bootstrap", "ef");
+    let mut old = serde_json::json!({ "user": user, "kicked": 1 });
+    let decoded: RevokeReply = serde_json::from_value(old.clone()).unwrap();
+    assert_eq!((decoded.kicked, decoded.kick_pending), (1, false));
+    old["kick_pending"] = true.into();
+    assert!(serde_json::from_value::<RevokeReply>(old).unwrap().kick_pending);
+}
