@@ -94,6 +94,8 @@ async fn last_active_admin_is_protected() {
 /// connect begun after the reply was denied.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revoke_during_reconnect_loops_leaves_no_connection() {
+    // The loops load the machine: not alongside the other heavy tests.
+    let _heavy = crate::harness::HEAVY.lock().await;
     let stack = Stack::start(true).await;
     let (_a, admin) = stack.admin().await;
     let (bob, first) = stack.user(&admin, Role::Member, "bob").await;
@@ -122,6 +124,8 @@ async fn revoke_during_reconnect_loops_leaves_no_connection() {
 /// reaches another member), while before the removal it could.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn room_removal_during_reconnect_loops_leaves_no_old_permission() {
+    // The loops load the machine: not alongside the other heavy tests.
+    let _heavy = crate::harness::HEAVY.lock().await;
     let stack = Stack::start(false).await;
     let (_a, admin) = stack.admin().await;
     let (owner_id, owner) = stack.user(&admin, Role::Member, "olga").await;
