@@ -234,7 +234,11 @@ impl Kicker {
                 return t;
             }
         }
-        let expected = self.cached_ids().await.len().max(1);
+        let mut expected = self.cached_ids().await.len();
+        if expected == 0 {
+            expected = self.roll_call().await.map_or(0, |r| r.by_name.len());
+        }
+        let expected = expected.max(1);
         let (mut answers, mut longest) = (0, None::<Duration>);
         let gathered = self
             .gather(subjects::SYS_VARZ_PING, String::new(), |msg| {
