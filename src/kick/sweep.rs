@@ -79,7 +79,8 @@ impl Kicker {
     }
 
     /// The sweeps after the first kick: retries until a search lists every
-    /// server, and the settling sweep at `write + auth_timeout + margin`.
+    /// server and closes all it found, and the settling sweep at
+    /// `write + auth_timeout + margin`.
     /// Runs after the reply; returns when no connection admitted before the
     /// write can remain, or [`RETRY_FOR`] after the write.
     pub async fn follow_up(&self, sweep: Sweep) {
@@ -106,14 +107,18 @@ impl Kicker {
             let old = found.created_by(&cutoffs);
             let closed = self.kick(&old).await;
             info!(%user, found = found.targets.len(), old = old.len(), closed, complete = found.complete, "sweep");
-            if found.complete && started >= settle_at {
+            // Swept: every server listed and every old connection closed
+            // (a KICK that timed out is tried again).
+            let swept = found.complete && closed == old.len();
+            if swept && started >= settle_at {
                 return;
             }
-            if !found.complete {
-                warn!(%user, retry_in = ?delay, "sweep incomplete");
+            if !swept {
+                let unclosed = old.len() - closed;
+                warn!(%user, listed = found.complete, unclosed, retry_in = ?delay, "sweep incomplete");
                 delay = (delay * 2).min(RETRY_MAX);
             }
-            complete = found.complete;
+            complete = swept;
         }
     }
 }
