@@ -245,6 +245,11 @@ pub struct RevokeReply {
     pub user: User,
     /// Live connections targeted for closing.
     pub kicked: u64,
+    /// True when not every server could list its connections before the
+    /// reply (`kicked` may then be short): unibusd keeps closing in the
+    /// background. Absent (false) from servers before this field.
+    #[serde(default)]
+    pub kick_pending: bool,
 }
 
 /// Reply of `unibus.admin.user.delete`.
@@ -254,6 +259,11 @@ pub struct DeleteReply {
     pub deleted: String,
     /// Live connections targeted for closing.
     pub kicked: u64,
+    /// True when not every server could list its connections before the
+    /// reply (`kicked` may then be short): unibusd keeps closing in the
+    /// background. Absent (false) from servers before this field.
+    #[serde(default)]
+    pub kick_pending: bool,
 }
 
 /// Reply carrying one room.

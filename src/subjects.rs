@@ -86,6 +86,14 @@ pub fn sys_kick(server_id: &str) -> String {
     format!("$SYS.REQ.SERVER.{server_id}.KICK")
 }
 
+/// System-account request listing connections on server `server_id`.
+pub fn sys_connz(server_id: &str) -> String {
+    format!("$SYS.REQ.SERVER.{server_id}.CONNZ")
+}
+
+/// System-account request every server answers with its VARZ.
+pub const SYS_VARZ_PING: &str = "$SYS.REQ.SERVER.PING.VARZ";
+
 /// Header the server stamps on requests crossing the APP -> AUTH import.
 pub const HDR_REQUEST_INFO: &str = "Nats-Request-Info";
 /// Header carrying the server's xkey on sealed callout requests.

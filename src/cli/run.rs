@@ -145,15 +145,27 @@ async fn user(c: Client, cmd: UserCmd, out: &Out) -> Result<(), CliError> {
         UserCmd::Show { sign_pub } => out.user(&c.get_user(&sign_pub).await?),
         UserCmd::Revoke { sign_pub } => {
             let r = c.revoke_user(&sign_pub).await?;
-            out.emit(&r, || format!("revoked {}; {} live connection(s) closed", r.user.sign_pub, r.kicked));
+            let note = pending_note(r.kick_pending);
+            out.emit(&r, || {
+                format!("revoked {}; {} live connection(s) closed{note}", r.user.sign_pub, r.kicked)
+            });
         }
         UserCmd::Restore { sign_pub } => out.user(&c.restore_user(&sign_pub).await?),
         UserCmd::Delete { sign_pub } => {
             let r = c.delete_user(&sign_pub).await?;
-            out.emit(&r, || format!("deleted {}; {} live connection(s) closed", r.deleted, r.kicked));
+            let note = pending_note(r.kick_pending);
+            out.emit(&r, || format!("deleted {}; {} live connection(s) closed{note}", r.deleted, r.kicked));
         }
     }
     Ok(())
+}
+
+/// What a revoke or delete reply with `kick_pending` adds to its line.
+fn pending_note(pending: bool) -> &'static str {
+    match pending {
+        true => " (not every server answered; closing continues in the background)",
+        false => "",
+    }
 }
 
 async fn room(c: Client, cmd: RoomCmd, out: &Out) -> Result<(), CliError> {

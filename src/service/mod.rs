@@ -3,7 +3,8 @@
 //! server-stamped caller identity, its body decoded strictly, handed to one
 //! handler that never sees NATS types, and the result encoded here, with
 //! errors mapped to wire codes in one place ([`reply_error`]). Connections a
-//! handler asks to close are kicked only after its reply was delivered.
+//! handler asks to close are kicked only after its reply was delivered,
+//! and the sweeps that follow (see [`crate::kick::sweep`]) run after it too.
 
 pub mod cursor;
 mod handlers;
@@ -20,7 +21,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::error::Error;
 use crate::keys;
-use crate::kick::{self, Kicker, Target};
+use crate::kick::{self, Kicker, Sweep};
 use crate::proto::ErrorReply;
 use crate::store::Store;
 use crate::subjects;
@@ -51,7 +52,9 @@ pub struct Caller {
 /// reply has been delivered.
 pub struct Outcome {
     body: Bytes,
-    kick: Vec<Target>,
+    /// Connections of a key whose rights a write changed: kicked after the
+    /// reply, then swept again in the background.
+    sweep: Option<Sweep>,
     /// The requesting connection (server name, client id), to be found and
     /// closed after the reply, off the request's critical path.
     kick_origin: Option<(String, u64)>,
@@ -63,16 +66,17 @@ impl Outcome {
     /// # Errors
     /// `internal` if the reply does not serialize.
     pub fn reply<T: Serialize>(reply: &T) -> Result<Outcome, Error> {
-        Self::reply_then_kick(reply, Vec::new())
+        let body = serde_json::to_vec(reply).map_err(|e| Error::Internal(e.to_string()))?;
+        Ok(Outcome { body: body.into(), sweep: None, kick_origin: None })
     }
 
-    /// A reply, then close `kick`.
+    /// A reply, then close what `sweep` found and sweep again after it
+    /// ([`Kicker::follow_up`]).
     ///
     /// # Errors
     /// `internal` if the reply does not serialize.
-    pub fn reply_then_kick<T: Serialize>(reply: &T, kick: Vec<Target>) -> Result<Outcome, Error> {
-        let body = serde_json::to_vec(reply).map_err(|e| Error::Internal(e.to_string()))?;
-        Ok(Outcome { body: body.into(), kick, kick_origin: None })
+    pub fn reply_then_sweep<T: Serialize>(reply: &T, sweep: Sweep) -> Result<Outcome, Error> {
+        Ok(Outcome { sweep: Some(sweep), ..Self::reply(reply)? })
     }
 
     /// A reply, then close the requesting connection (`origin` from its
@@ -84,7 +88,7 @@ impl Outcome {
         reply: &T,
         origin: Option<(String, u64)>,
     ) -> Result<Outcome, Error> {
-        Ok(Outcome { kick_origin: origin, ..Self::reply_then_kick(reply, Vec::new())? })
+        Ok(Outcome { kick_origin: origin, ..Self::reply(reply)? })
     }
 }
 
@@ -182,16 +186,21 @@ async fn answer(ctx: &Ctx, micro: &Micro, client: &async_nats::Client, msg: asyn
     let subject = msg.subject.to_string();
     let Some(reply_to) = msg.reply.clone() else { return };
     let result = handlers::dispatch(ctx, &subject, msg.headers.as_ref(), &msg.payload).await;
-    let (sent, mut kick, origin) = match result {
+    let (sent, sweep, origin) = match result {
         Ok(outcome) => {
             debug!(%subject, "request ok");
             micro.record(&subject, started.elapsed(), None);
-            (client.publish(reply_to, outcome.body).await, outcome.kick, outcome.kick_origin)
+            (client.publish(reply_to, outcome.body).await, outcome.sweep, outcome.kick_origin)
         }
         Err(err) => {
             match &err {
                 Error::Internal(detail) => error!(%subject, %detail, "request failed"),
                 Error::Unavailable(detail) => warn!(%subject, %detail, "store unavailable"),
+                // What a flooding client gets: not a log line per request
+                // (the micro-service STATS count them).
+                Error::LimitReached(_) | Error::Unauthenticated(_) => {
+                    debug!(%subject, code = err.code(), "request refused")
+                }
                 other => info!(%subject, code = other.code(), "request refused"),
             }
             micro.record(
@@ -200,26 +209,43 @@ async fn answer(ctx: &Ctx, micro: &Micro, client: &async_nats::Client, msg: asyn
                 Some(format!("{} {}", err.code(), err.public_message())),
             );
             let (headers, body) = reply_error(&err);
-            (client.publish_with_headers(reply_to, headers, body).await, Vec::new(), None)
+            (client.publish_with_headers(reply_to, headers, body).await, None, None)
         }
     };
     if let Err(e) = sent {
         warn!(%subject, error = %e, "cannot send reply");
     }
-    if !kick.is_empty() || origin.is_some() {
-        // Deliver the reply before closing its requester's connection.
-        let _ = client.flush().await;
-        tokio::time::sleep(kick::REPLY_GRACE).await;
-        if let Some((server, cid)) = origin {
-            // Best effort: the request has succeeded either way.
-            match ctx.kicker.request_origin(&server, cid).await {
-                Ok(Some(target)) => kick.push(target),
-                Ok(None) => warn!(%subject, %server, "requesting server not found; connection not closed"),
-                Err(e) => warn!(%subject, error = %e, "cannot resolve the requesting connection"),
-            }
+    if sweep.is_some() || origin.is_some() {
+        close_after_reply(ctx, client, &subject, sweep, origin).await;
+    }
+}
+
+/// After a reply: closes the connections a handler asked to close, then
+/// runs the sweeps that follow. This task answers nothing else, so
+/// sweeping on here delays no reply.
+async fn close_after_reply(
+    ctx: &Ctx,
+    client: &async_nats::Client,
+    subject: &str,
+    sweep: Option<Sweep>,
+    origin: Option<(String, u64)>,
+) {
+    // Deliver the reply before closing its requester's connection.
+    let _ = client.flush().await;
+    tokio::time::sleep(kick::REPLY_GRACE).await;
+    let mut kick = sweep.as_ref().map(|s| s.targets().to_vec()).unwrap_or_default();
+    if let Some((server, cid)) = origin {
+        // Best effort: the request has succeeded either way.
+        match ctx.kicker.request_origin(&server, cid).await {
+            Ok(Some(target)) => kick.push(target),
+            Ok(None) => warn!(%subject, %server, "requesting server not found; connection not closed"),
+            Err(e) => warn!(%subject, error = %e, "cannot resolve the requesting connection"),
         }
-        let closed = ctx.kicker.kick(&kick).await;
-        info!(%subject, targeted = kick.len(), closed, "connections closed");
+    }
+    let closed = ctx.kicker.kick(&kick).await;
+    info!(%subject, targeted = kick.len(), closed, "connections closed");
+    if let Some(sweep) = sweep {
+        ctx.kicker.follow_up(sweep).await;
     }
 }
 

@@ -1,4 +1,6 @@
 //! A 3-node nats-server cluster with the buckets at 3 replicas.
+//! Revocation reaches every server: reconnect loops on all nodes leave
+//! nothing behind, and a node that answers late is still swept.
 
 use std::time::Duration;
 
@@ -11,6 +13,7 @@ use crate::harness::{
     AuthErrors, Cluster, DENIAL_WITHIN, SIGNED_DENIAL, connect_watched_to, expect_event_within,
     expect_signed_denial,
 };
+use crate::syscheck::{Loops, Paused, open_connections, servers_with_connection_named, sys_client};
 
 /// The outcome class of one redemption: `won`, a wire code, or `transport`
 /// (no reply: timeout or no responders while unibusd fails over).
@@ -286,4 +289,106 @@ async fn retry_until_decided(c: &Client, token: &str) -> Result<unibus::model::U
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+}
+
+/// A first admin connected to `url`.
+async fn first_admin(cluster: &Cluster, url: &str) -> Client {
+    let (_, token) = cluster.daemon.store.bootstrap_admin_invite(600).await.unwrap();
+    let root = Identity::generate();
+    Client::connect(url, &root).await.unwrap().register(&token.to_hex(), None).await.unwrap();
+    Client::connect(url, &root).await.unwrap()
+}
+
+/// A new member, registered through `url`.
+async fn new_member(admin: &Client, url: &str) -> Identity {
+    let inv = admin.create_invite(&InviteCreateRequest::default()).await.unwrap();
+    let id = Identity::generate();
+    Client::connect(url, &id).await.unwrap().register(&inv.token, None).await.unwrap();
+    id
+}
+
+/// 4 reconnect loops of a key, spread over the 3 nodes, run while the
+/// admin revokes it: 3 s after the reply no server lists a connection of
+/// the key, and connects begun after the reply are denied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoke_during_reconnect_loops_on_every_node() {
+    let _heavy = crate::harness::HEAVY.lock().await;
+    let cluster = Cluster::start().await;
+    let admin = first_admin(&cluster, &cluster.urls[0]).await;
+    let user = new_member(&admin, &cluster.urls[1]).await;
+    let sys = sys_client(&cluster.urls[0], &cluster.secrets).await;
+    let loops = Loops::start(&cluster.urls, &user, 4);
+    loops.wait_admitted(8).await;
+
+    let reply = admin.revoke_user(&user.sign_pub_hex()).await.unwrap();
+    let replied = tokio::time::Instant::now();
+    loops.mark_reply();
+    assert!(reply.kicked >= 8 || reply.kick_pending, "{reply:?}");
+    tokio::time::sleep_until(replied + Duration::from_secs(3)).await;
+    let open = open_connections(&sys, &user.sign_pub_hex(), 3).await;
+    let (stats, _held) = loops.stop().await;
+    println!("cluster revoke during loops: {stats:?}, kicked {}", reply.kicked);
+    assert_eq!(open, Vec::new(), "connections of the revoked key 3 s after the reply");
+    assert_eq!(stats.admitted_after, 0, "a connect begun after the reply was admitted");
+    assert!(stats.denied_after > 0);
+}
+
+/// One node is stopped (SIGSTOP: alive, routes up, silent). Resumed within
+/// the bound, a search still lists its connection (its peers name it, so
+/// the roll call waits for it). Silent past the bound during a revoke, the
+/// reply says `kick_pending`. Once
+/// it runs again the key's connection on it is closed, with no further
+/// request. A gather that settled on the servers that answered would have
+/// left that connection open for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoke_reaches_a_node_that_answers_late() {
+    let _heavy = crate::harness::HEAVY.lock().await;
+    let cluster = Cluster::start().await;
+    let probe = sys_client(&cluster.urls[0], &cluster.secrets).await;
+    // The slow node must hold none of unibusd's connections and not lead
+    // the users stream (else the revoke itself would wait for it).
+    let busy = servers_with_connection_named(&probe, &["unibusd", "unibusd-sys"], 3).await;
+    let slow = (0..3).find(|i| !busy.contains(&format!("n{i}"))).expect("a node without unibusd");
+    let other = (slow + 1) % 3;
+    let svc = async_nats::ConnectOptions::with_nkey(cluster_service_seed(&cluster))
+        .connect(&cluster.urls[other])
+        .await
+        .unwrap();
+    for _ in 0..20 {
+        if leader_of(&cluster, &cluster.urls[other], "KV_UNIBUS_users").await != format!("n{slow}") {
+            break;
+        }
+        let _ = svc.request("$JS.API.STREAM.LEADER.STEPDOWN.KV_UNIBUS_users", "".into()).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_ne!(leader_of(&cluster, &cluster.urls[other], "KV_UNIBUS_users").await, format!("n{slow}"));
+
+    let admin = first_admin(&cluster, &cluster.urls[other]).await;
+    let user = new_member(&admin, &cluster.urls[other]).await;
+    let (_on_slow, mut events) = connect_watched_to(&cluster.urls[slow], &user).await;
+    let sys = sys_client(&cluster.urls[other], &cluster.secrets).await;
+    assert_eq!(open_connections(&sys, &user.sign_pub_hex(), 3).await.len(), 1);
+
+    let pid = cluster.nodes[slow].as_ref().unwrap().pid().unwrap();
+
+    // Late within the bound: a fresh kicker's search is still complete.
+    let kicker = unibus::kick::Kicker::new(sys.clone());
+    let paused = Paused::stop(pid);
+    let resume = async {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        paused.resume();
+    };
+    let key = user.sign_pub_hex();
+    let (found, ()) = tokio::join!(kicker.find(&key), resume);
+    assert!(found.complete, "the roll call waited for the late node: {found:?}");
+    assert_eq!(found.targets.len(), 1, "its connection was found");
+
+    // Silent past the bound: the revoke says so and closes it later.
+    let paused = Paused::stop(pid);
+    let reply = admin.revoke_user(&user.sign_pub_hex()).await;
+    paused.resume();
+    let reply = reply.expect("revoke succeeds with one node silent");
+    assert!(reply.kick_pending, "the silent node was not listed: {reply:?}");
+    expect_event_within(&mut events, "disconnected", Duration::from_secs(3)).await;
+    assert_eq!(open_connections(&sys, &user.sign_pub_hex(), 3).await, Vec::new());
 }

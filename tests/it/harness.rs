@@ -325,6 +325,7 @@ pub struct Cluster {
     pub urls: Vec<String>,
     pub daemon: Running,
     pub nodes: Vec<Option<NatsServer>>,
+    pub secrets: Secrets,
     _dir: tempfile::TempDir,
 }
 
@@ -349,11 +350,12 @@ impl Cluster {
             store,
             user_jwt_ttl: Duration::from_secs(3600),
         };
+        let secrets = settings.secrets.clone();
         let daemon = tokio::time::timeout(Duration::from_secs(60), daemon::start(&settings))
             .await
             .expect("cluster ready within 60 s")
             .expect("unibusd starts");
-        Cluster { urls, daemon, nodes: nodes.into_iter().map(Some).collect(), _dir: dir }
+        Cluster { urls, daemon, nodes: nodes.into_iter().map(Some).collect(), secrets, _dir: dir }
     }
 }
 

@@ -20,4 +20,5 @@ mod raw;
 mod revocation;
 mod rooms;
 mod scale;
+mod syscheck;
 mod tooling;

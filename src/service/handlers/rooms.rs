@@ -18,8 +18,8 @@ pub async fn create(ctx: &Ctx, caller: &Caller, req: RoomCreateRequest) -> Resul
     validate_name("name", &req.name)?;
     active_user(ctx, caller).await?;
     let room = ctx.store.create_room(&req.name, &caller.sign_pub).await?;
-    let kick = ctx.kicker.find(&caller.sign_pub).await.unwrap_or_default();
-    Outcome::reply_then_kick(&RoomReply { room }, kick)
+    let sweep = ctx.kicker.sweep_after_write(&caller.sign_pub).await;
+    Outcome::reply_then_sweep(&RoomReply { room }, sweep)
 }
 
 /// `unibus.room.get`: members and admins only.
@@ -81,8 +81,8 @@ pub async fn add(ctx: &Ctx, caller: &Caller, req: MemberRequest) -> Result<Outco
         ctx.store.take_back(&id, &target).await?;
         return Err(Error::NotFound("no such active user".into()));
     }
-    let kick = ctx.kicker.find(&target).await.unwrap_or_default();
-    Outcome::reply_then_kick(&RoomReply { room }, kick)
+    let sweep = ctx.kicker.sweep_after_write(&target).await;
+    Outcome::reply_then_sweep(&RoomReply { room }, sweep)
 }
 
 /// `unibus.room.member.remove`: the owner, an admin, or the member itself;
@@ -110,10 +110,11 @@ pub async fn remove(ctx: &Ctx, caller: &Caller, req: MemberRequest) -> Result<Ou
         Ok(RoomChange::Write(next))
     };
     let (room, changed) = ctx.store.change_room(&id, rule).await?;
-    if changed {
-        // Best effort: a leftover reservation is pruned at the cap.
-        let _ = ctx.store.release_room(&target, &id).await;
+    if !changed {
+        return Outcome::reply(&RoomReply { room });
     }
-    let kick = if changed { ctx.kicker.find(&target).await.unwrap_or_default() } else { Vec::new() };
-    Outcome::reply_then_kick(&RoomReply { room }, kick)
+    // Best effort: a leftover reservation is pruned at the cap.
+    let _ = ctx.store.release_room(&target, &id).await;
+    let sweep = ctx.kicker.sweep_after_write(&target).await;
+    Outcome::reply_then_sweep(&RoomReply { room }, sweep)
 }

@@ -71,14 +71,17 @@ pub async fn get(ctx: &Ctx, caller: &Caller, req: SignPubRequest) -> Result<Outc
 }
 
 /// `unibus.admin.user.revoke`: status flip, then close every live
-/// connection of the key (also when it was already revoked: stragglers).
+/// connection of the key (also when it was already revoked: stragglers),
+/// after the reply and again once in-flight admissions have settled.
 pub async fn revoke(ctx: &Ctx, caller: &Caller, req: SignPubRequest) -> Result<Outcome, Error> {
     let target = sign_pub("sign_pub", &req.sign_pub)?;
     ctx.store.get_user(&target).await?.ok_or_else(|| Error::NotFound("no such user".into()))?;
     let admin = active_admin(ctx, caller).await?;
     let (user, _) = ctx.store.set_user_status(&target, UserStatus::Revoked, &admin.sign_pub).await?;
-    let kick = ctx.kicker.find(&target).await?;
-    Outcome::reply_then_kick(&RevokeReply { user, kicked: kick.len() as u64 }, kick)
+    // The write stands whatever happens now: closing never fails the reply.
+    let sweep = ctx.kicker.sweep_after_write(&target).await;
+    let (kicked, kick_pending) = (sweep.kicked(), sweep.pending());
+    Outcome::reply_then_sweep(&RevokeReply { user, kicked, kick_pending }, sweep)
 }
 
 /// `unibus.admin.user.restore`: takes effect on the next connect.
@@ -97,6 +100,7 @@ pub async fn delete(ctx: &Ctx, caller: &Caller, req: SignPubRequest) -> Result<O
     ctx.store.get_user(&target).await?.ok_or_else(|| Error::NotFound("no such user".into()))?;
     active_admin(ctx, caller).await?;
     ctx.store.delete_user(&target).await?;
-    let kick = ctx.kicker.find(&target).await?;
-    Outcome::reply_then_kick(&DeleteReply { deleted: target, kicked: kick.len() as u64 }, kick)
+    let sweep = ctx.kicker.sweep_after_write(&target).await;
+    let (kicked, kick_pending) = (sweep.kicked(), sweep.pending());
+    Outcome::reply_then_sweep(&DeleteReply { deleted: target, kicked, kick_pending }, sweep)
 }
