@@ -343,11 +343,15 @@ async fn revoke_during_reconnect_loops_on_every_node() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revoke_reaches_a_node_that_answers_late() {
     let _heavy = crate::harness::HEAVY.lock().await;
-    let cluster = Cluster::start().await;
+    // unibusd's four connections all on n0, so that another node is free.
+    let store = unibus::store::StoreConfig { replicas: 3, ..Default::default() };
+    let cluster = Cluster::start_with(store, &[0]).await;
     let probe = sys_client(&cluster.urls[0], &cluster.secrets).await;
     // The slow node must hold none of unibusd's connections and not lead
     // the users stream (else the revoke itself would wait for it).
-    let busy = servers_with_connection_named(&probe, &["unibusd", "unibusd-sys"], 3).await;
+    let names = ["unibusd-callout", "unibusd-control", "unibusd-store", "unibusd-sys"];
+    let busy = servers_with_connection_named(&probe, &names, 3).await;
+    assert!(busy.contains(&"n0".to_string()), "unibusd's connections not found: {busy:?}");
     let slow = (0..3).find(|i| !busy.contains(&format!("n{i}"))).expect("a node without unibusd");
     let other = (slow + 1) % 3;
     let svc = async_nats::ConnectOptions::with_nkey(cluster_service_seed(&cluster))
