@@ -81,6 +81,8 @@ pub struct Settings {
     pub xkey: bool,
     /// Store creation and timeouts.
     pub store: StoreConfig,
+    /// Limits on `unibus.register` (guest floods).
+    pub guest: GuestLimits,
     /// User JWT lifetime.
     pub user_jwt_ttl: Duration,
 }
@@ -135,8 +137,8 @@ impl DaemonArgs {
                 history: self.kv_history,
                 storage,
                 timeout: Duration::from_millis(self.store_timeout_ms),
-                guest: self.guest_limits()?,
             },
+            guest: self.guest_limits()?,
             user_jwt_ttl: Duration::from_secs(self.user_jwt_ttl_secs),
         })
     }

@@ -20,6 +20,7 @@ use crate::callout::sealing::Sealer;
 use crate::callout::{self, Callout};
 use crate::config::Settings;
 use crate::kick::Kicker;
+use crate::limits::Limiter;
 use crate::service::cursor::Cursors;
 use crate::service::{self, Ctx};
 use crate::store::Store;
@@ -160,6 +161,7 @@ pub async fn start(settings: &Settings) -> Result<Running, StartError> {
         store: store.clone(),
         kicker: Kicker::new(sys.clone()),
         cursors: Cursors::new(secrets_seed(settings).as_bytes()),
+        guests: Limiter::new(settings.guest.clone()),
     };
     let control = service::start(control_client.clone(), Arc::new(ctx))
         .await

@@ -89,6 +89,7 @@ impl LocalStack {
             secrets,
             xkey: true,
             store: StoreConfig::default(),
+            guest: Default::default(),
             user_jwt_ttl: std::time::Duration::from_secs(3600),
         };
         let running = daemon::start(&settings).await?;

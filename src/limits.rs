@@ -124,6 +124,17 @@ impl Limiter {
         Ok(Admitted { _permit: permit })
     }
 
+    /// [`Limiter::admit`] for a caller's `sign_pub` (hex).
+    ///
+    /// # Errors
+    /// `limit_reached` beyond a limit; `unauthenticated` for a malformed key.
+    pub fn admit_hex(&self, sign_pub: &str) -> Result<Admitted, Error> {
+        let mut key = [0u8; 32];
+        hex::decode_to_slice(sign_pub, &mut key)
+            .map_err(|_| Error::Unauthenticated("caller is not a user key".into()))?;
+        self.admit(&key)
+    }
+
     /// Entries in the per-key table.
     pub fn tracked_keys(&self) -> usize {
         self.lock().keys.len()

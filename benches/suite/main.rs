@@ -37,6 +37,7 @@ fn settings(url: &str, secrets: &Secrets) -> Settings {
         secrets: secrets.clone(),
         xkey: true,
         store: StoreConfig::default(),
+        guest: Default::default(),
         user_jwt_ttl: Duration::from_secs(3600),
     }
 }

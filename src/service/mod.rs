@@ -36,6 +36,9 @@ pub struct Ctx {
     pub kicker: Kicker,
     /// Signs list cursors.
     pub cursors: Cursors,
+    /// Guest flood limits on `unibus.register`, checked before a request
+    /// may touch the store.
+    pub guests: crate::limits::Limiter,
 }
 
 /// The authenticated caller: the `sign_pub` the server stamped into
@@ -120,7 +123,9 @@ pub fn caller_from_headers(headers: Option<&HeaderMap>) -> Result<Caller, Error>
     let mut copies = headers
         .into_iter()
         .flat_map(|h| h.iter())
-        .filter(|(name, _)| name.to_string().eq_ignore_ascii_case(subjects::HDR_REQUEST_INFO))
+        .filter(|(name, _)| {
+            AsRef::<[u8]>::as_ref(*name).eq_ignore_ascii_case(subjects::HDR_REQUEST_INFO.as_bytes())
+        })
         .flat_map(|(_, values)| values.iter());
     let raw = match (copies.next(), copies.next()) {
         (Some(one), None) => one,

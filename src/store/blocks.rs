@@ -78,15 +78,7 @@ impl Store {
     /// # Errors
     /// `unavailable`.
     pub async fn delete_block_list(&self, owner: &str) -> Result<(), Error> {
-        for _ in 0..MAX_CAS_ATTEMPTS {
-            let Some((_, rev)) = self.blocks.get::<BlockList>(owner).await? else { return Ok(()) };
-            match self.blocks.delete(owner, rev).await {
-                Ok(()) => return Ok(()),
-                Err(KvError::Conflict) => continue,
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Err(contention())
+        self.blocks.delete_current::<BlockList>(owner).await
     }
 
     /// Applies `edit` (true = changed) to `owner`'s list with a CAS,

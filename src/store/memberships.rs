@@ -113,15 +113,7 @@ impl Store {
     /// # Errors
     /// `unavailable`.
     pub async fn delete_memberships(&self, user: &str) -> Result<(), Error> {
-        for _ in 0..MAX_CAS_ATTEMPTS {
-            let Some((_, rev)) = self.memberships.get::<Memberships>(user).await? else { return Ok(()) };
-            match self.memberships.delete(user, rev).await {
-                Ok(()) => return Ok(()),
-                Err(KvError::Conflict) => continue,
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Err(contention())
+        self.memberships.delete_current::<Memberships>(user).await
     }
 
     /// A first record for `user`: the rooms that already list it (rooms

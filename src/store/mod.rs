@@ -34,7 +34,6 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::error::Error;
-use crate::limits::{Admitted, GuestLimits, Limiter};
 use crate::subjects::{BUCKET_BLOCKS, BUCKET_INVITES, BUCKET_MEMBERSHIPS, BUCKET_ROOMS, BUCKET_USERS};
 use index::Index;
 
@@ -58,9 +57,6 @@ pub struct StoreConfig {
     pub storage: stream::StorageType,
     /// Timeout of each JetStream request.
     pub timeout: Duration,
-    /// Limits on `unibus.register` (guest floods), checked before any
-    /// store access.
-    pub guest: GuestLimits,
 }
 
 impl Default for StoreConfig {
@@ -70,7 +66,6 @@ impl Default for StoreConfig {
             history: 5,
             storage: stream::StorageType::File,
             timeout: Duration::from_millis(1000),
-            guest: GuestLimits::default(),
         }
     }
 }
@@ -170,6 +165,20 @@ impl Bucket {
     pub(crate) async fn delete(&self, key: &str, revision: u64) -> Result<(), KvError> {
         self.kv.delete_expect_revision(key, Some(revision)).await.map_err(|e| map_update(&self.kv.name, e))
     }
+
+    /// Deletes `key` at the revision it has now (a CAS on it, read again
+    /// after a lost race); nothing to do when it is absent.
+    pub(crate) async fn delete_current<T: DeserializeOwned>(&self, key: &str) -> Result<(), Error> {
+        for _ in 0..MAX_CAS_ATTEMPTS {
+            let Some((_, rev)) = self.get::<T>(key).await? else { return Ok(()) };
+            match self.delete(key, rev).await {
+                Ok(()) => return Ok(()),
+                Err(KvError::Conflict) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(contention())
+    }
 }
 
 fn encode<T: Serialize>(value: &T) -> Result<bytes::Bytes, KvError> {
@@ -200,9 +209,6 @@ pub struct Store {
     pub(crate) rooms_ix: Arc<Index<folds::Rooms>>,
     /// Bound on one store call (and on waiting for an index).
     pub(crate) timeout: Duration,
-    /// Guest register limits: they guard the store, so every clone of it
-    /// shares one.
-    pub(crate) guests: Arc<Limiter>,
 }
 
 impl Store {
@@ -230,21 +236,7 @@ impl Store {
             blocks,
             memberships,
             timeout: cfg.timeout,
-            guests: Arc::new(Limiter::new(cfg.guest.clone())),
         })
-    }
-
-    /// Admits one `unibus.register` of `sign_pub` (lowercase hex) under the
-    /// guest limits, before it may touch the store; hold the result until
-    /// the request is answered.
-    ///
-    /// # Errors
-    /// `limit_reached` beyond a limit; `unauthenticated` for a malformed key.
-    pub fn admit_register(&self, sign_pub: &str) -> Result<Admitted, Error> {
-        let mut key = [0u8; 32];
-        hex::decode_to_slice(sign_pub, &mut key)
-            .map_err(|_| Error::Unauthenticated("caller is not a user key".into()))?;
-        self.guests.admit(&key)
     }
 
     /// How long to wait for an index to become current: at least the store

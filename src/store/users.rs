@@ -29,6 +29,16 @@ impl Store {
         Ok(self.users.get(sign_pub).await?)
     }
 
+    /// Whether `sign_pub` is still the registration made with `invite_id`:
+    /// a concurrent delete (and perhaps a new registration of the same key)
+    /// makes it not, so a write made meanwhile for the old one is undone.
+    ///
+    /// # Errors
+    /// `unavailable` when the store cannot answer.
+    pub async fn still_registered(&self, sign_pub: &str, invite_id: &str) -> Result<bool, Error> {
+        Ok(self.get_user(sign_pub).await?.is_some_and(|(u, _)| u.invite_id == invite_id))
+    }
+
     /// Is this key authorized, and as what? Answered from the users index
     /// right after [`Index::sync`](super::index::Index::sync) proved it
     /// current with the stream leader (and the leader's quorum), so it is as

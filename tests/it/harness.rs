@@ -130,6 +130,7 @@ impl Stack {
             secrets: self.secrets.clone(),
             xkey: self.xkey,
             store: StoreConfig::default(),
+            guest: Default::default(),
             user_jwt_ttl: Duration::from_secs(3600),
         }
     }
@@ -348,6 +349,7 @@ impl Cluster {
             secrets,
             xkey: true,
             store,
+            guest: Default::default(),
             user_jwt_ttl: Duration::from_secs(3600),
         };
         let secrets = settings.secrets.clone();

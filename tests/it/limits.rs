@@ -55,7 +55,7 @@ async fn flooding_key_is_limited_others_are_not() {
 async fn global_limit_refuses_without_spending() {
     let mut stack = Stack::start_server_only(true).await;
     let mut settings = stack.settings();
-    settings.store.guest = GuestLimits { global_burst: 3, global_per_sec: 1, ..GuestLimits::default() };
+    settings.guest = GuestLimits { global_burst: 3, global_per_sec: 1, ..GuestLimits::default() };
     stack.daemon = Some(daemon::start(&settings).await.expect("unibusd starts"));
     let (_id, admin) = stack.admin().await;
     let mut jobs = Vec::new();

@@ -41,8 +41,7 @@ pub async fn list(ctx: &Ctx, caller: &Caller, _req: Empty) -> Result<Outcome, Er
 /// the user (a key registered again later inherits nothing): after writing,
 /// the user must still be the same registration, else the list goes.
 async fn ensure_still_registered(ctx: &Ctx, me: &str, invite_id: &str) -> Result<(), Error> {
-    let still = ctx.store.get_user(me).await?;
-    if still.as_ref().is_none_or(|(u, _)| u.invite_id != invite_id) {
+    if !ctx.store.still_registered(me, invite_id).await? {
         ctx.store.delete_block_list(me).await?;
         return Err(Error::Forbidden("not a registered user".into()));
     }

@@ -76,8 +76,7 @@ pub async fn add(ctx: &Ctx, caller: &Caller, req: MemberRequest) -> Result<Outco
     }
     // The member may have been deleted (and perhaps registered anew) while
     // we wrote: then take the membership back.
-    let still = ctx.store.get_user(&target).await?;
-    if still.as_ref().is_none_or(|(u, _)| u.invite_id != member.invite_id) {
+    if !ctx.store.still_registered(&target, &member.invite_id).await? {
         ctx.store.take_back(&id, &target).await?;
         return Err(Error::NotFound("no such active user".into()));
     }

@@ -20,7 +20,7 @@ pub async fn register(ctx: &Ctx, caller: &Caller, req: RegisterRequest) -> Resul
     if let Some(name) = &req.name {
         validate_name("name", name)?;
     }
-    let _admitted = ctx.store.admit_register(&caller.sign_pub)?;
+    let _admitted = ctx.guests.admit_hex(&caller.sign_pub)?;
     let new = NewUser { sign_pub: caller.sign_pub.clone(), kex_pub, name: req.name };
     let user = ctx.store.redeem_invite(&token, &new).await?;
     // Close the (guest) connection that asked, so that it comes back as a
