@@ -8,10 +8,10 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
 
-use crate::client::{Client, ClientError, Identity, Inbox, Incoming};
 use crate::dev::{DevArgs, LocalStack};
-use crate::proto::InviteCreateRequest;
-use crate::subjects;
+use unibus::{Client, ClientError, Identity, Inbox, Incoming};
+use unibus_proto::subjects;
+use unibus_proto::wire::InviteCreateRequest;
 
 /// Why the demo stopped.
 #[derive(Debug, thiserror::Error)]
@@ -49,7 +49,7 @@ fn wire_view(payload: &[u8]) -> String {
     )
 }
 
-async fn next_message(inbox: &mut Inbox) -> Result<crate::e2e::Opened, DemoError> {
+async fn next_message(inbox: &mut Inbox) -> Result<unibus_proto::e2e::Opened, DemoError> {
     match tokio::time::timeout(Duration::from_secs(5), inbox.next()).await {
         Ok(Some(Incoming::Message(m))) => Ok(m),
         other => Err(DemoError::Unexpected(format!("expected a message, got {other:?}"))),

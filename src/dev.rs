@@ -9,12 +9,12 @@ use std::path::PathBuf;
 
 use crate::config::Settings;
 use crate::daemon;
-use crate::error::Error;
-use crate::keys::InviteToken;
 use crate::natsserver::{self, NatsServer};
-use crate::proto::TTL_DEFAULT_SECS;
 use crate::secrets::Secrets;
 use crate::store::StoreConfig;
+use unibus_proto::error::Error;
+use unibus_proto::keys::InviteToken;
+use unibus_proto::wire::TTL_DEFAULT_SECS;
 
 /// Flags of `unibusd dev`.
 #[derive(Debug, Clone, clap::Args)]

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::error::Error;
+use unibus_proto::error::Error;
 
 /// The settings of the register limits (defaults: DESIGN-sized, see the
 /// README settings table).
@@ -136,6 +136,7 @@ impl Limiter {
     }
 
     /// Entries in the per-key table.
+    #[cfg(any(test, feature = "internals"))]
     pub fn tracked_keys(&self) -> usize {
         self.lock().keys.len()
     }

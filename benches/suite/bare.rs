@@ -7,12 +7,12 @@
 use std::sync::Arc;
 
 use futures::StreamExt as _;
-use unibus::callout::claims::{AuthResponse, RequestClaims, ResponseClaims, UserClaims, permissions};
-use unibus::callout::jwt;
-use unibus::callout::sealing::Sealer;
-use unibus::metrics::Histogram;
-use unibus::model::Role;
-use unibus::subjects;
+use unibus_proto::model::Role;
+use unibus_proto::subjects;
+use unibusd::callout::claims::{AuthResponse, RequestClaims, ResponseClaims, UserClaims, permissions};
+use unibusd::callout::jwt;
+use unibusd::callout::sealing::Sealer;
+use unibusd::metrics::Histogram;
 
 /// Answers callout requests on `client` until it closes.
 pub async fn serve(

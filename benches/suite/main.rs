@@ -14,13 +14,13 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
 use serde_json::json;
-use unibus::client::{self, Client, Identity};
-use unibus::config::Settings;
-use unibus::model::{Role, User};
-use unibus::natsserver::{self, NatsServer, ServerSpec};
-use unibus::secrets::Secrets;
-use unibus::store::{Store, StoreConfig};
-use unibus::subjects;
+use unibus::{Client, Identity};
+use unibus_proto::model::{Role, User};
+use unibus_proto::subjects;
+use unibusd::config::Settings;
+use unibusd::natsserver::{self, NatsServer, ServerSpec};
+use unibusd::secrets::Secrets;
+use unibusd::store::{Store, StoreConfig};
 
 struct Lat(Vec<Duration>);
 
@@ -51,7 +51,7 @@ async fn unibus_server(dir: &std::path::Path, secrets: &Secrets) -> NatsServer {
 async fn connects(url: &str, seed: [u8; 32], n: usize, parallel: usize) -> (f64, Lat) {
     let id = Identity::from_seed(seed);
     for _ in 0..20 {
-        drop(client::connect_options(&id).connect(url).await.expect("warm-up connect"));
+        drop(unibus::connect_options(&id).connect(url).await.expect("warm-up connect"));
     }
     let start = Instant::now();
     let mut workers = Vec::new();
@@ -62,7 +62,7 @@ async fn connects(url: &str, seed: [u8; 32], n: usize, parallel: usize) -> (f64,
             let mut lat = Vec::with_capacity(count);
             for _ in 0..count {
                 let t = Instant::now();
-                let c = client::connect_options(&id).connect(&url).await.expect("connect");
+                let c = unibus::connect_options(&id).connect(&url).await.expect("connect");
                 lat.push(t.elapsed());
                 drop(c);
             }
@@ -175,17 +175,17 @@ async fn floor(url: &str, secrets: &Secrets) -> Vec<u8> {
     let svc =
         async_nats::ConnectOptions::with_nkey(secrets.service.seed().unwrap()).connect(url).await.unwrap();
     let store = Store::open(svc.clone(), &StoreConfig::default()).await.unwrap();
-    let callout = Arc::new(unibus::callout::Callout {
+    let callout = Arc::new(unibusd::callout::Callout {
         issuer: nkeys::KeyPair::from_seed(&secrets.issuer.seed().unwrap()).unwrap(),
-        xkey: Some(unibus::callout::sealing::Sealer::new(&secrets.xkey).unwrap()),
+        xkey: Some(unibusd::callout::sealing::Sealer::new(&secrets.xkey).unwrap()),
         store,
         user_jwt_ttl: Duration::from_secs(3600),
         latency: Default::default(),
     });
-    let auth = unibus::callout::subscribe(&svc).await.unwrap();
-    tokio::spawn(unibus::callout::run(svc.clone(), auth, callout));
+    let auth = unibusd::callout::subscribe(&svc).await.unwrap();
+    tokio::spawn(unibusd::callout::run(svc.clone(), auth, callout));
     let js = async_nats::jetstream::new(svc.clone());
-    js.create_stream(unibus::store::bucket_stream_config("BENCH_floor", &StoreConfig::default()))
+    js.create_stream(unibusd::store::bucket_stream_config("BENCH_floor", &StoreConfig::default()))
         .await
         .unwrap();
     let kv = js.get_key_value("BENCH_floor").await.unwrap();
@@ -317,7 +317,7 @@ async fn main() {
     let dir = tempfile::tempdir().unwrap();
     let secrets = Secrets::generate();
     let server = unibus_server(dir.path(), &secrets).await;
-    let running = unibus::daemon::start(&settings(&server.url, &secrets)).await.unwrap();
+    let running = unibusd::daemon::start(&settings(&server.url, &secrets)).await.unwrap();
     running.store.add_user(&user_record(&id, Role::Member)).await.unwrap();
     // The bound: the cheapest correct responder on a third server.
     let bare_dir = tempfile::tempdir().unwrap();
@@ -327,11 +327,11 @@ async fn main() {
         .connect(&bare_server.url)
         .await
         .unwrap();
-    let bare_latency = Arc::new(unibus::metrics::Histogram::default());
+    let bare_latency = Arc::new(unibusd::metrics::Histogram::default());
     tokio::spawn(bare::serve(
         bare_client.clone(),
         nkeys::KeyPair::from_seed(&bare_secrets.issuer.seed().unwrap()).unwrap(),
-        unibus::callout::sealing::Sealer::new(&bare_secrets.xkey).unwrap(),
+        unibusd::callout::sealing::Sealer::new(&bare_secrets.xkey).unwrap(),
         bare_latency.clone(),
     ));
     bare_client.flush().await.unwrap();
@@ -471,7 +471,7 @@ fn print_report(report: &serde_json::Map<String, serde_json::Value>, json_out: b
         "  staying clients are members again {:.0}/{:.0} ms (p50/p99) after the reply (kick grace {} ms);",
         f(&w["member_after_reply_p50_ms"]),
         f(&w["member_after_reply_p99_ms"]),
-        unibus::kick::REPLY_GRACE.as_millis()
+        unibusd::kick::REPLY_GRACE.as_millis()
     );
     println!("  their registrations/s stop the clock when the last one is back");
     let s = &report["scale"];

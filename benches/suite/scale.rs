@@ -5,16 +5,16 @@ use std::time::{Duration, Instant};
 
 use ed25519_dalek::Signer as _;
 use serde_json::json;
-use unibus::client::{Client, Identity};
-use unibus::model::Role;
-use unibus::proto::UserListRequest;
-use unibus::secrets::Secrets;
-use unibus::store::{Store, StoreConfig};
+use unibus::{Client, Identity};
+use unibus_proto::model::Role;
+use unibus_proto::wire::UserListRequest;
+use unibusd::secrets::Secrets;
+use unibusd::store::{Store, StoreConfig};
 
 use super::{Lat, rss_mib, seed_users, unibus_server, user_record};
 
 async fn decisions(store: &Store, secrets: &Secrets, id: &Identity, n: usize) -> Lat {
-    let callout = unibus::callout::Callout {
+    let callout = unibusd::callout::Callout {
         issuer: nkeys::KeyPair::from_seed(&secrets.issuer.seed().unwrap()).unwrap(),
         xkey: None,
         store: store.clone(),
@@ -28,7 +28,7 @@ async fn decisions(store: &Store, secrets: &Secrets, id: &Identity, n: usize) ->
         &base64::engine::general_purpose::URL_SAFE_NO_PAD,
         sk.sign(nonce.as_bytes()).to_bytes(),
     );
-    let req: unibus::callout::claims::RequestClaims = serde_json::from_value(json!({
+    let req: unibusd::callout::claims::RequestClaims = serde_json::from_value(json!({
         "iss": "N", "sub": "A", "aud": "nats-authorization-request", "exp": 0,
         "nats": {"type": "authorization_request", "user_nkey": "U", "server_id": {"id": "N"},
                  "client_info": {"nonce": nonce}, "connect_opts": {"nkey": id.nkey_public(), "sig": sig}}
@@ -42,7 +42,7 @@ async fn decisions(store: &Store, secrets: &Secrets, id: &Identity, n: usize) ->
         let t = Instant::now();
         let v = callout.decide(&req).await;
         lat.push(t.elapsed());
-        assert!(matches!(v, unibus::callout::Verdict::Allow { role: Some(_), .. }));
+        assert!(matches!(v, unibusd::callout::Verdict::Allow { role: Some(_), .. }));
     }
     Lat(lat)
 }

@@ -4,12 +4,12 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use unibus::callout::claims::RequestClaims;
+use unibusd::callout::claims::RequestClaims;
 use std::sync::OnceLock;
 
-use unibus::callout::jwt;
-use unibus::callout::sealing::Sealer;
-use unibus::keys;
+use unibusd::callout::jwt;
+use unibusd::callout::sealing::Sealer;
+use unibus_proto::keys;
 
 /// A fixed service xkey (seed) and a fixed server key, so that runs repeat.
 fn sealer() -> &'static (Sealer, String) {
@@ -35,7 +35,7 @@ fuzz_target!(|data: &[u8]| {
         // Client key and nonce signature as the request carries them.
         let mut parts = text.splitn(3, '\n');
         if let (Some(nkey), Some(nonce), Some(sig)) = (parts.next(), parts.next(), parts.next()) {
-            if let Ok(key) = keys::user_nkey_to_key(nkey) {
+            if let Ok(key) = unibusd::callout::user_nkey_to_key(nkey) {
                 let _ = keys::verify_nonce_signature(&key, nonce, sig);
             }
         }

@@ -2,9 +2,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use unibus::keys::{self, InviteToken};
-use unibus::proto::{self, *};
-use unibus::service::cursor::Cursors;
+use unibus_proto::keys::{self, InviteToken};
+use unibus_proto::wire::{self, *};
+use unibusd::service::cursor::Cursors;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(r) = proto::decode::<RegisterRequest>(data) {

@@ -2,7 +2,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use unibus::e2e::{self, ReplayGuard};
+use unibus_proto::e2e::{self, ReplayGuard};
 
 fuzz_target!(|data: &[u8]| {
     let me = "ab".repeat(32);

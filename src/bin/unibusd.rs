@@ -6,8 +6,9 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use unibus::config::DaemonArgs;
-use unibus::{daemon, dev, proto};
+use unibus_proto::wire as proto;
+use unibusd::config::DaemonArgs;
+use unibusd::{daemon, dev};
 
 /// unibus service daemon.
 #[derive(Parser)]
@@ -95,9 +96,9 @@ async fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Keygen { out, public_out, if_missing } => {
             let secrets = if if_missing && out.exists() {
-                unibus::secrets::Secrets::read_file(&out)?
+                unibusd::secrets::Secrets::read_file(&out)?
             } else {
-                let s = unibus::secrets::Secrets::generate();
+                let s = unibusd::secrets::Secrets::generate();
                 s.write_new(&out)?;
                 eprintln!("wrote {} (mode 0600)", out.display());
                 s
@@ -129,7 +130,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Dev(args) => Ok(dev::run(args, shutdown_signal()).await?),
-        Command::Demo { port } => Ok(unibus::demo::run(port).await?),
+        Command::Demo { port } => Ok(unibusd::demo::run(port).await?),
     }
 }
 

@@ -4,8 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::Role;
-use crate::subjects;
+use unibus_proto::model::Role;
+use unibus_proto::subjects;
 
 /// Audience of every authorization request.
 pub const REQUEST_AUDIENCE: &str = "nats-authorization-request";

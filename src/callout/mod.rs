@@ -17,10 +17,10 @@ use bytes::Bytes;
 use futures::StreamExt;
 use tracing::{debug, info, warn};
 
-use crate::keys;
-use crate::model::Role;
+use unibus_proto::keys;
+use unibus_proto::model::Role;
 use crate::store::{Standing, Store};
-use crate::subjects;
+use unibus_proto::subjects;
 use claims::{AuthResponse, REQUEST_AUDIENCE, RequestClaims, ResponseClaims, UserClaims, permissions};
 
 /// nkeys prefix byte of server keys (`N...`).
@@ -168,7 +168,7 @@ impl Callout {
         let Some(nkey) = n.connect_opts.nkey.as_deref().filter(|k| !k.is_empty()) else {
             return Verdict::Deny("no nkey presented".into());
         };
-        let key = match keys::user_nkey_to_key(nkey) {
+        let key = match user_nkey_to_key(nkey) {
             Ok(k) => k,
             Err(why) => return Verdict::Deny(format!("unusable nkey: {why}")),
         };
@@ -186,7 +186,7 @@ impl Callout {
         if self.store.known_revoked(&sign_pub) {
             return Verdict::Revoked(sign_pub);
         }
-        let unavailable = |e: crate::Error| {
+        let unavailable = |e: unibus_proto::Error| {
             warn!(error = %e, "callout: store unavailable, denying");
             Verdict::Deny("authorization store unavailable".into())
         };
@@ -194,7 +194,7 @@ impl Callout {
             async { tokio::join!(self.store.standing(&sign_pub), self.store.rooms_of_member(&sign_pub)) };
         let Ok((standing, rooms)) = tokio::time::timeout(DECISION_BUDGET, reads).await else {
             let ms = DECISION_BUDGET.as_millis();
-            return unavailable(crate::Error::Unavailable(format!("no answer within the {ms} ms budget")));
+            return unavailable(unibus_proto::Error::Unavailable(format!("no answer within the {ms} ms budget")));
         };
         // Both syncs also prove that the store still has a quorum (see
         // `Index::sync`), so they gate guests too.
@@ -294,6 +294,19 @@ pub async fn run(client: async_nats::Client, mut sub: async_nats::Subscriber, ca
             }
         });
     }
+}
+
+/// Decodes a NATS user nkey (`U...`) into a checked Ed25519 key.
+///
+/// # Errors
+/// A short reason when it is not a user key or the key is weak.
+pub fn user_nkey_to_key(nkey: &str) -> Result<ed25519_dalek::VerifyingKey, &'static str> {
+    let (prefix, raw) = nkeys::from_public_key(nkey).map_err(|_| "not an nkey")?;
+    // 20 << 3: the base32 'U' prefix byte of user keys.
+    if prefix != 160 {
+        return Err("not a user nkey");
+    }
+    keys::check_sign_pub(&raw)
 }
 
 #[cfg(test)]

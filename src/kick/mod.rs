@@ -18,9 +18,9 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use tracing::{debug, warn};
 
-use crate::error::Error;
-use crate::subjects;
-pub use servers::{AUTH_TIMEOUT_DEFAULT, Roll};
+use unibus_proto::error::Error;
+use unibus_proto::subjects;
+
 pub use sweep::Sweep;
 
 /// One live connection: the server it is on and its client id there.

@@ -16,8 +16,8 @@ use serde::Deserialize;
 use tracing::debug;
 
 use super::Kicker;
-use crate::error::Error;
-use crate::subjects;
+use unibus_proto::error::Error;
+use unibus_proto::subjects;
 
 /// Upper bound of one scatter-gather over all servers.
 pub(super) const GATHER_MAX: Duration = Duration::from_millis(500);

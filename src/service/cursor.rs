@@ -9,7 +9,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use crate::error::Error;
+use unibus_proto::error::Error;
 
 type HmacSha256 = Hmac<Sha256>;
 

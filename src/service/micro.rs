@@ -12,7 +12,7 @@ use futures::StreamExt as _;
 use rand::RngCore as _;
 use serde_json::json;
 
-use crate::model::{fmt_time, now};
+use unibus_proto::model::{fmt_time, now};
 
 #[derive(Default, Clone)]
 struct Counters {

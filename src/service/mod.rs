@@ -19,12 +19,12 @@ use futures::StreamExt;
 use serde::Serialize;
 use tracing::{debug, error, info, warn};
 
-use crate::error::Error;
-use crate::keys;
+use unibus_proto::error::Error;
+use unibus_proto::keys;
 use crate::kick::{self, Kicker, Sweep};
-use crate::proto::ErrorReply;
+use unibus_proto::wire::ErrorReply;
 use crate::store::Store;
-use crate::subjects;
+use unibus_proto::subjects;
 use cursor::Cursors;
 use micro::Micro;
 

@@ -1,14 +1,14 @@
 //! Block lists on `UNIBUS_blocks` (DESIGN section 5): one record per
 //! blocking user, keyed by its `sign_pub`, holding the sorted keys it has
 //! blocked. Every change is a read-check-CAS loop on that one record, so the
-//! cap of [`MAX_BLOCKS_PER_USER`](crate::proto::MAX_BLOCKS_PER_USER) holds
+//! cap of [`MAX_BLOCKS_PER_USER`](unibus_proto::wire::MAX_BLOCKS_PER_USER) holds
 //! exactly under concurrent requests.
 
 use serde::{Deserialize, Serialize};
 
 use super::{KvError, MAX_CAS_ATTEMPTS, Store, contention};
-use crate::error::Error;
-use crate::model::{SCHEMA_VERSION, fmt_time, now};
+use unibus_proto::error::Error;
+use unibus_proto::model::{SCHEMA_VERSION, fmt_time, now};
 
 /// A record in `UNIBUS_blocks`, keyed by `sign_pub`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

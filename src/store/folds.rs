@@ -7,7 +7,7 @@ use serde::Deserialize;
 use time::OffsetDateTime;
 
 use super::index::Fold;
-use crate::model::{InviteStatus, Role, UserStatus, parse_time};
+use unibus_proto::model::{InviteStatus, Role, UserStatus, parse_time};
 
 /// A user as the index knows it.
 #[derive(Debug, Clone, PartialEq, Eq)]

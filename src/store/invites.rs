@@ -4,9 +4,9 @@
 //! the same key finishes a redemption interrupted between those steps.
 
 use super::{KvError, MAX_CAS_ATTEMPTS, Store, all_pages, contention, get_many, take_page};
-use crate::error::Error;
-use crate::keys::InviteToken;
-use crate::model::{BOOTSTRAP, Invite, InviteStatus, Role, User, fmt_time, now};
+use unibus_proto::error::Error;
+use unibus_proto::keys::InviteToken;
+use unibus_proto::model::{BOOTSTRAP, Invite, InviteStatus, Role, User, fmt_time, now};
 
 /// The already-validated fields a redeemer supplies.
 #[derive(Debug, Clone)]

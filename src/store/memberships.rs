@@ -20,8 +20,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::{KvError, MAX_CAS_ATTEMPTS, Store, contention, get_many};
-use crate::error::Error;
-use crate::model::{Room, SCHEMA_VERSION, fmt_time, now, parse_time};
+use unibus_proto::error::Error;
+use unibus_proto::model::{Room, SCHEMA_VERSION, fmt_time, now, parse_time};
 
 /// A reservation this old whose room does not list the user is a leftover.
 pub const PRUNE_AFTER: time::Duration = time::Duration::minutes(5);

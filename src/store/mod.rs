@@ -18,8 +18,9 @@ mod memberships;
 mod rooms;
 mod users;
 
-pub use blocks::BlockList;
+
 pub use invites::NewUser;
+#[cfg(feature = "internals")]
 pub use memberships::Memberships;
 pub use rooms::RoomChange;
 pub(crate) use rooms::members_cap;
@@ -33,8 +34,8 @@ use async_nats::jetstream::{self, kv, stream};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::error::Error;
-use crate::subjects::{BUCKET_BLOCKS, BUCKET_INVITES, BUCKET_MEMBERSHIPS, BUCKET_ROOMS, BUCKET_USERS};
+use unibus_proto::error::Error;
+use unibus_proto::subjects::{BUCKET_BLOCKS, BUCKET_INVITES, BUCKET_MEMBERSHIPS, BUCKET_ROOMS, BUCKET_USERS};
 use index::Index;
 
 /// Attempts at one read-modify-CAS before giving up as `unavailable`.

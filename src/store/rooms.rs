@@ -8,9 +8,9 @@
 use rand::RngCore as _;
 
 use super::{KvError, MAX_CAS_ATTEMPTS, Store, contention, get_many, take_page};
-use crate::error::Error;
-use crate::model::{Room, SCHEMA_VERSION, fmt_time, now};
-use crate::proto::{MAX_MEMBERS_PER_ROOM, MAX_ROOMS_PER_USER};
+use unibus_proto::error::Error;
+use unibus_proto::model::{Room, SCHEMA_VERSION, fmt_time, now};
+use unibus_proto::wire::{MAX_MEMBERS_PER_ROOM, MAX_ROOMS_PER_USER};
 
 /// What a rule decides for one room record.
 pub enum RoomChange {

@@ -6,8 +6,8 @@
 //! re-check fails.
 
 use super::{KvError, MAX_CAS_ATTEMPTS, Store, all_pages, contention, get_many, take_page};
-use crate::error::Error;
-use crate::model::{Role, User, UserStatus, fmt_time, now};
+use unibus_proto::error::Error;
+use unibus_proto::model::{Role, User, UserStatus, fmt_time, now};
 
 /// What the store says about a key, for the callout.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,7 +52,7 @@ impl Store {
         self.users_ix
             .sync_read(self.sync_limit(), |ix| {
                 if ix.unreadable.contains(sign_pub) {
-                    let bucket = crate::subjects::BUCKET_USERS;
+                    let bucket = unibus_proto::subjects::BUCKET_USERS;
                     return Err(Error::Internal(format!("corrupt record {sign_pub} in {bucket}")));
                 }
                 Ok(match ix.entries.get(sign_pub) {

@@ -2,11 +2,11 @@
 //! filters, pagination, audit fields and every error code; and the micro
 //! service's discovery and statistics.
 
-use unibus::client::Identity;
-use unibus::keys::InviteToken;
-use unibus::model::{InviteStatus, Role, UserStatus};
-use unibus::proto::{InviteCreateRequest, InviteListRequest, UserListRequest};
-use unibus::subjects;
+use unibus::Identity;
+use unibus_proto::keys::InviteToken;
+use unibus_proto::model::{InviteStatus, Role, UserStatus};
+use unibus_proto::subjects;
+use unibus_proto::wire::{InviteCreateRequest, InviteListRequest, UserListRequest};
 
 use crate::harness::{Stack, code};
 
@@ -87,7 +87,7 @@ async fn invite_endpoints() {
             assert!(!text.contains(t.as_str()), "token in a listing");
         }
         assert!(!text.contains("\"token\""));
-        let page: unibus::proto::InviteListReply = serde_json::from_str(&text).unwrap();
+        let page: unibus_proto::wire::InviteListReply = serde_json::from_str(&text).unwrap();
         assert!(page.invites.len() <= 2);
         seen.extend(page.invites.into_iter().map(|i| i.id));
         match page.next {
@@ -154,11 +154,7 @@ async fn user_endpoints() {
     assert_eq!(code(member.lookup(&Identity::generate().sign_pub_hex()).await), "not_found");
 }
 
-async fn collect_users(
-    admin: &unibus::client::Client,
-    status: Option<UserStatus>,
-    limit: u64,
-) -> Vec<String> {
+async fn collect_users(admin: &unibus::Client, status: Option<UserStatus>, limit: u64) -> Vec<String> {
     let mut out = Vec::new();
     let mut cursor = None;
     loop {
@@ -255,7 +251,7 @@ async fn micro_service_discovery_and_stats() {
 /// unibusd opens the store, and its records stay readable.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reused_bucket_with_direct_gets_is_reconfigured() {
-    use unibus::store::{Store, StoreConfig, bucket_stream_config};
+    use unibusd::store::{Store, StoreConfig, bucket_stream_config};
     let stack = Stack::start_server_only(false).await;
     let js = stack.jetstream().await;
     let mut config = bucket_stream_config(subjects::BUCKET_USERS, &StoreConfig::default());
@@ -263,7 +259,7 @@ async fn reused_bucket_with_direct_gets_is_reconfigured() {
     js.create_stream(config).await.unwrap();
     let kv = js.get_key_value(subjects::BUCKET_USERS).await.unwrap();
     let alice = Identity::generate();
-    let user = unibus::model::User::new_active(
+    let user = unibus_proto::model::User::new_active(
         &alice.sign_pub_hex(),
         &alice.kex_pub_hex(),
         "alice",

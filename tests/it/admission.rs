@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use ed25519_dalek::Signer as _;
 use futures::StreamExt as _;
-use unibus::client::{Client, ClientError, Identity};
-use unibus::model::{Role, UserStatus};
-use unibus::subjects;
+use unibus::{Client, ClientError, Identity};
+use unibus_proto::model::{Role, UserStatus};
+use unibus_proto::subjects;
 
 use crate::harness::{Stack, code, expect_server_error, expect_signed_denial};
 
@@ -186,7 +186,7 @@ async fn identity_comes_only_from_the_server() {
     let spoof = serde_json::json!({"acc": "APP", "user": admin.sign_pub()}).to_string();
     headers.insert(subjects::HDR_REQUEST_INFO, spoof.as_str());
     let msg = member.nats().request_with_headers(subjects::WHOAMI, headers, "{}".into()).await.unwrap();
-    let me: unibus::proto::UserReply = unibus::client::decode_reply(subjects::WHOAMI, &msg).unwrap();
+    let me: unibus_proto::wire::UserReply = unibus::decode_reply(subjects::WHOAMI, &msg).unwrap();
     assert_eq!(me.user.name, "mallory");
 
     // Requests from inside AUTH carry no stamped identity: every endpoint
@@ -194,7 +194,7 @@ async fn identity_comes_only_from_the_server() {
     let svc = stack.service_nats().await;
     for subject in subjects::CONTROL_SUBJECTS {
         let msg = svc.request(*subject, "{}".into()).await.unwrap();
-        let r = unibus::client::decode_reply::<serde_json::Value>(subject, &msg);
+        let r = unibus::decode_reply::<serde_json::Value>(subject, &msg);
         assert_eq!(code(r), "unauthenticated", "{subject}");
         let hdrs = msg.headers.unwrap();
         assert_eq!(hdrs.get(subjects::HDR_SERVICE_ERROR_CODE).unwrap().as_str(), "401");

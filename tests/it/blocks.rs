@@ -6,10 +6,10 @@
 use std::path::Path;
 use std::time::Duration;
 
-use unibus::client::{ClientError, Identity, Inbox, Incoming};
-use unibus::model::Role;
-use unibus::proto::MAX_BLOCKS_PER_USER;
-use unibus::subjects;
+use unibus::{ClientError, Identity, Inbox, Incoming};
+use unibus_proto::model::Role;
+use unibus_proto::subjects;
+use unibus_proto::wire::MAX_BLOCKS_PER_USER;
 
 use crate::harness::{Stack, code};
 
@@ -59,7 +59,7 @@ async fn block_endpoints_and_rules() {
     for subject in [subjects::BLOCK_ADD, subjects::BLOCK_REMOVE, subjects::BLOCK_LIST] {
         let body = format!("{{\"sign_pub\":\"{bob_key}\"}}");
         let msg = svc.request(subject, body.into()).await.unwrap();
-        let r = unibus::client::decode_reply::<serde_json::Value>(subject, &msg);
+        let r = unibus::decode_reply::<serde_json::Value>(subject, &msg);
         assert_eq!(code(r), "unauthenticated", "{subject}");
     }
 
@@ -202,10 +202,8 @@ async fn client_drops_dms_from_blocked_keys() {
     }
 }
 
-const UNIBUS: &str = env!("CARGO_BIN_EXE_unibus");
-
 fn cli(url: &str, identity: &Path, args: &[&str]) -> (i32, serde_json::Value) {
-    let out = std::process::Command::new(UNIBUS)
+    let out = std::process::Command::new(crate::harness::unibus_cli())
         .args(["--json", "--url", url, "--identity"])
         .arg(identity)
         .args(args)

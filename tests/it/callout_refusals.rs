@@ -14,10 +14,10 @@ use bytes::Bytes;
 use futures::StreamExt as _;
 use nkeys::{KeyPair, XKey};
 use serde_json::{Value, json};
-use unibus::callout::jwt;
-use unibus::client::{Client, ClientError, Identity};
-use unibus::store::StoreConfig;
-use unibus::subjects;
+use unibus::{Client, ClientError, Identity};
+use unibus_proto::subjects;
+use unibusd::callout::jwt;
+use unibusd::store::StoreConfig;
 
 use crate::harness::{AuthErrors, Cluster, DENIAL_WITHIN, SIGNED_DENIAL, Stack};
 

@@ -9,10 +9,8 @@ use tokio::io::AsyncBufReadExt as _;
 
 use crate::harness::Stack;
 
-const UNIBUS: &str = env!("CARGO_BIN_EXE_unibus");
-
 fn cli(url: &str, identity: &Path, args: &[&str]) -> (i32, serde_json::Value, String) {
-    let out = std::process::Command::new(UNIBUS)
+    let out = std::process::Command::new(crate::harness::unibus_cli())
         .args(["--json", "--url", url, "--identity"])
         .arg(identity)
         .args(args)
@@ -72,16 +70,16 @@ async fn cli_walks_the_whole_flow() {
     assert_eq!(ok(url, &bob, &["room", "list"])["rooms"].as_array().unwrap().len(), 1);
     // A plain NATS subscriber (bob's key, no decryption) on both data-plane
     // subjects: what it receives is what travels on the wire.
-    let bob_id = unibus::client::Identity::load(&bob).unwrap();
-    let raw = unibus::client::connect_options(&bob_id).connect(url).await.unwrap();
+    let bob_id = unibus::Identity::load(&bob).unwrap();
+    let raw = unibus::connect_options(&bob_id).connect(url).await.unwrap();
     let mut wire = futures::stream::select(
-        raw.subscribe(unibus::subjects::dm(&bob_key)).await.unwrap(),
-        raw.subscribe(unibus::subjects::room_msg(&room_id)).await.unwrap(),
+        raw.subscribe(unibus_proto::subjects::dm(&bob_key)).await.unwrap(),
+        raw.subscribe(unibus_proto::subjects::room_msg(&room_id)).await.unwrap(),
     );
     raw.flush().await.unwrap();
 
     // bob listens for two messages; alice sends a DM and a room message.
-    let mut listener = tokio::process::Command::new(UNIBUS)
+    let mut listener = tokio::process::Command::new(crate::harness::unibus_cli())
         .args(["--json", "--url", url, "--identity"])
         .arg(&bob)
         .args(["listen"])
@@ -97,7 +95,7 @@ async fn cli_walks_the_whole_flow() {
     ok(url, &alice, &["send", "--to", &bob_key, "hello", "bob"]);
     ok(url, &alice, &["send", "--room", &room_id, "hello", "room"]);
     // chat: typed lines are sent; end of input ends it.
-    let mut chat = std::process::Command::new(UNIBUS)
+    let mut chat = std::process::Command::new(crate::harness::unibus_cli())
         .args(["--url", url, "--identity"])
         .arg(&alice)
         .args(["chat", "--to", &bob_key])

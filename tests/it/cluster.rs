@@ -5,9 +5,9 @@
 use std::time::Duration;
 
 use futures::StreamExt as _;
-use unibus::client::{Client, ClientError, Identity};
-use unibus::model::Role;
-use unibus::proto::InviteCreateRequest;
+use unibus::{Client, ClientError, Identity};
+use unibus_proto::model::Role;
+use unibus_proto::wire::InviteCreateRequest;
 
 use crate::harness::{
     AuthErrors, Cluster, DENIAL_WITHIN, SIGNED_DENIAL, connect_watched_to, expect_event_within,
@@ -17,7 +17,7 @@ use crate::syscheck::{Loops, Paused, open_connections, servers_with_connection_n
 
 /// The outcome class of one redemption: `won`, a wire code, or `transport`
 /// (no reply: timeout or no responders while unibusd fails over).
-fn outcome(r: &Result<unibus::model::User, ClientError>) -> String {
+fn outcome(r: &Result<unibus_proto::model::User, ClientError>) -> String {
     match r {
         Ok(_) => "won".into(),
         Err(ClientError::Service(e)) => e.code().to_string(),
@@ -278,7 +278,7 @@ async fn leader_kill_and_quorum_loss() {
 
 /// Retries a redemption until it is decided (won or `invite_used`), while
 /// the cluster may still be electing.
-async fn retry_until_decided(c: &Client, token: &str) -> Result<unibus::model::User, ClientError> {
+async fn retry_until_decided(c: &Client, token: &str) -> Result<unibus_proto::model::User, ClientError> {
     let started = std::time::Instant::now();
     loop {
         let r = c.register(token, None).await;
@@ -344,7 +344,7 @@ async fn revoke_during_reconnect_loops_on_every_node() {
 async fn revoke_reaches_a_node_that_answers_late() {
     let _heavy = crate::harness::HEAVY.lock().await;
     // unibusd's four connections all on n0, so that another node is free.
-    let store = unibus::store::StoreConfig { replicas: 3, ..Default::default() };
+    let store = unibusd::store::StoreConfig { replicas: 3, ..Default::default() };
     let cluster = Cluster::start_with(store, &[0]).await;
     let probe = sys_client(&cluster.urls[0], &cluster.secrets).await;
     // The slow node must hold none of unibusd's connections and not lead
@@ -376,7 +376,7 @@ async fn revoke_reaches_a_node_that_answers_late() {
     let pid = cluster.nodes[slow].as_ref().unwrap().pid().unwrap();
 
     // Late within the bound: a fresh kicker's search is still complete.
-    let kicker = unibus::kick::Kicker::new(sys.clone());
+    let kicker = unibusd::kick::Kicker::new(sys.clone());
     let paused = Paused::stop(pid);
     let resume = async {
         tokio::time::sleep(Duration::from_millis(150)).await;

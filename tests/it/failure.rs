@@ -3,10 +3,10 @@
 //! store is back, without restarting unibusd.
 
 use serde_json::json;
-use unibus::client::Identity;
-use unibus::model::Role;
-use unibus::store::{Store, StoreConfig};
-use unibus::subjects;
+use unibus::Identity;
+use unibus_proto::model::Role;
+use unibus_proto::subjects;
+use unibusd::store::{Store, StoreConfig};
 
 use crate::harness::{Stack, code, expect_signed_denial};
 

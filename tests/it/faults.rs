@@ -7,8 +7,8 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
-use unibus::client::{Client, Identity};
-use unibus::model::{InviteStatus, Role, User};
+use unibus::{Client, Identity};
+use unibus_proto::model::{InviteStatus, Role, User};
 
 use crate::harness::{HEAVY, Stack};
 

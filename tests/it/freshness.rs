@@ -3,8 +3,8 @@
 //! concurrent callouts share leader probes, yet a write acknowledged to one
 //! instance is seen by every later decision on another instance.
 
-use unibus::model::{Role, User, UserStatus};
-use unibus::store::Standing;
+use unibus_proto::model::{Role, User, UserStatus};
+use unibusd::store::Standing;
 
 use crate::harness::Stack;
 

@@ -6,19 +6,32 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 use tokio::sync::mpsc;
-use unibus::client::{Client, ClientError, Identity};
-use unibus::config::Settings;
-use unibus::daemon::{self, Running};
-use unibus::model::Role;
-use unibus::natsserver::{self, NatsServer, ServerSpec};
-use unibus::proto::InviteCreateRequest;
-use unibus::secrets::Secrets;
-use unibus::store::{Store, StoreConfig};
-use unibus::subjects;
+use unibus::{Client, ClientError, Identity};
+use unibus_proto::model::Role;
+use unibus_proto::subjects;
+use unibus_proto::wire::InviteCreateRequest;
+use unibusd::config::Settings;
+use unibusd::daemon::{self, Running};
+use unibusd::natsserver::{self, NatsServer, ServerSpec};
+use unibusd::secrets::Secrets;
+use unibusd::store::{Store, StoreConfig};
 
 /// Held by the heavy tests (cluster, 100k users, reconnect storm) so that
 /// they do not compete with each other for the machine's two cores.
 pub static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// The `unibus` CLI binary (package `unibus-cli`), built beside `unibusd`
+/// by `cargo test --workspace` (README's `scripts/test`; the CLI package's
+/// own tests make cargo build it).
+pub fn unibus_cli() -> std::path::PathBuf {
+    let path = std::path::Path::new(env!("CARGO_BIN_EXE_unibusd")).with_file_name("unibus");
+    assert!(
+        path.exists(),
+        "{} is missing: run the tests with `scripts/test` (cargo test --workspace), which builds the CLI",
+        path.display()
+    );
+    path
+}
 
 /// Logs to the test output when `RUST_LOG` is set.
 pub fn init_tracing() {

@@ -7,10 +7,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use unibus::client::Identity;
-use unibus::model::Role;
-use unibus::proto::InviteCreateRequest;
-use unibus::subjects;
+use unibus::Identity;
+use unibus_proto::model::Role;
+use unibus_proto::subjects;
+use unibus_proto::wire::InviteCreateRequest;
 
 use crate::harness::Stack;
 use crate::raw::{Frame, Raw};
@@ -262,7 +262,7 @@ async fn malformed_header_flood_leaves_unibusd_admitting_and_answering() {
         tokio::spawn(async move {
             let mut connects = 0u64;
             loop {
-                match unibus::client::Client::connect(&url, &id).await {
+                match unibus::Client::connect(&url, &id).await {
                     Ok(c) => {
                         if c.whoami().await.is_err() {
                             failures.fetch_add(1, Ordering::Relaxed);

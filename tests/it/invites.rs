@@ -3,10 +3,10 @@
 
 use futures::StreamExt as _;
 use sha2::Digest as _;
-use unibus::client::Identity;
-use unibus::keys::InviteToken;
-use unibus::model::{InviteStatus, Role, UserStatus, parse_time};
-use unibus::proto::InviteCreateRequest;
+use unibus::Identity;
+use unibus_proto::keys::InviteToken;
+use unibus_proto::model::{InviteStatus, Role, UserStatus, parse_time};
+use unibus_proto::wire::InviteCreateRequest;
 
 use crate::harness::{Stack, code};
 
@@ -227,7 +227,7 @@ async fn deleted_user_cannot_replay_its_invite() {
     let bob = Identity::generate();
     let token = InviteToken::parse(&inv.token).unwrap();
     let claimed = stack.store().claim_invite(&token, &bob.sign_pub_hex()).await.unwrap();
-    let user = unibus::model::User::new_active(
+    let user = unibus_proto::model::User::new_active(
         &bob.sign_pub_hex(),
         &bob.kex_pub_hex(),
         "bob",

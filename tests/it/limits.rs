@@ -2,11 +2,11 @@
 //! flooder, not the store or other clients, and a refused request changes
 //! nothing in KV.
 
-use unibus::client::Identity;
-use unibus::daemon;
-use unibus::keys::InviteToken;
-use unibus::limits::GuestLimits;
-use unibus::model::{InviteStatus, Role};
+use unibus::Identity;
+use unibus_proto::keys::InviteToken;
+use unibus_proto::model::{InviteStatus, Role};
+use unibusd::daemon;
+use unibusd::limits::GuestLimits;
 
 use crate::harness::{Stack, code};
 

@@ -1,7 +1,7 @@
 //! Bad input gets `bad_request` and changes nothing in KV.
 
-use unibus::client::{Client, Identity, decode_reply};
-use unibus::subjects;
+use unibus::{Client, Identity, decode_reply};
+use unibus_proto::subjects;
 
 use crate::harness::{Stack, code};
 

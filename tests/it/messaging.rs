@@ -4,10 +4,10 @@
 use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
-use unibus::client::{Client, ClientError, Identity, Inbox, Incoming};
-use unibus::e2e::{Envelope, Reject};
-use unibus::model::Role;
-use unibus::subjects;
+use unibus::{Client, ClientError, Identity, Inbox, Incoming};
+use unibus_proto::e2e::{Envelope, Reject};
+use unibus_proto::model::Role;
+use unibus_proto::subjects;
 
 use crate::harness::Stack;
 

@@ -9,7 +9,7 @@ use base64::Engine as _;
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use unibus::client::Identity;
+use unibus::Identity;
 
 /// One message received: subject, reply subject, raw header block, body.
 #[derive(Debug, Clone)]

@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use futures::StreamExt as _;
 
-use unibus::client::ClientError;
-use unibus::model::{Role, UserStatus};
-use unibus::subjects;
+use unibus::ClientError;
+use unibus_proto::model::{Role, UserStatus};
+use unibus_proto::subjects;
 
 use crate::harness::{Stack, code, expect_event_within, expect_server_error};
 use crate::syscheck::{Loops, SysPartition, open_connections, sys_client};
@@ -189,7 +189,7 @@ async fn kick_is_retried_when_system_account_is_unreachable() {
     let relay = SysPartition::start(upstream).await;
     let mut settings = stack.settings();
     settings.nats_urls = vec![relay.url.parse().unwrap()];
-    stack.daemon = Some(unibus::daemon::start(&settings).await.expect("unibusd starts"));
+    stack.daemon = Some(unibusd::daemon::start(&settings).await.expect("unibusd starts"));
     let (_a, admin) = stack.admin().await;
     let (dave, first) = stack.user(&admin, Role::Member, "dave").await;
     drop(first);
@@ -224,7 +224,7 @@ async fn connz_is_paged() {
     // Other users' connections on the same server are not listed.
     let (_f, _other) = stack.user(&admin, Role::Member, "frank").await;
     let sys = sys_client(&stack.url, &stack.secrets).await;
-    let kicker = unibus::kick::Kicker::with_page_size(sys.clone(), 2);
+    let kicker = unibusd::kick::Kicker::with_page_size(sys.clone(), 2);
     let found = kicker.find(&erin.sign_pub_hex()).await;
     assert!(found.complete);
     let mut cids: Vec<u64> = found.targets.iter().map(|t| t.cid).collect();
@@ -253,7 +253,7 @@ async fn settling_sweep_follows_the_servers_auth_timeout() {
     stack.server.take().unwrap().stop().await;
     stack.restart_server(port).await;
     let sys = sys_client(&stack.url, &stack.secrets).await;
-    let kicker = unibus::kick::Kicker::new(sys);
+    let kicker = unibusd::kick::Kicker::new(sys);
     assert_eq!(kicker.auth_timeout().await, Duration::from_secs(3));
 }
 
@@ -261,13 +261,13 @@ async fn settling_sweep_follows_the_servers_auth_timeout() {
 /// and a reply with it decodes too.
 #[test]
 fn revoke_and_delete_replies_decode_with_and_without_kick_pending() {
-    use unibus::proto::{DeleteReply, RevokeReply};
+    use unibus_proto::wire::{DeleteReply, RevokeReply};
     let old: DeleteReply = serde_json::from_str(r#"{"deleted":"ab","kicked":2}"#).unwrap();
     assert_eq!((old.kicked, old.kick_pending), (2, false));
     let new: DeleteReply =
         serde_json::from_str(r#"{"deleted":"ab","kicked":0,"kick_pending":true}"#).unwrap();
     assert!(new.kick_pending);
-    let user = unibus::model::User::new_active("ab", "cd", "bob", Role::Member, "bootstrap", "ef");
+    let user = unibus_proto::model::User::new_active("ab", "cd", "bob", Role::Member, "bootstrap", "ef");
     let mut old = serde_json::json!({ "user": user, "kicked": 1 });
     let decoded: RevokeReply = serde_json::from_value(old.clone()).unwrap();
     assert_eq!((decoded.kicked, decoded.kick_pending), (1, false));

@@ -4,10 +4,10 @@
 use std::time::Duration;
 
 use futures::StreamExt as _;
-use unibus::client::{Client, Identity};
-use unibus::model::{Role, User};
-use unibus::proto::{MAX_MEMBERS_PER_ROOM, MAX_ROOMS_PER_USER, RoomListRequest};
-use unibus::subjects;
+use unibus::{Client, Identity};
+use unibus_proto::model::{Role, User};
+use unibus_proto::subjects;
+use unibus_proto::wire::{MAX_MEMBERS_PER_ROOM, MAX_ROOMS_PER_USER, RoomListRequest};
 
 use crate::harness::{Stack, code, expect_server_error};
 
@@ -278,13 +278,13 @@ async fn members_per_room_cap_is_exact() {
 }
 
 /// Writes `n` filler keys (plus the owner) into room `id`'s member list.
-async fn fill(store: &unibus::store::Store, id: &str, n: usize) {
+async fn fill(store: &unibusd::store::Store, id: &str, n: usize) {
     let fillers: Vec<String> = (0..n - 1).map(|_| Identity::generate().sign_pub_hex()).collect();
     store
         .change_room(id, |room| {
             let mut next = room.clone();
             next.members.extend(fillers.iter().cloned());
-            Ok(unibus::store::RoomChange::Write(next))
+            Ok(unibusd::store::RoomChange::Write(next))
         })
         .await
         .unwrap();
@@ -310,7 +310,7 @@ async fn rooms_cap_counts_old_rooms_and_prunes_leftovers() {
             .change_room(&room.id, |r| {
                 let mut next = r.clone();
                 next.members.push(me.clone());
-                Ok(unibus::store::RoomChange::Write(next))
+                Ok(unibusd::store::RoomChange::Write(next))
             })
             .await
             .unwrap();
@@ -326,12 +326,12 @@ async fn rooms_cap_counts_old_rooms_and_prunes_leftovers() {
             (0..MAX_ROOMS_PER_USER).map(|i| (format!("{i:032x}"), at.into())).collect();
         serde_json::json!({"v": 1, "sign_pub": carol.sign_pub_hex(), "rooms": rooms, "updated_at": at})
     };
-    let now = unibus::model::fmt_time(unibus::model::now());
+    let now = unibus_proto::model::fmt_time(unibus_proto::model::now());
     kv.put(carol.sign_pub_hex(), leftovers(&now).to_string().into()).await.unwrap();
     assert_eq!(code(carol_c.create_room("recent leftovers count").await), "limit_reached");
     kv.put(carol.sign_pub_hex(), leftovers("2020-01-01T00:00:00Z").to_string().into()).await.unwrap();
     let room = carol_c.create_room("old leftovers pruned").await.unwrap();
-    let record: unibus::store::Memberships =
+    let record: unibusd::store::Memberships =
         serde_json::from_slice(&kv.get(carol.sign_pub_hex()).await.unwrap().unwrap()).unwrap();
     assert_eq!(record.rooms.keys().cloned().collect::<Vec<_>>(), vec![room.id]);
 }

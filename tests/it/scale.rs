@@ -6,9 +6,9 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
-use unibus::client::{self, Client, Identity};
-use unibus::model::{Role, User, UserStatus};
-use unibus::proto::UserListRequest;
+use unibus::{Client, Identity};
+use unibus_proto::model::{Role, User, UserStatus};
+use unibus_proto::wire::UserListRequest;
 
 use crate::harness::{SIGNED_DENIAL, Stack};
 
@@ -38,7 +38,7 @@ async fn seed(stack: &Stack, n: usize, status: UserStatus) -> Vec<Identity> {
 /// leader read of the user, rooms index sync) for `id`, in process.
 async fn decision_times(stack: &Stack, id: &Identity, n: usize) -> Vec<Duration> {
     use ed25519_dalek::Signer as _;
-    let callout = unibus::callout::Callout {
+    let callout = unibusd::callout::Callout {
         issuer: nkeys::KeyPair::from_seed(&stack.secrets.issuer.seed().unwrap()).unwrap(),
         xkey: None,
         store: stack.store().clone(),
@@ -51,7 +51,7 @@ async fn decision_times(stack: &Stack, id: &Identity, n: usize) -> Vec<Duration>
         &base64::engine::general_purpose::URL_SAFE_NO_PAD,
         sk.sign(nonce.as_bytes()).to_bytes(),
     );
-    let req: unibus::callout::claims::RequestClaims = serde_json::from_value(serde_json::json!({
+    let req: unibusd::callout::claims::RequestClaims = serde_json::from_value(serde_json::json!({
         "iss": "N", "sub": "A", "aud": "nats-authorization-request", "exp": 0,
         "nats": {"type": "authorization_request", "user_nkey": "U", "server_id": {"id": "N"},
                  "client_info": {"nonce": nonce}, "connect_opts": {"nkey": id.nkey_public(), "sig": sig}}
@@ -62,7 +62,7 @@ async fn decision_times(stack: &Stack, id: &Identity, n: usize) -> Vec<Duration>
         let t = Instant::now();
         let verdict = callout.decide(&req).await;
         out.push(t.elapsed());
-        assert!(matches!(verdict, unibus::callout::Verdict::Allow { role: Some(_), .. }), "{verdict:?}");
+        assert!(matches!(verdict, unibusd::callout::Verdict::Allow { role: Some(_), .. }), "{verdict:?}");
     }
     out
 }
@@ -164,7 +164,7 @@ async fn revoked_reconnect_storm_does_not_hurt_others() {
     let api_before = js.query_account().await.unwrap().requests.total;
     let mut stormers = Vec::new();
     for id in &revoked {
-        let opts = client::connect_options(id).retry_on_initial_connect();
+        let opts = unibus::connect_options(id).retry_on_initial_connect();
         stormers.push(opts.connect(&stack.url).await.unwrap());
     }
     let storm_for = Duration::from_secs(30);

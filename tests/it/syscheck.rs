@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use futures::StreamExt as _;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use unibus::secrets::Secrets;
+use unibusd::secrets::Secrets;
 
 /// A system-account connection to `url`.
 pub async fn sys_client(url: &str, secrets: &Secrets) -> async_nats::Client {
@@ -137,7 +137,7 @@ pub struct Loops {
 
 impl Loops {
     /// Starts `n` loops for `id`.
-    pub fn start(urls: &[String], id: &unibus::client::Identity, n: usize) -> Loops {
+    pub fn start(urls: &[String], id: &unibus::Identity, n: usize) -> Loops {
         let stop = Arc::new(AtomicBool::new(false));
         let replied = Arc::new(std::sync::OnceLock::new());
         let admitted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -183,7 +183,7 @@ impl Loops {
 
 async fn one_loop(
     url: String,
-    id: unibus::client::Identity,
+    id: unibus::Identity,
     stop: Arc<AtomicBool>,
     replied: Arc<std::sync::OnceLock<tokio::time::Instant>>,
     admitted: Arc<std::sync::atomic::AtomicUsize>,
@@ -193,7 +193,7 @@ async fn one_loop(
         let started = tokio::time::Instant::now();
         // One reconnect at most: a kicked connection that comes back is a
         // fresh admission like any other.
-        let opts = unibus::client::connect_options(&id).max_reconnects(1);
+        let opts = unibus::connect_options(&id).max_reconnects(1);
         let outcome = opts.connect(url.as_str()).await;
         let after = replied.get().is_some_and(|r| started >= *r);
         match outcome {

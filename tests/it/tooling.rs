@@ -4,8 +4,8 @@
 use std::process::Stdio;
 
 use tokio::io::AsyncBufReadExt as _;
-use unibus::client::{Client, Identity};
-use unibus::model::Role;
+use unibus::{Client, Identity};
+use unibus_proto::model::Role;
 
 use crate::harness::Stack;
 
@@ -16,7 +16,7 @@ const UNIBUSD: &str = env!("CARGO_BIN_EXE_unibusd");
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dev_stack_prints_url_and_admin_invite() {
     let dir = tempfile::tempdir().unwrap();
-    let port = unibus::natsserver::free_port();
+    let port = unibusd::natsserver::free_port();
     let mut child = tokio::process::Command::new(UNIBUSD)
         .args(["dev", "--port", &port.to_string(), "--data-dir"])
         .arg(dir.path().join("dev"))
@@ -105,7 +105,7 @@ fn run_names_the_missing_or_malformed_setting() {
     let err = String::from_utf8_lossy(&missing.stderr);
     assert!(err.contains("missing setting UNIBUS_"), "{err}");
 
-    let s = unibus::secrets::Secrets::generate();
+    let s = unibusd::secrets::Secrets::generate();
     let bad = std::process::Command::new(UNIBUSD)
         .args(["run"])
         .env_clear()
@@ -195,9 +195,9 @@ async fn unibusd_connects_over_tls_with_a_private_ca() {
     crate::harness::init_tracing();
     let dir = tempfile::tempdir().unwrap();
     make_ca_and_server_cert(dir.path());
-    let secrets = unibus::secrets::Secrets::generate();
-    let port = unibus::natsserver::free_port();
-    let mut spec = unibus::natsserver::unibus_spec(dir.path(), &secrets, true, port, "unibus-tls").unwrap();
+    let secrets = unibusd::secrets::Secrets::generate();
+    let port = unibusd::natsserver::free_port();
+    let mut spec = unibusd::natsserver::unibus_spec(dir.path(), &secrets, true, port, "unibus-tls").unwrap();
     let path = |f: &str| dir.path().join(f).display().to_string();
     spec.args.extend([
         "--tls".into(),
@@ -206,7 +206,7 @@ async fn unibusd_connects_over_tls_with_a_private_ca() {
         "--tlskey".into(),
         path("server.key"),
     ]);
-    let _server = unibus::natsserver::NatsServer::start(&spec).await.unwrap();
+    let _server = unibusd::natsserver::NatsServer::start(&spec).await.unwrap();
     let url = format!("tls://127.0.0.1:{port}");
     let keys = dir.path().join("keys.env");
     secrets.write_new(&keys).unwrap();
@@ -246,7 +246,7 @@ async fn unibusd_connects_over_tls_with_a_private_ca() {
     let token = v["token"].as_str().unwrap().to_string();
 
     let id = Identity::generate();
-    let opts = || unibus::client::connect_options(&id).add_root_certificates(dir.path().join("ca.pem"));
+    let opts = || unibus::connect_options(&id).add_root_certificates(dir.path().join("ca.pem"));
     let guest = Client::connect_with(&url, &id, opts()).await.unwrap();
     assert_eq!(guest.register(&token, None).await.unwrap().role, Role::Admin);
     drop(guest);

@@ -4,8 +4,8 @@
 //! clients also drop DMs from blocked keys.
 
 use super::{Caller, Ctx, Outcome, active_user, sign_pub};
-use crate::error::Error;
-use crate::proto::{BlockListReply, Empty, MAX_BLOCKS_PER_USER, SignPubRequest};
+use unibus_proto::error::Error;
+use unibus_proto::wire::{BlockListReply, Empty, MAX_BLOCKS_PER_USER, SignPubRequest};
 
 /// `unibus.block.add`: any well-formed key but the caller's own; at most
 /// 1,000; blocking a blocked key changes nothing.

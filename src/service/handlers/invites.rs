@@ -1,9 +1,9 @@
 //! Invites: the admin invite endpoints.
 
 use super::{Caller, Ctx, Outcome, active_admin, hex_id};
-use crate::error::Error;
-use crate::model::{InviteStatus, Role, now};
-use crate::proto::{
+use unibus_proto::error::Error;
+use unibus_proto::model::{InviteStatus, Role, now};
+use unibus_proto::wire::{
     IdRequest, InviteCreateReply, InviteCreateRequest, InviteListReply, InviteListRequest, InviteReply,
     page_limit,
 };

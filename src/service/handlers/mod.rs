@@ -10,11 +10,11 @@ mod users;
 use async_nats::HeaderMap;
 
 use super::{Caller, Ctx, Outcome, caller_from_headers};
-use crate::error::Error;
-use crate::keys;
-use crate::model::{Role, User, UserStatus};
-use crate::proto::decode;
-use crate::subjects as s;
+use unibus_proto::error::Error;
+use unibus_proto::keys;
+use unibus_proto::model::{Role, User, UserStatus};
+use unibus_proto::wire::decode;
+use unibus_proto::subjects as s;
 
 /// Routes one request: identity, strict decoding, handler.
 pub async fn dispatch(

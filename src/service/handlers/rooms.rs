@@ -4,9 +4,9 @@
 //! the caps (256 rooms per user, 512 members per room) and block lists.
 
 use super::{Caller, Ctx, Outcome, active_user, hex_id, sign_pub};
-use crate::error::Error;
-use crate::model::{Role, Room, UserStatus};
-use crate::proto::{
+use unibus_proto::error::Error;
+use unibus_proto::model::{Role, Room, UserStatus};
+use unibus_proto::wire::{
     IdRequest, MAX_MEMBERS_PER_ROOM, MemberRequest, RoomCreateRequest, RoomListReply, RoomListRequest,
     RoomReply, page_limit, validate_name,
 };

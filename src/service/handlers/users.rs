@@ -1,10 +1,10 @@
 //! Users: register, whoami, lookup, and the admin user endpoints.
 
 use super::{Caller, Ctx, Outcome, active_admin, active_user, sign_pub};
-use crate::error::Error;
-use crate::keys::{self, InviteToken};
-use crate::model::UserStatus;
-use crate::proto::{
+use unibus_proto::error::Error;
+use unibus_proto::keys::{self, InviteToken};
+use unibus_proto::model::UserStatus;
+use unibus_proto::wire::{
     DeleteReply, Empty, LookupReply, RegisterRequest, RevokeReply, SignPubRequest, UserListReply,
     UserListRequest, UserReply, page_limit, validate_name,
 };

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Parser as _;
-use unibus::cli::{self, Cli};
+use unibus_cli::Cli;
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
@@ -21,14 +21,14 @@ fn main() -> ExitCode {
             return ExitCode::from(5);
         }
     };
-    match rt.block_on(cli::run(args)) {
+    match rt.block_on(unibus_cli::run(args)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             if json {
                 println!("{}", serde_json::json!({"error": {"code": e.code(), "message": e.message()}}));
             }
             eprintln!("unibus: error: {}: {}", e.code(), e.message());
-            ExitCode::from(cli::exit_code(&e))
+            ExitCode::from(unibus_cli::exit_code(&e))
         }
     }
 }

@@ -1,14 +1,14 @@
 //! Control-plane calls of DESIGN section 5, one typed method each.
 
-use super::{Client, ClientError};
-use crate::model::{Invite, Room, User};
-use crate::proto::{
+use crate::{Client, ClientError};
+use unibus_proto::model::{Invite, Room, User};
+use unibus_proto::subjects;
+use unibus_proto::wire::{
     BlockListReply, DeleteReply, Empty, IdRequest, InviteCreateReply, InviteCreateRequest, InviteListReply,
     InviteListRequest, InviteReply, LookupReply, MemberRequest, PublicUser, RegisterRequest, RevokeReply,
     RoomCreateRequest, RoomListReply, RoomListRequest, RoomReply, SignPubRequest, UserListReply,
     UserListRequest, UserReply,
 };
-use crate::subjects;
 
 impl Client {
     /// Redeems an invite (token or link) for this identity.

@@ -1,5 +1,5 @@
 //! End-to-end encrypted messaging on the data plane: direct messages and
-//! room messages sealed with [`crate::e2e`], and an [`Inbox`] that yields
+//! room messages sealed with [`unibus_proto::e2e`], and an [`Inbox`] that yields
 //! verified, decrypted messages and reports every rejected one. DMs whose
 //! verified sender is on this identity's block list (loaded from the
 //! service when the inbox opens, after every reconnect, and before a DM
@@ -13,12 +13,12 @@ use futures::StreamExt as _;
 use futures::stream::SelectAll;
 use tokio::sync::{broadcast, mpsc};
 
-use super::{Client, ClientError};
-use crate::e2e::{self, Kind, Opened, Recipient, ReplayGuard};
-use crate::keys;
-use crate::model::UserStatus;
-use crate::proto::RoomListRequest;
-use crate::subjects;
+use crate::{Client, ClientError};
+use unibus_proto::e2e::{self, Kind, Opened, Recipient, ReplayGuard};
+use unibus_proto::keys;
+use unibus_proto::model::UserStatus;
+use unibus_proto::subjects;
+use unibus_proto::wire::RoomListRequest;
 
 /// What the inbox yields.
 #[derive(Debug)]

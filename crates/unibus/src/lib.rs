@@ -1,11 +1,11 @@
-//! The Rust client: an [`Identity`] (Ed25519 signing key + X25519 key, the
+//! unibus client library: an [`Identity`] (Ed25519 signing key + X25519 key, the
 //! wallet) and a [`Client`] that connects through the auth callout with the
 //! identity's nkey and its own inbox prefix, and calls the control plane
 //! with typed requests, replies and errors.
 //!
 //! ```no_run
-//! # async fn demo(invite: &str) -> Result<(), unibus::client::ClientError> {
-//! use unibus::client::{Client, Identity};
+//! # async fn demo(invite: &str) -> Result<(), unibus::ClientError> {
+//! use unibus::{Client, Identity};
 //! let me = Identity::generate();
 //! let guest = Client::connect("nats://127.0.0.1:4222", &me).await?;
 //! let user = guest.register(invite, Some("alice")).await?;
@@ -16,6 +16,9 @@
 mod calls;
 mod identity;
 mod messaging;
+
+/// The wire contract this client speaks (the `unibus-proto` crate).
+pub use unibus_proto as proto;
 
 pub use identity::{Identity, IdentityError};
 pub use messaging::{Inbox, Incoming};
@@ -28,9 +31,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::broadcast;
 
-use crate::error::Error;
-use crate::proto::ErrorReply;
-use crate::subjects;
+use unibus_proto::error::Error;
+use unibus_proto::subjects;
+use unibus_proto::wire::ErrorReply;
 
 /// What a client call can end in.
 #[derive(Debug, thiserror::Error)]

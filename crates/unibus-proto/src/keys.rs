@@ -122,19 +122,6 @@ pub fn verify_nonce_signature(key: &VerifyingKey, nonce: &str, sig_b64: &str) ->
     key.verify_strict(nonce.as_bytes(), &sig).map_err(|_| "signature does not verify")
 }
 
-/// Decodes a NATS user nkey (`U...`) into a checked Ed25519 key.
-///
-/// # Errors
-/// A short reason when it is not a user key or the key is weak.
-pub fn user_nkey_to_key(nkey: &str) -> Result<VerifyingKey, &'static str> {
-    let (prefix, raw) = nkeys::from_public_key(nkey).map_err(|_| "not an nkey")?;
-    // 20 << 3: the base32 'U' prefix byte of user keys.
-    if prefix != 160 {
-        return Err("not a user nkey");
-    }
-    check_sign_pub(&raw)
-}
-
 /// A freshly minted invite secret (32 CSPRNG bytes). Shown once, never
 /// stored, never logged: it has no `Debug`.
 pub struct InviteToken([u8; 32]);

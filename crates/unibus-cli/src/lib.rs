@@ -12,8 +12,8 @@ use clap::{Args, Parser, Subcommand};
 
 pub use run::run;
 
-use crate::client::ClientError;
-use crate::model::{InviteStatus, Role, UserStatus};
+use unibus::ClientError;
+use unibus::proto::model::{InviteStatus, Role, UserStatus};
 
 /// unibus: talk to a unibus bus with your own key.
 ///

@@ -7,9 +7,9 @@ use tokio::io::AsyncBufReadExt as _;
 
 use super::output::{Out, invite_line, qr, room_line, user_line, wire};
 use super::{Cli, CliError, Command, InviteCmd, RoomCmd, SendArgs, Target, UserCmd};
-use crate::client::{Client, Identity, Incoming};
-use crate::proto::{InviteCreateRequest, InviteListRequest, RoomListRequest, UserListRequest};
-use crate::subjects::INVITE_LINK_PREFIX;
+use unibus::proto::subjects::INVITE_LINK_PREFIX;
+use unibus::proto::wire::{InviteCreateRequest, InviteListRequest, RoomListRequest, UserListRequest};
+use unibus::{Client, Identity, Incoming};
 
 /// Runs one CLI invocation.
 ///

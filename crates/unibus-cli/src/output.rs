@@ -4,8 +4,8 @@
 
 use serde::Serialize;
 
-use crate::e2e::{Kind, Opened};
-use crate::model::{Invite, Room, User};
+use unibus::proto::e2e::{Kind, Opened};
+use unibus::proto::model::{Invite, Room, User};
 
 /// Prints in the chosen format.
 pub struct Out {
