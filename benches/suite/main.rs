@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
 use serde_json::json;
-use unibus::{Client, Identity};
+use unibus::{Client, Event, Identity};
 use unibus_proto::model::{Role, User};
 use unibus_proto::subjects;
 use unibusd::config::Settings;
@@ -137,8 +137,8 @@ async fn registrations(url: &str, store: &Store, n: usize, parallel: usize, stay
                     let mut kicked = false;
                     loop {
                         match tokio::time::timeout(Duration::from_secs(10), events.recv()).await {
-                            Ok(Ok(e)) if e == "disconnected" => kicked = true,
-                            Ok(Ok(e)) if e == "connected" && kicked => break,
+                            Ok(Ok(Event::Disconnected)) => kicked = true,
+                            Ok(Ok(Event::Connected)) if kicked => break,
                             Ok(_) => continue,
                             Err(_) => panic!("{} did not come back as a member", c.sign_pub()),
                         }

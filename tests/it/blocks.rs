@@ -6,6 +6,7 @@
 use std::path::Path;
 use std::time::Duration;
 
+use futures::StreamExt as _;
 use unibus::{ClientError, Identity, Inbox, Incoming};
 use unibus_proto::model::Role;
 use unibus_proto::subjects;

@@ -295,8 +295,10 @@ pub async fn connect_watched_to(url: &str, id: &Identity) -> (Client, mpsc::Unbo
     let c = Client::connect(url, id).await.expect("connects");
     let mut events = c.events();
     tokio::spawn(async move {
+        // As text (`connected`, `server error: nats: Permissions Violation
+        // ...`) for the tests' needles.
         while let Ok(e) = events.recv().await {
-            if tx.send(e).is_err() {
+            if tx.send(e.to_string()).is_err() {
                 return;
             }
         }

@@ -305,10 +305,9 @@ pub fn exit_code(err: &CliError) -> u8 {
     match err {
         CliError::Client(ClientError::Service(_)) => 1,
         CliError::Client(ClientError::NotAuthorized | ClientError::PermissionDenied(_)) => 3,
-        CliError::Client(ClientError::Connect(_) | ClientError::Request { .. } | ClientError::Decode(..)) => {
-            4
-        }
-        CliError::Client(ClientError::Seal(_)) | CliError::Local(_) => 5,
+        CliError::Client(ClientError::Seal(_) | ClientError::Inactive(_)) | CliError::Local(_) => 5,
+        // Connect, Request, Decode, and whatever the library adds later.
+        CliError::Client(_) => 4,
     }
 }
 
@@ -324,10 +323,15 @@ pub enum CliError {
 }
 
 impl CliError {
-    /// The message without the code.
+    /// The message without the code; a client error's cause follows it
+    /// (`request on unibus.whoami failed: timed out`).
     pub fn message(&self) -> String {
         match self {
             CliError::Client(ClientError::Service(e)) => e.to_string(),
+            CliError::Client(e) => match std::error::Error::source(e) {
+                Some(cause) => format!("{e}: {cause}"),
+                None => e.to_string(),
+            },
             other => other.to_string(),
         }
     }
@@ -338,7 +342,7 @@ impl CliError {
             CliError::Client(ClientError::Service(e)) => e.code(),
             CliError::Client(ClientError::NotAuthorized) => "not_authorized",
             CliError::Client(ClientError::PermissionDenied(_)) => "permission_denied",
-            CliError::Client(ClientError::Seal(_)) => "encryption",
+            CliError::Client(ClientError::Seal(_) | ClientError::Inactive(_)) => "encryption",
             CliError::Client(_) => "connection",
             CliError::Local(_) => "local",
         }

@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
+use futures::StreamExt as _;
 use tokio::io::AsyncBufReadExt as _;
 
 use super::output::{Out, invite_line, qr, room_line, user_line, wire};
@@ -228,6 +229,8 @@ async fn show(c: &Client, item: Incoming, names: &mut Names, out: &Out) -> Resul
             Ok(false)
         }
         Incoming::Closed(e) => Err(e.into()),
+        // Kinds of items this CLI does not know yet.
+        _ => Ok(false),
     }
 }
 

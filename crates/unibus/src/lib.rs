@@ -14,12 +14,17 @@
 //! ```
 
 mod calls;
+mod error;
+mod events;
 mod identity;
 mod messaging;
 
 /// The wire contract this client speaks (the `unibus-proto` crate).
 pub use unibus_proto as proto;
 
+/// A connection event, as [`Client::events`] hands it out.
+pub use async_nats::Event;
+pub use error::{ClientError, TransportError};
 pub use identity::{Identity, IdentityError};
 pub use messaging::{Inbox, Incoming};
 
@@ -31,50 +36,11 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::broadcast;
 
+use events::watch_violation;
+
 use unibus_proto::error::Error;
 use unibus_proto::subjects;
 use unibus_proto::wire::ErrorReply;
-
-/// What a client call can end in.
-#[derive(Debug, thiserror::Error)]
-pub enum ClientError {
-    /// The service answered with a wire error.
-    #[error("{code}: {0}", code = .0.code())]
-    Service(Error),
-    /// The callout (or server) refused the connection.
-    #[error("authorization violation: the server refused this key")]
-    NotAuthorized,
-    /// The server refused a publish or subscribe on this subject.
-    #[error("permission denied on {0}")]
-    PermissionDenied(String),
-    /// A message could not be encrypted for its recipients.
-    #[error("cannot encrypt: {0}")]
-    Seal(String),
-    /// Could not connect for another reason.
-    #[error("cannot connect: {0}")]
-    Connect(String),
-    /// No reply (timeout, no responders, permission denied on the subject).
-    #[error("request on {subject} failed: {reason}")]
-    Request {
-        /// Subject.
-        subject: String,
-        /// Why.
-        reason: String,
-    },
-    /// The reply did not decode.
-    #[error("unreadable reply on {0}: {1}")]
-    Decode(String, String),
-}
-
-impl ClientError {
-    /// The wire error, if the service sent one.
-    pub fn service_error(&self) -> Option<&Error> {
-        match self {
-            ClientError::Service(e) => Some(e),
-            _ => None,
-        }
-    }
-}
 
 /// Connect options for `identity`: nkey auth (nonce signed) and the
 /// per-identity inbox prefix that its permissions require.
@@ -116,7 +82,7 @@ pub struct Client {
     nats: async_nats::Client,
     identity: Identity,
     sign_pub: String,
-    events: broadcast::Sender<String>,
+    events: broadcast::Sender<Event>,
     /// Keys this identity has blocked, as last heard from the service, and
     /// when (shared by clones; the inbox drops their DMs).
     blocked: Arc<RwLock<Blocked>>,
@@ -126,7 +92,9 @@ impl Client {
     /// Connects through the auth callout.
     ///
     /// # Errors
-    /// [`ClientError::NotAuthorized`] when the key is refused.
+    /// [`ClientError::NotAuthorized`] when the key is refused (unknown keys
+    /// are admitted as guests; revoked or deleted keys and guest floods
+    /// are not), [`ClientError::Connect`] when the server cannot be reached.
     pub async fn connect(urls: &str, identity: &Identity) -> Result<Client, ClientError> {
         Self::connect_with(urls, identity, connect_options(identity)).await
     }
@@ -135,7 +103,8 @@ impl Client {
     /// callback set on them is replaced.
     ///
     /// # Errors
-    /// [`ClientError::NotAuthorized`] when the key is refused.
+    /// [`ClientError::NotAuthorized`] when the key is refused,
+    /// [`ClientError::Connect`] otherwise.
     pub async fn connect_with(
         urls: &str,
         identity: &Identity,
@@ -146,12 +115,12 @@ impl Client {
         let options = options.event_callback(move |event| {
             let tx = tx.clone();
             async move {
-                let _ = tx.send(event.to_string());
+                let _ = tx.send(event);
             }
         });
         let nats = options.connect(urls).await.map_err(|e| match e.kind() {
             async_nats::ConnectErrorKind::AuthorizationViolation => ClientError::NotAuthorized,
-            _ => ClientError::Connect(e.to_string()),
+            _ => ClientError::Connect(e),
         })?;
         Ok(Client {
             nats,
@@ -199,39 +168,47 @@ impl Client {
         b.loaded = Some(std::time::Instant::now());
     }
 
-    /// Connection events as text (`connected`, `disconnected`,
-    /// `server error: ...`, `client error: authorization violation`).
-    pub fn events(&self) -> broadcast::Receiver<String> {
+    /// This connection's events from now on ([`Event::Connected`],
+    /// [`Event::Disconnected`], [`Event::ServerError`] such as a
+    /// permission violation, [`Event::ClientError`] such as a refused
+    /// reconnect). A receiver that falls more than 256 events behind
+    /// loses the oldest ([`broadcast::error::RecvError::Lagged`]).
+    pub fn events(&self) -> broadcast::Receiver<Event> {
         self.events.subscribe()
     }
 
     /// One control-plane request with a typed reply.
     ///
     /// # Errors
-    /// [`ClientError::Service`] for wire errors,
+    /// [`ClientError::Service`] with the endpoint's wire codes (every
+    /// endpoint may answer `bad_request`, `unauthenticated`, `forbidden`,
+    /// `limit_reached`, `unavailable` or `internal`),
     /// [`ClientError::PermissionDenied`] within moments when the server
-    /// refuses the subject, or transport errors.
+    /// refuses the subject, [`ClientError::Request`] (no reply, timeout)
+    /// and [`ClientError::Decode`].
     pub async fn call<Req: Serialize, Resp: DeserializeOwned>(
         &self,
         subject: &str,
         request: &Req,
     ) -> Result<Resp, ClientError> {
-        let body =
-            serde_json::to_vec(request).map_err(|e| ClientError::Decode(subject.into(), e.to_string()))?;
+        let body = serde_json::to_vec(request).map_err(|e| ClientError::decode(subject, e))?;
         let msg = self.call_raw(subject, body).await?;
         decode_reply(subject, &msg)
     }
 
-    /// Sends raw bytes to a control subject and returns the raw reply.
+    /// Sends raw bytes to a control subject and returns the raw reply
+    /// (a wire error stays in its headers, see [`decode_reply`]).
     ///
     /// # Errors
-    /// [`ClientError::PermissionDenied`] or transport errors.
+    /// [`ClientError::PermissionDenied`] when the server refuses the
+    /// subject or the reply inbox, [`ClientError::Request`] (no reply,
+    /// timeout).
     pub async fn call_raw(&self, subject: &str, body: Vec<u8>) -> Result<async_nats::Message, ClientError> {
         let mut events = self.events.subscribe();
         let inbox = subjects::inbox_prefix(self.sign_pub());
         let request = self.nats.request(subject.to_string(), body.into());
         tokio::select! {
-            reply = request => reply.map_err(|e| ClientError::Request { subject: subject.into(), reason: e.to_string() }),
+            reply = request => reply.map_err(|e| ClientError::transport(subject, e)),
             denied = watch_violation(&mut events, subject, Some(&inbox)) => Err(denied),
         }
     }
@@ -239,15 +216,13 @@ impl Client {
     /// Publishes raw bytes and confirms the server accepted the subject.
     ///
     /// # Errors
-    /// [`ClientError::PermissionDenied`] when the server refused it.
+    /// [`ClientError::PermissionDenied`] when the server refused it,
+    /// [`ClientError::Request`] when the publish or flush failed.
     pub async fn publish_checked(&self, subject: &str, body: Vec<u8>) -> Result<(), ClientError> {
         let mut events = self.events.subscribe();
-        let io = |e: &dyn std::fmt::Display| ClientError::Request {
-            subject: subject.into(),
-            reason: e.to_string(),
-        };
-        self.nats.publish(subject.to_string(), body.into()).await.map_err(|e| io(&e))?;
-        self.nats.flush().await.map_err(|e| io(&e))?;
+        let published = self.nats.publish(subject.to_string(), body.into()).await;
+        published.map_err(|e| ClientError::transport(subject, e))?;
+        self.nats.flush().await.map_err(|e| ClientError::transport(subject, e))?;
         match tokio::time::timeout(VIOLATION_GRACE, watch_violation(&mut events, subject, None)).await {
             Ok(denied) => Err(denied),
             Err(_) => Ok(()),
@@ -255,37 +230,17 @@ impl Client {
     }
 }
 
-/// Resolves when the server reports a permission violation for `subject`
-/// (publish) or for the inbox (subscribe).
-async fn watch_violation(
-    events: &mut broadcast::Receiver<String>,
-    subject: &str,
-    inbox: Option<&str>,
-) -> ClientError {
-    let publish = format!("Permissions Violation for Publish to \"{subject}\"");
-    let subscribe = inbox.map(|i| format!("Permissions Violation for Subscription to \"{i}"));
-    loop {
-        match events.recv().await {
-            Ok(e) if e.contains(&publish) => return ClientError::PermissionDenied(subject.to_string()),
-            Ok(e) if subscribe.as_ref().is_some_and(|s| e.contains(s)) => {
-                return ClientError::PermissionDenied(inbox.unwrap_or_default().to_string());
-            }
-            Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => continue,
-            Err(broadcast::error::RecvError::Closed) => std::future::pending::<()>().await,
-        }
-    }
-}
-
 /// Turns a reply into `T` or the wire error it carries.
 ///
 /// # Errors
-/// [`ClientError::Service`] or [`ClientError::Decode`].
+/// [`ClientError::Service`] when the reply carries a wire error (any wire
+/// code), [`ClientError::Decode`] when it is not the expected JSON.
 pub fn decode_reply<T: DeserializeOwned>(subject: &str, msg: &async_nats::Message) -> Result<T, ClientError> {
     let is_error = msg.headers.as_ref().and_then(|h| h.get(subjects::HDR_SERVICE_ERROR_CODE)).is_some();
     if is_error {
-        let reply: ErrorReply = serde_json::from_slice(&msg.payload)
-            .map_err(|e| ClientError::Decode(subject.into(), e.to_string()))?;
+        let reply: ErrorReply =
+            serde_json::from_slice(&msg.payload).map_err(|e| ClientError::decode(subject, e))?;
         return Err(ClientError::Service(Error::from_wire(&reply.error.code, &reply.error.message)));
     }
-    serde_json::from_slice(&msg.payload).map_err(|e| ClientError::Decode(subject.into(), e.to_string()))
+    serde_json::from_slice(&msg.payload).map_err(|e| ClientError::decode(subject, e))
 }

@@ -8,13 +8,16 @@
 //! [`Incoming::Dropped`].
 
 use std::collections::HashSet;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
-use futures::StreamExt as _;
 use futures::stream::SelectAll;
+use futures::{Stream, StreamExt as _};
 use tokio::sync::{broadcast, mpsc};
 
-use crate::{Client, ClientError};
-use unibus_proto::e2e::{self, Kind, Opened, Recipient, ReplayGuard};
+use crate::events::is_authorization_violation;
+use crate::{Client, ClientError, Event};
+use unibus_proto::e2e::{self, Kind, Opened, Recipient, ReplayGuard, SealError};
 use unibus_proto::keys;
 use unibus_proto::model::UserStatus;
 use unibus_proto::subjects;
@@ -22,6 +25,7 @@ use unibus_proto::wire::RoomListRequest;
 
 /// What the inbox yields.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum Incoming {
     /// A verified, decrypted message.
     Message(Opened),
@@ -44,16 +48,20 @@ pub enum Incoming {
     Closed(ClientError),
 }
 
-/// A stream of incoming messages; stops its task when dropped.
+/// A [`Stream`] of incoming messages, rejections and finally the closure
+/// ([`Incoming::Closed`]), after which it ends; read it with
+/// [`StreamExt::next`](futures::StreamExt::next). Stops its task when
+/// dropped.
 pub struct Inbox {
     rx: mpsc::Receiver<Incoming>,
     task: tokio::task::JoinHandle<()>,
 }
 
-impl Inbox {
-    /// The next message, rejection or closure; `None` once closed.
-    pub async fn next(&mut self) -> Option<Incoming> {
-        self.rx.recv().await
+impl Stream for Inbox {
+    type Item = Incoming;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Incoming>> {
+        self.rx.poll_recv(cx)
     }
 }
 
@@ -68,31 +76,32 @@ fn now_ms() -> i64 {
 }
 
 impl Client {
+    /// The recipient `sign_pub` if it is an active user (its `kex_pub` is
+    /// checked by [`e2e::seal`]).
     async fn recipient(&self, sign_pub: &str) -> Result<Option<Recipient>, ClientError> {
         let user = self.lookup(sign_pub).await?;
         if user.status != UserStatus::Active {
             return Ok(None);
         }
-        let kex_pub =
-            keys::parse_kex_pub("kex_pub", &user.kex_pub).map_err(|e| ClientError::Seal(e.to_string()))?;
+        let kex_pub = keys::parse_hex32("kex_pub", &user.kex_pub)
+            .map_err(|_| SealError::WeakKey(user.sign_pub.clone(), "kex_pub is not 32 bytes of hex"))?;
         Ok(Some(Recipient { sign_pub: user.sign_pub, kex_pub }))
     }
 
     /// Sends an end-to-end encrypted direct message; returns its id.
     ///
     /// # Errors
-    /// `not_found` for an unknown user, [`ClientError::Seal`] for a revoked
-    /// user or a weak key, [`ClientError::PermissionDenied`].
+    /// [`ClientError::Service`] from `unibus.user.lookup`: `not_found` for
+    /// an unknown user, `bad_request` for a malformed key;
+    /// [`ClientError::Inactive`] for a revoked user, [`ClientError::Seal`]
+    /// for a weak key, [`ClientError::PermissionDenied`] (a guest),
+    /// [`ClientError::Request`] when the publish fails.
     pub async fn send_dm(&self, to: &str, body: &[u8]) -> Result<String, ClientError> {
         let to = to.to_ascii_lowercase();
-        let recipient = self
-            .recipient(&to)
-            .await?
-            .ok_or_else(|| ClientError::Seal(format!("{to} is not an active user")))?;
+        let recipient = self.recipient(&to).await?.ok_or_else(|| ClientError::Inactive(to.clone()))?;
         let subject = subjects::dm(&to);
-        let env = e2e::seal(&self.identity.signing, Kind::Dm, &subject, None, &[recipient], body, now_ms())
-            .map_err(|e| ClientError::Seal(e.to_string()))?;
-        let raw = serde_json::to_vec(&env).map_err(|e| ClientError::Seal(e.to_string()))?;
+        let env = e2e::seal(&self.identity.signing, Kind::Dm, &subject, None, &[recipient], body, now_ms())?;
+        let raw = serde_json::to_vec(&env).map_err(|e| ClientError::decode(&subject, e))?;
         self.publish_checked(&subject, raw).await?;
         Ok(env.id)
     }
@@ -101,8 +110,12 @@ impl Client {
     /// room (this identity included); returns its id.
     ///
     /// # Errors
-    /// Wire errors of `room.get`, [`ClientError::Seal`],
-    /// [`ClientError::PermissionDenied`] when not a member.
+    /// [`ClientError::Service`] from `unibus.room.get` (`not_found` for an
+    /// unknown room, `forbidden` when not a member, `bad_request`) and
+    /// `unibus.user.lookup`; [`ClientError::Seal`] for a weak key or no
+    /// active member; [`ClientError::PermissionDenied`] when the room
+    /// subject is not granted (a guest, or a member added since this
+    /// connection was made), [`ClientError::Request`].
     pub async fn send_room(&self, room: &str, body: &[u8]) -> Result<String, ClientError> {
         let room = self.get_room(room).await?;
         let mut recipients = Vec::new();
@@ -120,11 +133,15 @@ impl Client {
             &recipients,
             body,
             now_ms(),
-        )
-        .map_err(|e| ClientError::Seal(e.to_string()))?;
-        let raw = serde_json::to_vec(&env).map_err(|e| ClientError::Seal(e.to_string()))?;
+        )?;
+        let raw = serde_json::to_vec(&env).map_err(|e| ClientError::decode(&subject, e))?;
         self.publish_checked(&subject, raw).await?;
         Ok(env.id)
+    }
+
+    async fn subscribe(&self, subject: String) -> Result<async_nats::Subscriber, ClientError> {
+        let sub = self.nats.subscribe(subject.clone()).await;
+        sub.map_err(|e| ClientError::transport(&subject, e))
     }
 
     async fn all_rooms(&self) -> Result<Vec<String>, ClientError> {
@@ -144,20 +161,19 @@ impl Client {
     /// after each reconnect, rooms it joined since).
     ///
     /// # Errors
-    /// Transport or wire errors while subscribing.
+    /// [`ClientError::Service`] from `unibus.room.list` or
+    /// `unibus.block.list` (`forbidden` for a guest or a revoked user),
+    /// [`ClientError::PermissionDenied`], [`ClientError::Request`] when a
+    /// subscribe, flush or request fails.
     pub async fn inbox(&self) -> Result<Inbox, ClientError> {
-        let io = |e: &dyn std::fmt::Display| ClientError::Request {
-            subject: "subscribe".into(),
-            reason: e.to_string(),
-        };
         let mut subs = SelectAll::new();
-        subs.push(self.nats.subscribe(subjects::dm(self.sign_pub())).await.map_err(|e| io(&e))?);
+        subs.push(self.subscribe(subjects::dm(self.sign_pub())).await?);
         let mut joined = HashSet::new();
         for room in self.all_rooms().await? {
-            subs.push(self.nats.subscribe(subjects::room_msg(&room)).await.map_err(|e| io(&e))?);
+            subs.push(self.subscribe(subjects::room_msg(&room)).await?);
             joined.insert(room);
         }
-        self.nats.flush().await.map_err(|e| io(&e))?;
+        self.nats.flush().await.map_err(|e| ClientError::transport("flush", e))?;
         self.block_list().await?;
         let (tx, rx) = mpsc::channel(256);
         let task = tokio::spawn(pump(self.clone(), subs, joined, self.events(), tx));
@@ -169,7 +185,7 @@ async fn pump(
     client: Client,
     mut subs: SelectAll<async_nats::Subscriber>,
     mut joined: HashSet<String>,
-    mut events: broadcast::Receiver<String>,
+    mut events: broadcast::Receiver<Event>,
     tx: mpsc::Sender<Incoming>,
 ) {
     let mut guard = ReplayGuard::default();
@@ -196,11 +212,11 @@ async fn pump(
                 }
             }
             event = events.recv() => match event {
-                Ok(e) if e.contains("authorization violation") => {
+                Ok(e) if is_authorization_violation(&e) => {
                     let _ = tx.send(Incoming::Closed(ClientError::NotAuthorized)).await;
                     return;
                 }
-                Ok(e) if e == "connected" => {
+                Ok(Event::Connected) => {
                     // The block list may have changed elsewhere; on failure
                     // the copy loaded before stays in force.
                     let _ = client.block_list().await;
