@@ -8,6 +8,7 @@ mod blocks;
 mod callout_refusals;
 mod cli;
 mod cluster;
+mod example;
 mod failure;
 mod faults;
 mod freshness;

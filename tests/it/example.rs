@@ -1,0 +1,49 @@
+//! The client library's example (`crates/unibus/examples/hello.rs`) as a
+//! built binary against a real stack.
+
+use std::time::Duration;
+
+use unibus_proto::model::{Role, UserStatus};
+use unibus_proto::wire::InviteCreateRequest;
+
+use crate::harness::Stack;
+
+/// The example binary, built beside `unibusd` by `cargo test --workspace`
+/// (or `cargo build -p unibus --example hello`).
+fn hello_example() -> std::path::PathBuf {
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_unibusd"));
+    let path = bin.with_file_name("examples").join("hello");
+    assert!(
+        path.exists(),
+        "{} is missing: run the tests with `scripts/test` (cargo test --workspace), which builds the examples",
+        path.display()
+    );
+    path
+}
+
+/// Given a URL and a member's invite link, the example registers a new
+/// key, sends itself an encrypted DM and prints it decrypted; the key is
+/// then an active member.
+#[tokio::test]
+async fn hello_example_registers_sends_and_receives() {
+    let stack = Stack::start(true).await;
+    let (_, admin) = stack.admin().await;
+    let inv = admin.create_invite(&InviteCreateRequest::default()).await.unwrap();
+    let run = tokio::process::Command::new(hello_example())
+        .args([&stack.url, &inv.link])
+        .env_remove("UNIBUS_URL")
+        .env_remove("UNIBUS_INVITE")
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(30), run).await.expect("ends").expect("runs");
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let key = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("registered ")?.split_once(' ').map(|(k, _)| k.to_string()))
+        .unwrap_or_else(|| panic!("no registration line: {stdout}"));
+    let received = format!("received from {key}: hello from the unibus example");
+    assert!(stdout.lines().any(|l| l == received), "{stdout}");
+    let user = admin.get_user(&key).await.unwrap();
+    assert_eq!((user.role, user.status), (Role::Member, UserStatus::Active));
+}
