@@ -3,6 +3,12 @@
 //! identity's nkey and its own inbox prefix, and calls the control plane
 //! with typed requests, replies and errors.
 //!
+//! Layout: `identity` (the wallet and its seed file), `calls` (one typed
+//! method per control subject), `messaging` (end-to-end encrypted sends
+//! and the [`Inbox`] stream), `events` (connection [`Event`]s and the
+//! permission violations read from them), `error` ([`ClientError`]).
+//! `examples/hello.rs` registers, listens and sends (`scripts/example`).
+//!
 //! ```no_run
 //! # async fn demo(invite: &str) -> Result<(), unibus::ClientError> {
 //! use unibus::{Client, Identity};
@@ -21,6 +27,12 @@ mod messaging;
 
 /// The wire contract this client speaks (the `unibus-proto` crate).
 pub use unibus_proto as proto;
+
+/// The README's Rust snippet, compiled by `cargo test` as a doctest so
+/// that it cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+struct ReadmeDoctests;
 
 /// A connection event, as [`Client::events`] hands it out.
 pub use async_nats::Event;
