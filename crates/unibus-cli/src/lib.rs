@@ -328,10 +328,7 @@ impl CliError {
     pub fn message(&self) -> String {
         match self {
             CliError::Client(ClientError::Service(e)) => e.to_string(),
-            CliError::Client(e) => match std::error::Error::source(e) {
-                Some(cause) => format!("{e}: {cause}"),
-                None => e.to_string(),
-            },
+            CliError::Client(e) => with_cause(e),
             other => other.to_string(),
         }
     }
@@ -346,5 +343,44 @@ impl CliError {
             CliError::Client(_) => "connection",
             CliError::Local(_) => "local",
         }
+    }
+}
+
+/// `err` followed by its cause (`request on unibus.whoami failed: timed
+/// out`); the causes from async-nats already name theirs.
+pub(crate) fn with_cause(err: &dyn std::error::Error) -> String {
+    match err.source() {
+        Some(cause) => format!("{err}: {cause}"),
+        None => err.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use unibus::proto::e2e::SealError;
+    use unibus::proto::error::Error;
+
+    /// Each kind of client failure keeps its exit code and printed code,
+    /// and the message names the cause.
+    #[test]
+    fn client_errors_map_to_exit_codes_and_codes() {
+        let decode = serde_json::from_str::<u8>("x").unwrap_err();
+        let cases: Vec<(ClientError, u8, &str)> = vec![
+            (ClientError::Service(Error::InviteUsed), 1, "invite_used"),
+            (ClientError::NotAuthorized, 3, "not_authorized"),
+            (ClientError::PermissionDenied("unibus.whoami".into()), 3, "permission_denied"),
+            (ClientError::Request { subject: "s".into(), source: "timed out".into() }, 4, "connection"),
+            (ClientError::Decode { subject: "s".into(), source: decode }, 4, "connection"),
+            (ClientError::Seal(SealError::NoRecipients), 5, "encryption"),
+            (ClientError::Inactive("ab".into()), 5, "encryption"),
+        ];
+        for (err, exit, code) in cases {
+            let err = CliError::from(err);
+            assert_eq!((exit_code(&err), err.code()), (exit, code), "{err:?}");
+        }
+        let err = CliError::from(ClientError::Request { subject: "s".into(), source: "timed out".into() });
+        assert_eq!(err.message(), "request on s failed: timed out");
+        assert_eq!(CliError::from(ClientError::Service(Error::InviteUsed)).message(), "invite already used");
     }
 }

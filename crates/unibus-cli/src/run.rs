@@ -7,7 +7,7 @@ use futures::StreamExt as _;
 use tokio::io::AsyncBufReadExt as _;
 
 use super::output::{Out, invite_line, qr, room_line, user_line, wire};
-use super::{Cli, CliError, Command, InviteCmd, RoomCmd, SendArgs, Target, UserCmd};
+use super::{Cli, CliError, Command, InviteCmd, RoomCmd, SendArgs, Target, UserCmd, with_cause};
 use unibus::proto::subjects::INVITE_LINK_PREFIX;
 use unibus::proto::wire::{InviteCreateRequest, InviteListRequest, RoomListRequest, UserListRequest};
 use unibus::{Client, Identity, Incoming};
@@ -82,7 +82,8 @@ fn link_url(invite: &str) -> Option<String> {
 }
 
 fn load(path: &Path) -> Result<Identity, CliError> {
-    Identity::load(path).map_err(|e| CliError::Local(format!("{e} (create one with `unibus keygen`)")))
+    Identity::load(path)
+        .map_err(|e| CliError::Local(format!("{} (create one with `unibus keygen`)", with_cause(&e))))
 }
 
 async fn connect(url: &str, identity: &Path) -> Result<Client, CliError> {
@@ -91,7 +92,7 @@ async fn connect(url: &str, identity: &Path) -> Result<Client, CliError> {
 
 fn keygen(path: &Path, out: &Out) -> Result<(), CliError> {
     let id = Identity::generate();
-    id.save(path).map_err(|e| CliError::Local(e.to_string()))?;
+    id.save(path).map_err(|e| CliError::Local(with_cause(&e)))?;
     let v = serde_json::json!({
         "identity": path, "sign_pub": id.sign_pub_hex(), "kex_pub": id.kex_pub_hex(), "nkey": id.nkey_public(),
     });

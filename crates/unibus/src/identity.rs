@@ -12,9 +12,15 @@ use sha2::Sha256;
 /// Why an identity file could not be read or written.
 #[derive(Debug, thiserror::Error)]
 pub enum IdentityError {
-    /// File I/O.
-    #[error("{0}: {1}")]
-    Io(String, std::io::Error),
+    /// The identity file could not be read or written.
+    #[error("identity file {path}")]
+    Io {
+        /// The file.
+        path: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// Not a user nkey seed.
     #[error("{0}: not a NATS user nkey seed (SU...)")]
     Format(String),
@@ -60,7 +66,7 @@ impl Identity {
         use std::io::Read as _;
         use std::os::unix::fs::PermissionsExt as _;
         let name = path.display().to_string();
-        let io = |e| IdentityError::Io(name.clone(), e);
+        let io = |source| IdentityError::Io { path: name.clone(), source };
         let mut file = std::fs::File::open(path).map_err(io)?;
         let mode = file.metadata().map_err(io)?.permissions().mode() & 0o777;
         if mode & 0o077 != 0 {
@@ -89,15 +95,17 @@ impl Identity {
         use std::os::unix::fs::OpenOptionsExt as _;
         let name = path.display().to_string();
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| IdentityError::Io(name.clone(), e))?;
+            std::fs::create_dir_all(dir)
+                .map_err(|source| IdentityError::Io { path: name.clone(), source })?;
         }
         let mut f = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(0o600)
             .open(path)
-            .map_err(|e| IdentityError::Io(name.clone(), e))?;
-        f.write_all(format!("{}\n", self.nkey_seed()).as_bytes()).map_err(|e| IdentityError::Io(name, e))
+            .map_err(|source| IdentityError::Io { path: name.clone(), source })?;
+        f.write_all(format!("{}\n", self.nkey_seed()).as_bytes())
+            .map_err(|source| IdentityError::Io { path: name, source })
     }
 
     /// Ed25519 public key, lowercase hex (the user id).
