@@ -1,8 +1,9 @@
 //! Finding and running a real nats-server process: used by the local dev
 //! stack (`unibusd dev`) and by the integration tests. The binary is looked
 //! up in `NATS_SERVER_BIN`, then the project-local tool dir
-//! (`.tools/nats/bin/nats-server`, filled by `scripts/install-nats-server`),
-//! then `PATH`.
+//! (`.tools/nats/bin/nats-server`, filled by `scripts/install-nats-server`)
+//! of the current directory or the nearest ancestor that has one, then
+//! `PATH`.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -27,7 +28,8 @@ pub enum ServerError {
     NotReady(u16, String),
 }
 
-/// Finds the nats-server binary.
+/// Finds the nats-server binary: `NATS_SERVER_BIN` when set, then
+/// [`LOCAL_BIN`] in the project (see [`find_in_project`]), then `PATH`.
 ///
 /// # Errors
 /// [`ServerError::NotFound`], naming the install command.
@@ -35,12 +37,8 @@ pub fn find_binary() -> Result<PathBuf, ServerError> {
     if let Some(p) = std::env::var_os("NATS_SERVER_BIN").filter(|p| !p.is_empty()) {
         return Ok(PathBuf::from(p));
     }
-    let roots = [std::env::current_dir().ok(), Some(PathBuf::from(env!("CARGO_MANIFEST_DIR")))];
-    for root in roots.into_iter().flatten() {
-        let p = root.join(LOCAL_BIN);
-        if p.is_file() {
-            return Ok(p);
-        }
+    if let Some(p) = find_in_project(LOCAL_BIN) {
+        return Ok(p);
     }
     std::env::var_os("PATH")
         .into_iter()
@@ -48,6 +46,22 @@ pub fn find_binary() -> Result<PathBuf, ServerError> {
         .map(|dir| dir.join("nats-server"))
         .find(|p| p.is_file())
         .ok_or(ServerError::NotFound)
+}
+
+/// The file `rel` (a path relative to a checkout's top, such as
+/// [`LOCAL_BIN`]) in the nearest directory that has it: the current
+/// directory and its ancestors first, then the ancestors of the running
+/// executable (a test or bench binary under `target/` of a checkout finds
+/// that checkout). Nothing is baked in at build time, so a binary copied
+/// elsewhere looks where it runs.
+pub fn find_in_project(rel: &str) -> Option<PathBuf> {
+    let cwd = std::env::current_dir().ok();
+    let exe = std::env::current_exe().ok();
+    cwd.iter()
+        .chain(exe.iter())
+        .flat_map(|start| start.ancestors())
+        .map(|dir| dir.join(rel))
+        .find(|p| p.is_file())
 }
 
 /// A TCP port on 127.0.0.1 that was free a moment ago (bound, then

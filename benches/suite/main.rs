@@ -283,6 +283,25 @@ fn rss_mib(pid: u32) -> f64 {
 mod bare;
 mod scale;
 
+/// The nats-server binary, found as the tests find it; when there is none,
+/// the pinned one is installed first with `scripts/install-nats-server`
+/// (idempotent, into `.tools/nats/`), as `scripts/test` does, so that the
+/// bench runs on a fresh clone.
+fn nats_server_or_install() -> std::path::PathBuf {
+    if let Ok(binary) = natsserver::find_binary() {
+        return binary;
+    }
+    let script = natsserver::find_in_project("scripts/install-nats-server")
+        .expect("scripts/install-nats-server not found: run the bench inside the repository");
+    eprintln!("nats-server not found; installing the pinned one with {}", script.display());
+    let status = std::process::Command::new(&script)
+        .stdout(std::io::stderr()) // stdout is the report (--json)
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+    assert!(status.success(), "{} failed ({status})", script.display());
+    natsserver::find_binary().unwrap_or_else(|e| panic!("{e}"))
+}
+
 #[tokio::main]
 async fn main() {
     tracing_subscriber::fmt()
@@ -294,7 +313,7 @@ async fn main() {
     let n: usize =
         args.iter().position(|a| a == "--n").and_then(|i| args.get(i + 1)?.parse().ok()).unwrap_or(500);
     let mut report = serde_json::Map::new();
-    let binary = natsserver::find_binary().expect("nats-server");
+    let binary = nats_server_or_install();
     let seed = [42u8; 32];
     let id = Identity::from_seed(seed);
 
