@@ -10,6 +10,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+pub use output::line_out;
 pub use run::run;
 
 use unibus::ClientError;

@@ -25,7 +25,8 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             if json {
-                println!("{}", serde_json::json!({"error": {"code": e.code(), "message": e.message()}}));
+                let err = serde_json::json!({"error": {"code": e.code(), "message": e.message()}});
+                unibus_cli::line_out(&err.to_string());
             }
             eprintln!("unibus: error: {}: {}", e.code(), e.message());
             ExitCode::from(unibus_cli::exit_code(&e))

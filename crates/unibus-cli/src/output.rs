@@ -24,14 +24,26 @@ fn short(key: &str) -> &str {
     &key[..key.len().min(12)]
 }
 
+/// Writes one line to stdout. When the reader has gone (`unibus ... | head`)
+/// the command ends quietly with status 141, as a process killed by SIGPIPE
+/// would, instead of panicking as `println!` does.
+pub fn line_out(line: &str) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = writeln!(out, "{line}").and_then(|()| out.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(141);
+        }
+        eprintln!("unibus: cannot write to stdout: {e}");
+        std::process::exit(5);
+    }
+}
+
 impl Out {
     /// Prints `value` as JSON, or `text()` for people.
     pub fn emit<T: Serialize>(&self, value: &T, text: impl FnOnce() -> String) {
-        if self.json {
-            println!("{}", serde_json::to_string(value).unwrap_or_default());
-        } else {
-            println!("{}", text());
-        }
+        let line = if self.json { serde_json::to_string(value).unwrap_or_default() } else { text() };
+        line_out(&line);
     }
 
     /// One user.

@@ -57,3 +57,22 @@ fn a_failed_connect_exits_4_with_a_typed_error() {
     assert_eq!(out.status.code(), Some(4), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(last_json(&out)["error"]["code"], "connection");
 }
+
+/// A reader that went away (`unibus keygen | head -0`) ends the command
+/// quietly with status 141, as SIGPIPE would, not with a panic.
+#[test]
+fn a_closed_stdout_is_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("me.nk");
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = Command::new(UNIBUS)
+        .args(["--json", "--identity", path.to_str().unwrap(), "keygen"])
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(141), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
