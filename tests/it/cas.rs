@@ -96,6 +96,7 @@ async fn concurrent_member_adds_to_one_room_all_land() {
     let (_root, admin) = stack.admin().await;
     let (alice, alice_c) = stack.user(&admin, Role::Member, "alice").await;
     let room = alice_c.create_room("busy").await.unwrap();
+    // Creating a room kicks the creator (new grants): connect again.
     let alice_c = stack.connect(&alice).await.unwrap();
     let store = stack.store();
     let mut users = Vec::new();
