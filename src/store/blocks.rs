@@ -1,12 +1,14 @@
 //! Block lists on `UNIBUS_blocks` (DESIGN section 5): one record per
 //! blocking user, keyed by its `sign_pub`, holding the sorted keys it has
-//! blocked. Every change is a read-check-CAS loop on that one record, so the
-//! cap of [`MAX_BLOCKS_PER_USER`](unibus_proto::wire::MAX_BLOCKS_PER_USER) holds
+//! blocked. Every change is a read-check-CAS ([`super::cas`]) on that one
+//! record, so the cap of
+//! [`MAX_BLOCKS_PER_USER`](unibus_proto::wire::MAX_BLOCKS_PER_USER) holds
 //! exactly under concurrent requests.
 
 use serde::{Deserialize, Serialize};
 
-use super::{KvError, MAX_CAS_ATTEMPTS, Store, contention};
+use super::Store;
+use super::cas::Change;
 use unibus_proto::error::Error;
 use unibus_proto::model::{SCHEMA_VERSION, fmt_time, now};
 
@@ -88,11 +90,10 @@ impl Store {
         owner: &str,
         edit: impl Fn(&mut Vec<String>) -> Result<bool, Error>,
     ) -> Result<(Vec<String>, bool), Error> {
-        for _ in 0..MAX_CAS_ATTEMPTS {
-            let current = self.blocks.get::<BlockList>(owner).await?;
-            let mut list = current.as_ref().map(|(b, _)| b.blocked.clone()).unwrap_or_default();
+        let judge = |current: Option<BlockList>| {
+            let mut list = current.map(|b| b.blocked).unwrap_or_default();
             if !edit(&mut list)? {
-                return Ok((list, false));
+                return Ok(Change::Keep((list, false)));
             }
             let record = BlockList {
                 v: SCHEMA_VERSION,
@@ -100,16 +101,8 @@ impl Store {
                 blocked: list.clone(),
                 updated_at: fmt_time(now()),
             };
-            let written = match current {
-                Some((_, rev)) => self.blocks.update(owner, &record, rev).await,
-                None => self.blocks.create(owner, &record).await,
-            };
-            match written {
-                Ok(_) => return Ok((list, true)),
-                Err(KvError::Conflict) => continue,
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Err(contention())
+            Ok(Change::Write(record, (list, true)))
+        };
+        Ok(self.blocks.modify(owner, |current| std::future::ready(judge(current))).await?.0)
     }
 }

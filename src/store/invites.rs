@@ -3,7 +3,8 @@
 //! create the user with `create`, then mark the invite completed. A retry by
 //! the same key finishes a redemption interrupted between those steps.
 
-use super::{KvError, MAX_CAS_ATTEMPTS, Store, all_pages, contention, get_many, take_page};
+use super::cas::{Change, Retry};
+use super::{KvError, Store, all_pages, get_many, take_page};
 use unibus_proto::error::Error;
 use unibus_proto::keys::InviteToken;
 use unibus_proto::model::{BOOTSTRAP, Invite, InviteStatus, Role, User, fmt_time, now};
@@ -91,26 +92,21 @@ impl Store {
     /// # Errors
     /// `not_found`, `invite_used`, `unavailable`.
     pub async fn cancel_invite(&self, id: &str, by: &str) -> Result<Invite, Error> {
-        for _ in 0..MAX_CAS_ATTEMPTS {
-            let (mut inv, rev) =
-                self.get_invite(id).await?.ok_or_else(|| Error::NotFound("no such invite".into()))?;
+        let cancel = |current: Option<Invite>| {
+            let mut inv = current.ok_or_else(|| Error::NotFound("no such invite".into()))?;
             let t = now();
             match inv.status {
                 InviteStatus::Used => return Err(Error::InviteUsed),
-                InviteStatus::Cancelled => return Ok(inv.view(t)),
-                _ if inv.is_expired(t) => return Ok(inv.view(t)),
+                InviteStatus::Cancelled => return Ok(Change::Keep(inv.view(t))),
+                _ if inv.is_expired(t) => return Ok(Change::Keep(inv.view(t))),
                 _ => {}
             }
             inv.status = InviteStatus::Cancelled;
             inv.cancelled_by = Some(by.to_string());
             inv.cancelled_at = Some(fmt_time(t));
-            match self.invites.update(id, &inv, rev).await {
-                Ok(_) => return Ok(inv),
-                Err(KvError::Conflict) => continue,
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Err(contention())
+            Ok(Change::Write(inv.clone(), inv))
+        };
+        Ok(self.invites.modify(id, |current| std::future::ready(cancel(current))).await?.0)
     }
 
     /// Mints the first-admin invite: refused (`forbidden`) once any admin
@@ -154,13 +150,12 @@ impl Store {
 
     /// [`Store::claim_invite`], with the invite's revision after the claim.
     async fn claim(&self, token: &InviteToken, sign_pub: &str) -> Result<(Invite, u64), Error> {
-        let id = token.id();
-        for _ in 0..MAX_CAS_ATTEMPTS {
-            let (mut inv, rev) = self.get_invite(&id).await?.ok_or(Error::InviteNotFound)?;
+        let claim = |current: Option<Invite>| {
+            let mut inv = current.ok_or(Error::InviteNotFound)?;
             let t = now();
             match inv.status {
                 InviteStatus::Used if inv.used_by.as_deref() == Some(sign_pub) && !inv.completed => {
-                    return Ok((inv, rev));
+                    return Ok(Change::Keep(inv));
                 }
                 InviteStatus::Used => return Err(Error::InviteUsed),
                 InviteStatus::Cancelled => return Err(Error::InviteCancelled),
@@ -171,15 +166,15 @@ impl Store {
             inv.status = InviteStatus::Used;
             inv.used_by = Some(sign_pub.to_string());
             inv.used_at = Some(fmt_time(t));
-            match self.invites.update(&id, &inv, rev).await {
-                Ok(rev) => return Ok((inv, rev)),
-                // Someone else changed it first: read again and judge anew
-                // (usually it is now `used` by the winner).
-                Err(KvError::Conflict) => continue,
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Err(Error::InviteUsed)
+            Ok(Change::Write(inv.clone(), inv))
+        };
+        // A lost race reads again and judges anew (usually the invite is
+        // now `used` by the winner); one that keeps losing is spent.
+        let retry = Retry { exhausted: || Error::InviteUsed, ..Retry::default() };
+        let (inv, rev) =
+            self.invites.modify_with(&token.id(), retry, |current| std::future::ready(claim(current))).await?;
+        let rev = rev.ok_or_else(|| Error::Internal("claimed invite without a revision".into()))?;
+        Ok((inv, rev))
     }
 
     /// Steps 4-5: creates the user, then marks the invite completed. If the
@@ -225,24 +220,17 @@ impl Store {
     /// without reading again; if the invite changed since, reads it and
     /// retries (a no-op when already set).
     async fn complete_invite(&self, claimed: &Invite, revision: u64) -> Result<(), Error> {
-        let id = claimed.id.as_str();
-        let mut known = Some((claimed.clone(), revision));
-        // The first attempt uses the claim's record; each retry reads.
-        for _ in 0..=MAX_CAS_ATTEMPTS {
-            let (mut inv, rev) = match known.take() {
-                Some(k) => k,
-                None => self.get_invite(id).await?.ok_or(Error::InviteNotFound)?,
-            };
+        let complete = |current: Option<Invite>| {
+            let mut inv = current.ok_or(Error::InviteNotFound)?;
             if inv.completed {
-                return Ok(());
+                return Ok(Change::Keep(()));
             }
             inv.completed = true;
-            match self.invites.update(id, &inv, rev).await {
-                Ok(_) => return Ok(()),
-                Err(KvError::Conflict) => continue,
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Err(contention())
+            Ok(Change::Write(inv, ()))
+        };
+        // The first attempt uses the claim's record; each retry reads.
+        let retry = Retry { known: Some((claimed.clone(), revision)), ..Retry::default() };
+        self.invites.modify_with(&claimed.id, retry, |current| std::future::ready(complete(current))).await?;
+        Ok(())
     }
 }

@@ -19,7 +19,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::{KvError, MAX_CAS_ATTEMPTS, Store, contention, get_many};
+use super::cas::Change;
+use super::{Store, get_many};
 use unibus_proto::error::Error;
 use unibus_proto::model::{Room, SCHEMA_VERSION, fmt_time, now, parse_time};
 
@@ -51,13 +52,13 @@ impl Store {
     /// # Errors
     /// `limit_reached` at the cap (nothing written); `unavailable`.
     pub async fn reserve_room(&self, user: &str, room: &str, cap: usize) -> Result<bool, Error> {
-        for _ in 0..MAX_CAS_ATTEMPTS {
-            let (mut record, rev) = match self.memberships.get::<Memberships>(user).await? {
-                Some((r, rev)) => (r, Some(rev)),
-                None => (self.seed_memberships(user).await?, None),
+        let reserve = |current: Option<Memberships>| async move {
+            let mut record = match current {
+                Some(r) => r,
+                None => self.seed_memberships(user).await?,
             };
             if record.rooms.contains_key(room) {
-                return Ok(false);
+                return Ok(Change::Keep(false));
             }
             if record.rooms.len() >= cap {
                 self.prune_reservations(&mut record).await?;
@@ -66,13 +67,10 @@ impl Store {
                 }
             }
             record.rooms.insert(room.to_string(), fmt_time(now()));
-            match self.write_memberships(&record, rev).await {
-                Ok(()) => return Ok(true),
-                Err(KvError::Conflict) => continue,
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Err(contention())
+            record.updated_at = fmt_time(now());
+            Ok(Change::Write(record, true))
+        };
+        Ok(self.memberships.modify(user, reserve).await?.0)
     }
 
     /// After an add wrote room `room`: makes sure `user`'s reservation of it
@@ -92,20 +90,16 @@ impl Store {
     /// # Errors
     /// `unavailable`.
     pub async fn release_room(&self, user: &str, room: &str) -> Result<(), Error> {
-        for _ in 0..MAX_CAS_ATTEMPTS {
-            let Some((mut record, rev)) = self.memberships.get::<Memberships>(user).await? else {
-                return Ok(());
-            };
+        let release = |current: Option<Memberships>| {
+            let Some(mut record) = current else { return Ok(Change::Keep(())) };
             if record.rooms.remove(room).is_none() {
-                return Ok(());
+                return Ok(Change::Keep(()));
             }
-            match self.write_memberships(&record, Some(rev)).await {
-                Ok(()) => return Ok(()),
-                Err(KvError::Conflict) => continue,
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Err(contention())
+            record.updated_at = fmt_time(now());
+            Ok(Change::Write(record, ()))
+        };
+        self.memberships.modify(user, |current| std::future::ready(release(current))).await?;
+        Ok(())
     }
 
     /// Deletes `user`'s reservations (after it left every room).
@@ -142,14 +136,5 @@ impl Store {
             }
         }
         Ok(())
-    }
-
-    async fn write_memberships(&self, record: &Memberships, rev: Option<u64>) -> Result<(), KvError> {
-        let mut record = record.clone();
-        record.updated_at = fmt_time(now());
-        match rev {
-            Some(rev) => self.memberships.update(&record.sign_pub, &record, rev).await.map(|_| ()),
-            None => self.memberships.create(&record.sign_pub, &record).await.map(|_| ()),
-        }
     }
 }

@@ -1,9 +1,10 @@
 //! Typed access to the JetStream KV buckets, and nothing else: unibusd keeps
 //! no state of its own. Every write after a read is a compare-and-swap on the
-//! entry revision (`create`, or `update`/`delete` with a revision); a lost
-//! race (JetStream 10071 or 10164) comes back as [`KvError::Conflict`] and
-//! every other failure as [`KvError::Unavailable`], which the service turns
-//! into `unavailable` and the callout into a denial (fail closed).
+//! entry revision (`create`, or `update`/`delete` with a revision), made by
+//! the one read-modify-write helper of [`cas`]; a lost race (JetStream 10071
+//! or 10164) comes back as [`KvError::Conflict`] and every other failure as
+//! [`KvError::Unavailable`], which the service turns into `unavailable` and
+//! the callout into a denial (fail closed).
 //!
 //! Buckets are created when missing with `allow_direct: false`, so every
 //! read goes to the stream leader (`STREAM.MSG.GET`) and is never served
@@ -11,6 +12,7 @@
 //! bucket found with direct gets on is reconfigured to leader reads.
 
 mod blocks;
+mod cas;
 pub mod folds;
 pub mod index;
 mod invites;
@@ -37,14 +39,6 @@ use serde::de::DeserializeOwned;
 use unibus_proto::error::Error;
 use unibus_proto::subjects::{BUCKET_BLOCKS, BUCKET_INVITES, BUCKET_MEMBERSHIPS, BUCKET_ROOMS, BUCKET_USERS};
 use index::Index;
-
-/// Attempts at one read-modify-CAS before giving up as `unavailable`.
-pub(crate) const MAX_CAS_ATTEMPTS: usize = 16;
-
-/// What a read-modify-CAS loop answers after [`MAX_CAS_ATTEMPTS`] lost races.
-pub(crate) fn contention() -> Error {
-    Error::Unavailable("too many concurrent writers on one record".into())
-}
 
 /// How the buckets are created when missing, and how long a store call may
 /// take before it counts as unavailable.
@@ -165,20 +159,6 @@ impl Bucket {
     /// Deletes `key` if it is still at `revision`.
     pub(crate) async fn delete(&self, key: &str, revision: u64) -> Result<(), KvError> {
         self.kv.delete_expect_revision(key, Some(revision)).await.map_err(|e| map_update(&self.kv.name, e))
-    }
-
-    /// Deletes `key` at the revision it has now (a CAS on it, read again
-    /// after a lost race); nothing to do when it is absent.
-    pub(crate) async fn delete_current<T: DeserializeOwned>(&self, key: &str) -> Result<(), Error> {
-        for _ in 0..MAX_CAS_ATTEMPTS {
-            let Some((_, rev)) = self.get::<T>(key).await? else { return Ok(()) };
-            match self.delete(key, rev).await {
-                Ok(()) => return Ok(()),
-                Err(KvError::Conflict) => continue,
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Err(contention())
     }
 }
 

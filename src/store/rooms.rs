@@ -1,13 +1,15 @@
 //! Room operations on `UNIBUS_rooms`. Membership lives in the room record
-//! only; every change is a read-check-CAS loop in which the caller's rule
-//! (who may do what) is re-judged on the record actually written over.
+//! only; every change is a read-check-CAS ([`super::cas`]) in which the
+//! caller's rule (who may do what) is re-judged on the record actually
+//! written over.
 //! Both caps of DESIGN section 5 hold exactly: members per room inside that
 //! CAS, rooms per user through a reservation taken before the room record
 //! lists the user (see [`super::memberships`]).
 
 use rand::RngCore as _;
 
-use super::{KvError, MAX_CAS_ATTEMPTS, Store, contention, get_many, take_page};
+use super::cas::Change;
+use super::{KvError, Store, get_many, take_page};
 use unibus_proto::error::Error;
 use unibus_proto::model::{Room, SCHEMA_VERSION, fmt_time, now};
 use unibus_proto::wire::{MAX_MEMBERS_PER_ROOM, MAX_ROOMS_PER_USER};
@@ -112,26 +114,22 @@ impl Store {
         id: &str,
         rule: impl Fn(&Room) -> Result<RoomChange, Error>,
     ) -> Result<(Room, bool), Error> {
-        for _ in 0..MAX_CAS_ATTEMPTS {
-            let (room, rev) =
-                self.get_room(id).await?.ok_or_else(|| Error::NotFound("no such room".into()))?;
+        let judge = |room: Option<Room>| {
+            let room = room.ok_or_else(|| Error::NotFound("no such room".into()))?;
             let mut next = match rule(&room)? {
-                RoomChange::Keep => return Ok((room, false)),
+                RoomChange::Keep => return Ok(Change::Keep((room, false))),
                 RoomChange::Write(next) => next,
             };
             next.members.sort();
             next.members.dedup();
             next.updated_at = fmt_time(now());
-            match self.rooms.update(id, &next, rev).await {
-                Ok(new_rev) => {
-                    let _ = self.rooms_ix.wait_for(new_rev, self.sync_limit()).await;
-                    return Ok((next, true));
-                }
-                Err(KvError::Conflict) => continue,
-                Err(e) => return Err(e.into()),
-            }
+            Ok(Change::Write(next.clone(), (next, true)))
+        };
+        let (done, rev) = self.rooms.modify(id, |room| std::future::ready(judge(room))).await?;
+        if let (true, Some(rev)) = (done.1, rev) {
+            let _ = self.rooms_ix.wait_for(rev, self.sync_limit()).await;
         }
-        Err(contention())
+        Ok(done)
     }
 
     /// Adds `member` to room `id` if `rule` (the caller's permission) holds

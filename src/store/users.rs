@@ -5,7 +5,8 @@
 //! another admin could otherwise leave none), with the write undone when the
 //! re-check fails.
 
-use super::{KvError, MAX_CAS_ATTEMPTS, Store, all_pages, contention, get_many, take_page};
+use super::cas::Change;
+use super::{KvError, Store, all_pages, get_many, take_page};
 use unibus_proto::error::Error;
 use unibus_proto::model::{Role, User, UserStatus, fmt_time, now};
 
@@ -160,11 +161,10 @@ impl Store {
         status: UserStatus,
         by: &str,
     ) -> Result<(User, bool), Error> {
-        for _ in 0..MAX_CAS_ATTEMPTS {
-            let (mut user, rev) =
-                self.get_user(sign_pub).await?.ok_or_else(|| Error::NotFound("no such user".into()))?;
+        let set = |current: Option<User>| async move {
+            let mut user = current.ok_or_else(no_such_user)?;
             if user.status == status {
-                return Ok((user, false));
+                return Ok(Change::Keep((user, None)));
             }
             let demotes_admin = user.is_active_admin() && status == UserStatus::Revoked;
             if demotes_admin && self.other_active_admins(sign_pub).await? == 0 {
@@ -178,22 +178,20 @@ impl Store {
                 UserStatus::Active => (None, None),
             };
             user.updated_at = t;
-            let new_rev = match self.users.update(sign_pub, &user, rev).await {
-                Ok(r) => r,
-                Err(KvError::Conflict) => continue,
-                Err(e) => return Err(e.into()),
-            };
-            if demotes_admin && self.other_active_admins(sign_pub).await? == 0 {
-                // A concurrent change left no active admin: undo ours.
-                self.users.update(sign_pub, &before, new_rev).await.map_err(Error::from)?;
-                return Err(last_admin());
-            }
-            // Best effort: lets this instance deny the key without a store
-            // read at once; the write itself is already done.
-            let _ = self.users_ix.wait_for(new_rev, self.sync_limit()).await;
-            return Ok((user, true));
+            Ok(Change::Write(user.clone(), (user, Some((before, demotes_admin)))))
+        };
+        let ((user, undo), rev) = self.users.modify(sign_pub, set).await?;
+        // Kept: it already had that status.
+        let (Some((before, demotes_admin)), Some(new_rev)) = (undo, rev) else { return Ok((user, false)) };
+        if demotes_admin && self.other_active_admins(sign_pub).await? == 0 {
+            // A concurrent change left no active admin: undo ours.
+            self.users.update(sign_pub, &before, new_rev).await.map_err(Error::from)?;
+            return Err(last_admin());
         }
-        Err(contention())
+        // Best effort: lets this instance deny the key without a store
+        // read at once; the write itself is already done.
+        let _ = self.users_ix.wait_for(new_rev, self.sync_limit()).await;
+        Ok((user, true))
     }
 
     /// Deletes a user record (hard delete, CAS) and removes the key from
@@ -205,9 +203,8 @@ impl Store {
     /// # Errors
     /// `not_found`; `forbidden` for the last active admin; `unavailable`.
     pub async fn delete_user(&self, sign_pub: &str) -> Result<User, Error> {
-        for _ in 0..MAX_CAS_ATTEMPTS {
-            let (user, rev) =
-                self.get_user(sign_pub).await?.ok_or_else(|| Error::NotFound("no such user".into()))?;
+        let delete = |current: Option<User>| async move {
+            let user = current.ok_or_else(no_such_user)?;
             let was_admin = user.is_active_admin();
             if was_admin && self.other_active_admins(sign_pub).await? == 0 {
                 return Err(last_admin());
@@ -215,23 +212,23 @@ impl Store {
             self.remove_from_all_rooms(sign_pub).await?;
             // First, so that no crash leaves a deleted key able to replay it.
             self.retire_invite_of(&user).await?;
-            match self.users.delete(sign_pub, rev).await {
-                Ok(()) => {}
-                Err(KvError::Conflict) => continue,
-                Err(e) => return Err(e.into()),
-            }
-            if was_admin && self.other_active_admins(sign_pub).await? == 0 {
-                self.add_user(&user).await?;
-                return Err(last_admin());
-            }
-            // A member.add that raced with the delete is caught here (or by
-            // its own check after writing).
-            self.remove_from_all_rooms(sign_pub).await?;
-            self.delete_block_list(sign_pub).await?;
-            return Ok(user);
+            Ok(Change::Delete((user, was_admin)))
+        };
+        let ((user, was_admin), _) = self.users.modify(sign_pub, delete).await?;
+        if was_admin && self.other_active_admins(sign_pub).await? == 0 {
+            self.add_user(&user).await?;
+            return Err(last_admin());
         }
-        Err(contention())
+        // A member.add that raced with the delete is caught here (or by
+        // its own check after writing).
+        self.remove_from_all_rooms(sign_pub).await?;
+        self.delete_block_list(sign_pub).await?;
+        Ok(user)
     }
+}
+
+fn no_such_user() -> Error {
+    Error::NotFound("no such user".into())
 }
 
 fn last_admin() -> Error {

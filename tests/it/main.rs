@@ -6,6 +6,7 @@ mod admin;
 mod admission;
 mod blocks;
 mod callout_refusals;
+mod cas;
 mod cli;
 mod cluster;
 mod example;

@@ -1,0 +1,177 @@
+//! The store's one read-modify-write helper under lost races: a writer that
+//! gets in between a read and its compare-and-swap makes the rule be judged
+//! again on the new record (nothing lost), a record that keeps changing is
+//! given up as `unavailable` after 16 attempts, and concurrent requests on
+//! one record (room adds, block adds on a list not yet created, cancel
+//! against redeem) all land or have exactly one winner.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use unibus::Identity;
+use unibus_proto::error::Error;
+use unibus_proto::model::{InviteStatus, Role, Room, User};
+use unibusd::store::{RoomChange, Store};
+
+use crate::harness::{Stack, code};
+
+/// A room record with `key` added to its members.
+fn with_member(room: &Room, key: &str) -> RoomChange {
+    let mut next = room.clone();
+    next.members.push(key.to_string());
+    RoomChange::Write(next)
+}
+
+/// Adds `key` to room `id` through another store handle, from inside a
+/// running rule (between that rule's read and its CAS).
+fn interpose(other: &Store, id: &str, key: &str) {
+    tokio::task::block_in_place(|| {
+        tokio::runtime::Handle::current().block_on(async {
+            other.change_room(id, |room| Ok(with_member(room, key))).await.expect("interposed write")
+        })
+    });
+}
+
+/// A write that lands between the rule's read and its CAS makes the CAS
+/// fail; the rule is judged again on the new record, and both changes stand.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_race_is_judged_again_on_the_new_record() {
+    let stack = Stack::start(false).await;
+    let store = stack.store();
+    let other = stack.open_store().await;
+    let owner = Identity::generate().sign_pub_hex();
+    let room = store.create_room("race", &owner).await.unwrap();
+    let (bob, carol) = (Identity::generate().sign_pub_hex(), Identity::generate().sign_pub_hex());
+
+    let calls = AtomicUsize::new(0);
+    let (after, changed) = store
+        .change_room(&room.id, |current| {
+            if calls.fetch_add(1, Ordering::SeqCst) == 0 {
+                interpose(&other, &room.id, &carol);
+            } else {
+                assert!(current.has_member(&carol), "judged again on the record written over");
+            }
+            Ok(with_member(current, &bob))
+        })
+        .await
+        .unwrap();
+    assert_eq!(calls.load(Ordering::SeqCst), 2, "one lost race, one re-read");
+    assert!(changed);
+    let (stored, _) = store.get_room(&room.id).await.unwrap().unwrap();
+    assert_eq!(stored, after);
+    for key in [&owner, &bob, &carol] {
+        assert!(stored.has_member(key), "lost update of {key}");
+    }
+}
+
+/// A record that changes under every attempt is given up after 16 lost
+/// races as `unavailable`, and the rule's own change is not written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_that_keeps_changing_is_given_up_as_unavailable() {
+    let stack = Stack::start(false).await;
+    let store = stack.store();
+    let other = stack.open_store().await;
+    let room = store.create_room("busy", &Identity::generate().sign_pub_hex()).await.unwrap();
+    let bob = Identity::generate().sign_pub_hex();
+
+    let calls = AtomicUsize::new(0);
+    let result = store
+        .change_room(&room.id, |current| {
+            calls.fetch_add(1, Ordering::SeqCst);
+            interpose(&other, &room.id, &Identity::generate().sign_pub_hex());
+            Ok(with_member(current, &bob))
+        })
+        .await;
+    assert!(matches!(result, Err(Error::Unavailable(_))), "{result:?}");
+    assert_eq!(calls.load(Ordering::SeqCst), 16);
+    let (stored, _) = store.get_room(&room.id).await.unwrap().unwrap();
+    assert_eq!(stored.members.len(), 1 + 16, "every interposed write stands");
+    assert!(!stored.has_member(&bob), "the given-up change was written");
+}
+
+/// Twelve concurrent adds to one room, by its owner and by an admin, all
+/// land: the final member list holds every one of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_member_adds_to_one_room_all_land() {
+    let stack = Stack::start(false).await;
+    let (_root, admin) = stack.admin().await;
+    let (alice, alice_c) = stack.user(&admin, Role::Member, "alice").await;
+    let room = alice_c.create_room("busy").await.unwrap();
+    // Creating a room kicks the creator (new grants): connect again.
+    let alice_c = stack.connect(&alice).await.unwrap();
+    let store = stack.store();
+    let mut users = Vec::new();
+    for i in 0..12 {
+        let id = Identity::generate();
+        let u =
+            User::new_active(&id.sign_pub_hex(), &id.kex_pub_hex(), &format!("u{i}"), Role::Member, "t", "t");
+        store.add_user(&u).await.unwrap();
+        users.push(id.sign_pub_hex());
+    }
+    let adds = users.iter().enumerate().map(|(i, u)| {
+        let by = if i % 2 == 0 { &alice_c } else { &admin };
+        by.add_member(&room.id, u)
+    });
+    for (r, u) in futures::future::join_all(adds).await.into_iter().zip(&users) {
+        assert!(r.expect("add succeeds").has_member(u));
+    }
+    let (stored, _) = store.get_room(&room.id).await.unwrap().unwrap();
+    assert_eq!(stored.members.len(), 1 + users.len(), "{:?}", stored.members);
+    for u in &users {
+        assert!(stored.has_member(u), "lost update of {u}");
+    }
+    for u in &users {
+        assert!(store.rooms_of_member(u).await.unwrap().contains(&room.id));
+    }
+}
+
+/// Sixteen concurrent blocks by one user whose block list does not exist
+/// yet: one creates the record, the others lose that race and update it;
+/// every key ends up listed, sorted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_blocks_on_a_new_list_all_land() {
+    let stack = Stack::start(false).await;
+    let store = stack.store();
+    let owner = Identity::generate().sign_pub_hex();
+    let keys: Vec<String> = (0..16).map(|_| Identity::generate().sign_pub_hex()).collect();
+    let results = futures::future::join_all(keys.iter().map(|k| store.block(&owner, k, 1000))).await;
+    for r in results {
+        assert!(r.unwrap().1, "each block changed the list");
+    }
+    let mut expected = keys.clone();
+    expected.sort();
+    assert_eq!(store.blocked_by(&owner).await.unwrap(), expected);
+}
+
+/// An admin cancels invites while guests redeem them, at the same time:
+/// for each invite exactly one wins, the other gets `invite_used` (cancel
+/// lost) or `invite_cancelled` (redeem lost), and the record says who won.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_against_redeem_has_one_winner() {
+    let stack = Stack::start(false).await;
+    let (_root, admin) = stack.admin().await;
+    let mut races = Vec::new();
+    for _ in 0..6 {
+        let inv = admin.create_invite(&Default::default()).await.unwrap();
+        let guest = stack.connect(&Identity::generate()).await.unwrap();
+        races.push((inv, guest));
+    }
+    let runs = races.iter().map(|(inv, guest)| async {
+        futures::join!(admin.cancel_invite(&inv.invite.id), guest.register(&inv.token, None))
+    });
+    let outcomes = futures::future::join_all(runs).await;
+    for ((inv, _), (cancelled, redeemed)) in races.iter().zip(outcomes) {
+        let (stored, _) = stack.store().get_invite(&inv.invite.id).await.unwrap().unwrap();
+        match (cancelled, redeemed) {
+            (Ok(c), r @ Err(_)) => {
+                assert_eq!(code(r), "invite_cancelled");
+                assert_eq!((c.status, stored.status), (InviteStatus::Cancelled, InviteStatus::Cancelled));
+            }
+            (c @ Err(_), Ok(user)) => {
+                assert_eq!(code(c), "invite_used");
+                assert_eq!(stored.status, InviteStatus::Used);
+                assert_eq!(stored.used_by.as_deref(), Some(user.sign_pub.as_str()));
+            }
+            other => panic!("not exactly one winner: {other:?}"),
+        }
+    }
+}
