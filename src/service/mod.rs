@@ -20,7 +20,8 @@ use serde::Serialize;
 use tracing::{debug, error, info, warn};
 
 use unibus_proto::error::Error;
-use unibus_proto::keys;
+use unibus_proto::endpoint;
+use unibus_proto::ids::SignPub;
 use crate::kick::{self, Kicker, Sweep};
 use unibus_proto::wire::ErrorReply;
 use crate::store::Store;
@@ -45,16 +46,17 @@ pub struct Ctx {
 /// `Nats-Request-Info` (the user JWT's `name`).
 #[derive(Debug, Clone)]
 pub struct Caller {
-    /// Lowercase hex Ed25519 key.
-    pub sign_pub: String,
+    /// The caller's checked Ed25519 key.
+    pub sign_pub: SignPub,
     /// The requesting connection: server name and client id.
     pub origin: Option<(String, u64)>,
 }
 
-/// A handler's result: the reply body, and connections to close after the
-/// reply has been delivered.
-pub struct Outcome {
-    body: Bytes,
+/// A handler's result: the typed reply (the endpoint's `Reply`, checked by
+/// the dispatcher against the endpoint table), and connections to close
+/// after the reply has been delivered.
+pub struct Outcome<R> {
+    reply: R,
     /// Connections of a key whose rights a write changed: kicked after the
     /// reply, then swept again in the background.
     sweep: Option<Sweep>,
@@ -63,36 +65,48 @@ pub struct Outcome {
     kick_origin: Option<(String, u64)>,
 }
 
-impl Outcome {
+impl<R: Serialize> Outcome<R> {
     /// A reply with nothing to close.
     ///
     /// # Errors
-    /// `internal` if the reply does not serialize.
-    pub fn reply<T: Serialize>(reply: &T) -> Result<Outcome, Error> {
-        let body = serde_json::to_vec(reply).map_err(|e| Error::Internal(e.to_string()))?;
-        Ok(Outcome { body: body.into(), sweep: None, kick_origin: None })
+    /// None; the `Result` lets handlers end with it.
+    pub fn reply(reply: R) -> Result<Outcome<R>, Error> {
+        Ok(Outcome { reply, sweep: None, kick_origin: None })
     }
 
     /// A reply, then close what `sweep` found and sweep again after it
     /// ([`Kicker::follow_up`]).
     ///
     /// # Errors
-    /// `internal` if the reply does not serialize.
-    pub fn reply_then_sweep<T: Serialize>(reply: &T, sweep: Sweep) -> Result<Outcome, Error> {
-        Ok(Outcome { sweep: Some(sweep), ..Self::reply(reply)? })
+    /// None; the `Result` lets handlers end with it.
+    pub fn reply_then_sweep(reply: R, sweep: Sweep) -> Result<Outcome<R>, Error> {
+        Ok(Outcome { reply, sweep: Some(sweep), kick_origin: None })
     }
 
     /// A reply, then close the requesting connection (`origin` from its
     /// `Nats-Request-Info`; nothing to close when unknown).
     ///
     /// # Errors
-    /// `internal` if the reply does not serialize.
-    pub fn reply_then_kick_origin<T: Serialize>(
-        reply: &T,
-        origin: Option<(String, u64)>,
-    ) -> Result<Outcome, Error> {
-        Ok(Outcome { kick_origin: origin, ..Self::reply(reply)? })
+    /// None; the `Result` lets handlers end with it.
+    pub fn reply_then_kick_origin(reply: R, origin: Option<(String, u64)>) -> Result<Outcome<R>, Error> {
+        Ok(Outcome { reply, sweep: None, kick_origin: origin })
     }
+
+    /// The reply serialized, with what to close after it.
+    ///
+    /// # Errors
+    /// `internal` if the reply does not serialize.
+    fn encode(self) -> Result<Encoded, Error> {
+        let body = serde_json::to_vec(&self.reply).map_err(|e| Error::Internal(e.to_string()))?;
+        Ok(Encoded { body: body.into(), sweep: self.sweep, kick_origin: self.kick_origin })
+    }
+}
+
+/// An [`Outcome`] ready to send.
+pub struct Encoded {
+    body: Bytes,
+    sweep: Option<Sweep>,
+    kick_origin: Option<(String, u64)>,
 }
 
 #[derive(serde::Deserialize)]
@@ -139,10 +153,10 @@ pub fn caller_from_headers(headers: Option<&HeaderMap>) -> Result<Caller, Error>
     if info.acc != subjects::ACCOUNT_APP {
         return Err(Error::Unauthenticated("request not from the APP account".into()));
     }
-    keys::parse_sign_pub("caller", &info.user)
+    let sign_pub = SignPub::parse_field("caller", &info.user)
         .map_err(|_| Error::Unauthenticated("caller is not a user key".into()))?;
     let origin = info.server.zip(info.id);
-    Ok(Caller { sign_pub: info.user.to_ascii_lowercase(), origin })
+    Ok(Caller { sign_pub, origin })
 }
 
 /// The one mapping from [`Error`] to the wire: headers plus JSON body.
@@ -167,10 +181,10 @@ pub async fn start(
         subjects::SERVICE_NAME,
         env!("CARGO_PKG_VERSION"),
         "unibus membership and admission control plane",
-        subjects::CONTROL_SUBJECTS,
+        endpoint::SUBJECTS,
     );
     let mut subs = Vec::new();
-    for subject in subjects::CONTROL_SUBJECTS {
+    for subject in endpoint::SUBJECTS {
         subs.push(client.queue_subscribe(*subject, micro.queue_group().to_string()).await?);
     }
     let discovery = micro.clone().discovery(client.clone()).await?;

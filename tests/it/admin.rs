@@ -211,6 +211,11 @@ async fn micro_service_discovery_and_stats() {
     let (_a, admin) = stack.admin().await;
     admin.whoami().await.unwrap();
     assert_eq!(code(admin.get_user("nope").await), "bad_request");
+    // The typed client refuses a malformed key before sending; the service
+    // counts the one that reaches it raw.
+    let nope = serde_json::json!({"sign_pub": "nope"});
+    let raw = admin.call::<_, serde_json::Value>(subjects::ADMIN_USER_GET, &nope).await;
+    assert_eq!(code(raw), "bad_request");
     let svc = stack.service_nats().await;
 
     let ping: serde_json::Value =

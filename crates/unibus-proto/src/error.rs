@@ -6,8 +6,10 @@
 
 /// Every failure a control-plane request can end in.
 ///
-/// The doc line of each variant names its wire code.
+/// The doc line of each variant names its wire code. Non-exhaustive: the
+/// contract may add codes; a client treats an unknown one as `internal`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// `bad_request` (400): malformed JSON, missing field, bad hex, weak key,
     /// value out of range.

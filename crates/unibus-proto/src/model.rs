@@ -6,6 +6,8 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+use crate::ids::Timestamp;
+
 /// Schema version written into every record.
 pub const SCHEMA_VERSION: u32 = 1;
 /// Audit value for actions taken by the first-admin bootstrap.
@@ -167,9 +169,12 @@ impl Invite {
         }
     }
 
-    /// Pending but past its expiry (or with an unparseable expiry).
+    /// Pending but past its expiry (or with an unparseable expiry: the
+    /// stored field stays a `String` so that such a record still reads, and
+    /// counts as expired).
     pub fn is_expired(&self, now: OffsetDateTime) -> bool {
-        self.status == InviteStatus::Pending && parse_time(&self.expires_at).is_none_or(|exp| now >= exp)
+        self.status == InviteStatus::Pending
+            && Timestamp::parse(&self.expires_at).ok().is_none_or(|exp| now >= exp.get())
     }
 
     /// The invite as shown on the wire: `expired` computed.
@@ -218,9 +223,10 @@ pub fn fmt_time(t: OffsetDateTime) -> String {
     t.to_offset(time::UtcOffset::UTC).format(&Rfc3339).unwrap_or_else(|_| "1970-01-01T00:00:00Z".to_string())
 }
 
-/// Parses an RFC 3339 time; `None` when it does not parse.
+/// Parses an RFC 3339 time; `None` when it does not parse (see
+/// [`Timestamp::parse`] for the checked wire type).
 pub fn parse_time(s: &str) -> Option<OffsetDateTime> {
-    OffsetDateTime::parse(s, &Rfc3339).ok()
+    Timestamp::parse(s).ok().map(Timestamp::get)
 }
 
 #[cfg(test)]

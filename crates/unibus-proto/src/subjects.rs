@@ -124,30 +124,10 @@ pub fn dm(sign_pub: &str) -> String {
     format!("unibus.msg.dm.{sign_pub}")
 }
 
-/// Every control subject (the service's endpoints). APP imports exactly
-/// these from AUTH (never `unibus.msg.>`).
-pub const CONTROL_SUBJECTS: &[&str] = &[
-    REGISTER,
-    WHOAMI,
-    USER_LOOKUP,
-    ADMIN_INVITE_CREATE,
-    ADMIN_INVITE_LIST,
-    ADMIN_INVITE_GET,
-    ADMIN_INVITE_CANCEL,
-    ADMIN_USER_LIST,
-    ADMIN_USER_GET,
-    ADMIN_USER_REVOKE,
-    ADMIN_USER_RESTORE,
-    ADMIN_USER_DELETE,
-    ROOM_CREATE,
-    ROOM_GET,
-    ROOM_LIST,
-    ROOM_MEMBER_ADD,
-    ROOM_MEMBER_REMOVE,
-    BLOCK_ADD,
-    BLOCK_REMOVE,
-    BLOCK_LIST,
-];
+/// Every control subject (the service's endpoints), from the endpoint
+/// table ([`crate::endpoint`]). APP imports exactly these from AUTH (never
+/// `unibus.msg.>`).
+pub const CONTROL_SUBJECTS: &[&str] = crate::endpoint::SUBJECTS;
 
 /// Advisory the server publishes in the callout's account (AUTH) for every
 /// refused connect, with the refusal's `reason` (read by the tests).

@@ -7,6 +7,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
+use crate::ids::{InviteId, KexPub, RoomId, SignPub};
 use crate::model::{Invite, InviteStatus, Role, Room, User, UserStatus};
 
 /// Smallest invite TTL in seconds.
@@ -65,8 +66,8 @@ pub fn validate_name(field: &str, name: &str) -> Result<(), Error> {
 pub struct RegisterRequest {
     /// Invite token or link.
     pub invite: String,
-    /// X25519 public key, hex.
-    pub kex_pub: String,
+    /// X25519 public key (checked when decoded).
+    pub kex_pub: KexPub,
     /// Display name; default: first 8 hex characters of `sign_pub`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
@@ -177,20 +178,28 @@ pub struct RoomListRequest {
     pub cursor: Option<String>,
 }
 
-/// Requests naming an invite or a room by id.
+/// Requests naming an invite by id (`unibus.admin.invite.get|cancel`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct IdRequest {
-    /// Invite id (64 hex) or room id (32 hex).
-    pub id: String,
+pub struct InviteIdRequest {
+    /// Invite id, 64 hex (checked when decoded).
+    pub id: InviteId,
+}
+
+/// Requests naming a room by id (`unibus.room.get`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoomIdRequest {
+    /// Room id, 32 hex (checked when decoded).
+    pub id: RoomId,
 }
 
 /// Requests naming a user.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SignPubRequest {
-    /// The user's Ed25519 key, hex.
-    pub sign_pub: String,
+    /// The user's Ed25519 key (checked when decoded).
+    pub sign_pub: SignPub,
 }
 
 /// `unibus.room.create` request.
@@ -205,10 +214,10 @@ pub struct RoomCreateRequest {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MemberRequest {
-    /// Room id.
-    pub id: String,
-    /// Member's Ed25519 key, hex.
-    pub sign_pub: String,
+    /// Room id (checked when decoded).
+    pub id: RoomId,
+    /// Member's Ed25519 key (checked when decoded).
+    pub sign_pub: SignPub,
 }
 
 /// Reply carrying one invite.

@@ -1,181 +1,209 @@
-//! Control-plane calls of DESIGN section 5, one typed method each.
+//! Control-plane calls of DESIGN section 5: one generic
+//! [`Client::request`] over the endpoint table ([`unibus_proto::endpoint`])
+//! and a thin named method per endpoint.
+//!
+//! Every call can also end in the wire codes `unavailable` (the store cannot
+//! answer) and `internal`, and in the non-wire errors of [`ClientError`]
+//! (no reply, permission denied on the subject, unreadable reply). A named
+//! method taking a key or id as `&str` checks it before sending: a value the
+//! service would refuse is refused here with the same `bad_request`, as
+//! [`ClientError::Service`].
 
 use crate::{Client, ClientError};
+use unibus_proto::endpoint::{self as ep, Endpoint};
+use unibus_proto::error::Error;
+use unibus_proto::ids::{InviteId, KexPub, RoomId, SignPub};
 use unibus_proto::model::{Invite, Room, User};
-use unibus_proto::subjects;
 use unibus_proto::wire::{
-    BlockListReply, DeleteReply, Empty, IdRequest, InviteCreateReply, InviteCreateRequest, InviteListReply,
-    InviteListRequest, InviteReply, LookupReply, MemberRequest, PublicUser, RegisterRequest, RevokeReply,
-    RoomCreateRequest, RoomListReply, RoomListRequest, RoomReply, SignPubRequest, UserListReply,
-    UserListRequest, UserReply,
+    DeleteReply, Empty, InviteCreateReply, InviteCreateRequest, InviteIdRequest, InviteListReply,
+    InviteListRequest, MemberRequest, PublicUser, RegisterRequest, RevokeReply, RoomCreateRequest,
+    RoomIdRequest, RoomListReply, RoomListRequest, SignPubRequest, UserListReply, UserListRequest,
 };
 
+/// A locally checked argument; refused as the service would refuse it.
+fn arg<T>(checked: Result<T, Error>) -> Result<T, ClientError> {
+    checked.map_err(ClientError::Service)
+}
+
+fn key(sign_pub: &str) -> Result<SignPubRequest, ClientError> {
+    Ok(SignPubRequest { sign_pub: arg(SignPub::parse(sign_pub))? })
+}
+
+fn member(room: &str, sign_pub: &str) -> Result<MemberRequest, ClientError> {
+    Ok(MemberRequest { id: arg(RoomId::parse(room))?, sign_pub: arg(SignPub::parse(sign_pub))? })
+}
+
 impl Client {
+    /// Calls endpoint `E` of the table with a typed request.
+    ///
+    /// # Errors
+    /// The wire codes of `E` (see the named methods) as
+    /// [`ClientError::Service`]; no reply or an unreadable one otherwise.
+    pub async fn request<E: Endpoint>(&self, req: &E::Request) -> Result<E::Reply, ClientError> {
+        self.call(E::SUBJECT, req).await
+    }
+
     /// Redeems an invite (token or link) for this identity.
     ///
     /// # Errors
-    /// Wire errors such as `invite_used`.
+    /// `bad_request` (malformed token or link, bad name), `invite_not_found`,
+    /// `user_exists`, `invite_used`, `invite_cancelled`, `invite_expired`,
+    /// `limit_reached` (guest rate limits).
     pub async fn register(&self, invite: &str, name: Option<&str>) -> Result<User, ClientError> {
         let req = RegisterRequest {
             invite: invite.into(),
-            kex_pub: self.identity.kex_pub_hex(),
+            kex_pub: arg(KexPub::parse(&self.identity.kex_pub_hex()))?,
             name: name.map(Into::into),
         };
-        Ok(self.call::<_, UserReply>(subjects::REGISTER, &req).await?.user)
+        Ok(self.request::<ep::Register>(&req).await?.user)
     }
 
     /// The caller's own record.
     ///
     /// # Errors
-    /// Wire errors.
+    /// `forbidden` (not an active user).
     pub async fn whoami(&self) -> Result<User, ClientError> {
-        Ok(self.call::<_, UserReply>(subjects::WHOAMI, &Empty {}).await?.user)
+        Ok(self.request::<ep::Whoami>(&Empty {}).await?.user)
     }
 
-    /// Another active user's public record.
+    /// Another user's public record (any status).
     ///
     /// # Errors
-    /// Wire errors.
+    /// `bad_request` (malformed key), `not_found`, `forbidden` (caller not
+    /// an active user).
     pub async fn lookup(&self, sign_pub: &str) -> Result<PublicUser, ClientError> {
-        let req = SignPubRequest { sign_pub: sign_pub.into() };
-        Ok(self.call::<_, LookupReply>(subjects::USER_LOOKUP, &req).await?.user)
+        Ok(self.request::<ep::UserLookup>(&key(sign_pub)?).await?.user)
     }
 
     /// Mints an invite (admin).
     ///
     /// # Errors
-    /// Wire errors.
+    /// `bad_request` (TTL out of range, note too long), `forbidden`.
     pub async fn create_invite(&self, req: &InviteCreateRequest) -> Result<InviteCreateReply, ClientError> {
-        self.call(subjects::ADMIN_INVITE_CREATE, req).await
+        self.request::<ep::AdminInviteCreate>(req).await
     }
 
     /// One page of invites (admin).
     ///
     /// # Errors
-    /// Wire errors.
+    /// `bad_request` (limit out of range, foreign cursor), `forbidden`.
     pub async fn list_invites(&self, req: &InviteListRequest) -> Result<InviteListReply, ClientError> {
-        self.call(subjects::ADMIN_INVITE_LIST, req).await
+        self.request::<ep::AdminInviteList>(req).await
     }
 
     /// One invite by id (admin).
     ///
     /// # Errors
-    /// Wire errors.
+    /// `bad_request` (malformed id), `not_found`, `forbidden`.
     pub async fn get_invite(&self, id: &str) -> Result<Invite, ClientError> {
-        Ok(self
-            .call::<_, InviteReply>(subjects::ADMIN_INVITE_GET, &IdRequest { id: id.into() })
-            .await?
-            .invite)
+        let req = InviteIdRequest { id: arg(InviteId::parse(id))? };
+        Ok(self.request::<ep::AdminInviteGet>(&req).await?.invite)
     }
 
-    /// Cancels an invite (admin).
+    /// Cancels an invite (admin); idempotent for cancelled or expired ones.
     ///
     /// # Errors
-    /// Wire errors.
+    /// `bad_request` (malformed id), `not_found`, `forbidden`, `invite_used`.
     pub async fn cancel_invite(&self, id: &str) -> Result<Invite, ClientError> {
-        Ok(self
-            .call::<_, InviteReply>(subjects::ADMIN_INVITE_CANCEL, &IdRequest { id: id.into() })
-            .await?
-            .invite)
+        let req = InviteIdRequest { id: arg(InviteId::parse(id))? };
+        Ok(self.request::<ep::AdminInviteCancel>(&req).await?.invite)
     }
 
     /// One page of users (admin).
     ///
     /// # Errors
-    /// Wire errors.
+    /// `bad_request` (limit out of range, foreign cursor), `forbidden`.
     pub async fn list_users(&self, req: &UserListRequest) -> Result<UserListReply, ClientError> {
-        self.call(subjects::ADMIN_USER_LIST, req).await
+        self.request::<ep::AdminUserList>(req).await
     }
 
     /// One user (admin).
     ///
     /// # Errors
-    /// Wire errors.
+    /// `bad_request` (malformed key), `not_found`, `forbidden`.
     pub async fn get_user(&self, sign_pub: &str) -> Result<User, ClientError> {
-        let req = SignPubRequest { sign_pub: sign_pub.into() };
-        Ok(self.call::<_, UserReply>(subjects::ADMIN_USER_GET, &req).await?.user)
+        Ok(self.request::<ep::AdminUserGet>(&key(sign_pub)?).await?.user)
     }
 
     /// Revokes a user and closes its connections (admin).
     ///
     /// # Errors
-    /// Wire errors.
+    /// `bad_request` (malformed key), `not_found`, `forbidden` (also for the
+    /// last active admin).
     pub async fn revoke_user(&self, sign_pub: &str) -> Result<RevokeReply, ClientError> {
-        self.call(subjects::ADMIN_USER_REVOKE, &SignPubRequest { sign_pub: sign_pub.into() }).await
+        self.request::<ep::AdminUserRevoke>(&key(sign_pub)?).await
     }
 
     /// Restores a revoked user (admin).
     ///
     /// # Errors
-    /// Wire errors.
+    /// `bad_request` (malformed key), `not_found`, `forbidden`.
     pub async fn restore_user(&self, sign_pub: &str) -> Result<User, ClientError> {
-        let req = SignPubRequest { sign_pub: sign_pub.into() };
-        Ok(self.call::<_, UserReply>(subjects::ADMIN_USER_RESTORE, &req).await?.user)
+        Ok(self.request::<ep::AdminUserRestore>(&key(sign_pub)?).await?.user)
     }
 
     /// Deletes a user and closes its connections (admin).
     ///
     /// # Errors
-    /// Wire errors.
+    /// `bad_request` (malformed key), `not_found`, `forbidden` (also for the
+    /// last active admin).
     pub async fn delete_user(&self, sign_pub: &str) -> Result<DeleteReply, ClientError> {
-        self.call(subjects::ADMIN_USER_DELETE, &SignPubRequest { sign_pub: sign_pub.into() }).await
+        self.request::<ep::AdminUserDelete>(&key(sign_pub)?).await
     }
 
     /// Creates a room owned by this identity. The server closes this
     /// connection after the reply; it reconnects with the room granted.
     ///
     /// # Errors
-    /// Wire errors.
+    /// `bad_request` (bad name), `forbidden`, `limit_reached` (256 rooms).
     pub async fn create_room(&self, name: &str) -> Result<Room, ClientError> {
-        Ok(self
-            .call::<_, RoomReply>(subjects::ROOM_CREATE, &RoomCreateRequest { name: name.into() })
-            .await?
-            .room)
+        let req = RoomCreateRequest { name: name.into() };
+        Ok(self.request::<ep::RoomCreate>(&req).await?.room)
     }
 
     /// One room (members and admins).
     ///
     /// # Errors
-    /// Wire errors.
+    /// `bad_request` (malformed id), `not_found`, `forbidden`.
     pub async fn get_room(&self, id: &str) -> Result<Room, ClientError> {
-        Ok(self.call::<_, RoomReply>(subjects::ROOM_GET, &IdRequest { id: id.into() }).await?.room)
+        let req = RoomIdRequest { id: arg(RoomId::parse(id))? };
+        Ok(self.request::<ep::RoomGet>(&req).await?.room)
     }
 
     /// One page of the rooms this identity is in.
     ///
     /// # Errors
-    /// Wire errors.
+    /// `bad_request` (limit out of range, foreign cursor), `forbidden`.
     pub async fn list_rooms(&self, req: &RoomListRequest) -> Result<RoomListReply, ClientError> {
-        self.call(subjects::ROOM_LIST, req).await
+        self.request::<ep::RoomList>(req).await
     }
 
     /// Adds a member (room owner or admin).
     ///
     /// # Errors
-    /// Wire errors.
+    /// `bad_request` (malformed id or key), `not_found` (room, or not an
+    /// active user), `forbidden` (not owner or admin, or the member has
+    /// blocked you), `limit_reached` (512 members, 256 rooms).
     pub async fn add_member(&self, room: &str, sign_pub: &str) -> Result<Room, ClientError> {
-        let req = MemberRequest { id: room.into(), sign_pub: sign_pub.into() };
-        Ok(self.call::<_, RoomReply>(subjects::ROOM_MEMBER_ADD, &req).await?.room)
+        Ok(self.request::<ep::RoomMemberAdd>(&member(room, sign_pub)?).await?.room)
     }
 
     /// Removes a member (owner, admin, or the member itself).
     ///
     /// # Errors
-    /// Wire errors.
+    /// `bad_request` (malformed id or key), `not_found`, `forbidden`.
     pub async fn remove_member(&self, room: &str, sign_pub: &str) -> Result<Room, ClientError> {
-        let req = MemberRequest { id: room.into(), sign_pub: sign_pub.into() };
-        Ok(self.call::<_, RoomReply>(subjects::ROOM_MEMBER_REMOVE, &req).await?.room)
+        Ok(self.request::<ep::RoomMemberRemove>(&member(room, sign_pub)?).await?.room)
     }
 
     /// Blocks a key (any well-formed key but your own); returns the whole
     /// block list. DMs from it are dropped by this client's inbox.
     ///
     /// # Errors
-    /// Wire errors: `bad_request` for your own key, `limit_reached` past
-    /// 1,000 keys.
+    /// `bad_request` (malformed key, your own key), `forbidden`,
+    /// `limit_reached` past 1,000 keys.
     pub async fn block_add(&self, sign_pub: &str) -> Result<Vec<String>, ClientError> {
-        let req = SignPubRequest { sign_pub: sign_pub.into() };
-        let list = self.call::<_, BlockListReply>(subjects::BLOCK_ADD, &req).await?.blocked;
+        let list = self.request::<ep::BlockAdd>(&key(sign_pub)?).await?.blocked;
         self.set_blocked(&list);
         Ok(list)
     }
@@ -183,10 +211,9 @@ impl Client {
     /// Unblocks a key; returns the whole block list.
     ///
     /// # Errors
-    /// Wire errors.
+    /// `bad_request` (malformed key), `forbidden`.
     pub async fn block_remove(&self, sign_pub: &str) -> Result<Vec<String>, ClientError> {
-        let req = SignPubRequest { sign_pub: sign_pub.into() };
-        let list = self.call::<_, BlockListReply>(subjects::BLOCK_REMOVE, &req).await?.blocked;
+        let list = self.request::<ep::BlockRemove>(&key(sign_pub)?).await?.blocked;
         self.set_blocked(&list);
         Ok(list)
     }
@@ -194,9 +221,9 @@ impl Client {
     /// This identity's block list (also refreshes the local copy).
     ///
     /// # Errors
-    /// Wire errors.
+    /// `forbidden` (not an active user).
     pub async fn block_list(&self) -> Result<Vec<String>, ClientError> {
-        let list = self.call::<_, BlockListReply>(subjects::BLOCK_LIST, &Empty {}).await?.blocked;
+        let list = self.request::<ep::BlockList>(&Empty {}).await?.blocked;
         self.set_blocked(&list);
         Ok(list)
     }

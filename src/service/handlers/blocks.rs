@@ -3,14 +3,14 @@
 //! blocked key from adding the caller to rooms (see the rooms handler);
 //! clients also drop DMs from blocked keys.
 
-use super::{Caller, Ctx, Outcome, active_user, sign_pub};
+use super::{Caller, Ctx, Outcome, active_user};
 use unibus_proto::error::Error;
 use unibus_proto::wire::{BlockListReply, Empty, MAX_BLOCKS_PER_USER, SignPubRequest};
 
 /// `unibus.block.add`: any well-formed key but the caller's own; at most
 /// 1,000; blocking a blocked key changes nothing.
-pub async fn add(ctx: &Ctx, caller: &Caller, req: SignPubRequest) -> Result<Outcome, Error> {
-    let key = sign_pub("sign_pub", &req.sign_pub)?;
+pub async fn add(ctx: &Ctx, caller: &Caller, req: SignPubRequest) -> Result<Outcome<BlockListReply>, Error> {
+    let key = req.sign_pub;
     if key == caller.sign_pub {
         return Err(Error::bad("sign_pub: you cannot block yourself"));
     }
@@ -19,22 +19,22 @@ pub async fn add(ctx: &Ctx, caller: &Caller, req: SignPubRequest) -> Result<Outc
     if changed {
         ensure_still_registered(ctx, &me.sign_pub, &me.invite_id).await?;
     }
-    Outcome::reply(&BlockListReply { blocked })
+    Outcome::reply(BlockListReply { blocked })
 }
 
 /// `unibus.block.remove`: unblocking a key that is not blocked changes
 /// nothing.
-pub async fn remove(ctx: &Ctx, caller: &Caller, req: SignPubRequest) -> Result<Outcome, Error> {
-    let key = sign_pub("sign_pub", &req.sign_pub)?;
+pub async fn remove(ctx: &Ctx, caller: &Caller, req: SignPubRequest) -> Result<Outcome<BlockListReply>, Error> {
+    let key = req.sign_pub;
     let me = active_user(ctx, caller).await?;
     let (blocked, _) = ctx.store.unblock(&me.sign_pub, &key).await?;
-    Outcome::reply(&BlockListReply { blocked })
+    Outcome::reply(BlockListReply { blocked })
 }
 
 /// `unibus.block.list`: the caller's block list.
-pub async fn list(ctx: &Ctx, caller: &Caller, _req: Empty) -> Result<Outcome, Error> {
+pub async fn list(ctx: &Ctx, caller: &Caller, _req: Empty) -> Result<Outcome<BlockListReply>, Error> {
     let me = active_user(ctx, caller).await?;
-    Outcome::reply(&BlockListReply { blocked: ctx.store.blocked_by(&me.sign_pub).await? })
+    Outcome::reply(BlockListReply { blocked: ctx.store.blocked_by(&me.sign_pub).await? })
 }
 
 /// A block list written while its user was being deleted must not outlive

@@ -1,22 +1,22 @@
 //! Invites: the admin invite endpoints.
 
-use super::{Caller, Ctx, Outcome, active_admin, hex_id};
+use super::{Caller, Ctx, Outcome, active_admin};
 use unibus_proto::error::Error;
 use unibus_proto::model::{InviteStatus, Role, now};
 use unibus_proto::wire::{
-    IdRequest, InviteCreateReply, InviteCreateRequest, InviteListReply, InviteListRequest, InviteReply,
-    page_limit,
+    InviteCreateReply, InviteCreateRequest, InviteIdRequest, InviteListReply, InviteListRequest,
+    InviteReply, page_limit,
 };
 
 /// `unibus.admin.invite.create`: mint an invite; the token is in the reply
 /// only.
-pub async fn create(ctx: &Ctx, caller: &Caller, req: InviteCreateRequest) -> Result<Outcome, Error> {
+pub async fn create(ctx: &Ctx, caller: &Caller, req: InviteCreateRequest) -> Result<Outcome<InviteCreateReply>, Error> {
     let ttl = req.ttl()?;
     let note = req.note()?;
     let role = req.role.unwrap_or(Role::Member);
     let admin = active_admin(ctx, caller).await?;
     let (invite, token) = ctx.store.create_invite(role, note, &admin.sign_pub, ttl).await?;
-    Outcome::reply(&InviteCreateReply { invite, token: token.to_hex(), link: token.link() })
+    Outcome::reply(InviteCreateReply { invite, token: token.to_hex(), link: token.link() })
 }
 
 fn status_filter(s: Option<InviteStatus>) -> &'static str {
@@ -30,31 +30,31 @@ fn status_filter(s: Option<InviteStatus>) -> &'static str {
 }
 
 /// `unibus.admin.invite.list`: one page, no tokens, `expired` computed.
-pub async fn list(ctx: &Ctx, caller: &Caller, req: InviteListRequest) -> Result<Outcome, Error> {
+pub async fn list(ctx: &Ctx, caller: &Caller, req: InviteListRequest) -> Result<Outcome<InviteListReply>, Error> {
     let limit = page_limit(req.limit)?;
     let filter = status_filter(req.status);
     let after = req.cursor.as_deref().map(|c| ctx.cursors.open(c, "invites", filter)).transpose()?;
     active_admin(ctx, caller).await?;
     let (invites, last) = ctx.store.list_invites_page(req.status, after.as_deref(), limit).await?;
     let next = last.map(|k| ctx.cursors.issue("invites", filter, &k));
-    Outcome::reply(&InviteListReply { invites, next })
+    Outcome::reply(InviteListReply { invites, next })
 }
 
 /// `unibus.admin.invite.get`.
-pub async fn get(ctx: &Ctx, caller: &Caller, req: IdRequest) -> Result<Outcome, Error> {
-    let id = hex_id("id", &req.id, 32)?;
+pub async fn get(ctx: &Ctx, caller: &Caller, req: InviteIdRequest) -> Result<Outcome<InviteReply>, Error> {
+    let id = req.id;
     let (invite, _) =
         ctx.store.get_invite(&id).await?.ok_or_else(|| Error::NotFound("no such invite".into()))?;
     active_admin(ctx, caller).await?;
-    Outcome::reply(&InviteReply { invite: invite.view(now()) })
+    Outcome::reply(InviteReply { invite: invite.view(now()) })
 }
 
 /// `unibus.admin.invite.cancel`: idempotent for cancelled or expired
 /// invites; `invite_used` for used ones.
-pub async fn cancel(ctx: &Ctx, caller: &Caller, req: IdRequest) -> Result<Outcome, Error> {
-    let id = hex_id("id", &req.id, 32)?;
+pub async fn cancel(ctx: &Ctx, caller: &Caller, req: InviteIdRequest) -> Result<Outcome<InviteReply>, Error> {
+    let id = req.id;
     ctx.store.get_invite(&id).await?.ok_or_else(|| Error::NotFound("no such invite".into()))?;
     let admin = active_admin(ctx, caller).await?;
     let invite = ctx.store.cancel_invite(&id, &admin.sign_pub).await?;
-    Outcome::reply(&InviteReply { invite })
+    Outcome::reply(InviteReply { invite })
 }

@@ -1,5 +1,7 @@
 //! One handler per control-plane endpoint: `(ctx, caller, request) ->
-//! outcome or domain error`. Shape checks first (`bad_request`), then
+//! outcome or domain error`, paired with its endpoint of the table in
+//! [`unibus_proto::endpoint`] by [`dispatch`]. Requests arrive decoded, so
+//! their shape is already checked (`bad_request`); handlers then check
 //! existence (`not_found`), then permission (`forbidden`).
 
 mod blocks;
@@ -9,44 +11,62 @@ mod users;
 
 use async_nats::HeaderMap;
 
-use super::{Caller, Ctx, Outcome, caller_from_headers};
+use super::{Caller, Ctx, Encoded, Outcome, caller_from_headers};
+use unibus_proto::endpoint::{self as ep, Endpoint};
 use unibus_proto::error::Error;
-use unibus_proto::keys;
 use unibus_proto::model::{Role, User, UserStatus};
 use unibus_proto::wire::decode;
-use unibus_proto::subjects as s;
 
-/// Routes one request: identity, strict decoding, handler.
-pub async fn dispatch(
-    ctx: &Ctx,
-    subject: &str,
-    headers: Option<&HeaderMap>,
-    body: &[u8],
-) -> Result<Outcome, Error> {
-    let c = &caller_from_headers(headers)?;
-    match subject {
-        s::REGISTER => users::register(ctx, c, decode(body)?).await,
-        s::WHOAMI => users::whoami(ctx, c, decode(body)?).await,
-        s::USER_LOOKUP => users::lookup(ctx, c, decode(body)?).await,
-        s::ADMIN_USER_LIST => users::list(ctx, c, decode(body)?).await,
-        s::ADMIN_USER_GET => users::get(ctx, c, decode(body)?).await,
-        s::ADMIN_USER_REVOKE => users::revoke(ctx, c, decode(body)?).await,
-        s::ADMIN_USER_RESTORE => users::restore(ctx, c, decode(body)?).await,
-        s::ADMIN_USER_DELETE => users::delete(ctx, c, decode(body)?).await,
-        s::ADMIN_INVITE_CREATE => invites::create(ctx, c, decode(body)?).await,
-        s::ADMIN_INVITE_LIST => invites::list(ctx, c, decode(body)?).await,
-        s::ADMIN_INVITE_GET => invites::get(ctx, c, decode(body)?).await,
-        s::ADMIN_INVITE_CANCEL => invites::cancel(ctx, c, decode(body)?).await,
-        s::ROOM_CREATE => rooms::create(ctx, c, decode(body)?).await,
-        s::ROOM_GET => rooms::get(ctx, c, decode(body)?).await,
-        s::ROOM_LIST => rooms::list(ctx, c, decode(body)?).await,
-        s::ROOM_MEMBER_ADD => rooms::add(ctx, c, decode(body)?).await,
-        s::ROOM_MEMBER_REMOVE => rooms::remove(ctx, c, decode(body)?).await,
-        s::BLOCK_ADD => blocks::add(ctx, c, decode(body)?).await,
-        s::BLOCK_REMOVE => blocks::remove(ctx, c, decode(body)?).await,
-        s::BLOCK_LIST => blocks::list(ctx, c, decode(body)?).await,
-        other => Err(Error::Internal(format!("no handler for {other}"))),
-    }
+/// Pairs each endpoint with its handler: the request is decoded as the
+/// endpoint's `Request` and the handler must answer its `Reply`, so a
+/// handler cannot drift from the table. Also lists the routed subjects.
+macro_rules! routes {
+    ($($ep:ty => $handler:path,)*) => {
+        /// Routes one request: identity, strict decoding, handler, encoding.
+        pub async fn dispatch(
+            ctx: &Ctx,
+            subject: &str,
+            headers: Option<&HeaderMap>,
+            body: &[u8],
+        ) -> Result<Encoded, Error> {
+            let c = &caller_from_headers(headers)?;
+            $(
+                if subject == <$ep>::SUBJECT {
+                    let req: <$ep as Endpoint>::Request = decode(body)?;
+                    let out: Outcome<<$ep as Endpoint>::Reply> = $handler(ctx, c, req).await?;
+                    return out.encode();
+                }
+            )*
+            Err(Error::Internal(format!("no handler for {subject}")))
+        }
+
+        /// Every subject [`dispatch`] routes, in table order.
+        #[cfg(test)]
+        const ROUTED: &[&str] = &[$(<$ep>::SUBJECT),*];
+    };
+}
+
+routes! {
+    ep::Register => users::register,
+    ep::Whoami => users::whoami,
+    ep::UserLookup => users::lookup,
+    ep::AdminInviteCreate => invites::create,
+    ep::AdminInviteList => invites::list,
+    ep::AdminInviteGet => invites::get,
+    ep::AdminInviteCancel => invites::cancel,
+    ep::AdminUserList => users::list,
+    ep::AdminUserGet => users::get,
+    ep::AdminUserRevoke => users::revoke,
+    ep::AdminUserRestore => users::restore,
+    ep::AdminUserDelete => users::delete,
+    ep::RoomCreate => rooms::create,
+    ep::RoomGet => rooms::get,
+    ep::RoomList => rooms::list,
+    ep::RoomMemberAdd => rooms::add,
+    ep::RoomMemberRemove => rooms::remove,
+    ep::BlockAdd => blocks::add,
+    ep::BlockRemove => blocks::remove,
+    ep::BlockList => blocks::list,
 }
 
 /// The caller's record if it is an active user. Read from the leader, and
@@ -69,15 +89,11 @@ async fn active_admin(ctx: &Ctx, caller: &Caller) -> Result<User, Error> {
     Ok(user)
 }
 
-/// A `sign_pub` field, checked and lowercased.
-fn sign_pub(field: &str, value: &str) -> Result<String, Error> {
-    Ok(hex::encode(keys::parse_sign_pub(field, value)?.as_bytes()))
-}
-
-/// A hex id of `bytes` bytes, lowercased.
-fn hex_id(field: &str, value: &str, bytes: usize) -> Result<String, Error> {
-    if value.len() != bytes * 2 || !value.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(Error::bad(format!("{field}: expected {} hex characters", bytes * 2)));
+#[cfg(test)]
+mod tests {
+    /// Every endpoint of the table has a handler, and nothing else does.
+    #[test]
+    fn every_endpoint_is_routed() {
+        assert_eq!(super::ROUTED, unibus_proto::endpoint::SUBJECTS);
     }
-    Ok(value.to_ascii_lowercase())
 }

@@ -3,51 +3,51 @@
 //! reply, so that its reconnect carries the new permissions. Adds respect
 //! the caps (256 rooms per user, 512 members per room) and block lists.
 
-use super::{Caller, Ctx, Outcome, active_user, hex_id, sign_pub};
+use super::{Caller, Ctx, Outcome, active_user};
 use unibus_proto::error::Error;
 use unibus_proto::model::{Role, Room, UserStatus};
 use unibus_proto::wire::{
-    IdRequest, MAX_MEMBERS_PER_ROOM, MemberRequest, RoomCreateRequest, RoomListReply, RoomListRequest,
+    MAX_MEMBERS_PER_ROOM, MemberRequest, RoomCreateRequest, RoomIdRequest, RoomListReply, RoomListRequest,
     RoomReply, page_limit, validate_name,
 };
 use crate::store::{RoomChange, members_cap};
 
 /// `unibus.room.create`: the caller owns the room and is its first member;
 /// its connections are closed so that it reconnects with the room granted.
-pub async fn create(ctx: &Ctx, caller: &Caller, req: RoomCreateRequest) -> Result<Outcome, Error> {
+pub async fn create(ctx: &Ctx, caller: &Caller, req: RoomCreateRequest) -> Result<Outcome<RoomReply>, Error> {
     validate_name("name", &req.name)?;
     active_user(ctx, caller).await?;
     let room = ctx.store.create_room(&req.name, &caller.sign_pub).await?;
     let sweep = ctx.kicker.sweep_after_write(&caller.sign_pub).await;
-    Outcome::reply_then_sweep(&RoomReply { room }, sweep)
+    Outcome::reply_then_sweep(RoomReply { room }, sweep)
 }
 
 /// `unibus.room.get`: members and admins only.
-pub async fn get(ctx: &Ctx, caller: &Caller, req: IdRequest) -> Result<Outcome, Error> {
-    let id = hex_id("id", &req.id, 16)?;
+pub async fn get(ctx: &Ctx, caller: &Caller, req: RoomIdRequest) -> Result<Outcome<RoomReply>, Error> {
+    let id = req.id;
     let (room, _) = ctx.store.get_room(&id).await?.ok_or_else(|| Error::NotFound("no such room".into()))?;
     let me = active_user(ctx, caller).await?;
     if me.role != Role::Admin && !room.has_member(&me.sign_pub) {
         return Err(Error::Forbidden("not a member of this room".into()));
     }
-    Outcome::reply(&RoomReply { room })
+    Outcome::reply(RoomReply { room })
 }
 
 /// `unibus.room.list`: the rooms the caller is a member of.
-pub async fn list(ctx: &Ctx, caller: &Caller, req: RoomListRequest) -> Result<Outcome, Error> {
+pub async fn list(ctx: &Ctx, caller: &Caller, req: RoomListRequest) -> Result<Outcome<RoomListReply>, Error> {
     let limit = page_limit(req.limit)?;
     let after = req.cursor.as_deref().map(|c| ctx.cursors.open(c, "rooms", &caller.sign_pub)).transpose()?;
     active_user(ctx, caller).await?;
     let (rooms, last) = ctx.store.list_rooms_page(&caller.sign_pub, after.as_deref(), limit).await?;
     let next = last.map(|k| ctx.cursors.issue("rooms", &caller.sign_pub, &k));
-    Outcome::reply(&RoomListReply { rooms, next })
+    Outcome::reply(RoomListReply { rooms, next })
 }
 
 /// `unibus.room.member.add`: the owner or an admin adds an active user,
 /// within both caps; a non-admin cannot add a user who has blocked it.
-pub async fn add(ctx: &Ctx, caller: &Caller, req: MemberRequest) -> Result<Outcome, Error> {
-    let id = hex_id("id", &req.id, 16)?;
-    let target = sign_pub("sign_pub", &req.sign_pub)?;
+pub async fn add(ctx: &Ctx, caller: &Caller, req: MemberRequest) -> Result<Outcome<RoomReply>, Error> {
+    let id = req.id;
+    let target = req.sign_pub;
     let (current, _) =
         ctx.store.get_room(&id).await?.ok_or_else(|| Error::NotFound("no such room".into()))?;
     let member = match ctx.store.get_user(&target).await? {
@@ -72,7 +72,7 @@ pub async fn add(ctx: &Ctx, caller: &Caller, req: MemberRequest) -> Result<Outco
     }
     let (room, changed) = ctx.store.add_room_member(&id, &target, may_add).await?;
     if !changed {
-        return Outcome::reply(&RoomReply { room });
+        return Outcome::reply(RoomReply { room });
     }
     // The member may have been deleted (and perhaps registered anew) while
     // we wrote: then take the membership back.
@@ -81,14 +81,14 @@ pub async fn add(ctx: &Ctx, caller: &Caller, req: MemberRequest) -> Result<Outco
         return Err(Error::NotFound("no such active user".into()));
     }
     let sweep = ctx.kicker.sweep_after_write(&target).await;
-    Outcome::reply_then_sweep(&RoomReply { room }, sweep)
+    Outcome::reply_then_sweep(RoomReply { room }, sweep)
 }
 
 /// `unibus.room.member.remove`: the owner, an admin, or the member itself;
 /// only an admin removes the owner.
-pub async fn remove(ctx: &Ctx, caller: &Caller, req: MemberRequest) -> Result<Outcome, Error> {
-    let id = hex_id("id", &req.id, 16)?;
-    let target = sign_pub("sign_pub", &req.sign_pub)?;
+pub async fn remove(ctx: &Ctx, caller: &Caller, req: MemberRequest) -> Result<Outcome<RoomReply>, Error> {
+    let id = req.id;
+    let target = req.sign_pub;
     ctx.store.get_room(&id).await?.ok_or_else(|| Error::NotFound("no such room".into()))?;
     let me = active_user(ctx, caller).await?;
     let is_admin = me.role == Role::Admin;
@@ -110,10 +110,10 @@ pub async fn remove(ctx: &Ctx, caller: &Caller, req: MemberRequest) -> Result<Ou
     };
     let (room, changed) = ctx.store.change_room(&id, rule).await?;
     if !changed {
-        return Outcome::reply(&RoomReply { room });
+        return Outcome::reply(RoomReply { room });
     }
     // Best effort: a leftover reservation is pruned at the cap.
     let _ = ctx.store.release_room(&target, &id).await;
     let sweep = ctx.kicker.sweep_after_write(&target).await;
-    Outcome::reply_then_sweep(&RoomReply { room }, sweep)
+    Outcome::reply_then_sweep(RoomReply { room }, sweep)
 }

@@ -1,8 +1,8 @@
 //! Users: register, whoami, lookup, and the admin user endpoints.
 
-use super::{Caller, Ctx, Outcome, active_admin, active_user, sign_pub};
+use super::{Caller, Ctx, Outcome, active_admin, active_user};
 use unibus_proto::error::Error;
-use unibus_proto::keys::{self, InviteToken};
+use unibus_proto::keys::InviteToken;
 use unibus_proto::model::UserStatus;
 use unibus_proto::wire::{
     DeleteReply, Empty, LookupReply, RegisterRequest, RevokeReply, SignPubRequest, UserListReply,
@@ -14,32 +14,31 @@ use crate::store::NewUser;
 /// caller's (guest) connections so that they come back as a user. A
 /// well-formed request passes the guest flood limits ([`crate::limits`])
 /// before it may touch the store; a malformed one costs no store work.
-pub async fn register(ctx: &Ctx, caller: &Caller, req: RegisterRequest) -> Result<Outcome, Error> {
+pub async fn register(ctx: &Ctx, caller: &Caller, req: RegisterRequest) -> Result<Outcome<UserReply>, Error> {
     let token = InviteToken::parse(&req.invite)?;
-    let kex_pub = hex::encode(keys::parse_kex_pub("kex_pub", &req.kex_pub)?);
     if let Some(name) = &req.name {
         validate_name("name", name)?;
     }
     let _admitted = ctx.guests.admit_hex(&caller.sign_pub)?;
-    let new = NewUser { sign_pub: caller.sign_pub.clone(), kex_pub, name: req.name };
+    let new = NewUser { sign_pub: caller.sign_pub.to_string(), kex_pub: req.kex_pub.into(), name: req.name };
     let user = ctx.store.redeem_invite(&token, &new).await?;
     // Close the (guest) connection that asked, so that it comes back as a
     // user; best effort: the user is registered either way.
-    Outcome::reply_then_kick_origin(&UserReply { user }, caller.origin.clone())
+    Outcome::reply_then_kick_origin(UserReply { user }, caller.origin.clone())
 }
 
 /// `unibus.whoami`: the caller's own record.
-pub async fn whoami(ctx: &Ctx, caller: &Caller, _req: Empty) -> Result<Outcome, Error> {
-    Outcome::reply(&UserReply { user: active_user(ctx, caller).await? })
+pub async fn whoami(ctx: &Ctx, caller: &Caller, _req: Empty) -> Result<Outcome<UserReply>, Error> {
+    Outcome::reply(UserReply { user: active_user(ctx, caller).await? })
 }
 
 /// `unibus.user.lookup`: public part of a user's record (any status).
-pub async fn lookup(ctx: &Ctx, caller: &Caller, req: SignPubRequest) -> Result<Outcome, Error> {
-    let target = sign_pub("sign_pub", &req.sign_pub)?;
+pub async fn lookup(ctx: &Ctx, caller: &Caller, req: SignPubRequest) -> Result<Outcome<LookupReply>, Error> {
+    let target = req.sign_pub;
     let (user, _) =
         ctx.store.get_user(&target).await?.ok_or_else(|| Error::NotFound("no such user".into()))?;
     active_user(ctx, caller).await?;
-    Outcome::reply(&LookupReply { user: user.into() })
+    Outcome::reply(LookupReply { user: user.into() })
 }
 
 fn status_filter(s: Option<UserStatus>) -> &'static str {
@@ -51,56 +50,56 @@ fn status_filter(s: Option<UserStatus>) -> &'static str {
 }
 
 /// `unibus.admin.user.list`: one page of users in key order.
-pub async fn list(ctx: &Ctx, caller: &Caller, req: UserListRequest) -> Result<Outcome, Error> {
+pub async fn list(ctx: &Ctx, caller: &Caller, req: UserListRequest) -> Result<Outcome<UserListReply>, Error> {
     let limit = page_limit(req.limit)?;
     let filter = status_filter(req.status);
     let after = req.cursor.as_deref().map(|c| ctx.cursors.open(c, "users", filter)).transpose()?;
     active_admin(ctx, caller).await?;
     let (users, last) = ctx.store.list_users_page(req.status, after.as_deref(), limit).await?;
     let next = last.map(|k| ctx.cursors.issue("users", filter, &k));
-    Outcome::reply(&UserListReply { users, next })
+    Outcome::reply(UserListReply { users, next })
 }
 
 /// `unibus.admin.user.get`.
-pub async fn get(ctx: &Ctx, caller: &Caller, req: SignPubRequest) -> Result<Outcome, Error> {
-    let target = sign_pub("sign_pub", &req.sign_pub)?;
+pub async fn get(ctx: &Ctx, caller: &Caller, req: SignPubRequest) -> Result<Outcome<UserReply>, Error> {
+    let target = req.sign_pub;
     let (user, _) =
         ctx.store.get_user(&target).await?.ok_or_else(|| Error::NotFound("no such user".into()))?;
     active_admin(ctx, caller).await?;
-    Outcome::reply(&UserReply { user })
+    Outcome::reply(UserReply { user })
 }
 
 /// `unibus.admin.user.revoke`: status flip, then close every live
 /// connection of the key (also when it was already revoked: stragglers),
 /// after the reply and again once in-flight admissions have settled.
-pub async fn revoke(ctx: &Ctx, caller: &Caller, req: SignPubRequest) -> Result<Outcome, Error> {
-    let target = sign_pub("sign_pub", &req.sign_pub)?;
+pub async fn revoke(ctx: &Ctx, caller: &Caller, req: SignPubRequest) -> Result<Outcome<RevokeReply>, Error> {
+    let target = req.sign_pub;
     ctx.store.get_user(&target).await?.ok_or_else(|| Error::NotFound("no such user".into()))?;
     let admin = active_admin(ctx, caller).await?;
     let (user, _) = ctx.store.set_user_status(&target, UserStatus::Revoked, &admin.sign_pub).await?;
     // The write stands whatever happens now: closing never fails the reply.
     let sweep = ctx.kicker.sweep_after_write(&target).await;
     let (kicked, kick_pending) = (sweep.kicked(), sweep.pending());
-    Outcome::reply_then_sweep(&RevokeReply { user, kicked, kick_pending }, sweep)
+    Outcome::reply_then_sweep(RevokeReply { user, kicked, kick_pending }, sweep)
 }
 
 /// `unibus.admin.user.restore`: takes effect on the next connect.
-pub async fn restore(ctx: &Ctx, caller: &Caller, req: SignPubRequest) -> Result<Outcome, Error> {
-    let target = sign_pub("sign_pub", &req.sign_pub)?;
+pub async fn restore(ctx: &Ctx, caller: &Caller, req: SignPubRequest) -> Result<Outcome<UserReply>, Error> {
+    let target = req.sign_pub;
     ctx.store.get_user(&target).await?.ok_or_else(|| Error::NotFound("no such user".into()))?;
     let admin = active_admin(ctx, caller).await?;
     let (user, _) = ctx.store.set_user_status(&target, UserStatus::Active, &admin.sign_pub).await?;
-    Outcome::reply(&UserReply { user })
+    Outcome::reply(UserReply { user })
 }
 
 /// `unibus.admin.user.delete`: hard delete, out of every room, then close
 /// its connections (they come back as guests).
-pub async fn delete(ctx: &Ctx, caller: &Caller, req: SignPubRequest) -> Result<Outcome, Error> {
-    let target = sign_pub("sign_pub", &req.sign_pub)?;
+pub async fn delete(ctx: &Ctx, caller: &Caller, req: SignPubRequest) -> Result<Outcome<DeleteReply>, Error> {
+    let target = req.sign_pub;
     ctx.store.get_user(&target).await?.ok_or_else(|| Error::NotFound("no such user".into()))?;
     active_admin(ctx, caller).await?;
     ctx.store.delete_user(&target).await?;
     let sweep = ctx.kicker.sweep_after_write(&target).await;
     let (kicked, kick_pending) = (sweep.kicked(), sweep.pending());
-    Outcome::reply_then_sweep(&DeleteReply { deleted: target, kicked, kick_pending }, sweep)
+    Outcome::reply_then_sweep(DeleteReply { deleted: target.into(), kicked, kick_pending }, sweep)
 }

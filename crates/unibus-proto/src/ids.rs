@@ -1,0 +1,350 @@
+//! Checked identifiers and times of the wire: [`SignPub`], [`KexPub`],
+//! [`RoomId`], [`InviteId`] and [`Timestamp`]. Each is parsed once, when a
+//! request is decoded (serde `try_from = "String"`), so a decoded request
+//! already holds valid, lowercased values and handlers do not check them
+//! again. A value that does not parse is `bad_request`, its text naming the
+//! field as the handlers' checks used to (`sign_pub: ...`, `id: ...`).
+
+use std::fmt;
+use std::ops::Deref;
+
+use ed25519_dalek::VerifyingKey;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::error::Error;
+use crate::keys;
+
+/// The traits every string-backed identifier shares: it reads as `&str`
+/// (lowercase hex), converts from and into `String` (the serde form), and
+/// compares, orders and hashes by its text.
+macro_rules! string_backed {
+    ($t:ident) => {
+        impl Deref for $t {
+            type Target = str;
+            fn deref(&self) -> &str {
+                self.as_str()
+            }
+        }
+        impl AsRef<str> for $t {
+            fn as_ref(&self) -> &str {
+                self.as_str()
+            }
+        }
+        impl fmt::Display for $t {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+        impl fmt::Debug for $t {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}({:?})", stringify!($t), self.as_str())
+            }
+        }
+        impl TryFrom<String> for $t {
+            type Error = Error;
+            fn try_from(s: String) -> Result<Self, Error> {
+                $t::parse(&s)
+            }
+        }
+        impl std::str::FromStr for $t {
+            type Err = Error;
+            fn from_str(s: &str) -> Result<Self, Error> {
+                $t::parse(s)
+            }
+        }
+        impl From<$t> for String {
+            fn from(v: $t) -> String {
+                v.as_str().to_string()
+            }
+        }
+        impl PartialEq for $t {
+            fn eq(&self, other: &Self) -> bool {
+                self.as_str() == other.as_str()
+            }
+        }
+        impl Eq for $t {}
+        impl PartialEq<str> for $t {
+            fn eq(&self, other: &str) -> bool {
+                self.as_str() == other
+            }
+        }
+        impl PartialEq<&str> for $t {
+            fn eq(&self, other: &&str) -> bool {
+                self.as_str() == *other
+            }
+        }
+        impl PartialEq<String> for $t {
+            fn eq(&self, other: &String) -> bool {
+                self.as_str() == other.as_str()
+            }
+        }
+        impl PartialEq<$t> for String {
+            fn eq(&self, other: &$t) -> bool {
+                self.as_str() == other.as_str()
+            }
+        }
+        impl PartialEq<$t> for str {
+            fn eq(&self, other: &$t) -> bool {
+                self == other.as_str()
+            }
+        }
+        impl PartialEq<$t> for &str {
+            fn eq(&self, other: &$t) -> bool {
+                *self == other.as_str()
+            }
+        }
+        impl PartialOrd for $t {
+            fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+                Some(self.cmp(other))
+            }
+        }
+        impl Ord for $t {
+            fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+                self.as_str().cmp(other.as_str())
+            }
+        }
+        impl std::hash::Hash for $t {
+            fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+                self.as_str().hash(state)
+            }
+        }
+    };
+}
+
+/// A user's Ed25519 public key: decodes, canonical, not of small order
+/// (DESIGN section 2); held as 64 lowercase hex characters.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct SignPub {
+    hex: String,
+    key: VerifyingKey,
+}
+
+impl SignPub {
+    /// Parses a `sign_pub` field (hex in either case).
+    ///
+    /// # Errors
+    /// `bad_request` naming `sign_pub` for bad hex, a wrong length, a point
+    /// that does not decode, a non-canonical encoding or a weak key.
+    pub fn parse(s: &str) -> Result<SignPub, Error> {
+        SignPub::parse_field("sign_pub", s)
+    }
+
+    /// Like [`SignPub::parse`], with the error text naming `field`.
+    ///
+    /// # Errors
+    /// `bad_request` naming `field`.
+    pub fn parse_field(field: &str, s: &str) -> Result<SignPub, Error> {
+        let key = keys::parse_sign_pub(field, s)?;
+        Ok(SignPub { hex: hex::encode(key.as_bytes()), key })
+    }
+
+    /// 64 lowercase hex characters.
+    pub fn as_str(&self) -> &str {
+        &self.hex
+    }
+
+    /// The checked key, for signature checks.
+    pub fn verifying_key(&self) -> &VerifyingKey {
+        &self.key
+    }
+}
+string_backed!(SignPub);
+
+/// A user's X25519 public key: canonical and not of low order (DESIGN
+/// section 2); held as 64 lowercase hex characters.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct KexPub {
+    hex: String,
+    bytes: [u8; 32],
+}
+
+impl KexPub {
+    /// Parses a `kex_pub` field (hex in either case).
+    ///
+    /// # Errors
+    /// `bad_request` naming `kex_pub` for bad hex, a wrong length, a
+    /// non-canonical encoding or a low-order point.
+    pub fn parse(s: &str) -> Result<KexPub, Error> {
+        KexPub::parse_field("kex_pub", s)
+    }
+
+    /// Like [`KexPub::parse`], with the error text naming `field`.
+    ///
+    /// # Errors
+    /// `bad_request` naming `field`.
+    pub fn parse_field(field: &str, s: &str) -> Result<KexPub, Error> {
+        let bytes = keys::parse_kex_pub(field, s)?;
+        Ok(KexPub { hex: hex::encode(bytes), bytes })
+    }
+
+    /// 64 lowercase hex characters.
+    pub fn as_str(&self) -> &str {
+        &self.hex
+    }
+
+    /// The raw key bytes.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.bytes
+    }
+}
+string_backed!(KexPub);
+
+/// Checks `s` is exactly `bytes` bytes of hex and lowercases it.
+fn hex_id(s: &str, bytes: usize) -> Result<String, Error> {
+    if s.len() != bytes * 2 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(Error::bad(format!("id: expected {} hex characters", bytes * 2)));
+    }
+    Ok(s.to_ascii_lowercase())
+}
+
+/// A room id: 16 random bytes, 32 lowercase hex characters.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct RoomId(String);
+
+impl RoomId {
+    /// Parses a room `id` (hex in either case).
+    ///
+    /// # Errors
+    /// `bad_request` (`id: expected 32 hex characters`).
+    pub fn parse(s: &str) -> Result<RoomId, Error> {
+        hex_id(s, 16).map(RoomId)
+    }
+
+    /// 32 lowercase hex characters.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+string_backed!(RoomId);
+
+/// An invite id: SHA-256 of the token, 64 lowercase hex characters.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct InviteId(String);
+
+impl InviteId {
+    /// Parses an invite `id` (hex in either case).
+    ///
+    /// # Errors
+    /// `bad_request` (`id: expected 64 hex characters`).
+    pub fn parse(s: &str) -> Result<InviteId, Error> {
+        hex_id(s, 32).map(InviteId)
+    }
+
+    /// 64 lowercase hex characters.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+string_backed!(InviteId);
+
+/// A point in time on the wire: RFC 3339, written in UTC.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Timestamp(OffsetDateTime);
+
+impl Timestamp {
+    /// The current time.
+    pub fn now() -> Timestamp {
+        Timestamp(OffsetDateTime::now_utc())
+    }
+
+    /// Parses RFC 3339 (any offset; kept as UTC).
+    ///
+    /// # Errors
+    /// `bad_request` when `s` is not RFC 3339.
+    pub fn parse(s: &str) -> Result<Timestamp, Error> {
+        OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+            .map(|t| Timestamp(t.to_offset(time::UtcOffset::UTC)))
+            .map_err(|_| Error::bad(format!("expected an RFC 3339 time, got {s:?}")))
+    }
+
+    /// The time itself.
+    pub fn get(self) -> OffsetDateTime {
+        self.0
+    }
+}
+
+impl From<OffsetDateTime> for Timestamp {
+    fn from(t: OffsetDateTime) -> Timestamp {
+        Timestamp(t.to_offset(time::UtcOffset::UTC))
+    }
+}
+
+impl TryFrom<String> for Timestamp {
+    type Error = Error;
+    fn try_from(s: String) -> Result<Timestamp, Error> {
+        Timestamp::parse(&s)
+    }
+}
+
+impl From<Timestamp> for String {
+    fn from(t: Timestamp) -> String {
+        t.to_string()
+    }
+}
+
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&crate::model::fmt_time(self.0))
+    }
+}
+
+impl fmt::Debug for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Timestamp({self})")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &str = "3d4017c3e843895a92b70aa74d1b7ebc9c982ccf2ec4968cc0cd55f12af4660c";
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Req {
+        sign_pub: SignPub,
+        id: RoomId,
+    }
+
+    #[test]
+    fn decoding_checks_and_lowercases() {
+        let body = format!(r#"{{"sign_pub":"{}","id":"{}"}}"#, KEY.to_uppercase(), "AB".repeat(16));
+        let r: Req = crate::wire::decode(body.as_bytes()).unwrap();
+        assert_eq!(r.sign_pub, KEY);
+        assert_eq!(r.id.as_str(), "ab".repeat(16));
+        assert_eq!(serde_json::to_string(&r.sign_pub).unwrap(), format!("\"{KEY}\""));
+    }
+
+    #[test]
+    fn bad_values_are_bad_request_naming_the_field() {
+        let small_order = format!("01{}", "00".repeat(31));
+        for (body, needle) in [
+            (format!(r#"{{"sign_pub":"abcd","id":"{}"}}"#, "a".repeat(32)), "sign_pub: expected 64 hex"),
+            (format!(r#"{{"sign_pub":"{small_order}","id":"{}"}}"#, "a".repeat(32)), "sign_pub: weak"),
+            (format!(r#"{{"sign_pub":"{KEY}","id":"{}"}}"#, "a".repeat(64)), "id: expected 32 hex"),
+            (format!(r#"{{"sign_pub":"{KEY}","id":"{}"}}"#, "q".repeat(32)), "id: expected 32 hex"),
+            (format!(r#"{{"sign_pub":null,"id":"{}"}}"#, "a".repeat(32)), "invalid type: null"),
+        ] {
+            let err = crate::wire::decode::<Req>(body.as_bytes()).unwrap_err();
+            assert_eq!(err.code(), "bad_request", "{body}");
+            assert!(err.to_string().contains(needle), "{err} lacks {needle}");
+        }
+        assert_eq!(InviteId::parse("abcd").unwrap_err().to_string(), "id: expected 64 hex characters");
+        assert!(KexPub::parse(&"00".repeat(32)).unwrap_err().to_string().starts_with("kex_pub: "));
+    }
+
+    #[test]
+    fn timestamps_round_trip_in_utc() {
+        let t = Timestamp::parse("2026-01-02T03:04:05+02:00").unwrap();
+        assert_eq!(t.to_string(), "2026-01-02T01:04:05Z");
+        assert_eq!(serde_json::from_str::<Timestamp>("\"2026-01-02T01:04:05Z\"").unwrap(), t);
+        assert_eq!(Timestamp::parse("not a time").unwrap_err().code(), "bad_request");
+    }
+}
