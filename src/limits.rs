@@ -25,8 +25,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use unibus_proto::error::Error;
 
-/// The settings of the register limits (defaults: DESIGN-sized, see the
-/// README settings table).
+/// The settings of the register limits (defaults and their reasons: the settings table in
+/// docs/production.md).
 #[derive(Debug, Clone, PartialEq)]
 pub struct GuestLimits {
     /// Requests a key may send at once before it is rate limited.

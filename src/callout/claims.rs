@@ -1,6 +1,6 @@
 //! Claim shapes of the auth-callout exchange (as nats-server 2.10+ sends
 //! and expects them) and the permissions each standing is granted
-//! (DESIGN section 6).
+//! (docs/protocol.md section 6).
 
 use serde::{Deserialize, Serialize};
 

@@ -80,7 +80,7 @@ const KICK_TIMEOUT: Duration = Duration::from_secs(1);
 /// requester. 20 ms sufficed on an idle box, but with 64 clients
 /// registering on 2 busy cores one benchmark run in three lost a register
 /// reply (the client timed out although it was registered); with 200 ms no
-/// run did. Revocation stays well within DESIGN's 1 s.
+/// run did. Revocation stays well within the 1 s of docs/protocol.md section 5.
 pub const REPLY_GRACE: Duration = Duration::from_millis(250);
 
 #[derive(Deserialize)]

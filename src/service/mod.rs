@@ -124,7 +124,7 @@ struct RequestInfo {
 /// Reads the caller from the server-stamped header. Only requests that
 /// crossed the APP import carry it. The server replaces a client's copy
 /// only where it follows a CRLF and appends its own, so a hostile block can
-/// smuggle a forged copy in front (DESIGN section 2). The patched
+/// smuggle a forged copy in front (docs/protocol.md section 2). The patched
 /// async-nats (patches/README.md) delivers only well-formed blocks (CRLF
 /// line ends, no bare CR or LF, no folding) and drops the rest; here the
 /// block must then hold exactly one `Nats-Request-Info` value, names

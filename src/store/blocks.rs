@@ -1,4 +1,4 @@
-//! Block lists on `UNIBUS_blocks` (DESIGN section 5): one record per
+//! Block lists on `UNIBUS_blocks` (docs/protocol.md section 5): one record per
 //! blocking user, keyed by its `sign_pub`, holding the sorted keys it has
 //! blocked. Every change is a read-check-CAS ([`super::cas`]) on that one
 //! record, so the cap of

@@ -1,5 +1,5 @@
 //! Invite operations on `UNIBUS_invites` and the redemption protocol of
-//! DESIGN section 4: mark the invite used by a CAS (exactly one winner),
+//! docs/protocol.md section 4: mark the invite used by a CAS (exactly one winner),
 //! create the user with `create`, then mark the invite completed. A retry by
 //! the same key finishes a redemption interrupted between those steps.
 
@@ -127,7 +127,7 @@ impl Store {
         self.create_invite(Role::Admin, "first admin".into(), BOOTSTRAP, ttl_secs).await
     }
 
-    /// Redeems an invite for `new` (DESIGN section 4, all steps).
+    /// Redeems an invite for `new` (docs/protocol.md section 4, all steps).
     ///
     /// # Errors
     /// `invite_not_found`, `invite_used`, `invite_cancelled`,
@@ -200,7 +200,7 @@ impl Store {
     /// Before `user` is deleted: finishes the invite it registered with
     /// (marks it `completed` by CAS when it is still used by this key but
     /// not completed, as after a crash between steps 4 and 5), so that the
-    /// deleted key cannot replay it (DESIGN section 4 step 6). An invite
+    /// deleted key cannot replay it (docs/protocol.md section 4 step 6). An invite
     /// that is gone or in any other state is left as it is.
     ///
     /// # Errors

@@ -1,4 +1,4 @@
-//! The rooms-per-user cap (DESIGN section 5) on `UNIBUS_memberships`: one
+//! The rooms-per-user cap (docs/protocol.md section 5) on `UNIBUS_memberships`: one
 //! record per user, keyed by its `sign_pub`, listing the rooms it is in or
 //! is being added to. Membership itself lives in the room records; this
 //! record only makes the cap exact across them.

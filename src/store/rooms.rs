@@ -2,7 +2,7 @@
 //! only; every change is a read-check-CAS ([`super::cas`]) in which the
 //! caller's rule (who may do what) is re-judged on the record actually
 //! written over.
-//! Both caps of DESIGN section 5 hold exactly: members per room inside that
+//! Both caps of docs/protocol.md section 5 hold exactly: members per room inside that
 //! CAS, rooms per user through a reservation taken before the room record
 //! lists the user (see [`super::memberships`]).
 

@@ -1,4 +1,4 @@
-//! Blocking (DESIGN section 5): the block endpoints and their rules, the
+//! Blocking (docs/protocol.md section 5): the block endpoints and their rules, the
 //! block that keeps a non-admin from adding the blocker to rooms, the
 //! 1,000-key cap, the CLI commands, and the client dropping DMs from
 //! blocked keys.

@@ -1,4 +1,4 @@
-//! Hostile header blocks through a raw-protocol client (DESIGN section 2):
+//! Hostile header blocks through a raw-protocol client (docs/protocol.md section 2):
 //! a forged `Nats-Request-Info` never changes whose identity a request runs
 //! as, and no header bytes a client sends can stop, stall or reconnect
 //! unibusd's connections.

@@ -85,6 +85,7 @@ pub struct Envelope {
 
 /// Why an envelope was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum Reject {
     /// Not a v1 envelope.
     #[error("malformed envelope: {0}")]
@@ -111,6 +112,7 @@ pub enum Reject {
 
 /// Why an envelope could not be made.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum SealError {
     /// A recipient's X25519 key is weak (low order / non-canonical).
     #[error("recipient {0} has an unusable key: {1}")]

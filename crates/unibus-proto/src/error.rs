@@ -1,5 +1,5 @@
 //! The domain error type and the one mapping from errors to wire codes
-//! (DESIGN section 5). Handlers return [`Error`]; the service dispatcher
+//! (docs/protocol.md section 5). Handlers return [`Error`]; the service dispatcher
 //! turns it into headers and body with [`Error::code`] and [`Error::number`];
 //! the client turns wire errors back into the same enum with
 //! [`Error::from_wire`].

@@ -113,7 +113,7 @@ macro_rules! string_backed {
 }
 
 /// A user's Ed25519 public key: decodes, canonical, not of small order
-/// (DESIGN section 2); held as 64 lowercase hex characters.
+/// (docs/protocol.md section 2); held as 64 lowercase hex characters.
 #[derive(Clone, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct SignPub {
@@ -152,7 +152,7 @@ impl SignPub {
 }
 string_backed!(SignPub);
 
-/// A user's X25519 public key: canonical and not of low order (DESIGN
+/// A user's X25519 public key: canonical and not of low order (docs/protocol.md
 /// section 2); held as 64 lowercase hex characters.
 #[derive(Clone, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]

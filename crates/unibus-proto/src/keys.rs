@@ -1,5 +1,5 @@
 //! Key material on the wire: hex parsing, weak-key checks for Ed25519 and
-//! X25519 (DESIGN section 2), the strict nonce-signature check the callout
+//! X25519 (docs/protocol.md section 2), the strict nonce-signature check the callout
 //! relies on, and invite tokens (random 256-bit secrets whose SHA-256 is the
 //! stored invite id).
 

@@ -1,4 +1,4 @@
-//! The records kept in JetStream KV (DESIGN section 3) and the time helpers
+//! The records kept in JetStream KV (docs/protocol.md section 3) and the time helpers
 //! they use. Every record carries `"v": 1`; unknown fields are ignored when
 //! reading so that later versions can add fields.
 

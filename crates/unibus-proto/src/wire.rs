@@ -1,4 +1,4 @@
-//! Wire types of the control plane (DESIGN section 5): request bodies with
+//! Wire types of the control plane (docs/protocol.md section 5): request bodies with
 //! strict decoding (a JSON object, no unknown fields, `null` = absent) and
 //! field validation, and reply bodies. Used by the service to parse and by
 //! clients to build requests, so the two cannot drift.
@@ -21,11 +21,11 @@ pub const NAME_MAX_CHARS: usize = 64;
 /// Longest invite note, in Unicode scalar values.
 pub const NOTE_MAX_CHARS: usize = 256;
 
-/// Most rooms one user may be a member of (DESIGN section 5).
+/// Most rooms one user may be a member of (docs/protocol.md section 5).
 pub const MAX_ROOMS_PER_USER: usize = 256;
-/// Most members one room may have (DESIGN section 5).
+/// Most members one room may have (docs/protocol.md section 5).
 pub const MAX_MEMBERS_PER_ROOM: usize = 512;
-/// Most keys one user may block (DESIGN section 5).
+/// Most keys one user may block (docs/protocol.md section 5).
 pub const MAX_BLOCKS_PER_USER: usize = 1000;
 
 /// Decodes a request body strictly. An empty body counts as `{}`.

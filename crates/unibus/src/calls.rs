@@ -1,4 +1,4 @@
-//! Control-plane calls of DESIGN section 5: one generic
+//! Control-plane calls of docs/protocol.md section 5: one generic
 //! [`Client::request`] over the endpoint table ([`unibus_proto::endpoint`])
 //! and a thin named method per endpoint.
 //!

@@ -1,4 +1,4 @@
-//! Block lists (DESIGN section 5): `unibus.block.add|remove|list` for
+//! Block lists (docs/protocol.md section 5): `unibus.block.add|remove|list` for
 //! active users. Each answers the caller's whole list. A block keeps the
 //! blocked key from adding the caller to rooms (see the rooms handler);
 //! clients also drop DMs from blocked keys.

@@ -1,4 +1,4 @@
-//! Rooms: create, get, list, member add and remove (DESIGN section 5).
+//! Rooms: create, get, list, member add and remove (docs/protocol.md section 5).
 //! Membership changes close the affected member's connections after the
 //! reply, so that its reconnect carries the new permissions. Adds respect
 //! the caps (256 rooms per user, 512 members per room) and block lists.
