@@ -1,9 +1,10 @@
 //! Finding and running a real nats-server process: used by the local dev
-//! stack (`unibusd dev`) and by the integration tests. The binary is looked
-//! up in `NATS_SERVER_BIN`, then the project-local tool dir
-//! (`.tools/nats/bin/nats-server`, filled by `scripts/install-nats-server`)
-//! of the current directory or the nearest ancestor that has one, then
-//! `PATH`.
+//! stack (`unibusd dev`), the integration tests and the benchmark. The
+//! binary is looked up in `NATS_SERVER_BIN`, then the project-local tool
+//! dir (`.tools/nats/bin/nats-server`, filled by
+//! `scripts/install-nats-server`) of the current directory or its nearest
+//! ancestor that has one (then of the running executable's ancestors), then
+//! `PATH`. Nothing is baked in at build time.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
