@@ -3,7 +3,6 @@
 //! 1,000-key cap, the CLI commands, and the client dropping DMs from
 //! blocked keys.
 
-use std::path::Path;
 use std::time::Duration;
 
 use futures::StreamExt as _;
@@ -12,6 +11,7 @@ use unibus_proto::model::Role;
 use unibus_proto::subjects;
 use unibus_proto::wire::MAX_BLOCKS_PER_USER;
 
+use crate::cli::cli;
 use crate::harness::{Stack, code};
 
 fn random_key() -> String {
@@ -203,19 +203,6 @@ async fn client_drops_dms_from_blocked_keys() {
     }
 }
 
-fn cli(url: &str, identity: &Path, args: &[&str]) -> (i32, serde_json::Value) {
-    let out = std::process::Command::new(crate::harness::unibus_cli())
-        .args(["--json", "--url", url, "--identity"])
-        .arg(identity)
-        .args(args)
-        .env_remove("UNIBUS_URL")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    let value = stdout.lines().last().and_then(|l| serde_json::from_str(l).ok()).unwrap_or_default();
-    (out.status.code().unwrap_or(-1), value)
-}
-
 /// `unibus block`, `unibus blocked` and `unibus unblock` with `--json`;
 /// blocking oneself exits 1 and prints `bad_request`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -234,16 +221,16 @@ async fn cli_block_commands() {
     let url = stack.url.as_str();
     let bob_key = bob_c.sign_pub().to_string();
 
-    let (rc, v) = cli(url, &path, &["block", &bob_key]);
+    let (rc, v, _) = cli(url, &path, &["block", &bob_key]);
     assert_eq!(rc, 0);
     assert_eq!(v["blocked"], serde_json::json!([bob_key]));
-    let (rc, v) = cli(url, &path, &["blocked"]);
+    let (rc, v, _) = cli(url, &path, &["blocked"]);
     assert_eq!((rc, v["blocked"].clone()), (0, serde_json::json!([bob_key])));
-    let (rc, v) = cli(url, &path, &["block", &alice.sign_pub_hex()]);
+    let (rc, v, _) = cli(url, &path, &["block", &alice.sign_pub_hex()]);
     assert_eq!(rc, 1);
     assert_eq!(v["error"]["code"], "bad_request", "{v}");
-    let (rc, v) = cli(url, &path, &["unblock", &bob_key]);
+    let (rc, v, _) = cli(url, &path, &["unblock", &bob_key]);
     assert_eq!((rc, v["blocked"].clone()), (0, serde_json::json!([])));
-    let (rc, v) = cli(url, &path, &["blocked"]);
+    let (rc, v, _) = cli(url, &path, &["blocked"]);
     assert_eq!((rc, v["blocked"].clone()), (0, serde_json::json!([])));
 }

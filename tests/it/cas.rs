@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use unibus::Identity;
 use unibus_proto::error::Error;
-use unibus_proto::model::{InviteStatus, Role, Room, User};
+use unibus_proto::model::{InviteStatus, Room};
 use unibusd::store::{RoomChange, Store};
 
 use crate::harness::{Stack, code};
@@ -94,19 +94,9 @@ async fn a_record_that_keeps_changing_is_given_up_as_unavailable() {
 async fn concurrent_member_adds_to_one_room_all_land() {
     let stack = Stack::start(false).await;
     let (_root, admin) = stack.admin().await;
-    let (alice, alice_c) = stack.user(&admin, Role::Member, "alice").await;
-    let room = alice_c.create_room("busy").await.unwrap();
-    // Creating a room kicks the creator (new grants): connect again.
-    let alice_c = stack.connect(&alice).await.unwrap();
+    let (_alice, alice_c, room) = stack.room_owner(&admin, "alice", "busy").await;
+    let users = stack.seed_members(12).await;
     let store = stack.store();
-    let mut users = Vec::new();
-    for i in 0..12 {
-        let id = Identity::generate();
-        let u =
-            User::new_active(&id.sign_pub_hex(), &id.kex_pub_hex(), &format!("u{i}"), Role::Member, "t", "t");
-        store.add_user(&u).await.unwrap();
-        users.push(id.sign_pub_hex());
-    }
     let adds = users.iter().enumerate().map(|(i, u)| {
         let by = if i % 2 == 0 { &alice_c } else { &admin };
         by.add_member(&room.id, u)

@@ -5,11 +5,11 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use tokio::io::AsyncBufReadExt as _;
-
 use crate::harness::Stack;
 
-fn cli(url: &str, identity: &Path, args: &[&str]) -> (i32, serde_json::Value, String) {
+/// Runs the `unibus` binary with `--json` against `url` as `identity`:
+/// exit code, the last stdout line as JSON, stderr.
+pub fn cli(url: &str, identity: &Path, args: &[&str]) -> (i32, serde_json::Value, String) {
     let out = std::process::Command::new(crate::harness::unibus_cli())
         .args(["--json", "--url", url, "--identity"])
         .arg(identity)
@@ -79,16 +79,12 @@ async fn cli_walks_the_whole_flow() {
     raw.flush().await.unwrap();
 
     // bob listens for two messages; alice sends a DM and a room message.
-    let mut listener = tokio::process::Command::new(crate::harness::unibus_cli())
-        .args(["--json", "--url", url, "--identity"])
-        .arg(&bob)
-        .args(["listen"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = tokio::io::BufReader::new(listener.stdout.take().unwrap()).lines();
+    let (mut listener, mut lines) = crate::harness::spawn_stdout_lines(
+        tokio::process::Command::new(crate::harness::unibus_cli())
+            .args(["--json", "--url", url, "--identity"])
+            .arg(&bob)
+            .args(["listen"]),
+    );
     let ready =
         tokio::time::timeout(Duration::from_secs(5), lines.next_line()).await.unwrap().unwrap().unwrap();
     assert!(ready.contains("listening"), "{ready}");

@@ -7,7 +7,7 @@ use std::time::Duration;
 use async_nats::jetstream;
 use tokio::sync::mpsc;
 use unibus::{Client, ClientError, Identity};
-use unibus_proto::model::Role;
+use unibus_proto::model::{Role, Room, User};
 use unibus_proto::subjects;
 use unibus_proto::wire::InviteCreateRequest;
 use unibusd::config::Settings;
@@ -31,6 +31,22 @@ pub fn unibus_cli() -> std::path::PathBuf {
         path.display()
     );
     path
+}
+
+/// Spawns `cmd` (killed on drop) with stdout piped and stderr dropped:
+/// the child and the lines of its stdout.
+pub fn spawn_stdout_lines(
+    cmd: &mut tokio::process::Command,
+) -> (tokio::process::Child, tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>) {
+    use tokio::io::AsyncBufReadExt as _;
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawns");
+    let lines = tokio::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
+    (child, lines)
 }
 
 /// Logs to the test output when `RUST_LOG` is set.
@@ -213,6 +229,30 @@ impl Stack {
         drop(guest);
         let c = self.connect(&id).await.expect("user reconnects");
         (id, c)
+    }
+
+    /// A member who owns a new room `room`, connected again after creating
+    /// it (creating a room kicks the creator so that it comes back with the
+    /// room's grants).
+    pub async fn room_owner(&self, admin: &Client, name: &str, room: &str) -> (Identity, Client, Room) {
+        let (id, c) = self.user(admin, Role::Member, name).await;
+        let room = c.create_room(room).await.expect("creates the room");
+        let c = self.connect(&id).await.expect("owner reconnects");
+        (id, c, room)
+    }
+
+    /// `n` active members written straight into the store (no connection,
+    /// no invite); their keys, in creation order.
+    pub async fn seed_members(&self, n: usize) -> Vec<String> {
+        let mut keys = Vec::with_capacity(n);
+        for i in 0..n {
+            let id = Identity::generate();
+            let (key, kex) = (id.sign_pub_hex(), id.kex_pub_hex());
+            let u = User::new_active(&key, &kex, &format!("u{i}"), Role::Member, "test", "test");
+            self.store().add_user(&u).await.expect("seeds a member");
+            keys.push(key);
+        }
+        keys
     }
 
     /// (messages, last sequence) of every bucket: equal before and after

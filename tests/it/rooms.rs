@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use futures::StreamExt as _;
 use unibus::{Client, Identity};
-use unibus_proto::model::{Role, User};
+use unibus_proto::model::Role;
 use unibus_proto::subjects;
 use unibus_proto::wire::{MAX_MEMBERS_PER_ROOM, MAX_ROOMS_PER_USER, RoomListRequest};
 
@@ -158,9 +158,7 @@ async fn next_payload(sub: &mut async_nats::Subscriber) -> Option<String> {
 async fn deleted_user_leaves_every_room_and_inherits_nothing() {
     let stack = Stack::start(false).await;
     let (root, admin) = stack.admin().await;
-    let (erin, erin_c) = stack.user(&admin, Role::Member, "erin").await;
-    let owned = erin_c.create_room("erin's").await.unwrap();
-    let erin_c = reconnect(&stack, &erin).await;
+    let (erin, erin_c, owned) = stack.room_owner(&admin, "erin", "erin's").await;
     let other = admin.create_room("all hands").await.unwrap();
     let admin = reconnect(&stack, &root).await;
     admin.add_member(&other.id, &erin.sign_pub_hex()).await.unwrap();
@@ -245,19 +243,10 @@ async fn rooms_per_user_cap_is_exact() {
 async fn members_per_room_cap_is_exact() {
     let stack = Stack::start(false).await;
     let (_root, admin) = stack.admin().await;
-    let (alice, alice_c) = stack.user(&admin, Role::Member, "alice").await;
-    let room = alice_c.create_room("crowded").await.unwrap();
-    let alice_c = reconnect(&stack, &alice).await;
+    let (alice, alice_c, room) = stack.room_owner(&admin, "alice", "crowded").await;
     let store = stack.store();
     // Six real users to add, and fillers written straight into the room.
-    let mut users = Vec::new();
-    for i in 0..6 {
-        let id = Identity::generate();
-        let u =
-            User::new_active(&id.sign_pub_hex(), &id.kex_pub_hex(), &format!("u{i}"), Role::Member, "t", "t");
-        store.add_user(&u).await.unwrap();
-        users.push(id.sign_pub_hex());
-    }
+    let users = stack.seed_members(6).await;
     fill(store, &room.id, MAX_MEMBERS_PER_ROOM - 2).await;
 
     let adds = users[..4].iter().map(|u| alice_c.add_member(&room.id, u));

@@ -17,15 +17,11 @@ const UNIBUSD: &str = env!("CARGO_BIN_EXE_unibusd");
 async fn dev_stack_prints_url_and_admin_invite() {
     let dir = tempfile::tempdir().unwrap();
     let port = unibusd::natsserver::free_port();
-    let mut child = tokio::process::Command::new(UNIBUSD)
-        .args(["dev", "--port", &port.to_string(), "--data-dir"])
-        .arg(dir.path().join("dev"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let (mut child, mut lines) = crate::harness::spawn_stdout_lines(
+        tokio::process::Command::new(UNIBUSD)
+            .args(["dev", "--port", &port.to_string(), "--data-dir"])
+            .arg(dir.path().join("dev")),
+    );
     let line = tokio::time::timeout(std::time::Duration::from_secs(60), lines.next_line())
         .await
         .expect("dev stack became ready")
@@ -97,6 +93,21 @@ async fn keygen_and_bootstrap_admin_commands() {
     assert!(String::from_utf8_lossy(&refused.stderr).contains("admin already exists"));
 }
 
+/// `unibusd run <extra>` with `issuer_seed` and the other seeds of `s` as
+/// its only environment.
+fn run_with(issuer_seed: &str, s: &unibusd::secrets::Secrets, extra: &[&str]) -> std::process::Output {
+    std::process::Command::new(UNIBUSD)
+        .arg("run")
+        .args(extra)
+        .env_clear()
+        .env("UNIBUS_ISSUER_SEED", issuer_seed)
+        .env("UNIBUS_XKEY_SEED", s.xkey.seed().unwrap())
+        .env("UNIBUS_SERVICE_SEED", s.service.seed().unwrap())
+        .env("UNIBUS_SYS_SEED", s.sys.seed().unwrap())
+        .output()
+        .unwrap()
+}
+
 /// Settings are validated before anything connects, naming the setting.
 #[test]
 fn run_names_the_missing_or_malformed_setting() {
@@ -106,39 +117,16 @@ fn run_names_the_missing_or_malformed_setting() {
     assert!(err.contains("missing setting UNIBUS_"), "{err}");
 
     let s = unibusd::secrets::Secrets::generate();
-    let bad = std::process::Command::new(UNIBUSD)
-        .args(["run"])
-        .env_clear()
-        .env("UNIBUS_ISSUER_SEED", s.service.seed().unwrap()) // a user seed, not an account seed
-        .env("UNIBUS_XKEY_SEED", s.xkey.seed().unwrap())
-        .env("UNIBUS_SERVICE_SEED", s.service.seed().unwrap())
-        .env("UNIBUS_SYS_SEED", s.sys.seed().unwrap())
-        .output()
-        .unwrap();
+    // A user seed where the issuer (account) seed belongs.
+    let bad = run_with(&s.service.seed().unwrap(), &s, &[]);
     let err = String::from_utf8_lossy(&bad.stderr);
     assert!(!bad.status.success());
     assert!(err.contains("malformed setting UNIBUS_ISSUER_SEED"), "{err}");
 
-    let bad_replicas = std::process::Command::new(UNIBUSD)
-        .args(["run", "--kv-replicas", "9"])
-        .env_clear()
-        .env("UNIBUS_ISSUER_SEED", s.issuer.seed().unwrap())
-        .env("UNIBUS_XKEY_SEED", s.xkey.seed().unwrap())
-        .env("UNIBUS_SERVICE_SEED", s.service.seed().unwrap())
-        .env("UNIBUS_SYS_SEED", s.sys.seed().unwrap())
-        .output()
-        .unwrap();
+    let bad_replicas = run_with(&s.issuer.seed().unwrap(), &s, &["--kv-replicas", "9"]);
     assert!(String::from_utf8_lossy(&bad_replicas.stderr).contains("UNIBUS_KV_REPLICAS"));
 
-    let bad_limit = std::process::Command::new(UNIBUSD)
-        .args(["run", "--register-key-burst", "0"])
-        .env_clear()
-        .env("UNIBUS_ISSUER_SEED", s.issuer.seed().unwrap())
-        .env("UNIBUS_XKEY_SEED", s.xkey.seed().unwrap())
-        .env("UNIBUS_SERVICE_SEED", s.service.seed().unwrap())
-        .env("UNIBUS_SYS_SEED", s.sys.seed().unwrap())
-        .output()
-        .unwrap();
+    let bad_limit = run_with(&s.issuer.seed().unwrap(), &s, &["--register-key-burst", "0"]);
     assert!(String::from_utf8_lossy(&bad_limit.stderr).contains("UNIBUS_REGISTER_KEY_BURST"));
 }
 

@@ -33,6 +33,16 @@ pub enum UserStatus {
     Revoked,
 }
 
+impl UserStatus {
+    /// The wire name (`active`, `revoked`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UserStatus::Active => "active",
+            UserStatus::Revoked => "revoked",
+        }
+    }
+}
+
 /// Stored invite state. `expired` is never stored, only computed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -45,6 +55,18 @@ pub enum InviteStatus {
     Cancelled,
     /// Computed: pending and past `expires_at`. Never stored.
     Expired,
+}
+
+impl InviteStatus {
+    /// The wire name (`pending`, `used`, `cancelled`, `expired`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InviteStatus::Pending => "pending",
+            InviteStatus::Used => "used",
+            InviteStatus::Cancelled => "cancelled",
+            InviteStatus::Expired => "expired",
+        }
+    }
 }
 
 /// A record in `UNIBUS_users`, keyed by `sign_pub`.
@@ -241,5 +263,16 @@ mod tests {
         };
         assert!(inv.is_expired(now()));
         assert_eq!(inv.view(now()).status, InviteStatus::Expired);
+    }
+
+    #[test]
+    fn status_names_are_the_serde_names() {
+        for s in [UserStatus::Active, UserStatus::Revoked] {
+            assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
+        }
+        use InviteStatus::*;
+        for s in [Pending, Used, Cancelled, Expired] {
+            assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
+        }
     }
 }

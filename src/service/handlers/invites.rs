@@ -1,11 +1,11 @@
 //! Invites: the admin invite endpoints.
 
-use super::{Caller, Ctx, Outcome, active_admin};
+use super::{Paging, Caller, Ctx, Outcome, active_admin};
 use unibus_proto::error::Error;
 use unibus_proto::model::{InviteStatus, Role, now};
 use unibus_proto::wire::{
     InviteCreateReply, InviteCreateRequest, InviteIdRequest, InviteListReply, InviteListRequest,
-    InviteReply, page_limit,
+    InviteReply,
 };
 
 /// `unibus.admin.invite.create`: mint an invite; the token is in the reply
@@ -19,25 +19,13 @@ pub async fn create(ctx: &Ctx, caller: &Caller, req: InviteCreateRequest) -> Res
     Outcome::reply(InviteCreateReply { invite, token: token.to_hex(), link: token.link() })
 }
 
-fn status_filter(s: Option<InviteStatus>) -> &'static str {
-    match s {
-        None => "",
-        Some(InviteStatus::Pending) => "pending",
-        Some(InviteStatus::Used) => "used",
-        Some(InviteStatus::Cancelled) => "cancelled",
-        Some(InviteStatus::Expired) => "expired",
-    }
-}
-
 /// `unibus.admin.invite.list`: one page, no tokens, `expired` computed.
 pub async fn list(ctx: &Ctx, caller: &Caller, req: InviteListRequest) -> Result<Outcome<InviteListReply>, Error> {
-    let limit = page_limit(req.limit)?;
-    let filter = status_filter(req.status);
-    let after = req.cursor.as_deref().map(|c| ctx.cursors.open(c, "invites", filter)).transpose()?;
+    let filter = req.status.map_or("", InviteStatus::as_str);
+    let page = Paging::open(ctx, "invites", filter, req.limit, req.cursor.as_deref())?;
     active_admin(ctx, caller).await?;
-    let (invites, last) = ctx.store.list_invites_page(req.status, after.as_deref(), limit).await?;
-    let next = last.map(|k| ctx.cursors.issue("invites", filter, &k));
-    Outcome::reply(InviteListReply { invites, next })
+    let (invites, last) = ctx.store.list_invites_page(req.status, page.after.as_deref(), page.limit).await?;
+    Outcome::reply(InviteListReply { invites, next: page.next(ctx, last) })
 }
 
 /// `unibus.admin.invite.get`.

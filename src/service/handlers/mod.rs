@@ -15,7 +15,7 @@ use super::{Caller, Ctx, Encoded, Outcome, caller_from_headers};
 use unibus_proto::endpoint::{self as ep, Endpoint};
 use unibus_proto::error::Error;
 use unibus_proto::model::{Role, User, UserStatus};
-use unibus_proto::wire::decode;
+use unibus_proto::wire::{decode, page_limit};
 
 /// Pairs each endpoint with its handler: the request is decoded as the
 /// endpoint's `Request` and the handler must answer its `Reply`, so a
@@ -87,6 +87,37 @@ async fn active_admin(ctx: &Ctx, caller: &Caller) -> Result<User, Error> {
         return Err(Error::Forbidden("admin role required".into()));
     }
     Ok(user)
+}
+
+/// A list request's paging after the shape checks: the page size and the
+/// key to continue after, from a cursor issued for the same list `kind`
+/// and `filter` (a cursor of another list or filter is `bad_request`).
+struct Paging<'a> {
+    kind: &'static str,
+    filter: &'a str,
+    limit: usize,
+    after: Option<String>,
+}
+
+impl<'a> Paging<'a> {
+    /// Checks `limit` and opens `cursor`.
+    fn open(
+        ctx: &Ctx,
+        kind: &'static str,
+        filter: &'a str,
+        limit: Option<u64>,
+        cursor: Option<&str>,
+    ) -> Result<Self, Error> {
+        let limit = page_limit(limit)?;
+        let after = cursor.map(|c| ctx.cursors.open(c, kind, filter)).transpose()?;
+        Ok(Paging { kind, filter, limit, after })
+    }
+
+    /// The cursor of the next page, when the store says more may follow
+    /// `last`.
+    fn next(&self, ctx: &Ctx, last: Option<String>) -> Option<String> {
+        last.map(|k| ctx.cursors.issue(self.kind, self.filter, &k))
+    }
 }
 
 #[cfg(test)]

@@ -3,12 +3,12 @@
 //! reply, so that its reconnect carries the new permissions. Adds respect
 //! the caps (256 rooms per user, 512 members per room) and block lists.
 
-use super::{Caller, Ctx, Outcome, active_user};
+use super::{Paging, Caller, Ctx, Outcome, active_user};
 use unibus_proto::error::Error;
 use unibus_proto::model::{Role, Room, UserStatus};
 use unibus_proto::wire::{
     MAX_MEMBERS_PER_ROOM, MemberRequest, RoomCreateRequest, RoomIdRequest, RoomListReply, RoomListRequest,
-    RoomReply, page_limit, validate_name,
+    RoomReply, validate_name,
 };
 use crate::store::{RoomChange, members_cap};
 
@@ -35,12 +35,10 @@ pub async fn get(ctx: &Ctx, caller: &Caller, req: RoomIdRequest) -> Result<Outco
 
 /// `unibus.room.list`: the rooms the caller is a member of.
 pub async fn list(ctx: &Ctx, caller: &Caller, req: RoomListRequest) -> Result<Outcome<RoomListReply>, Error> {
-    let limit = page_limit(req.limit)?;
-    let after = req.cursor.as_deref().map(|c| ctx.cursors.open(c, "rooms", &caller.sign_pub)).transpose()?;
+    let page = Paging::open(ctx, "rooms", &caller.sign_pub, req.limit, req.cursor.as_deref())?;
     active_user(ctx, caller).await?;
-    let (rooms, last) = ctx.store.list_rooms_page(&caller.sign_pub, after.as_deref(), limit).await?;
-    let next = last.map(|k| ctx.cursors.issue("rooms", &caller.sign_pub, &k));
-    Outcome::reply(RoomListReply { rooms, next })
+    let (rooms, last) = ctx.store.list_rooms_page(&caller.sign_pub, page.after.as_deref(), page.limit).await?;
+    Outcome::reply(RoomListReply { rooms, next: page.next(ctx, last) })
 }
 
 /// `unibus.room.member.add`: the owner or an admin adds an active user,

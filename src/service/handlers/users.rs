@@ -1,12 +1,12 @@
 //! Users: register, whoami, lookup, and the admin user endpoints.
 
-use super::{Caller, Ctx, Outcome, active_admin, active_user};
+use super::{Paging, Caller, Ctx, Outcome, active_admin, active_user};
 use unibus_proto::error::Error;
 use unibus_proto::keys::InviteToken;
 use unibus_proto::model::UserStatus;
 use unibus_proto::wire::{
     DeleteReply, Empty, LookupReply, RegisterRequest, RevokeReply, SignPubRequest, UserListReply,
-    UserListRequest, UserReply, page_limit, validate_name,
+    UserListRequest, UserReply, validate_name,
 };
 use crate::store::NewUser;
 
@@ -41,23 +41,13 @@ pub async fn lookup(ctx: &Ctx, caller: &Caller, req: SignPubRequest) -> Result<O
     Outcome::reply(LookupReply { user: user.into() })
 }
 
-fn status_filter(s: Option<UserStatus>) -> &'static str {
-    match s {
-        None => "",
-        Some(UserStatus::Active) => "active",
-        Some(UserStatus::Revoked) => "revoked",
-    }
-}
-
 /// `unibus.admin.user.list`: one page of users in key order.
 pub async fn list(ctx: &Ctx, caller: &Caller, req: UserListRequest) -> Result<Outcome<UserListReply>, Error> {
-    let limit = page_limit(req.limit)?;
-    let filter = status_filter(req.status);
-    let after = req.cursor.as_deref().map(|c| ctx.cursors.open(c, "users", filter)).transpose()?;
+    let filter = req.status.map_or("", UserStatus::as_str);
+    let page = Paging::open(ctx, "users", filter, req.limit, req.cursor.as_deref())?;
     active_admin(ctx, caller).await?;
-    let (users, last) = ctx.store.list_users_page(req.status, after.as_deref(), limit).await?;
-    let next = last.map(|k| ctx.cursors.issue("users", filter, &k));
-    Outcome::reply(UserListReply { users, next })
+    let (users, last) = ctx.store.list_users_page(req.status, page.after.as_deref(), page.limit).await?;
+    Outcome::reply(UserListReply { users, next: page.next(ctx, last) })
 }
 
 /// `unibus.admin.user.get`.
