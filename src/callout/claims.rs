@@ -236,6 +236,43 @@ pub fn permissions(role: Option<Role>, sign_pub: &str, rooms: &[String]) -> Perm
 #[cfg(test)]
 mod tests {
     use super::*;
+    use unibus_proto::endpoint::{self, Access};
+
+    /// NATS subject matching: `*` is one token, `>` the rest (one or more).
+    fn matches(pattern: &str, subject: &str) -> bool {
+        let (mut p, mut s) = (pattern.split('.'), subject.split('.'));
+        loop {
+            match (p.next(), s.next()) {
+                (Some(">"), Some(_)) => return true,
+                (Some("*"), Some(_)) => {}
+                (Some(a), Some(b)) if a == b => {}
+                (None, None) => return true,
+                _ => return false,
+            }
+        }
+    }
+
+    /// The endpoint table's "who may call" and the callout's publish
+    /// grants agree for every control subject: a guest may publish exactly
+    /// the guest endpoints, a member also the member ones, an admin all.
+    #[test]
+    fn grants_follow_the_endpoint_table() {
+        assert!(matches("unibus.admin.>", "unibus.admin.user.get"));
+        assert!(!matches("unibus.room.*", "unibus.room.member.add"));
+        let callers = [(None, 0), (Some(Role::Member), 1), (Some(Role::Admin), 2)];
+        for (role, rank) in callers {
+            let grants = permissions(role, "ab", &[]).publish;
+            for (subject, access) in endpoint::ALL {
+                let needed = match access {
+                    Access::Guest => 0,
+                    Access::Member => 1,
+                    _ => 2,
+                };
+                let granted = grants.iter().any(|g| matches(g, subject));
+                assert_eq!(granted, rank >= needed, "{role:?} on {subject}");
+            }
+        }
+    }
 
     #[test]
     fn guest_may_only_register() {

@@ -33,7 +33,8 @@ pub enum Access {
 pub trait Endpoint {
     /// The request subject.
     const SUBJECT: &'static str;
-    /// Who may call it.
+    /// Who may call it. The callout's publish grants are tested against
+    /// it (unibusd `callout::claims`); handlers check it on the record.
     const ACCESS: Access;
     /// The request body; decoding it checks every field.
     type Request: Serialize + DeserializeOwned + Send + Sync + 'static;
