@@ -8,19 +8,6 @@ use unibus_proto::wire::InviteCreateRequest;
 
 use crate::harness::Stack;
 
-/// The example binary, built beside `unibusd` by `cargo test --workspace`
-/// (or `cargo build -p unibus --example hello`).
-fn hello_example() -> std::path::PathBuf {
-    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_unibusd"));
-    let path = bin.with_file_name("examples").join("hello");
-    assert!(
-        path.exists(),
-        "{} is missing: run the tests with `scripts/test` (cargo test --workspace), which builds the examples",
-        path.display()
-    );
-    path
-}
-
 /// Given a URL and a member's invite link, the example registers a new
 /// key, sends itself an encrypted DM and prints it decrypted; the key is
 /// then an active member.
@@ -29,7 +16,7 @@ async fn hello_example_registers_sends_and_receives() {
     let stack = Stack::start(true).await;
     let (_, admin) = stack.admin().await;
     let inv = admin.create_invite(&InviteCreateRequest::default()).await.unwrap();
-    let run = tokio::process::Command::new(hello_example())
+    let run = tokio::process::Command::new(crate::harness::built_beside_unibusd("examples/hello"))
         .args([&stack.url, &inv.link])
         .env_remove("UNIBUS_URL")
         .env_remove("UNIBUS_INVITE")

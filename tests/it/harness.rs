@@ -20,17 +20,23 @@ use unibusd::store::{Store, StoreConfig};
 /// they do not compete with each other for the machine's two cores.
 pub static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// The `unibus` CLI binary (package `unibus-cli`), built beside `unibusd`
-/// by `cargo test --workspace` (README's `scripts/test`; the CLI package's
-/// own tests make cargo build it).
-pub fn unibus_cli() -> std::path::PathBuf {
-    let path = std::path::Path::new(env!("CARGO_BIN_EXE_unibusd")).with_file_name("unibus");
+/// A binary that `cargo test --workspace` (README's `scripts/test`) builds
+/// in the same target directory as `unibusd`, at `rel` beside it: the
+/// `unibus` CLI (package `unibus-cli`, built because that package has tests
+/// of its own) or a client example (`examples/hello`).
+pub fn built_beside_unibusd(rel: &str) -> std::path::PathBuf {
+    let path = std::path::Path::new(env!("CARGO_BIN_EXE_unibusd")).with_file_name(rel);
     assert!(
         path.exists(),
-        "{} is missing: run the tests with `scripts/test` (cargo test --workspace), which builds the CLI",
+        "{} is missing: run the tests with `scripts/test` (cargo test --workspace), which builds it",
         path.display()
     );
     path
+}
+
+/// The `unibus` CLI binary.
+pub fn unibus_cli() -> std::path::PathBuf {
+    built_beside_unibusd("unibus")
 }
 
 /// Spawns `cmd` (killed on drop) with stdout piped and stderr dropped:

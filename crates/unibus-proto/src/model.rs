@@ -195,8 +195,7 @@ impl Invite {
     /// stored field stays a `String` so that such a record still reads, and
     /// counts as expired).
     pub fn is_expired(&self, now: OffsetDateTime) -> bool {
-        self.status == InviteStatus::Pending
-            && Timestamp::parse(&self.expires_at).ok().is_none_or(|exp| now >= exp.get())
+        self.status == InviteStatus::Pending && parse_time(&self.expires_at).is_none_or(|exp| now >= exp)
     }
 
     /// The invite as shown on the wire: `expired` computed.
