@@ -126,12 +126,17 @@ fn user_text(u: &User) -> String {
         wire(&u.role),
         wire(&u.status),
         u.sign_pub,
-        u.kex_pub,
+        u.kex_pub.as_deref().unwrap_or("(no active device)"),
         u.created_at,
         u.invited_by
     );
     if let (Some(at), Some(by)) = (&u.revoked_at, &u.revoked_by) {
         s.push_str(&format!("\n  revoked:    {at} by {by}"));
+    }
+    let active = u.active_devices().count();
+    s.push_str(&format!("\n  devices:    {active} active of {} listed", u.devices.len()));
+    if u.kex_sig.is_none() && u.kex_pub.is_some() {
+        s.push_str("\n  binding:    none (account made before bindings: its kex_pub is unbound)");
     }
     s
 }

@@ -9,10 +9,11 @@ use serde::de::DeserializeOwned;
 
 use crate::subjects as s;
 use crate::wire::{
-    BlockListReply, DeleteReply, Empty, InviteCreateReply, InviteCreateRequest, InviteIdRequest,
-    InviteListReply, InviteListRequest, InviteReply, LookupReply, MemberRequest, RegisterRequest,
-    RevokeReply, RoomCreateRequest, RoomIdRequest, RoomListReply, RoomListRequest, RoomReply, SignPubRequest,
-    UserListReply, UserListRequest, UserReply,
+    AccountReply, AdminDeviceAddRequest, BlockListReply, DeleteReply, DeviceAddRequest, DeviceListReply,
+    DeviceReply, DeviceRevokeReply, DeviceRevokeRequest, Empty, InviteCreateReply, InviteCreateRequest,
+    InviteIdRequest, InviteListReply, InviteListRequest, InviteReply, LookupReply, MemberRequest,
+    RegisterRequest, RevokeReply, RoomCreateRequest, RoomIdRequest, RoomListReply, RoomListRequest, RoomReply,
+    SignPubRequest, UserListReply, UserListRequest, UserReply,
 };
 
 /// Who may call an endpoint (before any per-record rule, such as room
@@ -64,9 +65,9 @@ macro_rules! endpoints {
 
 endpoints! {
     /// `unibus.register`: redeem an invite.
-    Register = s::REGISTER, Guest, RegisterRequest => UserReply;
-    /// `unibus.whoami`: the caller's own record.
-    Whoami = s::WHOAMI, Member, Empty => UserReply;
+    Register = s::REGISTER, Guest, RegisterRequest => AccountReply;
+    /// `unibus.whoami`: the caller's account and device.
+    Whoami = s::WHOAMI, Member, Empty => AccountReply;
     /// `unibus.user.lookup`: the public part of a user.
     UserLookup = s::USER_LOOKUP, Member, SignPubRequest => LookupReply;
     /// `unibus.admin.invite.create`: mint an invite.
@@ -103,6 +104,15 @@ endpoints! {
     BlockRemove = s::BLOCK_REMOVE, Member, SignPubRequest => BlockListReply;
     /// `unibus.block.list`: the caller's block list.
     BlockList = s::BLOCK_LIST, Member, Empty => BlockListReply;
+    /// `unibus.device.add`: add a device to the caller's account.
+    DeviceAdd = s::DEVICE_ADD, Member, DeviceAddRequest => DeviceReply;
+    /// `unibus.device.list`: the caller's account's devices.
+    DeviceList = s::DEVICE_LIST, Member, Empty => DeviceListReply;
+    /// `unibus.device.revoke`: revoke a device and close its connections.
+    DeviceRevoke = s::DEVICE_REVOKE, Member, DeviceRevokeRequest => DeviceRevokeReply;
+    /// `unibus.admin.device.add`: recovery device for an account with no
+    /// active device.
+    AdminDeviceAdd = s::ADMIN_DEVICE_ADD, Admin, AdminDeviceAddRequest => DeviceReply;
 }
 
 #[cfg(test)]
@@ -138,6 +148,10 @@ mod tests {
             "unibus.block.add",
             "unibus.block.remove",
             "unibus.block.list",
+            "unibus.device.add",
+            "unibus.device.list",
+            "unibus.device.revoke",
+            "unibus.admin.device.add",
         ];
         let mut table: Vec<&str> = SUBJECTS.to_vec();
         let mut want = design.to_vec();

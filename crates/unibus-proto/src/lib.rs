@@ -7,9 +7,11 @@
 //! - [`endpoint`]: the endpoint table (subject, request, reply, access).
 //! - [`ids`]: checked keys, ids and times ([`SignPub`], [`RoomId`], ...).
 //! - [`model`]: the records kept in KV and shown in replies.
+//! - [`binding`]: device bindings (`kex_sig`) and nonce signing hygiene.
 //! - [`keys`]: hex keys, weak-key checks, nonce signatures, invite tokens.
 //! - [`e2e`]: the end-to-end message envelope (seal, open, replay guard).
 
+pub mod binding;
 pub mod e2e;
 pub mod endpoint;
 pub mod error;
@@ -19,6 +21,7 @@ pub mod model;
 pub mod subjects;
 pub mod wire;
 
+pub use binding::KexSig;
 pub use endpoint::{Access, Endpoint};
 pub use error::Error;
 pub use ids::{InviteId, KexPub, RoomId, SignPub, Timestamp};

@@ -69,15 +69,27 @@ impl InviteStatus {
     }
 }
 
-/// A record in `UNIBUS_users`, keyed by `sign_pub`.
+/// A record in `UNIBUS_users`, keyed by `sign_pub`: an account
+/// (docs/protocol.md sections 3 and 8). Its id is the `sign_pub` of its
+/// first device, for good. It holds the device set and the `seq` counter,
+/// and changes only by compare-and-swap.
+///
+/// Records written before devices existed have no `devices`: they read as
+/// one active device (the account key, `seq` 1, `via: "invite"`, no
+/// binding), so old accounts keep working and are migrated by their next
+/// write.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "StoredUser")]
 pub struct User {
     /// Schema version.
     pub v: u32,
-    /// Ed25519 public key, lowercase hex.
+    /// The account id: Ed25519 public key of its first device, lowercase hex.
     pub sign_pub: String,
-    /// X25519 public key, lowercase hex.
-    pub kex_pub: String,
+    /// X25519 key of the oldest active device; `None` when none is active.
+    pub kex_pub: Option<String>,
+    /// Binding of that key; `None` when none is active or the device
+    /// predates bindings.
+    pub kex_sig: Option<String>,
     /// Display name.
     pub name: String,
     /// Role.
@@ -98,23 +110,97 @@ pub struct User {
     pub revoked_by: Option<String>,
     /// Last change, RFC 3339 UTC.
     pub updated_at: String,
+    /// The account's devices, in `seq` order: every active one and the
+    /// most recent revoked ones (at most [`REVOKED_DEVICES_KEPT`]).
+    pub devices: Vec<Device>,
+    /// Highest `seq` given out so far.
+    pub device_seq: u32,
+}
+
+/// The stored shape, which may predate devices.
+#[derive(Deserialize)]
+struct StoredUser {
+    v: u32,
+    sign_pub: String,
+    #[serde(default)]
+    kex_pub: Option<String>,
+    #[serde(default)]
+    kex_sig: Option<String>,
+    name: String,
+    role: Role,
+    status: UserStatus,
+    created_at: String,
+    invited_by: String,
+    invite_id: String,
+    #[serde(default)]
+    revoked_at: Option<String>,
+    #[serde(default)]
+    revoked_by: Option<String>,
+    updated_at: String,
+    #[serde(default)]
+    devices: Option<Vec<Device>>,
+    #[serde(default)]
+    device_seq: Option<u32>,
+}
+
+impl From<StoredUser> for User {
+    fn from(s: StoredUser) -> User {
+        let (devices, device_seq) = match s.devices {
+            Some(devices) => {
+                let seq = s.device_seq.unwrap_or_else(|| devices.iter().map(|d| d.seq).max().unwrap_or(0));
+                (devices, seq)
+            }
+            // Before devices: the account key is the one device.
+            None => {
+                let first = s.kex_pub.as_ref().map(|kex_pub| Device {
+                    v: SCHEMA_VERSION,
+                    device: s.sign_pub.clone(),
+                    account: s.sign_pub.clone(),
+                    seq: 1,
+                    kex_pub: kex_pub.clone(),
+                    kex_sig: None,
+                    name: default_name(&s.sign_pub),
+                    status: DeviceStatus::Active,
+                    added_at: s.created_at.clone(),
+                    added_by: VIA_INVITE.to_string(),
+                    via: Via::Invite,
+                    revoked_at: None,
+                    revoked_by: None,
+                });
+                (first.into_iter().collect(), 1)
+            }
+        };
+        let mut user = User {
+            v: s.v,
+            sign_pub: s.sign_pub,
+            kex_pub: s.kex_pub,
+            kex_sig: s.kex_sig,
+            name: s.name,
+            role: s.role,
+            status: s.status,
+            created_at: s.created_at,
+            invited_by: s.invited_by,
+            invite_id: s.invite_id,
+            revoked_at: s.revoked_at,
+            revoked_by: s.revoked_by,
+            updated_at: s.updated_at,
+            devices,
+            device_seq,
+        };
+        user.refresh_account_keys();
+        user
+    }
 }
 
 impl User {
-    /// A new active user record, created now.
-    pub fn new_active(
-        sign_pub: &str,
-        kex_pub: &str,
-        name: &str,
-        role: Role,
-        invited_by: &str,
-        invite_id: &str,
-    ) -> User {
-        let t = fmt_time(now());
-        User {
+    /// A new active account whose first device is `first` (created now).
+    pub fn new_active(first: Device, name: &str, role: Role, invited_by: &str, invite_id: &str) -> User {
+        let t = first.added_at.clone();
+        let mut user = User {
             v: SCHEMA_VERSION,
-            sign_pub: sign_pub.to_string(),
-            kex_pub: kex_pub.to_string(),
+            sign_pub: first.account.clone(),
+            kex_pub: None,
+            kex_sig: None,
             name: name.to_string(),
             role,
             status: UserStatus::Active,
@@ -124,13 +210,152 @@ impl User {
             revoked_at: None,
             revoked_by: None,
             updated_at: t,
-        }
+            device_seq: first.seq,
+            devices: vec![first],
+        };
+        user.refresh_account_keys();
+        user
     }
 
     /// Active and admin.
     pub fn is_active_admin(&self) -> bool {
         self.status == UserStatus::Active && self.role == Role::Admin
     }
+
+    /// The account's active devices, oldest first.
+    pub fn active_devices(&self) -> impl Iterator<Item = &Device> {
+        self.devices.iter().filter(|d| d.status == DeviceStatus::Active)
+    }
+
+    /// The device `key` of this account, any status.
+    pub fn device(&self, key: &str) -> Option<&Device> {
+        self.devices.iter().find(|d| d.device == key)
+    }
+
+    /// True when `key` is an active device of this account.
+    pub fn has_active_device(&self, key: &str) -> bool {
+        self.device(key).is_some_and(|d| d.status == DeviceStatus::Active)
+    }
+
+    /// Sets `kex_pub` and `kex_sig` to those of the oldest active device
+    /// (`None` when none is active), for clients that know one key per
+    /// account.
+    pub fn refresh_account_keys(&mut self) {
+        let oldest = self.active_devices().min_by_key(|d| d.seq);
+        (self.kex_pub, self.kex_sig) = match oldest {
+            Some(d) => (Some(d.kex_pub.clone()), d.kex_sig.clone()),
+            None => (None, None),
+        };
+    }
+
+    /// Drops the oldest revoked devices beyond [`REVOKED_DEVICES_KEPT`]
+    /// (their `UNIBUS_devices` records stay, so the keys stay used).
+    pub fn trim_revoked(&mut self) {
+        let revoked = self.devices.iter().filter(|d| d.status == DeviceStatus::Revoked).count();
+        let mut drop = revoked.saturating_sub(REVOKED_DEVICES_KEPT);
+        self.devices.retain(|d| {
+            if drop > 0 && d.status == DeviceStatus::Revoked {
+                drop -= 1;
+                false
+            } else {
+                true
+            }
+        });
+    }
+}
+
+/// Most active devices per account (docs/protocol.md section 8).
+pub const MAX_DEVICES_PER_ACCOUNT: usize = 8;
+/// Revoked devices an account record keeps listing; older ones are
+/// still in `UNIBUS_devices`.
+pub const REVOKED_DEVICES_KEPT: usize = 32;
+/// `added_by` of an account's first device.
+pub const VIA_INVITE: &str = "invite";
+
+/// A user's default display name: the first 8 hex characters of its key.
+pub fn default_name(key: &str) -> String {
+    key.chars().take(8).collect()
+}
+
+/// Whether a device may connect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceStatus {
+    /// May connect (while its account is active too).
+    Active,
+    /// Revoked for good.
+    Revoked,
+}
+
+impl DeviceStatus {
+    /// The wire name (`active`, `revoked`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeviceStatus::Active => "active",
+            DeviceStatus::Revoked => "revoked",
+        }
+    }
+}
+
+/// How a device joined its account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Via {
+    /// The key that redeemed the invite: the first device.
+    Invite,
+    /// Added by another device of the account (`unibus.device.add`).
+    Device,
+    /// Added by an admin while the account had no active device
+    /// (`unibus.admin.device.add`); clients flag it to contacts.
+    Recovery,
+}
+
+impl Via {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Via::Invite => "invite",
+            Via::Device => "device",
+            Via::Recovery => "recovery",
+        }
+    }
+}
+
+/// A device record: in `UNIBUS_devices` (key = `device`) and in its
+/// account's `devices` (docs/protocol.md section 8). The account record is
+/// the authority on status; the `UNIBUS_devices` copy maps the key to its
+/// account and keeps the key used for good.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Device {
+    /// Schema version.
+    pub v: u32,
+    /// The device's Ed25519 key, lowercase hex.
+    pub device: String,
+    /// The account id.
+    pub account: String,
+    /// 1 for the first device, then one more than the account's highest.
+    pub seq: u32,
+    /// The device's X25519 key.
+    pub kex_pub: String,
+    /// Its binding (`None` for a device that predates bindings).
+    pub kex_sig: Option<String>,
+    /// Display name.
+    pub name: String,
+    /// Status.
+    pub status: DeviceStatus,
+    /// RFC 3339 UTC.
+    pub added_at: String,
+    /// `invite` for the first device, else the device key that added it
+    /// (an admin's device key for a recovery).
+    pub added_by: String,
+    /// How it joined.
+    pub via: Via,
+    /// Set once revoked.
+    #[serde(default)]
+    pub revoked_at: Option<String>,
+    /// Device key (or admin device key) that revoked it.
+    #[serde(default)]
+    pub revoked_by: Option<String>,
 }
 
 /// A record in `UNIBUS_invites`, keyed by `id` = SHA-256(token) hex.

@@ -45,6 +45,17 @@ pub const BLOCK_REMOVE: &str = "unibus.block.remove";
 /// The caller's block list.
 pub const BLOCK_LIST: &str = "unibus.block.list";
 
+/// `unibus.device.add`: add a device to the caller's account.
+pub const DEVICE_ADD: &str = "unibus.device.add";
+/// `unibus.device.list`: the caller's account's devices.
+pub const DEVICE_LIST: &str = "unibus.device.list";
+/// `unibus.device.revoke`: revoke a device.
+pub const DEVICE_REVOKE: &str = "unibus.device.revoke";
+/// `unibus.admin.device.add`: recovery device for an account with none.
+pub const ADMIN_DEVICE_ADD: &str = "unibus.admin.device.add";
+/// Every device subject (granted to every active user).
+pub const DEVICE_ALL: &str = "unibus.device.>";
+
 /// Wildcard for every admin subject (granted to admins only).
 pub const ADMIN_ALL: &str = "unibus.admin.>";
 /// Room control subjects (`unibus.room.create`, ...).
@@ -75,6 +86,9 @@ pub const BUCKET_BLOCKS: &str = "UNIBUS_blocks";
 /// JetStream KV bucket of per-user room reservations (the rooms-per-user
 /// cap), keyed by `sign_pub`.
 pub const BUCKET_MEMBERSHIPS: &str = "UNIBUS_memberships";
+/// JetStream KV bucket of device records, keyed by device key
+/// (docs/protocol.md section 8).
+pub const BUCKET_DEVICES: &str = "UNIBUS_devices";
 
 /// System-account request every server answers with its identity.
 pub const SYS_SERVER_PING: &str = "$SYS.REQ.SERVER.PING";

@@ -7,8 +7,9 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
+use crate::binding::KexSig;
 use crate::ids::{InviteId, KexPub, RoomId, SignPub};
-use crate::model::{Invite, InviteStatus, Role, Room, User, UserStatus};
+use crate::model::{Device, Invite, InviteStatus, Role, Room, User, UserStatus, Via};
 
 /// Smallest invite TTL in seconds.
 pub const TTL_MIN_SECS: u64 = 60;
@@ -68,9 +69,72 @@ pub struct RegisterRequest {
     pub invite: String,
     /// X25519 public key (checked when decoded).
     pub kex_pub: KexPub,
+    /// Binding of `kex_pub` to the new account (docs/protocol.md section 8);
+    /// required.
+    pub kex_sig: KexSig,
     /// Display name; default: first 8 hex characters of `sign_pub`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+}
+
+/// `unibus.device.add` request: the new device's public bundle.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceAddRequest {
+    /// The new device's Ed25519 key.
+    #[serde(deserialize_with = "device_key")]
+    pub device: SignPub,
+    /// Its X25519 key.
+    pub kex_pub: KexPub,
+    /// Its binding to the caller's account.
+    pub kex_sig: KexSig,
+    /// Display name; default: first 8 hex characters of `device`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+/// `unibus.admin.device.add` request: recovery of an account that has no
+/// active device.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminDeviceAddRequest {
+    /// The account id.
+    #[serde(deserialize_with = "account_key")]
+    pub account: SignPub,
+    /// The new device's Ed25519 key.
+    #[serde(deserialize_with = "device_key")]
+    pub device: SignPub,
+    /// Its X25519 key.
+    pub kex_pub: KexPub,
+    /// Its binding to `account`.
+    pub kex_sig: KexSig,
+    /// Display name; default: first 8 hex characters of `device`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+/// `unibus.device.revoke` request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceRevokeRequest {
+    /// The device to revoke.
+    #[serde(deserialize_with = "device_key")]
+    pub device: SignPub,
+}
+
+/// Decodes a key field so that its error names `device`.
+fn device_key<'de, D: serde::Deserializer<'de>>(d: D) -> Result<SignPub, D::Error> {
+    named_key(d, "device")
+}
+
+/// Decodes a key field so that its error names `account`.
+fn account_key<'de, D: serde::Deserializer<'de>>(d: D) -> Result<SignPub, D::Error> {
+    named_key(d, "account")
+}
+
+fn named_key<'de, D: serde::Deserializer<'de>>(d: D, field: &str) -> Result<SignPub, D::Error> {
+    let s = String::deserialize(d)?;
+    SignPub::parse_field(field, &s).map_err(serde::de::Error::custom)
 }
 
 /// `unibus.whoami` request (no fields).
@@ -299,22 +363,92 @@ pub struct UserReply {
     pub user: User,
 }
 
+/// Reply of `unibus.register` and `unibus.whoami`: the account and the
+/// device (the first one, or the caller's).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AccountReply {
+    /// The account record.
+    pub user: User,
+    /// The device record.
+    pub device: Device,
+}
+
+/// Reply carrying one device record.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeviceReply {
+    /// The record.
+    pub device: Device,
+}
+
+/// Reply of `unibus.device.list`: the caller's account's devices, every
+/// status, in `seq` order.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeviceListReply {
+    /// The devices.
+    pub devices: Vec<Device>,
+}
+
+/// Reply of `unibus.device.revoke`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeviceRevokeReply {
+    /// The record after the change.
+    pub device: Device,
+    /// Live connections targeted for closing.
+    pub kicked: u64,
+    /// True when not every server could list its connections before the
+    /// reply; unibusd keeps closing in the background.
+    #[serde(default)]
+    pub kick_pending: bool,
+}
+
+/// An active device as `unibus.user.lookup` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PublicDevice {
+    /// Ed25519 key, hex.
+    pub device: String,
+    /// X25519 key, hex.
+    pub kex_pub: String,
+    /// Binding; `None` for a device that predates bindings.
+    pub kex_sig: Option<String>,
+    /// Order within the account.
+    pub seq: u32,
+    /// How it joined (`recovery` is flagged to contacts).
+    pub via: Via,
+}
+
 /// The public part of a user, as `unibus.user.lookup` returns it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct PublicUser {
-    /// Ed25519 public key, hex.
+    /// Account id (Ed25519 public key of its first device), hex.
     pub sign_pub: String,
-    /// X25519 public key, hex.
-    pub kex_pub: String,
+    /// X25519 key of the oldest active device; `None` when none is active.
+    pub kex_pub: Option<String>,
+    /// Its binding; `None` when none is active or it predates bindings.
+    #[serde(default)]
+    pub kex_sig: Option<String>,
     /// Display name.
     pub name: String,
     /// Status.
     pub status: UserStatus,
+    /// Active devices, in `seq` order (absent from servers before
+    /// devices).
+    #[serde(default)]
+    pub devices: Vec<PublicDevice>,
 }
 
 impl From<User> for PublicUser {
     fn from(u: User) -> Self {
-        PublicUser { sign_pub: u.sign_pub, kex_pub: u.kex_pub, name: u.name, status: u.status }
+        let devices = u
+            .active_devices()
+            .map(|d| PublicDevice {
+                device: d.device.clone(),
+                kex_pub: d.kex_pub.clone(),
+                kex_sig: d.kex_sig.clone(),
+                seq: d.seq,
+                via: d.via,
+            })
+            .collect();
+        PublicUser { sign_pub: u.sign_pub, kex_pub: u.kex_pub, kex_sig: u.kex_sig, name: u.name, status: u.status, devices }
     }
 }
 

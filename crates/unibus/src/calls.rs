@@ -9,13 +9,14 @@
 //! service would refuse is refused here with the same `bad_request`, as
 //! [`ClientError::Service`].
 
-use crate::{Client, ClientError};
+use crate::{Bundle, Client, ClientError};
+use unibus_proto::KexSig;
 use unibus_proto::endpoint::{self as ep, Endpoint};
 use unibus_proto::error::Error;
 use unibus_proto::ids::{InviteId, KexPub, RoomId, SignPub};
-use unibus_proto::model::{Invite, Room, User};
+use unibus_proto::model::{Device, Invite, Room, User};
 use unibus_proto::wire::{
-    DeleteReply, Empty, InviteCreateReply, InviteCreateRequest, InviteIdRequest, InviteListReply,
+    AccountReply, AdminDeviceAddRequest, DeviceAddRequest, DeviceRevokeReply, DeviceRevokeRequest, DeleteReply, Empty, InviteCreateReply, InviteCreateRequest, InviteIdRequest, InviteListReply,
     InviteListRequest, MemberRequest, PublicUser, RegisterRequest, RevokeReply, RoomCreateRequest,
     RoomIdRequest, RoomListReply, RoomListRequest, SignPubRequest, UserListReply, UserListRequest,
 };
@@ -53,17 +54,81 @@ impl Client {
         let req = RegisterRequest {
             invite: invite.into(),
             kex_pub: arg(KexPub::parse(&self.identity.kex_pub_hex()))?,
+            kex_sig: self.identity.bind(&self.identity.sign_pub_hex()),
             name: name.map(Into::into),
         };
         Ok(self.request::<ep::Register>(&req).await?.user)
     }
 
-    /// The caller's own record.
+    /// The caller's account record.
     ///
     /// # Errors
     /// `forbidden` (not an active user).
     pub async fn whoami(&self) -> Result<User, ClientError> {
         Ok(self.request::<ep::Whoami>(&Empty {}).await?.user)
+    }
+
+    /// The caller's account record and this device's record.
+    ///
+    /// # Errors
+    /// `forbidden` (not an active user or device).
+    pub async fn whoami_device(&self) -> Result<AccountReply, ClientError> {
+        self.request::<ep::Whoami>(&Empty {}).await
+    }
+
+    /// Adds a new device to this account from its public bundle
+    /// ([`Bundle::parse`] verifies it first).
+    ///
+    /// # Errors
+    /// `bad_request` (a bundle for another account, a binding that does not
+    /// verify), `user_exists` (the key is a device or account already),
+    /// `limit_reached` (8 active devices), `forbidden`.
+    pub async fn add_device(&self, bundle: &Bundle) -> Result<Device, ClientError> {
+        let req = DeviceAddRequest {
+            device: arg(SignPub::parse_field("device", &bundle.device))?,
+            kex_pub: arg(KexPub::parse(&bundle.kex_pub))?,
+            kex_sig: arg(KexSig::parse(&bundle.kex_sig))?,
+            name: bundle.name.clone(),
+        };
+        Ok(self.request::<ep::DeviceAdd>(&req).await?.device)
+    }
+
+    /// This account's devices, every status, oldest first.
+    ///
+    /// # Errors
+    /// `forbidden` (not an active user or device).
+    pub async fn list_devices(&self) -> Result<Vec<Device>, ClientError> {
+        Ok(self.request::<ep::DeviceList>(&Empty {}).await?.devices)
+    }
+
+    /// Revokes a device of this account (itself or a newer one; an admin:
+    /// any) and closes its connections.
+    ///
+    /// # Errors
+    /// `bad_request` (malformed key), `not_found` (no such device),
+    /// `forbidden` (an older device, the last active one, another account's
+    /// device for a non-admin).
+    pub async fn revoke_device(&self, device: &str) -> Result<DeviceRevokeReply, ClientError> {
+        let req = DeviceRevokeRequest { device: arg(SignPub::parse_field("device", device))? };
+        self.request::<ep::DeviceRevoke>(&req).await
+    }
+
+    /// Adds a recovery device to an account that has no active device
+    /// (admin).
+    ///
+    /// # Errors
+    /// `bad_request` (binding does not verify for that account),
+    /// `not_found` (no such account), `forbidden` (not admin, or the account
+    /// still has an active device), `user_exists`, `limit_reached`.
+    pub async fn admin_add_device(&self, bundle: &Bundle) -> Result<Device, ClientError> {
+        let req = AdminDeviceAddRequest {
+            account: arg(SignPub::parse_field("account", &bundle.account))?,
+            device: arg(SignPub::parse_field("device", &bundle.device))?,
+            kex_pub: arg(KexPub::parse(&bundle.kex_pub))?,
+            kex_sig: arg(KexSig::parse(&bundle.kex_sig))?,
+            name: bundle.name.clone(),
+        };
+        Ok(self.request::<ep::AdminDeviceAdd>(&req).await?.device)
     }
 
     /// Another user's public record (any status).

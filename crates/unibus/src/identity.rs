@@ -1,6 +1,8 @@
-//! A person's identity (the wallet): one Ed25519 seed from which the X25519
-//! key is derived. Saved as a NATS nkey seed file (`SU...`, mode 0600) that
-//! the stock `nats` CLI can use as `--nkey`.
+//! A device's identity (the wallet): one Ed25519 seed from which the X25519
+//! key is derived, and the account the device belongs to. Saved as a NATS
+//! nkey seed file (`SU...`, mode 0600) that the stock `nats` CLI can use as
+//! `--nkey`; a device that is not its account's first keeps the account id
+//! in a sidecar file `<seed file>.account` (docs/protocol.md section 8).
 
 use std::io::Write as _;
 use std::path::Path;
@@ -24,16 +26,74 @@ pub enum IdentityError {
     /// Not a user nkey seed.
     #[error("{0}: not a NATS user nkey seed (SU...)")]
     Format(String),
+    /// The account sidecar file does not hold one account id.
+    #[error("{0}: expected one account id (64 hex characters)")]
+    Account(String),
     /// The seed file is readable or writable by group or others.
     #[error("{0}: seed file is accessible by group or others (mode {1:04o}); run `chmod 600 {0}`")]
     Permissions(String, u32),
 }
 
-/// Ed25519 signing key plus the X25519 key derived from it. Has no `Debug`.
+/// Ed25519 signing key plus the X25519 key derived from it, and the
+/// account it is a device of. Has no `Debug`.
 #[derive(Clone)]
 pub struct Identity {
     pub(crate) signing: ed25519_dalek::SigningKey,
     pub(crate) kex: x25519_dalek::StaticSecret,
+    /// The account id when this is not the account's first device.
+    account: Option<String>,
+}
+
+/// A device's public bundle (docs/protocol.md section 8): what a new device
+/// shows (as a QR code or one line) so that a device of the account can add
+/// it with `unibus.device.add`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Bundle {
+    /// The account it asks to join.
+    pub account: String,
+    /// The new device's Ed25519 key.
+    pub device: String,
+    /// Its X25519 key.
+    pub kex_pub: String,
+    /// Its binding to `account`.
+    pub kex_sig: String,
+    /// Display name, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+/// Prefix of a bundle's one-line form.
+pub const BUNDLE_PREFIX: &str = "unibus://device/";
+
+impl Bundle {
+    /// The one-line form: `unibus://device/` and the JSON in unpadded
+    /// base64url.
+    pub fn to_line(&self) -> String {
+        use base64::Engine as _;
+        let json = serde_json::to_vec(self).expect("a bundle always encodes");
+        format!("{BUNDLE_PREFIX}{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json))
+    }
+
+    /// Parses the one-line form (or the bare JSON) and verifies the
+    /// binding.
+    ///
+    /// # Errors
+    /// `bad_request` when it does not parse or the binding does not verify.
+    pub fn parse(text: &str) -> Result<Bundle, unibus_proto::Error> {
+        use base64::Engine as _;
+        let text = text.trim();
+        let json = match text.strip_prefix(BUNDLE_PREFIX) {
+            Some(b64) => base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(b64)
+                .map_err(|_| unibus_proto::Error::bad("bundle: not base64url"))?,
+            None => text.as_bytes().to_vec(),
+        };
+        let bundle: Bundle = serde_json::from_slice(&json)
+            .map_err(|e| unibus_proto::Error::bad(format!("bundle: {e}")))?;
+        unibus_proto::binding::verify_binding_str(&bundle.account, &bundle.device, &bundle.kex_pub, &bundle.kex_sig)?;
+        Ok(bundle)
+    }
 }
 
 impl Identity {
@@ -53,7 +113,57 @@ impl Identity {
         Identity {
             signing: ed25519_dalek::SigningKey::from_bytes(&seed),
             kex: x25519_dalek::StaticSecret::from(kex),
+            account: None,
         }
+    }
+
+    /// The same keys as a device of `account` (a lowercase or uppercase hex
+    /// account id). The account's first device is its own account.
+    ///
+    /// # Errors
+    /// `bad_request` when `account` is not a valid key.
+    pub fn with_account(mut self, account: &str) -> Result<Identity, unibus_proto::Error> {
+        let account = unibus_proto::SignPub::parse_field("account", account)?;
+        self.account = (account.as_str() != self.sign_pub_hex()).then(|| account.as_str().to_string());
+        Ok(self)
+    }
+
+    /// The account id: the account this device was made for, or its own
+    /// key for an account's first device.
+    pub fn account_hex(&self) -> String {
+        self.account.clone().unwrap_or_else(|| self.sign_pub_hex())
+    }
+
+    /// This device's binding of its X25519 key to `account`.
+    pub fn bind(&self, account: &str) -> unibus_proto::KexSig {
+        unibus_proto::binding::sign_binding(&self.signing, account, &self.kex_pub_hex())
+    }
+
+    /// The public bundle that asks to join this identity's account.
+    pub fn bundle(&self, name: Option<&str>) -> Bundle {
+        let account = self.account_hex();
+        Bundle {
+            kex_sig: self.bind(&account).to_string(),
+            account,
+            device: self.sign_pub_hex(),
+            kex_pub: self.kex_pub_hex(),
+            name: name.map(str::to_string),
+        }
+    }
+
+    /// Signs a NATS server nonce, only if it is shaped like nats-server's
+    /// (docs/protocol.md section 8, signing hygiene): a hostile server must
+    /// not obtain this key's signature over a binding or an envelope.
+    ///
+    /// # Errors
+    /// A reason when the nonce is refused.
+    pub fn sign_nonce(&self, nonce: &[u8]) -> Result<Vec<u8>, &'static str> {
+        use ed25519_dalek::Signer as _;
+        let nonce = std::str::from_utf8(nonce).map_err(|_| "nonce is not text")?;
+        if !unibus_proto::binding::nonce_is_signable(nonce) {
+            return Err("nonce is not shaped like nats-server's (1..=64 of [A-Za-z0-9_-]); refusing to sign it");
+        }
+        Ok(self.signing.sign(nonce.as_bytes()).to_bytes().to_vec())
     }
 
     /// Reads an nkey seed file, only if nobody but its owner may read or
@@ -84,7 +194,16 @@ impl Identity {
         if !kp.public_key().starts_with('U') {
             return Err(IdentityError::Format(name));
         }
-        Ok(Identity::from_seed(raw))
+        let identity = Identity::from_seed(raw);
+        let sidecar = account_path(path);
+        match std::fs::read_to_string(&sidecar) {
+            Ok(text) => {
+                let bad = || IdentityError::Account(sidecar.display().to_string());
+                identity.with_account(text.trim()).map_err(|_| bad())
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(identity),
+            Err(source) => Err(IdentityError::Io { path: sidecar.display().to_string(), source }),
+        }
     }
 
     /// Writes the nkey seed file with mode 0600, refusing to overwrite.
@@ -105,7 +224,13 @@ impl Identity {
             .open(path)
             .map_err(|source| IdentityError::Io { path: name.clone(), source })?;
         f.write_all(format!("{}\n", self.nkey_seed()).as_bytes())
-            .map_err(|source| IdentityError::Io { path: name, source })
+            .map_err(|source| IdentityError::Io { path: name, source })?;
+        if let Some(account) = &self.account {
+            let sidecar = account_path(path);
+            std::fs::write(&sidecar, format!("{account}\n"))
+                .map_err(|source| IdentityError::Io { path: sidecar.display().to_string(), source })?;
+        }
+        Ok(())
     }
 
     /// Ed25519 public key, lowercase hex (the user id).
@@ -134,6 +259,13 @@ impl Identity {
     }
 }
 
+/// The sidecar file holding a device's account id.
+fn account_path(seed: &Path) -> std::path::PathBuf {
+    let mut name = seed.as_os_str().to_owned();
+    name.push(".account");
+    std::path::PathBuf::from(name)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -152,6 +284,37 @@ mod tests {
         assert_eq!(back.kex_pub_hex(), id.kex_pub_hex());
         assert!(std::fs::read_to_string(&path).unwrap().starts_with("SU"));
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_second_device_remembers_its_account_and_its_bundle_verifies() {
+        let dir = tempfile_dir();
+        let path = dir.join("laptop.seed");
+        let phone = Identity::generate();
+        let laptop = Identity::generate().with_account(&phone.sign_pub_hex()).unwrap();
+        laptop.save(&path).unwrap();
+        let back = Identity::load(&path).unwrap();
+        assert_eq!(back.account_hex(), phone.sign_pub_hex());
+        let line = back.bundle(Some("laptop")).to_line();
+        let bundle = Bundle::parse(&line).unwrap();
+        assert_eq!(bundle.device, laptop.sign_pub_hex());
+        assert_eq!(bundle.account, phone.sign_pub_hex());
+        // A bundle edited to name another account no longer verifies.
+        let forged = Bundle { account: Identity::generate().sign_pub_hex(), ..bundle };
+        assert!(Bundle::parse(&serde_json::to_string(&forged).unwrap()).is_err());
+        // The first device is its own account: no sidecar.
+        assert_eq!(phone.clone().with_account(&phone.sign_pub_hex()).unwrap().account, None);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn only_server_shaped_nonces_are_signed() {
+        let id = Identity::generate();
+        assert!(id.sign_nonce(b"c2VydmVyLW5vbmNl_-x").is_ok());
+        assert!(id.sign_nonce(b"").is_err());
+        assert!(id.sign_nonce(&[0, 0, 0, 12]).is_err());
+        assert!(id.sign_nonce("a".repeat(65).as_bytes()).is_err());
+        assert!(id.sign_nonce(b"abc=").is_err());
     }
 
     /// A seed file that group or others may read or write is refused with

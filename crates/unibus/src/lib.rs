@@ -37,7 +37,7 @@ struct ReadmeDoctests;
 /// A connection event, as [`Client::events`] hands it out.
 pub use async_nats::Event;
 pub use error::{ClientError, TransportError};
-pub use identity::{Identity, IdentityError};
+pub use identity::{BUNDLE_PREFIX, Bundle, Identity, IdentityError};
 pub use messaging::{Inbox, Incoming};
 
 use std::collections::HashSet;
@@ -54,12 +54,24 @@ use unibus_proto::error::Error;
 use unibus_proto::subjects;
 use unibus_proto::wire::ErrorReply;
 
-/// Connect options for `identity`: nkey auth (nonce signed) and the
-/// per-identity inbox prefix that its permissions require.
+/// Connect options for `identity`: nkey auth and the per-device inbox
+/// prefix that its permissions require. The nonce is signed only when it
+/// is shaped like nats-server's ([`Identity::sign_nonce`]); any other nonce
+/// fails the connect instead.
 pub fn connect_options(identity: &Identity) -> async_nats::ConnectOptions {
-    async_nats::ConnectOptions::with_nkey(identity.nkey_seed())
-        .custom_inbox_prefix(subjects::inbox_prefix(&identity.sign_pub_hex()))
-        .request_timeout(Some(Duration::from_secs(5)))
+    let signer = identity.clone();
+    async_nats::ConnectOptions::with_auth_callback(move |nonce| {
+        let signer = signer.clone();
+        async move {
+            let signature = signer.sign_nonce(&nonce).map_err(async_nats::AuthError::new)?;
+            let mut auth = async_nats::Auth::new();
+            auth.nkey = Some(signer.nkey_public());
+            auth.signature = Some(signature);
+            Ok(auth)
+        }
+    })
+    .custom_inbox_prefix(subjects::inbox_prefix(&identity.sign_pub_hex()))
+    .request_timeout(Some(Duration::from_secs(5)))
 }
 
 /// The local copy of the block list.

@@ -83,7 +83,8 @@ impl Client {
         if user.status != UserStatus::Active {
             return Ok(None);
         }
-        let kex_pub = keys::parse_hex32("kex_pub", &user.kex_pub)
+        let Some(kex_pub) = user.kex_pub.as_deref() else { return Ok(None) };
+        let kex_pub = keys::parse_hex32("kex_pub", kex_pub)
             .map_err(|_| SealError::WeakKey(user.sign_pub.clone(), "kex_pub is not 32 bytes of hex"))?;
         Ok(Some(Recipient { sign_pub: user.sign_pub, kex_pub }))
     }
