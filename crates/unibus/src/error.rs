@@ -36,6 +36,10 @@ pub enum ClientError {
     /// A message could not be encrypted for its recipients.
     #[error("cannot encrypt")]
     Seal(#[from] SealError),
+    /// A recipient device was refused before sealing (its binding does not
+    /// verify, or its `kex_pub` changed since first seen): nothing was sent.
+    #[error("refusing to encrypt to a device")]
+    Device(#[from] crate::contacts::DeviceRefused),
     /// Could not connect for another reason than a refused key.
     #[error("cannot connect")]
     Connect(#[source] async_nats::ConnectError),

@@ -5,7 +5,8 @@
 //!
 //! Layout: `identity` (the wallet and its seed file), `calls` (one typed
 //! method per control subject), `messaging` (end-to-end encrypted sends
-//! and the [`Inbox`] stream), `events` (connection [`Event`]s and the
+//! and the [`Inbox`] stream), `contacts` (the device sets seen per contact
+//! account, checked before sealing and on receipt), `events` (connection [`Event`]s and the
 //! permission violations read from them), `error` ([`ClientError`]).
 //! `examples/hello.rs` registers, listens and sends (`scripts/example`).
 //!
@@ -20,6 +21,7 @@
 //! ```
 
 mod calls;
+mod contacts;
 mod error;
 mod events;
 mod identity;
@@ -36,6 +38,10 @@ struct ReadmeDoctests;
 
 /// A connection event, as [`Client::events`] hands it out.
 pub use async_nats::Event;
+pub use contacts::DEVICES_MAX_AGE;
+pub use contacts::{
+    CheckedDevice, Contacts, ContactsError, DeviceChange, DeviceRefused, DeviceSet, KnownAccount, KnownDevice,
+};
 pub use error::{ClientError, TransportError};
 pub use identity::{BUNDLE_PREFIX, Bundle, Identity, IdentityError};
 pub use messaging::{Inbox, Incoming};
@@ -106,10 +112,15 @@ pub struct Client {
     nats: async_nats::Client,
     identity: Identity,
     sign_pub: String,
+    /// The account this device belongs to (its own key for a first device).
+    account: String,
     events: broadcast::Sender<Event>,
     /// Keys this identity has blocked, as last heard from the service, and
     /// when (shared by clones; the inbox drops their DMs).
     blocked: Arc<RwLock<Blocked>>,
+    /// Contacts' device sets as seen, and recent lookups of them (shared
+    /// by clones).
+    devices: Arc<std::sync::Mutex<contacts::Directory>>,
 }
 
 impl Client {
@@ -150,8 +161,10 @@ impl Client {
             nats,
             identity: identity.clone(),
             sign_pub: identity.sign_pub_hex(),
+            account: identity.account_hex(),
             events,
             blocked: Arc::default(),
+            devices: Arc::default(),
         })
     }
 
@@ -160,9 +173,16 @@ impl Client {
         &self.nats
     }
 
-    /// This identity's `sign_pub` hex.
+    /// This device's `sign_pub` hex (its key; see [`Client::account`]).
     pub fn sign_pub(&self) -> &str {
         &self.sign_pub
+    }
+
+    /// The account this device belongs to, hex: its own key for an
+    /// account's first device. DMs to the account arrive on
+    /// `unibus.msg.dm.<account>`.
+    pub fn account(&self) -> &str {
+        &self.account
     }
 
     /// True when `sign_pub` is on this identity's block list as last

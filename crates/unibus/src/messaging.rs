@@ -17,9 +17,7 @@ use tokio::sync::{broadcast, mpsc};
 
 use crate::events::is_authorization_violation;
 use crate::{Client, ClientError, Event};
-use unibus_proto::e2e::{self, Kind, Opened, Recipient, ReplayGuard, SealError};
-use unibus_proto::keys;
-use unibus_proto::model::UserStatus;
+use unibus_proto::e2e::{self, Addressing, Kind, Opened, Receiver, Recipient, ReplayGuard, Sender};
 use unibus_proto::subjects;
 use unibus_proto::wire::RoomListRequest;
 
@@ -76,44 +74,76 @@ fn now_ms() -> i64 {
 }
 
 impl Client {
-    /// The recipient `sign_pub` if it is an active user (its `kex_pub` is
-    /// checked by [`e2e::seal`]).
-    async fn recipient(&self, sign_pub: &str) -> Result<Option<Recipient>, ClientError> {
-        let user = self.lookup(sign_pub).await?;
-        if user.status != UserStatus::Active {
+    /// The checked devices of an active account, to seal to.
+    async fn recipients_of(&self, account: &str) -> Result<Option<Vec<Recipient>>, ClientError> {
+        let set = self.device_set(account).await?;
+        if !set.active {
             return Ok(None);
         }
-        let Some(kex_pub) = user.kex_pub.as_deref() else { return Ok(None) };
-        let kex_pub = keys::parse_hex32("kex_pub", kex_pub)
-            .map_err(|_| SealError::WeakKey(user.sign_pub.clone(), "kex_pub is not 32 bytes of hex"))?;
-        Ok(Some(Recipient { sign_pub: user.sign_pub, kex_pub }))
+        Ok(Some(set.recipients()?).filter(|r| !r.is_empty()))
     }
 
-    /// Sends an end-to-end encrypted direct message; returns its id.
+    /// Seals a version-2 envelope from this device and publishes it on
+    /// `to.subject`; returns its id.
+    async fn seal_and_publish(
+        &self,
+        to: &Addressing<'_>,
+        recipients: &[Recipient],
+        body: &[u8],
+    ) -> Result<String, ClientError> {
+        let sender = Sender { device: &self.identity.signing, account: self.account() };
+        let env = e2e::seal_v2(&sender, to, recipients, body, now_ms())?;
+        let raw = serde_json::to_vec(&env).map_err(|e| ClientError::decode(to.subject, e))?;
+        self.publish_checked(to.subject, raw).await?;
+        Ok(env.id)
+    }
+
+    /// Sends an end-to-end encrypted direct message to every active device
+    /// of account `to`, then a copy (naming `to`) to this account's other
+    /// active devices; returns the message's id. Every device's binding is
+    /// verified before anything is sealed.
     ///
     /// # Errors
     /// [`ClientError::Service`] from `unibus.user.lookup`: `not_found` for
     /// an unknown user, `bad_request` for a malformed key;
-    /// [`ClientError::Inactive`] for a revoked user, [`ClientError::Seal`]
-    /// for a weak key, [`ClientError::PermissionDenied`] (a guest),
-    /// [`ClientError::Request`] when the publish fails.
+    /// [`ClientError::Inactive`] for a revoked user (or one without an
+    /// active device), [`ClientError::Device`] for a device whose binding
+    /// does not verify or whose `kex_pub` changed (nothing is sent),
+    /// [`ClientError::Seal`] for a weak key, [`ClientError::PermissionDenied`]
+    /// (a guest), [`ClientError::Request`] when a publish fails.
     pub async fn send_dm(&self, to: &str, body: &[u8]) -> Result<String, ClientError> {
         let to = to.to_ascii_lowercase();
-        let recipient = self.recipient(&to).await?.ok_or_else(|| ClientError::Inactive(to.clone()))?;
+        let recipients = self.recipients_of(&to).await?.ok_or_else(|| ClientError::Inactive(to.clone()))?;
+        let mine = match to == self.account() {
+            true => Vec::new(),
+            false => self.own_other_devices().await?,
+        };
         let subject = subjects::dm(&to);
-        let env = e2e::seal(&self.identity.signing, Kind::Dm, &subject, None, &[recipient], body, now_ms())?;
-        let raw = serde_json::to_vec(&env).map_err(|e| ClientError::decode(&subject, e))?;
-        self.publish_checked(&subject, raw).await?;
-        Ok(env.id)
+        let addr = Addressing { kind: Kind::Dm, subject: &subject, room: None, peer: None };
+        let id = self.seal_and_publish(&addr, &recipients, body).await?;
+        if !mine.is_empty() {
+            let own = subjects::dm(self.account());
+            let addr = Addressing { kind: Kind::Dm, subject: &own, room: None, peer: Some(&to) };
+            self.seal_and_publish(&addr, &mine, body).await?;
+        }
+        Ok(id)
     }
 
-    /// Sends an end-to-end encrypted message to every active member of a
-    /// room (this identity included); returns its id.
+    /// This account's other active devices (checked like any contact's).
+    async fn own_other_devices(&self) -> Result<Vec<Recipient>, ClientError> {
+        let all = self.recipients_of(&self.account.clone()).await?.unwrap_or_default();
+        Ok(all.into_iter().filter(|r| r.sign_pub != self.sign_pub()).collect())
+    }
+
+    /// Sends an end-to-end encrypted message to every active device of
+    /// every active member of a room (this account included); returns its
+    /// id.
     ///
     /// # Errors
     /// [`ClientError::Service`] from `unibus.room.get` (`not_found` for an
     /// unknown room, `forbidden` when not a member, `bad_request`) and
-    /// `unibus.user.lookup`; [`ClientError::Seal`] for a weak key or no
+    /// `unibus.user.lookup`; [`ClientError::Device`] for a refused device
+    /// (nothing is sent); [`ClientError::Seal`] for a weak key or no
     /// active member; [`ClientError::PermissionDenied`] when the room
     /// subject is not granted (a guest, or a member added since this
     /// connection was made), [`ClientError::Request`].
@@ -121,23 +151,11 @@ impl Client {
         let room = self.get_room(room).await?;
         let mut recipients = Vec::new();
         for m in &room.members {
-            if let Some(r) = self.recipient(m).await? {
-                recipients.push(r);
-            }
+            recipients.extend(self.recipients_of(m).await?.unwrap_or_default());
         }
         let subject = subjects::room_msg(&room.id);
-        let env = e2e::seal(
-            &self.identity.signing,
-            Kind::Room,
-            &subject,
-            Some(&room.id),
-            &recipients,
-            body,
-            now_ms(),
-        )?;
-        let raw = serde_json::to_vec(&env).map_err(|e| ClientError::decode(&subject, e))?;
-        self.publish_checked(&subject, raw).await?;
-        Ok(env.id)
+        let addr = Addressing { kind: Kind::Room, subject: &subject, room: Some(&room.id), peer: None };
+        self.seal_and_publish(&addr, &recipients, body).await
     }
 
     async fn subscribe(&self, subject: String) -> Result<async_nats::Subscriber, ClientError> {
@@ -158,8 +176,13 @@ impl Client {
         }
     }
 
-    /// Subscribes this identity's DM subject and every room it is in (and,
-    /// after each reconnect, rooms it joined since).
+    /// Subscribes this account's DM subject and every room it is in (and,
+    /// after each reconnect, rooms it joined since). A message is yielded
+    /// only when its sending device is an active device of the sender's
+    /// active account with a verifying binding (looked up, see
+    /// [`Client::set_devices_max_age`]); copies of what this account sent
+    /// from its other devices arrive as messages from this account with
+    /// [`Opened::sent_to`] naming the peer.
     ///
     /// # Errors
     /// [`ClientError::Service`] from `unibus.room.list` or
@@ -168,7 +191,7 @@ impl Client {
     /// subscribe, flush or request fails.
     pub async fn inbox(&self) -> Result<Inbox, ClientError> {
         let mut subs = SelectAll::new();
-        subs.push(self.subscribe(subjects::dm(self.sign_pub())).await?);
+        subs.push(self.subscribe(subjects::dm(self.account())).await?);
         let mut joined = HashSet::new();
         for room in self.all_rooms().await? {
             subs.push(self.subscribe(subjects::room_msg(&room)).await?);
@@ -190,8 +213,7 @@ async fn pump(
     tx: mpsc::Sender<Incoming>,
 ) {
     let mut guard = ReplayGuard::default();
-    let me = client.sign_pub().to_string();
-    let dm_subject = subjects::dm(&me);
+    let dm_subject = subjects::dm(client.account());
     loop {
         tokio::select! {
             msg = subs.next() => {
@@ -201,13 +223,7 @@ async fn pump(
                     // On failure the copy loaded before stays in force.
                     let _ = client.block_list().await;
                 }
-                let item = match e2e::open(&msg.payload, &subject, &me, &client.identity.kex, &mut guard, now_ms()) {
-                    Ok(opened) if opened.kind == Kind::Dm && client.is_blocked(&opened.from) => {
-                        Incoming::Dropped { subject, from: opened.from }
-                    }
-                    Ok(opened) => Incoming::Message(opened),
-                    Err(reason) => Incoming::Rejected { subject, reason },
-                };
+                let item = judge(&client, &msg.payload, subject, &mut guard).await;
                 if tx.send(item).await.is_err() {
                     return;
                 }
@@ -239,4 +255,22 @@ async fn pump(
             },
         }
     }
+}
+
+/// Opens one message and checks its sender's device; what the inbox
+/// yields for it.
+async fn judge(client: &Client, raw: &[u8], subject: String, guard: &mut ReplayGuard) -> Incoming {
+    let me =
+        Receiver { account: client.account(), device: client.sign_pub(), kex_secret: &client.identity.kex };
+    let opened = match e2e::open_as(raw, &subject, &me, guard, now_ms()) {
+        Ok(opened) => opened,
+        Err(reason) => return Incoming::Rejected { subject, reason },
+    };
+    if let Err(reason) = client.check_sender(&opened.from, &opened.device).await {
+        return Incoming::Rejected { subject, reason };
+    }
+    if opened.kind == Kind::Dm && opened.peer.is_none() && client.is_blocked(&opened.from) {
+        return Incoming::Dropped { subject, from: opened.from };
+    }
+    Incoming::Message(opened)
 }

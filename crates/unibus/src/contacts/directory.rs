@@ -1,0 +1,115 @@
+//! The client's directory of device sets: [`Client::device_set`] looks an
+//! account up and checks and records its devices in the [`Contacts`];
+//! recent answers are kept for [`DEVICES_MAX_AGE`] so that the inbox does
+//! not look a sender up for every message, and looked up again when a
+//! device it does not know signs (at most once per second per account).
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use unibus_proto::e2e::Reject;
+use unibus_proto::error::Error;
+
+use super::{Contacts, DeviceChange, DeviceSet};
+use crate::{Client, ClientError};
+
+/// Default time a looked-up device set is trusted when judging a received
+/// message; see [`Client::set_devices_max_age`].
+pub const DEVICES_MAX_AGE: Duration = Duration::from_secs(5);
+
+/// A sender's set younger than this is not looked up again for an unknown
+/// device (a flood of forged devices costs one lookup a second).
+const REFRESH_MIN: Duration = Duration::from_secs(1);
+
+/// What a client (and its clones) knows about device sets.
+pub(crate) struct Directory {
+    contacts: Contacts,
+    recent: HashMap<String, (Instant, DeviceSet)>,
+    max_age: Duration,
+}
+
+impl Default for Directory {
+    fn default() -> Self {
+        Directory { contacts: Contacts::default(), recent: HashMap::new(), max_age: DEVICES_MAX_AGE }
+    }
+}
+
+impl Client {
+    fn directory(&self) -> std::sync::MutexGuard<'_, Directory> {
+        self.devices.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Looks `account` up (`unibus.user.lookup`), checks every active
+    /// device's binding and key continuity, and records the set in this
+    /// client's [`Contacts`] (queueing [`DeviceChange`]s).
+    ///
+    /// # Errors
+    /// [`ClientError::Service`] from the lookup (`not_found`,
+    /// `bad_request`, `forbidden`), [`ClientError::Request`].
+    pub async fn device_set(&self, account: &str) -> Result<DeviceSet, ClientError> {
+        let user = self.lookup(account).await?;
+        let mut dir = self.directory();
+        let set = dir.contacts.observe(&user);
+        dir.recent.insert(set.account.clone(), (Instant::now(), set.clone()));
+        Ok(set)
+    }
+
+    /// Whether `device` may send as account `from` (docs/envelope.md,
+    /// opening step 8), from a recent lookup or a new one.
+    ///
+    /// # Errors
+    /// [`Reject::SenderDevice`] (not an active device of the active
+    /// account, or no such account), [`Reject::SenderBinding`],
+    /// [`Reject::SenderUnchecked`] when the lookup fails otherwise.
+    pub(crate) async fn check_sender(&self, from: &str, device: &str) -> Result<(), Reject> {
+        let recent = {
+            let dir = self.directory();
+            let max_age = dir.max_age;
+            dir.recent
+                .get(from)
+                .filter(|(at, _)| at.elapsed() < max_age)
+                .map(|(at, s)| (at.elapsed(), s.clone()))
+        };
+        if let Some((age, set)) = recent {
+            match set.sender(device) {
+                Ok(()) => return Ok(()),
+                Err(reason) if age < REFRESH_MIN => return Err(reason),
+                Err(_) => {}
+            }
+        }
+        match self.device_set(from).await {
+            Ok(set) => set.sender(device),
+            Err(ClientError::Service(Error::NotFound(_))) => Err(Reject::SenderDevice),
+            Err(_) => Err(Reject::SenderUnchecked),
+        }
+    }
+
+    /// A copy of the device sets this client has seen, per account (to
+    /// show, or to [`Contacts::save`]).
+    pub fn contacts(&self) -> Contacts {
+        self.directory().contacts.clone()
+    }
+
+    /// Replaces the device sets this client knows (for example with
+    /// [`Contacts::load`] of the file next to the identity), so that
+    /// changes since the last run are reported and a changed `kex_pub` is
+    /// refused.
+    pub fn set_contacts(&self, contacts: Contacts) {
+        let mut dir = self.directory();
+        dir.contacts = contacts;
+        dir.recent.clear();
+    }
+
+    /// The device changes seen since the last call (a contact gained or
+    /// lost a device, a recovery device, an unbound device).
+    pub fn take_device_changes(&self) -> Vec<DeviceChange> {
+        self.directory().contacts.take_changes()
+    }
+
+    /// Sets how long a looked-up device set is trusted when judging a
+    /// received message (default [`DEVICES_MAX_AGE`]; zero looks the
+    /// sender up for every message). Applies to every clone.
+    pub fn set_devices_max_age(&self, age: Duration) {
+        self.directory().max_age = age;
+    }
+}
