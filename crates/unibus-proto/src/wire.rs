@@ -6,8 +6,8 @@
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::error::Error;
 use crate::binding::KexSig;
+use crate::error::Error;
 use crate::ids::{InviteId, KexPub, RoomId, SignPub};
 use crate::model::{Device, Invite, InviteStatus, Role, Room, User, UserStatus, Via};
 
@@ -448,7 +448,14 @@ impl From<User> for PublicUser {
                 via: d.via,
             })
             .collect();
-        PublicUser { sign_pub: u.sign_pub, kex_pub: u.kex_pub, kex_sig: u.kex_sig, name: u.name, status: u.status, devices }
+        PublicUser {
+            sign_pub: u.sign_pub,
+            kex_pub: u.kex_pub,
+            kex_sig: u.kex_sig,
+            name: u.name,
+            status: u.status,
+            devices,
+        }
     }
 }
 
