@@ -77,7 +77,13 @@ async fn connects(url: &str, seed: [u8; 32], n: usize, parallel: usize) -> (f64,
 }
 
 fn user_record(id: &Identity, role: Role) -> User {
-    User::new_active(&id.sign_pub_hex(), &id.kex_pub_hex(), &id.sign_pub_hex()[..8], role, "bench", "bench")
+    User::new_active(
+        unibus_proto::model::Device::first(&id.sign_pub_hex(), &id.kex_pub_hex(), None),
+        &id.sign_pub_hex()[..8],
+        role,
+        "bench",
+        "bench",
+    )
 }
 
 async fn seed_users(store: &Store, n: usize) {

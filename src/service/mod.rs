@@ -42,12 +42,16 @@ pub struct Ctx {
     pub guests: crate::limits::Limiter,
 }
 
-/// The authenticated caller: the `sign_pub` the server stamped into
-/// `Nats-Request-Info` (the user JWT's `name`).
+/// The authenticated caller: the key the server stamped into
+/// `Nats-Request-Info` (the user JWT's `name`: the connecting device) and
+/// the account it acts for (docs/protocol.md section 8).
 #[derive(Debug, Clone)]
 pub struct Caller {
-    /// The caller's checked Ed25519 key.
+    /// The account the caller acts for: resolved from the device's record
+    /// before every handler but `unibus.register` (where it is the key).
     pub sign_pub: SignPub,
+    /// The connecting device's checked Ed25519 key.
+    pub device: SignPub,
     /// The requesting connection: server name and client id.
     pub origin: Option<(String, u64)>,
 }
@@ -156,7 +160,7 @@ pub fn caller_from_headers(headers: Option<&HeaderMap>) -> Result<Caller, Error>
     let sign_pub = SignPub::parse_field("caller", &info.user)
         .map_err(|_| Error::Unauthenticated("caller is not a user key".into()))?;
     let origin = info.server.zip(info.id);
-    Ok(Caller { sign_pub, origin })
+    Ok(Caller { device: sign_pub.clone(), sign_pub, origin })
 }
 
 /// The one mapping from [`Error`] to the wire: headers plus JSON body.

@@ -209,7 +209,7 @@ async fn forged_register_never_registers_the_victim_key() {
         let invite = admin.create_invite(&InviteCreateRequest::default()).await.unwrap();
         let mut raw = Raw::connect(&stack.url, &guest).await.expect("guest connects raw");
         raw.sub(&format!("{}.>", raw.inbox), 1).await.unwrap();
-        let body = serde_json::json!({"invite": invite.token, "kex_pub": guest.kex_pub_hex()}).to_string();
+        let body = serde_json::json!({"invite": invite.token, "kex_pub": guest.kex_pub_hex(), "kex_sig": guest.bind(&guest.sign_pub_hex()).to_string()}).to_string();
         let outcome =
             attempt(&mut raw, subjects::REGISTER, &header, body.as_bytes(), (subjects::REGISTER, "{}")).await;
         if let Outcome::Reply(f) = &outcome

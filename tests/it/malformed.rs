@@ -22,6 +22,18 @@ async fn malformed_requests_are_bad_request_and_change_nothing() {
     let kex = guest_id.kex_pub_hex();
     let (gk, me) = (guest_id.sign_pub_hex(), admin.sign_pub().to_string());
     let p = "edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f";
+    // A valid binding, so that each case fails on the field it names; and
+    // bindings that must not pass: made for another account, over another
+    // kex_pub, or signed by another key.
+    let sig = guest_id.bind(&gk).to_string();
+    let other_sig = guest_id.bind(&Identity::generate().sign_pub_hex()).to_string();
+    let (_, seed) = nkeys::decode_seed(&guest_id.nkey_seed()).unwrap();
+    let other_kex = Identity::generate().kex_pub_hex();
+    let stale_sig =
+        unibus_proto::binding::sign_binding(&ed25519_dalek::SigningKey::from_bytes(&seed), &gk, &other_kex)
+            .to_string();
+    let foreign = Identity::generate();
+    let foreign_sig = foreign.bind(&gk).to_string();
 
     let register_cases: Vec<(&str, String)> = vec![
         ("not json", "not json".into()),
@@ -30,31 +42,100 @@ async fn malformed_requests_are_bad_request_and_change_nothing() {
         ("string body", "\"x\"".into()),
         ("number body", "42".into()),
         ("empty object", "{}".into()),
-        ("missing kex_pub", format!("{{\"invite\":\"{tok}\"}}")),
-        ("null kex_pub", format!("{{\"invite\":\"{tok}\",\"kex_pub\":null}}")),
-        ("invite wrong type", format!("{{\"invite\":5,\"kex_pub\":\"{kex}\"}}")),
-        ("unknown field", format!("{{\"invite\":\"{tok}\",\"kex_pub\":\"{kex}\",\"role\":\"admin\"}}")),
-        ("kex_pub 62 hex", format!("{{\"invite\":\"{tok}\",\"kex_pub\":\"{}\"}}", &kex[..62])),
-        ("kex_pub 66 hex", format!("{{\"invite\":\"{tok}\",\"kex_pub\":\"{kex}ab\"}}")),
-        ("kex_pub non-hex", format!("{{\"invite\":\"{tok}\",\"kex_pub\":\"{}\"}}", "zz".repeat(32))),
-        ("kex_pub all zero", format!("{{\"invite\":\"{tok}\",\"kex_pub\":\"{}\"}}", "00".repeat(32))),
-        ("kex_pub u=1", format!("{{\"invite\":\"{tok}\",\"kex_pub\":\"01{}\"}}", "00".repeat(31))),
-        ("kex_pub order 8", format!("{{\"invite\":\"{tok}\",\"kex_pub\":\"{}\"}}", low_order_order8())),
-        ("kex_pub u=p", format!("{{\"invite\":\"{tok}\",\"kex_pub\":\"{p}\"}}")),
-        ("kex_pub wrong type", format!("{{\"invite\":\"{tok}\",\"kex_pub\":[1,2]}}")),
-        ("token short", format!("{{\"invite\":\"{}\",\"kex_pub\":\"{kex}\"}}", &tok[..63])),
-        ("token non-hex", format!("{{\"invite\":\"{}\",\"kex_pub\":\"{kex}\"}}", "g".repeat(64))),
-        ("bad link", format!("{{\"invite\":\"unibus://invite/xyz\",\"kex_pub\":\"{kex}\"}}")),
-        ("empty name", format!("{{\"invite\":\"{tok}\",\"kex_pub\":\"{kex}\",\"name\":\"\"}}")),
+        ("missing kex_pub", format!("{{\"kex_sig\":\"{sig}\",\"invite\":\"{tok}\"}}")),
+        ("null kex_pub", format!("{{\"kex_sig\":\"{sig}\",\"invite\":\"{tok}\",\"kex_pub\":null}}")),
+        ("invite wrong type", format!("{{\"kex_sig\":\"{sig}\",\"invite\":5,\"kex_pub\":\"{kex}\"}}")),
+        (
+            "unknown field",
+            format!(
+                "{{\"kex_sig\":\"{sig}\",\"invite\":\"{tok}\",\"kex_pub\":\"{kex}\",\"role\":\"admin\"}}"
+            ),
+        ),
+        (
+            "kex_pub 62 hex",
+            format!("{{\"kex_sig\":\"{sig}\",\"invite\":\"{tok}\",\"kex_pub\":\"{}\"}}", &kex[..62]),
+        ),
+        ("kex_pub 66 hex", format!("{{\"kex_sig\":\"{sig}\",\"invite\":\"{tok}\",\"kex_pub\":\"{kex}ab\"}}")),
+        (
+            "kex_pub non-hex",
+            format!("{{\"kex_sig\":\"{sig}\",\"invite\":\"{tok}\",\"kex_pub\":\"{}\"}}", "zz".repeat(32)),
+        ),
+        (
+            "kex_pub all zero",
+            format!("{{\"kex_sig\":\"{sig}\",\"invite\":\"{tok}\",\"kex_pub\":\"{}\"}}", "00".repeat(32)),
+        ),
+        (
+            "kex_pub u=1",
+            format!("{{\"kex_sig\":\"{sig}\",\"invite\":\"{tok}\",\"kex_pub\":\"01{}\"}}", "00".repeat(31)),
+        ),
+        (
+            "kex_pub order 8",
+            format!("{{\"kex_sig\":\"{sig}\",\"invite\":\"{tok}\",\"kex_pub\":\"{}\"}}", low_order_order8()),
+        ),
+        ("kex_pub u=p", format!("{{\"kex_sig\":\"{sig}\",\"invite\":\"{tok}\",\"kex_pub\":\"{p}\"}}")),
+        ("kex_pub wrong type", format!("{{\"kex_sig\":\"{sig}\",\"invite\":\"{tok}\",\"kex_pub\":[1,2]}}")),
+        (
+            "token short",
+            format!("{{\"kex_sig\":\"{sig}\",\"invite\":\"{}\",\"kex_pub\":\"{kex}\"}}", &tok[..63]),
+        ),
+        (
+            "token non-hex",
+            format!("{{\"kex_sig\":\"{sig}\",\"invite\":\"{}\",\"kex_pub\":\"{kex}\"}}", "g".repeat(64)),
+        ),
+        (
+            "bad link",
+            format!("{{\"kex_sig\":\"{sig}\",\"invite\":\"unibus://invite/xyz\",\"kex_pub\":\"{kex}\"}}"),
+        ),
+        (
+            "empty name",
+            format!("{{\"kex_sig\":\"{sig}\",\"invite\":\"{tok}\",\"kex_pub\":\"{kex}\",\"name\":\"\"}}"),
+        ),
         (
             "name 65 chars",
-            format!("{{\"invite\":\"{tok}\",\"kex_pub\":\"{kex}\",\"name\":\"{}\"}}", "n".repeat(65)),
+            format!(
+                "{{\"kex_sig\":\"{sig}\",\"invite\":\"{tok}\",\"kex_pub\":\"{kex}\",\"name\":\"{}\"}}",
+                "n".repeat(65)
+            ),
         ),
         (
             "name control char",
-            format!("{{\"invite\":\"{tok}\",\"kex_pub\":\"{kex}\",\"name\":\"a\\u0007b\"}}"),
+            format!(
+                "{{\"kex_sig\":\"{sig}\",\"invite\":\"{tok}\",\"kex_pub\":\"{kex}\",\"name\":\"a\\u0007b\"}}"
+            ),
         ),
-        ("name wrong type", format!("{{\"invite\":\"{tok}\",\"kex_pub\":\"{kex}\",\"name\":7}}")),
+        ("missing kex_sig", format!("{{\"invite\":\"{tok}\",\"kex_pub\":\"{kex}\"}}")),
+        ("null kex_sig", format!("{{\"invite\":\"{tok}\",\"kex_pub\":\"{kex}\",\"kex_sig\":null}}")),
+        (
+            "kex_sig unpadded",
+            format!(
+                "{{\"invite\":\"{tok}\",\"kex_pub\":\"{kex}\",\"kex_sig\":\"{}\"}}",
+                sig.trim_end_matches('=')
+            ),
+        ),
+        (
+            "kex_sig url alphabet",
+            format!(
+                "{{\"invite\":\"{tok}\",\"kex_pub\":\"{kex}\",\"kex_sig\":\"{}\"}}",
+                sig.replace('+', "-").replace('/', "_").replace('=', "A")
+            ),
+        ),
+        ("kex_sig wrong type", format!("{{\"invite\":\"{tok}\",\"kex_pub\":\"{kex}\",\"kex_sig\":7}}")),
+        (
+            "kex_sig for another account",
+            format!("{{\"invite\":\"{tok}\",\"kex_pub\":\"{kex}\",\"kex_sig\":\"{other_sig}\"}}"),
+        ),
+        (
+            "kex_sig of another kex_pub",
+            format!("{{\"invite\":\"{tok}\",\"kex_pub\":\"{kex}\",\"kex_sig\":\"{stale_sig}\"}}"),
+        ),
+        (
+            "kex_sig by another key",
+            format!("{{\"invite\":\"{tok}\",\"kex_pub\":\"{kex}\",\"kex_sig\":\"{foreign_sig}\"}}"),
+        ),
+        (
+            "name wrong type",
+            format!("{{\"kex_sig\":\"{sig}\",\"invite\":\"{tok}\",\"kex_pub\":\"{kex}\",\"name\":7}}"),
+        ),
     ];
     let admin_cases: Vec<(&str, &str, String)> = vec![
         ("ttl too small", subjects::ADMIN_INVITE_CREATE, "{\"ttl_secs\":59}".into()),
