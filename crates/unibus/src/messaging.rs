@@ -17,7 +17,7 @@ use tokio::sync::{broadcast, mpsc};
 
 use crate::events::is_authorization_violation;
 use crate::{Client, ClientError, Event};
-use unibus_proto::e2e::{self, Addressing, Kind, Opened, Receiver, Recipient, ReplayGuard, Sender};
+use unibus_proto::e2e::{self, Addressing, Kind, Opened, Receiver, Recipient, Reject, ReplayGuard, Sender};
 use unibus_proto::subjects;
 use unibus_proto::wire::RoomListRequest;
 
@@ -25,7 +25,9 @@ use unibus_proto::wire::RoomListRequest;
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum Incoming {
-    /// A verified, decrypted message.
+    /// A verified, decrypted message from an active device of the sender's
+    /// account. A DM whose [`Opened::sent_to`] is set is this account's
+    /// own, sent from another of its devices to that account.
     Message(Opened),
     /// A message that was dropped, and why.
     Rejected {
@@ -223,7 +225,7 @@ async fn pump(
                     // On failure the copy loaded before stays in force.
                     let _ = client.block_list().await;
                 }
-                let item = judge(&client, &msg.payload, subject, &mut guard).await;
+                let Some(item) = judge(&client, &msg.payload, subject, &mut guard).await else { continue };
                 if tx.send(item).await.is_err() {
                     return;
                 }
@@ -258,19 +260,28 @@ async fn pump(
 }
 
 /// Opens one message and checks its sender's device; what the inbox
-/// yields for it.
-async fn judge(client: &Client, raw: &[u8], subject: String, guard: &mut ReplayGuard) -> Incoming {
+/// yields for it, or nothing for this device's own DM copy coming back.
+async fn judge(client: &Client, raw: &[u8], subject: String, guard: &mut ReplayGuard) -> Option<Incoming> {
     let me =
         Receiver { account: client.account(), device: client.sign_pub(), kex_secret: &client.identity.kex };
     let opened = match e2e::open_as(raw, &subject, &me, guard, now_ms()) {
         Ok(opened) => opened,
-        Err(reason) => return Incoming::Rejected { subject, reason },
+        Err(Reject::NotForMe) if is_own_copy(raw, client) => return None,
+        Err(reason) => return Some(Incoming::Rejected { subject, reason }),
     };
     if let Err(reason) = client.check_sender(&opened.from, &opened.device).await {
-        return Incoming::Rejected { subject, reason };
+        return Some(Incoming::Rejected { subject, reason });
     }
     if opened.kind == Kind::Dm && opened.peer.is_none() && client.is_blocked(&opened.from) {
-        return Incoming::Dropped { subject, from: opened.from };
+        return Some(Incoming::Dropped { subject, from: opened.from });
     }
-    Incoming::Message(opened)
+    Some(Incoming::Message(opened))
+}
+
+/// A copy this very device sealed for its account's other devices (it
+/// arrives on the account's DM subject, which this device reads too). Only
+/// asked after the signature verified, so `device` is really this one.
+fn is_own_copy(raw: &[u8], client: &Client) -> bool {
+    let Ok(env) = serde_json::from_slice::<e2e::Envelope>(raw) else { return false };
+    env.peer.is_some() && env.device.as_deref() == Some(client.sign_pub())
 }

@@ -1,0 +1,266 @@
+//! End-to-end messages between accounts with linked devices, through a real
+//! nats-server and unibusd (docs/envelope.md version 2, docs/protocol.md
+//! section 8 "Data plane"): a DM reaches every device of the recipient and
+//! the sender's other devices; a revoked device, or a device claiming
+//! another account, is rejected; a device whose binding does not verify,
+//! or whose `kex_pub` changed, is refused before anything is sealed.
+
+use std::time::Duration;
+
+use futures::StreamExt as _;
+use unibus::{Client, ClientError, DEVICES_MAX_AGE, DeviceRefused, Identity, Inbox, Incoming};
+use unibus_proto::e2e::{self, Addressing, Envelope, Kind, Recipient, Reject, Sender};
+use unibus_proto::model::Role;
+use unibus_proto::subjects;
+
+use crate::harness::Stack;
+
+/// An account with two devices: its first (the phone) and a laptop added
+/// by the phone from the laptop's bundle, both connected.
+struct Linked {
+    account: String,
+    phone_id: Identity,
+    phone: Client,
+    laptop_id: Identity,
+    laptop: Client,
+}
+
+impl Linked {
+    async fn new(stack: &Stack, admin: &Client, name: &str) -> Linked {
+        let (phone_id, phone) = stack.user(admin, Role::Member, name).await;
+        let account = phone_id.sign_pub_hex();
+        let laptop_id = Identity::generate().with_account(&account).unwrap();
+        phone.add_device(&laptop_id.bundle(Some("laptop"))).await.unwrap();
+        let laptop = stack.connect(&laptop_id).await.unwrap();
+        Linked { account, phone_id, phone, laptop_id, laptop }
+    }
+}
+
+/// The Ed25519 key of an identity, from its nkey seed (to forge with it).
+fn signing_key(id: &Identity) -> ed25519_dalek::SigningKey {
+    let (_, raw) = nkeys::decode_seed(&id.nkey_seed()).unwrap();
+    ed25519_dalek::SigningKey::from_bytes(&raw)
+}
+
+async fn next(inbox: &mut Inbox) -> Incoming {
+    tokio::time::timeout(Duration::from_secs(3), inbox.next())
+        .await
+        .expect("an inbox item")
+        .expect("open inbox")
+}
+
+/// Nothing arrives for a while.
+async fn quiet(inbox: &mut Inbox) {
+    if let Ok(item) = tokio::time::timeout(Duration::from_millis(300), inbox.next()).await {
+        panic!("expected nothing, got {item:?}");
+    }
+}
+
+/// The next item is a message from `account`'s `device` with `body`;
+/// returns the peer it names (set on a copy of one's own message).
+async fn expect_message(inbox: &mut Inbox, account: &str, device: &str, body: &[u8]) -> Option<String> {
+    match next(inbox).await {
+        Incoming::Message(m) => {
+            assert_eq!((m.from.as_str(), m.device.as_str(), m.body.as_slice()), (account, device, body));
+            m.peer
+        }
+        other => panic!("expected a message, got {other:?}"),
+    }
+}
+
+async fn expect_rejected(inbox: &mut Inbox, want: Reject) {
+    match next(inbox).await {
+        Incoming::Rejected { reason, .. } => assert_eq!(reason, want),
+        other => panic!("expected rejection {want:?}, got {other:?}"),
+    }
+}
+
+/// A raw subscriber (the wire view) on `subject`, connected as `id`.
+async fn wire(stack: &Stack, id: &Identity, subject: String) -> (async_nats::Client, async_nats::Subscriber) {
+    let raw = async_nats::ConnectOptions::with_nkey(id.nkey_seed())
+        .custom_inbox_prefix(subjects::inbox_prefix(&id.sign_pub_hex()))
+        .connect(&stack.url)
+        .await
+        .unwrap();
+    let sub = raw.subscribe(subject).await.unwrap();
+    raw.flush().await.unwrap();
+    (raw, sub)
+}
+
+/// A DM to a two-device account opens on both of its devices, and the copy
+/// the sender publishes on its own account's subject opens on the sender's
+/// other device, naming the peer; the sending device itself shows nothing.
+/// On the wire: version 2, one wrapped key per recipient device, no
+/// plaintext. Replies work the same way back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dm_opens_on_every_device_of_both_accounts() {
+    let stack = Stack::start(true).await;
+    let (_a, admin) = stack.admin().await;
+    let alice = Linked::new(&stack, &admin, "alice").await;
+    let bob = Linked::new(&stack, &admin, "bob").await;
+    let (mut a_phone, mut a_laptop) =
+        (alice.phone.inbox().await.unwrap(), alice.laptop.inbox().await.unwrap());
+    let (mut b_phone, mut b_laptop) = (bob.phone.inbox().await.unwrap(), bob.laptop.inbox().await.unwrap());
+    let (_raw, mut on_wire) = wire(&stack, &alice.phone_id, subjects::dm(&alice.account)).await;
+    assert_eq!(alice.laptop.account(), alice.account);
+    assert_eq!(alice.laptop.sign_pub(), alice.laptop_id.sign_pub_hex());
+
+    let bob_phone = bob.phone_id.sign_pub_hex();
+    bob.phone.send_dm(&alice.account, b"to both of you").await.unwrap();
+    for inbox in [&mut a_phone, &mut a_laptop] {
+        assert_eq!(expect_message(inbox, &bob.account, &bob_phone, b"to both of you").await, None);
+    }
+    let peer = expect_message(&mut b_laptop, &bob.account, &bob_phone, b"to both of you").await;
+    assert_eq!(peer.as_deref(), Some(alice.account.as_str()), "bob's laptop shows what bob's phone sent");
+    quiet(&mut b_phone).await;
+
+    let m = tokio::time::timeout(Duration::from_secs(3), on_wire.next()).await.unwrap().unwrap();
+    assert!(!String::from_utf8_lossy(&m.payload).contains("both of you"));
+    let env: Envelope = serde_json::from_slice(&m.payload).unwrap();
+    assert_eq!(
+        (env.v, env.from.as_str(), env.device.as_deref()),
+        (2, bob.account.as_str(), Some(bob_phone.as_str()))
+    );
+    let mut to: Vec<String> = env.recipients.iter().map(|r| r.to.clone()).collect();
+    to.sort();
+    let mut want = vec![alice.phone_id.sign_pub_hex(), alice.laptop_id.sign_pub_hex()];
+    want.sort();
+    assert_eq!(to, want);
+
+    // The reply from alice's laptop: both of bob's devices, and alice's phone.
+    let laptop = alice.laptop_id.sign_pub_hex();
+    alice.laptop.send_dm(&bob.account, b"got it on my laptop").await.unwrap();
+    for inbox in [&mut b_phone, &mut b_laptop] {
+        assert_eq!(expect_message(inbox, &alice.account, &laptop, b"got it on my laptop").await, None);
+    }
+    let peer = expect_message(&mut a_phone, &alice.account, &laptop, b"got it on my laptop").await;
+    assert_eq!(peer.as_deref(), Some(bob.account.as_str()));
+    quiet(&mut a_laptop).await;
+    // Bob's client remembers alice's two bound devices.
+    let seen = bob.phone.contacts();
+    let devices = &seen.accounts[&alice.account].devices;
+    assert_eq!(devices.len(), 2);
+    assert!(devices.values().all(|d| d.bound && d.active && !d.is_recovery()));
+}
+
+/// After a device is revoked, a message signed by its key (a thief's, sent
+/// through another connection) is rejected as not a device of the account,
+/// once the receiver's brief cache of the sender's devices has aged; so is
+/// a device claiming an account it does not belong to. The account's
+/// remaining device still gets through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_from_a_revoked_device_is_rejected() {
+    let stack = Stack::start(true).await;
+    let (_a, admin) = stack.admin().await;
+    let alice = Linked::new(&stack, &admin, "alice").await;
+    let (bob_id, bob) = stack.user(&admin, Role::Member, "bob").await;
+    let (mallory_id, mallory) = stack.user(&admin, Role::Member, "mallory").await;
+    let mut inbox = bob.inbox().await.unwrap();
+    let laptop = alice.laptop_id.sign_pub_hex();
+    alice.laptop.send_dm(&bob_id.sign_pub_hex(), b"from the laptop").await.unwrap();
+    expect_message(&mut inbox, &alice.account, &laptop, b"from the laptop").await;
+
+    alice.phone.revoke_device(&laptop).await.unwrap();
+    tokio::time::sleep(DEVICES_MAX_AGE + Duration::from_millis(100)).await;
+    let bob_dm = subjects::dm(&bob_id.sign_pub_hex());
+    let bob_device = Recipient {
+        sign_pub: bob_id.sign_pub_hex(),
+        kex_pub: unibus_proto::keys::parse_hex32("kex_pub", &bob_id.kex_pub_hex()).unwrap(),
+    };
+    let forge = |key: &ed25519_dalek::SigningKey, body: &[u8]| {
+        let addr = Addressing { kind: Kind::Dm, subject: &bob_dm, room: None, peer: None };
+        let sender = Sender { device: key, account: &alice.account };
+        let env = e2e::seal_v2(&sender, &addr, std::slice::from_ref(&bob_device), body, now_ms()).unwrap();
+        serde_json::to_vec(&env).unwrap()
+    };
+    let stolen = forge(&signing_key(&alice.laptop_id), b"it's still me");
+    mallory.publish_checked(&bob_dm, stolen).await.unwrap();
+    expect_rejected(&mut inbox, Reject::SenderDevice).await;
+    // Mallory's own key claiming to be a device of alice's account.
+    let claimed = forge(&signing_key(&mallory_id), b"alice here, new phone");
+    mallory.publish_checked(&bob_dm, claimed).await.unwrap();
+    expect_rejected(&mut inbox, Reject::SenderDevice).await;
+
+    let phone = alice.phone_id.sign_pub_hex();
+    alice.phone.send_dm(&bob_id.sign_pub_hex(), b"the phone still works").await.unwrap();
+    expect_message(&mut inbox, &alice.account, &phone, b"the phone still works").await;
+    let seen = bob.contacts();
+    assert!(!seen.accounts[&alice.account].devices[&laptop].active, "bob saw the laptop go");
+}
+
+/// A device listed with a binding made for another account (a hostile
+/// write to the users bucket) is refused before sealing: the send fails
+/// with a typed error and nothing reaches the wire; a message it signs is
+/// rejected. Once bob has seen a device, a new `kex_pub` for it is refused
+/// too, even with a binding that verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_binding_for_another_account_is_refused_before_sealing() {
+    let stack = Stack::start(true).await;
+    let (_a, admin) = stack.admin().await;
+    let alice = Linked::new(&stack, &admin, "alice").await;
+    let (bob_id, bob) = stack.user(&admin, Role::Member, "bob").await;
+    let laptop = alice.laptop_id.sign_pub_hex();
+    let kv = stack.jetstream().await.get_key_value(subjects::BUCKET_USERS).await.unwrap();
+    let genuine = kv.get(&alice.account).await.unwrap().unwrap();
+    let rewrite = |edit: &dyn Fn(&mut serde_json::Value)| {
+        let mut record: serde_json::Value = serde_json::from_slice(&genuine).unwrap();
+        let devices = record["devices"].as_array_mut().unwrap();
+        edit(devices.iter_mut().find(|d| d["device"] == laptop.as_str()).unwrap());
+        serde_json::to_vec(&record).unwrap()
+    };
+    let (_raw, mut on_wire) = wire(&stack, &alice.phone_id, subjects::dm(&alice.account)).await;
+
+    let for_bob = alice.laptop_id.bind(&bob_id.sign_pub_hex()).to_string();
+    kv.put(&alice.account, rewrite(&|d| d["kex_sig"] = for_bob.clone().into()).into()).await.unwrap();
+    match bob.send_dm(&alice.account, b"must not be sealed").await {
+        Err(ClientError::Device(DeviceRefused::Binding { account, device })) => {
+            assert_eq!((account, device), (alice.account.clone(), laptop.clone()));
+        }
+        other => panic!("expected a refused binding, got {other:?}"),
+    }
+    let nothing = tokio::time::timeout(Duration::from_millis(500), on_wire.next()).await;
+    assert!(nothing.is_err(), "nothing was published: {nothing:?}");
+    // A message the laptop signs is refused by its receiver as well.
+    let mut inbox = bob.inbox().await.unwrap();
+    // The laptop itself refuses to send: its own account's record lists it
+    // with a binding that does not verify (the copy for the phone).
+    let own = alice.laptop.send_dm(&bob_id.sign_pub_hex(), b"hello").await;
+    assert!(matches!(own, Err(ClientError::Device(DeviceRefused::Binding { .. }))), "{own:?}");
+    let (key, bob_dm) = (signing_key(&alice.laptop_id), subjects::dm(&bob_id.sign_pub_hex()));
+    let addr = Addressing { kind: Kind::Dm, subject: &bob_dm, room: None, peer: None };
+    let bob_device = Recipient {
+        sign_pub: bob_id.sign_pub_hex(),
+        kex_pub: unibus_proto::keys::parse_hex32("kex_pub", &bob_id.kex_pub_hex()).unwrap(),
+    };
+    let sender = Sender { device: &key, account: &alice.account };
+    let env = e2e::seal_v2(&sender, &addr, &[bob_device], b"hello", now_ms()).unwrap();
+    alice.phone.publish_checked(&bob_dm, serde_json::to_vec(&env).unwrap()).await.unwrap();
+    expect_rejected(&mut inbox, Reject::SenderBinding).await;
+
+    // Restored, bob seals to both devices and remembers the laptop's key.
+    kv.put(&alice.account, genuine.clone()).await.unwrap();
+    bob.send_dm(&alice.account, b"now fine").await.unwrap();
+    let m = tokio::time::timeout(Duration::from_secs(3), on_wire.next()).await.unwrap().unwrap();
+    assert_eq!(serde_json::from_slice::<Envelope>(&m.payload).unwrap().recipients.len(), 2);
+    // A new kex_pub for the known laptop, with a binding that verifies.
+    let swapped = Identity::generate().kex_pub_hex();
+    let sig = unibus_proto::binding::sign_binding(&key, &alice.account, &swapped).to_string();
+    let edit = |d: &mut serde_json::Value| {
+        d["kex_pub"] = swapped.clone().into();
+        d["kex_sig"] = sig.clone().into();
+    };
+    kv.put(&alice.account, rewrite(&edit).into()).await.unwrap();
+    match bob.send_dm(&alice.account, b"must not be sealed either").await {
+        Err(ClientError::Device(DeviceRefused::KexChanged { device, .. })) => assert_eq!(device, laptop),
+        other => panic!("expected a refused key change, got {other:?}"),
+    }
+    let nothing = tokio::time::timeout(Duration::from_millis(500), on_wire.next()).await;
+    assert!(nothing.is_err(), "nothing was published: {nothing:?}");
+    let known = &bob.contacts().accounts[&alice.account].devices[&laptop];
+    assert_eq!(known.kex_pub, alice.laptop_id.kex_pub_hex(), "the first key is kept");
+}
+
+fn now_ms() -> i64 {
+    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+    i64::try_from(since.as_millis()).unwrap()
+}
