@@ -94,6 +94,12 @@ fn own_copy_opens_on_other_devices_with_the_peer_and_nowhere_else() {
     assert_eq!(open_on(&serde_json::to_vec(&env).unwrap(), &subject, &alice, 1), Err(Reject::WrongSubject));
 }
 
+/// `s` with its first character changed (to another base64/hex one).
+fn flip_first(s: &str) -> String {
+    let first = if s.starts_with('A') { "B" } else { "A" };
+    format!("{first}{}", &s[1..])
+}
+
 #[test]
 fn every_field_tampered_is_rejected() {
     let (alice, bob) = (Account::new(2), Account::new(2));
@@ -113,7 +119,7 @@ fn every_field_tampered_is_rejected() {
         ("epk", serde_json::json!(hex::encode(alice.devices[1].recipient().kex_pub))),
         ("nonce", serde_json::json!("00".repeat(12))),
         ("ct", serde_json::json!("AAAA")),
-        ("sig", serde_json::json!(good["sig"].as_str().unwrap().replacen('A', "B", 1))),
+        ("sig", serde_json::json!(flip_first(good["sig"].as_str().unwrap()))),
     ];
     for (field, value) in edits {
         let mut bad = good.clone();
@@ -124,10 +130,7 @@ fn every_field_tampered_is_rejected() {
     for field in ["to", "nonce", "key"] {
         let mut bad = good.clone();
         let text = bad["recipients"][0][field].as_str().unwrap().to_string();
-        bad["recipients"][0][field] = serde_json::json!(text.replacen(&text[..1], "0", 1) + "");
-        if bad == good {
-            bad["recipients"][0][field] = serde_json::json!("11");
-        }
+        bad["recipients"][0][field] = serde_json::json!(flip_first(&text));
         let r = open_on(&serde_json::to_vec(&bad).unwrap(), &subject, &alice, 1);
         assert!(r.is_err(), "recipient {field} tampered and accepted");
     }
