@@ -143,6 +143,35 @@ async fn a_dm_opens_on_every_device_of_both_accounts() {
     assert!(devices.values().all(|d| d.bound && d.active && !d.is_recovery()));
 }
 
+/// A room message is sealed for every active device of every member: both
+/// of alice's devices and both of bob's open it (the sender's own device
+/// included, as for a one-device member); one wrapped key per device.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_message_opens_on_every_device_of_every_member() {
+    let stack = Stack::start(true).await;
+    let (_a, admin) = stack.admin().await;
+    let alice = Linked::new(&stack, &admin, "alice").await;
+    let bob = Linked::new(&stack, &admin, "bob").await;
+    let room = alice.phone.create_room("both of us").await.unwrap();
+    let phone = stack.connect(&alice.phone_id).await.unwrap();
+    phone.add_member(&room.id, &bob.account).await.unwrap();
+    let mut devices = Vec::new();
+    for id in [&alice.phone_id, &alice.laptop_id, &bob.phone_id, &bob.laptop_id] {
+        let c = stack.connect(id).await.unwrap();
+        let inbox = c.inbox().await.unwrap();
+        devices.push((c, inbox));
+    }
+    let (_raw, mut on_wire) = wire(&stack, &bob.laptop_id, subjects::room_msg(&room.id)).await;
+    let laptop = bob.laptop_id.sign_pub_hex();
+    devices[3].0.send_room(&room.id, b"hello room").await.unwrap();
+    for (_, inbox) in &mut devices {
+        assert_eq!(expect_message(inbox, &bob.account, &laptop, b"hello room").await, None);
+    }
+    let m = tokio::time::timeout(Duration::from_secs(3), on_wire.next()).await.unwrap().unwrap();
+    let env: Envelope = serde_json::from_slice(&m.payload).unwrap();
+    assert_eq!((env.kind, env.recipients.len()), (Kind::Room, 4));
+}
+
 /// After a device is revoked, a message signed by its key (a thief's, sent
 /// through another connection) is rejected as not a device of the account,
 /// once the receiver's brief cache of the sender's devices has aged; so is

@@ -133,7 +133,7 @@ impl Client {
 
     /// This account's other active devices (checked like any contact's).
     async fn own_other_devices(&self) -> Result<Vec<Recipient>, ClientError> {
-        let all = self.recipients_of(&self.account.clone()).await?.unwrap_or_default();
+        let all = self.recipients_of(self.account()).await?.unwrap_or_default();
         Ok(all.into_iter().filter(|r| r.sign_pub != self.sign_pub()).collect())
     }
 
