@@ -55,6 +55,7 @@ pub async fn add(ctx: &Ctx, caller: &Caller, req: DeviceAddRequest) -> Result<Ou
         Ok(())
     };
     let device = ctx.store.add_device(new, rule).await?;
+    ctx.notices.device_changed(&device).await;
     Outcome::reply(DeviceReply { device })
 }
 
@@ -81,6 +82,7 @@ pub async fn recover(ctx: &Ctx, caller: &Caller, req: AdminDeviceAddRequest) -> 
         Ok(())
     };
     let device = ctx.store.add_device(new, rule).await?;
+    ctx.notices.device_changed(&device).await;
     Outcome::reply(DeviceReply { device })
 }
 
@@ -107,6 +109,9 @@ pub async fn revoke(ctx: &Ctx, caller: &Caller, req: DeviceRevokeRequest) -> Res
     if changed && as_admin && last_admin_left_without_device(ctx, &account).await? {
         ctx.store.undo_revoke(&account, &target).await?;
         return Err(last_admin_device());
+    }
+    if changed {
+        ctx.notices.device_changed(&device).await;
     }
     let sweep = ctx.kicker.sweep_after_write(&[target.to_string()]).await;
     let (kicked, kick_pending) = (sweep.kicked(), sweep.pending());
