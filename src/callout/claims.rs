@@ -228,7 +228,7 @@ pub fn permissions(role: Option<Role>, account: &str, device: &str, rooms: &[Str
     if role == Role::Admin {
         publish.push(subjects::ADMIN_ALL.to_string());
     }
-    let mut subscribe = vec![inbox, subjects::dm(account)];
+    let mut subscribe = vec![inbox, subjects::dm(account), subjects::device_notice(account)];
     for room in rooms {
         publish.push(subjects::room_msg(room));
         subscribe.push(subjects::room_msg(room));
@@ -290,10 +290,13 @@ mod tests {
         assert!(!m.publish.iter().any(|s| s.starts_with("unibus.admin")));
         assert!(m.publish.contains(&"unibus.msg.room.r1".to_string()));
         assert!(m.publish.contains(&"unibus.block.*".to_string()));
-        assert_eq!(m.subscribe, vec!["_INBOX.ab.>", "unibus.msg.dm.ab", "unibus.msg.room.r1"]);
+        assert_eq!(
+            m.subscribe,
+            vec!["_INBOX.ab.>", "unibus.msg.dm.ab", "unibus.notice.devices.ab", "unibus.msg.room.r1"]
+        );
         let a = permissions(Some(Role::Admin), "ab", "ab", &[]);
         assert!(a.publish.contains(&"unibus.admin.>".to_string()));
-        assert_eq!(a.subscribe, vec!["_INBOX.ab.>", "unibus.msg.dm.ab"]);
+        assert_eq!(a.subscribe, vec!["_INBOX.ab.>", "unibus.msg.dm.ab", "unibus.notice.devices.ab"]);
     }
 
     /// A second device reads its own inbox and its account's DMs and rooms,
@@ -301,7 +304,10 @@ mod tests {
     #[test]
     fn a_device_gets_its_inbox_and_its_accounts_subjects() {
         let d = permissions(Some(Role::Member), "ab", "cd", &["r1".to_string()]);
-        assert_eq!(d.subscribe, vec!["_INBOX.cd.>", "unibus.msg.dm.ab", "unibus.msg.room.r1"]);
+        assert_eq!(
+            d.subscribe,
+            vec!["_INBOX.cd.>", "unibus.msg.dm.ab", "unibus.notice.devices.ab", "unibus.msg.room.r1"]
+        );
         assert!(d.publish.contains(&"unibus.device.>".to_string()));
         assert!(!permissions(None, "cd", "cd", &[]).publish.iter().any(|s| s.starts_with("unibus.device")));
     }

@@ -361,3 +361,115 @@ async fn device_revoke_through_node1_cuts_off_node3() {
     // The phone is untouched.
     assert_eq!(phone.whoami().await.unwrap().sign_pub, phone_id.sign_pub_hex());
 }
+
+/// The account's other devices hear of an added and a revoked device at
+/// once; nobody else may listen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn other_devices_hear_of_adds_and_revokes() {
+    let stack = Stack::start(true).await;
+    let (_a, admin) = stack.admin().await;
+    let (phone_id, phone) = member(&stack, &admin, "alice").await;
+    let alice = phone_id.sign_pub_hex();
+    let mut notices = Box::pin(phone.device_notices().await.unwrap());
+    phone.nats().flush().await.unwrap();
+    let (laptop_id, bundle) = new_device(&alice, "laptop");
+    phone.add_device(&bundle).await.unwrap();
+    let heard = tokio::time::timeout(Duration::from_secs(2), notices.next()).await.unwrap().unwrap();
+    assert_eq!(
+        (heard.device.as_str(), heard.status),
+        (laptop_id.sign_pub_hex().as_str(), DeviceStatus::Active)
+    );
+    phone.revoke_device(&laptop_id.sign_pub_hex()).await.unwrap();
+    let heard = tokio::time::timeout(Duration::from_secs(2), notices.next()).await.unwrap().unwrap();
+    assert_eq!(heard.status, DeviceStatus::Revoked);
+
+    // Another account may not subscribe to alice's notices.
+    let (bob_id, _bob) = member(&stack, &admin, "bob").await;
+    let (bob, mut events) = stack.connect_watched(&bob_id).await;
+    let _sub = bob.nats().subscribe(unibus_proto::subjects::device_notice(&alice)).await.unwrap();
+    bob.nats().flush().await.unwrap();
+    crate::harness::expect_server_error(&mut events, "Permissions Violation").await;
+}
+
+/// Account and device statuses are separate: revoking and restoring an
+/// account changes no device; deleting it deletes its device records, and
+/// its device keys are then unknown keys (guests).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn account_revoke_restore_and_delete() {
+    let stack = Stack::start(true).await;
+    let (_a, admin) = stack.admin().await;
+    let (phone_id, phone) = member(&stack, &admin, "alice").await;
+    let alice = phone_id.sign_pub_hex();
+    let (laptop_id, bundle) = new_device(&alice, "laptop");
+    phone.add_device(&bundle).await.unwrap();
+    let (_laptop, mut events) = stack.connect_watched(&laptop_id).await;
+
+    let reply = admin.revoke_user(&alice).await.unwrap();
+    assert!(reply.kicked >= 2, "both devices' connections: {}", reply.kicked);
+    expect_event_within(&mut events, "disconnected", Duration::from_secs(1)).await;
+    assert!(reply.user.active_devices().count() == 2, "devices keep their status");
+    let mut errors = stack.auth_errors().await;
+    expect_signed_denial(&mut errors, stack.connect(&laptop_id)).await;
+    admin.restore_user(&alice).await.unwrap();
+    let laptop = stack.connect(&laptop_id).await.unwrap();
+    assert_eq!(laptop.whoami().await.unwrap().sign_pub, alice);
+    drop(laptop);
+
+    admin.delete_user(&alice).await.unwrap();
+    for key in [alice.clone(), laptop_id.sign_pub_hex()] {
+        assert!(stack.store().get_device(&key).await.unwrap().is_none(), "device record of {key} left");
+    }
+    let guest = stack.connect(&laptop_id).await.unwrap();
+    let refused = guest.whoami().await;
+    assert!(matches!(refused, Err(unibus::ClientError::PermissionDenied(_))), "a guest: {refused:?}");
+    // The key is free again: it may become an account of its own.
+    let inv = admin.create_invite(&InviteCreateRequest::default()).await.unwrap();
+    assert_eq!(guest.register(&inv.token, None).await.unwrap().sign_pub, laptop_id.sign_pub_hex());
+}
+
+/// A hostile server chooses the nonce: the client signs only nonces shaped
+/// like nats-server's, so it never signs bytes that could be a binding or
+/// an envelope. Checked against a plain socket playing the server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_sign_only_server_shaped_nonces() {
+    use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
+    let id = Identity::generate();
+    let binding = String::from_utf8_lossy(&unibus_proto::binding::binding_message(
+        &id.sign_pub_hex(),
+        &id.sign_pub_hex(),
+        &id.kex_pub_hex(),
+    ))
+    .into_owned();
+    let cases = [
+        ("qC2-xs_0aB8mZ9k", true),
+        (binding.as_str(), false),
+        ("dGhpcyBpcyBub3QgYSBub25jZQ==", false),
+        (&*"a".repeat(65), false),
+        ("with space", false),
+    ];
+    for (nonce, signable) in cases {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("nats://{}", listener.local_addr().unwrap());
+        let info = serde_json::json!({
+            "server_id": "fake", "server_name": "fake", "version": "2.14.4", "proto": 1, "headers": true,
+            "max_payload": 1048576, "auth_required": true, "nonce": nonce, "host": "127.0.0.1", "port": 4222,
+        });
+        let server = tokio::spawn(async move {
+            let (sock, _) = listener.accept().await.unwrap();
+            let (read, mut write) = sock.into_split();
+            write.write_all(format!("INFO {info}\r\n").as_bytes()).await.unwrap();
+            let mut line = String::new();
+            let got =
+                tokio::time::timeout(Duration::from_secs(2), BufReader::new(read).read_line(&mut line)).await;
+            match got {
+                Ok(Ok(n)) if n > 0 => Some(line),
+                _ => None,
+            }
+        });
+        let opts = unibus::connect_options(&id).connection_timeout(Duration::from_secs(2));
+        let _ = tokio::time::timeout(Duration::from_secs(3), opts.connect(&url)).await;
+        let sent = server.await.unwrap();
+        let signed = sent.as_deref().is_some_and(|l| l.starts_with("CONNECT") && l.contains("\"sig\""));
+        assert_eq!(signed, signable, "nonce {nonce:?}: the client sent {sent:?}");
+    }
+}

@@ -278,6 +278,7 @@ impl Stack {
             "KV_UNIBUS_rooms",
             "KV_UNIBUS_blocks",
             "KV_UNIBUS_memberships",
+            "KV_UNIBUS_devices",
         ] {
             let mut s = js.get_stream(name).await.expect("stream");
             let info = s.info().await.expect("info");

@@ -137,6 +137,76 @@ async fn malformed_requests_are_bad_request_and_change_nothing() {
             format!("{{\"kex_sig\":\"{sig}\",\"invite\":\"{tok}\",\"kex_pub\":\"{kex}\",\"name\":7}}"),
         ),
     ];
+    // Device bundles: a valid one for the admin's account, then each field
+    // broken in turn.
+    let dev = Identity::generate().with_account(&me).unwrap().bundle(None);
+    let dev_json = |edit: &dyn Fn(&mut serde_json::Value)| {
+        let mut v = serde_json::json!({"device": dev.device, "kex_pub": dev.kex_pub, "kex_sig": dev.kex_sig});
+        edit(&mut v);
+        v.to_string()
+    };
+    let recovery_json = |edit: &dyn Fn(&mut serde_json::Value)| {
+        let mut v: serde_json::Value = serde_json::from_str(&dev_json(&|_| {})).unwrap();
+        v["account"] = me.clone().into();
+        edit(&mut v);
+        v.to_string()
+    };
+    let device_cases: Vec<(&str, &str, String)> = vec![
+        (
+            "device.add missing device",
+            subjects::DEVICE_ADD,
+            dev_json(&|v| v["device"] = serde_json::Value::Null),
+        ),
+        (
+            "device.add small-order device",
+            subjects::DEVICE_ADD,
+            dev_json(&|v| v["device"] = format!("01{}", "00".repeat(31)).into()),
+        ),
+        (
+            "device.add weak kex_pub",
+            subjects::DEVICE_ADD,
+            dev_json(&|v| v["kex_pub"] = "00".repeat(32).into()),
+        ),
+        (
+            "device.add missing kex_sig",
+            subjects::DEVICE_ADD,
+            dev_json(&|v| v.as_object_mut().unwrap().retain(|k, _| k != "kex_sig")),
+        ),
+        (
+            "device.add kex_sig 87 chars",
+            subjects::DEVICE_ADD,
+            dev_json(&|v| v["kex_sig"] = dev.kex_sig[1..].into()),
+        ),
+        (
+            "device.add kex_sig of another device",
+            subjects::DEVICE_ADD,
+            dev_json(&|v| v["device"] = gk.clone().into()),
+        ),
+        ("device.add unknown field", subjects::DEVICE_ADD, dev_json(&|v| v["seq"] = 1.into())),
+        ("device.add long name", subjects::DEVICE_ADD, dev_json(&|v| v["name"] = "n".repeat(65).into())),
+        ("device.add control name", subjects::DEVICE_ADD, dev_json(&|v| v["name"] = "a\u{7}b".into())),
+        ("device.add array body", subjects::DEVICE_ADD, "[]".into()),
+        ("device.list unknown field", subjects::DEVICE_LIST, "{\"all\":true}".into()),
+        ("device.revoke missing device", subjects::DEVICE_REVOKE, "{}".into()),
+        ("device.revoke non-hex", subjects::DEVICE_REVOKE, format!("{{\"device\":\"{}\"}}", "q".repeat(64))),
+        (
+            "device.revoke extra field",
+            subjects::DEVICE_REVOKE,
+            format!("{{\"device\":\"{me}\",\"force\":true}}"),
+        ),
+        ("recovery missing account", subjects::ADMIN_DEVICE_ADD, dev_json(&|_| {})),
+        ("recovery bad account", subjects::ADMIN_DEVICE_ADD, recovery_json(&|v| v["account"] = "ab".into())),
+        (
+            "recovery bound elsewhere",
+            subjects::ADMIN_DEVICE_ADD,
+            recovery_json(&|v| v["account"] = gk.clone().into()),
+        ),
+        (
+            "recovery unknown field",
+            subjects::ADMIN_DEVICE_ADD,
+            recovery_json(&|v| v["via"] = "recovery".into()),
+        ),
+    ];
     let admin_cases: Vec<(&str, &str, String)> = vec![
         ("ttl too small", subjects::ADMIN_INVITE_CREATE, "{\"ttl_secs\":59}".into()),
         ("ttl too large", subjects::ADMIN_INVITE_CREATE, "{\"ttl_secs\":2592001}".into()),
@@ -220,13 +290,15 @@ async fn malformed_requests_are_bad_request_and_change_nothing() {
     for (what, body) in &register_cases {
         assert_bad(&guest, subjects::REGISTER, what, body).await;
     }
-    for (what, subject, body) in &admin_cases {
+    for (what, subject, body) in admin_cases.iter().chain(&device_cases) {
         assert_bad(&admin, subject, what, body).await;
     }
     assert_eq!(stack.kv_fingerprint().await, before, "KV changed");
 
-    // The well-formed request still works afterwards: the invite was untouched.
+    // The well-formed requests still work afterwards: the invite was
+    // untouched, and the device bundle was only refused for its edits.
     guest.register(&tok, Some("ok")).await.unwrap();
+    admin.add_device(&dev).await.unwrap();
 }
 
 async fn assert_bad(client: &Client, subject: &str, what: &str, body: &str) {

@@ -401,6 +401,14 @@ pub struct DeviceRevokeReply {
     pub kick_pending: bool,
 }
 
+/// What unibusd publishes on [`crate::subjects::device_notice`] when a
+/// device of the account was added (status `active`) or revoked.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeviceNotice {
+    /// The device record after the change.
+    pub device: Device,
+}
+
 /// An active device as `unibus.user.lookup` shows it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct PublicDevice {

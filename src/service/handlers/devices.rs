@@ -54,7 +54,16 @@ pub async fn add(ctx: &Ctx, caller: &Caller, req: DeviceAddRequest) -> Result<Ou
         }
         Ok(())
     };
+    store_and_announce(ctx, new, rule).await
+}
+
+/// Adds `new` under `rule` and tells the account's devices.
+async fn store_and_announce<F>(ctx: &Ctx, new: Device, rule: F) -> Result<Outcome<DeviceReply>, Error>
+where
+    F: Fn(&User) -> Result<(), Error>,
+{
     let device = ctx.store.add_device(new, rule).await?;
+    ctx.notices.device_changed(&device).await;
     Outcome::reply(DeviceReply { device })
 }
 
@@ -80,8 +89,7 @@ pub async fn recover(ctx: &Ctx, caller: &Caller, req: AdminDeviceAddRequest) -> 
         }
         Ok(())
     };
-    let device = ctx.store.add_device(new, rule).await?;
-    Outcome::reply(DeviceReply { device })
+    store_and_announce(ctx, new, rule).await
 }
 
 /// `unibus.device.revoke`: a device revokes itself or a newer one of its
@@ -107,6 +115,9 @@ pub async fn revoke(ctx: &Ctx, caller: &Caller, req: DeviceRevokeRequest) -> Res
     if changed && as_admin && last_admin_left_without_device(ctx, &account).await? {
         ctx.store.undo_revoke(&account, &target).await?;
         return Err(last_admin_device());
+    }
+    if changed {
+        ctx.notices.device_changed(&device).await;
     }
     let sweep = ctx.kicker.sweep_after_write(&[target.to_string()]).await;
     let (kicked, kick_pending) = (sweep.kicked(), sweep.pending());
