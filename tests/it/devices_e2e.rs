@@ -192,21 +192,11 @@ async fn a_message_from_a_revoked_device_is_rejected() {
     alice.phone.revoke_device(&laptop).await.unwrap();
     tokio::time::sleep(DEVICES_MAX_AGE + Duration::from_millis(100)).await;
     let bob_dm = subjects::dm(&bob_id.sign_pub_hex());
-    let bob_device = Recipient {
-        sign_pub: bob_id.sign_pub_hex(),
-        kex_pub: unibus_proto::keys::parse_hex32("kex_pub", &bob_id.kex_pub_hex()).unwrap(),
-    };
-    let forge = |key: &ed25519_dalek::SigningKey, body: &[u8]| {
-        let addr = Addressing { kind: Kind::Dm, subject: &bob_dm, room: None, peer: None };
-        let sender = Sender { device: key, account: &alice.account };
-        let env = e2e::seal_v2(&sender, &addr, std::slice::from_ref(&bob_device), body, now_ms()).unwrap();
-        serde_json::to_vec(&env).unwrap()
-    };
-    let stolen = forge(&signing_key(&alice.laptop_id), b"it's still me");
+    let stolen = forged_dm(&signing_key(&alice.laptop_id), &alice.account, &bob_id, b"it's still me");
     mallory.publish_checked(&bob_dm, stolen).await.unwrap();
     expect_rejected(&mut inbox, Reject::SenderDevice).await;
     // Mallory's own key claiming to be a device of alice's account.
-    let claimed = forge(&signing_key(&mallory_id), b"alice here, new phone");
+    let claimed = forged_dm(&signing_key(&mallory_id), &alice.account, &bob_id, b"alice here, new phone");
     mallory.publish_checked(&bob_dm, claimed).await.unwrap();
     expect_rejected(&mut inbox, Reject::SenderDevice).await;
 
@@ -217,11 +207,40 @@ async fn a_message_from_a_revoked_device_is_rejected() {
     assert!(!seen.accounts[&alice.account].devices[&laptop].active, "bob saw the laptop go");
 }
 
+/// A DM sealed by `key` as a device of `account`, for `to`'s one device
+/// (what a thief or an impostor publishes through any connection).
+fn forged_dm(key: &ed25519_dalek::SigningKey, account: &str, to: &Identity, body: &[u8]) -> Vec<u8> {
+    let subject = subjects::dm(&to.sign_pub_hex());
+    let addr = Addressing { kind: Kind::Dm, subject: &subject, room: None, peer: None };
+    let recipient = Recipient {
+        sign_pub: to.sign_pub_hex(),
+        kex_pub: unibus_proto::keys::parse_hex32("kex_pub", &to.kex_pub_hex()).unwrap(),
+    };
+    let sender = Sender { device: key, account };
+    serde_json::to_vec(&e2e::seal_v2(&sender, &addr, &[recipient], body, now_ms()).unwrap()).unwrap()
+}
+
+/// A hostile write to the users bucket: `edit` applied to `device`'s entry
+/// in `account`'s record, as whoever can write KV could.
+async fn rewrite_device(
+    stack: &Stack,
+    account: &str,
+    device: &str,
+    edit: impl FnOnce(&mut serde_json::Value),
+) {
+    let kv = stack.jetstream().await.get_key_value(subjects::BUCKET_USERS).await.unwrap();
+    let mut record: serde_json::Value =
+        serde_json::from_slice(&kv.get(account).await.unwrap().unwrap()).unwrap();
+    let devices = record["devices"].as_array_mut().unwrap();
+    edit(devices.iter_mut().find(|d| d["device"] == device).unwrap());
+    kv.put(account, serde_json::to_vec(&record).unwrap().into()).await.unwrap();
+}
+
 /// A device listed with a binding made for another account (a hostile
 /// write to the users bucket) is refused before sealing: the send fails
-/// with a typed error and nothing reaches the wire; a message it signs is
-/// rejected. Once bob has seen a device, a new `kex_pub` for it is refused
-/// too, even with a binding that verifies.
+/// with a typed error and nothing reaches the wire, even from the account's
+/// own laptop (its copy would be sealed to it); a message it signs is
+/// rejected by its receiver.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_binding_for_another_account_is_refused_before_sealing() {
     let stack = Stack::start(true).await;
@@ -229,57 +248,49 @@ async fn a_binding_for_another_account_is_refused_before_sealing() {
     let alice = Linked::new(&stack, &admin, "alice").await;
     let (bob_id, bob) = stack.user(&admin, Role::Member, "bob").await;
     let laptop = alice.laptop_id.sign_pub_hex();
-    let kv = stack.jetstream().await.get_key_value(subjects::BUCKET_USERS).await.unwrap();
-    let genuine = kv.get(&alice.account).await.unwrap().unwrap();
-    let rewrite = |edit: &dyn Fn(&mut serde_json::Value)| {
-        let mut record: serde_json::Value = serde_json::from_slice(&genuine).unwrap();
-        let devices = record["devices"].as_array_mut().unwrap();
-        edit(devices.iter_mut().find(|d| d["device"] == laptop.as_str()).unwrap());
-        serde_json::to_vec(&record).unwrap()
-    };
     let (_raw, mut on_wire) = wire(&stack, &alice.phone_id, subjects::dm(&alice.account)).await;
+    let mut inbox = bob.inbox().await.unwrap();
 
     let for_bob = alice.laptop_id.bind(&bob_id.sign_pub_hex()).to_string();
-    kv.put(&alice.account, rewrite(&|d| d["kex_sig"] = for_bob.clone().into()).into()).await.unwrap();
+    rewrite_device(&stack, &alice.account, &laptop, |d| d["kex_sig"] = for_bob.into()).await;
     match bob.send_dm(&alice.account, b"must not be sealed").await {
         Err(ClientError::Device(DeviceRefused::Binding { account, device })) => {
             assert_eq!((account, device), (alice.account.clone(), laptop.clone()));
         }
         other => panic!("expected a refused binding, got {other:?}"),
     }
-    let nothing = tokio::time::timeout(Duration::from_millis(500), on_wire.next()).await;
-    assert!(nothing.is_err(), "nothing was published: {nothing:?}");
-    // A message the laptop signs is refused by its receiver as well.
-    let mut inbox = bob.inbox().await.unwrap();
-    // The laptop itself refuses to send: its own account's record lists it
-    // with a binding that does not verify (the copy for the phone).
     let own = alice.laptop.send_dm(&bob_id.sign_pub_hex(), b"hello").await;
     assert!(matches!(own, Err(ClientError::Device(DeviceRefused::Binding { .. }))), "{own:?}");
-    let (key, bob_dm) = (signing_key(&alice.laptop_id), subjects::dm(&bob_id.sign_pub_hex()));
-    let addr = Addressing { kind: Kind::Dm, subject: &bob_dm, room: None, peer: None };
-    let bob_device = Recipient {
-        sign_pub: bob_id.sign_pub_hex(),
-        kex_pub: unibus_proto::keys::parse_hex32("kex_pub", &bob_id.kex_pub_hex()).unwrap(),
-    };
-    let sender = Sender { device: &key, account: &alice.account };
-    let env = e2e::seal_v2(&sender, &addr, &[bob_device], b"hello", now_ms()).unwrap();
-    alice.phone.publish_checked(&bob_dm, serde_json::to_vec(&env).unwrap()).await.unwrap();
+    let nothing = tokio::time::timeout(Duration::from_millis(500), on_wire.next()).await;
+    assert!(nothing.is_err(), "nothing was published: {nothing:?}");
+    let signed = forged_dm(&signing_key(&alice.laptop_id), &alice.account, &bob_id, b"hello");
+    alice.phone.publish_checked(&subjects::dm(&bob_id.sign_pub_hex()), signed).await.unwrap();
     expect_rejected(&mut inbox, Reject::SenderBinding).await;
+}
 
-    // Restored, bob seals to both devices and remembers the laptop's key.
-    kv.put(&alice.account, genuine.clone()).await.unwrap();
-    bob.send_dm(&alice.account, b"now fine").await.unwrap();
+/// Once bob has sealed to a device, a new `kex_pub` for it is refused,
+/// even with a binding that verifies; the key first seen is kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_kex_pub_for_a_known_device_is_refused() {
+    let stack = Stack::start(true).await;
+    let (_a, admin) = stack.admin().await;
+    let alice = Linked::new(&stack, &admin, "alice").await;
+    let (_bob_id, bob) = stack.user(&admin, Role::Member, "bob").await;
+    let laptop = alice.laptop_id.sign_pub_hex();
+    let (_raw, mut on_wire) = wire(&stack, &alice.phone_id, subjects::dm(&alice.account)).await;
+    bob.send_dm(&alice.account, b"first").await.unwrap();
     let m = tokio::time::timeout(Duration::from_secs(3), on_wire.next()).await.unwrap().unwrap();
     assert_eq!(serde_json::from_slice::<Envelope>(&m.payload).unwrap().recipients.len(), 2);
-    // A new kex_pub for the known laptop, with a binding that verifies.
+
     let swapped = Identity::generate().kex_pub_hex();
+    let key = signing_key(&alice.laptop_id);
     let sig = unibus_proto::binding::sign_binding(&key, &alice.account, &swapped).to_string();
-    let edit = |d: &mut serde_json::Value| {
-        d["kex_pub"] = swapped.clone().into();
-        d["kex_sig"] = sig.clone().into();
-    };
-    kv.put(&alice.account, rewrite(&edit).into()).await.unwrap();
-    match bob.send_dm(&alice.account, b"must not be sealed either").await {
+    rewrite_device(&stack, &alice.account, &laptop, |d| {
+        d["kex_pub"] = swapped.into();
+        d["kex_sig"] = sig.into();
+    })
+    .await;
+    match bob.send_dm(&alice.account, b"must not be sealed").await {
         Err(ClientError::Device(DeviceRefused::KexChanged { device, .. })) => assert_eq!(device, laptop),
         other => panic!("expected a refused key change, got {other:?}"),
     }
