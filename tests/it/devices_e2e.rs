@@ -207,6 +207,34 @@ async fn a_message_from_a_revoked_device_is_rejected() {
     assert!(!seen.accounts[&alice.account].devices[&laptop].active, "bob saw the laptop go");
 }
 
+/// A version-1 envelope (what one-device accounts sent before linked
+/// devices: the account key signs, the one recipient is the account) still
+/// opens in the inbox of a one-device account; its sender passes the
+/// device check as its own first device.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_1_message_still_opens() {
+    let stack = Stack::start(true).await;
+    let (_a, admin) = stack.admin().await;
+    let (alice_id, alice) = stack.user(&admin, Role::Member, "alice").await;
+    let (bob_id, bob) = stack.user(&admin, Role::Member, "bob").await;
+    let mut inbox = alice.inbox().await.unwrap();
+    let subject = subjects::dm(&alice_id.sign_pub_hex());
+    let recipient = Recipient {
+        sign_pub: alice_id.sign_pub_hex(),
+        kex_pub: unibus_proto::keys::parse_hex32("kex_pub", &alice_id.kex_pub_hex()).unwrap(),
+    };
+    let env =
+        e2e::seal(&signing_key(&bob_id), Kind::Dm, &subject, None, &[recipient], b"old style", now_ms());
+    bob.publish_checked(&subject, serde_json::to_vec(&env.unwrap()).unwrap()).await.unwrap();
+    match next(&mut inbox).await {
+        Incoming::Message(m) => {
+            assert_eq!((m.v, m.body.as_slice()), (1, &b"old style"[..]));
+            assert_eq!((m.from.as_str(), m.device.as_str()), (bob.account(), bob.sign_pub()));
+        }
+        other => panic!("expected a message, got {other:?}"),
+    }
+}
+
 /// A DM sealed by `key` as a device of `account`, for `to`'s one device
 /// (what a thief or an impostor publishes through any connection).
 fn forged_dm(key: &ed25519_dalek::SigningKey, account: &str, to: &Identity, body: &[u8]) -> Vec<u8> {
