@@ -3,13 +3,16 @@
 //! `--json` for scripts; failures print the wire error code and exit
 //! non-zero (see [`exit_code`]).
 
+mod device;
 mod output;
 mod run;
+mod verify;
 
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+pub use device::{AdminCmd, AdminDeviceCmd, DeviceCmd};
 pub use output::line_out;
 pub use run::run;
 
@@ -47,7 +50,10 @@ const EXAMPLES: &str = "Examples:
   unibus send --room <room id> 'hello all'
   unibus listen
   unibus chat --room <room id>
-  unibus block <sign_pub>                       (its DMs are dropped; it cannot add you to rooms)";
+  unibus block <sign_pub>                       (its DMs are dropped; it cannot add you to rooms)
+  unibus --identity laptop.nk device request --account <id>   (on the new device: shows a QR code)
+  unibus device add 'unibus://device/...'       (on a device of the account)
+  unibus verify <account>                       (the safety number to compare in person)";
 
 fn default_identity() -> PathBuf {
     std::env::var_os("HOME")
@@ -102,6 +108,19 @@ pub enum Command {
     },
     /// List the keys you have blocked.
     Blocked,
+    /// Devices of your account: request (on a new device), add, list,
+    /// revoke.
+    #[command(subcommand)]
+    Device(DeviceCmd),
+    /// Admin: recovery of an account that has no device left.
+    #[command(subcommand)]
+    Admin(AdminCmd),
+    /// Show the safety number of you and an account (digits and a QR
+    /// code) to compare in person; every device binding is checked first.
+    Verify {
+        /// The account id (sign_pub hex).
+        account: String,
+    },
 }
 
 /// Invite subcommands.
@@ -301,12 +320,14 @@ impl From<UserStatusArg> for UserStatus {
 
 /// Process exit code for a failure: 1 wire error, 3 not authorized or
 /// permission denied, 4 connection/transport, 5 local (identity file,
-/// encryption).
+/// encryption, a device binding that does not verify).
 pub fn exit_code(err: &CliError) -> u8 {
     match err {
         CliError::Client(ClientError::Service(_)) => 1,
         CliError::Client(ClientError::NotAuthorized | ClientError::PermissionDenied(_)) => 3,
-        CliError::Client(ClientError::Seal(_) | ClientError::Inactive(_)) | CliError::Local(_) => 5,
+        CliError::Client(ClientError::Seal(_) | ClientError::Inactive(_))
+        | CliError::Local(_)
+        | CliError::Binding(_) => 5,
         // Connect, Request, Decode, and whatever the library adds later.
         CliError::Client(_) => 4,
     }
@@ -321,6 +342,10 @@ pub enum CliError {
     /// Local problems (identity file, stdin).
     #[error("{0}")]
     Local(String),
+    /// A device binding (`kex_sig`) that does not verify, or a reply about
+    /// another account than asked: the keys shown cannot be trusted.
+    #[error("{0}")]
+    Binding(String),
 }
 
 impl CliError {
@@ -343,6 +368,7 @@ impl CliError {
             CliError::Client(ClientError::Seal(_) | ClientError::Inactive(_)) => "encryption",
             CliError::Client(_) => "connection",
             CliError::Local(_) => "local",
+            CliError::Binding(_) => "binding",
         }
     }
 }
@@ -380,6 +406,8 @@ mod tests {
             let err = CliError::from(err);
             assert_eq!((exit_code(&err), err.code()), (exit, code), "{err:?}");
         }
+        let binding = CliError::Binding("device ab: kex_sig does not verify".into());
+        assert_eq!((exit_code(&binding), binding.code()), (5, "binding"));
         let err = CliError::from(ClientError::Request { subject: "s".into(), source: "timed out".into() });
         assert_eq!(err.message(), "request on s failed: timed out");
         assert_eq!(CliError::from(ClientError::Service(Error::InviteUsed)).message(), "invite already used");

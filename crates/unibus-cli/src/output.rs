@@ -195,7 +195,18 @@ fn room_text(r: &Room) -> String {
 
 /// A QR code of `text` for the terminal.
 pub fn qr(text: &str) -> String {
-    match qrcode::QrCode::new(text.as_bytes()) {
+    qr_at(text, qrcode::EcLevel::M)
+}
+
+/// A QR code of `text` with the lowest error correction: the smallest
+/// code, for long texts shown on a screen (a device bundle), where the
+/// redundancy for print damage is not needed.
+pub fn qr_small(text: &str) -> String {
+    qr_at(text, qrcode::EcLevel::L)
+}
+
+fn qr_at(text: &str, level: qrcode::EcLevel) -> String {
+    match qrcode::QrCode::with_error_correction_level(text.as_bytes(), level) {
         Ok(code) => code.render::<qrcode::render::unicode::Dense1x2>().quiet_zone(true).build(),
         Err(_) => String::new(),
     }

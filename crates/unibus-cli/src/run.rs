@@ -52,6 +52,9 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             out.blocked(&connect(&url, &cli.identity).await?.block_list().await?);
             Ok(())
         }
+        Command::Device(cmd) => super::device::device(&url, &cli.identity, cmd, &out).await,
+        Command::Admin(cmd) => super::device::admin(&url, &cli.identity, cmd, &out).await,
+        Command::Verify { account } => super::verify::verify(&url, &cli.identity, &account, &out).await,
     }
 }
 
@@ -81,12 +84,12 @@ fn link_url(invite: &str) -> Option<String> {
     String::from_utf8(out).ok().filter(|s| !s.is_empty())
 }
 
-fn load(path: &Path) -> Result<Identity, CliError> {
+pub(crate) fn load(path: &Path) -> Result<Identity, CliError> {
     Identity::load(path)
         .map_err(|e| CliError::Local(format!("{} (create one with `unibus keygen`)", with_cause(&e))))
 }
 
-async fn connect(url: &str, identity: &Path) -> Result<Client, CliError> {
+pub(crate) async fn connect(url: &str, identity: &Path) -> Result<Client, CliError> {
     Ok(Client::connect(url, &load(identity)?).await?)
 }
 
@@ -163,7 +166,7 @@ async fn user(c: Client, cmd: UserCmd, out: &Out) -> Result<(), CliError> {
 }
 
 /// What a revoke or delete reply with `kick_pending` adds to its line.
-fn pending_note(pending: bool) -> &'static str {
+pub(crate) fn pending_note(pending: bool) -> &'static str {
     match pending {
         true => " (not every server answered; closing continues in the background)",
         false => "",
