@@ -6,6 +6,7 @@ use serde::Serialize;
 
 use unibus::proto::e2e::{Kind, Opened};
 use unibus::proto::model::{Invite, Room, User};
+use unibus::proto::wire::AccountReply;
 
 /// Prints in the chosen format.
 pub struct Out {
@@ -49,6 +50,21 @@ impl Out {
     /// One user.
     pub fn user(&self, u: &User) {
         self.emit(&serde_json::json!({ "user": u }), || user_text(u));
+    }
+
+    /// The caller's account and this device (`{"user","device"}`).
+    pub fn account(&self, r: &AccountReply) {
+        self.emit(r, || {
+            let d = &r.device;
+            format!(
+                "{}\n  this device: {} ({}, seq {}, via {})",
+                user_text(&r.user),
+                d.device,
+                clean(&d.name),
+                d.seq,
+                wire(&d.via)
+            )
+        });
     }
 
     /// One invite.

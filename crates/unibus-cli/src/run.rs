@@ -31,7 +31,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             Ok(())
         }
         Command::Whoami => {
-            out.user(&connect(&url, &cli.identity).await?.whoami().await?);
+            out.account(&connect(&url, &cli.identity).await?.whoami_device().await?);
             Ok(())
         }
         Command::Invite(cmd) => invite(connect(&url, &cli.identity).await?, cmd, &out).await,

@@ -132,7 +132,7 @@ pub async fn verify(url: &str, identity: &Path, account: &str, out: &Out) -> Res
     let number = SafetyNumber::new(&mine.fingerprint, &theirs.fingerprint);
     let warnings: Vec<&String> = theirs.warnings.iter().chain(&mine.warnings).collect();
     let v = serde_json::json!({
-        "account": them.sign_pub, "name": them.name, "status": them.status,
+        "account": them.sign_pub, "name": them.name, "status": them.status, "own_account": me.user.sign_pub,
         "safety_number": number.digits(), "qr": number.qr_text(),
         "devices": theirs.devices, "own_devices": mine.devices, "warnings": warnings,
     });
