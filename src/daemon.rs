@@ -162,6 +162,7 @@ pub async fn start(settings: &Settings) -> Result<Running, StartError> {
         kicker: Kicker::new(sys.clone()),
         cursors: Cursors::new(secrets_seed(settings).as_bytes()),
         guests: Limiter::new(settings.guest.clone()),
+        notices: service::Notices::new(control_client.clone()),
     };
     let control = service::start(control_client.clone(), Arc::new(ctx))
         .await

@@ -36,7 +36,7 @@ pub async fn serve(
             let (req, _): (RequestClaims, String) =
                 jwt::decode_verified(std::str::from_utf8(&token).unwrap(), 13 << 3).unwrap();
             let name = req.nats.connect_opts.nkey.clone().unwrap_or_default();
-            let perms = permissions(Some(Role::Member), &name, &[]);
+            let perms = permissions(Some(Role::Member), &name, &name, &[]);
             let now = time::OffsetDateTime::now_utc().unix_timestamp();
             let user =
                 UserClaims::new(issuer.public_key(), req.nats.user_nkey.clone(), name, perms, now, 3600);

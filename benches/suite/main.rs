@@ -7,6 +7,8 @@
 //! - callout time inside unibusd (open, verify, decide, sign, seal);
 //! - `unibus.register` latency vs a floor (echo through the same import
 //!   doing the same KV operations), and registrations/s with 64 clients;
+//! - callout connects of a device of a 3-device account vs a one-device
+//!   account, alternating rounds;
 //! - callout decision time and unibusd RSS with 100 and 100,000 users.
 
 use std::sync::Arc;
@@ -22,6 +24,7 @@ use unibusd::natsserver::{self, NatsServer, ServerSpec};
 use unibusd::secrets::Secrets;
 use unibusd::store::{Store, StoreConfig};
 
+#[derive(Default)]
 struct Lat(Vec<Duration>);
 
 impl Lat {
@@ -77,7 +80,13 @@ async fn connects(url: &str, seed: [u8; 32], n: usize, parallel: usize) -> (f64,
 }
 
 fn user_record(id: &Identity, role: Role) -> User {
-    User::new_active(&id.sign_pub_hex(), &id.kex_pub_hex(), &id.sign_pub_hex()[..8], role, "bench", "bench")
+    User::new_active(
+        unibus_proto::model::Device::first(&id.sign_pub_hex(), &id.kex_pub_hex(), None),
+        &id.sign_pub_hex()[..8],
+        role,
+        "bench",
+        "bench",
+    )
 }
 
 async fn seed_users(store: &Store, n: usize) {
@@ -281,6 +290,7 @@ fn rss_mib(pid: u32) -> f64 {
 }
 
 mod bare;
+mod devices;
 mod scale;
 
 /// The nats-server binary, found as the tests find it; when there is none,
@@ -377,6 +387,7 @@ async fn main() {
     static_server.stop().await;
     bare_server.stop().await;
     report.insert("connects".into(), json!(rows));
+    report.insert("devices".into(), devices::run(&server.url, &running, seed, n).await);
     report.insert("leader_round_trip".into(), leader_round_trip(&server.url, &secrets).await);
 
     // 2. Register vs floor, and throughput with 64 clients: clients that
@@ -493,6 +504,7 @@ fn print_report(report: &serde_json::Map<String, serde_json::Value>, json_out: b
         unibusd::kick::REPLY_GRACE.as_millis()
     );
     println!("  their registrations/s stop the clock when the last one is back");
+    devices::print(&report["devices"]);
     let s = &report["scale"];
     println!("\nscale (callout decision in process; unibusd RSS as a separate process)");
     for k in ["100", "100000"] {

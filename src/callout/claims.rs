@@ -203,10 +203,12 @@ pub struct Permissions {
     pub subscribe: Vec<String>,
 }
 
-/// Permissions for `sign_pub`: `None` = guest, else the active user's role
-/// and the rooms it is a member of.
-pub fn permissions(role: Option<Role>, sign_pub: &str, rooms: &[String]) -> Permissions {
-    let inbox = format!("{}.>", subjects::inbox_prefix(sign_pub));
+/// Permissions for a connecting `device` of `account` (docs/protocol.md
+/// sections 6 and 8): `None` = guest, else the account's role and the rooms
+/// it is a member of. The inbox is the device's; the DM subject and rooms
+/// are the account's.
+pub fn permissions(role: Option<Role>, account: &str, device: &str, rooms: &[String]) -> Permissions {
+    let inbox = format!("{}.>", subjects::inbox_prefix(device));
     let Some(role) = role else {
         return Permissions { publish: vec![subjects::REGISTER.to_string()], subscribe: vec![inbox] };
     };
@@ -217,6 +219,7 @@ pub fn permissions(role: Option<Role>, sign_pub: &str, rooms: &[String]) -> Perm
         subjects::ROOM_ALL,
         subjects::ROOM_MEMBER_ALL,
         subjects::BLOCK_ALL,
+        subjects::DEVICE_ALL,
         subjects::MSG_DM_ALL,
     ]
     .iter()
@@ -225,7 +228,7 @@ pub fn permissions(role: Option<Role>, sign_pub: &str, rooms: &[String]) -> Perm
     if role == Role::Admin {
         publish.push(subjects::ADMIN_ALL.to_string());
     }
-    let mut subscribe = vec![inbox, subjects::dm(sign_pub)];
+    let mut subscribe = vec![inbox, subjects::dm(account), subjects::device_notice(account)];
     for room in rooms {
         publish.push(subjects::room_msg(room));
         subscribe.push(subjects::room_msg(room));
@@ -261,7 +264,7 @@ mod tests {
         assert!(!matches("unibus.room.*", "unibus.room.member.add"));
         let callers = [(None, 0), (Some(Role::Member), 1), (Some(Role::Admin), 2)];
         for (role, rank) in callers {
-            let grants = permissions(role, "ab", &[]).publish;
+            let grants = permissions(role, "ab", "cd", &[]).publish;
             for (subject, access) in endpoint::ALL {
                 let needed = match access {
                     Access::Guest => 0,
@@ -276,20 +279,36 @@ mod tests {
 
     #[test]
     fn guest_may_only_register() {
-        let p = permissions(None, "ab", &["r1".to_string()]);
+        let p = permissions(None, "ab", "ab", &["r1".to_string()]);
         assert_eq!(p.publish, vec!["unibus.register"]);
         assert_eq!(p.subscribe, vec!["_INBOX.ab.>"]);
     }
 
     #[test]
     fn only_admins_get_admin_subjects() {
-        let m = permissions(Some(Role::Member), "ab", &["r1".to_string()]);
+        let m = permissions(Some(Role::Member), "ab", "ab", &["r1".to_string()]);
         assert!(!m.publish.iter().any(|s| s.starts_with("unibus.admin")));
         assert!(m.publish.contains(&"unibus.msg.room.r1".to_string()));
         assert!(m.publish.contains(&"unibus.block.*".to_string()));
-        assert_eq!(m.subscribe, vec!["_INBOX.ab.>", "unibus.msg.dm.ab", "unibus.msg.room.r1"]);
-        let a = permissions(Some(Role::Admin), "ab", &[]);
+        assert_eq!(
+            m.subscribe,
+            vec!["_INBOX.ab.>", "unibus.msg.dm.ab", "unibus.notice.devices.ab", "unibus.msg.room.r1"]
+        );
+        let a = permissions(Some(Role::Admin), "ab", "ab", &[]);
         assert!(a.publish.contains(&"unibus.admin.>".to_string()));
-        assert_eq!(a.subscribe, vec!["_INBOX.ab.>", "unibus.msg.dm.ab"]);
+        assert_eq!(a.subscribe, vec!["_INBOX.ab.>", "unibus.msg.dm.ab", "unibus.notice.devices.ab"]);
+    }
+
+    /// A second device reads its own inbox and its account's DMs and rooms,
+    /// and may call the device endpoints.
+    #[test]
+    fn a_device_gets_its_inbox_and_its_accounts_subjects() {
+        let d = permissions(Some(Role::Member), "ab", "cd", &["r1".to_string()]);
+        assert_eq!(
+            d.subscribe,
+            vec!["_INBOX.cd.>", "unibus.msg.dm.ab", "unibus.notice.devices.ab", "unibus.msg.room.r1"]
+        );
+        assert!(d.publish.contains(&"unibus.device.>".to_string()));
+        assert!(!permissions(None, "cd", "cd", &[]).publish.iter().any(|s| s.starts_with("unibus.device")));
     }
 }

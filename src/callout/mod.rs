@@ -51,8 +51,11 @@ pub struct Callout {
 pub enum Verdict {
     /// Let in, as guest (`None`) or with a role.
     Allow {
-        /// `sign_pub` hex of the client.
-        sign_pub: String,
+        /// The account id (the device's own key for a guest).
+        account: String,
+        /// The connecting key: the JWT's `name`, the `Nats-Request-Info`
+        /// user and the inbox.
+        device: String,
         /// `None` for a guest.
         role: Option<Role>,
         /// Rooms it is a member of.
@@ -95,12 +98,12 @@ impl Callout {
         let verdict = self.decide(&req).await;
         let cid = req.nats.client_info.id.unwrap_or_default();
         let nats = match &verdict {
-            Verdict::Allow { sign_pub, role, rooms } => {
-                debug!(%sign_pub, ?role, cid, server = %req.nats.server_id.name, "callout allow");
+            Verdict::Allow { account, device, role, rooms } => {
+                debug!(%account, %device, ?role, cid, server = %req.nats.server_id.name, "callout allow");
                 AuthResponse {
                     kind: "authorization_response",
                     version: 2,
-                    jwt: Some(self.user_jwt(&req, sign_pub, *role, rooms)?),
+                    jwt: Some(self.user_jwt(&req, account, device, *role, rooms)?),
                     error: None,
                 }
             }
@@ -190,34 +193,38 @@ impl Callout {
             warn!(error = %e, "callout: store unavailable, denying");
             Verdict::Deny("authorization store unavailable".into())
         };
-        let reads =
-            async { tokio::join!(self.store.standing(&sign_pub), self.store.rooms_of_member(&sign_pub)) };
-        let Ok((standing, rooms)) = tokio::time::timeout(DECISION_BUDGET, reads).await else {
+        let reads = self.store.admission(&sign_pub);
+        let Ok(admission) = tokio::time::timeout(DECISION_BUDGET, reads).await else {
             let ms = DECISION_BUDGET.as_millis();
             return unavailable(unibus_proto::Error::Unavailable(format!("no answer within the {ms} ms budget")));
         };
-        // Both syncs also prove that the store still has a quorum (see
+        // The syncs also prove that the store still has a quorum (see
         // `Index::sync`), so they gate guests too.
-        match (standing, rooms) {
-            (Ok(Standing::Revoked), _) => Verdict::Revoked(sign_pub),
-            (Ok(Standing::Unknown), Ok(_)) => Verdict::Allow { sign_pub, role: None, rooms: Vec::new() },
-            (Ok(Standing::Active(role)), Ok(rooms)) => Verdict::Allow { sign_pub, role: Some(role), rooms },
-            (Err(e), _) | (_, Err(e)) => unavailable(e),
+        match admission {
+            Ok((Standing::Revoked, _)) => Verdict::Revoked(sign_pub),
+            Ok((Standing::Unknown, _)) => {
+                Verdict::Allow { account: sign_pub.clone(), device: sign_pub, role: None, rooms: Vec::new() }
+            }
+            Ok((Standing::Active { role, account }, rooms)) => {
+                Verdict::Allow { account, device: sign_pub, role: Some(role), rooms }
+            }
+            Err(e) => unavailable(e),
         }
     }
 
     fn user_jwt(
         &self,
         req: &RequestClaims,
-        sign_pub: &str,
+        account: &str,
+        device: &str,
         role: Option<Role>,
         rooms: &[String],
     ) -> Result<String, Abort> {
         let claims = UserClaims::new(
             self.issuer.public_key(),
             req.nats.user_nkey.clone(),
-            sign_pub.to_string(),
-            permissions(role, sign_pub, rooms),
+            device.to_string(),
+            permissions(role, account, device, rooms),
             unix_now(),
             self.user_jwt_ttl.as_secs() as i64,
         );

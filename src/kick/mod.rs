@@ -146,7 +146,14 @@ impl Kicker {
     /// Every open connection of `sign_pub`, on every server: a fresh roll
     /// call, then every page of CONNZ of each server. Never fails: what
     /// could not be listed shows as `complete: false`.
+    #[cfg(feature = "internals")]
     pub async fn find(&self, sign_pub: &str) -> Found {
+        self.find_all(&[sign_pub.to_string()]).await
+    }
+
+    /// Every open connection of any of `users` (connection names: device
+    /// keys), on every server, from one roll call.
+    pub async fn find_all(&self, users: &[String]) -> Found {
         let (ids, mut complete) = match self.roll_call().await {
             Ok(roll) if !roll.by_name.is_empty() => (roll.ids(), roll.complete()),
             Ok(_) => (self.cached_ids().await, false),
@@ -155,16 +162,18 @@ impl Kicker {
                 (self.cached_ids().await, false)
             }
         };
-        let lists = futures::future::join_all(ids.iter().map(|id| self.connz(id, sign_pub))).await;
+        let pairs: Vec<(&String, &String)> = ids.iter().flat_map(|id| users.iter().map(move |u| (id, u))).collect();
+        let lists = futures::future::join_all(pairs.iter().map(|(id, u)| self.connz(id, u))).await;
         let mut found = Found::default();
-        for (id, listed) in ids.iter().zip(lists) {
+        for ((id, _), listed) in pairs.iter().zip(lists) {
             match listed {
                 Ok(listing) => {
                     if let Some(now) = listing.now {
-                        found.listed_at.insert(id.clone(), now);
+                        let at = found.listed_at.entry((*id).clone()).or_insert(now);
+                        *at = (*at).min(now);
                     }
                     for (cid, started) in listing.conns {
-                        found.targets.push(Target { server_id: id.clone(), cid });
+                        found.targets.push(Target { server_id: (*id).clone(), cid });
                         found.started.push(started);
                     }
                 }
@@ -175,7 +184,7 @@ impl Kicker {
             }
         }
         found.complete = complete && !ids.is_empty();
-        debug!(%sign_pub, servers = ids.len(), found = found.targets.len(), complete, "connections found");
+        debug!(?users, servers = ids.len(), found = found.targets.len(), complete, "connections found");
         found
     }
 

@@ -43,7 +43,8 @@ pub const RETRY_FOR: Duration = Duration::from_secs(30);
 /// away: what the first search found, and what is left to do.
 #[derive(Debug, Clone)]
 pub struct Sweep {
-    user: String,
+    /// Connection names (device keys) whose rights the write changed.
+    users: Vec<String>,
     written_at: Instant,
     first: Found,
 }
@@ -67,15 +68,16 @@ impl Sweep {
 }
 
 impl Kicker {
-    /// Starts the sweeps for `user` after a write that has just been
-    /// acknowledged: the first search (before the reply). Never fails.
-    pub async fn sweep_after_write(&self, user: &str) -> Sweep {
+    /// Starts the sweeps for the connections named `users` (an account's
+    /// device keys) after a write that has just been acknowledged: the
+    /// first search (before the reply). Never fails.
+    pub async fn sweep_after_write(&self, users: &[String]) -> Sweep {
         let written_at = Instant::now();
-        let first = self.find(user).await;
+        let first = self.find_all(users).await;
         if !first.complete {
-            warn!(%user, found = first.targets.len(), "not every server listed; closing continues in the background");
+            warn!(?users, found = first.targets.len(), "not every server listed; closing continues in the background");
         }
-        Sweep { user: user.to_string(), written_at, first }
+        Sweep { users: users.to_vec(), written_at, first }
     }
 
     /// The sweeps after the first kick: retries until a search lists every
@@ -86,7 +88,7 @@ impl Kicker {
     pub async fn follow_up(&self, sweep: Sweep) {
         let settle_at = sweep.written_at + self.auth_timeout().await + SETTLE_MARGIN;
         let give_up = sweep.written_at + RETRY_FOR;
-        let user = sweep.user.as_str();
+        let user = sweep.users.join(",");
         let (mut complete, mut delay) = (sweep.first.complete, RETRY_FIRST);
         // Per server, its clock when it first listed after the write: a
         // connection created later was admitted on a decision made after
@@ -100,7 +102,7 @@ impl Kicker {
             }
             tokio::time::sleep_until(next).await;
             let started = Instant::now();
-            let found = self.find(user).await;
+            let found = self.find_all(&sweep.users).await;
             for (server, now) in &found.listed_at {
                 cutoffs.entry(server.clone()).or_insert(*now);
             }

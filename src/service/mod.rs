@@ -40,14 +40,46 @@ pub struct Ctx {
     /// Guest flood limits on `unibus.register`, checked before a request
     /// may touch the store.
     pub guests: crate::limits::Limiter,
+    /// Publishes notices to accounts.
+    pub notices: Notices,
 }
 
-/// The authenticated caller: the `sign_pub` the server stamped into
-/// `Nats-Request-Info` (the user JWT's `name`).
+/// Publishes notices to accounts on the data plane (docs/protocol.md
+/// section 8: a device added or revoked is announced to the account's
+/// devices). Best effort: the write it announces stands either way.
+#[derive(Clone)]
+pub struct Notices {
+    client: async_nats::Client,
+}
+
+impl Notices {
+    /// Notices published through `client` (unibusd's own connection, in
+    /// the account that exports `unibus.notice.>`).
+    pub fn new(client: async_nats::Client) -> Notices {
+        Notices { client }
+    }
+
+    /// Announces `device` (after an add or a revoke) to its account.
+    pub async fn device_changed(&self, device: &unibus_proto::model::Device) {
+        let notice = unibus_proto::wire::DeviceNotice { device: device.clone() };
+        let Ok(body) = serde_json::to_vec(&notice) else { return };
+        let subject = subjects::device_notice(&device.account);
+        if let Err(e) = self.client.publish(subject, body.into()).await {
+            warn!(error = %e, "device notice not published");
+        }
+    }
+}
+
+/// The authenticated caller: the key the server stamped into
+/// `Nats-Request-Info` (the user JWT's `name`: the connecting device) and
+/// the account it acts for (docs/protocol.md section 8).
 #[derive(Debug, Clone)]
 pub struct Caller {
-    /// The caller's checked Ed25519 key.
+    /// The account the caller acts for: resolved from the device's record
+    /// before every handler but `unibus.register` (where it is the key).
     pub sign_pub: SignPub,
+    /// The connecting device's checked Ed25519 key.
+    pub device: SignPub,
     /// The requesting connection: server name and client id.
     pub origin: Option<(String, u64)>,
 }
@@ -156,7 +188,7 @@ pub fn caller_from_headers(headers: Option<&HeaderMap>) -> Result<Caller, Error>
     let sign_pub = SignPub::parse_field("caller", &info.user)
         .map_err(|_| Error::Unauthenticated("caller is not a user key".into()))?;
     let origin = info.server.zip(info.id);
-    Ok(Caller { sign_pub, origin })
+    Ok(Caller { device: sign_pub.clone(), sign_pub, origin })
 }
 
 /// The one mapping from [`Error`] to the wire: headers plus JSON body.

@@ -7,9 +7,12 @@ use serde::Deserialize;
 use time::OffsetDateTime;
 
 use super::index::Fold;
-use unibus_proto::model::{InviteStatus, Role, UserStatus, parse_time};
+use unibus_proto::model::{DeviceStatus, InviteStatus, Role, UserStatus, parse_time};
 
-/// A user as the index knows it.
+/// An account's device keys (raw bytes) and their statuses.
+pub type DeviceKeys = Box<[([u8; 32], DeviceStatus)]>;
+
+/// A user (account) as the index knows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserEntry {
     /// Role.
@@ -18,6 +21,24 @@ pub struct UserEntry {
     pub status: UserStatus,
     /// KV revision of the record.
     pub revision: u64,
+    /// The account's devices; `None` for a record written before devices
+    /// (its own key is its one active device).
+    pub devices: Option<DeviceKeys>,
+}
+
+impl UserEntry {
+    /// The status of device `key` in this account (`account` is the
+    /// account's own key); `None` when the account does not list it.
+    pub fn device_status(&self, account: &str, key: &str) -> Option<DeviceStatus> {
+        match &self.devices {
+            None => (account == key).then_some(DeviceStatus::Active),
+            Some(devices) => {
+                let mut raw = [0u8; 32];
+                hex::decode_to_slice(key, &mut raw).ok()?;
+                devices.iter().find(|(k, _)| *k == raw).map(|(_, s)| *s)
+            }
+        }
+    }
 }
 
 /// All users by `sign_pub`.
@@ -33,6 +54,27 @@ pub struct Users {
 struct SlimUser {
     role: Role,
     status: UserStatus,
+    #[serde(default)]
+    devices: Option<Vec<SlimDevice>>,
+}
+
+#[derive(Deserialize)]
+struct SlimDevice {
+    device: String,
+    status: DeviceStatus,
+}
+
+impl SlimUser {
+    /// Device keys that are not 64 hex characters are left out (such a
+    /// device cannot connect: its key would not match).
+    fn devices(&self) -> Option<DeviceKeys> {
+        let devices = self.devices.as_ref()?;
+        let keys = devices.iter().filter_map(|d| {
+            let mut raw = [0u8; 32];
+            hex::decode_to_slice(&d.device, &mut raw).ok().map(|()| (raw, d.status))
+        });
+        Some(keys.collect())
+    }
 }
 
 impl Fold for Users {
@@ -40,7 +82,8 @@ impl Fold for Users {
         self.unreadable.remove(key);
         match value.map(serde_json::from_slice::<SlimUser>) {
             Some(Ok(u)) => {
-                self.entries.insert(key.to_string(), UserEntry { role: u.role, status: u.status, revision });
+                let entry = UserEntry { role: u.role, status: u.status, revision, devices: u.devices() };
+                self.entries.insert(key.to_string(), entry);
             }
             Some(Err(_)) => {
                 self.entries.remove(key);
@@ -49,6 +92,38 @@ impl Fold for Users {
             None => {
                 self.entries.remove(key);
             }
+        }
+    }
+}
+
+/// Device keys and the account each belongs to (`UNIBUS_devices`). The
+/// mapping of a key never changes while its record exists; status is the
+/// account record's to say.
+#[derive(Default)]
+pub struct Devices {
+    /// Device key -> account id.
+    pub accounts: HashMap<String, String>,
+    /// Keys whose current value does not decode: the callout denies them.
+    pub unreadable: BTreeSet<String>,
+}
+
+#[derive(Deserialize)]
+struct SlimDeviceRecord {
+    account: String,
+}
+
+impl Fold for Devices {
+    fn apply(&mut self, key: &str, value: Option<&[u8]>, _revision: u64) {
+        self.unreadable.remove(key);
+        self.accounts.remove(key);
+        match value.map(serde_json::from_slice::<SlimDeviceRecord>) {
+            Some(Ok(d)) => {
+                self.accounts.insert(key.to_string(), d.account);
+            }
+            Some(Err(_)) => {
+                self.unreadable.insert(key.to_string());
+            }
+            None => {}
         }
     }
 }

@@ -161,9 +161,34 @@ impl<S: Fold> Index<S> {
         // One deadline for both steps: a caller that gives up on its own
         // (the callout's decision budget) would skip the rebuild below.
         let deadline = tokio::time::Instant::now() + limit;
-        let last = self.leader_last_sequence(limit).await?;
-        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        let read = self.read_at(last, left, f).await;
+        let point = self.leader_point(limit).await?;
+        self.read_from(point, deadline, f).await
+    }
+
+    /// The first half of [`Index::sync_read`]: the stream leader's last
+    /// sequence, from a probe sent after this call. Lets a caller probe
+    /// several indexes at once and then read each at its point.
+    ///
+    /// # Errors
+    /// As [`Index::sync`].
+    pub async fn leader_point(&self, limit: Duration) -> Result<u64, KvError> {
+        self.leader_last_sequence(limit).await
+    }
+
+    /// The second half of [`Index::sync_read`]: reads the state once it
+    /// reflects `point` (from [`Index::leader_point`]), waiting until
+    /// `deadline`.
+    ///
+    /// # Errors
+    /// As [`Index::sync`].
+    pub async fn read_from<R>(
+        &self,
+        point: u64,
+        deadline: tokio::time::Instant,
+        f: impl FnOnce(&S) -> R,
+    ) -> Result<R, KvError> {
+        let limit = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let read = self.read_at(point, limit, f).await;
         if read.is_err() {
             // A watch that applied nothing for the whole wait is stuck (for
             // example its consumer was on a server that died): start a fresh

@@ -7,7 +7,7 @@ use super::cas::{Change, Retry};
 use super::{KvError, Store, all_pages, get_many, take_page};
 use unibus_proto::error::Error;
 use unibus_proto::keys::InviteToken;
-use unibus_proto::model::{BOOTSTRAP, Invite, InviteStatus, Role, User, fmt_time, now};
+use unibus_proto::model::{BOOTSTRAP, Device, Invite, InviteStatus, Role, User, default_name, fmt_time, now};
 
 /// The already-validated fields a redeemer supplies.
 #[derive(Debug, Clone)]
@@ -16,6 +16,8 @@ pub struct NewUser {
     pub sign_pub: String,
     /// Checked X25519 key (lowercase hex).
     pub kex_pub: String,
+    /// Its verified binding to the new account.
+    pub kex_sig: String,
     /// Checked display name, if given.
     pub name: Option<String>,
 }
@@ -182,9 +184,17 @@ impl Store {
     /// between 4 and 5) the redemption completes; otherwise `user_exists`
     /// and the invite stays spent.
     async fn finish_redemption(&self, invite: &Invite, revision: u64, new: &NewUser) -> Result<User, Error> {
-        let name = new.name.clone().unwrap_or_else(|| new.sign_pub[..8].to_string());
-        let user =
-            User::new_active(&new.sign_pub, &new.kex_pub, &name, invite.role, &invite.created_by, &invite.id);
+        let name = new.name.clone().unwrap_or_else(|| default_name(&new.sign_pub));
+        let first = Device::first(&new.sign_pub, &new.kex_pub, Some(new.kex_sig.clone()));
+        // A key that is a device of another account is refused here (the
+        // invite stays spent, as for a registered key).
+        if let Err(e) = self.claim_device_key(&first).await {
+            if e == Error::UserExists {
+                self.complete_invite(invite, revision).await?;
+            }
+            return Err(e);
+        }
+        let user = User::new_active(first, &name, invite.role, &invite.created_by, &invite.id);
         let outcome = match self.add_user(&user).await {
             Ok(_) => Ok(user),
             Err(Error::UserExists) => match self.get_user(&new.sign_pub).await? {

@@ -13,6 +13,7 @@
 
 mod blocks;
 mod cas;
+mod devices;
 pub mod folds;
 pub mod index;
 mod invites;
@@ -37,7 +38,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use unibus_proto::error::Error;
-use unibus_proto::subjects::{BUCKET_BLOCKS, BUCKET_INVITES, BUCKET_MEMBERSHIPS, BUCKET_ROOMS, BUCKET_USERS};
+use unibus_proto::subjects::{
+    BUCKET_BLOCKS, BUCKET_DEVICES, BUCKET_INVITES, BUCKET_MEMBERSHIPS, BUCKET_ROOMS, BUCKET_USERS,
+};
 use index::Index;
 
 /// How the buckets are created when missing, and how long a store call may
@@ -174,8 +177,8 @@ fn map_update(bucket: &str, e: kv::UpdateError) -> KvError {
     }
 }
 
-/// The unibus store: users, invites and rooms, with their watched indexes,
-/// and block lists and room reservations (leader reads only).
+/// The unibus store: users, devices, invites and rooms, with their watched
+/// indexes, and block lists and room reservations (leader reads only).
 #[derive(Clone)]
 pub struct Store {
     pub(crate) users: Bucket,
@@ -185,7 +188,10 @@ pub struct Store {
     pub(crate) blocks: Bucket,
     /// Room reservations per user (the rooms-per-user cap).
     pub(crate) memberships: Bucket,
+    /// Device records (docs/protocol.md section 8).
+    pub(crate) devices: Bucket,
     pub(crate) users_ix: Arc<Index<folds::Users>>,
+    pub(crate) devices_ix: Arc<Index<folds::Devices>>,
     pub(crate) invites_ix: Arc<Index<folds::Invites>>,
     pub(crate) rooms_ix: Arc<Index<folds::Rooms>>,
     /// Bound on one store call (and on waiting for an index).
@@ -207,8 +213,11 @@ impl Store {
         let rooms = open_bucket(&js, BUCKET_ROOMS, cfg).await?;
         let blocks = open_bucket(&js, BUCKET_BLOCKS, cfg).await?;
         let memberships = open_bucket(&js, BUCKET_MEMBERSHIPS, cfg).await?;
+        let devices = open_bucket(&js, BUCKET_DEVICES, cfg).await?;
         Ok(Store {
             users_ix: Arc::new(Index::follow(users.kv.clone())),
+            devices_ix: Arc::new(Index::follow(devices.kv.clone())),
+            devices,
             invites_ix: Arc::new(Index::follow(invites.kv.clone())),
             rooms_ix: Arc::new(Index::follow(rooms.kv.clone())),
             users,

@@ -8,16 +8,22 @@
 use super::cas::Change;
 use super::{KvError, Store, all_pages, get_many, take_page};
 use unibus_proto::error::Error;
-use unibus_proto::model::{Role, User, UserStatus, fmt_time, now};
+use unibus_proto::model::{DeviceStatus, Role, User, UserStatus, fmt_time, now};
 
-/// What the store says about a key, for the callout.
+/// What the store says about a connecting key, for the callout.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Standing {
-    /// No record: may connect as guest (register only).
+    /// No account lists it: may connect as guest (register only).
     Unknown,
-    /// A record in good standing.
-    Active(Role),
-    /// A revoked record: denied.
+    /// An active device of an active account.
+    Active {
+        /// The account's role.
+        role: Role,
+        /// The account id.
+        account: String,
+    },
+    /// A revoked device or account, or a device whose add never completed:
+    /// denied (never a guest).
     Revoked,
 }
 
@@ -40,29 +46,56 @@ impl Store {
         Ok(self.get_user(sign_pub).await?.is_some_and(|(u, _)| u.invite_id == invite_id))
     }
 
-    /// Is this key authorized, and as what? Answered from the users index
-    /// right after [`Index::sync`](super::index::Index::sync) proved it
-    /// current with the stream leader (and the leader's quorum), so it is as
-    /// fresh as a leader read; concurrent callouts share one leader probe.
+    /// Is this key authorized, and as what (docs/protocol.md section 8,
+    /// "Connecting")? The key is looked up as a device first (its account),
+    /// else as an account's own key; the account must be active and list
+    /// the key as an active device. Answered from the devices and users
+    /// indexes right after [`Index::sync`](super::index::Index::sync)
+    /// proved both current with their stream leaders (and quorums), so it
+    /// is as fresh as leader reads; concurrent callouts share the probes.
     /// Fails closed: an error here must deny.
     ///
     /// # Errors
-    /// `unavailable` when the store cannot answer; `internal` when the
-    /// key's record does not decode.
-    pub async fn standing(&self, sign_pub: &str) -> Result<Standing, Error> {
-        self.users_ix
-            .sync_read(self.sync_limit(), |ix| {
-                if ix.unreadable.contains(sign_pub) {
-                    let bucket = unibus_proto::subjects::BUCKET_USERS;
-                    return Err(Error::Internal(format!("corrupt record {sign_pub} in {bucket}")));
+    /// `unavailable` when the store cannot answer; `internal` when a
+    /// record involved does not decode.
+    pub async fn standing(&self, key: &str) -> Result<Standing, Error> {
+        Ok(self.admission(key).await?.0)
+    }
+
+    /// [`Store::standing`] and, for an active device, its account's rooms
+    /// (from the rooms index, synced likewise): the three leader probes go
+    /// out at once, so a device of a many-device account costs what a
+    /// one-device account does.
+    ///
+    /// # Errors
+    /// As [`Store::standing`].
+    pub async fn admission(&self, key: &str) -> Result<(Standing, Vec<String>), Error> {
+        let limit = self.sync_limit();
+        let deadline = tokio::time::Instant::now() + limit;
+        let (devices_at, users_at, rooms_at) = tokio::try_join!(
+            self.devices_ix.leader_point(limit),
+            self.users_ix.leader_point(limit),
+            self.rooms_ix.leader_point(limit)
+        )?;
+        let mapped = self
+            .devices_ix
+            .read_from(devices_at, deadline, |ix| {
+                if ix.unreadable.contains(key) {
+                    let bucket = unibus_proto::subjects::BUCKET_DEVICES;
+                    return Err(Error::Internal(format!("corrupt record {key} in {bucket}")));
                 }
-                Ok(match ix.entries.get(sign_pub) {
-                    None => Standing::Unknown,
-                    Some(e) if e.status == UserStatus::Active => Standing::Active(e.role),
-                    Some(_) => Standing::Revoked,
-                })
+                Ok(ix.accounts.get(key).cloned())
             })
-            .await?
+            .await??;
+        let account = mapped.unwrap_or_else(|| key.to_string());
+        let standing = self.users_ix.read_from(users_at, deadline, |ix| standing_in(ix, &account, key)).await??;
+        let rooms = match &standing {
+            Standing::Active { account, .. } => {
+                self.rooms_ix.read_from(rooms_at, deadline, |ix| ix.member_of(account)).await?
+            }
+            _ => Vec::new(),
+        };
+        Ok((standing, rooms))
     }
 
     /// Succeeds only while the users stream's leader sees a quorum of its
@@ -75,10 +108,18 @@ impl Store {
         Ok(self.users_ix.sync(self.sync_limit()).await?)
     }
 
-    /// True when the local index already knows this key as revoked: such a
-    /// key can be denied without a store round trip. `false` says nothing.
-    pub fn known_revoked(&self, sign_pub: &str) -> bool {
-        self.users_ix.read(|ix| ix.entries.get(sign_pub).is_some_and(|e| e.status == UserStatus::Revoked))
+    /// True when the local indexes already know this key as revoked (its
+    /// account revoked, or the device revoked in it, which is for good):
+    /// such a key can be denied without a store round trip. `false` says
+    /// nothing. A device its account does not list yet is not judged here:
+    /// the two indexes may be at different points.
+    pub fn known_revoked(&self, key: &str) -> bool {
+        let account = self.devices_ix.read(|ix| ix.accounts.get(key).cloned()).unwrap_or_else(|| key.to_string());
+        self.users_ix.read(|ix| {
+            ix.entries.get(&account).is_some_and(|e| {
+                e.status == UserStatus::Revoked || e.device_status(&account, key) == Some(DeviceStatus::Revoked)
+            })
+        })
     }
 
     /// Adds a user record; `user_exists` when the key is taken.
@@ -137,6 +178,12 @@ impl Store {
     /// Active admins other than `except`, counted by leader reads of every
     /// admin the (synced) index knows.
     async fn other_active_admins(&self, except: &str) -> Result<usize, Error> {
+        Ok(self.other_active_admin_records(except).await?.len())
+    }
+
+    /// The records of active admins other than `except`, by leader reads
+    /// of every admin the (synced) index knows.
+    pub(crate) async fn other_active_admin_records(&self, except: &str) -> Result<Vec<User>, Error> {
         self.users_ix.sync(self.sync_limit()).await?;
         let admins: Vec<String> = self.users_ix.read(|ix| {
             ix.entries
@@ -146,7 +193,7 @@ impl Store {
                 .collect()
         });
         let fresh = get_many::<User>(&self.users, admins).await?;
-        Ok(fresh.iter().filter(|(u, _)| u.is_active_admin()).count())
+        Ok(fresh.into_iter().map(|(u, _)| u).filter(User::is_active_admin).collect())
     }
 
     /// Sets a user's status with a CAS, retrying on a lost race. Setting the
@@ -223,7 +270,26 @@ impl Store {
         // its own check after writing).
         self.remove_from_all_rooms(sign_pub).await?;
         self.delete_block_list(sign_pub).await?;
+        self.delete_device_records(&user).await?;
         Ok(user)
+    }
+}
+
+/// A key's standing in its account, as the synced users index says.
+fn standing_in(ix: &super::folds::Users, account: &str, key: &str) -> Result<Standing, Error> {
+    if ix.unreadable.contains(account) {
+        let bucket = unibus_proto::subjects::BUCKET_USERS;
+        return Err(Error::Internal(format!("corrupt record {account} in {bucket}")));
+    }
+    // No account: an unknown key, or a device of a deleted account (its
+    // device record outlived a crash): a guest either way.
+    let Some(e) = ix.entries.get(account) else { return Ok(Standing::Unknown) };
+    if e.status != UserStatus::Active {
+        return Ok(Standing::Revoked);
+    }
+    match e.device_status(account, key) {
+        Some(DeviceStatus::Active) => Ok(Standing::Active { role: e.role, account: account.to_string() }),
+        _ => Ok(Standing::Revoked),
     }
 }
 

@@ -150,7 +150,7 @@ async fn user_endpoints() {
     let (_m, member) = stack.user(&admin, Role::Member, "looker").await;
     let r = member.lookup(&members[0].sign_pub_hex()).await.unwrap();
     assert_eq!(r.status, UserStatus::Revoked);
-    assert_eq!(r.kex_pub, members[0].kex_pub_hex());
+    assert_eq!(r.kex_pub, Some(members[0].kex_pub_hex()));
     assert_eq!(code(member.lookup(&Identity::generate().sign_pub_hex()).await), "not_found");
 }
 
@@ -265,8 +265,7 @@ async fn reused_bucket_with_direct_gets_is_reconfigured() {
     let kv = js.get_key_value(subjects::BUCKET_USERS).await.unwrap();
     let alice = Identity::generate();
     let user = unibus_proto::model::User::new_active(
-        &alice.sign_pub_hex(),
-        &alice.kex_pub_hex(),
+        unibus_proto::model::Device::first(&alice.sign_pub_hex(), &alice.kex_pub_hex(), None),
         "alice",
         Role::Member,
         "bootstrap",

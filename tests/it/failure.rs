@@ -39,7 +39,12 @@ async fn store_outage(xkey: bool) {
     let cases: Vec<(&str, serde_json::Value)> = vec![
         (subjects::WHOAMI, json!({})),
         (subjects::USER_LOOKUP, json!({"sign_pub": b})),
-        (subjects::REGISTER, json!({"invite": invite.token, "kex_pub": Identity::generate().kex_pub_hex()})),
+        (
+            subjects::REGISTER,
+            // Well formed for the caller (its binding verifies), so that only
+            // the store can refuse it.
+            json!({"invite": invite.token, "kex_pub": root.kex_pub_hex(), "kex_sig": root.bind(&root.sign_pub_hex()).to_string()}),
+        ),
         (subjects::ADMIN_INVITE_CREATE, json!({})),
         (subjects::ADMIN_INVITE_LIST, json!({})),
         (subjects::ADMIN_INVITE_GET, json!({"id": invite.invite.id})),

@@ -13,7 +13,13 @@ use unibus_proto::model::{InviteStatus, Role, User};
 use crate::harness::{HEAVY, Stack};
 
 fn admin_record(id: &Identity) -> User {
-    User::new_active(&id.sign_pub_hex(), &id.kex_pub_hex(), "root", Role::Admin, "bootstrap", "seed")
+    User::new_active(
+        unibus_proto::model::Device::first(&id.sign_pub_hex(), &id.kex_pub_hex(), None),
+        "root",
+        Role::Admin,
+        "bootstrap",
+        "seed",
+    )
 }
 
 /// SIGKILL unibusd during 500 concurrent registrations, restart it: the

@@ -9,7 +9,13 @@ use unibusd::store::Standing;
 use crate::harness::Stack;
 
 fn record(sign_pub: &str) -> User {
-    User::new_active(sign_pub, &"ab".repeat(32), "x", Role::Member, "test", "test")
+    User::new_active(
+        unibus_proto::model::Device::first(sign_pub, &"ab".repeat(32), None),
+        "x",
+        Role::Member,
+        "test",
+        "test",
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -28,7 +34,11 @@ async fn writes_on_one_instance_are_seen_by_the_next_decision_on_another() {
                     let key = format!("{i:02x}{round:02x}{}", "7".repeat(60));
                     assert_eq!(reader.standing(&key).await.unwrap(), Standing::Unknown);
                     writer.add_user(&record(&key)).await.unwrap();
-                    assert_eq!(reader.standing(&key).await.unwrap(), Standing::Active(Role::Member), "{key}");
+                    assert_eq!(
+                        reader.standing(&key).await.unwrap(),
+                        Standing::Active { role: Role::Member, account: key.clone() },
+                        "{key}"
+                    );
                     let room = writer.create_room("r", &key).await.unwrap();
                     assert_eq!(reader.rooms_of_member(&key).await.unwrap(), vec![room.id], "{key}");
                     writer.set_user_status(&key, UserStatus::Revoked, "test").await.unwrap();

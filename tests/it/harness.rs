@@ -254,7 +254,13 @@ impl Stack {
         for i in 0..n {
             let id = Identity::generate();
             let (key, kex) = (id.sign_pub_hex(), id.kex_pub_hex());
-            let u = User::new_active(&key, &kex, &format!("u{i}"), Role::Member, "test", "test");
+            let u = User::new_active(
+                unibus_proto::model::Device::first(&key, &kex, None),
+                &format!("u{i}"),
+                Role::Member,
+                "test",
+                "test",
+            );
             self.store().add_user(&u).await.expect("seeds a member");
             keys.push(key);
         }
@@ -272,6 +278,7 @@ impl Stack {
             "KV_UNIBUS_rooms",
             "KV_UNIBUS_blocks",
             "KV_UNIBUS_memberships",
+            "KV_UNIBUS_devices",
         ] {
             let mut s = js.get_stream(name).await.expect("stream");
             let info = s.info().await.expect("info");

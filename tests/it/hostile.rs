@@ -162,6 +162,42 @@ async fn forged_identities_never_run_as_the_victim_on_member_and_room_endpoints(
     println!("{}", table.join("\n"));
 }
 
+/// Device endpoints: a member forging the victim's identity never adds a
+/// device to the victim's account nor revokes one of its devices; a
+/// successful add (the forgery ignored) lands in the attacker's own
+/// account. Raw frames, every header trick.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_identities_never_add_or_revoke_the_victims_devices() {
+    let stack = Stack::start(true).await;
+    let (_a, admin) = stack.admin().await;
+    let (victim_id, victim) = stack.user(&admin, Role::Member, "victim").await;
+    let (mallory_id, _m) = stack.user(&admin, Role::Member, "mallory").await;
+    let victim_key = victim_id.sign_pub_hex();
+    let victim_laptop = Identity::generate().with_account(&victim_key).unwrap();
+    victim.add_device(&victim_laptop.bundle(None)).await.unwrap();
+    let before = stack.kv_fingerprint().await;
+    // A device bound to the victim's account (what mallory wants to add)
+    // and a revoke of the victim's laptop.
+    let planted = Identity::generate().with_account(&victim_key).unwrap().bundle(None);
+    let add =
+        serde_json::json!({"device": planted.device, "kex_pub": planted.kex_pub, "kex_sig": planted.kex_sig});
+    let revoke = serde_json::json!({"device": victim_laptop.sign_pub_hex()});
+    let endpoints = [(subjects::DEVICE_ADD, add.to_string()), (subjects::DEVICE_REVOKE, revoke.to_string())];
+    let table = run_tricks(&stack, &mallory_id, &victim_key, &endpoints, |name, subject, f| {
+        let code = f.error_code();
+        assert!(
+            matches!(code.as_deref(), Some("unauthenticated" | "forbidden" | "bad_request")),
+            "{name} on {subject}: {code:?} (a success ran as the victim)"
+        );
+    })
+    .await;
+    assert_eq!(stack.kv_fingerprint().await, before, "a forged request changed KV");
+    let devices = victim.list_devices().await.unwrap();
+    assert_eq!(devices.len(), 2);
+    assert!(devices.iter().all(|d| d.status == unibus_proto::model::DeviceStatus::Active));
+    println!("{}", table.join("\n"));
+}
+
 /// Admin endpoints: an admin forging another admin's identity never gets
 /// an invite recorded as created by the other admin (audit fields hold the
 /// real caller), and a member forging an admin is refused by the server's
@@ -209,7 +245,7 @@ async fn forged_register_never_registers_the_victim_key() {
         let invite = admin.create_invite(&InviteCreateRequest::default()).await.unwrap();
         let mut raw = Raw::connect(&stack.url, &guest).await.expect("guest connects raw");
         raw.sub(&format!("{}.>", raw.inbox), 1).await.unwrap();
-        let body = serde_json::json!({"invite": invite.token, "kex_pub": guest.kex_pub_hex()}).to_string();
+        let body = serde_json::json!({"invite": invite.token, "kex_pub": guest.kex_pub_hex(), "kex_sig": guest.bind(&guest.sign_pub_hex()).to_string()}).to_string();
         let outcome =
             attempt(&mut raw, subjects::REGISTER, &header, body.as_bytes(), (subjects::REGISTER, "{}")).await;
         if let Outcome::Reply(f) = &outcome

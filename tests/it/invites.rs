@@ -228,8 +228,7 @@ async fn deleted_user_cannot_replay_its_invite() {
     let token = InviteToken::parse(&inv.token).unwrap();
     let claimed = stack.store().claim_invite(&token, &bob.sign_pub_hex()).await.unwrap();
     let user = unibus_proto::model::User::new_active(
-        &bob.sign_pub_hex(),
-        &bob.kex_pub_hex(),
+        unibus_proto::model::Device::first(&bob.sign_pub_hex(), &bob.kex_pub_hex(), None),
         "bob",
         Role::Member,
         &claimed.created_by,

@@ -9,6 +9,7 @@ mod callout_refusals;
 mod cas;
 mod cli;
 mod cluster;
+mod devices;
 mod example;
 mod failure;
 mod faults;

@@ -22,6 +22,18 @@ async fn malformed_requests_are_bad_request_and_change_nothing() {
     let kex = guest_id.kex_pub_hex();
     let (gk, me) = (guest_id.sign_pub_hex(), admin.sign_pub().to_string());
     let p = "edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f";
+    // A valid binding, so that each case fails on the field it names; and
+    // bindings that must not pass: made for another account, over another
+    // kex_pub, or signed by another key.
+    let sig = guest_id.bind(&gk).to_string();
+    let other_sig = guest_id.bind(&Identity::generate().sign_pub_hex()).to_string();
+    let (_, seed) = nkeys::decode_seed(&guest_id.nkey_seed()).unwrap();
+    let other_kex = Identity::generate().kex_pub_hex();
+    let stale_sig =
+        unibus_proto::binding::sign_binding(&ed25519_dalek::SigningKey::from_bytes(&seed), &gk, &other_kex)
+            .to_string();
+    let foreign = Identity::generate();
+    let foreign_sig = foreign.bind(&gk).to_string();
 
     let register_cases: Vec<(&str, String)> = vec![
         ("not json", "not json".into()),
@@ -30,31 +42,170 @@ async fn malformed_requests_are_bad_request_and_change_nothing() {
         ("string body", "\"x\"".into()),
         ("number body", "42".into()),
         ("empty object", "{}".into()),
-        ("missing kex_pub", format!("{{\"invite\":\"{tok}\"}}")),
-        ("null kex_pub", format!("{{\"invite\":\"{tok}\",\"kex_pub\":null}}")),
-        ("invite wrong type", format!("{{\"invite\":5,\"kex_pub\":\"{kex}\"}}")),
-        ("unknown field", format!("{{\"invite\":\"{tok}\",\"kex_pub\":\"{kex}\",\"role\":\"admin\"}}")),
-        ("kex_pub 62 hex", format!("{{\"invite\":\"{tok}\",\"kex_pub\":\"{}\"}}", &kex[..62])),
-        ("kex_pub 66 hex", format!("{{\"invite\":\"{tok}\",\"kex_pub\":\"{kex}ab\"}}")),
-        ("kex_pub non-hex", format!("{{\"invite\":\"{tok}\",\"kex_pub\":\"{}\"}}", "zz".repeat(32))),
-        ("kex_pub all zero", format!("{{\"invite\":\"{tok}\",\"kex_pub\":\"{}\"}}", "00".repeat(32))),
-        ("kex_pub u=1", format!("{{\"invite\":\"{tok}\",\"kex_pub\":\"01{}\"}}", "00".repeat(31))),
-        ("kex_pub order 8", format!("{{\"invite\":\"{tok}\",\"kex_pub\":\"{}\"}}", low_order_order8())),
-        ("kex_pub u=p", format!("{{\"invite\":\"{tok}\",\"kex_pub\":\"{p}\"}}")),
-        ("kex_pub wrong type", format!("{{\"invite\":\"{tok}\",\"kex_pub\":[1,2]}}")),
-        ("token short", format!("{{\"invite\":\"{}\",\"kex_pub\":\"{kex}\"}}", &tok[..63])),
-        ("token non-hex", format!("{{\"invite\":\"{}\",\"kex_pub\":\"{kex}\"}}", "g".repeat(64))),
-        ("bad link", format!("{{\"invite\":\"unibus://invite/xyz\",\"kex_pub\":\"{kex}\"}}")),
-        ("empty name", format!("{{\"invite\":\"{tok}\",\"kex_pub\":\"{kex}\",\"name\":\"\"}}")),
+        ("missing kex_pub", format!("{{\"kex_sig\":\"{sig}\",\"invite\":\"{tok}\"}}")),
+        ("null kex_pub", format!("{{\"kex_sig\":\"{sig}\",\"invite\":\"{tok}\",\"kex_pub\":null}}")),
+        ("invite wrong type", format!("{{\"kex_sig\":\"{sig}\",\"invite\":5,\"kex_pub\":\"{kex}\"}}")),
+        (
+            "unknown field",
+            format!(
+                "{{\"kex_sig\":\"{sig}\",\"invite\":\"{tok}\",\"kex_pub\":\"{kex}\",\"role\":\"admin\"}}"
+            ),
+        ),
+        (
+            "kex_pub 62 hex",
+            format!("{{\"kex_sig\":\"{sig}\",\"invite\":\"{tok}\",\"kex_pub\":\"{}\"}}", &kex[..62]),
+        ),
+        ("kex_pub 66 hex", format!("{{\"kex_sig\":\"{sig}\",\"invite\":\"{tok}\",\"kex_pub\":\"{kex}ab\"}}")),
+        (
+            "kex_pub non-hex",
+            format!("{{\"kex_sig\":\"{sig}\",\"invite\":\"{tok}\",\"kex_pub\":\"{}\"}}", "zz".repeat(32)),
+        ),
+        (
+            "kex_pub all zero",
+            format!("{{\"kex_sig\":\"{sig}\",\"invite\":\"{tok}\",\"kex_pub\":\"{}\"}}", "00".repeat(32)),
+        ),
+        (
+            "kex_pub u=1",
+            format!("{{\"kex_sig\":\"{sig}\",\"invite\":\"{tok}\",\"kex_pub\":\"01{}\"}}", "00".repeat(31)),
+        ),
+        (
+            "kex_pub order 8",
+            format!("{{\"kex_sig\":\"{sig}\",\"invite\":\"{tok}\",\"kex_pub\":\"{}\"}}", low_order_order8()),
+        ),
+        ("kex_pub u=p", format!("{{\"kex_sig\":\"{sig}\",\"invite\":\"{tok}\",\"kex_pub\":\"{p}\"}}")),
+        ("kex_pub wrong type", format!("{{\"kex_sig\":\"{sig}\",\"invite\":\"{tok}\",\"kex_pub\":[1,2]}}")),
+        (
+            "token short",
+            format!("{{\"kex_sig\":\"{sig}\",\"invite\":\"{}\",\"kex_pub\":\"{kex}\"}}", &tok[..63]),
+        ),
+        (
+            "token non-hex",
+            format!("{{\"kex_sig\":\"{sig}\",\"invite\":\"{}\",\"kex_pub\":\"{kex}\"}}", "g".repeat(64)),
+        ),
+        (
+            "bad link",
+            format!("{{\"kex_sig\":\"{sig}\",\"invite\":\"unibus://invite/xyz\",\"kex_pub\":\"{kex}\"}}"),
+        ),
+        (
+            "empty name",
+            format!("{{\"kex_sig\":\"{sig}\",\"invite\":\"{tok}\",\"kex_pub\":\"{kex}\",\"name\":\"\"}}"),
+        ),
         (
             "name 65 chars",
-            format!("{{\"invite\":\"{tok}\",\"kex_pub\":\"{kex}\",\"name\":\"{}\"}}", "n".repeat(65)),
+            format!(
+                "{{\"kex_sig\":\"{sig}\",\"invite\":\"{tok}\",\"kex_pub\":\"{kex}\",\"name\":\"{}\"}}",
+                "n".repeat(65)
+            ),
         ),
         (
             "name control char",
-            format!("{{\"invite\":\"{tok}\",\"kex_pub\":\"{kex}\",\"name\":\"a\\u0007b\"}}"),
+            format!(
+                "{{\"kex_sig\":\"{sig}\",\"invite\":\"{tok}\",\"kex_pub\":\"{kex}\",\"name\":\"a\\u0007b\"}}"
+            ),
         ),
-        ("name wrong type", format!("{{\"invite\":\"{tok}\",\"kex_pub\":\"{kex}\",\"name\":7}}")),
+        ("missing kex_sig", format!("{{\"invite\":\"{tok}\",\"kex_pub\":\"{kex}\"}}")),
+        ("null kex_sig", format!("{{\"invite\":\"{tok}\",\"kex_pub\":\"{kex}\",\"kex_sig\":null}}")),
+        (
+            "kex_sig unpadded",
+            format!(
+                "{{\"invite\":\"{tok}\",\"kex_pub\":\"{kex}\",\"kex_sig\":\"{}\"}}",
+                sig.trim_end_matches('=')
+            ),
+        ),
+        (
+            "kex_sig url alphabet",
+            format!(
+                "{{\"invite\":\"{tok}\",\"kex_pub\":\"{kex}\",\"kex_sig\":\"{}\"}}",
+                sig.replace('+', "-").replace('/', "_").replace('=', "A")
+            ),
+        ),
+        ("kex_sig wrong type", format!("{{\"invite\":\"{tok}\",\"kex_pub\":\"{kex}\",\"kex_sig\":7}}")),
+        (
+            "kex_sig for another account",
+            format!("{{\"invite\":\"{tok}\",\"kex_pub\":\"{kex}\",\"kex_sig\":\"{other_sig}\"}}"),
+        ),
+        (
+            "kex_sig of another kex_pub",
+            format!("{{\"invite\":\"{tok}\",\"kex_pub\":\"{kex}\",\"kex_sig\":\"{stale_sig}\"}}"),
+        ),
+        (
+            "kex_sig by another key",
+            format!("{{\"invite\":\"{tok}\",\"kex_pub\":\"{kex}\",\"kex_sig\":\"{foreign_sig}\"}}"),
+        ),
+        (
+            "name wrong type",
+            format!("{{\"kex_sig\":\"{sig}\",\"invite\":\"{tok}\",\"kex_pub\":\"{kex}\",\"name\":7}}"),
+        ),
+    ];
+    // Device bundles: a valid one for the admin's account, then each field
+    // broken in turn.
+    let dev = Identity::generate().with_account(&me).unwrap().bundle(None);
+    let dev_json = |edit: &dyn Fn(&mut serde_json::Value)| {
+        let mut v = serde_json::json!({"device": dev.device, "kex_pub": dev.kex_pub, "kex_sig": dev.kex_sig});
+        edit(&mut v);
+        v.to_string()
+    };
+    let recovery_json = |edit: &dyn Fn(&mut serde_json::Value)| {
+        let mut v: serde_json::Value = serde_json::from_str(&dev_json(&|_| {})).unwrap();
+        v["account"] = me.clone().into();
+        edit(&mut v);
+        v.to_string()
+    };
+    let device_cases: Vec<(&str, &str, String)> = vec![
+        (
+            "device.add missing device",
+            subjects::DEVICE_ADD,
+            dev_json(&|v| v["device"] = serde_json::Value::Null),
+        ),
+        (
+            "device.add small-order device",
+            subjects::DEVICE_ADD,
+            dev_json(&|v| v["device"] = format!("01{}", "00".repeat(31)).into()),
+        ),
+        (
+            "device.add weak kex_pub",
+            subjects::DEVICE_ADD,
+            dev_json(&|v| v["kex_pub"] = "00".repeat(32).into()),
+        ),
+        (
+            "device.add missing kex_sig",
+            subjects::DEVICE_ADD,
+            dev_json(&|v| v.as_object_mut().unwrap().retain(|k, _| k != "kex_sig")),
+        ),
+        (
+            "device.add kex_sig 87 chars",
+            subjects::DEVICE_ADD,
+            dev_json(&|v| v["kex_sig"] = dev.kex_sig[1..].into()),
+        ),
+        (
+            "device.add kex_sig of another device",
+            subjects::DEVICE_ADD,
+            dev_json(&|v| v["device"] = gk.clone().into()),
+        ),
+        ("device.add unknown field", subjects::DEVICE_ADD, dev_json(&|v| v["seq"] = 1.into())),
+        ("device.add long name", subjects::DEVICE_ADD, dev_json(&|v| v["name"] = "n".repeat(65).into())),
+        ("device.add control name", subjects::DEVICE_ADD, dev_json(&|v| v["name"] = "a\u{7}b".into())),
+        ("device.add array body", subjects::DEVICE_ADD, "[]".into()),
+        ("device.list unknown field", subjects::DEVICE_LIST, "{\"all\":true}".into()),
+        ("device.revoke missing device", subjects::DEVICE_REVOKE, "{}".into()),
+        ("device.revoke non-hex", subjects::DEVICE_REVOKE, format!("{{\"device\":\"{}\"}}", "q".repeat(64))),
+        (
+            "device.revoke extra field",
+            subjects::DEVICE_REVOKE,
+            format!("{{\"device\":\"{me}\",\"force\":true}}"),
+        ),
+        ("recovery missing account", subjects::ADMIN_DEVICE_ADD, dev_json(&|_| {})),
+        ("recovery bad account", subjects::ADMIN_DEVICE_ADD, recovery_json(&|v| v["account"] = "ab".into())),
+        (
+            "recovery bound elsewhere",
+            subjects::ADMIN_DEVICE_ADD,
+            recovery_json(&|v| v["account"] = gk.clone().into()),
+        ),
+        (
+            "recovery unknown field",
+            subjects::ADMIN_DEVICE_ADD,
+            recovery_json(&|v| v["via"] = "recovery".into()),
+        ),
     ];
     let admin_cases: Vec<(&str, &str, String)> = vec![
         ("ttl too small", subjects::ADMIN_INVITE_CREATE, "{\"ttl_secs\":59}".into()),
@@ -139,13 +290,15 @@ async fn malformed_requests_are_bad_request_and_change_nothing() {
     for (what, body) in &register_cases {
         assert_bad(&guest, subjects::REGISTER, what, body).await;
     }
-    for (what, subject, body) in &admin_cases {
+    for (what, subject, body) in admin_cases.iter().chain(&device_cases) {
         assert_bad(&admin, subject, what, body).await;
     }
     assert_eq!(stack.kv_fingerprint().await, before, "KV changed");
 
-    // The well-formed request still works afterwards: the invite was untouched.
+    // The well-formed requests still work afterwards: the invite was
+    // untouched, and the device bundle was only refused for its edits.
     guest.register(&tok, Some("ok")).await.unwrap();
+    admin.add_device(&dev).await.unwrap();
 }
 
 async fn assert_bad(client: &Client, subject: &str, what: &str, body: &str) {

@@ -267,7 +267,13 @@ fn revoke_and_delete_replies_decode_with_and_without_kick_pending() {
     let new: DeleteReply =
         serde_json::from_str(r#"{"deleted":"ab","kicked":0,"kick_pending":true}"#).unwrap();
     assert!(new.kick_pending);
-    let user = unibus_proto::model::User::new_active("ab", "cd", "bob", Role::Member, "bootstrap", "ef");
+    let user = unibus_proto::model::User::new_active(
+        unibus_proto::model::Device::first("ab", "cd", None),
+        "bob",
+        Role::Member,
+        "bootstrap",
+        "ef",
+    );
     let mut old = serde_json::json!({ "user": user, "kicked": 1 });
     let decoded: RevokeReply = serde_json::from_value(old.clone()).unwrap();
     assert_eq!((decoded.kicked, decoded.kick_pending), (1, false));

@@ -63,7 +63,8 @@ impl KexSig {
     /// `bad_request` naming `kex_sig` unless it is exactly 88 characters of
     /// padded standard base64 holding 64 bytes.
     pub fn parse(s: &str) -> Result<KexSig, Error> {
-        let bad = || Error::bad(format!("kex_sig: expected {KEX_SIG_LEN} characters of padded standard base64"));
+        let bad =
+            || Error::bad(format!("kex_sig: expected {KEX_SIG_LEN} characters of padded standard base64"));
         if s.len() != KEX_SIG_LEN {
             return Err(bad());
         }
@@ -120,7 +121,12 @@ pub fn sign_binding(device_key: &SigningKey, account: &str, kex_pub: &str) -> Ke
 /// # Errors
 /// `bad_request` ("kex_sig: ...") when it does not verify for this account,
 /// device and key.
-pub fn verify_binding(account: &SignPub, device: &SignPub, kex_pub: &KexPub, kex_sig: &KexSig) -> Result<(), Error> {
+pub fn verify_binding(
+    account: &SignPub,
+    device: &SignPub,
+    kex_pub: &KexPub,
+    kex_sig: &KexSig,
+) -> Result<(), Error> {
     let msg = binding_message(account.as_str(), device.as_str(), kex_pub.as_str());
     let sig = Signature::from_bytes(&kex_sig.sig);
     device

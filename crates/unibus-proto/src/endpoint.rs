@@ -12,8 +12,8 @@ use crate::wire::{
     AccountReply, AdminDeviceAddRequest, BlockListReply, DeleteReply, DeviceAddRequest, DeviceListReply,
     DeviceReply, DeviceRevokeReply, DeviceRevokeRequest, Empty, InviteCreateReply, InviteCreateRequest,
     InviteIdRequest, InviteListReply, InviteListRequest, InviteReply, LookupReply, MemberRequest,
-    RegisterRequest, RevokeReply, RoomCreateRequest, RoomIdRequest, RoomListReply, RoomListRequest, RoomReply,
-    SignPubRequest, UserListReply, UserListRequest, UserReply,
+    RegisterRequest, RevokeReply, RoomCreateRequest, RoomIdRequest, RoomListReply, RoomListRequest,
+    RoomReply, SignPubRequest, UserListReply, UserListRequest, UserReply,
 };
 
 /// Who may call an endpoint (before any per-record rule, such as room

@@ -321,6 +321,28 @@ impl Via {
     }
 }
 
+impl Device {
+    /// The first device of a new account `key` (its own account), added
+    /// now by the invite.
+    pub fn first(key: &str, kex_pub: &str, kex_sig: Option<String>) -> Device {
+        Device {
+            v: SCHEMA_VERSION,
+            device: key.to_string(),
+            account: key.to_string(),
+            seq: 1,
+            kex_pub: kex_pub.to_string(),
+            kex_sig,
+            name: default_name(key),
+            status: DeviceStatus::Active,
+            added_at: fmt_time(now()),
+            added_by: VIA_INVITE.to_string(),
+            via: Via::Invite,
+            revoked_at: None,
+            revoked_by: None,
+        }
+    }
+}
+
 /// A device record: in `UNIBUS_devices` (key = `device`) and in its
 /// account's `devices` (docs/protocol.md section 8). The account record is
 /// the authority on status; the `UNIBUS_devices` copy maps the key to its

@@ -55,6 +55,15 @@ pub const DEVICE_REVOKE: &str = "unibus.device.revoke";
 pub const ADMIN_DEVICE_ADD: &str = "unibus.admin.device.add";
 /// Every device subject (granted to every active user).
 pub const DEVICE_ALL: &str = "unibus.device.>";
+/// Notices unibusd publishes to accounts (exported by AUTH as a stream,
+/// imported by APP; clients may only subscribe to their own).
+pub const NOTICE_ALL: &str = "unibus.notice.>";
+
+/// Where unibusd announces a device added to or revoked from `account`
+/// (docs/protocol.md section 8): its active devices subscribe.
+pub fn device_notice(account: &str) -> String {
+    format!("unibus.notice.devices.{account}")
+}
 
 /// Wildcard for every admin subject (granted to admins only).
 pub const ADMIN_ALL: &str = "unibus.admin.>";

@@ -6,8 +6,8 @@
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::error::Error;
 use crate::binding::KexSig;
+use crate::error::Error;
 use crate::ids::{InviteId, KexPub, RoomId, SignPub};
 use crate::model::{Device, Invite, InviteStatus, Role, Room, User, UserStatus, Via};
 
@@ -401,6 +401,14 @@ pub struct DeviceRevokeReply {
     pub kick_pending: bool,
 }
 
+/// What unibusd publishes on [`crate::subjects::device_notice`] when a
+/// device of the account was added (status `active`) or revoked.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeviceNotice {
+    /// The device record after the change.
+    pub device: Device,
+}
+
 /// An active device as `unibus.user.lookup` shows it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct PublicDevice {
@@ -448,7 +456,14 @@ impl From<User> for PublicUser {
                 via: d.via,
             })
             .collect();
-        PublicUser { sign_pub: u.sign_pub, kex_pub: u.kex_pub, kex_sig: u.kex_sig, name: u.name, status: u.status, devices }
+        PublicUser {
+            sign_pub: u.sign_pub,
+            kex_pub: u.kex_pub,
+            kex_sig: u.kex_sig,
+            name: u.name,
+            status: u.status,
+            devices,
+        }
     }
 }
 

@@ -16,7 +16,8 @@ use unibus_proto::error::Error;
 use unibus_proto::ids::{InviteId, KexPub, RoomId, SignPub};
 use unibus_proto::model::{Device, Invite, Room, User};
 use unibus_proto::wire::{
-    AccountReply, AdminDeviceAddRequest, DeviceAddRequest, DeviceRevokeReply, DeviceRevokeRequest, DeleteReply, Empty, InviteCreateReply, InviteCreateRequest, InviteIdRequest, InviteListReply,
+    AccountReply, AdminDeviceAddRequest, DeleteReply, DeviceAddRequest, DeviceRevokeReply,
+    DeviceRevokeRequest, Empty, InviteCreateReply, InviteCreateRequest, InviteIdRequest, InviteListReply,
     InviteListRequest, MemberRequest, PublicUser, RegisterRequest, RevokeReply, RoomCreateRequest,
     RoomIdRequest, RoomListReply, RoomListRequest, SignPubRequest, UserListReply, UserListRequest,
 };

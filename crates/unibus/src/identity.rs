@@ -89,9 +89,14 @@ impl Bundle {
                 .map_err(|_| unibus_proto::Error::bad("bundle: not base64url"))?,
             None => text.as_bytes().to_vec(),
         };
-        let bundle: Bundle = serde_json::from_slice(&json)
-            .map_err(|e| unibus_proto::Error::bad(format!("bundle: {e}")))?;
-        unibus_proto::binding::verify_binding_str(&bundle.account, &bundle.device, &bundle.kex_pub, &bundle.kex_sig)?;
+        let bundle: Bundle =
+            serde_json::from_slice(&json).map_err(|e| unibus_proto::Error::bad(format!("bundle: {e}")))?;
+        unibus_proto::binding::verify_binding_str(
+            &bundle.account,
+            &bundle.device,
+            &bundle.kex_pub,
+            &bundle.kex_sig,
+        )?;
         Ok(bundle)
     }
 }
@@ -161,7 +166,9 @@ impl Identity {
         use ed25519_dalek::Signer as _;
         let nonce = std::str::from_utf8(nonce).map_err(|_| "nonce is not text")?;
         if !unibus_proto::binding::nonce_is_signable(nonce) {
-            return Err("nonce is not shaped like nats-server's (1..=64 of [A-Za-z0-9_-]); refusing to sign it");
+            return Err(
+                "nonce is not shaped like nats-server's (1..=64 of [A-Za-z0-9_-]); refusing to sign it",
+            );
         }
         Ok(self.signing.sign(nonce.as_bytes()).to_bytes().to_vec())
     }

@@ -24,6 +24,7 @@ mod error;
 mod events;
 mod identity;
 mod messaging;
+mod notices;
 
 /// The wire contract this client speaks (the `unibus-proto` crate).
 pub use unibus_proto as proto;

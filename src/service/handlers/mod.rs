@@ -5,6 +5,7 @@
 //! existence (`not_found`), then permission (`forbidden`).
 
 mod blocks;
+mod devices;
 mod invites;
 mod rooms;
 mod users;
@@ -12,7 +13,9 @@ mod users;
 use async_nats::HeaderMap;
 
 use super::{Caller, Ctx, Encoded, Outcome, caller_from_headers};
-use unibus_proto::endpoint::{self as ep, Endpoint};
+use crate::kick::Sweep;
+use unibus_proto::SignPub;
+use unibus_proto::endpoint::{self as ep, Access, Endpoint};
 use unibus_proto::error::Error;
 use unibus_proto::model::{Role, User, UserStatus};
 use unibus_proto::wire::{decode, page_limit};
@@ -29,11 +32,14 @@ macro_rules! routes {
             headers: Option<&HeaderMap>,
             body: &[u8],
         ) -> Result<Encoded, Error> {
-            let c = &caller_from_headers(headers)?;
+            let mut c = caller_from_headers(headers)?;
             $(
                 if subject == <$ep>::SUBJECT {
                     let req: <$ep as Endpoint>::Request = decode(body)?;
-                    let out: Outcome<<$ep as Endpoint>::Reply> = $handler(ctx, c, req).await?;
+                    if <$ep>::ACCESS != Access::Guest {
+                        c.sign_pub = account_of(ctx, &c.device).await?;
+                    }
+                    let out: Outcome<<$ep as Endpoint>::Reply> = $handler(ctx, &c, req).await?;
                     return out.encode();
                 }
             )*
@@ -67,15 +73,48 @@ routes! {
     ep::BlockAdd => blocks::add,
     ep::BlockRemove => blocks::remove,
     ep::BlockList => blocks::list,
+    ep::DeviceAdd => devices::add,
+    ep::DeviceList => devices::list,
+    ep::DeviceRevoke => devices::revoke,
+    ep::AdminDeviceAdd => devices::recover,
 }
 
-/// The caller's record if it is an active user. Read from the leader, and
-/// only while the store has a quorum (fail closed).
+/// The account a device acts for (its device record's, else its own key).
+async fn account_of(ctx: &Ctx, device: &SignPub) -> Result<SignPub, Error> {
+    let account = ctx.store.account_of(device).await?;
+    SignPub::parse(&account).map_err(|_| Error::Internal(format!("device {device} names a bad account")))
+}
+
+/// The connection names (device keys) of an account: every device it
+/// lists, and its own key.
+fn connection_names(user: &User) -> Vec<String> {
+    let mut names: Vec<String> = user.devices.iter().map(|d| d.device.clone()).collect();
+    if !names.contains(&user.sign_pub) {
+        names.push(user.sign_pub.clone());
+    }
+    names
+}
+
+/// Starts the sweeps for every connection of `account` after a write that
+/// changed its rights. Never fails: when the account cannot be read, its
+/// own key is swept.
+async fn sweep_account(ctx: &Ctx, account: &str) -> Sweep {
+    let names = match ctx.store.get_user(account).await {
+        Ok(Some((user, _))) => connection_names(&user),
+        _ => vec![account.to_string()],
+    };
+    ctx.kicker.sweep_after_write(&names).await
+}
+
+/// The caller's account record if the account is active and lists the
+/// calling device as active. Read from the leader, and only while the
+/// store has a quorum (fail closed).
 async fn active_user(ctx: &Ctx, caller: &Caller) -> Result<User, Error> {
     let (record, ()) = tokio::try_join!(ctx.store.get_user(&caller.sign_pub), ctx.store.ensure_quorum())?;
     match record {
-        Some((u, _)) if u.status == UserStatus::Active => Ok(u),
-        Some(_) => Err(Error::Forbidden("user is revoked".into())),
+        Some((u, _)) if u.status != UserStatus::Active => Err(Error::Forbidden("user is revoked".into())),
+        Some((u, _)) if u.has_active_device(&caller.device) => Ok(u),
+        Some(_) => Err(Error::Forbidden("device is not an active device of this account".into())),
         None => Err(Error::Forbidden("not a registered user".into())),
     }
 }

@@ -3,7 +3,7 @@
 //! reply, so that its reconnect carries the new permissions. Adds respect
 //! the caps (256 rooms per user, 512 members per room) and block lists.
 
-use super::{Paging, Caller, Ctx, Outcome, active_user};
+use super::{Caller, Ctx, Outcome, Paging, active_user, sweep_account};
 use unibus_proto::error::Error;
 use unibus_proto::model::{Role, Room, UserStatus};
 use unibus_proto::wire::{
@@ -18,7 +18,7 @@ pub async fn create(ctx: &Ctx, caller: &Caller, req: RoomCreateRequest) -> Resul
     validate_name("name", &req.name)?;
     active_user(ctx, caller).await?;
     let room = ctx.store.create_room(&req.name, &caller.sign_pub).await?;
-    let sweep = ctx.kicker.sweep_after_write(&caller.sign_pub).await;
+    let sweep = sweep_account(ctx, &caller.sign_pub).await;
     Outcome::reply_then_sweep(RoomReply { room }, sweep)
 }
 
@@ -78,7 +78,7 @@ pub async fn add(ctx: &Ctx, caller: &Caller, req: MemberRequest) -> Result<Outco
         ctx.store.take_back(&id, &target).await?;
         return Err(Error::NotFound("no such active user".into()));
     }
-    let sweep = ctx.kicker.sweep_after_write(&target).await;
+    let sweep = sweep_account(ctx, &target).await;
     Outcome::reply_then_sweep(RoomReply { room }, sweep)
 }
 
@@ -112,6 +112,6 @@ pub async fn remove(ctx: &Ctx, caller: &Caller, req: MemberRequest) -> Result<Ou
     }
     // Best effort: a leftover reservation is pruned at the cap.
     let _ = ctx.store.release_room(&target, &id).await;
-    let sweep = ctx.kicker.sweep_after_write(&target).await;
+    let sweep = sweep_account(ctx, &target).await;
     Outcome::reply_then_sweep(RoomReply { room }, sweep)
 }

@@ -1,11 +1,12 @@
 //! Users: register, whoami, lookup, and the admin user endpoints.
 
-use super::{Paging, Caller, Ctx, Outcome, active_admin, active_user};
+use super::{Caller, Ctx, Outcome, Paging, active_admin, active_user, connection_names};
+use unibus_proto::binding::verify_binding;
 use unibus_proto::error::Error;
 use unibus_proto::keys::InviteToken;
-use unibus_proto::model::UserStatus;
+use unibus_proto::model::{Device, User, UserStatus};
 use unibus_proto::wire::{
-    DeleteReply, Empty, LookupReply, RegisterRequest, RevokeReply, SignPubRequest, UserListReply,
+    AccountReply, DeleteReply, Empty, LookupReply, RegisterRequest, RevokeReply, SignPubRequest, UserListReply,
     UserListRequest, UserReply, validate_name,
 };
 use crate::store::NewUser;
@@ -14,22 +15,37 @@ use crate::store::NewUser;
 /// caller's (guest) connections so that they come back as a user. A
 /// well-formed request passes the guest flood limits ([`crate::limits`])
 /// before it may touch the store; a malformed one costs no store work.
-pub async fn register(ctx: &Ctx, caller: &Caller, req: RegisterRequest) -> Result<Outcome<UserReply>, Error> {
+pub async fn register(ctx: &Ctx, caller: &Caller, req: RegisterRequest) -> Result<Outcome<AccountReply>, Error> {
     let token = InviteToken::parse(&req.invite)?;
     if let Some(name) = &req.name {
         validate_name("name", name)?;
     }
-    let _admitted = ctx.guests.admit_hex(&caller.sign_pub)?;
-    let new = NewUser { sign_pub: caller.sign_pub.to_string(), kex_pub: req.kex_pub.into(), name: req.name };
+    // The first device is its own account (docs/protocol.md section 8).
+    verify_binding(&caller.device, &caller.device, &req.kex_pub, &req.kex_sig)?;
+    let _admitted = ctx.guests.admit_hex(&caller.device)?;
+    let new = NewUser {
+        sign_pub: caller.device.to_string(),
+        kex_pub: req.kex_pub.into(),
+        kex_sig: req.kex_sig.into(),
+        name: req.name,
+    };
     let user = ctx.store.redeem_invite(&token, &new).await?;
+    let device = own_device(&user, &caller.device)?;
     // Close the (guest) connection that asked, so that it comes back as a
     // user; best effort: the user is registered either way.
-    Outcome::reply_then_kick_origin(UserReply { user }, caller.origin.clone())
+    Outcome::reply_then_kick_origin(AccountReply { user, device }, caller.origin.clone())
 }
 
-/// `unibus.whoami`: the caller's own record.
-pub async fn whoami(ctx: &Ctx, caller: &Caller, _req: Empty) -> Result<Outcome<UserReply>, Error> {
-    Outcome::reply(UserReply { user: active_user(ctx, caller).await? })
+/// `unibus.whoami`: the caller's account and device records.
+pub async fn whoami(ctx: &Ctx, caller: &Caller, _req: Empty) -> Result<Outcome<AccountReply>, Error> {
+    let user = active_user(ctx, caller).await?;
+    let device = own_device(&user, &caller.device)?;
+    Outcome::reply(AccountReply { user, device })
+}
+
+/// The record of `device` in `user`'s device set.
+fn own_device(user: &User, device: &str) -> Result<Device, Error> {
+    user.device(device).cloned().ok_or_else(|| Error::Internal(format!("account does not list device {device}")))
 }
 
 /// `unibus.user.lookup`: public part of a user's record (any status).
@@ -68,7 +84,7 @@ pub async fn revoke(ctx: &Ctx, caller: &Caller, req: SignPubRequest) -> Result<O
     let admin = active_admin(ctx, caller).await?;
     let (user, _) = ctx.store.set_user_status(&target, UserStatus::Revoked, &admin.sign_pub).await?;
     // The write stands whatever happens now: closing never fails the reply.
-    let sweep = ctx.kicker.sweep_after_write(&target).await;
+    let sweep = ctx.kicker.sweep_after_write(&connection_names(&user)).await;
     let (kicked, kick_pending) = (sweep.kicked(), sweep.pending());
     Outcome::reply_then_sweep(RevokeReply { user, kicked, kick_pending }, sweep)
 }
@@ -88,8 +104,8 @@ pub async fn delete(ctx: &Ctx, caller: &Caller, req: SignPubRequest) -> Result<O
     let target = req.sign_pub;
     ctx.store.get_user(&target).await?.ok_or_else(|| Error::NotFound("no such user".into()))?;
     active_admin(ctx, caller).await?;
-    ctx.store.delete_user(&target).await?;
-    let sweep = ctx.kicker.sweep_after_write(&target).await;
+    let deleted = ctx.store.delete_user(&target).await?;
+    let sweep = ctx.kicker.sweep_after_write(&connection_names(&deleted)).await;
     let (kicked, kick_pending) = (sweep.kicked(), sweep.pending());
     Outcome::reply_then_sweep(DeleteReply { deleted: target.into(), kicked, kick_pending }, sweep)
 }

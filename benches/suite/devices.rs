@@ -1,0 +1,103 @@
+//! Callout connects of a device key of a 3-device account against a
+//! one-device account, on the same server and unibusd, in alternating
+//! rounds (docs/protocol.md section 8): the device lookup must not make
+//! linked devices slower to admit.
+
+use serde_json::json;
+use unibus::Identity;
+use unibus_proto::model::{Device, Role, Via};
+use unibusd::daemon::Running;
+
+use super::{Lat, connects, user_record};
+
+/// Rounds per connector count; each round measures both accounts.
+const ROUNDS: usize = 3;
+
+/// Seeds the 3-device account (its third device connects) and measures.
+pub async fn run(url: &str, running: &Running, one_device_seed: [u8; 32], n: usize) -> serde_json::Value {
+    let account = Identity::from_seed([43u8; 32]);
+    let account_key = account.sign_pub_hex();
+    running.store.add_user(&user_record(&account, Role::Member)).await.unwrap();
+    let mut third = [0u8; 32];
+    for seed in [44u8, 45] {
+        let dev = Identity::from_seed([seed; 32]);
+        let mut d =
+            Device::first(&dev.sign_pub_hex(), &dev.kex_pub_hex(), Some(dev.bind(&account_key).to_string()));
+        (d.account, d.via, d.added_by) = (account_key.clone(), Via::Device, account_key.clone());
+        running.store.add_device(d, |_| Ok(())).await.unwrap();
+        third = [seed; 32];
+    }
+    let ms = |d: Option<std::time::Duration>| d.map_or(0.0, |d| d.as_secs_f64() * 1e3);
+    let mut rows = Vec::new();
+    for parallel in [1usize, 8] {
+        let (mut one, mut three) = (Side::default(), Side::default());
+        for _ in 0..ROUNDS {
+            for (seed, side) in [(one_device_seed, &mut one), (third, &mut three)] {
+                running.callout.latency.reset();
+                let (rate, lat) = connects(url, seed, n, parallel).await;
+                side.rates.push(rate);
+                side.lat.0.extend(lat.0);
+                side.decisions.push(ms(running.callout.latency.quantile(0.5)));
+            }
+        }
+        rows.push(json!({
+            "connectors": parallel, "n": n, "rounds": ROUNDS,
+            "one_device": one.summary(), "three_devices": three.summary(),
+            "ratio_per_s": median(&three.rates) / median(&one.rates).max(1e-9),
+        }));
+    }
+    json!(rows)
+}
+
+#[derive(Default)]
+struct Side {
+    rates: Vec<f64>,
+    lat: Lat,
+    decisions: Vec<f64>,
+}
+
+impl Side {
+    fn summary(&mut self) -> serde_json::Value {
+        json!({
+            "per_s_median": median(&self.rates), "per_s_min": min(&self.rates), "per_s_max": max(&self.rates),
+            "p50_ms": self.lat.pct(0.5), "p99_ms": self.lat.pct(0.99),
+            "decision_p50_ms_median": median(&self.decisions),
+        })
+    }
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    s.get(s.len() / 2).copied().unwrap_or(0.0)
+}
+
+fn min(v: &[f64]) -> f64 {
+    v.iter().copied().fold(f64::INFINITY, f64::min)
+}
+
+fn max(v: &[f64]) -> f64 {
+    v.iter().copied().fold(0.0, f64::max)
+}
+
+/// Prints the comparison.
+pub fn print(rows: &serde_json::Value) {
+    let f = |v: &serde_json::Value| v.as_f64().unwrap_or(0.0);
+    println!("\nlinked devices: callout connects of the 3rd device of a 3-device account vs a one-device account");
+    println!("(same server and unibusd, {ROUNDS} alternating rounds each; connects/s median (min-max), latency p50/p99, decision p50)");
+    for r in rows.as_array().into_iter().flatten() {
+        for (what, s) in [("one device", &r["one_device"]), ("3 devices", &r["three_devices"])] {
+            println!(
+                "  {} connector(s) {what:<10} {:>7.0}/s ({:.0}-{:.0})  p50/p99 {:.2}/{:.2} ms  decision {:.3} ms",
+                r["connectors"].as_u64().unwrap_or(0),
+                f(&s["per_s_median"]),
+                f(&s["per_s_min"]),
+                f(&s["per_s_max"]),
+                f(&s["p50_ms"]),
+                f(&s["p99_ms"]),
+                f(&s["decision_p50_ms_median"]),
+            );
+        }
+        println!("  ratio (3 devices / one device, connects/s medians): {:.2}x", f(&r["ratio_per_s"]));
+    }
+}

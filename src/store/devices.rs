@@ -1,0 +1,260 @@
+//! Devices of accounts (docs/protocol.md section 8) on `UNIBUS_devices` and
+//! the account records of `UNIBUS_users`.
+//!
+//! The account record is the authority: it holds the device set and the
+//! `seq` counter and changes only by CAS, so the cap of 8, the last-device
+//! rule and concurrent adds and revokes are judged on the record actually
+//! written over. The `UNIBUS_devices` record of a key maps it to its account
+//! and keeps the key used for good: an add first *creates* it (a key is a
+//! device or an account at most once), then lists the device in the account
+//! with a CAS, then writes the final record. A crash between those steps
+//! leaves a record its account does not list: the callout denies such a key
+//! (never a guest), and the same add retried completes it. An add refused by
+//! the account (cap, rule) removes the record it created.
+
+use super::cas::Change;
+use super::{KvError, Store};
+use unibus_proto::error::Error;
+use unibus_proto::model::{Device, DeviceStatus, MAX_DEVICES_PER_ACCOUNT, User, fmt_time, now};
+
+impl Store {
+    /// A device record (leader read).
+    ///
+    /// # Errors
+    /// `unavailable`.
+    pub async fn get_device(&self, key: &str) -> Result<Option<(Device, u64)>, Error> {
+        Ok(self.devices.get(key).await?)
+    }
+
+    /// The account a connecting key acts for: its device record's account,
+    /// else the key itself (an account's own key, or a guest).
+    ///
+    /// # Errors
+    /// `unavailable`.
+    pub async fn account_of(&self, key: &str) -> Result<String, Error> {
+        Ok(self.get_device(key).await?.map_or_else(|| key.to_string(), |(d, _)| d.account))
+    }
+
+    /// Claims `device.device` for `device.account` by creating its device
+    /// record. Succeeds again for the same account (a retry, or an
+    /// account's own key); reclaims the record of a device whose account
+    /// was deleted (a crash between the account's delete and its devices').
+    ///
+    /// # Errors
+    /// `user_exists` when the key is a device of another account;
+    /// `unavailable`.
+    pub(crate) async fn claim_device_key(&self, device: &Device) -> Result<(), Error> {
+        for _ in 0..super::cas::MAX_CAS_ATTEMPTS {
+            match self.devices.create(&device.device, device).await {
+                Ok(_) => return Ok(()),
+                Err(KvError::Conflict) => {}
+                Err(e) => return Err(e.into()),
+            }
+            let Some((held, rev)) = self.get_device(&device.device).await? else { continue };
+            if held.account == device.account {
+                return Ok(());
+            }
+            let orphan = held.account != held.device && self.get_user(&held.account).await?.is_none();
+            if !orphan {
+                return Err(Error::UserExists);
+            }
+            match self.devices.delete(&device.device, rev).await {
+                Ok(()) | Err(KvError::Conflict) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(super::cas::contention())
+    }
+
+    /// Adds `new` to its account (docs/protocol.md section 8, "Adding"):
+    /// claims the key, then lists it in the account with a CAS that applies
+    /// `rule` (who may add; recovery only while none is active), the cap
+    /// and `seq`, then writes the final device record. Adding a device the
+    /// account already lists as active answers that device (a retry).
+    ///
+    /// # Errors
+    /// `user_exists` (the key is an account, or a device elsewhere, or a
+    /// revoked device of this account), `not_found` (no account),
+    /// `limit_reached` (8 active), `rule`'s error, `unavailable`.
+    pub async fn add_device<F>(&self, new: Device, rule: F) -> Result<Device, Error>
+    where
+        F: Fn(&User) -> Result<(), Error>,
+    {
+        if new.device != new.account && self.get_user(&new.device).await?.is_some() {
+            return Err(Error::UserExists);
+        }
+        self.claim_device_key(&new).await?;
+        let list = |current: Option<User>| {
+            let decided = list_device(current, &new, &rule);
+            std::future::ready(decided)
+        };
+        let (listed, _) = match self.users.modify(&new.account, list).await {
+            Ok(done) => done,
+            Err(e) => {
+                // Refused: free the key again, unless the account lists it
+                // (then it stays theirs, and its record is made whole: a
+                // crash may have cut the add before the last write).
+                self.release_unlisted(&new).await?;
+                return Err(e);
+            }
+        };
+        self.write_device_record(&listed).await?;
+        Ok(listed)
+    }
+
+    /// Removes the device record of `new` when its account does not list
+    /// it (an add that was refused); when the account lists it, makes the
+    /// record equal to the account's copy.
+    async fn release_unlisted(&self, new: &Device) -> Result<(), Error> {
+        let user = self.get_user(&new.account).await?.map(|(u, _)| u);
+        if let Some(listed) = user.as_ref().and_then(|u| u.device(&new.device)) {
+            return self.write_device_record(listed).await;
+        }
+        match self.get_device(&new.device).await? {
+            Some((held, rev)) if held.account == new.account => match self.devices.delete(&new.device, rev).await {
+                Ok(()) | Err(KvError::Conflict) => Ok(()),
+                Err(e) => Err(e.into()),
+            },
+            _ => Ok(()),
+        }
+    }
+
+    /// Makes the `UNIBUS_devices` record of `device` equal to the account's
+    /// copy (CAS; nothing when it already is).
+    pub(crate) async fn write_device_record(&self, device: &Device) -> Result<(), Error> {
+        let write = |current: Option<Device>| {
+            let change = match current {
+                Some(held) if held.account != device.account => {
+                    Err(Error::Internal(format!("device {} moved to another account", device.device)))
+                }
+                Some(held) if held == *device => Ok(Change::Keep(())),
+                _ => Ok(Change::Write(device.clone(), ())),
+            };
+            std::future::ready(change)
+        };
+        self.devices.modify(&device.device, write).await.map(|_| ())
+    }
+
+    /// Revokes device `key` of `account` with a CAS on the account that
+    /// applies `rule` (seniority, last device, last admin) to the record
+    /// written over; revoking a revoked device changes nothing. Then
+    /// writes the device record. Returns the device and whether it changed.
+    ///
+    /// # Errors
+    /// `not_found` (no such account or device in it), `rule`'s error,
+    /// `unavailable`.
+    pub async fn revoke_device<F>(&self, account: &str, key: &str, by: &str, rule: F) -> Result<(Device, bool), Error>
+    where
+        F: Fn(&User, &Device) -> Result<(), Error>,
+    {
+        let revoke = |current: Option<User>| {
+            std::future::ready(revoke_in(current, key, by, &rule))
+        };
+        let ((device, changed), _) = self.users.modify(account, revoke).await?;
+        self.write_device_record(&device).await?;
+        Ok((device, changed))
+    }
+
+    /// Takes back a revoke that a concurrent change made wrong (it left no
+    /// active admin with an active device): the device is active again.
+    ///
+    /// # Errors
+    /// `unavailable`.
+    pub async fn undo_revoke(&self, account: &str, key: &str) -> Result<(), Error> {
+        let undo = |current: Option<User>| {
+            let change = match current {
+                Some(mut user) if user.device(key).is_some() => {
+                    for d in user.devices.iter_mut().filter(|d| d.device == key) {
+                        d.status = DeviceStatus::Active;
+                        (d.revoked_at, d.revoked_by) = (None, None);
+                    }
+                    user.refresh_account_keys();
+                    let device = user.device(key).cloned();
+                    Change::Write(user, device)
+                }
+                _ => Change::Keep(None),
+            };
+            std::future::ready(Ok(change))
+        };
+        if let (Some(device), _) = self.users.modify(account, undo).await? {
+            self.write_device_record(&device).await?;
+        }
+        Ok(())
+    }
+
+    /// Deletes the device records of a deleted account (each at the
+    /// revision read, only while it still names that account).
+    pub(crate) async fn delete_device_records(&self, user: &User) -> Result<(), Error> {
+        let mut keys: Vec<&str> = user.devices.iter().map(|d| d.device.as_str()).collect();
+        keys.push(user.sign_pub.as_str());
+        for key in keys {
+            let drop = |current: Option<Device>| {
+                let change = match current {
+                    Some(d) if d.account == user.sign_pub => Change::Delete(()),
+                    _ => Change::Keep(()),
+                };
+                std::future::ready(Ok(change))
+            };
+            self.devices.modify(key, drop).await?;
+        }
+        Ok(())
+    }
+
+    /// Active admin accounts other than `except` that have an active
+    /// device (leader reads of every admin the synced index knows).
+    pub(crate) async fn other_admins_with_devices(&self, except: &str) -> Result<usize, Error> {
+        let admins = self.other_active_admin_records(except).await?;
+        Ok(admins.iter().filter(|u| u.active_devices().next().is_some()).count())
+    }
+}
+
+/// The account after listing `new` in it, or why not.
+fn list_device<F>(current: Option<User>, new: &Device, rule: &F) -> Result<Change<User, Device>, Error>
+where
+    F: Fn(&User) -> Result<(), Error>,
+{
+    let mut user = current.ok_or_else(|| Error::NotFound("no such account".into()))?;
+    if user.device(&new.device).is_some() {
+        // Already a device of this account (a retry of a completed add
+        // included): the key is taken.
+        return Err(Error::UserExists);
+    }
+    rule(&user)?;
+    if user.active_devices().count() >= MAX_DEVICES_PER_ACCOUNT {
+        return Err(Error::LimitReached(format!("an account has at most {MAX_DEVICES_PER_ACCOUNT} active devices")));
+    }
+    let mut device = new.clone();
+    user.device_seq += 1;
+    device.seq = user.device_seq;
+    device.added_at = fmt_time(now());
+    user.devices.push(device.clone());
+    user.refresh_account_keys();
+    user.trim_revoked();
+    user.updated_at = device.added_at.clone();
+    Ok(Change::Write(user, device))
+}
+
+/// The account after revoking `key` in it, or why not.
+fn revoke_in<F>(current: Option<User>, key: &str, by: &str, rule: &F) -> Result<Change<User, (Device, bool)>, Error>
+where
+    F: Fn(&User, &Device) -> Result<(), Error>,
+{
+    let mut user = current.ok_or_else(|| Error::NotFound("no such account".into()))?;
+    let target = user.device(key).cloned().ok_or_else(|| Error::NotFound("no such device".into()))?;
+    if target.status == DeviceStatus::Revoked {
+        return Ok(Change::Keep((target, false)));
+    }
+    rule(&user, &target)?;
+    let t = fmt_time(now());
+    let mut revoked = target;
+    revoked.status = DeviceStatus::Revoked;
+    revoked.revoked_at = Some(t.clone());
+    revoked.revoked_by = Some(by.to_string());
+    for d in user.devices.iter_mut().filter(|d| d.device == key) {
+        *d = revoked.clone();
+    }
+    user.refresh_account_keys();
+    user.trim_revoked();
+    user.updated_at = t;
+    Ok(Change::Write(user, (revoked, true)))
+}
