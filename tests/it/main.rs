@@ -10,6 +10,7 @@ mod cas;
 mod cli;
 mod cluster;
 mod devices;
+mod devices_cli;
 mod example;
 mod failure;
 mod faults;
