@@ -46,6 +46,18 @@ fn request(url: &str, dir: &Path, file: &str, account: &str) -> (PathBuf, String
     (path, v["device"].as_str().unwrap().to_string(), v["bundle"].as_str().unwrap().to_string())
 }
 
+type Lines = tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>;
+
+/// The next stdout line of a spawned `unibus` within 5 s.
+async fn next_line(lines: &mut Lines) -> String {
+    let line = tokio::time::timeout(std::time::Duration::from_secs(5), lines.next_line()).await;
+    line.expect("a line within 5 s").unwrap().expect("stdout open")
+}
+
+async fn next_json(lines: &mut Lines) -> serde_json::Value {
+    serde_json::from_str(&next_line(lines).await).unwrap()
+}
+
 fn statuses(v: &serde_json::Value) -> Vec<(String, String)> {
     v["devices"]
         .as_array()
@@ -68,8 +80,21 @@ async fn cli_adds_lists_and_revokes_a_device() {
     let root = admin(&stack, dir.path()).await;
     let (phone, alice) = member(url, &root, dir.path(), "alice");
     let (laptop, laptop_key, bundle) = request(url, dir.path(), "laptop", &alice);
+    let (_listener, mut notices) = crate::harness::spawn_stdout_lines(
+        tokio::process::Command::new(crate::harness::unibus_cli())
+            .args(["--json", "--url", url, "--identity"])
+            .arg(&phone)
+            .arg("listen"),
+    );
+    assert!(next_line(&mut notices).await.contains("listening"));
 
     let added = ok(url, &phone, &["device", "add", &bundle]);
+    let notice = next_json(&mut notices).await;
+    assert_eq!(
+        (notice["device_notice"]["device"].as_str(), notice["device_notice"]["status"].as_str()),
+        (Some(&*laptop_key), Some("active")),
+        "listen shows the new device"
+    );
     assert_eq!(added["device"]["device"], laptop_key.as_str());
     assert_eq!((added["device"]["seq"].as_u64(), added["device"]["via"].as_str()), (Some(2), Some("device")));
     assert_eq!(ok(url, &laptop, &["whoami"])["user"]["sign_pub"], alice.as_str(), "the laptop is alice");
@@ -83,6 +108,11 @@ async fn cli_adds_lists_and_revokes_a_device() {
     assert_eq!(fails(url, &laptop, &["device", "revoke", &alice]), (1, "forbidden".into()), "older device");
     let revoked = ok(url, &phone, &["device", "revoke", &laptop_key]);
     assert_eq!(revoked["device"]["status"], "revoked");
+    let notice = next_json(&mut notices).await;
+    assert_eq!(
+        (notice["device_notice"]["device"].as_str(), notice["device_notice"]["status"].as_str()),
+        (Some(&*laptop_key), Some("revoked"))
+    );
     assert_eq!(fails(url, &laptop, &["whoami"]), (3, "not_authorized".into()), "a revoked device is refused");
     let list = ok(url, &phone, &["device", "list"]);
     assert_eq!(statuses(&list)[1], (laptop_key.clone(), "revoked".to_string()));

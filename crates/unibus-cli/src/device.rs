@@ -11,7 +11,7 @@ use super::CliError;
 use super::output::{Out, clean, qr_small, wire};
 use super::run::{connect, pending_note};
 use unibus::proto::SignPub;
-use unibus::proto::model::Device;
+use unibus::proto::model::{Device, DeviceStatus};
 use unibus::{Bundle, Client, ClientError, Identity};
 
 /// Device subcommands.
@@ -172,6 +172,18 @@ async fn list(c: Client, out: &Out) -> Result<(), CliError> {
         lines.join("\n")
     });
     Ok(())
+}
+
+/// Prints a notice that a device was added to this account or revoked
+/// from it (`{"device_notice": record}` with `--json`).
+pub fn notice(out: &Out, d: &Device) {
+    out.emit(&serde_json::json!({ "device_notice": d }), || {
+        let what = match d.status {
+            DeviceStatus::Active => "added to your account",
+            DeviceStatus::Revoked => "revoked from your account",
+        };
+        format!("[device] {what}: {} {} (seq {}, via {})", clean(&d.name), d.device, d.seq, wire(&d.via))
+    });
 }
 
 /// A device in one line; `*` marks this device.

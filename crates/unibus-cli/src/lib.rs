@@ -90,7 +90,8 @@ pub enum Command {
     Room(RoomCmd),
     /// Send one end-to-end encrypted message.
     Send(SendArgs),
-    /// Print incoming messages until interrupted (or revoked).
+    /// Print incoming messages, and notices of devices added to or revoked
+    /// from your account, until interrupted (or revoked).
     Listen {
         /// Stop after this many messages.
         #[arg(long)]

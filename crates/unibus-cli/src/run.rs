@@ -239,6 +239,8 @@ async fn show(c: &Client, item: Incoming, names: &mut Names, out: &Out) -> Resul
 }
 
 async fn listen(c: Client, count: Option<usize>, out: &Out) -> Result<(), CliError> {
+    // Subscribed before the inbox, whose flush then covers both.
+    let mut notices = Box::pin(c.device_notices().await?);
     let mut inbox = c.inbox().await?;
     let mut names = Names(HashMap::new());
     out.emit(&serde_json::json!({ "listening": c.sign_pub() }), || {
@@ -256,12 +258,14 @@ async fn listen(c: Client, count: Option<usize>, out: &Out) -> Result<(), CliErr
                     }
                 }
             }
+            Some(d) = notices.next() => super::device::notice(out, &d),
             _ = tokio::signal::ctrl_c() => return Ok(()),
         }
     }
 }
 
 async fn chat(c: Client, target: Target, out: &Out) -> Result<(), CliError> {
+    let mut notices = Box::pin(c.device_notices().await?);
     let mut inbox = c.inbox().await?;
     let mut names = Names(HashMap::new());
     let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
@@ -284,6 +288,7 @@ async fn chat(c: Client, target: Target, out: &Out) -> Result<(), CliError> {
                 let Some(item) = item else { return Ok(()) };
                 show(&c, item, &mut names, out).await?;
             }
+            Some(d) = notices.next() => super::device::notice(out, &d),
         }
     }
 }
