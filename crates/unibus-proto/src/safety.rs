@@ -269,6 +269,21 @@ mod tests {
         assert_ne!(Fingerprint::of_user(&other), base);
     }
 
+    /// A fixed vector (checked against an independent Python version of
+    /// the documented steps): other clients must show these digits for
+    /// these values, so the computation may not drift.
+    #[test]
+    fn known_answer() {
+        let (a, k, sig) = ("a".repeat(64), "b".repeat(64), "c".repeat(88));
+        let fp =
+            Fingerprint::new(&"1".repeat(64), &[DeviceKeys { device: &a, kex_pub: &k, kex_sig: Some(&sig) }]);
+        let empty = Fingerprint::new(&"2".repeat(64), &[]);
+        assert_eq!(
+            (fp.digits(), empty.digits()),
+            ("704946596491122900382925243491", "662381092903669377518633421755")
+        );
+    }
+
     #[test]
     fn message_is_length_prefixed_and_sorted() {
         let (a, b) = (
