@@ -83,8 +83,12 @@ fn max(v: &[f64]) -> f64 {
 /// Prints the comparison.
 pub fn print(rows: &serde_json::Value) {
     let f = |v: &serde_json::Value| v.as_f64().unwrap_or(0.0);
-    println!("\nlinked devices: callout connects of the 3rd device of a 3-device account vs a one-device account");
-    println!("(same server and unibusd, {ROUNDS} alternating rounds each; connects/s median (min-max), latency p50/p99, decision p50)");
+    println!(
+        "\nlinked devices: callout connects of the 3rd device of a 3-device account vs a one-device account"
+    );
+    println!(
+        "(same server and unibusd, {ROUNDS} alternating rounds each; connects/s median (min-max), latency p50/p99, decision p50)"
+    );
     for r in rows.as_array().into_iter().flatten() {
         for (what, s) in [("one device", &r["one_device"]), ("3 devices", &r["three_devices"])] {
             println!(

@@ -12,6 +12,7 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(r) = wire::decode::<RegisterRequest>(data) {
         let _ = InviteToken::parse(&r.invite);
         assert_eq!(r.kex_pub.len(), 64);
+        assert_eq!(r.kex_sig.as_str().len(), unibus_proto::binding::KEX_SIG_LEN);
         if let Some(n) = &r.name {
             let _ = validate_name("name", n);
         }
@@ -46,6 +47,16 @@ fuzz_target!(|data: &[u8]| {
     }
     if let Ok(r) = wire::decode::<MemberRequest>(data) {
         assert_eq!((r.id.len(), r.sign_pub.len()), (32, 64));
+    }
+    if let Ok(r) = wire::decode::<DeviceAddRequest>(data) {
+        assert_eq!(r.kex_sig.as_str().len(), unibus_proto::binding::KEX_SIG_LEN);
+        let _ = unibus_proto::binding::verify_binding(&r.device, &r.device, &r.kex_pub, &r.kex_sig);
+    }
+    if let Ok(r) = wire::decode::<AdminDeviceAddRequest>(data) {
+        let _ = unibus_proto::binding::verify_binding(&r.account, &r.device, &r.kex_pub, &r.kex_sig);
+    }
+    if let Ok(r) = wire::decode::<DeviceRevokeRequest>(data) {
+        assert_eq!(r.device.len(), 64);
     }
     let _ = wire::decode::<Empty>(data);
 });

@@ -348,7 +348,8 @@ async fn revoke_reaches_a_node_that_answers_late() {
     let cluster = Cluster::start_with(store, &[0]).await;
     let probe = sys_client(&cluster.urls[0], &cluster.secrets).await;
     // The slow node must hold none of unibusd's connections and not lead
-    // the users stream (else the revoke itself would wait for it).
+    // the users or devices stream (else the revoke itself would wait for
+    // it).
     let names = ["unibusd-callout", "unibusd-control", "unibusd-store", "unibusd-sys"];
     let busy = servers_with_connection_named(&probe, &names, 3).await;
     assert!(busy.contains(&"n0".to_string()), "unibusd's connections not found: {busy:?}");
@@ -358,14 +359,17 @@ async fn revoke_reaches_a_node_that_answers_late() {
         .connect(&cluster.urls[other])
         .await
         .unwrap();
-    for _ in 0..20 {
-        if leader_of(&cluster, &cluster.urls[other], "KV_UNIBUS_users").await != format!("n{slow}") {
-            break;
+    // A request reads the caller's device record too (devices stream).
+    for stream in ["KV_UNIBUS_users", "KV_UNIBUS_devices"] {
+        for _ in 0..20 {
+            if leader_of(&cluster, &cluster.urls[other], stream).await != format!("n{slow}") {
+                break;
+            }
+            let _ = svc.request(format!("$JS.API.STREAM.LEADER.STEPDOWN.{stream}"), "".into()).await;
+            tokio::time::sleep(Duration::from_millis(500)).await;
         }
-        let _ = svc.request("$JS.API.STREAM.LEADER.STEPDOWN.KV_UNIBUS_users", "".into()).await;
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_ne!(leader_of(&cluster, &cluster.urls[other], stream).await, format!("n{slow}"), "{stream}");
     }
-    assert_ne!(leader_of(&cluster, &cluster.urls[other], "KV_UNIBUS_users").await, format!("n{slow}"));
 
     let admin = first_admin(&cluster, &cluster.urls[other]).await;
     let user = new_member(&admin, &cluster.urls[other]).await;

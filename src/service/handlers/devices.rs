@@ -54,6 +54,14 @@ pub async fn add(ctx: &Ctx, caller: &Caller, req: DeviceAddRequest) -> Result<Ou
         }
         Ok(())
     };
+    store_and_announce(ctx, new, rule).await
+}
+
+/// Adds `new` under `rule` and tells the account's devices.
+async fn store_and_announce<F>(ctx: &Ctx, new: Device, rule: F) -> Result<Outcome<DeviceReply>, Error>
+where
+    F: Fn(&User) -> Result<(), Error>,
+{
     let device = ctx.store.add_device(new, rule).await?;
     ctx.notices.device_changed(&device).await;
     Outcome::reply(DeviceReply { device })
@@ -81,9 +89,7 @@ pub async fn recover(ctx: &Ctx, caller: &Caller, req: AdminDeviceAddRequest) -> 
         }
         Ok(())
     };
-    let device = ctx.store.add_device(new, rule).await?;
-    ctx.notices.device_changed(&device).await;
-    Outcome::reply(DeviceReply { device })
+    store_and_announce(ctx, new, rule).await
 }
 
 /// `unibus.device.revoke`: a device revokes itself or a newer one of its
