@@ -10,6 +10,7 @@ mod cas;
 mod cli;
 mod cluster;
 mod devices;
+mod devices_cli;
 mod devices_e2e;
 mod example;
 mod failure;

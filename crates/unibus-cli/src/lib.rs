@@ -3,17 +3,22 @@
 //! `--json` for scripts; failures print the wire error code and exit
 //! non-zero (see [`exit_code`]).
 
+mod device;
+mod error;
 mod output;
 mod run;
+mod verify;
 
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+pub use device::{AdminCmd, AdminDeviceCmd, DeviceCmd};
+pub(crate) use error::with_cause;
+pub use error::{CliError, exit_code};
 pub use output::line_out;
 pub use run::run;
 
-use unibus::ClientError;
 use unibus::proto::model::{InviteStatus, Role, UserStatus};
 
 /// unibus: talk to a unibus bus with your own key.
@@ -47,7 +52,10 @@ const EXAMPLES: &str = "Examples:
   unibus send --room <room id> 'hello all'
   unibus listen
   unibus chat --room <room id>
-  unibus block <sign_pub>                       (its DMs are dropped; it cannot add you to rooms)";
+  unibus block <sign_pub>                       (its DMs are dropped; it cannot add you to rooms)
+  unibus --identity laptop.nk device request --account <id>   (on the new device: shows a QR code)
+  unibus device add 'unibus://device/...'       (on a device of the account)
+  unibus verify <account>                       (the safety number to compare in person)";
 
 fn default_identity() -> PathBuf {
     std::env::var_os("HOME")
@@ -82,7 +90,8 @@ pub enum Command {
     Room(RoomCmd),
     /// Send one end-to-end encrypted message.
     Send(SendArgs),
-    /// Print incoming messages until interrupted (or revoked).
+    /// Print incoming messages, and notices of devices added to or revoked
+    /// from your account, until interrupted (or revoked).
     Listen {
         /// Stop after this many messages.
         #[arg(long)]
@@ -102,6 +111,19 @@ pub enum Command {
     },
     /// List the keys you have blocked.
     Blocked,
+    /// Devices of your account: request (on a new device), add, list,
+    /// revoke.
+    #[command(subcommand)]
+    Device(DeviceCmd),
+    /// Admin: recovery of an account that has no device left.
+    #[command(subcommand)]
+    Admin(AdminCmd),
+    /// Show the safety number of you and an account (digits and a QR
+    /// code) to compare in person; every device binding is checked first.
+    Verify {
+        /// The account id (sign_pub hex).
+        account: String,
+    },
 }
 
 /// Invite subcommands.
@@ -296,92 +318,5 @@ impl From<UserStatusArg> for UserStatus {
             UserStatusArg::Active => UserStatus::Active,
             UserStatusArg::Revoked => UserStatus::Revoked,
         }
-    }
-}
-
-/// Process exit code for a failure: 1 wire error, 3 not authorized or
-/// permission denied, 4 connection/transport, 5 local (identity file,
-/// encryption).
-pub fn exit_code(err: &CliError) -> u8 {
-    match err {
-        CliError::Client(ClientError::Service(_)) => 1,
-        CliError::Client(ClientError::NotAuthorized | ClientError::PermissionDenied(_)) => 3,
-        CliError::Client(ClientError::Seal(_) | ClientError::Inactive(_)) | CliError::Local(_) => 5,
-        // Connect, Request, Decode, and whatever the library adds later.
-        CliError::Client(_) => 4,
-    }
-}
-
-/// A failed command.
-#[derive(Debug, thiserror::Error)]
-pub enum CliError {
-    /// From the bus.
-    #[error(transparent)]
-    Client(#[from] ClientError),
-    /// Local problems (identity file, stdin).
-    #[error("{0}")]
-    Local(String),
-}
-
-impl CliError {
-    /// The message without the code; a client error's cause follows it
-    /// (`request on unibus.whoami failed: timed out`).
-    pub fn message(&self) -> String {
-        match self {
-            CliError::Client(ClientError::Service(e)) => e.to_string(),
-            CliError::Client(e) => with_cause(e),
-            other => other.to_string(),
-        }
-    }
-
-    /// The code printed with the error (`invite_used`, `not_authorized`, ...).
-    pub fn code(&self) -> &'static str {
-        match self {
-            CliError::Client(ClientError::Service(e)) => e.code(),
-            CliError::Client(ClientError::NotAuthorized) => "not_authorized",
-            CliError::Client(ClientError::PermissionDenied(_)) => "permission_denied",
-            CliError::Client(ClientError::Seal(_) | ClientError::Inactive(_)) => "encryption",
-            CliError::Client(_) => "connection",
-            CliError::Local(_) => "local",
-        }
-    }
-}
-
-/// `err` followed by its cause (`request on unibus.whoami failed: timed
-/// out`); the causes from async-nats already name theirs.
-pub(crate) fn with_cause(err: &dyn std::error::Error) -> String {
-    match err.source() {
-        Some(cause) => format!("{err}: {cause}"),
-        None => err.to_string(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use unibus::proto::e2e::SealError;
-    use unibus::proto::error::Error;
-
-    /// Each kind of client failure keeps its exit code and printed code,
-    /// and the message names the cause.
-    #[test]
-    fn client_errors_map_to_exit_codes_and_codes() {
-        let decode = serde_json::from_str::<u8>("x").unwrap_err();
-        let cases: Vec<(ClientError, u8, &str)> = vec![
-            (ClientError::Service(Error::InviteUsed), 1, "invite_used"),
-            (ClientError::NotAuthorized, 3, "not_authorized"),
-            (ClientError::PermissionDenied("unibus.whoami".into()), 3, "permission_denied"),
-            (ClientError::Request { subject: "s".into(), source: "timed out".into() }, 4, "connection"),
-            (ClientError::Decode { subject: "s".into(), source: decode }, 4, "connection"),
-            (ClientError::Seal(SealError::NoRecipients), 5, "encryption"),
-            (ClientError::Inactive("ab".into()), 5, "encryption"),
-        ];
-        for (err, exit, code) in cases {
-            let err = CliError::from(err);
-            assert_eq!((exit_code(&err), err.code()), (exit, code), "{err:?}");
-        }
-        let err = CliError::from(ClientError::Request { subject: "s".into(), source: "timed out".into() });
-        assert_eq!(err.message(), "request on s failed: timed out");
-        assert_eq!(CliError::from(ClientError::Service(Error::InviteUsed)).message(), "invite already used");
     }
 }

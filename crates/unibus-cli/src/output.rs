@@ -6,6 +6,7 @@ use serde::Serialize;
 
 use unibus::proto::e2e::{Kind, Opened};
 use unibus::proto::model::{Invite, Room, User};
+use unibus::proto::wire::AccountReply;
 
 /// Prints in the chosen format.
 pub struct Out {
@@ -49,6 +50,21 @@ impl Out {
     /// One user.
     pub fn user(&self, u: &User) {
         self.emit(&serde_json::json!({ "user": u }), || user_text(u));
+    }
+
+    /// The caller's account and this device (`{"user","device"}`).
+    pub fn account(&self, r: &AccountReply) {
+        self.emit(r, || {
+            let d = &r.device;
+            format!(
+                "{}\n  this device: {} ({}, seq {}, via {})",
+                user_text(&r.user),
+                d.device,
+                clean(&d.name),
+                d.seq,
+                wire(&d.via)
+            )
+        });
     }
 
     /// One invite.
@@ -195,7 +211,18 @@ fn room_text(r: &Room) -> String {
 
 /// A QR code of `text` for the terminal.
 pub fn qr(text: &str) -> String {
-    match qrcode::QrCode::new(text.as_bytes()) {
+    qr_at(text, qrcode::EcLevel::M)
+}
+
+/// A QR code of `text` with the lowest error correction: the smallest
+/// code, for long texts shown on a screen (a device bundle), where the
+/// redundancy for print damage is not needed.
+pub fn qr_small(text: &str) -> String {
+    qr_at(text, qrcode::EcLevel::L)
+}
+
+fn qr_at(text: &str, level: qrcode::EcLevel) -> String {
+    match qrcode::QrCode::with_error_correction_level(text.as_bytes(), level) {
         Ok(code) => code.render::<qrcode::render::unicode::Dense1x2>().quiet_zone(true).build(),
         Err(_) => String::new(),
     }

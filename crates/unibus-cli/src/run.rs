@@ -31,7 +31,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             Ok(())
         }
         Command::Whoami => {
-            out.user(&connect(&url, &cli.identity).await?.whoami().await?);
+            out.account(&connect(&url, &cli.identity).await?.whoami_device().await?);
             Ok(())
         }
         Command::Invite(cmd) => invite(connect(&url, &cli.identity).await?, cmd, &out).await,
@@ -52,6 +52,9 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             out.blocked(&connect(&url, &cli.identity).await?.block_list().await?);
             Ok(())
         }
+        Command::Device(cmd) => super::device::device(&url, &cli.identity, cmd, &out).await,
+        Command::Admin(cmd) => super::device::admin(&url, &cli.identity, cmd, &out).await,
+        Command::Verify { account } => super::verify::verify(&url, &cli.identity, &account, &out).await,
     }
 }
 
@@ -81,12 +84,12 @@ fn link_url(invite: &str) -> Option<String> {
     String::from_utf8(out).ok().filter(|s| !s.is_empty())
 }
 
-fn load(path: &Path) -> Result<Identity, CliError> {
+pub(crate) fn load(path: &Path) -> Result<Identity, CliError> {
     Identity::load(path)
         .map_err(|e| CliError::Local(format!("{} (create one with `unibus keygen`)", with_cause(&e))))
 }
 
-async fn connect(url: &str, identity: &Path) -> Result<Client, CliError> {
+pub(crate) async fn connect(url: &str, identity: &Path) -> Result<Client, CliError> {
     Ok(Client::connect(url, &load(identity)?).await?)
 }
 
@@ -163,7 +166,7 @@ async fn user(c: Client, cmd: UserCmd, out: &Out) -> Result<(), CliError> {
 }
 
 /// What a revoke or delete reply with `kick_pending` adds to its line.
-fn pending_note(pending: bool) -> &'static str {
+pub(crate) fn pending_note(pending: bool) -> &'static str {
     match pending {
         true => " (not every server answered; closing continues in the background)",
         false => "",
@@ -236,6 +239,8 @@ async fn show(c: &Client, item: Incoming, names: &mut Names, out: &Out) -> Resul
 }
 
 async fn listen(c: Client, count: Option<usize>, out: &Out) -> Result<(), CliError> {
+    // Subscribed before the inbox, whose flush then covers both.
+    let mut notices = Box::pin(c.device_notices().await?);
     let mut inbox = c.inbox().await?;
     let mut names = Names(HashMap::new());
     out.emit(&serde_json::json!({ "listening": c.sign_pub() }), || {
@@ -253,12 +258,14 @@ async fn listen(c: Client, count: Option<usize>, out: &Out) -> Result<(), CliErr
                     }
                 }
             }
+            Some(d) = notices.next() => super::device::notice(out, &d),
             _ = tokio::signal::ctrl_c() => return Ok(()),
         }
     }
 }
 
 async fn chat(c: Client, target: Target, out: &Out) -> Result<(), CliError> {
+    let mut notices = Box::pin(c.device_notices().await?);
     let mut inbox = c.inbox().await?;
     let mut names = Names(HashMap::new());
     let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
@@ -281,6 +288,7 @@ async fn chat(c: Client, target: Target, out: &Out) -> Result<(), CliError> {
                 let Some(item) = item else { return Ok(()) };
                 show(&c, item, &mut names, out).await?;
             }
+            Some(d) = notices.next() => super::device::notice(out, &d),
         }
     }
 }

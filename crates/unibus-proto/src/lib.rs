@@ -8,6 +8,7 @@
 //! - [`ids`]: checked keys, ids and times ([`SignPub`], [`RoomId`], ...).
 //! - [`model`]: the records kept in KV and shown in replies.
 //! - [`binding`]: device bindings (`kex_sig`) and nonce signing hygiene.
+//! - [`safety`]: safety numbers over an account's active device keys.
 //! - [`keys`]: hex keys, weak-key checks, nonce signatures, invite tokens.
 //! - [`e2e`]: the end-to-end message envelope (seal, open, replay guard).
 
@@ -18,6 +19,7 @@ pub mod error;
 pub mod ids;
 pub mod keys;
 pub mod model;
+pub mod safety;
 pub mod subjects;
 pub mod wire;
 

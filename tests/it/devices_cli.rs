@@ -1,0 +1,234 @@
+//! The `unibus` CLI's device commands and `verify` (docs/protocol.md
+//! section 8) as a built binary against a real nats-server: request on the
+//! new device, add on an old one, list, revoke, recovery, safety numbers.
+
+use std::path::{Path, PathBuf};
+
+use crate::cli::cli;
+use crate::harness::Stack;
+
+fn ok(url: &str, identity: &Path, args: &[&str]) -> serde_json::Value {
+    let (code, v, err) = cli(url, identity, args);
+    assert_eq!(code, 0, "unibus {args:?}: {err}");
+    v
+}
+
+/// Exit code and error code of a failing command.
+fn fails(url: &str, identity: &Path, args: &[&str]) -> (i32, String) {
+    let (code, v, _) = cli(url, identity, args);
+    (code, v["error"]["code"].as_str().unwrap_or_default().to_string())
+}
+
+/// The first admin, registered through the CLI: its identity file.
+async fn admin(stack: &Stack, dir: &Path) -> PathBuf {
+    let path = dir.join("admin.nk");
+    ok(&stack.url, &path, &["keygen"]);
+    let (_, token) = stack.store().bootstrap_admin_invite(600).await.unwrap();
+    ok(&stack.url, &path, &["register", &token.link(), "--name", "root"]);
+    path
+}
+
+/// A member registered through the CLI with an invite from `admin`: its
+/// identity file and account id.
+fn member(url: &str, admin: &Path, dir: &Path, name: &str) -> (PathBuf, String) {
+    let path = dir.join(format!("{name}.nk"));
+    ok(url, &path, &["keygen"]);
+    let link = ok(url, admin, &["invite", "create", "--note", name])["link"].as_str().unwrap().to_string();
+    let user = ok(url, &path, &["register", &link, "--name", name]);
+    (path, user["user"]["sign_pub"].as_str().unwrap().to_string())
+}
+
+/// `device request` on a new identity file for `account`: the file and
+/// its bundle line.
+fn request(url: &str, dir: &Path, file: &str, account: &str) -> (PathBuf, String, String) {
+    let path = dir.join(file);
+    let v = ok(url, &path, &["device", "request", "--account", account, "--name", file]);
+    (path, v["device"].as_str().unwrap().to_string(), v["bundle"].as_str().unwrap().to_string())
+}
+
+type Lines = tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>;
+
+/// The next stdout line of a spawned `unibus` within 5 s.
+async fn next_line(lines: &mut Lines) -> String {
+    let line = tokio::time::timeout(std::time::Duration::from_secs(5), lines.next_line()).await;
+    line.expect("a line within 5 s").unwrap().expect("stdout open")
+}
+
+async fn next_json(lines: &mut Lines) -> serde_json::Value {
+    serde_json::from_str(&next_line(lines).await).unwrap()
+}
+
+fn statuses(v: &serde_json::Value) -> Vec<(String, String)> {
+    v["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| (d["device"].as_str().unwrap().to_string(), d["status"].as_str().unwrap().to_string()))
+        .collect()
+}
+
+/// Request on the laptop, add on the phone, both list both (each marked as
+/// itself), the laptop connects as the account; the laptop cannot revoke
+/// the older phone nor the phone itself as the last device; the phone
+/// revokes the laptop, which is then refused; adding the same key again is
+/// `user_exists`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_adds_lists_and_revokes_a_device() {
+    let stack = Stack::start(true).await;
+    let dir = tempfile::tempdir().unwrap();
+    let url = stack.url.as_str();
+    let root = admin(&stack, dir.path()).await;
+    let (phone, alice) = member(url, &root, dir.path(), "alice");
+    let (laptop, laptop_key, bundle) = request(url, dir.path(), "laptop", &alice);
+    let (_listener, mut notices) = crate::harness::spawn_stdout_lines(
+        tokio::process::Command::new(crate::harness::unibus_cli())
+            .args(["--json", "--url", url, "--identity"])
+            .arg(&phone)
+            .arg("listen"),
+    );
+    assert!(next_line(&mut notices).await.contains("listening"));
+
+    let added = ok(url, &phone, &["device", "add", &bundle]);
+    let notice = next_json(&mut notices).await;
+    assert_eq!(
+        (notice["device_notice"]["device"].as_str(), notice["device_notice"]["status"].as_str()),
+        (Some(&*laptop_key), Some("active")),
+        "listen shows the new device"
+    );
+    assert_eq!(added["device"]["device"], laptop_key.as_str());
+    assert_eq!((added["device"]["seq"].as_u64(), added["device"]["via"].as_str()), (Some(2), Some("device")));
+    assert_eq!(ok(url, &laptop, &["whoami"])["user"]["sign_pub"], alice.as_str(), "the laptop is alice");
+    for (who, me) in [(&phone, &alice), (&laptop, &laptop_key)] {
+        let list = ok(url, who, &["device", "list"]);
+        assert_eq!(list["this_device"], me.as_str());
+        let want = vec![(alice.clone(), "active".to_string()), (laptop_key.clone(), "active".to_string())];
+        assert_eq!(statuses(&list), want);
+    }
+
+    assert_eq!(fails(url, &laptop, &["device", "revoke", &alice]), (1, "forbidden".into()), "older device");
+    let revoked = ok(url, &phone, &["device", "revoke", &laptop_key]);
+    assert_eq!(revoked["device"]["status"], "revoked");
+    let notice = next_json(&mut notices).await;
+    assert_eq!(
+        (notice["device_notice"]["device"].as_str(), notice["device_notice"]["status"].as_str()),
+        (Some(&*laptop_key), Some("revoked"))
+    );
+    assert_eq!(fails(url, &laptop, &["whoami"]), (3, "not_authorized".into()), "a revoked device is refused");
+    let list = ok(url, &phone, &["device", "list"]);
+    assert_eq!(statuses(&list)[1], (laptop_key.clone(), "revoked".to_string()));
+    assert_eq!(fails(url, &phone, &["device", "revoke", &alice]), (1, "forbidden".into()), "last device");
+    assert_eq!(
+        fails(url, &phone, &["device", "add", &bundle]),
+        (1, "user_exists".into()),
+        "key used for good"
+    );
+}
+
+/// Alice about bob and bob about alice see the same 60 digits, from either
+/// of alice's devices; every binding verifies; adding a device changes
+/// the number on both sides alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_shows_the_same_number_on_both_sides() {
+    let stack = Stack::start(true).await;
+    let dir = tempfile::tempdir().unwrap();
+    let url = stack.url.as_str();
+    let root = admin(&stack, dir.path()).await;
+    let (phone, alice) = member(url, &root, dir.path(), "alice");
+    let (bob_path, bob) = member(url, &root, dir.path(), "bob");
+    let number = |id: &Path, account: &str| {
+        let v = ok(url, id, &["verify", account]);
+        let n = v["safety_number"].as_str().unwrap().to_string();
+        assert_eq!(n.len(), 60);
+        assert_eq!(v["warnings"].as_array().unwrap().len(), 0, "{v}");
+        for d in v["devices"].as_array().unwrap().iter().chain(v["own_devices"].as_array().unwrap()) {
+            assert_eq!(d["binding"], "verified", "{v}");
+        }
+        (n, v["devices"].as_array().unwrap().len())
+    };
+    let before = number(&phone, &bob);
+    assert_eq!(before, (number(&bob_path, &alice).0, 1));
+
+    let (laptop, _, bundle) = request(url, dir.path(), "laptop", &alice);
+    ok(url, &phone, &["device", "add", &bundle]);
+    let (alice_side, _) = number(&phone, &bob);
+    let (bob_side, alice_devices) = number(&bob_path, &alice);
+    assert_eq!(alice_side, bob_side);
+    assert_eq!(alice_devices, 2);
+    assert_eq!(number(&laptop, &bob).0, alice_side, "the same from alice's laptop");
+    assert_ne!(alice_side, before.0, "a new device changes the number");
+}
+
+/// An admin recovers an account whose every device is revoked: `admin
+/// device add` is `forbidden` while it has an active device, then adds a
+/// `recovery` device, which connects as the account and which `verify`
+/// flags.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_recovers_an_account_and_verify_flags_it() {
+    let stack = Stack::start(true).await;
+    let dir = tempfile::tempdir().unwrap();
+    let url = stack.url.as_str();
+    let root = admin(&stack, dir.path()).await;
+    let (phone, alice) = member(url, &root, dir.path(), "alice");
+    let (bob_path, bob) = member(url, &root, dir.path(), "bob");
+    let (spare, spare_key, bundle) = request(url, dir.path(), "spare", &alice);
+    assert_eq!(fails(url, &root, &["admin", "device", "add", &bundle]), (1, "forbidden".into()));
+    assert_eq!(fails(url, &phone, &["admin", "device", "add", &bundle]).0, 3, "members may not");
+
+    ok(url, &root, &["device", "revoke", &alice]);
+    let added = ok(url, &root, &["admin", "device", "add", &bundle]);
+    assert_eq!(
+        (added["device"]["device"].as_str(), added["device"]["via"].as_str()),
+        (Some(&*spare_key), Some("recovery"))
+    );
+    assert_eq!(ok(url, &spare, &["whoami"])["user"]["sign_pub"], alice.as_str());
+    let v = ok(url, &bob_path, &["verify", &alice]);
+    let warnings = v["warnings"].to_string();
+    assert!(warnings.contains("recovery") && warnings.contains(&spare_key), "{v}");
+    assert_eq!(ok(url, &spare, &["verify", &bob])["safety_number"], v["safety_number"]);
+}
+
+/// `verify` against a tampered store: a device whose `kex_pub` was swapped
+/// in the users bucket (its binding no longer verifies) stops it with exit
+/// 5 and code `binding`; an account from before bindings is shown with
+/// its device flagged `unbound`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_refuses_a_swapped_key_and_flags_an_unbound_one() {
+    let stack = Stack::start(true).await;
+    let dir = tempfile::tempdir().unwrap();
+    let url = stack.url.as_str();
+    let root = admin(&stack, dir.path()).await;
+    let (alice_path, _) = member(url, &root, dir.path(), "alice");
+    let (_, bob) = member(url, &root, dir.path(), "bob");
+    let js = stack.jetstream().await;
+    let kv = js.get_key_value(unibus_proto::subjects::BUCKET_USERS).await.unwrap();
+
+    let old = unibus::Identity::generate();
+    let legacy = serde_json::json!({
+        "v": 1, "sign_pub": old.sign_pub_hex(), "kex_pub": old.kex_pub_hex(), "name": "old", "role": "member",
+        "status": "active", "created_at": "2026-01-01T00:00:00Z", "invited_by": "bootstrap",
+        "invite_id": "00", "updated_at": "2026-01-01T00:00:00Z"
+    });
+    kv.create(&old.sign_pub_hex(), legacy.to_string().into()).await.unwrap();
+    let v = ok(url, &alice_path, &["verify", &old.sign_pub_hex()]);
+    assert_eq!(v["devices"][0]["binding"], "unbound", "{v}");
+    assert!(v["warnings"].to_string().contains("unbound"), "{v}");
+    assert_eq!(v["safety_number"].as_str().map(str::len), Some(60));
+
+    // Whoever can write the bucket swaps in an X25519 key of its own.
+    let mut record: serde_json::Value =
+        serde_json::from_slice(&kv.get(&bob).await.unwrap().unwrap()).unwrap();
+    let swapped = unibus::Identity::generate().kex_pub_hex();
+    record["kex_pub"] = swapped.clone().into();
+    record["devices"][0]["kex_pub"] = swapped.into();
+    kv.put(&bob, record.to_string().into()).await.unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let (code, v, err) = loop {
+        let (code, v, err) = cli(url, &alice_path, &["verify", &bob]);
+        if code != 0 || std::time::Instant::now() > deadline {
+            break (code, v, err);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!((code, v["error"]["code"].as_str()), (5, Some("binding")), "{v} {err}");
+    assert!(v.get("safety_number").is_none(), "no number for a key that fails its binding");
+}
