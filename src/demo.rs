@@ -1,15 +1,18 @@
 //! The narrated demo (`unibusd demo`): starts the local stack, then an
 //! admin invites alice and bob, they register, make a room, exchange
 //! end-to-end encrypted direct and room messages (shown decrypted at the
-//! peers and as the raw bytes a plain NATS subscriber sees on the subject),
-//! and the admin revokes bob, who is cut off at once.
+//! peers and as the raw bytes a plain NATS subscriber sees on the subject).
+//! Alice links her laptop by scanning its bundle; both of her devices get
+//! bob's DM and see what the other sent; her phone is lost: the laptop may
+//! not revoke the older phone, the admin does, and the laptop keeps
+//! chatting. Last, the admin revokes bob, who is cut off at once.
 
 use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
 
 use crate::dev::{DevArgs, LocalStack};
-use unibus::{Client, ClientError, Identity, Inbox, Incoming};
+use unibus::{Bundle, Client, ClientError, Identity, Inbox, Incoming};
 use unibus_proto::subjects;
 use unibus_proto::wire::InviteCreateRequest;
 
@@ -41,8 +44,9 @@ fn wire_view(payload: &[u8]) -> String {
     let field = |k: &str| v[k].as_str().unwrap_or("").to_string();
     let ct: String = field("ct").chars().take(40).collect();
     format!(
-        "{} bytes: {{\"v\":1,\"kind\":\"{}\",\"from\":\"{}...\",\"recipients\":[{} wrapped keys],\"ct\":\"{ct}...\",\"sig\":...}}",
+        "{} bytes: {{\"v\":{},\"kind\":\"{}\",\"from\":\"{}...\",\"recipients\":[{} wrapped keys],\"ct\":\"{ct}...\",\"sig\":...}}",
         payload.len(),
+        v["v"],
         field("kind"),
         short(&field("from")),
         v["recipients"].as_array().map_or(0, Vec::len)
@@ -58,11 +62,8 @@ async fn next_message(inbox: &mut Inbox) -> Result<unibus_proto::e2e::Opened, De
 
 /// A raw subscriber (plain NATS, no decryption) with `id`'s key.
 async fn tap(url: &str, id: &Identity, subject: String) -> Result<async_nats::Subscriber, DemoError> {
-    let raw = async_nats::ConnectOptions::with_nkey(id.nkey_seed())
-        .custom_inbox_prefix(subjects::inbox_prefix(&id.sign_pub_hex()))
-        .connect(url)
-        .await
-        .map_err(|e| DemoError::Unexpected(e.to_string()))?;
+    let raw =
+        unibus::connect_options(id).connect(url).await.map_err(|e| DemoError::Unexpected(e.to_string()))?;
     let sub = raw.subscribe(subject).await.map_err(|e| DemoError::Unexpected(e.to_string()))?;
     raw.flush().await.map_err(|e| DemoError::Unexpected(e.to_string()))?;
     Ok(sub)
@@ -95,6 +96,78 @@ pub async fn run(port: u16) -> Result<(), DemoError> {
     stack.stop().await;
     let _ = std::fs::remove_dir_all(&data_dir);
     result
+}
+
+/// The text of the next message, with the peer for a copy of what this
+/// account sent from another device.
+async fn next_text(inbox: &mut Inbox) -> Result<String, DemoError> {
+    let m = next_message(inbox).await?;
+    let text = String::from_utf8_lossy(&m.body).into_owned();
+    Ok(match m.sent_to() {
+        Some(peer) => format!("my other device {} sent to {}: \"{text}\"", short(&m.device), short(peer)),
+        None => format!("from {} (device {}): \"{text}\"", short(&m.from), short(&m.device)),
+    })
+}
+
+/// Alice links her laptop, both devices chat, the phone is lost.
+async fn linked_devices(
+    url: &str,
+    admin: &Client,
+    alice: &Identity,
+    phone: &Client,
+    bob: &Client,
+    bob_inbox: &mut Inbox,
+) -> Result<(), DemoError> {
+    let laptop_id = Identity::generate().with_account(&alice.sign_pub_hex()).map_err(ClientError::Service)?;
+    let line = laptop_id.bundle(Some("laptop")).to_line();
+    say("laptop", format!("new device for alice; my bundle (shown as a QR code): {}...", &line[..40]));
+    let bundle = Bundle::parse(&line).map_err(ClientError::Service)?;
+    let added = phone.add_device(&bundle).await?;
+    say("alice", format!("scanned it on my phone: laptop added as device #{} (binding verified)", added.seq));
+    let laptop = Client::connect(url, &laptop_id).await?;
+    let (mut phone_inbox, mut laptop_inbox) = (phone.inbox().await?, laptop.inbox().await?);
+
+    let text = "are you both on?";
+    bob.send_dm(&alice.sign_pub_hex(), text.as_bytes()).await?;
+    say("bob", format!("-> alice (direct): \"{text}\" (sealed for each of her 2 devices)"));
+    say("phone", next_text(&mut phone_inbox).await?);
+    say("laptop", next_text(&mut laptop_inbox).await?);
+    let text = "yes, from my laptop";
+    laptop.send_dm(bob.account(), text.as_bytes()).await?;
+    say("laptop", format!("-> bob: \"{text}\""));
+    say("bob", next_text(bob_inbox).await?);
+    say("phone", next_text(&mut phone_inbox).await?);
+    lose_the_phone(admin, alice, &laptop, bob, bob_inbox, &mut phone_inbox).await
+}
+
+/// The phone is lost: the laptop may not revoke the older phone, the admin
+/// does, and the laptop keeps chatting.
+async fn lose_the_phone(
+    admin: &Client,
+    alice: &Identity,
+    laptop: &Client,
+    bob: &Client,
+    bob_inbox: &mut Inbox,
+    phone_inbox: &mut Inbox,
+) -> Result<(), DemoError> {
+    match laptop.revoke_device(&alice.sign_pub_hex()).await {
+        Err(ClientError::Service(e)) => say(
+            "laptop",
+            format!("the phone is lost; revoking it from here is refused ({}): it is older", e.code()),
+        ),
+        other => return Err(DemoError::Unexpected(format!("the laptop revoked an older device: {other:?}"))),
+    }
+    let r = admin.revoke_device(&alice.sign_pub_hex()).await?;
+    say("admin", format!("revoked alice's phone: {} connection(s) closed; the account lives on", r.kicked));
+    match tokio::time::timeout(Duration::from_secs(10), phone_inbox.next()).await {
+        Ok(Some(Incoming::Closed(_))) => say("phone", "cut off"),
+        other => return Err(DemoError::Unexpected(format!("the phone was not cut off: {other:?}"))),
+    }
+    let text = "new phone soon, laptop only for now";
+    laptop.send_dm(bob.account(), text.as_bytes()).await?;
+    say("laptop", format!("-> bob: \"{text}\""));
+    say("bob", next_text(bob_inbox).await?);
+    Ok(())
 }
 
 async fn story(stack: &LocalStack) -> Result<(), DemoError> {
@@ -167,6 +240,8 @@ async fn story(stack: &LocalStack) -> Result<(), DemoError> {
             format!("room plans, from {}: \"{}\"", short(&got.from), String::from_utf8_lossy(&got.body)),
         );
     }
+
+    linked_devices(&url, &admin, &alice, &alice_c, &bob_c, &mut bob_inbox).await?;
 
     let started = Instant::now();
     let r = admin.revoke_user(&bob.sign_pub_hex()).await?;

@@ -157,6 +157,17 @@ async fn narrated_demo_runs() {
     assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
     assert!(text.contains("decrypted and verified"));
     assert!(text.contains("cut off after"));
+    // The linked-devices scene: both of alice's devices get bob's DM, the
+    // phone sees the laptop's reply, the laptop may not revoke the phone,
+    // and chats on after the admin did.
+    assert!(text.contains("laptop added as device #2"), "{text}");
+    assert_eq!(text.matches("are you both on?").count(), 3, "sent once, opened on both devices: {text}");
+    assert!(text.contains("my other device"), "{text}");
+    assert!(text.contains("refused (forbidden)"), "{text}");
+    assert!(
+        text.contains("laptop only for now\"") && text.matches("laptop only for now").count() == 2,
+        "{text}"
+    );
     let wire: Vec<&str> = text.lines().filter(|l| l.trim_start().starts_with("wire |")).collect();
     assert_eq!(wire.len(), 2, "one wire line per tapped message: {text}");
     for line in wire {

@@ -332,3 +332,28 @@ fn now_ms() -> i64 {
     let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
     i64::try_from(since.as_millis()).unwrap()
 }
+
+/// A sibling added a moment after this device looked its own account up
+/// (by sending) is not refused: the device notice makes the inbox look
+/// again at once, rather than trusting the set it just fetched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sibling_added_a_moment_ago_is_not_refused() {
+    let stack = Stack::start(true).await;
+    let (_a, admin) = stack.admin().await;
+    let (bob_id, _bob) = stack.user(&admin, Role::Member, "bob").await;
+    let bob = bob_id.sign_pub_hex();
+    let (phone_id, phone) = stack.user(&admin, Role::Member, "alice").await;
+    let alice = phone_id.sign_pub_hex();
+    let mut phone_inbox = phone.inbox().await.unwrap();
+    for round in 0..3 {
+        // Sending looks the phone's own account up (for the copy).
+        phone.send_dm(&bob, b"before").await.unwrap();
+        let laptop_id = Identity::generate().with_account(&alice).unwrap();
+        phone.add_device(&laptop_id.bundle(None)).await.unwrap();
+        let laptop = stack.connect(&laptop_id).await.unwrap();
+        laptop.send_dm(&bob, b"from the new laptop").await.unwrap();
+        let peer =
+            expect_message(&mut phone_inbox, &alice, &laptop_id.sign_pub_hex(), b"from the new laptop").await;
+        assert_eq!(peer.as_deref(), Some(bob.as_str()), "round {round}");
+    }
+}

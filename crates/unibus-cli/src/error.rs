@@ -10,7 +10,7 @@ pub fn exit_code(err: &CliError) -> u8 {
     match err {
         CliError::Client(ClientError::Service(_)) => 1,
         CliError::Client(ClientError::NotAuthorized | ClientError::PermissionDenied(_)) => 3,
-        CliError::Client(ClientError::Seal(_) | ClientError::Inactive(_))
+        CliError::Client(ClientError::Seal(_) | ClientError::Inactive(_) | ClientError::Device(_))
         | CliError::Local(_)
         | CliError::Binding(_) => 5,
         // Connect, Request, Decode, and whatever the library adds later.
@@ -51,6 +51,7 @@ impl CliError {
             CliError::Client(ClientError::NotAuthorized) => "not_authorized",
             CliError::Client(ClientError::PermissionDenied(_)) => "permission_denied",
             CliError::Client(ClientError::Seal(_) | ClientError::Inactive(_)) => "encryption",
+            CliError::Client(ClientError::Device(_)) => "binding",
             CliError::Client(_) => "connection",
             CliError::Local(_) => "local",
             CliError::Binding(_) => "binding",
@@ -86,6 +87,14 @@ mod tests {
             (ClientError::Decode { subject: "s".into(), source: decode }, 4, "connection"),
             (ClientError::Seal(SealError::NoRecipients), 5, "encryption"),
             (ClientError::Inactive("ab".into()), 5, "encryption"),
+            (
+                ClientError::Device(unibus::DeviceRefused::Binding {
+                    account: "ab".into(),
+                    device: "cd".into(),
+                }),
+                5,
+                "binding",
+            ),
         ];
         for (err, exit, code) in cases {
             let err = CliError::from(err);

@@ -109,17 +109,19 @@ impl Out {
         });
     }
 
-    /// One incoming message.
-    pub fn message(&self, m: &Opened, sender_name: &str) {
+    /// One incoming message; `peer_name` is set for a copy of a DM this
+    /// account sent from another device (to that peer).
+    pub fn message(&self, m: &Opened, sender_name: &str, peer_name: Option<&str>) {
         let text = String::from_utf8_lossy(&m.body).into_owned();
         let v = serde_json::json!({
-            "kind": m.kind, "from": m.from, "from_name": sender_name, "room": m.room,
-            "id": m.id, "ts": m.ts, "text": text,
+            "kind": m.kind, "from": m.from, "from_name": sender_name, "device": m.device,
+            "to": m.sent_to(), "to_name": peer_name, "room": m.room, "id": m.id, "ts": m.ts, "text": text,
         });
-        self.emit(&v, || match (m.kind, &m.room) {
-            (Kind::Room, Some(room)) => {
+        self.emit(&v, || match (m.kind, &m.room, peer_name) {
+            (Kind::Room, Some(room), _) => {
                 format!("[room {}] {}: {}", short(room), clean(sender_name), clean(&text))
             }
+            (_, _, Some(peer)) => format!("[dm] me (other device) -> {}: {}", clean(peer), clean(&text)),
             _ => format!("[dm] {}: {}", clean(sender_name), clean(&text)),
         });
     }

@@ -221,7 +221,12 @@ async fn show(c: &Client, item: Incoming, names: &mut Names, out: &Out) -> Resul
     match item {
         Incoming::Message(m) => {
             let name = names.of(c, &m.from).await;
-            out.message(&m, &name);
+            // A copy of what this account sent from another device.
+            let peer = match m.sent_to() {
+                Some(peer) => Some(names.of(c, peer).await),
+                None => None,
+            };
+            out.message(&m, &name, peer.as_deref());
             Ok(true)
         }
         Incoming::Rejected { subject, reason } => {

@@ -194,6 +194,9 @@ impl Client {
     pub async fn inbox(&self) -> Result<Inbox, ClientError> {
         let mut subs = SelectAll::new();
         subs.push(self.subscribe(subjects::dm(self.account())).await?);
+        // unibusd's notices of this account's devices (trusted: only it may
+        // publish there): a sibling added a moment ago must not be refused.
+        subs.push(self.subscribe(subjects::device_notice(self.account())).await?);
         let mut joined = HashSet::new();
         for room in self.all_rooms().await? {
             subs.push(self.subscribe(subjects::room_msg(&room)).await?);
@@ -216,11 +219,16 @@ async fn pump(
 ) {
     let mut guard = ReplayGuard::default();
     let dm_subject = subjects::dm(client.account());
+    let notice_subject = subjects::device_notice(client.account());
     loop {
         tokio::select! {
             msg = subs.next() => {
                 let Some(msg) = msg else { return };
                 let subject = msg.subject.to_string();
+                if subject == notice_subject {
+                    client.forget_device_set(client.account());
+                    continue;
+                }
                 if subject == dm_subject && client.blocks_stale() {
                     // On failure the copy loaded before stays in force.
                     let _ = client.block_list().await;

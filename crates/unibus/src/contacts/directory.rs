@@ -2,7 +2,10 @@
 //! account up and checks and records its devices in the [`Contacts`];
 //! recent answers are kept for [`DEVICES_MAX_AGE`] so that the inbox does
 //! not look a sender up for every message, and looked up again when a
-//! device it does not know signs (at most once per second per account).
+//! device it does not know signs (such forced lookups at most once per
+//! second per account, so that a flood of forged devices costs one lookup
+//! a second). The inbox forgets its own account's set on every device
+//! notice, so a sibling device added a moment ago is never refused.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -17,20 +20,27 @@ use crate::{Client, ClientError};
 /// message; see [`Client::set_devices_max_age`].
 pub const DEVICES_MAX_AGE: Duration = Duration::from_secs(5);
 
-/// A sender's set younger than this is not looked up again for an unknown
-/// device (a flood of forged devices costs one lookup a second).
+/// An account is looked up again for an unknown device at most this often
+/// (a flood of forged devices costs one lookup a second).
 const REFRESH_MIN: Duration = Duration::from_secs(1);
 
 /// What a client (and its clones) knows about device sets.
 pub(crate) struct Directory {
     contacts: Contacts,
     recent: HashMap<String, (Instant, DeviceSet)>,
+    /// When an unknown device last forced a lookup, per account.
+    forced: HashMap<String, Instant>,
     max_age: Duration,
 }
 
 impl Default for Directory {
     fn default() -> Self {
-        Directory { contacts: Contacts::default(), recent: HashMap::new(), max_age: DEVICES_MAX_AGE }
+        Directory {
+            contacts: Contacts::default(),
+            recent: HashMap::new(),
+            forced: HashMap::new(),
+            max_age: DEVICES_MAX_AGE,
+        }
     }
 }
 
@@ -65,23 +75,30 @@ impl Client {
         let recent = {
             let dir = self.directory();
             let max_age = dir.max_age;
-            dir.recent
-                .get(from)
-                .filter(|(at, _)| at.elapsed() < max_age)
-                .map(|(at, s)| (at.elapsed(), s.clone()))
+            dir.recent.get(from).filter(|(at, _)| at.elapsed() < max_age).map(|(_, s)| s.clone())
         };
-        if let Some((age, set)) = recent {
-            match set.sender(device) {
-                Ok(()) => return Ok(()),
-                Err(reason) if age < REFRESH_MIN => return Err(reason),
-                Err(_) => {}
+        if let Some(set) = recent {
+            let Err(reason) = set.sender(device) else { return Ok(()) };
+            // An unknown device forces a lookup, at most once a second per
+            // account; a lookup made for another reason does not count.
+            let mut dir = self.directory();
+            if dir.forced.get(from).is_some_and(|at| at.elapsed() < REFRESH_MIN) {
+                return Err(reason);
             }
+            dir.forced.insert(from.to_string(), Instant::now());
         }
         match self.device_set(from).await {
             Ok(set) => set.sender(device),
             Err(ClientError::Service(Error::NotFound(_))) => Err(Reject::SenderDevice),
             Err(_) => Err(Reject::SenderUnchecked),
         }
+    }
+
+    /// Drops the recent device set of `account`, so that the next message
+    /// from it is judged on a fresh lookup (the inbox calls it for its own
+    /// account on every device notice).
+    pub(crate) fn forget_device_set(&self, account: &str) {
+        self.directory().recent.remove(account);
     }
 
     /// A copy of the device sets this client has seen, per account (to
