@@ -232,3 +232,62 @@ async fn verify_refuses_a_swapped_key_and_flags_an_unbound_one() {
     assert_eq!((code, v["error"]["code"].as_str()), (5, Some("binding")), "{v} {err}");
     assert!(v.get("safety_number").is_none(), "no number for a key that fails its binding");
 }
+
+/// Every JSON line a command printed, and its exit code.
+fn all_lines(url: &str, identity: &Path, args: &[&str]) -> (i32, Vec<serde_json::Value>) {
+    let out = std::process::Command::new(crate::harness::unibus_cli())
+        .args(["--json", "--url", url, "--identity"])
+        .arg(identity)
+        .args(args)
+        .env_remove("UNIBUS_URL")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    (out.status.code().unwrap_or(-1), stdout.lines().filter_map(|l| serde_json::from_str(l).ok()).collect())
+}
+
+/// The contact device changes a `send` printed.
+fn changes_on_send(url: &str, identity: &Path, to: &str) -> Vec<serde_json::Value> {
+    let (code, lines) = all_lines(url, identity, &["send", "--to", to, "hello"]);
+    assert_eq!(code, 0, "{lines:?}");
+    lines.into_iter().filter_map(|l| l.get("contact_device").cloned()).collect()
+}
+
+/// The CLI remembers each contact's devices next to the identity and says
+/// when one gains a device, loses one, or gets a recovery device.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_remembers_contacts_devices_and_flags_changes() {
+    let stack = Stack::start(true).await;
+    let dir = tempfile::tempdir().unwrap();
+    let url = &stack.url;
+    let root = admin(&stack, dir.path()).await;
+    let (alice, _) = member(url, &root, dir.path(), "alice");
+    let (bob_phone, bob) = member(url, &root, dir.path(), "bob");
+
+    assert_eq!(changes_on_send(url, &alice, &bob), Vec::<serde_json::Value>::new(), "first sight");
+    assert!(dir.path().join("alice.nk.contacts.json").exists(), "contacts saved next to the identity");
+
+    let (_, laptop, bundle) = request(url, dir.path(), "bob-laptop.nk", &bob);
+    ok(url, &bob_phone, &["device", "add", &bundle]);
+    let seen = changes_on_send(url, &alice, &bob);
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(
+        (seen[0]["change"].as_str(), seen[0]["device"].as_str()),
+        (Some("gained"), Some(laptop.as_str()))
+    );
+    assert_eq!(seen[0]["via"], "device");
+
+    // Bob loses everything; the admin recovers him with a new phone.
+    ok(url, &root, &["device", "revoke", &laptop]);
+    ok(url, &root, &["device", "revoke", &bob]);
+    let (_, new_phone, bundle) = request(url, dir.path(), "bob-new.nk", &bob);
+    ok(url, &root, &["admin", "device", "add", &bundle]);
+    let seen = changes_on_send(url, &alice, &bob);
+    let gained: Vec<_> = seen.iter().filter(|c| c["change"] == "gained").collect();
+    assert_eq!(gained.len(), 1, "{seen:?}");
+    assert_eq!(
+        (gained[0]["device"].as_str(), gained[0]["via"].as_str()),
+        (Some(new_phone.as_str()), Some("recovery"))
+    );
+    assert_eq!(seen.iter().filter(|c| c["change"] == "lost").count(), 2, "{seen:?}");
+}

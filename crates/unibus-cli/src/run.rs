@@ -10,7 +10,7 @@ use super::output::{Out, invite_line, qr, room_line, user_line, wire};
 use super::{Cli, CliError, Command, InviteCmd, RoomCmd, SendArgs, Target, UserCmd, with_cause};
 use unibus::proto::subjects::INVITE_LINK_PREFIX;
 use unibus::proto::wire::{InviteCreateRequest, InviteListRequest, RoomListRequest, UserListRequest};
-use unibus::{Client, Identity, Incoming};
+use unibus::{Client, Contacts, DeviceChange, Identity, Incoming};
 
 /// Runs one CLI invocation.
 ///
@@ -37,9 +37,15 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Invite(cmd) => invite(connect(&url, &cli.identity).await?, cmd, &out).await,
         Command::User(cmd) => user(connect(&url, &cli.identity).await?, cmd, &out).await,
         Command::Room(cmd) => room(connect(&url, &cli.identity).await?, cmd, &out).await,
-        Command::Send(args) => send(connect(&url, &cli.identity).await?, args, &out).await,
-        Command::Listen { count } => listen(connect(&url, &cli.identity).await?, count, &out).await,
-        Command::Chat(target) => chat(connect(&url, &cli.identity).await?, target, &out).await,
+        Command::Send(args) => {
+            let c = connect(&url, &cli.identity).await?;
+            send(&c, args, &out).await?;
+            report_device_changes(&c, &cli.identity, &out)
+        }
+        Command::Listen { count } => {
+            listen(connect(&url, &cli.identity).await?, count, &cli.identity, &out).await
+        }
+        Command::Chat(target) => chat(connect(&url, &cli.identity).await?, target, &cli.identity, &out).await,
         Command::Block { sign_pub } => {
             out.blocked(&connect(&url, &cli.identity).await?.block_add(&sign_pub).await?);
             Ok(())
@@ -90,7 +96,40 @@ pub(crate) fn load(path: &Path) -> Result<Identity, CliError> {
 }
 
 pub(crate) async fn connect(url: &str, identity: &Path) -> Result<Client, CliError> {
-    Ok(Client::connect(url, &load(identity)?).await?)
+    let c = Client::connect(url, &load(identity)?).await?;
+    // The device sets seen before (next to the identity): changes since are
+    // reported, and a device whose kex_pub changed is refused.
+    let contacts =
+        Contacts::load(&Contacts::path_for(identity)).map_err(|e| CliError::Local(e.to_string()))?;
+    c.set_contacts(contacts);
+    Ok(c)
+}
+
+/// Prints the contacts' device changes seen since the last call (gained,
+/// lost, recovery, unbound) and saves the device sets next to the identity.
+pub(crate) fn report_device_changes(c: &Client, identity: &Path, out: &Out) -> Result<(), CliError> {
+    for change in c.take_device_changes() {
+        out.emit(&serde_json::json!({ "contact_device": change }), || contact_change_line(&change));
+    }
+    c.contacts().save(&Contacts::path_for(identity)).map_err(|e| CliError::Local(e.to_string()))
+}
+
+fn contact_change_line(change: &DeviceChange) -> String {
+    match change {
+        DeviceChange::Gained { account, device, via, bound } => {
+            let mut flags = Vec::new();
+            if change.is_recovery() {
+                flags.push("RECOVERY device: the account was recovered by an admin; verify in person");
+            }
+            if !bound {
+                flags.push("unbound (no kex_sig: made before bindings)");
+            }
+            format!("[contact] {account} gained device {device} (via {}) {}", wire(via), flags.join("; "))
+        }
+        DeviceChange::Lost { account, device } => format!("[contact] {account} lost device {device}"),
+        // Kinds of changes this CLI does not know yet.
+        _ => "[contact] device set changed".to_string(),
+    }
 }
 
 fn keygen(path: &Path, out: &Out) -> Result<(), CliError> {
@@ -195,8 +234,8 @@ async fn deliver(c: &Client, target: &Target, text: &str) -> Result<String, CliE
     })
 }
 
-async fn send(c: Client, args: SendArgs, out: &Out) -> Result<(), CliError> {
-    let id = deliver(&c, &args.target, &args.text.join(" ")).await?;
+async fn send(c: &Client, args: SendArgs, out: &Out) -> Result<(), CliError> {
+    let id = deliver(c, &args.target, &args.text.join(" ")).await?;
     out.emit(&serde_json::json!({ "sent": id }), || format!("sent (id {id})"));
     Ok(())
 }
@@ -243,7 +282,7 @@ async fn show(c: &Client, item: Incoming, names: &mut Names, out: &Out) -> Resul
     }
 }
 
-async fn listen(c: Client, count: Option<usize>, out: &Out) -> Result<(), CliError> {
+async fn listen(c: Client, count: Option<usize>, identity: &Path, out: &Out) -> Result<(), CliError> {
     // Subscribed before the inbox, whose flush then covers both.
     let mut notices = Box::pin(c.device_notices().await?);
     let mut inbox = c.inbox().await?;
@@ -256,7 +295,9 @@ async fn listen(c: Client, count: Option<usize>, out: &Out) -> Result<(), CliErr
         tokio::select! {
             item = inbox.next() => {
                 let Some(item) = item else { return Ok(()) };
-                if show(&c, item, &mut names, out).await? {
+                let shown = show(&c, item, &mut names, out).await?;
+                report_device_changes(&c, identity, out)?;
+                if shown {
                     seen += 1;
                     if count.is_some_and(|n| seen >= n) {
                         return Ok(());
@@ -269,7 +310,7 @@ async fn listen(c: Client, count: Option<usize>, out: &Out) -> Result<(), CliErr
     }
 }
 
-async fn chat(c: Client, target: Target, out: &Out) -> Result<(), CliError> {
+async fn chat(c: Client, target: Target, identity: &Path, out: &Out) -> Result<(), CliError> {
     let mut notices = Box::pin(c.device_notices().await?);
     let mut inbox = c.inbox().await?;
     let mut names = Names(HashMap::new());
@@ -285,6 +326,7 @@ async fn chat(c: Client, target: Target, out: &Out) -> Result<(), CliError> {
                     if let Err(e) = deliver(&c, &target, &text).await {
                         eprintln!("not sent: {e}");
                     }
+                    report_device_changes(&c, identity, out)?;
                 }
                 Ok(None) => return Ok(()),
                 Err(e) => return Err(CliError::Local(format!("stdin: {e}"))),
@@ -292,6 +334,7 @@ async fn chat(c: Client, target: Target, out: &Out) -> Result<(), CliError> {
             item = inbox.next() => {
                 let Some(item) = item else { return Ok(()) };
                 show(&c, item, &mut names, out).await?;
+                report_device_changes(&c, identity, out)?;
             }
             Some(d) = notices.next() => super::device::notice(out, &d),
         }
