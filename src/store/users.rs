@@ -63,8 +63,9 @@ impl Store {
     }
 
     /// [`Store::standing`] and, for an active device, its account's rooms
-    /// (from the rooms index, synced likewise): the three leader probes go
-    /// out at once, so a device of a many-device account costs what a
+    /// (from the rooms index, synced likewise). The leader probes go out at
+    /// once; a device whose mapping the devices index already holds needs
+    /// no devices probe, so a device of a many-device account costs what a
     /// one-device account does.
     ///
     /// # Errors
@@ -72,6 +73,22 @@ impl Store {
     pub async fn admission(&self, key: &str) -> Result<(Standing, Vec<String>), Error> {
         let limit = self.sync_limit();
         let deadline = tokio::time::Instant::now() + limit;
+        // A device record never names another account while it exists, and
+        // a key is a device of one account at most: when the synced account
+        // lists the key as active, a mapping this index already holds is
+        // the current one (docs/protocol.md section 9). So a known device
+        // needs the users and rooms probes only; anything else (an unknown
+        // key, a new device, a denial) is judged on all three.
+        if let Some(account) = self.devices_ix.read(|ix| ix.accounts.get(key).cloned()) {
+            let (users_at, rooms_at) =
+                tokio::try_join!(self.users_ix.leader_point(limit), self.rooms_ix.leader_point(limit))?;
+            let standing =
+                self.users_ix.read_from(users_at, deadline, |ix| standing_in(ix, &account, key)).await??;
+            if matches!(standing, Standing::Active { .. }) {
+                let rooms = self.rooms_ix.read_from(rooms_at, deadline, |ix| ix.member_of(&account)).await?;
+                return Ok((standing, rooms));
+            }
+        }
         let (devices_at, users_at, rooms_at) = tokio::try_join!(
             self.devices_ix.leader_point(limit),
             self.users_ix.leader_point(limit),

@@ -473,3 +473,32 @@ async fn clients_sign_only_server_shaped_nonces() {
         assert_eq!(signed, signable, "nonce {nonce:?}: the client sent {sent:?}");
     }
 }
+
+/// A device record left behind by a deleted account (a crash between the
+/// account's delete and its devices') makes the key a guest, and the next
+/// add of the key to another account takes it over: the callout then
+/// admits it as that account's device at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_orphaned_device_record_is_taken_over() {
+    let stack = Stack::start(true).await;
+    let (_a, admin) = stack.admin().await;
+    let (bob_id, bob) = member(&stack, &admin, "bob").await;
+    let key = Identity::generate();
+    let gone = Identity::generate().sign_pub_hex();
+    let mut orphan = unibus_proto::model::Device::first(&key.sign_pub_hex(), &key.kex_pub_hex(), None);
+    orphan.account = gone.clone();
+    let js = stack.jetstream().await;
+    let kv = js.get_key_value(unibus_proto::subjects::BUCKET_DEVICES).await.unwrap();
+    kv.create(&key.sign_pub_hex(), serde_json::to_vec(&orphan).unwrap().into()).await.unwrap();
+
+    // A guest: it may register only.
+    let guest = stack.connect(&key).await.unwrap();
+    assert!(matches!(guest.whoami().await, Err(unibus::ClientError::PermissionDenied(_))));
+    drop(guest);
+    let as_bobs = key.clone().with_account(&bob_id.sign_pub_hex()).unwrap();
+    bob.add_device(&as_bobs.bundle(None)).await.unwrap();
+    let device = stack.connect(&as_bobs).await.unwrap();
+    assert_eq!(device.whoami().await.unwrap().sign_pub, bob_id.sign_pub_hex());
+    let (record, _) = stack.store().get_device(&key.sign_pub_hex()).await.unwrap().unwrap();
+    assert_eq!(record.account, bob_id.sign_pub_hex());
+}

@@ -109,7 +109,8 @@ pub async fn revoke(ctx: &Ctx, caller: &Caller, req: DeviceRevokeRequest) -> Res
         return Err(Error::Forbidden("not a device of your account".into()));
     }
     let my_seq = me.device(&caller.device).map_or(0, |d| d.seq);
-    let other_admins = ctx.store.other_admins_with_devices(&account).await?;
+    // Only an admin's revoke can touch the last admin's last device.
+    let other_admins = if as_admin { ctx.store.other_admins_with_devices(&account).await? } else { 0 };
     let rule = |user: &User, device: &Device| revoke_rule(user, device, as_admin, my_seq, other_admins);
     let (device, changed) = ctx.store.revoke_device(&account, &target, &caller.device, rule).await?;
     if changed && as_admin && last_admin_left_without_device(ctx, &account).await? {
