@@ -17,7 +17,7 @@ const ROUNDS: usize = 3;
 pub async fn run(url: &str, running: &Running, one_device_seed: [u8; 32], n: usize) -> serde_json::Value {
     let account = Identity::from_seed([43u8; 32]);
     let account_key = account.sign_pub_hex();
-    running.store.add_user(&user_record(&account, Role::Member)).await.unwrap();
+    running.store.add_account(&user_record(&account, Role::Member)).await.unwrap();
     let mut third = [0u8; 32];
     for seed in [44u8, 45] {
         let dev = Identity::from_seed([seed; 32]);

@@ -81,7 +81,11 @@ async fn connects(url: &str, seed: [u8; 32], n: usize, parallel: usize) -> (f64,
 
 fn user_record(id: &Identity, role: Role) -> User {
     User::new_active(
-        unibus_proto::model::Device::first(&id.sign_pub_hex(), &id.kex_pub_hex(), None),
+        unibus_proto::model::Device::first(
+            &id.sign_pub_hex(),
+            &id.kex_pub_hex(),
+            Some(id.bind(&id.sign_pub_hex()).to_string()),
+        ),
         &id.sign_pub_hex()[..8],
         role,
         "bench",
@@ -90,13 +94,13 @@ fn user_record(id: &Identity, role: Role) -> User {
 }
 
 async fn seed_users(store: &Store, n: usize) {
-    let results: Vec<_> = futures::stream::iter(
-        (0..n)
-            .map(|_| async move { store.add_user(&user_record(&Identity::generate(), Role::Member)).await }),
-    )
-    .buffer_unordered(256)
-    .collect()
-    .await;
+    let results: Vec<_> =
+        futures::stream::iter((0..n).map(|_| async move {
+            store.add_account(&user_record(&Identity::generate(), Role::Member)).await
+        }))
+        .buffer_unordered(256)
+        .collect()
+        .await;
     assert!(results.iter().all(|r| r.is_ok()), "seeding failed");
 }
 
@@ -347,7 +351,7 @@ async fn main() {
     let secrets = Secrets::generate();
     let server = unibus_server(dir.path(), &secrets).await;
     let running = unibusd::daemon::start(&settings(&server.url, &secrets)).await.unwrap();
-    running.store.add_user(&user_record(&id, Role::Member)).await.unwrap();
+    running.store.add_account(&user_record(&id, Role::Member)).await.unwrap();
     // The bound: the cheapest correct responder on a third server.
     let bare_dir = tempfile::tempdir().unwrap();
     let bare_secrets = Secrets::generate();

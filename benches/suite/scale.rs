@@ -76,8 +76,8 @@ pub async fn run() -> serde_json::Value {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let (admin_id, member) = (Identity::generate(), Identity::generate());
-    store.add_user(&user_record(&admin_id, Role::Admin)).await.unwrap();
-    store.add_user(&user_record(&member, Role::Member)).await.unwrap();
+    store.add_account(&user_record(&admin_id, Role::Admin)).await.unwrap();
+    store.add_account(&user_record(&member, Role::Member)).await.unwrap();
     seed_users(&store, 98).await;
     let admin = Client::connect(&server.url, &admin_id).await.unwrap();
     let mut out = serde_json::Map::new();

@@ -43,7 +43,7 @@ impl Store {
     /// # Errors
     /// `user_exists` when the key is a device of another account;
     /// `unavailable`.
-    pub(crate) async fn claim_device_key(&self, device: &Device) -> Result<(), Error> {
+    pub async fn claim_device_key(&self, device: &Device) -> Result<(), Error> {
         for _ in 0..super::cas::MAX_CAS_ATTEMPTS {
             match self.devices.create(&device.device, device).await {
                 Ok(_) => return Ok(()),
@@ -64,6 +64,20 @@ impl Store {
             }
         }
         Err(super::cas::contention())
+    }
+
+    /// Writes a whole account as registration leaves it: each listed
+    /// device's record claimed, then the account record created (for
+    /// seeding stores in tests and benchmarks; registration itself goes
+    /// through the invite).
+    ///
+    /// # Errors
+    /// `user_exists`, `unavailable`.
+    pub async fn add_account(&self, user: &User) -> Result<(), Error> {
+        for device in &user.devices {
+            self.claim_device_key(device).await?;
+        }
+        self.add_user(user).await.map(|_| ())
     }
 
     /// Adds `new` to its account (docs/protocol.md section 8, "Adding"):

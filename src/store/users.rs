@@ -79,7 +79,7 @@ impl Store {
         // the current one (docs/protocol.md section 9). So a known device
         // needs the users and rooms probes only; anything else (an unknown
         // key, a new device, a denial) is judged on all three.
-        if let Some(account) = self.devices_ix.read(|ix| ix.accounts.get(key).cloned()) {
+        if let Some(account) = self.devices_ix.read(|ix| ix.account_of(key)) {
             let (users_at, rooms_at) =
                 tokio::try_join!(self.users_ix.leader_point(limit), self.rooms_ix.leader_point(limit))?;
             let standing =
@@ -101,7 +101,7 @@ impl Store {
                     let bucket = unibus_proto::subjects::BUCKET_DEVICES;
                     return Err(Error::Internal(format!("corrupt record {key} in {bucket}")));
                 }
-                Ok(ix.accounts.get(key).cloned())
+                Ok(ix.account_of(key))
             })
             .await??;
         let account = mapped.unwrap_or_else(|| key.to_string());
@@ -131,7 +131,7 @@ impl Store {
     /// nothing. A device its account does not list yet is not judged here:
     /// the two indexes may be at different points.
     pub fn known_revoked(&self, key: &str) -> bool {
-        let account = self.devices_ix.read(|ix| ix.accounts.get(key).cloned()).unwrap_or_else(|| key.to_string());
+        let account = self.devices_ix.read(|ix| ix.account_of(key)).unwrap_or_else(|| key.to_string());
         self.users_ix.read(|ix| {
             ix.entries.get(&account).is_some_and(|e| {
                 e.status == UserStatus::Revoked || e.device_status(&account, key) == Some(DeviceStatus::Revoked)
