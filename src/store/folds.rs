@@ -21,8 +21,8 @@ pub struct UserEntry {
     pub status: UserStatus,
     /// KV revision of the record.
     pub revision: u64,
-    /// The account's devices; `None` for a record written before devices
-    /// (its own key is its one active device).
+    /// The account's devices; `None` when its own key is its one active
+    /// device (a record written before devices, or a one-device account).
     pub devices: Option<DeviceKeys>,
 }
 
@@ -66,9 +66,17 @@ struct SlimDevice {
 
 impl SlimUser {
     /// Device keys that are not 64 hex characters are left out (such a
-    /// device cannot connect: its key would not match).
-    fn devices(&self) -> Option<DeviceKeys> {
+    /// device cannot connect: its key would not match). An account whose
+    /// one device is its own key, active, is kept as `None`, like a record
+    /// from before devices: the same meaning, no allocation (most
+    /// accounts).
+    fn devices(&self, account: &str) -> Option<DeviceKeys> {
         let devices = self.devices.as_ref()?;
+        if let [only] = devices.as_slice() {
+            if only.device == account && only.status == DeviceStatus::Active {
+                return None;
+            }
+        }
         let keys = devices.iter().filter_map(|d| {
             let mut raw = [0u8; 32];
             hex::decode_to_slice(&d.device, &mut raw).ok().map(|()| (raw, d.status))
@@ -82,7 +90,7 @@ impl Fold for Users {
         self.unreadable.remove(key);
         match value.map(serde_json::from_slice::<SlimUser>) {
             Some(Ok(u)) => {
-                let entry = UserEntry { role: u.role, status: u.status, revision, devices: u.devices() };
+                let entry = UserEntry { role: u.role, status: u.status, revision, devices: u.devices(key) };
                 self.entries.insert(key.to_string(), entry);
             }
             Some(Err(_)) => {
