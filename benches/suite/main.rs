@@ -181,9 +181,10 @@ async fn registrations(url: &str, store: &Store, n: usize, parallel: usize, stay
 const FLOOR_KEYS: usize = 1000;
 
 /// The register floor: the callout for auth, and on `unibus.register` an
-/// echo that does the same four KV operations as a redemption (read the
-/// invite, CAS it used, create the user, CAS the invite completed) on a
-/// bucket made like unibus's, through the same APP -> AUTH import.
+/// echo that does the same five KV operations as a redemption (read the
+/// invite, CAS it used, create the device record, create the user, CAS the
+/// invite completed) on a bucket made like unibus's, through the same
+/// APP -> AUTH import.
 async fn floor(url: &str, secrets: &Secrets) -> Vec<u8> {
     let svc =
         async_nats::ConnectOptions::with_nkey(secrets.service.seed().unwrap()).connect(url).await.unwrap();
@@ -216,8 +217,10 @@ async fn floor(url: &str, secrets: &Secrets) -> Vec<u8> {
             tokio::spawn(async move {
                 let k1 = format!("i{}", i % FLOOR_KEYS);
                 let k2 = format!("u{}", rand::random::<u64>());
+                let k3 = format!("d{}", rand::random::<u64>());
                 let r = kv.entry(&k1).await.unwrap().unwrap().revision;
                 let r = kv.update(&k1, msg.payload.clone(), r).await.unwrap();
+                kv.create(&k3, msg.payload.clone()).await.unwrap();
                 kv.create(&k2, msg.payload.clone()).await.unwrap();
                 kv.update(&k1, msg.payload.clone(), r).await.unwrap();
                 if let Some(reply) = msg.reply {
@@ -488,7 +491,7 @@ fn print_report(report: &serde_json::Map<String, serde_json::Value>, json_out: b
         f(&c1["decision_p50_ms"])
     );
     println!(
-        "\nunibus.register vs floor (echo through the same import + the same 4 KV operations), in alternating rounds"
+        "\nunibus.register vs floor (echo through the same import + the same 5 KV operations), in alternating rounds"
     );
     println!("floor p50/p99 {:.2}/{:.2} ms", f(&r["floor_p50_ms"]), f(&r["floor_p99_ms"]));
     let w = &r["with_reconnect"];
