@@ -83,8 +83,9 @@ impl Store {
     /// Adds `new` to its account (docs/protocol.md section 8, "Adding"):
     /// claims the key, then lists it in the account with a CAS that applies
     /// `rule` (who may add; recovery only while none is active), the cap
-    /// and `seq`, then writes the final device record. Adding a device the
-    /// account already lists as active answers that device (a retry).
+    /// and `seq`, then writes the final device record. Adding a key the
+    /// account already lists (a retry of a completed add included) is
+    /// `user_exists`, after making its record whole.
     ///
     /// # Errors
     /// `user_exists` (the key is an account, or a device elsewhere, or a
@@ -112,8 +113,30 @@ impl Store {
                 return Err(e);
             }
         };
-        self.write_device_record(&listed).await?;
+        if !self.write_device_record(&listed).await? {
+            // A refused add of the same key freed its record meanwhile and
+            // another account claimed it: the key is theirs, take ours back.
+            self.unlist_device(&listed).await?;
+            return Err(Error::UserExists);
+        }
         Ok(listed)
+    }
+
+    /// Removes `listed` from its account's device set (CAS), when the
+    /// account still lists that very device.
+    async fn unlist_device(&self, listed: &Device) -> Result<(), Error> {
+        let unlist = |current: Option<User>| {
+            let change = match current {
+                Some(mut user) if user.device(&listed.device).is_some_and(|d| d.seq == listed.seq) => {
+                    user.devices.retain(|d| d.device != listed.device);
+                    user.refresh_account_keys();
+                    Change::Write(user, ())
+                }
+                _ => Change::Keep(()),
+            };
+            std::future::ready(Ok(change))
+        };
+        self.users.modify(&listed.account, unlist).await.map(|_| ())
     }
 
     /// Removes the device record of `new` when its account does not list
@@ -122,7 +145,7 @@ impl Store {
     async fn release_unlisted(&self, new: &Device) -> Result<(), Error> {
         let user = self.get_user(&new.account).await?.map(|(u, _)| u);
         if let Some(listed) = user.as_ref().and_then(|u| u.device(&new.device)) {
-            return self.write_device_record(listed).await;
+            return self.write_device_record(listed).await.map(|_| ());
         }
         match self.get_device(&new.device).await? {
             Some((held, rev)) if held.account == new.account => match self.devices.delete(&new.device, rev).await {
@@ -134,19 +157,18 @@ impl Store {
     }
 
     /// Makes the `UNIBUS_devices` record of `device` equal to the account's
-    /// copy (CAS; nothing when it already is).
-    pub(crate) async fn write_device_record(&self, device: &Device) -> Result<(), Error> {
+    /// copy (CAS; nothing when it already is). `false` when the record
+    /// names another account (then nothing is written).
+    pub(crate) async fn write_device_record(&self, device: &Device) -> Result<bool, Error> {
         let write = |current: Option<Device>| {
             let change = match current {
-                Some(held) if held.account != device.account => {
-                    Err(Error::Internal(format!("device {} moved to another account", device.device)))
-                }
-                Some(held) if held == *device => Ok(Change::Keep(())),
-                _ => Ok(Change::Write(device.clone(), ())),
+                Some(held) if held.account != device.account => Change::Keep(false),
+                Some(held) if held == *device => Change::Keep(true),
+                _ => Change::Write(device.clone(), true),
             };
-            std::future::ready(change)
+            std::future::ready(Ok(change))
         };
-        self.devices.modify(&device.device, write).await.map(|_| ())
+        Ok(self.devices.modify(&device.device, write).await?.0)
     }
 
     /// Revokes device `key` of `account` with a CAS on the account that
@@ -165,6 +187,8 @@ impl Store {
             std::future::ready(revoke_in(current, key, by, &rule))
         };
         let ((device, changed), _) = self.users.modify(account, revoke).await?;
+        // The account's copy is the authority; a record that names another
+        // account is left alone.
         self.write_device_record(&device).await?;
         Ok((device, changed))
     }
