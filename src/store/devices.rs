@@ -15,7 +15,7 @@
 use super::cas::Change;
 use super::{KvError, Store};
 use unibus_proto::error::Error;
-use unibus_proto::model::{Device, DeviceStatus, MAX_DEVICES_PER_ACCOUNT, User, fmt_time, now};
+use unibus_proto::model::{Device, DeviceStatus, MAX_DEVICES_EVER, MAX_DEVICES_PER_ACCOUNT, User, fmt_time, now};
 
 impl Store {
     /// A device record (leader read).
@@ -97,6 +97,15 @@ impl Store {
     {
         if new.device != new.account && self.get_user(&new.device).await?.is_some() {
             return Err(Error::UserExists);
+        }
+        // Judged once before anything is written, so that a refused add
+        // (the cap, a rule) changes nothing in KV; judged again in the CAS.
+        let current = self.get_user(&new.account).await?.map(|(u, _)| u);
+        if let Err(e) = list_device(current, &new, &rule) {
+            // A record an earlier, cut-off add of this key left behind is
+            // freed (reads only when there is none).
+            self.release_unlisted(&new).await?;
+            return Err(e);
         }
         self.claim_device_key(&new).await?;
         let list = |current: Option<User>| {
@@ -260,6 +269,9 @@ where
     rule(&user)?;
     if user.active_devices().count() >= MAX_DEVICES_PER_ACCOUNT {
         return Err(Error::LimitReached(format!("an account has at most {MAX_DEVICES_PER_ACCOUNT} active devices")));
+    }
+    if user.device_seq >= MAX_DEVICES_EVER {
+        return Err(Error::LimitReached(format!("an account adds at most {MAX_DEVICES_EVER} devices in all")));
     }
     let mut device = new.clone();
     user.device_seq += 1;

@@ -304,6 +304,18 @@ async fn killed_mid_add_storm_leaves_no_half_added_device() {
     let _ = unibusd.wait().await;
     drop(storm);
 
+    // Right after the kill: records whose add was cut before the listing.
+    let mut cut = 0;
+    for (a, bundle) in &jobs {
+        let (user, _) = store.get_user(&accounts[*a].0.sign_pub_hex()).await.unwrap().unwrap();
+        let record = store.get_device(&bundle.device).await.unwrap();
+        cut += usize::from(record.is_some() && user.device(&bundle.device).is_none());
+    }
+    println!(
+        "add storm: {acknowledged} of 100 adds acknowledged before SIGKILL, {cut} cut between claim and listing"
+    );
+    assert!(cut > 0, "the kill cut no add between its claim and its listing");
+
     let _unibusd = stack.spawn_unibusd().await;
     for (a, bundle) in &jobs {
         let c = Client::connect(&stack.url, &accounts[*a].0).await.unwrap();
@@ -501,4 +513,31 @@ async fn an_orphaned_device_record_is_taken_over() {
     assert_eq!(device.whoami().await.unwrap().sign_pub, bob_id.sign_pub_hex());
     let (record, _) = stack.store().get_device(&key.sign_pub_hex()).await.unwrap().unwrap();
     assert_eq!(record.account, bob_id.sign_pub_hex());
+}
+
+/// Revoked devices keep their records for good, so an account may add at
+/// most `MAX_DEVICES_EVER` devices in all: an add-and-revoke loop cannot
+/// grow the store without bound. The refused add changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_account_adds_a_bounded_number_of_devices_in_all() {
+    use unibus_proto::model::MAX_DEVICES_EVER;
+    let stack = Stack::start(true).await;
+    let (_a, admin) = stack.admin().await;
+    let (phone_id, phone) = member(&stack, &admin, "alice").await;
+    let alice = phone_id.sign_pub_hex();
+    // As if the account had added and revoked devices all its life.
+    let js = stack.jetstream().await;
+    let kv = js.get_key_value(unibus_proto::subjects::BUCKET_USERS).await.unwrap();
+    let entry = kv.entry(&alice).await.unwrap().unwrap();
+    let mut record: serde_json::Value = serde_json::from_slice(&entry.value).unwrap();
+    record["device_seq"] = (MAX_DEVICES_EVER - 1).into();
+    kv.update(&alice, record.to_string().into(), entry.revision).await.unwrap();
+
+    let (_, last) = new_device(&alice, "last");
+    assert_eq!(phone.add_device(&last).await.unwrap().seq, MAX_DEVICES_EVER);
+    let before = stack.kv_fingerprint().await;
+    let (extra_id, extra) = new_device(&alice, "one too many");
+    assert_eq!(code(phone.add_device(&extra).await), "limit_reached");
+    assert_eq!(stack.kv_fingerprint().await, before, "the refusal changed KV");
+    assert!(stack.store().get_device(&extra_id.sign_pub_hex()).await.unwrap().is_none(), "record freed");
 }

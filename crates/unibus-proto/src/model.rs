@@ -266,6 +266,10 @@ impl User {
 
 /// Most active devices per account (docs/protocol.md section 8).
 pub const MAX_DEVICES_PER_ACCOUNT: usize = 8;
+/// Most devices an account may ever add (its highest `seq`): revoked
+/// devices keep their records for good, so add-and-revoke loops must not
+/// grow the store without bound.
+pub const MAX_DEVICES_EVER: u32 = 1024;
 /// Revoked devices an account record keeps listing; older ones are
 /// still in `UNIBUS_devices`.
 pub const REVOKED_DEVICES_KEPT: usize = 32;
