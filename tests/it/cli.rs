@@ -10,6 +10,13 @@ use crate::harness::Stack;
 /// Runs the `unibus` binary with `--json` against `url` as `identity`:
 /// exit code, the last stdout line as JSON, stderr.
 pub fn cli(url: &str, identity: &Path, args: &[&str]) -> (i32, serde_json::Value, String) {
+    let (code, stdout, stderr) = cli_output(url, identity, args);
+    let value = stdout.lines().last().and_then(|l| serde_json::from_str(l).ok()).unwrap_or_default();
+    (code, value, stderr)
+}
+
+/// Runs the `unibus` binary with `--json`: exit code, stdout, stderr.
+pub fn cli_output(url: &str, identity: &Path, args: &[&str]) -> (i32, String, String) {
     let out = std::process::Command::new(crate::harness::unibus_cli())
         .args(["--json", "--url", url, "--identity"])
         .arg(identity)
@@ -17,9 +24,8 @@ pub fn cli(url: &str, identity: &Path, args: &[&str]) -> (i32, serde_json::Value
         .env_remove("UNIBUS_URL")
         .output()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    let value = stdout.lines().last().and_then(|l| serde_json::from_str(l).ok()).unwrap_or_default();
-    (out.status.code().unwrap_or(-1), value, String::from_utf8_lossy(&out.stderr).to_string())
+    let text = |b: &[u8]| String::from_utf8_lossy(b).to_string();
+    (out.status.code().unwrap_or(-1), text(&out.stdout), text(&out.stderr))
 }
 
 fn ok(url: &str, identity: &Path, args: &[&str]) -> serde_json::Value {

@@ -235,15 +235,8 @@ async fn verify_refuses_a_swapped_key_and_flags_an_unbound_one() {
 
 /// Every JSON line a command printed, and its exit code.
 fn all_lines(url: &str, identity: &Path, args: &[&str]) -> (i32, Vec<serde_json::Value>) {
-    let out = std::process::Command::new(crate::harness::unibus_cli())
-        .args(["--json", "--url", url, "--identity"])
-        .arg(identity)
-        .args(args)
-        .env_remove("UNIBUS_URL")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    (out.status.code().unwrap_or(-1), stdout.lines().filter_map(|l| serde_json::from_str(l).ok()).collect())
+    let (code, stdout, _) = crate::cli::cli_output(url, identity, args);
+    (code, stdout.lines().filter_map(|l| serde_json::from_str(l).ok()).collect())
 }
 
 /// The contact device changes a `send` printed.
