@@ -21,9 +21,15 @@ pub async fn run(url: &str, running: &Running, one_device_seed: [u8; 32], n: usi
     let mut third = [0u8; 32];
     for seed in [44u8, 45] {
         let dev = Identity::from_seed([seed; 32]);
-        let mut d =
-            Device::first(&dev.sign_pub_hex(), &dev.kex_pub_hex(), Some(dev.bind(&account_key).to_string()));
-        (d.account, d.via, d.added_by) = (account_key.clone(), Via::Device, account_key.clone());
+        let sig = Some(dev.bind(&account_key).to_string());
+        let d = Device::joining(
+            &account_key,
+            &dev.sign_pub_hex(),
+            &dev.kex_pub_hex(),
+            sig,
+            Via::Device,
+            &account_key,
+        );
         running.store.add_device(d, |_| Ok(())).await.unwrap();
         third = [seed; 32];
     }

@@ -156,13 +156,20 @@ impl Store {
         if let Some(listed) = user.as_ref().and_then(|u| u.device(&new.device)) {
             return self.write_device_record(listed).await.map(|_| ());
         }
-        match self.get_device(&new.device).await? {
-            Some((held, rev)) if held.account == new.account => match self.devices.delete(&new.device, rev).await {
-                Ok(()) | Err(KvError::Conflict) => Ok(()),
-                Err(e) => Err(e.into()),
-            },
-            _ => Ok(()),
-        }
+        self.drop_device_record(&new.device, &new.account).await
+    }
+
+    /// Deletes the device record of `key` (CAS at the revision read) while
+    /// it names `account`; a record of another account is left alone.
+    async fn drop_device_record(&self, key: &str, account: &str) -> Result<(), Error> {
+        let drop = |current: Option<Device>| {
+            let change = match current {
+                Some(d) if d.account == account => Change::Delete(()),
+                _ => Change::Keep(()),
+            };
+            std::future::ready(Ok(change))
+        };
+        self.devices.modify(key, drop).await.map(|_| ())
     }
 
     /// Makes the `UNIBUS_devices` record of `device` equal to the account's
@@ -235,14 +242,7 @@ impl Store {
         let mut keys: Vec<&str> = user.devices.iter().map(|d| d.device.as_str()).collect();
         keys.push(user.sign_pub.as_str());
         for key in keys {
-            let drop = |current: Option<Device>| {
-                let change = match current {
-                    Some(d) if d.account == user.sign_pub => Change::Delete(()),
-                    _ => Change::Keep(()),
-                };
-                std::future::ready(Ok(change))
-            };
-            self.devices.modify(key, drop).await?;
+            self.drop_device_record(key, &user.sign_pub).await?;
         }
         Ok(())
     }

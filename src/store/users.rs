@@ -82,11 +82,9 @@ impl Store {
         if let Some(account) = self.devices_ix.read(|ix| ix.account_of(key)) {
             let (users_at, rooms_at) =
                 tokio::try_join!(self.users_ix.leader_point(limit), self.rooms_ix.leader_point(limit))?;
-            let standing =
-                self.users_ix.read_from(users_at, deadline, |ix| standing_in(ix, &account, key)).await??;
-            if matches!(standing, Standing::Active { .. }) {
-                let rooms = self.rooms_ix.read_from(rooms_at, deadline, |ix| ix.member_of(&account)).await?;
-                return Ok((standing, rooms));
+            let judged = self.judge_at(&account, key, users_at, rooms_at, deadline).await?;
+            if matches!(judged.0, Standing::Active { .. }) {
+                return Ok(judged);
             }
         }
         let (devices_at, users_at, rooms_at) = tokio::try_join!(
@@ -105,11 +103,22 @@ impl Store {
             })
             .await??;
         let account = mapped.unwrap_or_else(|| key.to_string());
-        let standing = self.users_ix.read_from(users_at, deadline, |ix| standing_in(ix, &account, key)).await??;
+        self.judge_at(&account, key, users_at, rooms_at, deadline).await
+    }
+
+    /// `key`'s standing in `account`, and the account's rooms when it is
+    /// active, from the users and rooms indexes at the leader points given.
+    async fn judge_at(
+        &self,
+        account: &str,
+        key: &str,
+        users_at: u64,
+        rooms_at: u64,
+        deadline: tokio::time::Instant,
+    ) -> Result<(Standing, Vec<String>), Error> {
+        let standing = self.users_ix.read_from(users_at, deadline, |ix| standing_in(ix, account, key)).await??;
         let rooms = match &standing {
-            Standing::Active { account, .. } => {
-                self.rooms_ix.read_from(rooms_at, deadline, |ix| ix.member_of(account)).await?
-            }
+            Standing::Active { .. } => self.rooms_ix.read_from(rooms_at, deadline, |ix| ix.member_of(account)).await?,
             _ => Vec::new(),
         };
         Ok((standing, rooms))

@@ -81,20 +81,11 @@ fn side(account: &str, who: &str, keys: &[Keys<'_>]) -> Result<Side, CliError> {
 }
 
 fn own_side(user: &User) -> Result<Side, CliError> {
-    let keys: Vec<Keys<'_>> = user
-        .active_devices()
-        .map(|d| Keys {
-            device: &d.device,
-            kex_pub: &d.kex_pub,
-            kex_sig: d.kex_sig.as_deref(),
-            seq: d.seq,
-            via: d.via,
-        })
-        .collect();
-    side(&user.sign_pub, "you", &keys)
+    // Its public part: the active devices, as a lookup shows them.
+    their_side(&PublicUser::from(user.clone()), "you")
 }
 
-fn their_side(user: &PublicUser) -> Result<Side, CliError> {
+fn their_side(user: &PublicUser, label: &str) -> Result<Side, CliError> {
     let keys: Vec<Keys<'_>> = user
         .devices
         .iter()
@@ -106,7 +97,7 @@ fn their_side(user: &PublicUser) -> Result<Side, CliError> {
             via: d.via,
         })
         .collect();
-    side(&user.sign_pub, &clean(&user.name), &keys)
+    side(&user.sign_pub, label, &keys)
 }
 
 /// Looks up both accounts, checks their bindings and prints the safety
@@ -128,7 +119,7 @@ pub async fn verify(url: &str, identity: &Path, account: &str, out: &Out) -> Res
             them.sign_pub
         )));
     }
-    let (mine, theirs) = (own_side(&me.user)?, their_side(&them)?);
+    let (mine, theirs) = (own_side(&me.user)?, their_side(&them, &clean(&them.name))?);
     let number = SafetyNumber::new(&mine.fingerprint, &theirs.fingerprint);
     let warnings: Vec<&String> = theirs.warnings.iter().chain(&mine.warnings).collect();
     let v = serde_json::json!({

@@ -329,18 +329,31 @@ impl Device {
     /// The first device of a new account `key` (its own account), added
     /// now by the invite.
     pub fn first(key: &str, kex_pub: &str, kex_sig: Option<String>) -> Device {
+        Device { seq: 1, ..Device::joining(key, key, kex_pub, kex_sig, Via::Invite, VIA_INVITE) }
+    }
+
+    /// A new active device `key` of `account`, added now by `added_by`
+    /// (`seq` 0: the account's CAS gives it its number).
+    pub fn joining(
+        account: &str,
+        key: &str,
+        kex_pub: &str,
+        kex_sig: Option<String>,
+        via: Via,
+        added_by: &str,
+    ) -> Device {
         Device {
             v: SCHEMA_VERSION,
             device: key.to_string(),
-            account: key.to_string(),
-            seq: 1,
+            account: account.to_string(),
+            seq: 0,
             kex_pub: kex_pub.to_string(),
             kex_sig,
             name: default_name(key),
             status: DeviceStatus::Active,
             added_at: fmt_time(now()),
-            added_by: VIA_INVITE.to_string(),
-            via: Via::Invite,
+            added_by: added_by.to_string(),
+            via,
             revoked_at: None,
             revoked_by: None,
         }

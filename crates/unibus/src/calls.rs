@@ -35,6 +35,16 @@ fn member(room: &str, sign_pub: &str) -> Result<MemberRequest, ClientError> {
     Ok(MemberRequest { id: arg(RoomId::parse(room))?, sign_pub: arg(SignPub::parse(sign_pub))? })
 }
 
+/// A bundle's device fields, checked as the service checks them.
+fn device_request(bundle: &Bundle) -> Result<DeviceAddRequest, ClientError> {
+    Ok(DeviceAddRequest {
+        device: arg(SignPub::parse_field("device", &bundle.device))?,
+        kex_pub: arg(KexPub::parse(&bundle.kex_pub))?,
+        kex_sig: arg(KexSig::parse(&bundle.kex_sig))?,
+        name: bundle.name.clone(),
+    })
+}
+
 impl Client {
     /// Calls endpoint `E` of the table with a typed request.
     ///
@@ -85,13 +95,7 @@ impl Client {
     /// verify), `user_exists` (the key is a device or account already),
     /// `limit_reached` (8 active devices), `forbidden`.
     pub async fn add_device(&self, bundle: &Bundle) -> Result<Device, ClientError> {
-        let req = DeviceAddRequest {
-            device: arg(SignPub::parse_field("device", &bundle.device))?,
-            kex_pub: arg(KexPub::parse(&bundle.kex_pub))?,
-            kex_sig: arg(KexSig::parse(&bundle.kex_sig))?,
-            name: bundle.name.clone(),
-        };
-        Ok(self.request::<ep::DeviceAdd>(&req).await?.device)
+        Ok(self.request::<ep::DeviceAdd>(&device_request(bundle)?).await?.device)
     }
 
     /// This account's devices, every status, oldest first.
@@ -122,13 +126,9 @@ impl Client {
     /// `not_found` (no such account), `forbidden` (not admin, or the account
     /// still has an active device), `user_exists`, `limit_reached`.
     pub async fn admin_add_device(&self, bundle: &Bundle) -> Result<Device, ClientError> {
-        let req = AdminDeviceAddRequest {
-            account: arg(SignPub::parse_field("account", &bundle.account))?,
-            device: arg(SignPub::parse_field("device", &bundle.device))?,
-            kex_pub: arg(KexPub::parse(&bundle.kex_pub))?,
-            kex_sig: arg(KexSig::parse(&bundle.kex_sig))?,
-            name: bundle.name.clone(),
-        };
+        let DeviceAddRequest { device, kex_pub, kex_sig, name } = device_request(bundle)?;
+        let account = arg(SignPub::parse_field("account", &bundle.account))?;
+        let req = AdminDeviceAddRequest { account, device, kex_pub, kex_sig, name };
         Ok(self.request::<ep::AdminDeviceAdd>(&req).await?.device)
     }
 

@@ -7,9 +7,7 @@ use super::{Caller, Ctx, Outcome, active_admin, active_user};
 use unibus_proto::binding::verify_binding;
 use unibus_proto::error::Error;
 use unibus_proto::ids::{KexPub, SignPub};
-use unibus_proto::model::{
-    Device, DeviceStatus, Role, SCHEMA_VERSION, User, UserStatus, Via, default_name, fmt_time, now,
-};
+use unibus_proto::model::{Device, Role, User, UserStatus, Via};
 use unibus_proto::wire::{
     AdminDeviceAddRequest, DeviceAddRequest, DeviceListReply, DeviceReply, DeviceRevokeReply, DeviceRevokeRequest,
     Empty, validate_name,
@@ -18,21 +16,8 @@ use unibus_proto::KexSig;
 
 /// A new device record for `account`, before the store gives it a `seq`.
 fn new_device(account: &SignPub, key: &SignPub, kex_pub: KexPub, kex_sig: KexSig, name: Option<String>, by: &SignPub, via: Via) -> Device {
-    Device {
-        v: SCHEMA_VERSION,
-        device: key.to_string(),
-        account: account.to_string(),
-        seq: 0,
-        kex_pub: kex_pub.into(),
-        kex_sig: Some(kex_sig.into()),
-        name: name.unwrap_or_else(|| default_name(key)),
-        status: DeviceStatus::Active,
-        added_at: fmt_time(now()),
-        added_by: by.to_string(),
-        via,
-        revoked_at: None,
-        revoked_by: None,
-    }
+    let device = Device::joining(account, key, &kex_pub, Some(kex_sig.into()), via, by);
+    Device { name: name.unwrap_or(device.name), ..device }
 }
 
 /// `unibus.device.add`: an active device of the caller's account adds the
