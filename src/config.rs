@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::stream::StorageType;
 
-use crate::limits::GuestLimits;
+use crate::limits::{CallerLimits, GuestLimits};
 use crate::secrets::{Secrets, SecretsError, read_env_file};
 use crate::store::StoreConfig;
 
@@ -53,11 +53,25 @@ pub struct DaemonArgs {
     #[arg(long, env = "UNIBUS_REGISTER_BURST", default_value_t = 4000)]
     pub register_burst: u32,
     /// `unibus.register` requests handled at once (1..=65536).
-    #[arg(long, env = "UNIBUS_REGISTER_IN_FLIGHT", default_value_t = 512)]
+    #[arg(long, env = "UNIBUS_REGISTER_IN_FLIGHT", default_value_t = 64)]
     pub register_in_flight: usize,
     /// Keys the per-key register limit tracks at most (1024..=10000000).
     #[arg(long, env = "UNIBUS_REGISTER_TRACKED_KEYS", default_value_t = 65_536)]
     pub register_tracked_keys: usize,
+    /// Cost units one device may spend per second on the control plane
+    /// (a read costs 1, a write 4, a write that sweeps 20; 1..=1000000).
+    #[arg(long, env = "UNIBUS_DEVICE_RATE", default_value_t = 100)]
+    pub device_rate: u32,
+    /// Cost units one device may spend at once (20..=1000000).
+    #[arg(long, env = "UNIBUS_DEVICE_BURST", default_value_t = 200)]
+    pub device_burst: u32,
+    /// Control-plane requests of one device handled at once (1..=1024).
+    #[arg(long, env = "UNIBUS_DEVICE_IN_FLIGHT", default_value_t = 8)]
+    pub device_in_flight: u32,
+    /// Control-plane requests handled at once, guests' registrations
+    /// aside (1..=65536).
+    #[arg(long, env = "UNIBUS_CONTROL_IN_FLIGHT", default_value_t = 128)]
+    pub control_in_flight: usize,
 }
 
 /// Why settings were refused; names the setting.
@@ -83,6 +97,9 @@ pub struct Settings {
     pub store: StoreConfig,
     /// Limits on `unibus.register` (guest floods).
     pub guest: GuestLimits,
+    /// Per-device budgets and the control plane's cap on requests in
+    /// flight.
+    pub callers: CallerLimits,
     /// User JWT lifetime.
     pub user_jwt_ttl: Duration,
 }
@@ -139,24 +156,24 @@ impl DaemonArgs {
                 timeout: Duration::from_millis(self.store_timeout_ms),
             },
             guest: self.guest_limits()?,
+            callers: self.caller_limits()?,
             user_jwt_ttl: Duration::from_secs(self.user_jwt_ttl_secs),
+        })
+    }
+
+    /// The per-device control-plane budgets.
+    fn caller_limits(&self) -> Result<CallerLimits, ConfigError> {
+        Ok(CallerLimits {
+            rate: check("UNIBUS_DEVICE_RATE", self.device_rate, 1, 1_000_000, "1..=1000000")?,
+            burst: check("UNIBUS_DEVICE_BURST", self.device_burst, 20, 1_000_000, "20..=1000000")?,
+            per_caller_in_flight: check("UNIBUS_DEVICE_IN_FLIGHT", self.device_in_flight, 1, 1024, "1..=1024")?,
+            max_in_flight: check("UNIBUS_CONTROL_IN_FLIGHT", self.control_in_flight, 1, 65_536, "1..=65536")?,
+            ..CallerLimits::default()
         })
     }
 
     /// The `unibus.register` flood limits.
     fn guest_limits(&self) -> Result<GuestLimits, ConfigError> {
-        fn check<T: PartialOrd + Copy>(
-            name: &'static str,
-            v: T,
-            lo: T,
-            hi: T,
-            range: &str,
-        ) -> Result<T, ConfigError> {
-            if v < lo || v > hi {
-                return Err(ConfigError::Invalid(name, format!("must be {range}")));
-            }
-            Ok(v)
-        }
         Ok(GuestLimits {
             per_key_burst: check("UNIBUS_REGISTER_KEY_BURST", self.register_key_burst, 1, 1000, "1..=1000")?,
             per_key_interval: Duration::from_millis(check(
@@ -184,4 +201,12 @@ impl DaemonArgs {
             )?,
         })
     }
+}
+
+/// `v` if it lies in `lo..=hi`, else an error naming the setting and `range`.
+fn check<T: PartialOrd + Copy>(name: &'static str, v: T, lo: T, hi: T, range: &str) -> Result<T, ConfigError> {
+    if v < lo || v > hi {
+        return Err(ConfigError::Invalid(name, format!("must be {range}")));
+    }
+    Ok(v)
 }

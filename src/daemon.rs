@@ -3,11 +3,13 @@
 //! plane until stopped.
 //!
 //! Each role has its own NATS connection, so that bytes a client shapes
-//! never reach the connection that admits everyone: `unibusd-callout`
-//! receives only the servers' callout requests, `unibusd-control` the
+//! never reach the connection that admits everyone, and no control-plane
+//! load queues ahead of an admission: `unibusd-callout` receives only the
+//! servers' callout requests, `unibusd-index` carries the index watches
+//! and leader probes that admissions read, `unibusd-control` the
 //! control-plane requests (client-shaped headers and bodies),
-//! `unibusd-store` the KV reads and watches, `unibusd-sys` CONNZ and KICK
-//! answers. A watchdog checks every connection's task each second; if one
+//! `unibusd-store` the control plane's KV reads and writes, `unibusd-sys`
+//! CONNZ and KICK answers. A watchdog checks every connection's task each second; if one
 //! is gone for good, serving stops and the binary exits non-zero, so a
 //! supervisor restarts it instead of it staying up unable to admit anyone.
 
@@ -20,7 +22,8 @@ use crate::callout::sealing::Sealer;
 use crate::callout::{self, Callout};
 use crate::config::Settings;
 use crate::kick::Kicker;
-use crate::limits::Limiter;
+use crate::limits::{Gate, Limiter};
+use crate::metrics::LogEvery;
 use crate::service::cursor::Cursors;
 use crate::service::{self, Ctx};
 use crate::store::Store;
@@ -39,6 +42,9 @@ pub enum StartError {
     Xkey(String),
 }
 
+/// At most one `store unavailable` line per this period (with a count).
+const UNAVAILABLE_LOG_EVERY: Duration = Duration::from_secs(10);
+
 /// How often the watchdog checks that every connection's task is alive.
 const WATCHDOG_PERIOD: Duration = Duration::from_secs(1);
 
@@ -51,6 +57,7 @@ pub struct Running {
     /// The callout responder (its latency histogram, for benchmarks).
     pub callout: Arc<Callout>,
     service_seed: String,
+    ctx: Arc<Ctx>,
 }
 
 impl Running {
@@ -63,8 +70,13 @@ impl Running {
         }
     }
 
+    /// The control plane's state: its limits (for tests and benchmarks).
+    pub fn control(&self) -> &Ctx {
+        &self.ctx
+    }
+
     /// unibusd's NATS connections by role (`callout`, `control`, `store`,
-    /// `sys`), for their statistics (reconnects, dropped malformed
+    /// `index`, `sys`), for their statistics (reconnects, dropped malformed
     /// messages) in tests and benchmarks.
     pub fn connections(&self) -> &[(&'static str, async_nats::Client)] {
         &self.connections
@@ -87,9 +99,25 @@ impl Running {
 /// # Errors
 /// [`StartError::Connect`] when the options are unusable.
 pub async fn connect_service(settings: &Settings, name: &str) -> Result<async_nats::Client, StartError> {
+    connect_service_with(settings, name, SUBSCRIPTION_CAPACITY).await
+}
+
+/// Messages a subscription of unibusd's connections holds before more are
+/// dropped (async-nats' default is 65,536): the control plane's intake
+/// reads its subscriptions as fast as they fill, and a backlog of client
+/// bodies (up to the server's max_payload each) must stay small.
+const SUBSCRIPTION_CAPACITY: usize = 1024;
+
+/// [`connect_service`] with `capacity` messages per subscription.
+async fn connect_service_with(
+    settings: &Settings,
+    name: &str,
+    capacity: usize,
+) -> Result<async_nats::Client, StartError> {
     let seed = settings.secrets.service.seed().map_err(|e| StartError::Connect(e.to_string()))?;
     async_nats::ConnectOptions::with_nkey(seed)
         .name(name)
+        .subscription_capacity(capacity)
         .retry_on_initial_connect()
         .max_reconnects(None)
         .connect(settings.nats_urls.clone())
@@ -118,11 +146,12 @@ fn secrets_seed(settings: &Settings) -> String {
     settings.secrets.issuer.seed().unwrap_or_default()
 }
 
-/// Opens the store, retrying with backoff while JetStream cannot answer.
-pub async fn open_store(client: &async_nats::Client, settings: &Settings) -> Store {
+/// Opens the store (its indexes on `index`), retrying with backoff while
+/// JetStream cannot answer.
+pub async fn open_store(client: &async_nats::Client, index: &async_nats::Client, settings: &Settings) -> Store {
     let mut delay = Duration::from_millis(100);
     loop {
-        match Store::open(client.clone(), &settings.store).await {
+        match Store::open_split(client.clone(), index.clone(), &settings.store).await {
             Ok(store) => return store,
             Err(e) => {
                 warn!(error = %e, retry_in = ?delay, "store not ready");
@@ -139,7 +168,8 @@ pub async fn open_store(client: &async_nats::Client, settings: &Settings) -> Sto
 /// [`StartError`] when connecting or subscribing fails.
 pub async fn start(settings: &Settings) -> Result<Running, StartError> {
     let store_client = connect_service(settings, "unibusd-store").await?;
-    let store = open_store(&store_client, settings).await;
+    let index_client = connect_service(settings, "unibusd-index").await?;
+    let store = open_store(&store_client, &index_client, settings).await;
     let secrets = settings.secrets.clone();
     let xkey = match settings.xkey {
         true => Some(Sealer::new(&secrets.xkey).map_err(|e| StartError::Xkey(e.to_string()))?),
@@ -162,15 +192,20 @@ pub async fn start(settings: &Settings) -> Result<Running, StartError> {
         kicker: Kicker::new(sys.clone()),
         cursors: Cursors::new(secrets_seed(settings).as_bytes()),
         guests: Limiter::new(settings.guest.clone()),
+        gate: Gate::new(settings.callers.clone()),
+        dropped: Default::default(),
         notices: service::Notices::new(control_client.clone()),
+        unavailable_log: LogEvery::new(UNAVAILABLE_LOG_EVERY),
     };
-    let control = service::start(control_client.clone(), Arc::new(ctx))
+    let ctx = Arc::new(ctx);
+    let control = service::start(control_client.clone(), ctx.clone())
         .await
         .map_err(|e| StartError::Subscribe(e.to_string()))?;
     let connections = vec![
         ("callout", callout_client.clone()),
         ("control", control_client.clone()),
         ("store", store_client),
+        ("index", index_client),
         ("sys", sys),
     ];
     let mut tasks = tokio::task::JoinSet::new();
@@ -183,7 +218,7 @@ pub async fn start(settings: &Settings) -> Result<Running, StartError> {
     }
     info!(xkey = settings.xkey, "unibusd ready");
     let service_seed = settings.secrets.service.seed().unwrap_or_default();
-    Ok(Running { tasks, connections, store, callout, service_seed })
+    Ok(Running { tasks, connections, store, callout, service_seed, ctx })
 }
 
 /// Returns once a connection's task is gone for good: its command channel

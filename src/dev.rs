@@ -90,6 +90,7 @@ impl LocalStack {
             xkey: true,
             store: StoreConfig::default(),
             guest: Default::default(),
+            callers: Default::default(),
             user_jwt_ttl: std::time::Duration::from_secs(3600),
         };
         let running = daemon::start(&settings).await?;

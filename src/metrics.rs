@@ -77,3 +77,53 @@ mod tests {
         assert_eq!(h.count(), 0);
     }
 }
+
+/// Lets a log line through at most once per period, counting the events
+/// held back in between: a flood of one failure costs a line per period,
+/// not a line per event.
+pub struct LogEvery {
+    every: std::time::Duration,
+    state: std::sync::Mutex<(u64, Option<std::time::Instant>)>,
+}
+
+impl LogEvery {
+    /// At most one line per `every`.
+    pub fn new(every: std::time::Duration) -> LogEvery {
+        LogEvery { every, state: std::sync::Mutex::new((0, None)) }
+    }
+
+    /// Counts one event; `Some(n)` (the events since the last line,
+    /// this one included) when a line is due.
+    pub fn note(&self) -> Option<u64> {
+        self.note_at(std::time::Instant::now())
+    }
+
+    fn note_at(&self, now: std::time::Instant) -> Option<u64> {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        st.0 += 1;
+        if st.1.is_some_and(|last| now.saturating_duration_since(last) < self.every) {
+            return None;
+        }
+        let n = st.0;
+        *st = (0, Some(now));
+        Some(n)
+    }
+}
+
+#[cfg(test)]
+mod log_every_tests {
+    use super::LogEvery;
+    use std::time::{Duration, Instant};
+
+    /// The first event logs, then one line per period with the count.
+    #[test]
+    fn first_then_once_per_period() {
+        let l = LogEvery::new(Duration::from_secs(10));
+        let t0 = Instant::now();
+        assert_eq!(l.note_at(t0), Some(1));
+        for i in 1..50u64 {
+            assert_eq!(l.note_at(t0 + Duration::from_millis(i * 100)), None);
+        }
+        assert_eq!(l.note_at(t0 + Duration::from_secs(10)), Some(50));
+    }
+}

@@ -41,6 +41,7 @@ fn settings(url: &str, secrets: &Secrets) -> Settings {
         xkey: true,
         store: StoreConfig::default(),
         guest: Default::default(),
+        callers: Default::default(),
         user_jwt_ttl: Duration::from_secs(3600),
     }
 }

@@ -118,7 +118,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let client = daemon::connect_service(&settings, "unibusd-bootstrap").await?;
             let store = tokio::time::timeout(
                 std::time::Duration::from_secs(30),
-                daemon::open_store(&client, &settings),
+                daemon::open_store(&client, &client, &settings),
             )
             .await
             .context("store did not answer within 30 s")?;

@@ -135,13 +135,14 @@ pub struct UserClaims {
 }
 
 impl UserClaims {
-    /// A user JWT's claims for `name` with `perms`, issued now by `iss` for
-    /// the server's one-time `user_nkey`, valid `ttl_secs`, in account APP.
+    /// A user JWT's claims for `name` with `perms` and `limits`, issued
+    /// now by `iss` for the server's one-time `user_nkey`, valid
+    /// `ttl_secs`, in account APP.
     pub fn new(
         iss: String,
         user_nkey: String,
         name: String,
-        perms: Permissions,
+        (perms, limits): (Permissions, Limits),
         now: i64,
         ttl_secs: i64,
     ) -> UserClaims {
@@ -157,9 +158,9 @@ impl UserClaims {
                 version: 2,
                 publish: Allow { allow: perms.publish },
                 subscribe: Allow { allow: perms.subscribe },
-                subs: -1,
-                data: -1,
-                payload: -1,
+                subs: limits.subs,
+                data: limits.data,
+                payload: limits.payload,
             },
         }
     }
@@ -179,12 +180,52 @@ pub struct UserNats {
     /// Subscribe permissions.
     #[serde(rename = "sub")]
     pub subscribe: Allow,
-    /// Unlimited (server-wide limits apply).
+    /// Subscriptions at once ([`Limits::subs`]).
     pub subs: i64,
-    /// Unlimited.
+    /// Bytes ([`Limits::data`]).
     pub data: i64,
-    /// Unlimited.
+    /// Largest message ([`Limits::payload`]).
     pub payload: i64,
+}
+
+/// The JWT limits a standing is given (`-1`: no limit of its own; the
+/// server's `max_payload` and the APP account's `limits` apply).
+///
+/// nats-server 2.15 does not enforce these for users admitted through the
+/// auth callout: it applies a user JWT's limits only from the JWT a client
+/// presented itself, which the callout path clears before the account's
+/// limits are applied (server/auth_callout.go, `processReply`). They are
+/// set anyway, so that they take effect wherever a server honours them;
+/// what unibusd relies on is its own: the control plane refuses a body over
+/// [`crate::limits::MAX_REQUEST_BYTES`] before parsing it, budgets every
+/// caller ([`crate::limits`]), and nats.conf caps subscriptions per APP
+/// connection (docs/production.md, "What nats-server cannot prevent").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Subscriptions at once.
+    pub subs: i64,
+    /// Bytes of data (not applied to client connections by nats-server).
+    pub data: i64,
+    /// Largest message.
+    pub payload: i64,
+}
+
+/// A guest's one request is a registration (a few hundred bytes); its
+/// subscriptions are its inbox and the request multiplexer's.
+pub const GUEST_LIMITS: Limits = Limits { subs: 8, data: 64 * 1024, payload: 8 * 1024 };
+
+/// A member's data plane carries room messages of up to the server's
+/// `max_payload` (1 MiB); its subscriptions are its inbox, its DM and
+/// notice subjects and up to 256 rooms, with room to spare. The same
+/// number is nats.conf's per-connection cap for account APP.
+pub const MEMBER_LIMITS: Limits = Limits { subs: 1024, data: -1, payload: -1 };
+
+/// The limits of a standing: `None` = guest.
+pub fn limits(role: Option<Role>) -> Limits {
+    match role {
+        None => GUEST_LIMITS,
+        Some(_) => MEMBER_LIMITS,
+    }
 }
 
 /// An allow list.

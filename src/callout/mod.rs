@@ -224,7 +224,7 @@ impl Callout {
             self.issuer.public_key(),
             req.nats.user_nkey.clone(),
             device.to_string(),
-            permissions(role, account, device, rooms),
+            (permissions(role, account, device, rooms), claims::limits(role)),
             unix_now(),
             self.user_jwt_ttl.as_secs() as i64,
         );

@@ -116,6 +116,9 @@ pub struct Kicker {
     sys: async_nats::Client,
     page: usize,
     servers: std::sync::Arc<tokio::sync::Mutex<servers::Cache>>,
+    /// Follow-up sweeps running, by their sorted connection names, each
+    /// with the newer sweep waiting to run after it ([`Kicker::settle`]).
+    settling: sweep::Settling,
 }
 
 impl Kicker {
@@ -127,7 +130,7 @@ impl Kicker {
     /// Wraps a system-account connection, asking CONNZ for `page`
     /// connections at a time (at least 1).
     pub fn with_page_size(sys: async_nats::Client, page: usize) -> Kicker {
-        Kicker { sys, page: page.max(1), servers: Default::default() }
+        Kicker { sys, page: page.max(1), servers: Default::default(), settling: Default::default() }
     }
 
     /// The connection that made a request, from its `Nats-Request-Info`

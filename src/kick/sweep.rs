@@ -23,6 +23,8 @@
 //! server silent) is retried with backoff for up to [`RETRY_FOR`] after
 //! the write; the write itself always stands.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -67,7 +69,50 @@ impl Sweep {
     }
 }
 
+/// Follow-up sweeps running, by sorted connection names, each with the
+/// newer sweep for the same names that waits to run after it.
+pub(super) type Settling = Arc<Mutex<HashMap<Vec<String>, Option<Sweep>>>>;
+
 impl Kicker {
+    /// Runs the sweeps that follow `sweep` ([`Kicker::follow_up`]) in the
+    /// background. At most one follow-up runs per set of names, with at
+    /// most one more waiting: a newer sweep replaces a waiting older one,
+    /// since its first listing came after the newer write and so its
+    /// settling closes everything the older one's would. A flood of
+    /// writes to one key therefore keeps at most two follow-ups alive
+    /// (each runs for `auth_timeout` and more), not one per write.
+    pub fn settle(&self, sweep: Sweep) {
+        let mut key = sweep.users.clone();
+        key.sort();
+        {
+            let mut settling = self.settling.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(waiting) = settling.get_mut(&key) {
+                if waiting.as_ref().is_none_or(|w| w.written_at <= sweep.written_at) {
+                    *waiting = Some(sweep);
+                }
+                return;
+            }
+            settling.insert(key.clone(), None);
+        }
+        let kicker = self.clone();
+        tokio::spawn(async move {
+            let mut next = Some(sweep);
+            while let Some(sweep) = next {
+                kicker.follow_up(sweep).await;
+                let mut settling = kicker.settling.lock().unwrap_or_else(|p| p.into_inner());
+                next = settling.get_mut(&key).and_then(Option::take);
+                if next.is_none() {
+                    settling.remove(&key);
+                }
+            }
+        });
+    }
+
+    /// Follow-up sweeps running now (sets of names).
+    pub fn settling(&self) -> usize {
+        self.settling.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
     /// Starts the sweeps for the connections named `users` (an account's
     /// device keys) after a write that has just been acknowledged: the
     /// first search (before the reply). Never fails.

@@ -1,13 +1,16 @@
 //! The control plane as a NATS micro service named `unibus` (queue group
-//! `unibus`). One way in, one way out: a request is checked for a
-//! server-stamped caller identity, its body decoded strictly, handed to one
-//! handler that never sees NATS types, and the result encoded here, with
-//! errors mapped to wire codes in one place ([`reply_error`]). Connections a
-//! handler asks to close are kicked only after its reply was delivered,
-//! and the sweeps that follow (see [`crate::kick::sweep`]) run after it too.
+//! `unibus`). One way in, one way out: a request is judged by the intake
+//! ([`intake`]: server-stamped caller identity, size, the caller's budget;
+//! no I/O), then its body decoded strictly, handed to one handler that
+//! never sees NATS types, and the result encoded here, with errors mapped
+//! to wire codes in one place ([`reply_error`]). Connections a handler asks
+//! to close are kicked only after its reply was delivered, and the sweeps
+//! that follow (see [`crate::kick::sweep`]) run after it too, off the
+//! request's slot.
 
 pub mod cursor;
 mod handlers;
+pub mod intake;
 pub mod micro;
 mod notices;
 
@@ -18,7 +21,6 @@ use std::time::Instant;
 
 use async_nats::HeaderMap;
 use bytes::Bytes;
-use futures::StreamExt;
 use serde::Serialize;
 use tracing::{debug, error, info, warn};
 
@@ -41,10 +43,17 @@ pub struct Ctx {
     /// Signs list cursors.
     pub cursors: Cursors,
     /// Guest flood limits on `unibus.register`, checked before a request
-    /// may touch the store.
+    /// is decoded.
     pub guests: crate::limits::Limiter,
+    /// Per-caller budgets and the cap on requests in flight, checked
+    /// before a request is decoded.
+    pub gate: crate::limits::Gate,
+    /// Requests dropped without a reply (callers far past their limits).
+    pub dropped: intake::Dropped,
     /// Publishes notices to accounts.
     pub notices: Notices,
+    /// Rate-limits the log line for `unavailable` answers.
+    pub unavailable_log: crate::metrics::LogEvery,
 }
 
 /// The authenticated caller: the key the server stamped into
@@ -198,22 +207,27 @@ pub async fn start(
     }
     let discovery = micro.clone().discovery(client.clone()).await?;
     Ok(async move {
-        let serve = async {
-            let mut requests = futures::stream::select_all(subs);
-            while let Some(msg) = requests.next().await {
-                let (ctx, micro, client) = (ctx.clone(), micro.clone(), client.clone());
-                tokio::spawn(async move { answer(&ctx, &micro, &client, msg).await });
-            }
-        };
+        let serve = intake::serve(ctx, micro, client, futures::stream::select_all(subs));
         tokio::join!(serve, discovery);
     })
 }
 
-async fn answer(ctx: &Ctx, micro: &Micro, client: &async_nats::Client, msg: async_nats::Message) {
+/// Handles one admitted request and replies; the ticket's slots are freed
+/// once the reply is out and the connections to close at once are closed.
+/// The sweeps that follow run on without it.
+async fn answer(
+    ctx: &Ctx,
+    micro: &Micro,
+    client: &async_nats::Client,
+    msg: async_nats::Message,
+    caller: Caller,
+    ticket: crate::limits::Ticket,
+) {
     let started = Instant::now();
     let subject = msg.subject.to_string();
     let Some(reply_to) = msg.reply.clone() else { return };
-    let result = handlers::dispatch(ctx, &subject, msg.headers.as_ref(), &msg.payload).await;
+    let result = handlers::dispatch(ctx, &subject, caller, &msg.payload).await;
+    drop(msg);
     let (sent, sweep, origin) = match result {
         Ok(outcome) => {
             debug!(%subject, "request ok");
@@ -223,7 +237,11 @@ async fn answer(ctx: &Ctx, micro: &Micro, client: &async_nats::Client, msg: asyn
         Err(err) => {
             match &err {
                 Error::Internal(detail) => error!(%subject, %detail, "request failed"),
-                Error::Unavailable(detail) => warn!(%subject, %detail, "store unavailable"),
+                Error::Unavailable(detail) => {
+                    if let Some(n) = ctx.unavailable_log.note() {
+                        warn!(%subject, %detail, since_last = n, "store unavailable");
+                    }
+                }
                 // What a flooding client gets: not a log line per request
                 // (the micro-service STATS count them).
                 Error::LimitReached(_) | Error::Unauthenticated(_) => {
@@ -244,19 +262,20 @@ async fn answer(ctx: &Ctx, micro: &Micro, client: &async_nats::Client, msg: asyn
         warn!(%subject, error = %e, "cannot send reply");
     }
     if sweep.is_some() || origin.is_some() {
-        close_after_reply(ctx, client, &subject, sweep, origin).await;
+        close_after_reply(ctx, client, &subject, sweep, origin, ticket).await;
     }
 }
 
-/// After a reply: closes the connections a handler asked to close, then
-/// runs the sweeps that follow. This task answers nothing else, so
-/// sweeping on here delays no reply.
+/// After a reply: closes the connections a handler asked to close, frees
+/// the request's slots, then hands the sweeps that follow to the kicker
+/// ([`Kicker::settle`]), which runs them off every request's slot.
 async fn close_after_reply(
     ctx: &Ctx,
     client: &async_nats::Client,
     subject: &str,
     sweep: Option<Sweep>,
     origin: Option<(String, u64)>,
+    ticket: crate::limits::Ticket,
 ) {
     // Deliver the reply before closing its requester's connection.
     let _ = client.flush().await;
@@ -272,8 +291,9 @@ async fn close_after_reply(
     }
     let closed = ctx.kicker.kick(&kick).await;
     info!(%subject, targeted = kick.len(), closed, "connections closed");
+    drop(ticket);
     if let Some(sweep) = sweep {
-        ctx.kicker.follow_up(sweep).await;
+        ctx.kicker.settle(sweep);
     }
 }
 

@@ -21,7 +21,6 @@ mod memberships;
 mod rooms;
 mod users;
 
-
 pub use invites::NewUser;
 #[cfg(feature = "internals")]
 pub use memberships::Memberships;
@@ -200,12 +199,27 @@ pub struct Store {
 
 impl Store {
     /// Opens the buckets, creating them when missing, and starts following
-    /// users, invites and rooms.
+    /// users, devices, invites and rooms, all on one connection.
     ///
     /// # Errors
     /// `unavailable` when JetStream does not answer or a bucket exists with
     /// an incompatible configuration.
     pub async fn open(client: async_nats::Client, cfg: &StoreConfig) -> Result<Store, Error> {
+        Self::open_split(client.clone(), client, cfg).await
+    }
+
+    /// [`Store::open`] with the indexes (their watches and leader probes:
+    /// everything the callout's admissions read) on their own connection
+    /// `index_client`, so that no control-plane traffic on `client` can
+    /// queue ahead of them.
+    ///
+    /// # Errors
+    /// As [`Store::open`].
+    pub async fn open_split(
+        client: async_nats::Client,
+        index_client: async_nats::Client,
+        cfg: &StoreConfig,
+    ) -> Result<Store, Error> {
         let mut js = jetstream::new(client);
         js.set_timeout(cfg.timeout);
         let users = open_bucket(&js, BUCKET_USERS, cfg).await?;
@@ -214,12 +228,20 @@ impl Store {
         let blocks = open_bucket(&js, BUCKET_BLOCKS, cfg).await?;
         let memberships = open_bucket(&js, BUCKET_MEMBERSHIPS, cfg).await?;
         let devices = open_bucket(&js, BUCKET_DEVICES, cfg).await?;
+        let mut ix_js = jetstream::new(index_client);
+        ix_js.set_timeout(cfg.timeout);
+        let follow = |name: &'static str| {
+            let ix_js = ix_js.clone();
+            async move {
+                ix_js.get_key_value(name).await.map_err(|e| Error::Unavailable(format!("open bucket {name}: {e}")))
+            }
+        };
         Ok(Store {
-            users_ix: Arc::new(Index::follow(users.kv.clone())),
-            devices_ix: Arc::new(Index::follow(devices.kv.clone())),
+            users_ix: Arc::new(Index::follow(follow(BUCKET_USERS).await?)),
+            devices_ix: Arc::new(Index::follow(follow(BUCKET_DEVICES).await?)),
+            invites_ix: Arc::new(Index::follow(follow(BUCKET_INVITES).await?)),
+            rooms_ix: Arc::new(Index::follow(follow(BUCKET_ROOMS).await?)),
             devices,
-            invites_ix: Arc::new(Index::follow(invites.kv.clone())),
-            rooms_ix: Arc::new(Index::follow(rooms.kv.clone())),
             users,
             invites,
             rooms,
@@ -227,6 +249,14 @@ impl Store {
             memberships,
             timeout: cfg.timeout,
         })
+    }
+
+    /// True when the local indexes know `key` (hex) as a device or an
+    /// account, in any status: the intake's split of members' requests
+    /// from guests'. No I/O and no freshness promise (a key registered a
+    /// moment ago may still read as a guest's for a moment).
+    pub fn knows_key(&self, key: &str) -> bool {
+        self.devices_ix.read(|ix| ix.knows(key)) || self.users_ix.read(|ix| ix.entries.contains_key(key))
     }
 
     /// How long to wait for an index to become current: at least the store

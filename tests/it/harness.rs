@@ -166,6 +166,7 @@ impl Stack {
             xkey: self.xkey,
             store: StoreConfig::default(),
             guest: Default::default(),
+            callers: Default::default(),
             user_jwt_ttl: Duration::from_secs(3600),
         }
     }
@@ -418,6 +419,7 @@ impl Cluster {
             xkey: true,
             store,
             guest: Default::default(),
+            callers: Default::default(),
             user_jwt_ttl: Duration::from_secs(3600),
         };
         let secrets = settings.secrets.clone();

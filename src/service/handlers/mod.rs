@@ -10,9 +10,8 @@ mod invites;
 mod rooms;
 mod users;
 
-use async_nats::HeaderMap;
-
-use super::{Caller, Ctx, Encoded, Outcome, caller_from_headers};
+use super::{Caller, Ctx, Encoded, Outcome};
+use crate::limits::Cost;
 use crate::kick::Sweep;
 use unibus_proto::SignPub;
 use unibus_proto::endpoint::{self as ep, Access, Endpoint};
@@ -20,19 +19,15 @@ use unibus_proto::error::Error;
 use unibus_proto::model::{Role, User, UserStatus};
 use unibus_proto::wire::{decode, page_limit};
 
-/// Pairs each endpoint with its handler: the request is decoded as the
-/// endpoint's `Request` and the handler must answer its `Reply`, so a
-/// handler cannot drift from the table. Also lists the routed subjects.
+/// Pairs each endpoint with its handler and its [`Cost`]: the request is
+/// decoded as the endpoint's `Request` and the handler must answer its
+/// `Reply`, so a handler cannot drift from the table. Also lists the routed
+/// subjects.
 macro_rules! routes {
-    ($($ep:ty => $handler:path,)*) => {
-        /// Routes one request: identity, strict decoding, handler, encoding.
-        pub async fn dispatch(
-            ctx: &Ctx,
-            subject: &str,
-            headers: Option<&HeaderMap>,
-            body: &[u8],
-        ) -> Result<Encoded, Error> {
-            let mut c = caller_from_headers(headers)?;
+    ($($ep:ty => $handler:path, $cost:expr;)*) => {
+        /// Routes one request of an authenticated caller: strict decoding,
+        /// the caller's account, handler, encoding.
+        pub async fn dispatch(ctx: &Ctx, subject: &str, mut c: Caller, body: &[u8]) -> Result<Encoded, Error> {
             $(
                 if subject == <$ep>::SUBJECT {
                     let req: <$ep as Endpoint>::Request = decode(body)?;
@@ -46,37 +41,51 @@ macro_rules! routes {
             Err(Error::Internal(format!("no handler for {subject}")))
         }
 
+        /// What a request on `subject` costs its caller; `None` for a
+        /// subject no endpoint has.
+        pub fn cost_of(subject: &str) -> Option<Cost> {
+            $(
+                if subject == <$ep>::SUBJECT {
+                    return Some($cost);
+                }
+            )*
+            None
+        }
+
         /// Every subject [`dispatch`] routes, in table order.
         #[cfg(test)]
         const ROUTED: &[&str] = &[$(<$ep>::SUBJECT),*];
     };
 }
 
+// Sweep: the write takes rights away or grants new ones, so the cluster
+// is listed for the connections to close, and listed again once in-flight
+// admissions have settled (crate::kick::sweep).
 routes! {
-    ep::Register => users::register,
-    ep::Whoami => users::whoami,
-    ep::UserLookup => users::lookup,
-    ep::AdminInviteCreate => invites::create,
-    ep::AdminInviteList => invites::list,
-    ep::AdminInviteGet => invites::get,
-    ep::AdminInviteCancel => invites::cancel,
-    ep::AdminUserList => users::list,
-    ep::AdminUserGet => users::get,
-    ep::AdminUserRevoke => users::revoke,
-    ep::AdminUserRestore => users::restore,
-    ep::AdminUserDelete => users::delete,
-    ep::RoomCreate => rooms::create,
-    ep::RoomGet => rooms::get,
-    ep::RoomList => rooms::list,
-    ep::RoomMemberAdd => rooms::add,
-    ep::RoomMemberRemove => rooms::remove,
-    ep::BlockAdd => blocks::add,
-    ep::BlockRemove => blocks::remove,
-    ep::BlockList => blocks::list,
-    ep::DeviceAdd => devices::add,
-    ep::DeviceList => devices::list,
-    ep::DeviceRevoke => devices::revoke,
-    ep::AdminDeviceAdd => devices::recover,
+    ep::Register => users::register, Cost::Write;
+    ep::Whoami => users::whoami, Cost::Read;
+    ep::UserLookup => users::lookup, Cost::Read;
+    ep::AdminInviteCreate => invites::create, Cost::Write;
+    ep::AdminInviteList => invites::list, Cost::Read;
+    ep::AdminInviteGet => invites::get, Cost::Read;
+    ep::AdminInviteCancel => invites::cancel, Cost::Write;
+    ep::AdminUserList => users::list, Cost::Read;
+    ep::AdminUserGet => users::get, Cost::Read;
+    ep::AdminUserRevoke => users::revoke, Cost::Sweep;
+    ep::AdminUserRestore => users::restore, Cost::Write;
+    ep::AdminUserDelete => users::delete, Cost::Sweep;
+    ep::RoomCreate => rooms::create, Cost::Sweep;
+    ep::RoomGet => rooms::get, Cost::Read;
+    ep::RoomList => rooms::list, Cost::Read;
+    ep::RoomMemberAdd => rooms::add, Cost::Sweep;
+    ep::RoomMemberRemove => rooms::remove, Cost::Sweep;
+    ep::BlockAdd => blocks::add, Cost::Write;
+    ep::BlockRemove => blocks::remove, Cost::Write;
+    ep::BlockList => blocks::list, Cost::Read;
+    ep::DeviceAdd => devices::add, Cost::Write;
+    ep::DeviceList => devices::list, Cost::Read;
+    ep::DeviceRevoke => devices::revoke, Cost::Sweep;
+    ep::AdminDeviceAdd => devices::recover, Cost::Write;
 }
 
 /// The account a device acts for (its device record's, else its own key).
@@ -161,9 +170,12 @@ impl<'a> Paging<'a> {
 
 #[cfg(test)]
 mod tests {
-    /// Every endpoint of the table has a handler, and nothing else does.
+    /// Every endpoint of the table has a handler and a cost, and nothing
+    /// else does.
     #[test]
     fn every_endpoint_is_routed() {
         assert_eq!(super::ROUTED, unibus_proto::endpoint::SUBJECTS);
+        assert!(super::ROUTED.iter().all(|s| super::cost_of(s).is_some()));
+        assert_eq!(super::cost_of("unibus.msg.dm.x"), None);
     }
 }

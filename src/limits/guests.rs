@@ -11,6 +11,11 @@
 //! - a global token bucket over all keys (requests per second, burst);
 //! - a cap on register requests in flight at once.
 //!
+//! Refusals are answered while all guests together have refusal budget
+//! left ([`GUEST_REFUSALS_PER_SEC`]); beyond it a refused registration gets
+//! no reply (a per-key refusal budget would need a table entry per fresh
+//! key, which is what a flood of fresh keys must not get).
+//!
 //! A key's tokens and the global tokens are taken together, only when both
 //! are available, so a refused request spends nothing and only admitted
 //! requests add table entries: the table holds at most about
@@ -23,7 +28,15 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use super::{Bucket, Decision, Ticket};
+
 use unibus_proto::error::Error;
+
+/// Refused registrations answered per second, all guests together (then
+/// silence until the budget refills).
+pub const GUEST_REFUSALS_PER_SEC: u32 = 50;
+/// Refused registrations answered at once.
+const GUEST_REFUSAL_BURST: f64 = 100.0;
 
 /// The settings of the register limits (defaults and their reasons: the settings table in
 /// docs/production.md).
@@ -50,34 +63,17 @@ impl Default for GuestLimits {
             per_key_interval: Duration::from_secs(2),
             global_per_sec: 2_000,
             global_burst: 4_000,
-            max_in_flight: 512,
+            max_in_flight: 64,
             max_keys: 65_536,
         }
-    }
-}
-
-/// A token bucket: `tokens` at `at`, refilled at `rate` per second up to `cap`.
-#[derive(Debug, Clone, Copy)]
-struct Bucket {
-    tokens: f64,
-    at: Instant,
-}
-
-impl Bucket {
-    fn full(cap: f64, now: Instant) -> Bucket {
-        Bucket { tokens: cap, at: now }
-    }
-
-    /// Tokens available at `now`.
-    fn level(&self, cap: f64, rate: f64, now: Instant) -> f64 {
-        let secs = now.saturating_duration_since(self.at).as_secs_f64();
-        (self.tokens + secs * rate).min(cap)
     }
 }
 
 struct State {
     keys: HashMap<[u8; 32], Bucket>,
     global: Bucket,
+    /// Refusals that may still be answered.
+    refusals: Bucket,
     /// While the table is full of live entries, the next sweep waits until
     /// then, so a flood of fresh keys cannot make every request a full scan.
     next_sweep: Instant,
@@ -93,46 +89,45 @@ pub struct Limiter {
     in_flight: Arc<Semaphore>,
 }
 
-/// Held while an admitted register request is handled.
-#[derive(Debug)]
-pub struct Admitted {
-    _permit: OwnedSemaphorePermit,
-}
-
 impl Limiter {
     /// A limiter with full buckets.
     pub fn new(cfg: GuestLimits) -> Limiter {
         let global = Bucket::full(f64::from(cfg.global_burst), Instant::now());
         let in_flight = Arc::new(Semaphore::new(cfg.max_in_flight.max(1)));
-        let state = State { keys: HashMap::new(), global, next_sweep: Instant::now() };
+        let refusals = Bucket::full(GUEST_REFUSAL_BURST, Instant::now());
+        let state = State { keys: HashMap::new(), global, refusals, next_sweep: Instant::now() };
         Limiter { cfg, state: Mutex::new(state), in_flight }
     }
 
-    /// Admits one register request of `key`; hold the result until the
+    /// Admits one register request of `key`; hold the permit until the
     /// request is answered.
     ///
     /// # Errors
     /// `limit_reached` when the key, all keys together, or the requests in
     /// flight are over their limit; nothing is spent then.
-    pub fn admit(&self, key: &[u8; 32]) -> Result<Admitted, Error> {
+    pub fn admit(&self, key: &[u8; 32]) -> Result<OwnedSemaphorePermit, Error> {
         let permit = self
             .in_flight
             .clone()
             .try_acquire_owned()
             .map_err(|_| Error::LimitReached("too many registrations in flight; retry later".into()))?;
         self.take(key, Instant::now())?;
-        Ok(Admitted { _permit: permit })
+        Ok(permit)
     }
 
-    /// [`Limiter::admit`] for a caller's `sign_pub` (hex).
-    ///
-    /// # Errors
-    /// `limit_reached` beyond a limit; `unauthenticated` for a malformed key.
-    pub fn admit_hex(&self, sign_pub: &str) -> Result<Admitted, Error> {
-        let mut key = [0u8; 32];
-        hex::decode_to_slice(sign_pub, &mut key)
-            .map_err(|_| Error::Unauthenticated("caller is not a user key".into()))?;
-        self.admit(&key)
+    /// [`Limiter::admit`] as the dispatcher's verdict: a refusal is
+    /// answered while the guests' refusal budget lasts, then dropped.
+    pub fn decide(&self, key: &[u8; 32]) -> Decision {
+        match self.admit(key) {
+            Ok(permit) => Decision::Run(Ticket::holding(permit)),
+            Err(e) => {
+                let rate = f64::from(GUEST_REFUSALS_PER_SEC);
+                match self.lock().refusals.take(1.0, GUEST_REFUSAL_BURST, rate, Instant::now()) {
+                    true => Decision::Refuse(e),
+                    false => Decision::Silent,
+                }
+            }
+        }
     }
 
     /// Entries in the per-key table.

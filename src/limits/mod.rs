@@ -1,0 +1,60 @@
+//! The bounds that keep one client from shutting others out
+//! (docs/protocol.md section 2, "Load is hostile too"): every control-plane
+//! request passes one [`Gate`] before it may cost anything beyond its
+//! header, and is refused at once (never queued) when its caller is over
+//! budget or the instance is full.
+//!
+//! - [`callers`]: per-caller budgets for known keys (members' devices):
+//!   a token bucket of cost units per device, weighted by what an endpoint
+//!   costs, a cap on one device's requests in flight, and the instance's
+//!   cap on all members' requests in flight;
+//! - [`guests`]: the limits on `unibus.register` from keys no account
+//!   lists (guests: unlimited fresh keys, one legitimate request each);
+//! - refusals are answered with `limit_reached` only while the caller (or,
+//!   for guests, all guests together) has refusal budget left; beyond it a
+//!   refused request gets no reply at all, so a flood cannot make unibusd
+//!   publish at the flood's rate.
+
+pub mod callers;
+pub mod guests;
+
+use std::time::Instant;
+
+pub use callers::{CallerLimits, Cost, Decision, Gate, Ticket};
+
+/// The largest control-plane request body accepted: every request of the
+/// contract fits in a few hundred bytes (an invite link with its server
+/// list is the longest). A larger body is refused before it is parsed.
+pub const MAX_REQUEST_BYTES: usize = 16 * 1024;
+pub use guests::{GuestLimits, Limiter};
+
+/// A token bucket: `tokens` at `at`, refilled at `rate` per second up to
+/// `cap` (the caller keeps `cap` and `rate`, so an entry is two words).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+impl Bucket {
+    /// A full bucket.
+    pub(crate) fn full(cap: f64, now: Instant) -> Bucket {
+        Bucket { tokens: cap, at: now }
+    }
+
+    /// Tokens available at `now`.
+    pub(crate) fn level(&self, cap: f64, rate: f64, now: Instant) -> f64 {
+        let secs = now.saturating_duration_since(self.at).as_secs_f64();
+        (self.tokens + secs * rate).min(cap)
+    }
+
+    /// Takes `n` tokens at `now` if there are that many.
+    pub(crate) fn take(&mut self, n: f64, cap: f64, rate: f64, now: Instant) -> bool {
+        let level = self.level(cap, rate, now);
+        if level < n {
+            return false;
+        }
+        *self = Bucket { tokens: level - n, at: now };
+        true
+    }
+}
