@@ -306,7 +306,8 @@ mod tests {
         let _b1 = gate.admit_at(&key(2), Cost::Read, t0);
         assert_eq!(verdict(&gate.admit_at(&key(3), Cost::Read, t0)), "refuse", "instance full");
         drop(a1);
-        assert_eq!(verdict(&gate.admit_at(&key(3), Cost::Read, t0)), "run", "a slot came back");
+        let c1 = gate.admit_at(&key(3), Cost::Read, t0);
+        assert_eq!(verdict(&c1), "run", "a slot came back");
         assert_eq!(verdict(&gate.admit_at(&key(1), Cost::Read, t0)), "refuse", "instance full again");
     }
 
