@@ -14,6 +14,7 @@
 //! supervisor restarts it instead of it staying up unable to admit anyone.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tracing::{error, info, warn};
@@ -22,7 +23,7 @@ use crate::callout::sealing::Sealer;
 use crate::callout::{self, Callout};
 use crate::config::Settings;
 use crate::kick::Kicker;
-use crate::limits::{Gate, Limiter};
+use crate::limits::{Gate, Limiter, Penalties};
 use crate::metrics::LogEvery;
 use crate::service::cursor::Cursors;
 use crate::service::{self, Ctx};
@@ -99,25 +100,45 @@ impl Running {
 /// # Errors
 /// [`StartError::Connect`] when the options are unusable.
 pub async fn connect_service(settings: &Settings, name: &str) -> Result<async_nats::Client, StartError> {
-    connect_service_with(settings, name, SUBSCRIPTION_CAPACITY).await
+    connect_service_with(settings, name, SUBSCRIPTION_CAPACITY, None).await
 }
 
 /// Messages a subscription of unibusd's connections holds before more are
 /// dropped (async-nats' default is 65,536): the control plane's intake
 /// reads its subscriptions as fast as they fill, and a backlog of client
 /// bodies (up to the server's max_payload each) must stay small.
-const SUBSCRIPTION_CAPACITY: usize = 1024;
+const SUBSCRIPTION_CAPACITY: usize = 4096;
 
-/// [`connect_service`] with `capacity` messages per subscription.
+/// [`connect_service`] with `capacity` messages per subscription; messages
+/// dropped because a subscription's buffer was full are counted in `lost`.
 async fn connect_service_with(
     settings: &Settings,
     name: &str,
     capacity: usize,
+    lost: Option<Arc<service::intake::Counters>>,
 ) -> Result<async_nats::Client, StartError> {
     let seed = settings.secrets.service.seed().map_err(|e| StartError::Connect(e.to_string()))?;
+    let role = name.to_string();
+    let log = Arc::new(LogEvery::new(UNAVAILABLE_LOG_EVERY));
     async_nats::ConnectOptions::with_nkey(seed)
         .name(name)
         .subscription_capacity(capacity)
+        .event_callback(move |event| {
+            let (lost, role, log) = (lost.clone(), role.clone(), log.clone());
+            async move {
+                match event {
+                    async_nats::Event::SlowConsumer(sid) => {
+                        if let Some(counters) = &lost {
+                            counters.lost.fetch_add(1, Ordering::Relaxed);
+                        }
+                        if let Some(n) = log.note() {
+                            warn!(connection = %role, sid, since_last = n, "subscription buffer full: messages dropped");
+                        }
+                    }
+                    other => info!(connection = %role, event = %other, "NATS connection event"),
+                }
+            }
+        })
         .retry_on_initial_connect()
         .max_reconnects(None)
         .connect(settings.nats_urls.clone())
@@ -175,8 +196,10 @@ pub async fn start(settings: &Settings) -> Result<Running, StartError> {
         true => Some(Sealer::new(&secrets.xkey).map_err(|e| StartError::Xkey(e.to_string()))?),
         false => None,
     };
+    let penalties = Arc::new(Penalties::default());
     let callout = Arc::new(Callout {
         issuer: secrets.issuer,
+        penalties: penalties.clone(),
         xkey,
         store: store.clone(),
         user_jwt_ttl: settings.user_jwt_ttl,
@@ -186,14 +209,16 @@ pub async fn start(settings: &Settings) -> Result<Running, StartError> {
     let auth_sub =
         callout::subscribe(&callout_client).await.map_err(|e| StartError::Subscribe(e.to_string()))?;
     let sys = connect_sys(settings).await?;
-    let control_client = connect_service(settings, "unibusd-control").await?;
+    let counters = Arc::new(service::intake::Counters::default());
+    let control_client =
+        connect_service_with(settings, "unibusd-control", SUBSCRIPTION_CAPACITY, Some(counters.clone())).await?;
     let ctx = Ctx {
         store: store.clone(),
         kicker: Kicker::new(sys.clone()),
         cursors: Cursors::new(secrets_seed(settings).as_bytes()),
-        guests: Limiter::new(settings.guest.clone()),
-        gate: Gate::new(settings.callers.clone()),
-        dropped: Default::default(),
+        gate: Gate::new(settings.callers.clone(), Limiter::new(settings.guest.clone())),
+        penalties: penalties.clone(),
+        counters: counters.clone(),
         notices: service::Notices::new(control_client.clone()),
         unavailable_log: LogEvery::new(UNAVAILABLE_LOG_EVERY),
     };

@@ -191,6 +191,7 @@ async fn floor(url: &str, secrets: &Secrets) -> Vec<u8> {
         async_nats::ConnectOptions::with_nkey(secrets.service.seed().unwrap()).connect(url).await.unwrap();
     let store = Store::open(svc.clone(), &StoreConfig::default()).await.unwrap();
     let callout = Arc::new(unibusd::callout::Callout {
+        penalties: Default::default(),
         issuer: nkeys::KeyPair::from_seed(&secrets.issuer.seed().unwrap()).unwrap(),
         xkey: Some(unibusd::callout::sealing::Sealer::new(&secrets.xkey).unwrap()),
         store,

@@ -15,6 +15,7 @@ use super::{Lat, rss_mib, seed_users, unibus_server, user_record};
 
 async fn decisions(store: &Store, secrets: &Secrets, id: &Identity, n: usize) -> Lat {
     let callout = unibusd::callout::Callout {
+        penalties: Default::default(),
         issuer: nkeys::KeyPair::from_seed(&secrets.issuer.seed().unwrap()).unwrap(),
         xkey: None,
         store: store.clone(),

@@ -122,7 +122,8 @@ pub struct UserClaims {
     pub iss: String,
     /// The request's `user_nkey`.
     pub sub: String,
-    /// Target account: always [`subjects::ACCOUNT_APP`].
+    /// Target account: [`subjects::ACCOUNT_APP`], or
+    /// [`subjects::ACCOUNT_GUEST`] for a guest.
     pub aud: &'static str,
     /// `sign_pub` hex: becomes the user in `Nats-Request-Info` and CONNZ.
     pub name: String,
@@ -149,7 +150,10 @@ impl UserClaims {
         UserClaims {
             iss,
             sub: user_nkey,
-            aud: subjects::ACCOUNT_APP,
+            aud: match limits == GUEST_LIMITS {
+                true => subjects::ACCOUNT_GUEST,
+                false => subjects::ACCOUNT_APP,
+            },
             name,
             iat: now,
             exp: now + ttl_secs,

@@ -40,6 +40,8 @@ pub struct Callout {
     pub xkey: Option<sealing::Sealer>,
     /// Where standings come from.
     pub store: Store,
+    /// Keys refused for a while after flooding the control plane.
+    pub penalties: Arc<crate::limits::Penalties>,
     /// Lifetime of issued user JWTs (backstop for revocation).
     pub user_jwt_ttl: Duration,
     /// Time spent per answered request (open, verify, decide, sign, seal).
@@ -179,6 +181,9 @@ impl Callout {
         let sig = n.connect_opts.sig.as_deref().unwrap_or("");
         if let Err(why) = keys::verify_nonce_signature(&key, nonce, sig) {
             return Verdict::Deny(format!("nonce signature: {why}"));
+        }
+        if self.penalties.holds(key.as_bytes()) {
+            return Verdict::Deny("penalized for flooding the control plane; retry later".into());
         }
         let sign_pub = hex::encode(key.as_bytes());
         // Repeated denials (a revoked client retries every few seconds,

@@ -1,26 +1,37 @@
 //! The control plane's gate: what one request may cost before anything is
-//! read for it. Every request is judged here by the dispatcher, on the
-//! caller's key from the server-stamped header and the endpoint's
-//! [`Cost`], in a few hundred nanoseconds and without I/O:
+//! read for it. Every request is judged here by the intake, on the caller's
+//! key from the server-stamped header, the endpoint's [`Cost`] and the
+//! message's size, in well under a microsecond and without I/O:
 //!
-//! - **Budget per caller.** Each known key (a member's device) has a token
-//!   bucket of cost units (`rate` per second up to `burst`); a read costs
+//! - **Budget per caller.** Each member's device has a token bucket of
+//!   cost units (`rate` per second up to `burst`); a read costs
 //!   [`Cost::Read`], a write [`Cost::Write`], a write that then sweeps the
-//!   cluster for connections to close [`Cost::Sweep`]. Keys no account
-//!   lists are guests: their one subject, `unibus.register`, has its own
-//!   limits ([`super::guests`]); a guest's other requests (it has no right
-//!   to send any) are judged here like a member's.
+//!   cluster for connections to close [`Cost::Sweep`]. A guest's
+//!   registration is judged by the guest limits instead
+//!   ([`super::guests`]).
 //! - **In flight.** At most `per_caller_in_flight` requests of one caller
-//!   and `max_in_flight` of all callers are being handled at once; the
-//!   excess is refused at once, never queued, so memory and the store's
-//!   load stay bounded whatever the rate.
+//!   and `max_in_flight` of all members are handled at once; the excess is
+//!   refused at once, never queued, so memory and the store's load stay
+//!   bounded whatever the rate.
 //! - **Refusals.** A refusal is answered (`limit_reached`) only while the
 //!   caller's refusal bucket has a token; beyond that it is dropped
 //!   without a reply.
+//! - **Far past the limit.** nats-server has no ingress limit of its own:
+//!   every byte a client sends on a control subject is forwarded to
+//!   unibusd's one control connection, which the server cuts as a slow
+//!   consumer once 64 MiB wait for it, and which drops requests (anyone's)
+//!   once its subscription buffers are full. So a caller that sends a body
+//!   over [`super::MAX_REQUEST_BYTES`], more than `bytes_burst` bytes
+//!   beyond `bytes_per_sec`, or more than `abuse_burst` dropped requests
+//!   beyond `abuse_per_sec`, is [`Decision::Penalize`]d: its connection is
+//!   closed and its key refused at connect for a while
+//!   ([`super::Penalties`]). That is the only way to stop a flood at its
+//!   source.
 //!
-//! A refused request spends nothing. The caller table is bounded: entries
-//! that carry no information (full buckets, nothing in flight) are dropped
-//! when it is full, and while it stays full a new caller is refused.
+//! A refused request spends no budget. The caller table is bounded:
+//! entries that carry no information (full buckets, nothing in flight) are
+//! dropped when it is full, and while it stays full a new caller is
+//! refused.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -30,7 +41,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use unibus_proto::error::Error;
 
-use super::Bucket;
+use super::{Bucket, Limiter, MAX_REQUEST_BYTES};
 
 /// What an endpoint costs a caller's budget.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,6 +66,15 @@ impl Cost {
     }
 }
 
+/// Who is asking, as far as the gate is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    /// A key no account lists, registering: the guest limits decide.
+    Guest,
+    /// Anyone else, on an endpoint of this cost.
+    Member(Cost),
+}
+
 /// The settings of the gate (defaults and their reasons: the settings
 /// table in docs/production.md).
 #[derive(Debug, Clone, PartialEq)]
@@ -65,13 +85,21 @@ pub struct CallerLimits {
     pub burst: u32,
     /// Requests of one caller handled at once.
     pub per_caller_in_flight: u32,
-    /// Requests of all callers (guests' registrations aside) handled at
-    /// once by this instance.
+    /// Requests of all members handled at once by this instance.
     pub max_in_flight: usize,
     /// Refusals answered per caller and second (then silence).
     pub refusal_rate: u32,
     /// Refusals answered at once.
     pub refusal_burst: u32,
+    /// Dropped (unanswered) requests per second a caller may send before
+    /// it is penalized.
+    pub abuse_per_sec: u32,
+    /// ... beyond this many at once.
+    pub abuse_burst: u32,
+    /// Bytes (header block and body) per second a caller may send.
+    pub bytes_per_sec: u32,
+    /// ... beyond this many at once.
+    pub bytes_burst: u32,
     /// Entries of the caller table.
     pub max_callers: usize,
 }
@@ -79,12 +107,16 @@ pub struct CallerLimits {
 impl Default for CallerLimits {
     fn default() -> Self {
         CallerLimits {
-            rate: 100,
-            burst: 200,
-            per_caller_in_flight: 8,
+            rate: 200,
+            burst: 1000,
+            per_caller_in_flight: 16,
             max_in_flight: 128,
-            refusal_rate: 2,
-            refusal_burst: 10,
+            refusal_rate: 20,
+            refusal_burst: 100,
+            abuse_per_sec: 500,
+            abuse_burst: 500,
+            bytes_per_sec: 4 << 20,
+            bytes_burst: 16 << 20,
             max_callers: 65_536,
         }
     }
@@ -97,8 +129,11 @@ pub enum Decision {
     Run(Ticket),
     /// Answer with this error (`limit_reached`) and do nothing else.
     Refuse(Error),
-    /// Drop it without a reply: the caller is far past its limit.
+    /// Drop it without a reply: the caller is past its limit.
     Silent,
+    /// Drop it, close the caller's connection and refuse its key at
+    /// connect for a while: the caller is far past its limits (the reason).
+    Penalize(&'static str),
 }
 
 /// One caller's state.
@@ -106,6 +141,8 @@ pub enum Decision {
 struct Entry {
     tokens: Bucket,
     refusals: Bucket,
+    abuse: Bucket,
+    bytes: Bucket,
     in_flight: u32,
 }
 
@@ -124,27 +161,27 @@ const SWEEP_PAUSE: Duration = Duration::from_millis(100);
 
 struct Inner {
     cfg: CallerLimits,
+    guests: Limiter,
     table: Mutex<Table>,
     in_flight: Arc<Semaphore>,
 }
 
-/// The per-caller gate of one unibusd process.
+/// The control-plane gate of one unibusd process.
 #[derive(Clone)]
 pub struct Gate {
     inner: Arc<Inner>,
 }
 
 /// Held while an admitted request is handled; frees its slots on drop.
-#[derive(Debug)]
 pub struct Ticket {
     gate: Option<Arc<Inner>>,
     key: [u8; 32],
     _permit: Option<OwnedSemaphorePermit>,
 }
 
-impl std::fmt::Debug for Inner {
+impl std::fmt::Debug for Ticket {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Gate").field("cfg", &self.cfg).finish_non_exhaustive()
+        f.debug_struct("Ticket").field("key", &hex::encode(&self.key[..4])).finish_non_exhaustive()
     }
 }
 
@@ -173,14 +210,56 @@ impl Inner {
     }
 }
 
+/// Capacity and rate of each of an entry's buckets.
+struct Shapes {
+    tokens: (f64, f64),
+    refusals: (f64, f64),
+    abuse: (f64, f64),
+    bytes: (f64, f64),
+}
+
+impl Shapes {
+    fn of(cfg: &CallerLimits) -> Shapes {
+        let pair = |cap: u32, rate: u32| (f64::from(cap.max(1)), f64::from(rate));
+        Shapes {
+            tokens: pair(cfg.burst, cfg.rate),
+            refusals: pair(cfg.refusal_burst, cfg.refusal_rate),
+            abuse: pair(cfg.abuse_burst, cfg.abuse_per_sec),
+            bytes: pair(cfg.bytes_burst, cfg.bytes_per_sec),
+        }
+    }
+
+    fn fresh(&self, now: Instant) -> Entry {
+        Entry {
+            tokens: Bucket::full(self.tokens.0, now),
+            refusals: Bucket::full(self.refusals.0, now),
+            abuse: Bucket::full(self.abuse.0, now),
+            bytes: Bucket::full(self.bytes.0, now),
+            in_flight: 0,
+        }
+    }
+
+    /// True when `e` carries no information: every bucket full again and
+    /// nothing in flight.
+    fn idle(&self, e: &Entry, now: Instant) -> bool {
+        let full = |b: &Bucket, (cap, rate): (f64, f64)| b.level(cap, rate, now) >= cap;
+        e.in_flight == 0
+            && full(&e.tokens, self.tokens)
+            && full(&e.refusals, self.refusals)
+            && full(&e.abuse, self.abuse)
+            && full(&e.bytes, self.bytes)
+    }
+}
+
 impl Gate {
-    /// A gate with full buckets.
-    pub fn new(cfg: CallerLimits) -> Gate {
+    /// A gate with full buckets; guests' registrations are judged by
+    /// `guests`.
+    pub fn new(cfg: CallerLimits, guests: Limiter) -> Gate {
         let now = Instant::now();
         let in_flight = Arc::new(Semaphore::new(cfg.max_in_flight.max(1)));
         let overflow = Bucket::full(f64::from(cfg.refusal_burst.max(1)), now);
         let table = Table { callers: HashMap::new(), next_sweep: now, overflow };
-        Gate { inner: Arc::new(Inner { cfg, table: Mutex::new(table), in_flight }) }
+        Gate { inner: Arc::new(Inner { cfg, guests, table: Mutex::new(table), in_flight }) }
     }
 
     /// The settings.
@@ -188,9 +267,9 @@ impl Gate {
         &self.inner.cfg
     }
 
-    /// Judges one request of `caller` costing `cost`.
-    pub fn admit(&self, caller: &[u8; 32], cost: Cost) -> Decision {
-        self.admit_at(caller, cost, Instant::now())
+    /// Judges one request of `caller`, of `class` and `size` bytes.
+    pub fn admit(&self, caller: &[u8; 32], class: Class, size: usize) -> Decision {
+        self.admit_at(caller, class, size, Instant::now())
     }
 
     /// Entries in the caller table.
@@ -199,25 +278,57 @@ impl Gate {
         self.inner.lock().callers.len()
     }
 
-    fn admit_at(&self, caller: &[u8; 32], cost: Cost, now: Instant) -> Decision {
-        let cfg = &self.inner.cfg;
-        let (cap, rate) = (f64::from(cfg.burst.max(1)), f64::from(cfg.rate));
-        let (r_cap, r_rate) = (f64::from(cfg.refusal_burst.max(1)), f64::from(cfg.refusal_rate));
-        let mut table = self.inner.lock();
-        if !table.callers.contains_key(caller) && !self.make_room(&mut table, now) {
-            let answered = table.overflow.take(1.0, r_cap, r_rate, now);
-            return refusal(answered, "too many callers at once; retry later");
+    fn admit_at(&self, caller: &[u8; 32], class: Class, size: usize, now: Instant) -> Decision {
+        let shapes = Shapes::of(&self.inner.cfg);
+        let decision = {
+            let mut table = self.inner.lock();
+            if !table.callers.contains_key(caller) && !self.make_room(&mut table, &shapes, now) {
+                let (cap, rate) = shapes.refusals;
+                let answered = table.overflow.take(1.0, cap, rate, now);
+                return refusal(answered, "too many callers at once; retry later");
+            }
+            let entry = table.callers.entry(*caller).or_insert_with(|| shapes.fresh(now));
+            if size > MAX_REQUEST_BYTES {
+                return Decision::Penalize("a control request body over the size limit");
+            }
+            let (cap, rate) = shapes.bytes;
+            // A message larger than the whole bucket can never fit: it is
+            // far past the limit by itself.
+            if !entry.bytes.take((size as f64).min(cap + 1.0), cap, rate, now) {
+                return Decision::Penalize("control-plane bytes far past the limit");
+            }
+            match class {
+                Class::Guest => None,
+                Class::Member(cost) => Some(self.member(caller, entry, &shapes, cost, now)),
+            }
+        };
+        // The guest limits have their own lock, taken without the table's.
+        let decision = decision.unwrap_or_else(|| self.inner.guests.decide(caller));
+        if !matches!(decision, Decision::Silent) {
+            return decision;
         }
-        let fresh = Entry { tokens: Bucket::full(cap, now), refusals: Bucket::full(r_cap, now), in_flight: 0 };
-        let entry = table.callers.entry(*caller).or_insert(fresh);
-        let why = if entry.tokens.level(cap, rate, now) < cost.units().min(cap) {
+        let mut table = self.inner.lock();
+        let Some(entry) = table.callers.get_mut(caller) else { return decision };
+        let (cap, rate) = shapes.abuse;
+        match entry.abuse.take(1.0, cap, rate, now) {
+            true => decision,
+            false => Decision::Penalize("requests far past the limit"),
+        }
+    }
+
+    /// A member's request: budget, in-flight caps, refusal budget.
+    fn member(&self, caller: &[u8; 32], entry: &mut Entry, shapes: &Shapes, cost: Cost, now: Instant) -> Decision {
+        let cfg = &self.inner.cfg;
+        let (cap, rate) = shapes.tokens;
+        let units = cost.units().min(cap);
+        let why = if entry.tokens.level(cap, rate, now) < units {
             "too many requests from this device; retry later"
         } else if entry.in_flight >= cfg.per_caller_in_flight.max(1) {
             "too many requests in flight from this device; retry later"
         } else {
             match self.inner.in_flight.clone().try_acquire_owned() {
                 Ok(permit) => {
-                    entry.tokens.take(cost.units().min(cap), cap, rate, now);
+                    entry.tokens.take(units, cap, rate, now);
                     entry.in_flight += 1;
                     let gate = Some(self.inner.clone());
                     return Decision::Run(Ticket { gate, key: *caller, _permit: Some(permit) });
@@ -225,22 +336,18 @@ impl Gate {
                 Err(_) => "the service is busy; retry later",
             }
         };
-        let answered = entry.refusals.take(1.0, r_cap, r_rate, now);
-        refusal(answered, why)
+        let (cap, rate) = shapes.refusals;
+        refusal(entry.refusals.take(1.0, cap, rate, now), why)
     }
 
     /// Makes room for one more caller; false when the table stays full.
-    fn make_room(&self, table: &mut Table, now: Instant) -> bool {
+    fn make_room(&self, table: &mut Table, shapes: &Shapes, now: Instant) -> bool {
         let cfg = &self.inner.cfg;
         if table.callers.len() < cfg.max_callers {
             return true;
         }
         if now >= table.next_sweep {
-            let (cap, rate) = (f64::from(cfg.burst.max(1)), f64::from(cfg.rate));
-            let (r_cap, r_rate) = (f64::from(cfg.refusal_burst.max(1)), f64::from(cfg.refusal_rate));
-            table.callers.retain(|_, e| {
-                e.in_flight > 0 || e.tokens.level(cap, rate, now) < cap || e.refusals.level(r_cap, r_rate, now) < r_cap
-            });
+            table.callers.retain(|_, e| !shapes.idle(e, now));
             table.next_sweep = now + SWEEP_PAUSE;
         }
         table.callers.len() < cfg.max_callers
@@ -255,79 +362,4 @@ fn refusal(answered: bool, why: &str) -> Decision {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn key(i: u64) -> [u8; 32] {
-        let mut k = [0u8; 32];
-        k[..8].copy_from_slice(&i.to_be_bytes());
-        k
-    }
-
-    fn verdict(d: &Decision) -> &'static str {
-        match d {
-            Decision::Run(_) => "run",
-            Decision::Refuse(_) => "refuse",
-            Decision::Silent => "silent",
-        }
-    }
-
-    /// A caller spends its burst by cost, is refused with an answer while
-    /// its refusal budget lasts, then silently; it refills at its rate;
-    /// other callers are untouched.
-    #[test]
-    fn budget_by_cost_then_answered_refusals_then_silence() {
-        let cfg = CallerLimits { rate: 10, burst: 20, refusal_rate: 1, refusal_burst: 3, ..Default::default() };
-        let gate = Gate::new(cfg);
-        let t0 = Instant::now();
-        // 20 units: one sweep (20) fits once.
-        assert_eq!(verdict(&gate.admit_at(&key(1), Cost::Sweep, t0)), "run");
-        let seen: Vec<_> = (0..6).map(|_| verdict(&gate.admit_at(&key(1), Cost::Read, t0))).collect();
-        assert_eq!(seen, ["refuse", "refuse", "refuse", "silent", "silent", "silent"]);
-        assert_eq!(verdict(&gate.admit_at(&key(2), Cost::Write, t0)), "run", "another caller");
-        // 0.5 s later: 5 units back, a write (4) runs, a second does not.
-        let t1 = t0 + Duration::from_millis(500);
-        assert_eq!(verdict(&gate.admit_at(&key(1), Cost::Write, t1)), "run");
-        assert_eq!(verdict(&gate.admit_at(&key(1), Cost::Write, t1)), "silent", "refusals not yet refilled");
-        let t2 = t0 + Duration::from_millis(1100);
-        assert_eq!(verdict(&gate.admit_at(&key(1), Cost::Sweep, t2)), "refuse", "one refusal token back");
-    }
-
-    /// At most `per_caller_in_flight` of one caller and `max_in_flight` of
-    /// all run at once; slots come back when tickets drop.
-    #[test]
-    fn in_flight_caps() {
-        let cfg = CallerLimits { per_caller_in_flight: 2, max_in_flight: 3, ..Default::default() };
-        let gate = Gate::new(cfg);
-        let t0 = Instant::now();
-        let a1 = gate.admit_at(&key(1), Cost::Read, t0);
-        let _a2 = gate.admit_at(&key(1), Cost::Read, t0);
-        assert_eq!(verdict(&gate.admit_at(&key(1), Cost::Read, t0)), "refuse", "per caller");
-        let _b1 = gate.admit_at(&key(2), Cost::Read, t0);
-        assert_eq!(verdict(&gate.admit_at(&key(3), Cost::Read, t0)), "refuse", "instance full");
-        drop(a1);
-        let c1 = gate.admit_at(&key(3), Cost::Read, t0);
-        assert_eq!(verdict(&c1), "run", "a slot came back");
-        assert_eq!(verdict(&gate.admit_at(&key(1), Cost::Read, t0)), "refuse", "instance full again");
-    }
-
-    /// Fresh callers never grow the table past its cap; idle refilled
-    /// entries make room again.
-    #[test]
-    fn table_stays_bounded() {
-        let cfg = CallerLimits { max_callers: 50, ..Default::default() };
-        let gate = Gate::new(cfg);
-        let t0 = Instant::now();
-        let mut refused = 0;
-        for i in 0..1_000u64 {
-            if !matches!(gate.admit_at(&key(i), Cost::Read, t0), Decision::Run(_)) {
-                refused += 1;
-            }
-            assert!(gate.tracked_callers() <= 50);
-        }
-        assert_eq!(refused, 950);
-        let later = t0 + Duration::from_secs(60);
-        assert_eq!(verdict(&gate.admit_at(&key(5_000), Cost::Read, later)), "run");
-        assert!(gate.tracked_callers() <= 50);
-    }
-}
+mod tests;

@@ -13,14 +13,20 @@
 //! - refusals are answered with `limit_reached` only while the caller (or,
 //!   for guests, all guests together) has refusal budget left; beyond it a
 //!   refused request gets no reply at all, so a flood cannot make unibusd
-//!   publish at the flood's rate.
+//!   publish at the flood's rate;
+//! - [`penalties`]: a caller far past its limits (bytes, dropped requests,
+//!   an oversized body) has its connection closed and its key refused at
+//!   connect for a while: nats-server forwards whatever a client sends, so
+//!   only closing the connection stops a flood at its source.
 
 pub mod callers;
 pub mod guests;
+pub mod penalties;
 
 use std::time::Instant;
 
-pub use callers::{CallerLimits, Cost, Decision, Gate, Ticket};
+pub use callers::{CallerLimits, Class, Cost, Decision, Gate, Ticket};
+pub use penalties::Penalties;
 
 /// The largest control-plane request body accepted: every request of the
 /// contract fits in a few hundred bytes (an invite link with its server

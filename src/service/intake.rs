@@ -7,44 +7,55 @@
 //! (docs/protocol.md section 2, "Load is hostile too").
 //!
 //! Order of the checks, cheapest first and none reading the store: the
-//! caller's identity (the server-stamped header), the body's size (before
-//! any parsing), then the caller's budget: a guest's `unibus.register`
-//! against the guest limits, anything else against the caller's budget in
-//! the [`Gate`](crate::limits::Gate). Whether a key is a guest is read
-//! from the local indexes (no I/O): a key any account lists is a member's.
+//! caller's identity (the server-stamped header; guests come from account
+//! GUEST), then the message's size (before any parsing) and the caller's
+//! budget in the [`Gate`](crate::limits::Gate): a guest's registration
+//! against the guest limits, anything else against the device's budget. A
+//! caller far past its limits has its connection closed and its key
+//! refused at connect for a while ([`crate::limits::penalties`]).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use futures::{Stream, StreamExt as _};
-use tracing::debug;
+use tracing::{debug, warn};
 
 use super::handlers::cost_of;
 use super::micro::Micro;
-use super::{Caller, Ctx, answer, caller_from_headers, reply_error};
-use crate::limits::{Cost, Decision, MAX_REQUEST_BYTES, Ticket};
+use super::{Ctx, Stamp, answer, reply_error};
+use crate::limits::{Class, Cost, Decision, Ticket};
 use unibus_proto::error::Error;
-use unibus_proto::subjects;
 
 /// The budget key of requests without a usable identity (they can only
 /// come from a malformed header block): all of them share one budget.
 const ANONYMOUS: [u8; 32] = [0; 32];
 
-/// Requests dropped without a reply, for tests and benchmarks.
+/// What the intake turned away, since start (shown by `$SRV.STATS` as the
+/// service's metadata).
 #[derive(Debug, Default)]
-pub struct Dropped(AtomicU64);
+pub struct Counters {
+    /// Requests dropped without a reply (callers past their limits).
+    pub dropped: AtomicU64,
+    /// Callers penalized (connection closed, key refused for a while).
+    pub penalized: AtomicU64,
+    /// Requests async-nats dropped because a subscription's buffer was
+    /// full (the intake fell behind): anyone's requests, so this should
+    /// stay 0.
+    pub lost: AtomicU64,
+}
 
-impl Dropped {
-    /// How many so far.
-    pub fn count(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
+impl Counters {
+    /// The counters as `$SRV.STATS` metadata.
+    pub fn metadata(&self) -> serde_json::Value {
+        let n = |c: &AtomicU64| c.load(Ordering::Relaxed).to_string();
+        serde_json::json!({"dropped": n(&self.dropped), "penalized": n(&self.penalized), "lost": n(&self.lost)})
     }
 }
 
 /// What becomes of one request.
 enum Intake {
     /// Handle it.
-    Run(Caller, Ticket),
+    Run(Stamp, Ticket),
     /// Answer this error and nothing else.
     Refuse(Error),
     /// No reply.
@@ -62,9 +73,9 @@ pub(super) async fn serve(
     while let Some(msg) = requests.next().await {
         let Some(reply_to) = msg.reply.clone() else { continue };
         match judge(&ctx, &msg) {
-            Intake::Run(caller, ticket) => {
+            Intake::Run(stamp, ticket) => {
                 let (ctx, micro, client) = (ctx.clone(), micro.clone(), client.clone());
-                tokio::spawn(async move { answer(&ctx, &micro, &client, msg, caller, ticket).await });
+                tokio::spawn(async move { answer(&ctx, &micro, &client, msg, stamp, ticket).await });
             }
             Intake::Refuse(err) => {
                 debug!(subject = %msg.subject, code = err.code(), "request refused at intake");
@@ -74,7 +85,7 @@ pub(super) async fn serve(
                 let _ = client.publish_with_headers(reply_to, headers, body).await;
             }
             Intake::Silent => {
-                ctx.dropped.0.fetch_add(1, Ordering::Relaxed);
+                ctx.counters.dropped.fetch_add(1, Ordering::Relaxed);
             }
         }
     }
@@ -84,32 +95,46 @@ pub(super) async fn serve(
 fn judge(ctx: &Ctx, msg: &async_nats::Message) -> Intake {
     let subject = msg.subject.as_str();
     let cost = cost_of(subject).unwrap_or(Cost::Read);
-    let caller = match caller_from_headers(msg.headers.as_ref()) {
-        Ok(caller) => caller,
-        Err(e) => return refuse_with(ctx.gate.admit(&ANONYMOUS, Cost::Read), e),
+    let stamp = match Stamp::read(msg.headers.as_ref(), subject) {
+        Ok(stamp) => stamp,
+        Err(e) => return refuse_with(ctx.gate.admit(&ANONYMOUS, Class::Member(Cost::Read), msg.length), e),
     };
-    let key = *caller.device.verifying_key().as_bytes();
-    let guest = subject == subjects::REGISTER && !ctx.store.knows_key(&caller.device);
-    if msg.payload.len() > MAX_REQUEST_BYTES {
-        let too_big = Error::BadRequest(format!(
-            "request body of {} bytes; at most {MAX_REQUEST_BYTES}",
-            msg.payload.len()
-        ));
-        let decision = match guest {
-            true => ctx.guests.decide(&key),
-            false => ctx.gate.admit(&key, Cost::Read),
-        };
-        return refuse_with(decision, too_big);
-    }
-    let decision = match guest {
-        true => ctx.guests.decide(&key),
-        false => ctx.gate.admit(&key, cost),
+    let class = match stamp.guest {
+        true => Class::Guest,
+        false => Class::Member(cost),
     };
-    match decision {
-        Decision::Run(ticket) => Intake::Run(caller, ticket),
+    match ctx.gate.admit(&stamp.key, class, msg.length) {
+        Decision::Run(ticket) => Intake::Run(stamp, ticket),
         Decision::Refuse(e) => Intake::Refuse(e),
         Decision::Silent => Intake::Silent,
+        Decision::Penalize(why) => {
+            penalize(ctx, &stamp, why);
+            Intake::Silent
+        }
     }
+}
+
+/// Refuses `key` at connect for a while and closes the connection that
+/// sent the request (once per penalty; the closing runs in the
+/// background).
+fn penalize(ctx: &Ctx, stamp: &Stamp, why: &'static str) {
+    if !ctx.penalties.add(&stamp.key) {
+        return;
+    }
+    ctx.counters.penalized.fetch_add(1, Ordering::Relaxed);
+    let device = hex::encode(stamp.key);
+    warn!(%device, reason = why, "caller far past its limits: closing its connection");
+    let Some((server, cid)) = stamp.origin.clone() else { return };
+    let kicker = ctx.kicker.clone();
+    tokio::spawn(async move {
+        match kicker.request_origin(&server, cid).await {
+            Ok(Some(target)) => {
+                kicker.kick(&[target]).await;
+            }
+            Ok(None) => warn!(%server, "penalized caller's server not found; connection not closed"),
+            Err(e) => warn!(error = %e, "cannot resolve the penalized caller's connection"),
+        }
+    });
 }
 
 /// A request refused with `err` when the budget admits an answer: the
@@ -118,6 +143,6 @@ fn refuse_with(decision: Decision, err: Error) -> Intake {
     match decision {
         Decision::Run(_ticket) => Intake::Refuse(err),
         Decision::Refuse(limit) => Intake::Refuse(limit),
-        Decision::Silent => Intake::Silent,
+        Decision::Silent | Decision::Penalize(_) => Intake::Silent,
     }
 }

@@ -109,12 +109,15 @@ impl Micro {
     }
 
     /// Subscribes the discovery subjects; the returned future answers them.
+    /// `live` gives the metadata of each STATS answer (the intake's
+    /// counters).
     ///
     /// # Errors
     /// When a subscription fails.
     pub async fn discovery(
         self: Arc<Self>,
         client: async_nats::Client,
+        live: impl Fn() -> serde_json::Value + Send + 'static,
     ) -> Result<impl std::future::Future<Output = ()> + Send + 'static, async_nats::SubscribeError> {
         let mut subs = Vec::new();
         for verb in ["PING", "INFO", "STATS"] {
@@ -134,7 +137,11 @@ impl Micro {
                 let body = match msg.subject.split('.').nth(1) {
                     Some("PING") => self.base("ping"),
                     Some("INFO") => self.info(),
-                    _ => self.stats_json(),
+                    _ => {
+                        let mut stats = self.stats_json();
+                        stats["metadata"] = live();
+                        stats
+                    }
                 };
                 let _ = client.publish(reply, body.to_string().into()).await;
             }

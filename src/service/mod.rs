@@ -8,12 +8,14 @@
 //! that follow (see [`crate::kick::sweep`]) run after it too, off the
 //! request's slot.
 
+mod caller;
 pub mod cursor;
 mod handlers;
 pub mod intake;
 pub mod micro;
 mod notices;
 
+pub use caller::{Caller, Stamp, caller_from_headers};
 pub use notices::Notices;
 
 use std::sync::Arc;
@@ -26,7 +28,6 @@ use tracing::{debug, error, info, warn};
 
 use unibus_proto::error::Error;
 use unibus_proto::endpoint;
-use unibus_proto::ids::SignPub;
 use crate::kick::{self, Kicker, Sweep};
 use unibus_proto::wire::ErrorReply;
 use crate::store::Store;
@@ -42,32 +43,18 @@ pub struct Ctx {
     pub kicker: Kicker,
     /// Signs list cursors.
     pub cursors: Cursors,
-    /// Guest flood limits on `unibus.register`, checked before a request
-    /// is decoded.
-    pub guests: crate::limits::Limiter,
-    /// Per-caller budgets and the cap on requests in flight, checked
-    /// before a request is decoded.
+    /// Per-caller budgets (guests' registrations: the guest limits) and
+    /// the cap on requests in flight, checked before a request is decoded.
     pub gate: crate::limits::Gate,
-    /// Requests dropped without a reply (callers far past their limits).
-    pub dropped: intake::Dropped,
+    /// Keys refused at connect for a while (shared with the callout).
+    pub penalties: Arc<crate::limits::Penalties>,
+    /// What the intake turned away (shared with the control connection's
+    /// event callback, which counts lost requests).
+    pub counters: Arc<intake::Counters>,
     /// Publishes notices to accounts.
     pub notices: Notices,
     /// Rate-limits the log line for `unavailable` answers.
     pub unavailable_log: crate::metrics::LogEvery,
-}
-
-/// The authenticated caller: the key the server stamped into
-/// `Nats-Request-Info` (the user JWT's `name`: the connecting device) and
-/// the account it acts for (docs/protocol.md section 8).
-#[derive(Debug, Clone)]
-pub struct Caller {
-    /// The account the caller acts for: resolved from the device's record
-    /// before every handler but `unibus.register` (where it is the key).
-    pub sign_pub: SignPub,
-    /// The connecting device's checked Ed25519 key.
-    pub device: SignPub,
-    /// The requesting connection: server name and client id.
-    pub origin: Option<(String, u64)>,
 }
 
 /// A handler's result: the typed reply (the endpoint's `Reply`, checked by
@@ -127,56 +114,6 @@ pub struct Encoded {
     kick_origin: Option<(String, u64)>,
 }
 
-#[derive(serde::Deserialize)]
-struct RequestInfo {
-    #[serde(default)]
-    acc: String,
-    #[serde(default)]
-    user: String,
-    #[serde(default)]
-    server: Option<String>,
-    #[serde(default)]
-    id: Option<u64>,
-}
-
-/// Reads the caller from the server-stamped header. Only requests that
-/// crossed the APP import carry it. The server replaces a client's copy
-/// only where it follows a CRLF and appends its own, so a hostile block can
-/// smuggle a forged copy in front (docs/protocol.md section 2). The patched
-/// async-nats (patches/README.md) delivers only well-formed blocks (CRLF
-/// line ends, no bare CR or LF, no folding) and drops the rest; here the
-/// block must then hold exactly one `Nats-Request-Info` value, names
-/// compared without regard to case, from account APP with a key as user.
-///
-/// # Errors
-/// `unauthenticated` when absent, repeated, unreadable, from another
-/// account, or not a key.
-pub fn caller_from_headers(headers: Option<&HeaderMap>) -> Result<Caller, Error> {
-    let mut copies = headers
-        .into_iter()
-        .flat_map(|h| h.iter())
-        .filter(|(name, _)| {
-            AsRef::<[u8]>::as_ref(*name).eq_ignore_ascii_case(subjects::HDR_REQUEST_INFO.as_bytes())
-        })
-        .flat_map(|(_, values)| values.iter());
-    let raw = match (copies.next(), copies.next()) {
-        (Some(one), None) => one,
-        (None, _) => return Err(Error::Unauthenticated("no Nats-Request-Info identity".into())),
-        (Some(_), Some(_)) => {
-            return Err(Error::Unauthenticated("more than one Nats-Request-Info identity".into()));
-        }
-    };
-    let info: RequestInfo = serde_json::from_str(raw.as_str())
-        .map_err(|_| Error::Unauthenticated("unreadable Nats-Request-Info".into()))?;
-    if info.acc != subjects::ACCOUNT_APP {
-        return Err(Error::Unauthenticated("request not from the APP account".into()));
-    }
-    let sign_pub = SignPub::parse_field("caller", &info.user)
-        .map_err(|_| Error::Unauthenticated("caller is not a user key".into()))?;
-    let origin = info.server.zip(info.id);
-    Ok(Caller { device: sign_pub.clone(), sign_pub, origin })
-}
-
 /// The one mapping from [`Error`] to the wire: headers plus JSON body.
 pub fn reply_error(err: &Error) -> (HeaderMap, Bytes) {
     let mut headers = HeaderMap::new();
@@ -205,7 +142,8 @@ pub async fn start(
     for subject in endpoint::SUBJECTS {
         subs.push(client.queue_subscribe(*subject, micro.queue_group().to_string()).await?);
     }
-    let discovery = micro.clone().discovery(client.clone()).await?;
+    let counters = ctx.counters.clone();
+    let discovery = micro.clone().discovery(client.clone(), move || counters.metadata()).await?;
     Ok(async move {
         let serve = intake::serve(ctx, micro, client, futures::stream::select_all(subs));
         tokio::join!(serve, discovery);
@@ -220,13 +158,16 @@ async fn answer(
     micro: &Micro,
     client: &async_nats::Client,
     msg: async_nats::Message,
-    caller: Caller,
+    stamp: Stamp,
     ticket: crate::limits::Ticket,
 ) {
     let started = Instant::now();
     let subject = msg.subject.to_string();
     let Some(reply_to) = msg.reply.clone() else { return };
-    let result = handlers::dispatch(ctx, &subject, caller, &msg.payload).await;
+    let result = match stamp.caller() {
+        Ok(caller) => handlers::dispatch(ctx, &subject, caller, &msg.payload).await,
+        Err(e) => Err(e),
+    };
     drop(msg);
     let (sent, sweep, origin) = match result {
         Ok(outcome) => {
@@ -294,52 +235,5 @@ async fn close_after_reply(
     drop(ticket);
     if let Some(sweep) = sweep {
         ctx.kicker.settle(sweep);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::{HeaderMap, caller_from_headers};
-
-    const KEY: &str = "3d4017c3e843895a92b70aa74d1b7ebc9c982ccf2ec4968cc0cd55f12af4660c";
-
-    fn info(user: &str) -> String {
-        format!(r#"{{"acc":"APP","user":"{user}","server":"s","id":7}}"#)
-    }
-
-    #[test]
-    fn exactly_one_identity_in_any_letter_case_is_required() {
-        let mut one = HeaderMap::new();
-        one.insert("Nats-Request-Info", info(KEY).as_str());
-        assert_eq!(caller_from_headers(Some(&one)).unwrap().sign_pub, KEY);
-        assert_eq!(caller_from_headers(Some(&one)).unwrap().origin, Some(("s".into(), 7)));
-
-        let mut two = one.clone();
-        two.append("Nats-Request-Info", info(KEY).as_str());
-        let mut cased = one.clone();
-        cased.insert("nats-request-info", info(KEY).as_str());
-        let mut upper = one.clone();
-        upper.insert("NATS-REQUEST-INFO", info(KEY).as_str());
-        for h in [two, cased, upper] {
-            assert_eq!(caller_from_headers(Some(&h)).unwrap_err().code(), "unauthenticated");
-        }
-        assert_eq!(caller_from_headers(None).unwrap_err().code(), "unauthenticated");
-        assert_eq!(caller_from_headers(Some(&HeaderMap::new())).unwrap_err().code(), "unauthenticated");
-    }
-
-    #[test]
-    fn identity_must_be_an_app_key() {
-        let cases = [
-            r#"{"acc":"AUTH","user":"KEY"}"#.replace("KEY", KEY),
-            r#"{"acc":"APP","user":"alice"}"#.to_string(),
-            r#"{"acc":"APP"}"#.to_string(),
-            r#"{"acc":"APP","user":"KEY","user":"KEY"}"#.replace("KEY", KEY),
-            "not json".to_string(),
-        ];
-        for value in cases {
-            let mut h = HeaderMap::new();
-            h.insert("Nats-Request-Info", value.as_str());
-            assert_eq!(caller_from_headers(Some(&h)).unwrap_err().code(), "unauthenticated", "{value}");
-        }
     }
 }

@@ -15,6 +15,7 @@ mod devices_e2e;
 mod example;
 mod failure;
 mod faults;
+mod flood;
 mod freshness;
 mod hostile;
 mod invites;

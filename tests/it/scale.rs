@@ -45,6 +45,7 @@ async fn seed(stack: &Stack, n: usize, status: UserStatus) -> Vec<Identity> {
 async fn decision_times(stack: &Stack, id: &Identity, n: usize) -> Vec<Duration> {
     use ed25519_dalek::Signer as _;
     let callout = unibusd::callout::Callout {
+        penalties: Default::default(),
         issuer: nkeys::KeyPair::from_seed(&stack.secrets.issuer.seed().unwrap()).unwrap(),
         xkey: None,
         store: stack.store().clone(),

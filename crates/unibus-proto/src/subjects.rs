@@ -126,8 +126,14 @@ pub const HDR_SERVICE_ERROR: &str = "Nats-Service-Error";
 /// Micro-service error code header (numeric).
 pub const HDR_SERVICE_ERROR_CODE: &str = "Nats-Service-Error-Code";
 
-/// Account every client lands in; hard-coded as the user JWT audience.
+/// Account every member's device lands in; hard-coded as the user JWT
+/// audience.
 pub const ACCOUNT_APP: &str = "APP";
+/// Account guests (keys no account lists) land in: it imports only
+/// `unibus.register`, and its connections may send at most a few KiB per
+/// message (nats.conf), so a guest cannot flood unibusd with large bodies
+/// nor aim a reply at a member's subject (docs/protocol.md section 9).
+pub const ACCOUNT_GUEST: &str = "GUEST";
 
 /// Prefix of invite links: `unibus://invite/<token>`.
 pub const INVITE_LINK_PREFIX: &str = "unibus://invite/";
