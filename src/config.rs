@@ -166,7 +166,13 @@ impl DaemonArgs {
         Ok(CallerLimits {
             rate: check("UNIBUS_DEVICE_RATE", self.device_rate, 1, 1_000_000, "1..=1000000")?,
             burst: check("UNIBUS_DEVICE_BURST", self.device_burst, 20, 1_000_000, "20..=1000000")?,
-            per_caller_in_flight: check("UNIBUS_DEVICE_IN_FLIGHT", self.device_in_flight, 1, 1024, "1..=1024")?,
+            per_caller_in_flight: check(
+                "UNIBUS_DEVICE_IN_FLIGHT",
+                self.device_in_flight,
+                1,
+                1024,
+                "1..=1024",
+            )?,
             max_in_flight: check("UNIBUS_CONTROL_IN_FLIGHT", self.control_in_flight, 1, 65_536, "1..=65536")?,
             ..CallerLimits::default()
         })
@@ -204,7 +210,13 @@ impl DaemonArgs {
 }
 
 /// `v` if it lies in `lo..=hi`, else an error naming the setting and `range`.
-fn check<T: PartialOrd + Copy>(name: &'static str, v: T, lo: T, hi: T, range: &str) -> Result<T, ConfigError> {
+fn check<T: PartialOrd + Copy>(
+    name: &'static str,
+    v: T,
+    lo: T,
+    hi: T,
+    range: &str,
+) -> Result<T, ConfigError> {
     if v < lo || v > hi {
         return Err(ConfigError::Invalid(name, format!("must be {range}")));
     }

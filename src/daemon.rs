@@ -169,7 +169,11 @@ fn secrets_seed(settings: &Settings) -> String {
 
 /// Opens the store (its indexes on `index`), retrying with backoff while
 /// JetStream cannot answer.
-pub async fn open_store(client: &async_nats::Client, index: &async_nats::Client, settings: &Settings) -> Store {
+pub async fn open_store(
+    client: &async_nats::Client,
+    index: &async_nats::Client,
+    settings: &Settings,
+) -> Store {
     let mut delay = Duration::from_millis(100);
     loop {
         match Store::open_split(client.clone(), index.clone(), &settings.store).await {
@@ -211,7 +215,8 @@ pub async fn start(settings: &Settings) -> Result<Running, StartError> {
     let sys = connect_sys(settings).await?;
     let counters = Arc::new(service::intake::Counters::default());
     let control_client =
-        connect_service_with(settings, "unibusd-control", SUBSCRIPTION_CAPACITY, Some(counters.clone())).await?;
+        connect_service_with(settings, "unibusd-control", SUBSCRIPTION_CAPACITY, Some(counters.clone()))
+            .await?;
     let ctx = Ctx {
         store: store.clone(),
         kicker: Kicker::new(sys.clone()),

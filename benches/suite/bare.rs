@@ -9,7 +9,9 @@ use std::sync::Arc;
 use futures::StreamExt as _;
 use unibus_proto::model::Role;
 use unibus_proto::subjects;
-use unibusd::callout::claims::{AuthResponse, MEMBER_LIMITS, RequestClaims, ResponseClaims, UserClaims, permissions};
+use unibusd::callout::claims::{
+    AuthResponse, MEMBER_LIMITS, RequestClaims, ResponseClaims, UserClaims, permissions,
+};
 use unibusd::callout::jwt;
 use unibusd::callout::sealing::Sealer;
 use unibusd::metrics::Histogram;

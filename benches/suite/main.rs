@@ -9,6 +9,8 @@
 //!   doing the same KV operations), and registrations/s with 64 clients;
 //! - callout connects of a device of a 3-device account vs a one-device
 //!   account, alternating rounds;
+//! - other members' connects/s and decision p99 while one member floods
+//!   (and reconnects in a loop once cut off) vs without, alternating rounds;
 //! - callout decision time and unibusd RSS with 100 and 100,000 users.
 
 use std::sync::Arc;
@@ -300,6 +302,7 @@ fn rss_mib(pid: u32) -> f64 {
 
 mod bare;
 mod devices;
+mod flood;
 mod scale;
 
 /// The nats-server binary, found as the tests find it; when there is none,
@@ -398,6 +401,7 @@ async fn main() {
     report.insert("connects".into(), json!(rows));
     report.insert("devices".into(), devices::run(&server.url, &running, seed, n).await);
     report.insert("leader_round_trip".into(), leader_round_trip(&server.url, &secrets).await);
+    report.insert("flood".into(), flood::run(&server.url, &running, seed, n).await);
 
     // 2. Register vs floor, and throughput with 64 clients: clients that
     // leave once answered, then clients that stay and reconnect as members.
@@ -514,6 +518,7 @@ fn print_report(report: &serde_json::Map<String, serde_json::Value>, json_out: b
     );
     println!("  their registrations/s stop the clock when the last one is back");
     devices::print(&report["devices"]);
+    flood::print(&report["flood"]);
     let s = &report["scale"];
     println!("\nscale (callout decision in process; unibusd RSS as a separate process)");
     for k in ["100", "100000"] {

@@ -177,13 +177,16 @@ impl Callout {
             Ok(k) => k,
             Err(why) => return Verdict::Deny(format!("unusable nkey: {why}")),
         };
+        // A penalized key is refused before any signature is checked: its
+        // owner may be reconnecting in a tight loop, and a denial is safe
+        // whoever presents the key.
+        if self.penalties.holds(key.as_bytes()) {
+            return Verdict::Deny("penalized for flooding the control plane; retry later".into());
+        }
         let nonce = n.client_info.nonce.as_deref().unwrap_or("");
         let sig = n.connect_opts.sig.as_deref().unwrap_or("");
         if let Err(why) = keys::verify_nonce_signature(&key, nonce, sig) {
             return Verdict::Deny(format!("nonce signature: {why}"));
-        }
-        if self.penalties.holds(key.as_bytes()) {
-            return Verdict::Deny("penalized for flooding the control plane; retry later".into());
         }
         let sign_pub = hex::encode(key.as_bytes());
         // Repeated denials (a revoked client retries every few seconds,

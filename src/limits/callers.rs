@@ -10,9 +10,10 @@
 //!   registration is judged by the guest limits instead
 //!   ([`super::guests`]).
 //! - **In flight.** At most `per_caller_in_flight` requests of one caller
-//!   and `max_in_flight` of all members are handled at once; the excess is
-//!   refused at once, never queued, so memory and the store's load stay
-//!   bounded whatever the rate.
+//!   and `max_in_flight` of all members are handled at once, and the last
+//!   quarter of those slots only for callers with nothing in flight; the
+//!   excess is refused at once, never queued, so memory and the store's
+//!   load stay bounded whatever the rate.
 //! - **Refusals.** A refusal is answered (`limit_reached`) only while the
 //!   caller's refusal bucket has a token; beyond that it is dropped
 //!   without a reply.
@@ -325,6 +326,11 @@ impl Gate {
             "too many requests from this device; retry later"
         } else if entry.in_flight >= cfg.per_caller_in_flight.max(1) {
             "too many requests in flight from this device; retry later"
+        } else if entry.in_flight > 0 && self.inner.in_flight.available_permits() <= cfg.max_in_flight / 4 {
+            // The last quarter of the slots is kept for callers with
+            // nothing in flight, so a few busy callers cannot take them
+            // all from the rest.
+            "the service is busy; retry later"
         } else {
             match self.inner.in_flight.clone().try_acquire_owned() {
                 Ok(permit) => {

@@ -150,7 +150,10 @@ async fn counters(svc: &async_nats::Client) -> serde_json::Value {
 /// What the other members saw while the floods ran.
 #[derive(Default)]
 struct Seen {
+    /// Requests of other members (a fresh connect's first included).
     latencies: Vec<Duration>,
+    /// Fresh connects.
+    connect_times: Vec<Duration>,
     failures: Vec<String>,
     connects: usize,
 }
@@ -177,6 +180,8 @@ async fn observe(url: String, ids: Vec<Identity>, stop: Arc<AtomicBool>) -> Seen
         match Client::connect(&url, id).await {
             Ok(c) => {
                 seen.connects += 1;
+                seen.connect_times.push(t.elapsed());
+                let t = Instant::now();
                 match c.whoami().await {
                     Ok(_) => seen.latencies.push(t.elapsed()),
                     Err(e) => seen.failures.push(format!("whoami after connect: {e:?}")),
@@ -248,8 +253,9 @@ async fn run_phase(url: &str, errors: &mut AuthErrors, phase: Phase) {
 /// the socket takes it, and 1 MB bodies: each is cut off within the phase
 /// and refused at reconnect. Four guests flood valid-shaped registrations
 /// at 8,000/s each (cut off too), three send 1 MB bodies (refused by the
-/// server: guests may send 8 KB), and one member sends 600/s for the
-/// whole phase (three times its budget, within what unibusd absorbs).
+/// server: guests may send 8 KB), one member sends 600/s for the whole
+/// phase (three times its budget, within what unibusd absorbs), and 16
+/// members send 200/s each (their budget, all answered).
 /// Meanwhile other members' connects all succeed and their `whoami`
 /// answers within 1 s (p95); unibusd never reconnects nor loses a request
 /// to a full buffer; its memory stays within 128 MiB of idle and comes
@@ -283,6 +289,12 @@ async fn no_flood_shuts_the_others_out() {
     let (f4, _) = member("f4").await;
     let (f5, _) = member("f5").await;
     let (steady, _) = member("steady").await;
+    let mut heavy = Vec::new();
+    for name in
+        ["h0", "h1", "h2", "h3", "h4", "h5", "h6", "h7", "h8", "h9", "h10", "h11", "h12", "h13", "h14", "h15"]
+    {
+        heavy.push((member(name).await.0, b"{}".to_vec()));
+    }
     let mut observers = Vec::new();
     for name in ["o0", "o1", "o2", "o3", "o4", "o5"] {
         observers.push(member(name).await.0);
@@ -388,6 +400,13 @@ async fn no_flood_shuts_the_others_out() {
             rate: Some(600),
             expect: Expect::Runs,
         },
+        Phase {
+            name: "16 members at their budget",
+            subject: subjects::WHOAMI,
+            senders: heavy,
+            rate: Some(200),
+            expect: Expect::Runs,
+        },
     ];
     for phase in phases {
         run_phase(&stack.url, &mut errors, phase).await;
@@ -399,7 +418,9 @@ async fn no_flood_shuts_the_others_out() {
     let counters = counters(&svc).await;
     let (n, p) = (seen.latencies.len(), p95(seen.latencies.clone()));
     let worst = seen.latencies.iter().max().copied().unwrap_or_default();
-    println!("others during the floods: {} connects, {n} whoami, p95 {p:?}, worst {worst:?}", seen.connects);
+    let (cp, cworst) = (p95(seen.connect_times.clone()), seen.connect_times.iter().max().copied());
+    println!("others during the floods: {n} whoami, p95 {p:?}, worst {worst:?}");
+    println!("others during the floods: {} connects, p95 {cp:?}, worst {cworst:?}", seen.connects);
     println!("intake: {counters}");
     assert!(seen.failures.is_empty(), "other members failed during the floods: {:?}", seen.failures);
     assert!(seen.connects >= 20, "too few connects observed: {}", seen.connects);

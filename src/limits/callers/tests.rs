@@ -46,6 +46,22 @@ fn budget_by_cost_then_answered_refusals_then_silence() {
     assert_eq!(verdict(&gate.admit_at(&key(1), Class::Member(Cost::Sweep), 2, t2)), "refuse", "a refusal back");
 }
 
+/// The last quarter of the slots is kept for callers with nothing in
+/// flight.
+#[test]
+fn busy_callers_leave_room_for_the_rest() {
+    let gate = gate(CallerLimits { per_caller_in_flight: 8, max_in_flight: 8, ..Default::default() });
+    let t0 = Instant::now();
+    let busy: Vec<_> = (0..6).map(|_| gate.admit_at(&key(1), READ, 2, t0)).collect();
+    assert!(busy.iter().all(|d| verdict(d) == "run"));
+    assert_eq!(verdict(&gate.admit_at(&key(1), READ, 2, t0)), "refuse", "2 slots left: kept for others");
+    let other = gate.admit_at(&key(2), READ, 2, t0);
+    assert_eq!(verdict(&other), "run", "a caller with nothing in flight");
+    let third = gate.admit_at(&key(3), READ, 2, t0);
+    assert_eq!(verdict(&third), "run");
+    assert_eq!(verdict(&gate.admit_at(&key(4), READ, 2, t0)), "refuse", "full");
+}
+
 /// At most `per_caller_in_flight` of one caller and `max_in_flight` of
 /// all run at once; slots come back when tickets drop.
 #[test]
