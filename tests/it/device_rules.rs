@@ -15,6 +15,7 @@ use unibus::{Bundle, ClientError, Identity};
 use unibus_proto::endpoint::{DeviceRevoke, Endpoint as _};
 use unibus_proto::model::{Device, DeviceStatus, REVOKED_DEVICES_KEPT, Role, User, Via};
 use unibus_proto::subjects::{BUCKET_DEVICES, BUCKET_USERS};
+use unibus_proto::wire::InviteCreateRequest;
 
 use crate::evidence::{ServerView, expect_denial_of, kv_snapshot, raced_on, request_seen};
 use crate::harness::{Stack, code};
@@ -139,6 +140,40 @@ async fn a_revoked_device_never_comes_back() {
     }
     let guest = stack.connect(&lost_id).await.expect("an unknown key connects as a guest");
     assert!(matches!(guest.whoami().await, Err(ClientError::PermissionDenied(_))));
+}
+
+/// A revoked device record whose account is gone (a crash between the
+/// account's delete and its devices' leaves one) is never taken over:
+/// neither another account's add nor a registration of the key gets it,
+/// and the record stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_orphan_record_is_never_taken_over() {
+    let stack = Stack::start(true).await;
+    let (_a, admin) = stack.admin().await;
+    let (bob_id, bob) = stack.user(&admin, Role::Member, "bob").await;
+    let js = stack.jetstream().await;
+    let kv = js.get_key_value(BUCKET_DEVICES).await.unwrap();
+    let revoked = |key: &Identity, account: &str, seq: u32| {
+        let mut d = Device::first(&key.sign_pub_hex(), &key.kex_pub_hex(), None);
+        (d.account, d.seq, d.status) = (account.to_string(), seq, DeviceStatus::Revoked);
+        (d.revoked_at, d.revoked_by) = (Some(d.added_at.clone()), Some(account.to_string()));
+        serde_json::to_vec(&d).unwrap()
+    };
+    // A device (seq 2) of a deleted account, and a deleted account's own key.
+    let (device, own) = (Identity::generate(), Identity::generate());
+    let gone = Identity::generate().sign_pub_hex();
+    kv.create(&device.sign_pub_hex(), revoked(&device, &gone, 2).into()).await.unwrap();
+    kv.create(&own.sign_pub_hex(), revoked(&own, &own.sign_pub_hex(), 1).into()).await.unwrap();
+
+    let as_bobs = device.clone().with_account(&bob_id.sign_pub_hex()).unwrap();
+    assert_eq!(code(bob.add_device(&as_bobs.bundle(None)).await), "user_exists");
+    let inv = admin.create_invite(&InviteCreateRequest::default()).await.unwrap();
+    let guest = stack.connect(&own).await.expect("no account: a guest");
+    assert_eq!(code(guest.register(&inv.token, None).await), "user_exists");
+    for key in [&device, &own] {
+        let (record, _) = stack.store().get_device(&key.sign_pub_hex()).await.unwrap().expect("record stays");
+        assert_eq!(record.status, DeviceStatus::Revoked);
+    }
 }
 
 /// Device A (oldest) revokes B while B revokes C (newer than B), many
