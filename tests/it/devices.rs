@@ -1,28 +1,21 @@
 //! Linked devices (docs/protocol.md section 8) through a real nats-server:
 //! add, list, revoke and recover with every error and KV unchanged on
 //! refusal, the seniority, last-device and last-admin rules, the cap under
-//! concurrency, one account per key, records from before devices, a kill of
-//! unibusd in the middle of an add storm, and revocation across a cluster.
+//! concurrency, records from before devices, a kill of unibusd in the
+//! middle of an add storm, and revocation across a cluster. Races of the
+//! rules are in `device_races.rs`, their permanence in `device_rules.rs`.
 
 use std::time::Duration;
 
 use futures::StreamExt as _;
 use unibus::{Bundle, Client, Identity};
-use unibus_proto::endpoint::{DeviceAdd, DeviceRevoke, Endpoint as _};
 use unibus_proto::model::{DeviceStatus, MAX_DEVICES_PER_ACCOUNT, Role, Via};
-use unibus_proto::subjects::{BUCKET_DEVICES, BUCKET_USERS};
 use unibus_proto::wire::InviteCreateRequest;
 
-use crate::evidence::{ServerView, expect_denial_of, raced_on, request_seen, writes_to};
+use crate::evidence::expect_denial_of;
 use crate::harness::{
     AuthErrors, Cluster, Stack, code, connect_watched_to, expect_event_within, expect_signed_denial,
 };
-
-/// Runs `call` and notes when its reply arrived.
-async fn timed<T>(call: impl std::future::Future<Output = T>) -> (T, tokio::time::Instant) {
-    let out = call.await;
-    (out, tokio::time::Instant::now())
-}
 
 /// A new device key for `account`, and its bundle.
 fn new_device(account: &str, name: &str) -> (Identity, Bundle) {
@@ -200,93 +193,6 @@ async fn concurrent_adds_never_pass_the_cap() {
         let record = stack.store().get_device(&key).await.unwrap();
         assert_eq!(record.is_some(), user.has_active_device(&key), "device record of {key}");
     }
-}
-
-/// Two devices each revoking itself at the same moment: one wins, the other
-/// is refused as the last device; never 0 active devices. The rounds show
-/// that they raced: both requests at the server before either reply, and
-/// in some rounds two writes of the account record expecting the same
-/// revision (both had read it before either wrote).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_revokes_never_leave_none() {
-    let stack = Stack::start(true).await;
-    let (_a, admin) = stack.admin().await;
-    let view = ServerView::watch(&stack, &[DeviceRevoke::SUBJECT]).await;
-    let (mut rounds, mut in_flight, mut raced) = (0, 0, 0);
-    while rounds < 10 || (raced < 3 && rounds < 60) {
-        rounds += 1;
-        let (phone_id, phone) = member(&stack, &admin, &format!("u{rounds}")).await;
-        let account = phone_id.sign_pub_hex();
-        let (laptop_id, bundle) = new_device(&account, "laptop");
-        phone.add_device(&bundle).await.unwrap();
-        let laptop = stack.connect(&laptop_id).await.unwrap();
-        let laptop_key = laptop_id.sign_pub_hex();
-        view.take().await;
-        let ((a, at_a), (b, at_b)) =
-            tokio::join!(timed(phone.revoke_device(&account)), timed(laptop.revoke_device(&laptop_key)));
-        let log = view.take().await;
-        assert_eq!(usize::from(a.is_ok()) + usize::from(b.is_ok()), 1, "round {rounds}: {a:?} {b:?}");
-        let (user, _) = stack.store().get_user(&account).await.unwrap().unwrap();
-        assert_eq!(user.active_devices().count(), 1);
-        let first_reply = at_a.min(at_b);
-        let seen = [&account, &laptop_key].map(|k| request_seen(&log, DeviceRevoke::SUBJECT, k));
-        in_flight += usize::from(seen.iter().all(|t| t.is_some_and(|t| t < first_reply)));
-        raced += usize::from(raced_on(&log, BUCKET_USERS, &account));
-    }
-    println!(
-        "self-revoke race: {rounds} rounds, both at the server before either reply in {in_flight}, \
-         raced in the store in {raced}"
-    );
-    assert!(in_flight * 2 >= rounds, "the requests rarely overlapped: {in_flight} of {rounds}");
-    assert!(raced >= 3, "the revokes raced in the store in only {raced} of {rounds} rounds");
-}
-
-/// A key becomes a device of one account at most: two accounts adding it
-/// at once have one winner, and a device key cannot register. The rounds
-/// show that they raced: both requests at the server before either reply,
-/// and in some rounds both claims of the key (`create` of its device
-/// record) before the winner's final write of it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_key_is_a_device_of_one_account_only() {
-    let stack = Stack::start(true).await;
-    let (_a, admin) = stack.admin().await;
-    let view = ServerView::watch(&stack, &[DeviceAdd::SUBJECT]).await;
-    let (mut rounds, mut in_flight, mut raced) = (0, 0, 0);
-    let mut winners = Vec::new();
-    while rounds < 10 || (raced < 3 && rounds < 60) {
-        rounds += 1;
-        // Fresh accounts each round: the winners fill up.
-        let (alice_id, alice) = member(&stack, &admin, &format!("alice{rounds}")).await;
-        let (bob_id, bob) = member(&stack, &admin, &format!("bob{rounds}")).await;
-        let key = Identity::generate();
-        let for_alice = key.clone().with_account(&alice_id.sign_pub_hex()).unwrap().bundle(None);
-        let for_bob = key.clone().with_account(&bob_id.sign_pub_hex()).unwrap().bundle(None);
-        view.take().await;
-        let ((a, at_a), (b, at_b)) =
-            tokio::join!(timed(alice.add_device(&for_alice)), timed(bob.add_device(&for_bob)));
-        let log = view.take().await;
-        assert_eq!(usize::from(a.is_ok()) + usize::from(b.is_ok()), 1, "{a:?} {b:?}");
-        let first_reply = at_a.min(at_b);
-        let callers = [alice_id.sign_pub_hex(), bob_id.sign_pub_hex()];
-        let seen = callers.map(|k| request_seen(&log, DeviceAdd::SUBJECT, &k));
-        in_flight += usize::from(seen.iter().all(|t| t.is_some_and(|t| t < first_reply)));
-        let writes = writes_to(&log, BUCKET_DEVICES, &for_alice.device);
-        let claims_first = writes.iter().take_while(|w| **w == Some(0)).count();
-        raced += usize::from(claims_first >= 2);
-        winners.push(if a.is_ok() { "alice" } else { "bob" });
-        let loser = if a.is_ok() { b } else { a };
-        assert_eq!(code(loser), "user_exists");
-        // The device key cannot redeem an invite either.
-        let inv = admin.create_invite(&InviteCreateRequest::default()).await.unwrap();
-        let as_guest = stack.connect(&key).await.unwrap();
-        assert_eq!(code(as_guest.register(&inv.token, None).await), "user_exists");
-    }
-    println!(
-        "one key, two accounts: {rounds} rounds, both at the server before either reply in {in_flight}, \
-         both claims before the winner's final write in {raced}; winners {winners:?}"
-    );
-    assert!(in_flight * 2 >= rounds, "the requests rarely overlapped: {in_flight} of {rounds}");
-    assert!(raced >= 3, "the adds raced in the store in only {raced} of {rounds} rounds");
 }
 
 /// A record written before devices (no `devices`, no `kex_sig`) reads as

@@ -9,6 +9,7 @@ mod callout_refusals;
 mod cas;
 mod cli;
 mod cluster;
+mod device_races;
 mod device_rules;
 mod devices;
 mod devices_cli;
