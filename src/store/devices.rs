@@ -11,6 +11,11 @@
 //! leaves a record its account does not list: the callout denies such a key
 //! (never a guest), and the same add retried completes it. An add refused by
 //! the account (cap, rule) removes the record it created.
+//!
+//! Revocation is for good: a revoked record, or one its account listed
+//! once (`seq` > 0), is never claimed again, freed or taken over, even
+//! after the account record has stopped listing it (it keeps only the 32
+//! most recent revoked devices). Only the account's delete removes it.
 
 use super::cas::Change;
 use super::{KvError, Store};
@@ -36,13 +41,16 @@ impl Store {
     }
 
     /// Claims `device.device` for `device.account` by creating its device
-    /// record. Succeeds again for the same account (a retry, or an
-    /// account's own key); reclaims the record of a device whose account
-    /// was deleted (a crash between the account's delete and its devices').
+    /// record. Succeeds again for the same account while the record is a
+    /// claim nobody listed yet (a retry of an add or a registration that
+    /// was cut off); takes over the record of an active device whose
+    /// account was deleted (a crash between the account's delete and its
+    /// devices'). A revoked record, or one listed once, is never claimed
+    /// again: revocation is for good.
     ///
     /// # Errors
-    /// `user_exists` when the key is a device of another account;
-    /// `unavailable`.
+    /// `user_exists` when the key is a device of another account, or a
+    /// device its account listed once; `unavailable`.
     pub async fn claim_device_key(&self, device: &Device) -> Result<(), Error> {
         for _ in 0..super::cas::MAX_CAS_ATTEMPTS {
             match self.devices.create(&device.device, device).await {
@@ -51,8 +59,17 @@ impl Store {
                 Err(e) => return Err(e.into()),
             }
             let Some((held, rev)) = self.get_device(&device.device).await? else { continue };
+            if held.status == DeviceStatus::Revoked {
+                return Err(Error::UserExists);
+            }
             if held.account == device.account {
-                return Ok(());
+                return if unlisted_claim(&held) || first_device_claim(&held) {
+                    Ok(())
+                } else {
+                    // Listed once and listed no more: revoked, and the
+                    // account's copy has scrolled off.
+                    Err(Error::UserExists)
+                };
             }
             let orphan = held.account != held.device && self.get_user(&held.account).await?.is_none();
             if !orphan {
@@ -88,15 +105,26 @@ impl Store {
     /// `user_exists`, after making its record whole.
     ///
     /// # Errors
-    /// `user_exists` (the key is an account, or a device elsewhere, or a
-    /// revoked device of this account), `not_found` (no account),
-    /// `limit_reached` (8 active), `rule`'s error, `unavailable`.
+    /// `user_exists` (the key is an account, this one included, or a device
+    /// elsewhere, or a device this account has or had), `not_found` (no
+    /// account), `limit_reached` (8 active), `rule`'s error, `unavailable`.
     pub async fn add_device<F>(&self, new: Device, rule: F) -> Result<Device, Error>
     where
         F: Fn(&User) -> Result<(), Error>,
     {
-        if new.device != new.account && self.get_user(&new.device).await?.is_some() {
+        // The account's own key too: it was the first device, so it is
+        // listed, or revoked (perhaps scrolled off the account record).
+        if self.get_user(&new.device).await?.is_some() {
             return Err(Error::UserExists);
+        }
+        // A device this account has had (revoked, perhaps no longer listed
+        // by the account record) is taken for good, whatever the account
+        // looks like now: `user_exists` before the cap is judged.
+        if let Some((held, _)) = self.get_device(&new.device).await? {
+            let ours_once = held.account == new.account && !unlisted_claim(&held);
+            if held.status == DeviceStatus::Revoked || ours_once {
+                return Err(Error::UserExists);
+            }
         }
         // Judged once before anything is written, so that a refused add
         // (the cap, a rule) changes nothing in KV; judged again in the CAS.
@@ -148,23 +176,24 @@ impl Store {
         self.users.modify(&listed.account, unlist).await.map(|_| ())
     }
 
-    /// Removes the device record of `new` when its account does not list
-    /// it (an add that was refused); when the account lists it, makes the
-    /// record equal to the account's copy.
+    /// Removes the device record of `new` when it is a claim of its
+    /// account that the account does not list (an add that was refused);
+    /// when the account lists it, makes the record equal to the account's
+    /// copy. A record listed once (revoked, scrolled off the account) stays.
     async fn release_unlisted(&self, new: &Device) -> Result<(), Error> {
         let user = self.get_user(&new.account).await?.map(|(u, _)| u);
         if let Some(listed) = user.as_ref().and_then(|u| u.device(&new.device)) {
             return self.write_device_record(listed).await.map(|_| ());
         }
-        self.drop_device_record(&new.device, &new.account).await
+        self.drop_device_record(&new.device, |d| d.account == new.account && unlisted_claim(d)).await
     }
 
     /// Deletes the device record of `key` (CAS at the revision read) while
-    /// it names `account`; a record of another account is left alone.
-    async fn drop_device_record(&self, key: &str, account: &str) -> Result<(), Error> {
+    /// `doomed` says so of it; any other record is left alone.
+    async fn drop_device_record(&self, key: &str, doomed: impl Fn(&Device) -> bool) -> Result<(), Error> {
         let drop = |current: Option<Device>| {
             let change = match current {
-                Some(d) if d.account == account => Change::Delete(()),
+                Some(d) if doomed(&d) => Change::Delete(()),
                 _ => Change::Keep(()),
             };
             std::future::ready(Ok(change))
@@ -188,36 +217,46 @@ impl Store {
     }
 
     /// Revokes device `key` of `account` with a CAS on the account that
-    /// applies `rule` (seniority, last device, last admin) to the record
-    /// written over; revoking a revoked device changes nothing. Then
-    /// writes the device record. Returns the device and whether it changed.
+    /// applies `rule` (the caller's standing, seniority, last device, last
+    /// admin) to the record written over; revoking a revoked device changes
+    /// nothing. Then writes the device record. Returns the device as the
+    /// account lists it and the revision of `UNIBUS_users` that revoked it
+    /// (`None` when it was revoked already: nothing written).
     ///
     /// # Errors
     /// `not_found` (no such account or device in it), `rule`'s error,
     /// `unavailable`.
-    pub async fn revoke_device<F>(&self, account: &str, key: &str, by: &str, rule: F) -> Result<(Device, bool), Error>
+    pub async fn revoke_device<F>(
+        &self,
+        account: &str,
+        key: &str,
+        by: &str,
+        rule: F,
+    ) -> Result<(Device, Option<u64>), Error>
     where
         F: Fn(&User, &Device) -> Result<(), Error>,
     {
-        let revoke = |current: Option<User>| {
-            std::future::ready(revoke_in(current, key, by, &rule))
-        };
-        let ((device, changed), _) = self.users.modify(account, revoke).await?;
+        let revoke = |current: Option<User>| std::future::ready(revoke_in(current, key, by, &rule));
+        let ((device, changed), revision) = self.users.modify(account, revoke).await?;
         // The account's copy is the authority; a record that names another
         // account is left alone.
         self.write_device_record(&device).await?;
-        Ok((device, changed))
+        Ok((device, revision.filter(|_| changed)))
     }
 
-    /// Takes back a revoke that a concurrent change made wrong (it left no
-    /// active admin with an active device): the device is active again.
+    /// Takes back the revoke that wrote `revoked`, when a check after the
+    /// write found it wrong (the caller had lost its standing, or no active
+    /// admin is left with an active device): the device is active again.
+    /// Only that very revocation is taken back; a device revoked otherwise,
+    /// or no longer listed, stays as it is.
     ///
     /// # Errors
     /// `unavailable`.
-    pub async fn undo_revoke(&self, account: &str, key: &str) -> Result<(), Error> {
+    pub async fn undo_revoke(&self, revoked: &Device) -> Result<(), Error> {
+        let key = revoked.device.as_str();
         let undo = |current: Option<User>| {
             let change = match current {
-                Some(mut user) if user.device(key).is_some() => {
+                Some(mut user) if user.device(key) == Some(revoked) => {
                     for d in user.devices.iter_mut().filter(|d| d.device == key) {
                         d.status = DeviceStatus::Active;
                         (d.revoked_at, d.revoked_by) = (None, None);
@@ -230,19 +269,27 @@ impl Store {
             };
             std::future::ready(Ok(change))
         };
-        if let (Some(device), _) = self.users.modify(account, undo).await? {
+        if let (Some(device), _) = self.users.modify(&revoked.account, undo).await? {
             self.write_device_record(&device).await?;
         }
         Ok(())
     }
 
-    /// Deletes the device records of a deleted account (each at the
-    /// revision read, only while it still names that account).
+    /// Deletes every device record of a deleted account, each at the
+    /// revision read while it still names that account: the devices it
+    /// lists, its own key, and the revoked devices that have scrolled off
+    /// the record (found in the synced devices index), so that no record
+    /// of it outlives it to be read as a device of a later account with
+    /// the same id.
     pub(crate) async fn delete_device_records(&self, user: &User) -> Result<(), Error> {
-        let mut keys: Vec<&str> = user.devices.iter().map(|d| d.device.as_str()).collect();
-        keys.push(user.sign_pub.as_str());
+        let account = user.sign_pub.as_str();
+        let mut keys = self.devices_ix.sync_read(self.sync_limit(), |ix| ix.keys_of(account)).await?;
+        keys.extend(user.devices.iter().map(|d| d.device.clone()));
+        keys.push(account.to_string());
+        keys.sort_unstable();
+        keys.dedup();
         for key in keys {
-            self.drop_device_record(key, &user.sign_pub).await?;
+            self.drop_device_record(&key, |d| d.account == account).await?;
         }
         Ok(())
     }
@@ -253,6 +300,21 @@ impl Store {
         let admins = self.other_active_admin_records(except).await?;
         Ok(admins.iter().filter(|u| u.active_devices().next().is_some()).count())
     }
+}
+
+/// A claim of a device add that no account has listed yet (`seq` 0: the
+/// account's CAS gives the number): an add cut before its listing, or one
+/// in flight. Only such a record may be freed by a refused add or claimed
+/// again by its account.
+fn unlisted_claim(held: &Device) -> bool {
+    held.status == DeviceStatus::Active && held.seq == 0
+}
+
+/// A registration's claim of the account's own key (its first device):
+/// the account record decides (`create`), so the same key may claim it
+/// again (a registration retried after a crash between the two writes).
+fn first_device_claim(held: &Device) -> bool {
+    held.status == DeviceStatus::Active && held.device == held.account && held.seq == 1
 }
 
 /// The account after listing `new` in it, or why not.

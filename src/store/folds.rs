@@ -126,6 +126,14 @@ impl Devices {
     pub fn account_of(&self, key: &str) -> Option<String> {
         self.accounts.get(&raw_key(key)?).map(hex::encode)
     }
+
+    /// Every device key (hex) the index maps to `account`, whether or not
+    /// the account still lists it (revoked devices it no longer lists
+    /// included). A scan: for an account's delete, not for the callout.
+    pub fn keys_of(&self, account: &str) -> Vec<String> {
+        let Some(account) = raw_key(account) else { return Vec::new() };
+        self.accounts.iter().filter(|(_, a)| **a == account).map(|(k, _)| hex::encode(k)).collect()
+    }
 }
 
 /// 64 hex characters as 32 bytes.

@@ -148,6 +148,47 @@ impl Store {
         })
     }
 
+    /// Whether `holds` was true of the record of `key` as it stood when
+    /// revision `at` of `UNIBUS_users` was written, given the revision
+    /// `since` (< `at`) at which the caller found it true. Revisions are
+    /// sequences of one stream, so they order writes to different keys:
+    /// the record as of `at` is the key's last write below `at`, found by
+    /// walking the key's writes from `since` (leader reads; usually two).
+    /// A record deleted, unreadable or no longer kept (history) as of `at`
+    /// counts as not holding (fail closed).
+    ///
+    /// # Errors
+    /// `unavailable`.
+    pub(crate) async fn user_held_at(
+        &self,
+        key: &str,
+        since: u64,
+        at: u64,
+        holds: impl Fn(&User) -> bool,
+    ) -> Result<bool, Error> {
+        use async_nats::jetstream::stream::RawMessageErrorKind;
+        let kv = &self.users.kv;
+        let subject = format!("{}{key}", kv.prefix);
+        let (mut from, mut last) = (since, None);
+        loop {
+            let get = kv.stream.raw_message_builder().sequence(from).next_by_subject(subject.as_str());
+            let msg = match get.send().await {
+                Ok(msg) if msg.sequence < at => msg,
+                Ok(_) => break,
+                Err(e) if e.kind() == RawMessageErrorKind::NoMessageFound => break,
+                Err(e) => return Err(Error::Unavailable(format!("get {key} in {}: {e}", kv.name))),
+            };
+            if last.is_none() && msg.sequence != since {
+                // `since` is no longer kept: what came between is unknown.
+                return Ok(false);
+            }
+            from = msg.sequence + 1;
+            last = Some(msg.payload);
+        }
+        // A delete marker has no body, so it does not decode either.
+        Ok(last.is_some_and(|body| serde_json::from_slice::<User>(&body).is_ok_and(|u| holds(&u))))
+    }
+
     /// Adds a user record; `user_exists` when the key is taken.
     ///
     /// # Errors

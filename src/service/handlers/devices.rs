@@ -80,7 +80,11 @@ pub async fn recover(ctx: &Ctx, caller: &Caller, req: AdminDeviceAddRequest) -> 
 /// `unibus.device.revoke`: a device revokes itself or a newer one of its
 /// account, never an older one nor the last active one; an admin revokes
 /// any device but the last active device of the last active admin. The
-/// revoked device's connections are closed on every server.
+/// caller's own standing is judged on the record written over when it is
+/// the target's account; an admin's standing in its own, other record is
+/// checked as of the write afterwards, like the last-admin rule, and the
+/// revoke is taken back when either fails. The revoked device's
+/// connections are closed on every server.
 pub async fn revoke(ctx: &Ctx, caller: &Caller, req: DeviceRevokeRequest) -> Result<Outcome<DeviceRevokeReply>, Error> {
     let target = req.device;
     let account = ctx.store.account_of(&target).await?;
@@ -90,19 +94,25 @@ pub async fn revoke(ctx: &Ctx, caller: &Caller, req: DeviceRevokeRequest) -> Res
     }
     let me = active_user(ctx, caller).await?;
     let as_admin = me.role == Role::Admin;
-    if !as_admin && account != caller.sign_pub.as_str() {
+    let own = account == caller.sign_pub.as_str();
+    if !as_admin && !own {
         return Err(Error::Forbidden("not a device of your account".into()));
     }
-    let my_seq = me.device(&caller.device).map_or(0, |d| d.seq);
+    // An admin acting on another account: its standing is in its own
+    // record, read here with the revision to check it against later.
+    let admin_since = if own { None } else { Some(admin_standing(ctx, caller).await?) };
     // Only an admin's revoke can touch the last admin's last device.
     let other_admins = if as_admin { ctx.store.other_admins_with_devices(&account).await? } else { 0 };
-    let rule = |user: &User, device: &Device| revoke_rule(user, device, as_admin, my_seq, other_admins);
-    let (device, changed) = ctx.store.revoke_device(&account, &target, &caller.device, rule).await?;
-    if changed && as_admin && last_admin_left_without_device(ctx, &account).await? {
-        ctx.store.undo_revoke(&account, &target).await?;
-        return Err(last_admin_device());
-    }
-    if changed {
+    let judge = Judge { caller: &caller.device, as_admin, own, other_admins };
+    let rule = |user: &User, device: &Device| judge.rule(user, device);
+    let (device, written) = ctx.store.revoke_device(&account, &target, &caller.device, rule).await?;
+    if let Some(at) = written {
+        if as_admin {
+            if let Err(refused) = checks_after_write(ctx, caller, &account, admin_since, at).await {
+                ctx.store.undo_revoke(&device).await?;
+                return Err(refused);
+            }
+        }
         ctx.notices.device_changed(&device).await;
     }
     let sweep = ctx.kicker.sweep_after_write(&[target.to_string()]).await;
@@ -110,36 +120,99 @@ pub async fn revoke(ctx: &Ctx, caller: &Caller, req: DeviceRevokeRequest) -> Res
     Outcome::reply_then_sweep(DeviceRevokeReply { device, kicked, kick_pending }, sweep)
 }
 
-/// The rule of docs/protocol.md section 8, "Revoking", judged on the
-/// account record being written over.
-fn revoke_rule(user: &User, device: &Device, as_admin: bool, my_seq: u32, other_admins: usize) -> Result<(), Error> {
-    let last = user.active_devices().count() <= 1;
-    if as_admin {
-        if last && user.is_active_admin() && other_admins == 0 {
-            return Err(last_admin_device());
+/// The rule of docs/protocol.md section 8, "Revoking", as far as it is
+/// judged on the account record being written over.
+struct Judge<'a> {
+    /// The calling device.
+    caller: &'a str,
+    /// The caller's account is an admin.
+    as_admin: bool,
+    /// The target is a device of the caller's own account.
+    own: bool,
+    /// Active admins other than the target's account with an active
+    /// device, counted before the write.
+    other_admins: usize,
+}
+
+impl Judge<'_> {
+    fn rule(&self, user: &User, device: &Device) -> Result<(), Error> {
+        // A device revoked (or an account revoked) a moment ago cannot
+        // revoke a sibling: judged on this very record.
+        if self.own && (user.status != UserStatus::Active || !user.has_active_device(self.caller)) {
+            return Err(Error::Forbidden(CALLER_GONE.into()));
         }
-        return Ok(());
+        let last = user.active_devices().count() <= 1;
+        if self.as_admin {
+            if last && user.is_active_admin() && self.other_admins == 0 {
+                return Err(Error::Forbidden(LAST_ADMIN_DEVICE.into()));
+            }
+            return Ok(());
+        }
+        let my_seq = user.device(self.caller).map_or(u32::MAX, |d| d.seq);
+        if device.seq < my_seq {
+            return Err(Error::Forbidden("a device cannot revoke an older device".into()));
+        }
+        if last {
+            return Err(Error::Forbidden("the last active device of an account cannot be revoked".into()));
+        }
+        Ok(())
     }
-    if device.seq < my_seq {
-        return Err(Error::Forbidden("a device cannot revoke an older device".into()));
+}
+
+/// Refused while the calling device or its account is no longer active in
+/// the record the revoke would be written over (or, for an admin acting
+/// on another account, in its own record as of that write).
+const CALLER_GONE: &str = "the calling device or its account was revoked before this revoke was written";
+/// Refused: the last active device of the last active admin.
+const LAST_ADMIN_DEVICE: &str = "the last active device of the last active admin cannot be revoked";
+/// Refused after the write by the last-admin re-check (a concurrent revoke
+/// left no active admin with an active device); the write was undone.
+const LAST_ADMIN_DEVICE_RACE: &str =
+    "the last active device of the last active admin cannot be revoked (a concurrent revoke took the other)";
+
+/// The calling admin's record revision, once it is seen an active admin
+/// with the calling device active.
+async fn admin_standing(ctx: &Ctx, caller: &Caller) -> Result<u64, Error> {
+    match ctx.store.get_user(&caller.sign_pub).await? {
+        Some((me, rev)) if admin_stands(&me, &caller.device) => Ok(rev),
+        _ => Err(Error::Forbidden("device is not an active device of an active admin".into())),
     }
-    if last {
-        return Err(Error::Forbidden("the last active device of an account cannot be revoked".into()));
+}
+
+fn admin_stands(me: &User, device: &str) -> bool {
+    me.is_active_admin() && me.has_active_device(device)
+}
+
+/// After an admin's revoke written at revision `at`: the calling admin
+/// still stood as of that write (when its record is another than the
+/// target's), and some active admin is left with an active device.
+async fn checks_after_write(
+    ctx: &Ctx,
+    caller: &Caller,
+    account: &str,
+    admin_since: Option<u64>,
+    at: u64,
+) -> Result<(), Error> {
+    if let Some(since) = admin_since {
+        let stands = |me: &User| admin_stands(me, &caller.device);
+        if !ctx.store.user_held_at(&caller.sign_pub, since, at, stands).await? {
+            return Err(Error::Forbidden(CALLER_GONE.into()));
+        }
+    }
+    if last_admin_left_without_device(ctx, account).await? {
+        return Err(Error::Forbidden(LAST_ADMIN_DEVICE_RACE.into()));
     }
     Ok(())
 }
 
-/// After an admin's revoke: true when `account` is an active admin left
-/// without an active device and no other active admin has one (a
-/// concurrent revoke elsewhere raced with ours).
+/// True when `account` is an active admin left without an active device
+/// and no other active admin has one (a concurrent revoke elsewhere raced
+/// with ours). Reads the records as they are now, after our write: of
+/// two such revokes, the later one sees the earlier and is taken back.
 async fn last_admin_left_without_device(ctx: &Ctx, account: &str) -> Result<bool, Error> {
     let Some((user, _)) = ctx.store.get_user(account).await? else { return Ok(false) };
     if !user.is_active_admin() || user.active_devices().next().is_some() {
         return Ok(false);
     }
     Ok(ctx.store.other_admins_with_devices(account).await? == 0)
-}
-
-fn last_admin_device() -> Error {
-    Error::Forbidden("the last active device of the last active admin cannot be revoked".into())
 }
