@@ -151,8 +151,8 @@ pub async fn start(
 }
 
 /// Handles one admitted request and replies; the ticket's slots are freed
-/// once the reply is out and the connections to close at once are closed.
-/// The sweeps that follow run on without it.
+/// once the reply is out. Closing connections and the sweeps that follow
+/// run on without it.
 async fn answer(
     ctx: &Ctx,
     micro: &Micro,
@@ -202,21 +202,23 @@ async fn answer(
     if let Err(e) = sent {
         warn!(%subject, error = %e, "cannot send reply");
     }
+    // The request is answered: its slots go back now. What follows (the
+    // grace before closing, the kicks, the sweeps) is bounded by the
+    // caller's budget, which a sweeping request spends most of.
+    drop(ticket);
     if sweep.is_some() || origin.is_some() {
-        close_after_reply(ctx, client, &subject, sweep, origin, ticket).await;
+        close_after_reply(ctx, client, &subject, sweep, origin).await;
     }
 }
 
-/// After a reply: closes the connections a handler asked to close, frees
-/// the request's slots, then hands the sweeps that follow to the kicker
-/// ([`Kicker::settle`]), which runs them off every request's slot.
+/// After a reply: closes the connections a handler asked to close, then
+/// hands the sweeps that follow to the kicker ([`Kicker::settle`]).
 async fn close_after_reply(
     ctx: &Ctx,
     client: &async_nats::Client,
     subject: &str,
     sweep: Option<Sweep>,
     origin: Option<(String, u64)>,
-    ticket: crate::limits::Ticket,
 ) {
     // Deliver the reply before closing its requester's connection.
     let _ = client.flush().await;
@@ -232,7 +234,6 @@ async fn close_after_reply(
     }
     let closed = ctx.kicker.kick(&kick).await;
     info!(%subject, targeted = kick.len(), closed, "connections closed");
-    drop(ticket);
     if let Some(sweep) = sweep {
         ctx.kicker.settle(sweep);
     }
