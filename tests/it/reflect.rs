@@ -225,6 +225,23 @@ fn signing_key(id: &Identity) -> ed25519_dalek::SigningKey {
     ed25519_dalek::SigningKey::from_bytes(&raw)
 }
 
+/// Waits (bounded) until a lookup of `asked` is answered with `got`'s
+/// record: the old control plane's subscriptions are gone (its drain can
+/// end after `stop` returns) and the substituting responder answers.
+async fn until_substituted(probe: &Client, asked: &str, got: &str) {
+    let body = serde_json::json!({ "sign_pub": asked }).to_string();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let reply = probe.nats().request(subjects::USER_LOOKUP, body.clone().into()).await;
+        let user = reply.ok().and_then(|m| serde_json::from_slice::<LookupReply>(&m.payload).ok());
+        if user.is_some_and(|u| u.user.sign_pub == got) {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the substituting responder never answered");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// A responder holding the service credentials answers every lookup with
 /// mallory's genuine record: alice's send to bob fails with
 /// `WrongAccount` and nothing is published on bob's or mallory's DM
@@ -272,6 +289,7 @@ async fn a_lookup_answered_for_another_account_is_refused() {
         }
     });
 
+    until_substituted(&admin, &bob_key, &mallory_key).await;
     match alice.send_dm(&bob_key, b"for bob only").await {
         Err(ClientError::WrongAccount { asked, got }) => {
             assert_eq!((asked, got), (bob_key.clone(), mallory_key.clone()))
