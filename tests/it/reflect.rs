@@ -311,3 +311,90 @@ async fn a_lookup_answered_for_another_account_is_refused() {
     assert!(alice.contacts().accounts.is_empty(), "alice recorded nothing: {:?}", alice.contacts());
     assert!(bob.contacts().accounts.is_empty(), "bob recorded nothing: {:?}", bob.contacts());
 }
+
+/// Answers every request on `subject` (in account AUTH) with `reply`.
+async fn substitute(stack: &Stack, subject: &'static str, reply: Vec<u8>) {
+    let svc = stack.service_nats().await;
+    let mut requests = svc.subscribe(subject).await.unwrap();
+    svc.flush().await.unwrap();
+    tokio::spawn(async move {
+        while let Some(m) = requests.next().await {
+            if let Some(to) = m.reply {
+                let _ = svc.publish(to, reply.clone().into()).await;
+            }
+        }
+    });
+}
+
+/// The other replies that name what was asked are checked too: `whoami`
+/// answered with another account's genuine reply (`WrongAccount`) or with
+/// a sibling device's (`WrongDevice`), `room.get` with another room
+/// (`WrongRoom`), `device.list` with another account's devices
+/// (`WrongAccount`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whoami_room_and_device_list_replies_about_something_else_are_refused() {
+    let mut stack = Stack::start(true).await;
+    let (_a, admin) = stack.admin().await;
+    let (alice_id, alice, alice_room) = stack.room_owner(&admin, "alice", "alice's room").await;
+    let (_m, mallory, mallory_room) = stack.room_owner(&admin, "mallory", "mallory's room").await;
+    let laptop_id = Identity::generate().with_account(&alice_id.sign_pub_hex()).unwrap();
+    alice.add_device(&laptop_id.bundle(Some("laptop"))).await.unwrap();
+    let laptop = stack.connect(&laptop_id).await.unwrap();
+    let mallory_whoami = serde_json::to_vec(&mallory.whoami_device().await.unwrap()).unwrap();
+    let phone_whoami = serde_json::to_vec(&alice.whoami_device().await.unwrap()).unwrap();
+    let rooms = serde_json::json!({ "room": mallory_room });
+    let devices = serde_json::json!({ "devices": mallory.list_devices().await.unwrap() });
+
+    stack.daemon.take().unwrap().stop().await;
+    substitute(&stack, subjects::ROOM_GET, rooms.to_string().into_bytes()).await;
+    substitute(&stack, subjects::DEVICE_LIST, devices.to_string().into_bytes()).await;
+    let whoami = stack.service_nats().await;
+    let mut asked = whoami.subscribe(subjects::WHOAMI).await.unwrap();
+    whoami.flush().await.unwrap();
+    // The phone is told it is mallory; the laptop is told it is the phone.
+    let (phone_key, laptop_key) = (alice_id.sign_pub_hex(), laptop_id.sign_pub_hex());
+    tokio::spawn(async move {
+        while let Some(m) = asked.next().await {
+            let info = m.headers.as_ref().and_then(|h| h.get(subjects::HDR_REQUEST_INFO)).unwrap();
+            let reply = match info.as_str().contains(&laptop_key) {
+                true => phone_whoami.clone(),
+                false => mallory_whoami.clone(),
+            };
+            let _ = whoami.publish(m.reply.unwrap(), reply.into()).await;
+        }
+    });
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let room = loop {
+        match alice.get_room(&alice_room.id).await {
+            Err(ClientError::Request { .. }) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            other => break other,
+        }
+    };
+    match room {
+        Err(ClientError::WrongRoom { asked, got }) => {
+            assert_eq!((asked, got), (alice_room.id, mallory_room.id))
+        }
+        other => panic!("expected WrongRoom, got {other:?}"),
+    }
+    match alice.list_devices().await {
+        Err(ClientError::WrongAccount { asked, got }) => {
+            assert_eq!((asked, got), (phone_key.clone(), mallory.account().to_string()))
+        }
+        other => panic!("expected WrongAccount, got {other:?}"),
+    }
+    match alice.whoami().await {
+        Err(ClientError::WrongAccount { asked, got }) => {
+            assert_eq!((asked, got), (phone_key.clone(), mallory.account().to_string()))
+        }
+        other => panic!("expected WrongAccount, got {other:?}"),
+    }
+    match laptop.whoami_device().await {
+        Err(ClientError::WrongDevice { asked, got }) => {
+            assert_eq!((asked, got), (laptop_id.sign_pub_hex(), phone_key))
+        }
+        other => panic!("expected WrongDevice, got {other:?}"),
+    }
+}
