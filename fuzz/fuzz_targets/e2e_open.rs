@@ -12,7 +12,7 @@ fuzz_target!(|data: &[u8]| {
     let secret = x25519_dalek::StaticSecret::from([7u8; 32]);
     let subject = format!("unibus.msg.dm.{me}");
     let now = 1_800_000_000_000;
-    let _ = e2e::open(data, &subject, &me, &secret, &mut ReplayGuard::default(), now);
+    let _ = e2e::open(data, &subject, &me, &secret, &ReplayGuard::default(), now);
     let second = Receiver { account: &me, device: &device, kex_secret: &secret };
-    let _ = e2e::open_as(data, &subject, &second, &mut ReplayGuard::default(), now);
+    let _ = e2e::open_as(data, &subject, &second, &ReplayGuard::default(), now);
 });

@@ -273,7 +273,15 @@ pub fn permissions(role: Option<Role>, account: &str, device: &str, rooms: &[Str
     if role == Role::Admin {
         publish.push(subjects::ADMIN_ALL.to_string());
     }
-    let mut subscribe = vec![inbox, subjects::dm(account), subjects::device_notice(account)];
+    // Only the account's devices hear of its device changes; everyone may
+    // hear that a device or account was revoked (it names what a lookup
+    // shows anyway), so that contacts stop trusting it at once.
+    let mut subscribe = vec![
+        inbox,
+        subjects::dm(account),
+        subjects::device_notice(account),
+        subjects::REVOKED_NOTICE_ALL.to_string(),
+    ];
     for room in rooms {
         publish.push(subjects::room_msg(room));
         subscribe.push(subjects::room_msg(room));
@@ -337,11 +345,20 @@ mod tests {
         assert!(m.publish.contains(&"unibus.block.*".to_string()));
         assert_eq!(
             m.subscribe,
-            vec!["_INBOX.ab.>", "unibus.msg.dm.ab", "unibus.notice.devices.ab", "unibus.msg.room.r1"]
+            vec![
+                "_INBOX.ab.>",
+                "unibus.msg.dm.ab",
+                "unibus.notice.devices.ab",
+                "unibus.notice.revoked.*",
+                "unibus.msg.room.r1"
+            ]
         );
         let a = permissions(Some(Role::Admin), "ab", "ab", &[]);
         assert!(a.publish.contains(&"unibus.admin.>".to_string()));
-        assert_eq!(a.subscribe, vec!["_INBOX.ab.>", "unibus.msg.dm.ab", "unibus.notice.devices.ab"]);
+        assert_eq!(
+            a.subscribe,
+            vec!["_INBOX.ab.>", "unibus.msg.dm.ab", "unibus.notice.devices.ab", "unibus.notice.revoked.*"]
+        );
     }
 
     /// A second device reads its own inbox and its account's DMs and rooms,
@@ -351,7 +368,13 @@ mod tests {
         let d = permissions(Some(Role::Member), "ab", "cd", &["r1".to_string()]);
         assert_eq!(
             d.subscribe,
-            vec!["_INBOX.cd.>", "unibus.msg.dm.ab", "unibus.notice.devices.ab", "unibus.msg.room.r1"]
+            vec![
+                "_INBOX.cd.>",
+                "unibus.msg.dm.ab",
+                "unibus.notice.devices.ab",
+                "unibus.notice.revoked.*",
+                "unibus.msg.room.r1"
+            ]
         );
         assert!(d.publish.contains(&"unibus.device.>".to_string()));
         assert!(!permissions(None, "cd", "cd", &[]).publish.iter().any(|s| s.starts_with("unibus.device")));

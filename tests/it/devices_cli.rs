@@ -284,3 +284,53 @@ async fn cli_remembers_contacts_devices_and_flags_changes() {
     );
     assert_eq!(seen.iter().filter(|c| c["change"] == "lost").count(), 2, "{seen:?}");
 }
+
+/// `unibus listen --json` shows nothing for replies aimed at the
+/// listener's DM, room and notice subjects (a guest's `register {}` and
+/// a member's revoke of her own revoked device, which used to print
+/// "[device] revoked from your account" for a device the attacker named):
+/// no line on stdout, no "dropped" on stderr; the real DM and the real
+/// device notice right after them are the next lines.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listen_shows_nothing_for_reflected_replies() {
+    let stack = Stack::start(true).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cast = crate::reflect::Cast::new(&stack).await;
+    let bob = dir.path().join("bob.nk");
+    cast.bob_id.save(&bob).unwrap();
+    let errors = dir.path().join("listen.stderr");
+    let mut child = tokio::process::Command::new(crate::harness::unibus_cli())
+        .args(["--json", "--url", &stack.url, "--identity"])
+        .arg(&bob)
+        .arg("listen")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(&errors).unwrap())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines =
+        tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(child.stdout.take().unwrap()));
+    assert!(next_line(&mut lines).await.contains("listening"));
+    let mut wire = cast.wire(&stack).await;
+
+    cast.reflect_all(&stack).await;
+    crate::reflect::expect_reflections_on_the_wire(&mut wire, &cast).await;
+    cast.alice.send_dm(cast.bob.account(), b"a real dm").await.unwrap();
+    let line = next_json(&mut lines).await;
+    assert_eq!(
+        (line["from"].as_str(), line["text"].as_str()),
+        (Some(cast.alice.account()), Some("a real dm")),
+        "{line}"
+    );
+    let laptop = unibus::Identity::generate().with_account(cast.bob.account()).unwrap();
+    cast.bob.add_device(&laptop.bundle(Some("laptop"))).await.unwrap();
+    let line = next_json(&mut lines).await;
+    let notice = &line["device_notice"];
+    assert_eq!(
+        (notice["device"].as_str(), notice["status"].as_str()),
+        (Some(&*laptop.sign_pub_hex()), Some("active")),
+        "{line}"
+    );
+    let stderr = std::fs::read_to_string(&errors).unwrap();
+    assert!(!stderr.contains("dropped"), "nothing reported for the replies: {stderr}");
+}

@@ -357,3 +357,111 @@ async fn a_sibling_added_a_moment_ago_is_not_refused() {
         assert_eq!(peer.as_deref(), Some(bob.as_str()), "round {round}");
     }
 }
+
+/// The same DM as `forged_dm` under a chosen message id.
+fn dm_with_id(
+    key: &ed25519_dalek::SigningKey,
+    account: &str,
+    to: &Identity,
+    body: &[u8],
+    id: &[u8; 16],
+) -> Vec<u8> {
+    let subject = subjects::dm(&to.sign_pub_hex());
+    let addr = Addressing { kind: Kind::Dm, subject: &subject, room: None, peer: None };
+    let recipient = Recipient {
+        sign_pub: to.sign_pub_hex(),
+        kex_pub: unibus_proto::keys::parse_hex32("kex_pub", &to.kex_pub_hex()).unwrap(),
+    };
+    let sender = Sender { device: key, account };
+    let env = e2e::seal_v2_with_id(&sender, &addr, &[recipient], body, now_ms(), id).unwrap();
+    serde_json::to_vec(&env).unwrap()
+}
+
+/// A forged envelope (signed by a key that is no device of the account it
+/// claims) carrying the id of a real message arrives first: it is
+/// rejected, and the real message is still delivered, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_envelope_does_not_use_up_a_real_id() {
+    let stack = Stack::start(true).await;
+    let (_a, admin) = stack.admin().await;
+    let (alice_id, _alice) = stack.user(&admin, Role::Member, "alice").await;
+    let (bob_id, bob) = stack.user(&admin, Role::Member, "bob").await;
+    let (mallory_id, mallory) = stack.user(&admin, Role::Member, "mallory").await;
+    let mut inbox = bob.inbox().await.unwrap();
+    let alice = alice_id.sign_pub_hex();
+    let id: [u8; 16] = rand::random();
+    let real = dm_with_id(&signing_key(&alice_id), &alice, &bob_id, b"the real one", &id);
+    let forged = dm_with_id(&signing_key(&mallory_id), &alice, &bob_id, b"forged", &id);
+    let bob_dm = subjects::dm(&bob_id.sign_pub_hex());
+
+    mallory.publish_checked(&bob_dm, forged).await.unwrap();
+    expect_rejected(&mut inbox, Reject::SenderDevice).await;
+    mallory.publish_checked(&bob_dm, real.clone()).await.unwrap();
+    expect_message(&mut inbox, &alice, &alice, b"the real one").await;
+    mallory.publish_checked(&bob_dm, real).await.unwrap();
+    expect_rejected(&mut inbox, Reject::Replay).await;
+}
+
+/// Bob trusts looked-up device sets for a minute, yet a device revoked a
+/// moment ago is refused right after the revoke's reply (the revoked
+/// notice evicts alice's cached set): a message signed by alice's revoked
+/// laptop, published by any connection allowed to (here the admin's), is
+/// rejected; so are messages from an account revoked or deleted a moment
+/// ago. Alice's phone still gets through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_reaches_contacts_at_once() {
+    let stack = Stack::start(true).await;
+    let (_a, admin) = stack.admin().await;
+    let alice = Linked::new(&stack, &admin, "alice").await;
+    let (carol_id, carol) = stack.user(&admin, Role::Member, "carol").await;
+    let (bob_id, bob) = stack.user(&admin, Role::Member, "bob").await;
+    bob.set_devices_max_age(Duration::from_secs(60));
+    let mut inbox = bob.inbox().await.unwrap();
+    let bob_dm = subjects::dm(&bob_id.sign_pub_hex());
+    let (laptop, phone) = (alice.laptop_id.sign_pub_hex(), alice.phone_id.sign_pub_hex());
+    alice.laptop.send_dm(&bob_id.sign_pub_hex(), b"from the laptop").await.unwrap();
+    expect_message(&mut inbox, &alice.account, &laptop, b"from the laptop").await;
+    let carol_key = carol_id.sign_pub_hex();
+    carol.send_dm(&bob_id.sign_pub_hex(), b"hi from carol").await.unwrap();
+    expect_message(&mut inbox, &carol_key, &carol_key, b"hi from carol").await;
+
+    alice.phone.revoke_device(&laptop).await.unwrap();
+    let stolen = forged_dm(&signing_key(&alice.laptop_id), &alice.account, &bob_id, b"still me");
+    admin.publish_checked(&bob_dm, stolen).await.unwrap();
+    expect_rejected(&mut inbox, Reject::SenderDevice).await;
+    alice.phone.send_dm(&bob_id.sign_pub_hex(), b"the phone still works").await.unwrap();
+    expect_message(&mut inbox, &alice.account, &phone, b"the phone still works").await;
+
+    admin.revoke_user(&alice.account).await.unwrap();
+    let after = forged_dm(&signing_key(&alice.phone_id), &alice.account, &bob_id, b"revoked account");
+    admin.publish_checked(&bob_dm, after).await.unwrap();
+    expect_rejected(&mut inbox, Reject::SenderDevice).await;
+
+    admin.delete_user(&carol_key).await.unwrap();
+    let gone = forged_dm(&signing_key(&carol_id), &carol_key, &bob_id, b"deleted account");
+    admin.publish_checked(&bob_dm, gone).await.unwrap();
+    expect_rejected(&mut inbox, Reject::SenderDevice).await;
+}
+
+/// The same for a device's own account: the phone trusts its account's
+/// set for a minute, yet a message signed by the sibling laptop it just
+/// revoked is refused right after the reply.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_sibling_is_refused_at_once() {
+    let stack = Stack::start(true).await;
+    let (_a, admin) = stack.admin().await;
+    let alice = Linked::new(&stack, &admin, "alice").await;
+    let (bob_id, _bob) = stack.user(&admin, Role::Member, "bob").await;
+    let bob = bob_id.sign_pub_hex();
+    alice.phone.set_devices_max_age(Duration::from_secs(60));
+    let mut inbox = alice.phone.inbox().await.unwrap();
+    let laptop = alice.laptop_id.sign_pub_hex();
+    alice.laptop.send_dm(&bob, b"sent from the laptop").await.unwrap();
+    let peer = expect_message(&mut inbox, &alice.account, &laptop, b"sent from the laptop").await;
+    assert_eq!(peer.as_deref(), Some(bob.as_str()), "the phone saw the laptop's copy");
+
+    alice.phone.revoke_device(&laptop).await.unwrap();
+    let stolen = forged_dm(&signing_key(&alice.laptop_id), &alice.account, &alice.phone_id, b"still me");
+    admin.publish_checked(&subjects::dm(&alice.account), stolen).await.unwrap();
+    expect_rejected(&mut inbox, Reject::SenderDevice).await;
+}

@@ -26,6 +26,7 @@ mod limits;
 mod malformed;
 mod messaging;
 mod raw;
+mod reflect;
 mod revocation;
 mod rooms;
 mod scale;

@@ -5,7 +5,8 @@ use unibus::ClientError;
 
 /// Process exit code for a failure: 1 wire error, 3 not authorized or
 /// permission denied, 4 connection/transport, 5 local (identity file,
-/// encryption, a device binding that does not verify).
+/// encryption, a device binding that does not verify, a reply about
+/// another account, device or room than asked).
 pub fn exit_code(err: &CliError) -> u8 {
     match err {
         CliError::Client(ClientError::Service(_)) => 1,
@@ -13,6 +14,7 @@ pub fn exit_code(err: &CliError) -> u8 {
         CliError::Client(ClientError::Seal(_) | ClientError::Inactive(_) | ClientError::Device(_))
         | CliError::Local(_)
         | CliError::Binding(_) => 5,
+        CliError::Client(e) if wrong_reply(e) => 5,
         // Connect, Request, Decode, and whatever the library adds later.
         CliError::Client(_) => 4,
     }
@@ -27,8 +29,8 @@ pub enum CliError {
     /// Local problems (identity file, stdin).
     #[error("{0}")]
     Local(String),
-    /// A device binding (`kex_sig`) that does not verify, or a reply about
-    /// another account than asked: the keys shown cannot be trusted.
+    /// A device binding (`kex_sig`) that does not verify: the keys shown
+    /// cannot be trusted.
     #[error("{0}")]
     Binding(String),
 }
@@ -52,11 +54,21 @@ impl CliError {
             CliError::Client(ClientError::PermissionDenied(_)) => "permission_denied",
             CliError::Client(ClientError::Seal(_) | ClientError::Inactive(_)) => "encryption",
             CliError::Client(ClientError::Device(_)) => "binding",
+            CliError::Client(e) if wrong_reply(e) => "wrong_reply",
             CliError::Client(_) => "connection",
             CliError::Local(_) => "local",
             CliError::Binding(_) => "binding",
         }
     }
+}
+
+/// A reply about another account, device or room than the one asked for
+/// (the library refused it).
+fn wrong_reply(err: &ClientError) -> bool {
+    matches!(
+        err,
+        ClientError::WrongAccount { .. } | ClientError::WrongDevice { .. } | ClientError::WrongRoom { .. }
+    )
 }
 
 /// `err` followed by its cause (`request on unibus.whoami failed: timed
@@ -87,6 +99,9 @@ mod tests {
             (ClientError::Decode { subject: "s".into(), source: decode }, 4, "connection"),
             (ClientError::Seal(SealError::NoRecipients), 5, "encryption"),
             (ClientError::Inactive("ab".into()), 5, "encryption"),
+            (ClientError::WrongAccount { asked: "ab".into(), got: "cd".into() }, 5, "wrong_reply"),
+            (ClientError::WrongDevice { asked: "ab".into(), got: "cd".into() }, 5, "wrong_reply"),
+            (ClientError::WrongRoom { asked: "ab".into(), got: "cd".into() }, 5, "wrong_reply"),
             (
                 ClientError::Device(unibus::DeviceRefused::Binding {
                     account: "ab".into(),

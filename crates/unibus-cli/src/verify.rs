@@ -105,20 +105,16 @@ fn their_side(user: &PublicUser, label: &str) -> Result<Side, CliError> {
 ///
 /// # Errors
 /// `bad_request` for a malformed account id (before connecting), the
-/// service's codes; [`CliError::Binding`] when a binding does not verify or
-/// the lookup answers for another account.
+/// service's codes; [`CliError::Binding`] when a binding does not verify;
+/// [`ClientError::WrongAccount`] (code `wrong_reply`) when the lookup
+/// answers for another account, or `whoami` for another account or
+/// device, than asked (the library refuses such replies).
 pub async fn verify(url: &str, identity: &Path, account: &str, out: &Out) -> Result<(), CliError> {
     let asked =
         SignPub::parse_field("account", account).map_err(|e| CliError::Client(ClientError::Service(e)))?;
     let c = connect(url, identity).await?;
     let me = c.whoami_device().await?;
     let them = c.lookup(asked.as_str()).await?;
-    if them.sign_pub != asked.as_str() {
-        return Err(CliError::Binding(format!(
-            "asked for account {asked} but the reply is for {}; refusing to show a safety number",
-            them.sign_pub
-        )));
-    }
     let (mine, theirs) = (own_side(&me.user)?, their_side(&them, &clean(&them.name))?);
     let number = SafetyNumber::new(&mine.fingerprint, &theirs.fingerprint);
     let warnings: Vec<&String> = theirs.warnings.iter().chain(&mine.warnings).collect();

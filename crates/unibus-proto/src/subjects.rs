@@ -65,6 +65,28 @@ pub fn device_notice(account: &str) -> String {
     format!("unibus.notice.devices.{account}")
 }
 
+/// Where unibusd announces that a device of `account` was revoked, or the
+/// account itself revoked or deleted (docs/protocol.md section 8): every
+/// active user may subscribe, so that contacts stop trusting a cached
+/// device set at once.
+pub fn revoked_notice(account: &str) -> String {
+    format!("unibus.notice.revoked.{account}")
+}
+
+/// Every account's [`revoked_notice`] subject (what active users may
+/// subscribe).
+pub const REVOKED_NOTICE_ALL: &str = "unibus.notice.revoked.*";
+
+/// Header on everything unibusd publishes that is not a reply (notices);
+/// replies never carry it, so a reply aimed at a notice subject (a
+/// requester chooses its reply subject, docs/protocol.md section 2) is
+/// never taken for a notice.
+pub const HDR_NOTICE: &str = "Unibus-Notice";
+/// [`HDR_NOTICE`] value on [`device_notice`] subjects.
+pub const NOTICE_DEVICES: &str = "devices";
+/// [`HDR_NOTICE`] value on [`revoked_notice`] subjects.
+pub const NOTICE_REVOKED: &str = "revoked";
+
 /// Wildcard for every admin subject (granted to admins only).
 pub const ADMIN_ALL: &str = "unibus.admin.>";
 /// Room control subjects (`unibus.room.create`, ...).

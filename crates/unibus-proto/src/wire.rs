@@ -409,6 +409,18 @@ pub struct DeviceNotice {
     pub device: Device,
 }
 
+/// What unibusd publishes on [`crate::subjects::revoked_notice`] after a
+/// device of `account` was revoked (`device` set) or the account itself
+/// was revoked or deleted (`device` null). A hint of which account's
+/// device set to look up again, nothing to trust beyond that.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevokedNotice {
+    /// The account, hex.
+    pub account: String,
+    /// The revoked device, hex; null when the whole account went.
+    pub device: Option<String>,
+}
+
 /// An active device as `unibus.user.lookup` shows it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct PublicDevice {

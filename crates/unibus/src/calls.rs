@@ -7,7 +7,11 @@
 //! (no reply, permission denied on the subject, unreadable reply). A named
 //! method taking a key or id as `&str` checks it before sending: a value the
 //! service would refuse is refused here with the same `bad_request`, as
-//! [`ClientError::Service`].
+//! [`ClientError::Service`]. A reply that names what was asked (a lookup,
+//! `whoami`, a room, the device list) is refused when it names something
+//! else ([`ClientError::WrongAccount`] and its siblings): whoever answers
+//! the control subjects must not make this client seal to, or trust,
+//! another account than the one it asked about.
 
 use crate::{Bundle, Client, ClientError};
 use unibus_proto::KexSig;
@@ -33,6 +37,15 @@ fn key(sign_pub: &str) -> Result<SignPubRequest, ClientError> {
 
 fn member(room: &str, sign_pub: &str) -> Result<MemberRequest, ClientError> {
     Ok(MemberRequest { id: arg(RoomId::parse(room))?, sign_pub: arg(SignPub::parse(sign_pub))? })
+}
+
+/// `Ok` when a reply's account `got` is the account `asked` about (hex,
+/// either letter case).
+fn same_account(asked: &str, got: &str) -> Result<(), ClientError> {
+    match asked.eq_ignore_ascii_case(got) {
+        true => Ok(()),
+        false => Err(ClientError::WrongAccount { asked: asked.into(), got: got.into() }),
+    }
 }
 
 /// A bundle's device fields, checked as the service checks them.
@@ -68,23 +81,45 @@ impl Client {
             kex_sig: self.identity.bind(&self.identity.sign_pub_hex()),
             name: name.map(Into::into),
         };
-        Ok(self.request::<ep::Register>(&req).await?.user)
+        let reply = self.request::<ep::Register>(&req).await?;
+        // The key that registers is the new account's id and first device.
+        self.own_account_reply(&reply, self.sign_pub())?;
+        Ok(reply.user)
+    }
+
+    /// Refuses a `whoami` or `register` reply that is not about this
+    /// device of account `account`.
+    fn own_account_reply(&self, reply: &AccountReply, account: &str) -> Result<(), ClientError> {
+        same_account(account, &reply.user.sign_pub)?;
+        same_account(account, &reply.device.account)?;
+        match self.sign_pub().eq_ignore_ascii_case(&reply.device.device) {
+            true => Ok(()),
+            false => Err(ClientError::WrongDevice {
+                asked: self.sign_pub().into(),
+                got: reply.device.device.clone(),
+            }),
+        }
     }
 
     /// The caller's account record.
     ///
     /// # Errors
-    /// `forbidden` (not an active user).
+    /// `forbidden` (not an active user); as [`Client::whoami_device`] for a
+    /// reply about another account or device.
     pub async fn whoami(&self) -> Result<User, ClientError> {
-        Ok(self.request::<ep::Whoami>(&Empty {}).await?.user)
+        Ok(self.whoami_device().await?.user)
     }
 
     /// The caller's account record and this device's record.
     ///
     /// # Errors
-    /// `forbidden` (not an active user or device).
+    /// `forbidden` (not an active user or device);
+    /// [`ClientError::WrongAccount`] or [`ClientError::WrongDevice`] when
+    /// the reply is about another account or device than this one.
     pub async fn whoami_device(&self) -> Result<AccountReply, ClientError> {
-        self.request::<ep::Whoami>(&Empty {}).await
+        let reply = self.request::<ep::Whoami>(&Empty {}).await?;
+        self.own_account_reply(&reply, self.account())?;
+        Ok(reply)
     }
 
     /// Adds a new device to this account from its public bundle
@@ -101,9 +136,13 @@ impl Client {
     /// This account's devices, every status, oldest first.
     ///
     /// # Errors
-    /// `forbidden` (not an active user or device).
+    /// `forbidden` (not an active user or device);
+    /// [`ClientError::WrongAccount`] when a listed device is another
+    /// account's.
     pub async fn list_devices(&self) -> Result<Vec<Device>, ClientError> {
-        Ok(self.request::<ep::DeviceList>(&Empty {}).await?.devices)
+        let devices = self.request::<ep::DeviceList>(&Empty {}).await?.devices;
+        devices.iter().try_for_each(|d| same_account(self.account(), &d.account))?;
+        Ok(devices)
     }
 
     /// Revokes a device of this account (itself or a newer one; an admin:
@@ -132,13 +171,18 @@ impl Client {
         Ok(self.request::<ep::AdminDeviceAdd>(&req).await?.device)
     }
 
-    /// Another user's public record (any status).
+    /// Another user's public record (any status), refused unless it is
+    /// about the account asked for.
     ///
     /// # Errors
     /// `bad_request` (malformed key), `not_found`, `forbidden` (caller not
-    /// an active user).
+    /// an active user); [`ClientError::WrongAccount`] when the reply's
+    /// `user.sign_pub` is another account's.
     pub async fn lookup(&self, sign_pub: &str) -> Result<PublicUser, ClientError> {
-        Ok(self.request::<ep::UserLookup>(&key(sign_pub)?).await?.user)
+        let req = key(sign_pub)?;
+        let user = self.request::<ep::UserLookup>(&req).await?.user;
+        same_account(req.sign_pub.as_str(), &user.sign_pub)?;
+        Ok(user)
     }
 
     /// Mints an invite (admin).
@@ -227,13 +271,19 @@ impl Client {
         Ok(self.request::<ep::RoomCreate>(&req).await?.room)
     }
 
-    /// One room (members and admins).
+    /// One room (members and admins), refused unless it is the room asked
+    /// for.
     ///
     /// # Errors
-    /// `bad_request` (malformed id), `not_found`, `forbidden`.
+    /// `bad_request` (malformed id), `not_found`, `forbidden`;
+    /// [`ClientError::WrongRoom`] when the reply is about another room.
     pub async fn get_room(&self, id: &str) -> Result<Room, ClientError> {
         let req = RoomIdRequest { id: arg(RoomId::parse(id))? };
-        Ok(self.request::<ep::RoomGet>(&req).await?.room)
+        let room = self.request::<ep::RoomGet>(&req).await?.room;
+        if !room.id.eq_ignore_ascii_case(req.id.as_str()) {
+            return Err(ClientError::WrongRoom { asked: req.id.as_str().into(), got: room.id });
+        }
+        Ok(room)
     }
 
     /// One page of the rooms this identity is in.

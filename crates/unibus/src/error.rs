@@ -40,6 +40,35 @@ pub enum ClientError {
     /// verify, or its `kex_pub` changed since first seen): nothing was sent.
     #[error("refusing to encrypt to a device")]
     Device(#[from] crate::contacts::DeviceRefused),
+    /// A reply about another account than the one asked for: a lookup of
+    /// `asked` answered with `got`'s record, `whoami` naming another
+    /// account, or a device list with a device of another account. Refused
+    /// (fail closed): whoever answers the control subjects could otherwise
+    /// make this client seal to, or accept messages from, someone else.
+    #[error("asked about account {asked} but the reply is about {got}; refused")]
+    WrongAccount {
+        /// The account asked about (this client's own for `whoami` and the
+        /// device list).
+        asked: String,
+        /// The account the reply is about.
+        got: String,
+    },
+    /// A `whoami` reply naming another device than this one.
+    #[error("asked about this device {asked} but the reply is about device {got}; refused")]
+    WrongDevice {
+        /// This device's key.
+        asked: String,
+        /// The device the reply names.
+        got: String,
+    },
+    /// A `room.get` reply about another room than the one asked for.
+    #[error("asked about room {asked} but the reply is about room {got}; refused")]
+    WrongRoom {
+        /// The room id asked for.
+        asked: String,
+        /// The room id in the reply.
+        got: String,
+    },
     /// Could not connect for another reason than a refused key.
     #[error("cannot connect")]
     Connect(#[source] async_nats::ConnectError),

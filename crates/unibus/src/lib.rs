@@ -4,10 +4,13 @@
 //! with typed requests, replies and errors.
 //!
 //! Layout: `identity` (the wallet and its seed file), `calls` (one typed
-//! method per control subject), `messaging` (end-to-end encrypted sends
-//! and the [`Inbox`] stream), `contacts` (the device sets seen per contact
-//! account, checked before sealing and on receipt), `events` (connection [`Event`]s and the
-//! permission violations read from them), `error` ([`ClientError`]).
+//! method per control subject, refusing replies about something else than
+//! was asked), `messaging` (end-to-end encrypted sends), `inbox` (the
+//! [`Inbox`] stream: messages checked, no reply taken for a message or a
+//! notice), `notices` (this account's device notices), `contacts` (the
+//! device sets seen per contact account, checked before sealing and on
+//! receipt), `events` (connection [`Event`]s and the permission violations
+//! read from them), `error` ([`ClientError`]).
 //! `examples/hello.rs` registers, listens and sends (`scripts/example`).
 //!
 //! ```no_run
@@ -25,6 +28,7 @@ mod contacts;
 mod error;
 mod events;
 mod identity;
+mod inbox;
 mod messaging;
 mod notices;
 
@@ -45,7 +49,7 @@ pub use contacts::{
 };
 pub use error::{ClientError, TransportError};
 pub use identity::{BUNDLE_PREFIX, Bundle, Identity, IdentityError};
-pub use messaging::{Inbox, Incoming};
+pub use inbox::{Inbox, Incoming};
 
 use std::collections::HashSet;
 use std::sync::{Arc, RwLock};

@@ -114,6 +114,7 @@ pub async fn revoke(ctx: &Ctx, caller: &Caller, req: DeviceRevokeRequest) -> Res
             }
         }
         ctx.notices.device_changed(&device).await;
+        ctx.notices.revoked(&account, Some(target.as_str())).await;
     }
     let sweep = ctx.kicker.sweep_after_write(&[target.to_string()]).await;
     let (kicked, kick_pending) = (sweep.kicked(), sweep.pending());

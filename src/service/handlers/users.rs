@@ -82,6 +82,7 @@ pub async fn revoke(ctx: &Ctx, caller: &Caller, req: SignPubRequest) -> Result<O
     ctx.store.get_user(&target).await?.ok_or_else(|| Error::NotFound("no such user".into()))?;
     let admin = active_admin(ctx, caller).await?;
     let (user, _) = ctx.store.set_user_status(&target, UserStatus::Revoked, &admin.sign_pub).await?;
+    ctx.notices.revoked(&target, None).await;
     // The write stands whatever happens now: closing never fails the reply.
     let sweep = ctx.kicker.sweep_after_write(&connection_names(&user)).await;
     let (kicked, kick_pending) = (sweep.kicked(), sweep.pending());
@@ -104,6 +105,7 @@ pub async fn delete(ctx: &Ctx, caller: &Caller, req: SignPubRequest) -> Result<O
     ctx.store.get_user(&target).await?.ok_or_else(|| Error::NotFound("no such user".into()))?;
     active_admin(ctx, caller).await?;
     let deleted = ctx.store.delete_user(&target).await?;
+    ctx.notices.revoked(&target, None).await;
     let sweep = ctx.kicker.sweep_after_write(&connection_names(&deleted)).await;
     let (kicked, kick_pending) = (sweep.kicked(), sweep.pending());
     Outcome::reply_then_sweep(DeleteReply { deleted: target.into(), kicked, kick_pending }, sweep)

@@ -26,7 +26,7 @@ mod tests;
 mod tests_v2;
 
 pub use open::{Receiver, open, open_as};
-pub use seal::{Addressing, Sender, seal, seal_v2};
+pub use seal::{Addressing, Sender, seal, seal_v2, seal_v2_with_id};
 
 /// Envelope version a single-device account sent before linked devices;
 /// still opened, no longer sealed by the client.
@@ -108,6 +108,11 @@ pub struct Envelope {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum Reject {
+    /// Not an envelope at all: not a JSON object with a `v` member (for
+    /// example a control-plane reply that a requester aimed at a DM or
+    /// room subject). Clients ignore such traffic rather than report it.
+    #[error("not an envelope")]
+    NotEnvelope,
     /// Not a well-formed envelope of its version.
     #[error("malformed envelope: {0}")]
     Malformed(String),
@@ -297,20 +302,43 @@ fn wrap_key(
     okm.into()
 }
 
-/// Remembers (sender account, id) pairs inside the skew window to refuse
-/// replays.
+/// Remembers the (sender account, id) pairs of accepted messages inside
+/// the skew window to refuse replays.
+///
+/// [`open_as`] only reads it (a pair recorded already is
+/// [`Reject::Replay`]); the receiver records a message with
+/// [`ReplayGuard::record`] once it has accepted it, after its own checks
+/// too (the sending device is a device of `from`). So an envelope that
+/// fails any check, a forged one carrying a real message's id included,
+/// never uses up that id.
 #[derive(Default)]
 pub struct ReplayGuard {
     seen: HashMap<(String, String), i64>,
 }
 
 impl ReplayGuard {
-    /// Records a fresh (from, id); false when it was seen already.
-    fn admit(&mut self, from: &str, id: &str, ts: i64, now_ms: i64) -> bool {
+    /// `Err(Replay)` when (from, id) was recorded already.
+    fn check(&self, from: &str, id: &str) -> Result<(), Reject> {
+        match self.seen.contains_key(&(from.to_string(), id.to_string())) {
+            true => Err(Reject::Replay),
+            false => Ok(()),
+        }
+    }
+
+    /// Records an accepted message's (from, id), so that the same pair is
+    /// refused from now on (within the skew window).
+    ///
+    /// # Errors
+    /// [`Reject::Replay`] when the pair was recorded already (the message
+    /// must then not be accepted).
+    pub fn record(&mut self, opened: &Opened, now_ms: i64) -> Result<(), Reject> {
         if self.seen.len() > 10_000 {
             self.seen.retain(|_, t| within_skew(*t, now_ms));
         }
-        self.seen.insert((from.to_string(), id.to_string()), ts).is_none()
+        match self.seen.insert((opened.from.clone(), opened.id.clone()), opened.ts) {
+            None => Ok(()),
+            Some(_) => Err(Reject::Replay),
+        }
     }
 }
 

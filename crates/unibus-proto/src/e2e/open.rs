@@ -30,10 +30,11 @@ pub struct Receiver<'a> {
 }
 
 /// Only the version, read before the strict parse so that an unknown
-/// version is reported as such.
+/// version is reported as such, and anything without one as no envelope.
 #[derive(Deserialize)]
 struct VersionOnly {
-    v: u64,
+    #[serde(default)]
+    v: Option<serde_json::Value>,
 }
 
 fn hex32(field: &str, s: &str) -> Result<[u8; 32], Reject> {
@@ -53,23 +54,27 @@ pub fn open(
     subject: &str,
     me: &str,
     kex_secret: &x25519_dalek::StaticSecret,
-    guard: &mut ReplayGuard,
+    guard: &ReplayGuard,
     now_ms: i64,
 ) -> Result<Opened, Reject> {
     open_as(raw, subject, &Receiver { account: me, device: me, kex_secret }, guard, now_ms)
 }
 
 /// Opens an envelope received on `subject` by device `me` (docs/envelope.md,
-/// "Opening"). The caller then checks that the signing device is an active
-/// device of the sender account ([`Opened::device`], [`Opened::from`]).
+/// "Opening"); a `(from, id)` that `guard` holds is a replay. The caller
+/// then checks that the signing device is an active device of the sender
+/// account ([`Opened::device`], [`Opened::from`]) and only then records
+/// the message in `guard` ([`ReplayGuard::record`]), so that nothing that
+/// fails a check uses up an id.
 ///
 /// # Errors
-/// [`Reject`] naming why it was refused.
+/// [`Reject`] naming why it was refused; [`Reject::NotEnvelope`] for
+/// bytes that are no envelope at all.
 pub fn open_as(
     raw: &[u8],
     subject: &str,
     me: &Receiver<'_>,
-    guard: &mut ReplayGuard,
+    guard: &ReplayGuard,
     now_ms: i64,
 ) -> Result<Opened, Reject> {
     let env = parse(raw)?;
@@ -80,10 +85,7 @@ pub fn open_as(
         return Err(Reject::Stale);
     }
     let body = decrypt(&env, mine, me)?;
-    // Only a fully valid envelope enters the replay window.
-    if !guard.admit(&env.from, &env.id, env.ts, now_ms) {
-        return Err(Reject::Replay);
-    }
+    guard.check(&env.from, &env.id)?;
     let device = env.signer().to_string();
     Ok(Opened {
         v: env.v,
@@ -98,11 +100,16 @@ pub fn open_as(
     })
 }
 
-/// Step 1: the version, then the strict shape of that version.
+/// Step 1: a JSON object with a `v` (else no envelope at all), the
+/// version, then the strict shape of that version.
 fn parse(raw: &[u8]) -> Result<Envelope, Reject> {
-    let v: VersionOnly = serde_json::from_slice(raw).map_err(|e| Reject::Malformed(e.to_string()))?;
-    if v.v != u64::from(VERSION_1) && v.v != u64::from(VERSION_2) {
-        return Err(Reject::Version(v.v));
+    if raw.trim_ascii_start().first() != Some(&b'{') {
+        return Err(Reject::NotEnvelope);
+    }
+    let v = serde_json::from_slice::<VersionOnly>(raw).ok().and_then(|v| v.v).ok_or(Reject::NotEnvelope)?;
+    let v = v.as_u64().ok_or_else(|| Reject::Malformed("v: expected an unsigned integer".into()))?;
+    if v != u64::from(VERSION_1) && v != u64::from(VERSION_2) {
+        return Err(Reject::Version(v));
     }
     let env: Envelope = serde_json::from_slice(raw).map_err(|e| Reject::Malformed(e.to_string()))?;
     match (env.v, &env.device, &env.peer) {

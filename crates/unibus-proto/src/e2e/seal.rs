@@ -1,5 +1,6 @@
-//! Making envelopes: [`seal_v2`] for linked-device accounts (what clients
-//! send) and [`seal`], the version-1 form kept for tests and tools.
+//! Making envelopes: [`seal_v2`] (and [`seal_v2_with_id`]) for
+//! linked-device accounts (what clients send) and [`seal`], the version-1
+//! form kept for tests and tools.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
@@ -56,6 +57,24 @@ pub fn seal_v2(
     body: &[u8],
     now_ms: i64,
 ) -> Result<Envelope, SealError> {
+    seal_v2_with_id(sender, to, recipients, body, now_ms, &random())
+}
+
+/// [`seal_v2`] with a chosen message `id` instead of a random one: for
+/// sending the same message again under its id, and for tests that need
+/// two envelopes with one id (receivers refuse a `(from, id)` they
+/// accepted before).
+///
+/// # Errors
+/// As [`seal_v2`].
+pub fn seal_v2_with_id(
+    sender: &Sender<'_>,
+    to: &Addressing<'_>,
+    recipients: &[Recipient],
+    body: &[u8],
+    now_ms: i64,
+    id: &[u8; 16],
+) -> Result<Envelope, SealError> {
     let max = if to.kind == Kind::Dm { MAX_DEVICES_PER_ACCOUNT } else { MAX_RECIPIENTS };
     if recipients.len() > max {
         return Err(SealError::TooManyRecipients(recipients.len()));
@@ -67,7 +86,8 @@ pub fn seal_v2(
         (Kind::Room, _, Some(_)) => return Err(SealError::Addressing("a room message has no peer")),
     }
     let device = hex::encode(sender.device.verifying_key().as_bytes());
-    let env = blank(VERSION_2, to, sender.account.to_string(), Some(device), now_ms);
+    let mut env = blank(VERSION_2, to, sender.account.to_string(), Some(device), now_ms);
+    env.id = hex::encode(id);
     finish(env, sender.device, recipients, body)
 }
 

@@ -37,21 +37,25 @@ fn dm_round_trip_and_rejections() {
     let raw = serde_json::to_vec(&env).unwrap();
     assert!(!String::from_utf8_lossy(&raw).contains("hi bob"));
     let mut guard = ReplayGuard::default();
-    let opened = open(&raw, &subject, &bob.id(), &bob.kex, &mut guard, NOW).unwrap();
+    let opened = open(&raw, &subject, &bob.id(), &bob.kex, &guard, NOW).unwrap();
     assert_eq!((opened.body.as_slice(), opened.from.as_str()), (&b"hi bob"[..], alice.id().as_str()));
+    // Opening records nothing: the receiver records what it accepted.
+    assert!(open(&raw, &subject, &bob.id(), &bob.kex, &guard, NOW).is_ok());
+    guard.record(&opened, NOW).unwrap();
     // replay
-    assert_eq!(open(&raw, &subject, &bob.id(), &bob.kex, &mut guard, NOW), Err(Reject::Replay));
+    assert_eq!(open(&raw, &subject, &bob.id(), &bob.kex, &guard, NOW), Err(Reject::Replay));
+    assert_eq!(guard.record(&opened, NOW), Err(Reject::Replay));
     // another recipient (eve got it on her subject by someone re-publishing)
     let eve_subject = subjects::dm(&eve.id());
     let mut moved = env.clone();
     moved.subject = eve_subject.clone();
     let moved = serde_json::to_vec(&moved).unwrap();
     assert_eq!(
-        open(&moved, &eve_subject, &eve.id(), &eve.kex, &mut ReplayGuard::default(), NOW),
+        open(&moved, &eve_subject, &eve.id(), &eve.kex, &ReplayGuard::default(), NOW),
         Err(Reject::BadSignature)
     );
     assert_eq!(
-        open(&raw, &eve_subject, &eve.id(), &eve.kex, &mut ReplayGuard::default(), NOW),
+        open(&raw, &eve_subject, &eve.id(), &eve.kex, &ReplayGuard::default(), NOW),
         Err(Reject::WrongSubject)
     );
     // forged sender: signed by eve, claims alice
@@ -59,12 +63,12 @@ fn dm_round_trip_and_rejections() {
     forged.from = alice.id();
     let forged = serde_json::to_vec(&forged).unwrap();
     assert_eq!(
-        open(&forged, &subject, &bob.id(), &bob.kex, &mut ReplayGuard::default(), NOW),
+        open(&forged, &subject, &bob.id(), &bob.kex, &ReplayGuard::default(), NOW),
         Err(Reject::BadSignature)
     );
     // stale
     assert_eq!(
-        open(&raw, &subject, &bob.id(), &bob.kex, &mut ReplayGuard::default(), NOW + MAX_SKEW_MS + 1),
+        open(&raw, &subject, &bob.id(), &bob.kex, &ReplayGuard::default(), NOW + MAX_SKEW_MS + 1),
         Err(Reject::Stale)
     );
 }
@@ -78,7 +82,7 @@ fn every_flipped_byte_is_rejected() {
     for i in 0..raw.len() {
         let mut bad = raw.clone();
         bad[i] ^= 0x01;
-        let r = open(&bad, &subject, &bob.id(), &bob.kex, &mut ReplayGuard::default(), NOW);
+        let r = open(&bad, &subject, &bob.id(), &bob.kex, &ReplayGuard::default(), NOW);
         assert!(r.is_err() || r.as_ref().unwrap().body == b"secret", "byte {i} accepted altered content");
         // JSON-neutral flips (e.g. in whitespace-free key case) still must not alter the content
     }
@@ -101,12 +105,12 @@ fn room_wraps_for_each_member_and_refuses_weak_keys() {
     .unwrap();
     let raw = serde_json::to_vec(&env).unwrap();
     for p in [&alice, &bob, &carol] {
-        let o = open(&raw, &subject, &p.id(), &p.kex, &mut ReplayGuard::default(), NOW).unwrap();
+        let o = open(&raw, &subject, &p.id(), &p.kex, &ReplayGuard::default(), NOW).unwrap();
         assert_eq!(o.body, b"hello room");
         assert_eq!(o.room.as_deref(), Some(room));
     }
     assert_eq!(
-        open(&raw, &subject, &dave.id(), &dave.kex, &mut ReplayGuard::default(), NOW),
+        open(&raw, &subject, &dave.id(), &dave.kex, &ReplayGuard::default(), NOW),
         Err(Reject::NotForMe)
     );
     let mut weak = bob.recipient();
@@ -133,7 +137,7 @@ fn extreme_ts_is_stale_not_a_panic() {
         )
         .unwrap();
         for now in [NOW, i64::MIN, i64::MAX, 0] {
-            let r = open(&raw, &subject, &bob.id(), &bob.kex, &mut ReplayGuard::default(), now);
+            let r = open(&raw, &subject, &bob.id(), &bob.kex, &ReplayGuard::default(), now);
             let fresh = (i128::from(now) - i128::from(ts)).abs() <= i128::from(MAX_SKEW_MS);
             match fresh {
                 true => assert_eq!(r.map(|o| o.body), Ok(b"x".to_vec()), "ts {ts} at {now}"),
@@ -154,8 +158,32 @@ fn recipient_entries_refuse_unknown_fields() {
     let mut v = serde_json::to_value(&env).unwrap();
     v["recipients"][0]["extra"] = serde_json::json!("smuggled");
     let raw = serde_json::to_vec(&v).unwrap();
-    let r = open(&raw, &subject, &bob.id(), &bob.kex, &mut ReplayGuard::default(), NOW);
+    let r = open(&raw, &subject, &bob.id(), &bob.kex, &ReplayGuard::default(), NOW);
     assert!(matches!(r, Err(Reject::Malformed(_))), "{r:?}");
     let clean = serde_json::to_vec(&env).unwrap();
-    assert!(open(&clean, &subject, &bob.id(), &bob.kex, &mut ReplayGuard::default(), NOW).is_ok());
+    assert!(open(&clean, &subject, &bob.id(), &bob.kex, &ReplayGuard::default(), NOW).is_ok());
+}
+
+/// Bytes that are no JSON object with a `v` (a control-plane reply aimed
+/// at a DM subject, any other JSON, no JSON at all) are no envelope; an
+/// object with a `v` is judged as an envelope.
+#[test]
+fn what_is_not_an_envelope() {
+    let bob = Peer::new();
+    let subject = subjects::dm(&bob.id());
+    let open_raw = |raw: &[u8]| open(raw, &subject, &bob.id(), &bob.kex, &ReplayGuard::default(), NOW);
+    for raw in [
+        &br#"{"error":{"code":"bad_request","message":"missing field `invite`"}}"#[..],
+        br#"{"device":{"device":"ab"},"kicked":0}"#,
+        br#"{"v":null}"#,
+        br#"[2,"dm"]"#,
+        br#""text""#,
+        b"not json",
+        b"",
+    ] {
+        assert_eq!(open_raw(raw), Err(Reject::NotEnvelope), "{}", String::from_utf8_lossy(raw));
+    }
+    assert!(matches!(open_raw(br#"{"v":"2"}"#), Err(Reject::Malformed(_))));
+    assert_eq!(open_raw(br#" {"v":3}"#), Err(Reject::Version(3)));
+    assert!(matches!(open_raw(br#"{"v":2,"kind":"dm"}"#), Err(Reject::Malformed(_))));
 }

@@ -49,7 +49,7 @@ fn open_on(raw: &[u8], subject: &str, acct: &Account, device: usize) -> Result<O
     let d = &acct.devices[device];
     let id = d.id();
     let me = Receiver { account: &acct.id(), device: &id, kex_secret: &d.kex };
-    open_as(raw, subject, &me, &mut ReplayGuard::default(), NOW)
+    open_as(raw, subject, &me, &ReplayGuard::default(), NOW)
 }
 
 #[test]
@@ -69,7 +69,7 @@ fn dm_opens_on_every_device_and_names_account_and_device() {
     let late = Account { devices: vec![Peer::new()] };
     let id = late.devices[0].id();
     let me = Receiver { account: &bob.id(), device: &id, kex_secret: &late.devices[0].kex };
-    assert_eq!(open_as(&raw, &subject, &me, &mut ReplayGuard::default(), NOW), Err(Reject::NotForMe));
+    assert_eq!(open_as(&raw, &subject, &me, &ReplayGuard::default(), NOW), Err(Reject::NotForMe));
 }
 
 #[test]
@@ -176,8 +176,22 @@ fn replay_and_misaddressed() {
     let id = d.id();
     let me = Receiver { account: &bob.id(), device: &id, kex_secret: &d.kex };
     let mut guard = ReplayGuard::default();
-    assert!(open_as(&raw, &subject, &me, &mut guard, NOW).is_ok());
-    assert_eq!(open_as(&raw, &subject, &me, &mut guard, NOW), Err(Reject::Replay));
+    let opened = open_as(&raw, &subject, &me, &guard, NOW).unwrap();
+    guard.record(&opened, NOW).unwrap();
+    assert_eq!(open_as(&raw, &subject, &me, &guard, NOW), Err(Reject::Replay));
+    // Another envelope under the same (from, id) is a replay too, and one
+    // that was opened but never recorded (refused by the receiver's own
+    // checks) does not use its id up.
+    let (key, account) = alice.sender(0);
+    let addr = Addressing { kind: Kind::Dm, subject: &subject, room: None, peer: None };
+    let id: [u8; 16] = hex::decode(&opened.id).unwrap().try_into().unwrap();
+    let again =
+        seal_v2_with_id(&Sender { device: key, account: &account }, &addr, &bob.recipients(), b"2", NOW, &id);
+    let again = serde_json::to_vec(&again.unwrap()).unwrap();
+    assert_eq!(open_as(&again, &subject, &me, &guard, NOW), Err(Reject::Replay));
+    let fresh = ReplayGuard::default();
+    assert!(open_as(&again, &subject, &me, &fresh, NOW).is_ok());
+    assert!(open_as(&again, &subject, &me, &fresh, NOW).is_ok(), "nothing recorded");
     // Re-published on carol's subject, or received by carol as if on bob's.
     assert_eq!(open_on(&raw, &subjects::dm(&carol.id()), &carol, 0), Err(Reject::WrongSubject));
     assert_eq!(open_on(&raw, &subject, &carol, 0), Err(Reject::WrongSubject));

@@ -5,7 +5,12 @@
 //! device it does not know signs (such forced lookups at most once per
 //! second per account, so that a flood of forged devices costs one lookup
 //! a second). The inbox forgets its own account's set on every device
-//! notice, so a sibling device added a moment ago is never refused.
+//! notice, so a sibling device added a moment ago is never refused, and a
+//! contact's set on every revoked notice naming it, so a device revoked a
+//! moment ago is never trusted from the cache. A lookup reply about
+//! another account than asked is refused before anything is recorded
+//! ([`ClientError::WrongAccount`]), and a sender it cannot check is
+//! rejected.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -96,9 +101,10 @@ impl Client {
 
     /// Drops the recent device set of `account`, so that the next message
     /// from it is judged on a fresh lookup (the inbox calls it for its own
-    /// account on every device notice).
+    /// account on every device notice, and for the account a revoked
+    /// notice names).
     pub(crate) fn forget_device_set(&self, account: &str) {
-        self.directory().recent.remove(account);
+        self.directory().recent.remove(&account.to_ascii_lowercase());
     }
 
     /// A copy of the device sets this client has seen, per account (to
