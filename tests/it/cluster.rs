@@ -7,12 +7,14 @@ use std::time::Duration;
 use futures::StreamExt as _;
 use unibus::{Client, ClientError, Identity};
 use unibus_proto::model::Role;
+use unibus_proto::subjects::BUCKET_INVITES;
 use unibus_proto::wire::InviteCreateRequest;
 
 use crate::harness::{
     AuthErrors, Cluster, DENIAL_WITHIN, SIGNED_DENIAL, connect_watched_to, expect_event_within,
     expect_signed_denial,
 };
+use crate::spy::KvWrites;
 use crate::syscheck::{Loops, Paused, open_connections, servers_with_connection_named, sys_client};
 
 /// The outcome class of one redemption: `won`, a wire code, or `transport`
@@ -48,12 +50,17 @@ async fn revoke_through_node1_cuts_off_user_on_node3() {
         let id = Identity::generate();
         guests.push((Client::connect(&cluster.urls[i % 3], &id).await.unwrap(), id));
     }
+    let mut writes = KvWrites::watch(&cluster.urls[0], cluster.daemon.service_seed(), BUCKET_INVITES).await;
     let results: Vec<_> = futures::stream::iter(guests.iter())
         .map(|(c, _)| c.register(&inv.token, None))
         .buffer_unordered(20)
         .collect()
         .await;
     assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 1, "one winner on R3");
+    // They raced: claims made at the revision they had read reached the
+    // store together, and it let one through.
+    let lost = writes.lost_races_within(Duration::from_secs(2)).await;
+    assert!(lost.contains_key(&inv.invite.id), "no two claims met at the store: {lost:?}");
     for r in results.iter().filter(|r| r.is_err()) {
         assert_eq!(r.as_ref().unwrap_err().service_error().map(|e| e.code()), Some("invite_used"));
     }
@@ -118,11 +125,14 @@ async fn leader_kill_and_quorum_loss() {
             jobs.push((id.clone(), token.clone(), Client::connect(url, &who).await.unwrap()));
         }
     }
-    // The redemptions start 5 ms apart (one second in all), so the storm is
-    // still going when the leader is killed, once the first 5 invites were
-    // won: later ones meet the election.
+    // The ten redeemers of an invite start together, the invites 50 ms
+    // apart (one second in all), so each invite is raced for, and the
+    // storm is still going when the leader is killed, once the first 5
+    // invites were won: later ones meet the election.
+    let survivor_url = cluster.urls[others[0]].clone();
+    let mut writes = KvWrites::watch(&survivor_url, cluster.daemon.service_seed(), BUCKET_INVITES).await;
     let mut storm = futures::stream::iter(jobs.iter().enumerate().map(|(i, (id, token, c))| async move {
-        tokio::time::sleep(Duration::from_millis(5 * i as u64)).await;
+        tokio::time::sleep(Duration::from_millis(50 * (i / 10) as u64)).await;
         (id.clone(), c.register(token, None).await)
     }))
     .buffer_unordered(200);
@@ -146,6 +156,10 @@ async fn leader_kill_and_quorum_loss() {
     }
     drop(storm);
     let killed_at = killed_at.expect("the leader was killed during the storm");
+    // Redeemers of one invite raced: claims made at the revision they had
+    // read reached the store together, and it let one through.
+    let lost = writes.lost_races_within(Duration::from_secs(2)).await;
+    assert!(invites.iter().any(|(id, _)| lost.contains_key(id)), "no two claims met at the store");
     assert!(wins.values().all(|n| *n == 1), "more than one winner: {wins:?}");
     let count = |k: &str| codes.get(k).copied().unwrap_or(0);
     assert!(count("invite_used") > 0, "no contention: {codes:?}");

@@ -194,6 +194,11 @@ impl Stack {
         AuthErrors::watch(&self.url, self.secrets.service.seed().unwrap()).await
     }
 
+    /// The write attempts on KV `bucket` (e.g. `UNIBUS_invites`) from now on.
+    pub async fn kv_writes(&self, bucket: &str) -> crate::spy::KvWrites {
+        crate::spy::KvWrites::watch(&self.url, self.secrets.service.seed().unwrap(), bucket).await
+    }
+
     /// JetStream in account AUTH.
     pub async fn jetstream(&self) -> jetstream::Context {
         jetstream::new(self.service_nats().await)

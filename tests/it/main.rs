@@ -25,5 +25,6 @@ mod raw;
 mod revocation;
 mod rooms;
 mod scale;
+mod spy;
 mod syscheck;
 mod tooling;
