@@ -5,11 +5,20 @@
 //! was read at in `Nats-Expected-Last-Subject-Sequence`; a create carries
 //! 0). Two attempts on one key with the same expected revision come from
 //! writers that read the same record: the store lets at most one through,
-//! so the others lost a race that really happened.
+//! so the others lost a race that really happened. And the requests on
+//! any subject of AUTH, counted ([`Requests`]), such as the store's leader
+//! probes (`$JS.API.STREAM.INFO.<stream>`).
 
 use std::collections::BTreeMap;
 
 use futures::StreamExt as _;
+
+/// The next message `sub` already holds, if any: polled once, outside
+/// tokio's cooperative budget (which would otherwise make a ready
+/// subscription look empty after 128 messages in one task turn).
+fn ready(sub: &mut async_nats::Subscriber) -> Option<Option<async_nats::Message>> {
+    futures::FutureExt::now_or_never(tokio::task::unconstrained(sub.next()))
+}
 
 /// The header of a compare-and-swap (async-nats `kv::Store::update`/`create`).
 const EXPECTED_REVISION: &str = "Nats-Expected-Last-Subject-Sequence";
@@ -48,7 +57,7 @@ impl KvWrites {
     /// copies it queued for this connection earlier.
     pub async fn all(&mut self) -> &[Write] {
         self.conn.flush().await.expect("flush");
-        while let Some(Some(msg)) = futures::FutureExt::now_or_never(self.sub.next()) {
+        while let Some(Some(msg)) = ready(&mut self.sub) {
             let key = msg.subject.as_str().strip_prefix(&self.prefix).unwrap_or_default().to_string();
             let expected = msg
                 .headers
@@ -90,5 +99,34 @@ impl KvWrites {
             }
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
+    }
+}
+
+/// The messages on one subject of account AUTH, counted from
+/// [`Requests::watch`] on.
+pub struct Requests {
+    conn: async_nats::Client,
+    sub: async_nats::Subscriber,
+    seen: usize,
+}
+
+impl Requests {
+    /// Counts what is published on `subject` on the server at `url`, as the
+    /// service user.
+    pub async fn watch(url: &str, service_seed: String, subject: &str) -> Requests {
+        let conn =
+            async_nats::ConnectOptions::with_nkey(service_seed).connect(url).await.expect("service user");
+        let sub = conn.subscribe(subject.to_string()).await.expect("subscription");
+        conn.flush().await.expect("flush");
+        Requests { conn, sub, seen: 0 }
+    }
+
+    /// How many so far (on one server, every one it took before this call).
+    pub async fn count(&mut self) -> usize {
+        self.conn.flush().await.expect("flush");
+        while let Some(Some(_)) = ready(&mut self.sub) {
+            self.seen += 1;
+        }
+        self.seen
     }
 }
