@@ -236,7 +236,18 @@ async fn leader_kill_and_quorum_loss() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     let token = minted.expect("bootstrap invite after the election");
-    Client::connect(&url, &root).await.unwrap().register(&token.to_hex(), None).await.unwrap();
+    // Right after the election a connect may still be denied while the
+    // store catches up (fail closed): try again for a while.
+    let mut registered = false;
+    for _ in 0..20 {
+        if let Ok(c) = Client::connect(&url, &root).await {
+            c.register(&token.to_hex(), None).await.unwrap();
+            registered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(registered, "the first admin could not connect after the election");
     let survivor = others[0];
     let admin = Client::connect(&cluster.urls[survivor], &root).await.unwrap();
     cluster.nodes[others[1]].take().unwrap().kill().await;
