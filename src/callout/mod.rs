@@ -4,8 +4,14 @@
 //! not), asks the store for the key's standing and answers with a signed
 //! user JWT carrying per-identity permissions, or with a signed denial.
 //! Anything it cannot establish denies: fail closed.
+//!
+//! With the `internals` feature only (tests), [`hold`] is a seam that lets
+//! a test hold an admitting answer between signing and publishing; a
+//! release build has no such code.
 
 pub mod claims;
+#[cfg(feature = "internals")]
+pub mod hold;
 pub mod jwt;
 pub mod sealing;
 
@@ -133,12 +139,18 @@ impl Callout {
         };
         let signed =
             jwt::encode_signed(&resp, &self.issuer).map_err(|e| Abort(format!("sign response: {e}")))?;
-        match (&self.xkey, server_xkey) {
+        let answer = match (&self.xkey, server_xkey) {
             (Some(ours), Some(theirs)) => {
-                ours.seal(&theirs, signed.as_bytes()).map(Bytes::from).map_err(|e| Abort(e.to_string()))
+                ours.seal(&theirs, signed.as_bytes()).map(Bytes::from).map_err(|e| Abort(e.to_string()))?
             }
-            _ => Ok(Bytes::from(signed)),
+            _ => Bytes::from(signed),
+        };
+        // Test seam: a test may hold this key's admitting answer here.
+        #[cfg(feature = "internals")]
+        if let Verdict::Allow { device, .. } = &verdict {
+            hold::before_publish(device).await;
         }
+        Ok(answer)
     }
 
     /// The request must come from the server it names, be meant for us and

@@ -9,7 +9,7 @@ use unibus::{Client, ClientError, Identity};
 use unibus_proto::model::{Role, UserStatus};
 use unibus_proto::subjects;
 
-use crate::harness::{Stack, code, expect_server_error, expect_signed_denial};
+use crate::harness::{Stack, code, expect_server_error, expect_signed_denial_of};
 
 /// A guest may publish only to unibus.register and cannot read another
 /// user's inbox; after registering and reconnecting it has member rights,
@@ -72,7 +72,7 @@ async fn callout_denials(xkey: bool) {
 
     // Revoked -> denied; restored -> admitted again without a restart.
     stack.store().set_user_status(&bob.sign_pub_hex(), UserStatus::Revoked, "test").await.unwrap();
-    let reason = expect_signed_denial(&mut errors, stack.connect(&bob)).await;
+    let reason = expect_signed_denial_of(&mut errors, &bob.nkey_public(), stack.connect(&bob)).await;
     assert_eq!(reason, format!("user {} is revoked", bob.sign_pub_hex()));
     stack.store().set_user_status(&bob.sign_pub_hex(), UserStatus::Active, "test").await.unwrap();
     assert_eq!(stack.connect(&bob).await.unwrap().whoami().await.unwrap().name, "bob");
@@ -90,11 +90,13 @@ async fn callout_denials(xkey: bool) {
             Ok(auth)
         }
     });
-    let reason = expect_signed_denial(&mut errors, Client::connect_with(&stack.url, &bob, forged)).await;
+    let forged = Client::connect_with(&stack.url, &bob, forged);
+    let reason = expect_signed_denial_of(&mut errors, &bob.nkey_public(), forged).await;
     assert!(reason.starts_with("nonce signature"), "forged signature: {reason}");
 
     // A small-order Ed25519 key (the identity point) with some signature.
     let weak = nkeys_user_public([1u8; 1].iter().copied().chain([0u8; 31]).collect::<Vec<_>>());
+    let weak_nkey = weak.clone();
     let weak_opts = async_nats::ConnectOptions::with_auth_callback(move |_nonce| {
         let nkey = weak.clone();
         async move {
@@ -104,16 +106,23 @@ async fn callout_denials(xkey: bool) {
             Ok(auth)
         }
     });
-    let reason = expect_signed_denial(&mut errors, Client::connect_with(&stack.url, &bob, weak_opts)).await;
+    let weak = Client::connect_with(&stack.url, &bob, weak_opts);
+    let reason = expect_signed_denial_of(&mut errors, &weak_nkey, weak).await;
     assert!(reason.starts_with("unusable nkey"), "weak key: {reason}");
 
-    // No nkey at all: anonymous, user/password, token.
-    for opts in [
+    // No nkey at all: anonymous, user/password, token; each names its
+    // connection so that its advisory is told apart.
+    for (i, opts) in [
         async_nats::ConnectOptions::new(),
         async_nats::ConnectOptions::with_user_and_password("bob".into(), "pw".into()),
         async_nats::ConnectOptions::with_token("t0k3n".into()),
-    ] {
-        let reason = expect_signed_denial(&mut errors, Client::connect_with(&stack.url, &bob, opts)).await;
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let name = format!("no-nkey-{i}-{}", rand::random::<u32>());
+        let connect = Client::connect_with(&stack.url, &bob, opts.name(&name));
+        let reason = expect_signed_denial_of(&mut errors, &name, connect).await;
         assert_eq!(reason, "no nkey presented");
     }
 }

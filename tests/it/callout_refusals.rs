@@ -308,11 +308,13 @@ async fn decision_budget_denies_before_the_auth_timeout() {
     let mut took = Vec::new();
     while took.len() < 3 {
         let started = std::time::Instant::now();
-        let r = Client::connect(&url, &Identity::generate()).await;
+        let probe = Identity::generate();
+        let r = Client::connect(&url, &probe).await;
         let elapsed = started.elapsed();
         match r {
             Err(ClientError::NotAuthorized) => {
-                let reason = errors.next_reason(Duration::from_secs(3)).await.expect("an advisory");
+                let reason = errors.next_reason_about(&probe.nkey_public(), Duration::from_secs(3)).await;
+                let reason = reason.expect("an advisory about this connect");
                 assert_eq!(
                     reason,
                     format!("{SIGNED_DENIAL}authorization store unavailable"),

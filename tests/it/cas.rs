@@ -6,10 +6,12 @@
 //! against redeem) all land or have exactly one winner.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use unibus::Identity;
 use unibus_proto::error::Error;
 use unibus_proto::model::{InviteStatus, Room};
+use unibus_proto::subjects;
 use unibusd::store::{RoomChange, Store};
 
 use crate::harness::{Stack, code};
@@ -97,6 +99,7 @@ async fn concurrent_member_adds_to_one_room_all_land() {
     let (_alice, alice_c, room) = stack.room_owner(&admin, "alice", "busy").await;
     let users = stack.seed_members(12).await;
     let store = stack.store();
+    let mut writes = stack.kv_writes(subjects::BUCKET_ROOMS).await;
     let adds = users.iter().enumerate().map(|(i, u)| {
         let by = if i % 2 == 0 { &alice_c } else { &admin };
         by.add_member(&room.id, u)
@@ -112,56 +115,100 @@ async fn concurrent_member_adds_to_one_room_all_land() {
     for u in &users {
         assert!(store.rooms_of_member(u).await.unwrap().contains(&room.id));
     }
+    let lost = writes.lost_races().await;
+    assert!(lost.contains_key(&room.id), "no two adds met at the store: {lost:?}");
+    println!("concurrent member adds: {} compare-and-swaps lost a race", lost[&room.id]);
 }
 
 /// Sixteen concurrent blocks by one user whose block list does not exist
 /// yet: one creates the record, the others lose that race and update it;
-/// every key ends up listed, sorted.
+/// every key ends up listed, sorted. They raced: more than one tried to
+/// create the list (new users are tried until that is seen, at most 8).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_blocks_on_a_new_list_all_land() {
     let stack = Stack::start(false).await;
     let store = stack.store();
-    let owner = Identity::generate().sign_pub_hex();
-    let keys: Vec<String> = (0..16).map(|_| Identity::generate().sign_pub_hex()).collect();
-    let results = futures::future::join_all(keys.iter().map(|k| store.block(&owner, k, 1000))).await;
-    for r in results {
-        assert!(r.unwrap().1, "each block changed the list");
+    let mut writes = stack.kv_writes(subjects::BUCKET_BLOCKS).await;
+    for round in 1..=8 {
+        let owner = Identity::generate().sign_pub_hex();
+        let keys: Vec<String> = (0..16).map(|_| Identity::generate().sign_pub_hex()).collect();
+        let results = futures::future::join_all(keys.iter().map(|k| store.block(&owner, k, 1000))).await;
+        for r in results {
+            assert!(r.unwrap().1, "each block changed the list");
+        }
+        let mut expected = keys.clone();
+        expected.sort();
+        assert_eq!(store.blocked_by(&owner).await.unwrap(), expected);
+        let creates = writes.all().await.iter().filter(|w| w.key == owner && w.expected == Some(0)).count();
+        if creates > 1 {
+            println!("concurrent blocks: {creates} tried to create the list in round {round}");
+            return;
+        }
     }
-    let mut expected = keys.clone();
-    expected.sort();
-    assert_eq!(store.blocked_by(&owner).await.unwrap(), expected);
+    panic!("in 8 rounds never more than one block tried to create the list: they did not race");
 }
 
 /// An admin cancels invites while guests redeem them, at the same time:
 /// for each invite exactly one wins, the other gets `invite_used` (cancel
 /// lost) or `invite_cancelled` (redeem lost), and the record says who won.
+/// The store shows that they raced: for some invite both wrote at the
+/// revision they had both read, and the store refused one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_against_redeem_has_one_winner() {
     let stack = Stack::start(false).await;
     let (_root, admin) = stack.admin().await;
-    let mut races = Vec::new();
-    for _ in 0..6 {
-        let inv = admin.create_invite(&Default::default()).await.unwrap();
-        let guest = stack.connect(&Identity::generate()).await.unwrap();
-        races.push((inv, guest));
-    }
-    let runs = races.iter().map(|(inv, guest)| async {
-        futures::join!(admin.cancel_invite(&inv.invite.id), guest.register(&inv.token, None))
-    });
-    let outcomes = futures::future::join_all(runs).await;
-    for ((inv, _), (cancelled, redeemed)) in races.iter().zip(outcomes) {
-        let (stored, _) = stack.store().get_invite(&inv.invite.id).await.unwrap().unwrap();
-        match (cancelled, redeemed) {
-            (Ok(c), r @ Err(_)) => {
-                assert_eq!(code(r), "invite_cancelled");
-                assert_eq!((c.status, stored.status), (InviteStatus::Cancelled, InviteStatus::Cancelled));
+    let mut writes = stack.kv_writes(subjects::BUCKET_INVITES).await;
+    // A pair meets at the store only near the delay (between the cancel's
+    // start and the redeem's) at which the winner flips, and that depends
+    // on the machine and the build. Each round tries 12 delays 1 ms apart
+    // and moves them towards the flip until some pair met.
+    let mut base = 0u64;
+    for round in 1..=20 {
+        let mut races = Vec::new();
+        for _ in 0..12 {
+            let inv = admin.create_invite(&Default::default()).await.unwrap();
+            let guest = stack.connect(&Identity::generate()).await.unwrap();
+            races.push((inv, guest));
+        }
+        let admin = &admin;
+        let runs = races.iter().enumerate().map(|(i, (inv, guest))| async move {
+            let redeem = async {
+                tokio::time::sleep(Duration::from_millis(base + i as u64)).await;
+                guest.register(&inv.token, None).await
+            };
+            futures::join!(admin.cancel_invite(&inv.invite.id), redeem)
+        });
+        let mut cancels_won = 0;
+        for ((inv, _), outcome) in races.iter().zip(futures::future::join_all(runs).await) {
+            let (stored, _) = stack.store().get_invite(&inv.invite.id).await.unwrap().unwrap();
+            match outcome {
+                (Ok(c), r @ Err(_)) => {
+                    assert_eq!(code(r), "invite_cancelled");
+                    assert_eq!((c.status, stored.status), (InviteStatus::Cancelled, InviteStatus::Cancelled));
+                    cancels_won += 1;
+                }
+                (c @ Err(_), Ok(user)) => {
+                    assert_eq!(code(c), "invite_used");
+                    assert_eq!(stored.status, InviteStatus::Used);
+                    assert_eq!(stored.used_by.as_deref(), Some(user.sign_pub.as_str()));
+                }
+                other => panic!("not exactly one winner: {other:?}"),
             }
-            (c @ Err(_), Ok(user)) => {
-                assert_eq!(code(c), "invite_used");
-                assert_eq!(stored.status, InviteStatus::Used);
-                assert_eq!(stored.used_by.as_deref(), Some(user.sign_pub.as_str()));
-            }
-            other => panic!("not exactly one winner: {other:?}"),
+        }
+        let lost = writes.lost_races().await;
+        let met = races.iter().filter(|(inv, _)| lost.contains_key(&inv.invite.id)).count();
+        if met > 0 {
+            println!(
+                "cancel against redeem: {met} of 12 pairs met at the store in round {round} (delays {base}..{} ms)",
+                base + 11
+            );
+            return;
+        }
+        match cancels_won {
+            0 => base += 8,
+            12 => base = base.saturating_sub(8),
+            _ => {}
         }
     }
+    panic!("in 20 rounds no cancel and redeem of one invite met at the store");
 }

@@ -7,12 +7,14 @@ use std::time::Duration;
 use futures::StreamExt as _;
 use unibus::{Client, ClientError, Identity};
 use unibus_proto::model::Role;
+use unibus_proto::subjects::BUCKET_INVITES;
 use unibus_proto::wire::InviteCreateRequest;
 
 use crate::harness::{
     AuthErrors, Cluster, DENIAL_WITHIN, SIGNED_DENIAL, connect_watched_to, expect_event_within,
-    expect_signed_denial,
+    expect_signed_denial_of,
 };
+use crate::spy::KvWrites;
 use crate::syscheck::{Loops, Paused, open_connections, servers_with_connection_named, sys_client};
 
 /// The outcome class of one redemption: `won`, a wire code, or `transport`
@@ -42,20 +44,35 @@ async fn revoke_through_node1_cuts_off_user_on_node3() {
     Client::connect(&cluster.urls[0], &root).await.unwrap().register(&token.to_hex(), None).await.unwrap();
     let admin = Client::connect(&cluster.urls[0], &root).await.unwrap();
 
-    let inv = admin.create_invite(&InviteCreateRequest::default()).await.unwrap();
-    let mut guests = Vec::new();
-    for i in 0..20 {
-        let id = Identity::generate();
-        guests.push((Client::connect(&cluster.urls[i % 3], &id).await.unwrap(), id));
-    }
-    let results: Vec<_> = futures::stream::iter(guests.iter())
-        .map(|(c, _)| c.register(&inv.token, None))
-        .buffer_unordered(20)
-        .collect()
-        .await;
-    assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 1, "one winner on R3");
-    for r in results.iter().filter(|r| r.is_err()) {
-        assert_eq!(r.as_ref().unwrap_err().service_error().map(|e| e.code()), Some("invite_used"));
+    // Redeemers of one invite race: claims made at the revision they all
+    // read reach the store together, and it lets one through. Watched on
+    // the node of unibusd's store connection (so a flush there has every
+    // write it made); a new invite and 20 new guests are tried until two
+    // claims met, at most 6 times.
+    let sys = sys_client(&cluster.urls[0], &cluster.secrets).await;
+    let store_node = servers_with_connection_named(&sys, &["unibusd-store"], 3).await;
+    let store_url = &cluster.urls[store_node[0].trim_start_matches('n').parse::<usize>().unwrap()];
+    let mut writes = KvWrites::watch(store_url, cluster.daemon.service_seed(), BUCKET_INVITES).await;
+    for round in 1..=6 {
+        let inv = admin.create_invite(&InviteCreateRequest::default()).await.unwrap();
+        let mut guests = Vec::new();
+        for i in 0..20 {
+            guests.push(Client::connect(&cluster.urls[i % 3], &Identity::generate()).await.unwrap());
+        }
+        let results: Vec<_> = futures::stream::iter(guests.iter())
+            .map(|c| c.register(&inv.token, None))
+            .buffer_unordered(20)
+            .collect()
+            .await;
+        assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 1, "one winner on R3");
+        for r in results.iter().filter(|r| r.is_err()) {
+            assert_eq!(r.as_ref().unwrap_err().service_error().map(|e| e.code()), Some("invite_used"));
+        }
+        if let Some(lost) = writes.lost_races().await.get(&inv.invite.id) {
+            println!("R3 redeemers: {lost} claims lost at the store in round {round}");
+            break;
+        }
+        assert!(round < 6, "in 6 rounds no two claims of one invite met at the store");
     }
 
     let user_inv = admin
@@ -73,7 +90,8 @@ async fn revoke_through_node1_cuts_off_user_on_node3() {
     let seed = cluster.daemon.service_seed();
     for url in &cluster.urls {
         let mut errors = AuthErrors::watch(url, seed.clone()).await;
-        let reason = expect_signed_denial(&mut errors, Client::connect(url, &user)).await;
+        let reason =
+            expect_signed_denial_of(&mut errors, &user.nkey_public(), Client::connect(url, &user)).await;
         assert_eq!(reason, format!("user {} is revoked", user.sign_pub_hex()), "{url}");
     }
 }
@@ -118,11 +136,14 @@ async fn leader_kill_and_quorum_loss() {
             jobs.push((id.clone(), token.clone(), Client::connect(url, &who).await.unwrap()));
         }
     }
-    // The redemptions start 5 ms apart (one second in all), so the storm is
-    // still going when the leader is killed, once the first 5 invites were
-    // won: later ones meet the election.
+    // The ten redeemers of an invite start together, the invites 50 ms
+    // apart (one second in all), so each invite is raced for, and the
+    // storm is still going when the leader is killed, once the first 5
+    // invites were won: later ones meet the election.
+    let survivor_url = cluster.urls[others[0]].clone();
+    let mut writes = KvWrites::watch(&survivor_url, cluster.daemon.service_seed(), BUCKET_INVITES).await;
     let mut storm = futures::stream::iter(jobs.iter().enumerate().map(|(i, (id, token, c))| async move {
-        tokio::time::sleep(Duration::from_millis(5 * i as u64)).await;
+        tokio::time::sleep(Duration::from_millis(50 * (i / 10) as u64)).await;
         (id.clone(), c.register(token, None).await)
     }))
     .buffer_unordered(200);
@@ -146,6 +167,10 @@ async fn leader_kill_and_quorum_loss() {
     }
     drop(storm);
     let killed_at = killed_at.expect("the leader was killed during the storm");
+    // Redeemers of one invite raced: claims made at the revision they had
+    // read reached the store together, and it let one through.
+    let lost = writes.lost_races_within(Duration::from_secs(2)).await;
+    assert!(invites.iter().any(|(id, _)| lost.contains_key(id)), "no two claims met at the store");
     assert!(wins.values().all(|n| *n == 1), "more than one winner: {wins:?}");
     let count = |k: &str| codes.get(k).copied().unwrap_or(0);
     assert!(count("invite_used") > 0, "no contention: {codes:?}");
@@ -211,7 +236,18 @@ async fn leader_kill_and_quorum_loss() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     let token = minted.expect("bootstrap invite after the election");
-    Client::connect(&url, &root).await.unwrap().register(&token.to_hex(), None).await.unwrap();
+    // Right after the election a connect may still be denied while the
+    // store catches up (fail closed): try again for a while.
+    let mut registered = false;
+    for _ in 0..20 {
+        if let Ok(c) = Client::connect(&url, &root).await {
+            c.register(&token.to_hex(), None).await.unwrap();
+            registered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(registered, "the first admin could not connect after the election");
     let survivor = others[0];
     let admin = Client::connect(&cluster.urls[survivor], &root).await.unwrap();
     cluster.nodes[others[1]].take().unwrap().kill().await;
@@ -229,11 +265,13 @@ async fn leader_kill_and_quorum_loss() {
     let mut first_of_streak = Duration::ZERO;
     while streak < 3 {
         let attempt = std::time::Instant::now();
-        let r = Client::connect(&cluster.urls[survivor], &Identity::generate()).await;
+        let probe = Identity::generate();
+        let r = Client::connect(&cluster.urls[survivor], &probe).await;
         let took = attempt.elapsed();
         let signed = match r {
             Err(ClientError::NotAuthorized) => {
-                let reason = errors.next_reason(Duration::from_secs(3)).await.expect("an advisory");
+                let reason = errors.next_reason_about(&probe.nkey_public(), Duration::from_secs(3)).await;
+                let reason = reason.expect("an advisory about this connect");
                 let signed = reason.contains(SIGNED_DENIAL) && took < DENIAL_WITHIN;
                 timed_out += usize::from(!signed);
                 signed
@@ -323,6 +361,7 @@ async fn revoke_during_reconnect_loops_on_every_node() {
     let reply = admin.revoke_user(&user.sign_pub_hex()).await.unwrap();
     let replied = tokio::time::Instant::now();
     loops.mark_reply();
+    assert!(reply.kicked >= 1, "no live connection of the loops was targeted: {reply:?}");
     assert!(reply.kicked >= 8 || reply.kick_pending, "{reply:?}");
     tokio::time::sleep_until(replied + Duration::from_secs(3)).await;
     let open = open_connections(&sys, &user.sign_pub_hex(), 3).await;

@@ -8,7 +8,7 @@ use unibus_proto::model::Role;
 use unibus_proto::subjects;
 use unibusd::store::{Store, StoreConfig};
 
-use crate::harness::{Stack, code, expect_signed_denial};
+use crate::harness::{Stack, code, expect_signed_denial_of};
 
 async fn store_outage(xkey: bool) {
     let stack = Stack::start(xkey).await;
@@ -28,10 +28,12 @@ async fn store_outage(xkey: bool) {
 
     // A known member is denied (not let in as guest, not allowed), by a
     // signed denial rather than a hanging connect.
-    let reason = expect_signed_denial(&mut errors, stack.connect(&bob)).await;
+    let reason = expect_signed_denial_of(&mut errors, &bob.nkey_public(), stack.connect(&bob)).await;
     assert_eq!(reason, "authorization store unavailable");
     // So is an unknown key: no guest access while the store is blind.
-    let reason = expect_signed_denial(&mut errors, stack.connect(&Identity::generate())).await;
+    let stranger = Identity::generate();
+    let reason =
+        expect_signed_denial_of(&mut errors, &stranger.nkey_public(), stack.connect(&stranger)).await;
     assert_eq!(reason, "authorization store unavailable");
     // The still-connected admin gets `unavailable` from every endpoint.
     let b = bob.sign_pub_hex();
@@ -95,8 +97,9 @@ async fn server_restart_is_survived_without_restarting_unibusd() {
     let server = stack.server.take().unwrap();
     let port = server.port;
     server.stop().await;
-    // Nothing answers now: a connect fails.
-    assert!(stack.connect(&admin_id).await.is_err());
+    // Nothing listens now: a connect fails to reach a server (not a denial).
+    let down = stack.connect(&admin_id).await;
+    assert!(matches!(down, Err(unibus::ClientError::Connect(_))), "{:?}", down.map(|_| "connected"));
     stack.restart_server(port).await;
     // unibusd (same process, same connection object) serves again.
     let mut ok = false;
@@ -126,7 +129,7 @@ async fn corrupt_user_record_denies_only_that_key() {
     let kv = stack.jetstream().await.get_key_value(subjects::BUCKET_USERS).await.unwrap();
     kv.put(bob.sign_pub_hex(), "{\"role\":".into()).await.unwrap();
 
-    let reason = expect_signed_denial(&mut errors, stack.connect(&bob)).await;
+    let reason = expect_signed_denial_of(&mut errors, &bob.nkey_public(), stack.connect(&bob)).await;
     assert!(!reason.is_empty(), "a reason for the corrupt record");
     // Others are unaffected: the admin's requests and a guest's connect work.
     assert_eq!(admin.whoami().await.unwrap().sign_pub, admin.sign_pub());

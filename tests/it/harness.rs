@@ -195,6 +195,11 @@ impl Stack {
         AuthErrors::watch(&self.url, self.secrets.service.seed().unwrap()).await
     }
 
+    /// The write attempts on KV `bucket` (e.g. `UNIBUS_invites`) from now on.
+    pub async fn kv_writes(&self, bucket: &str) -> crate::spy::KvWrites {
+        crate::spy::KvWrites::watch(&self.url, self.secrets.service.seed().unwrap(), bucket).await
+    }
+
     /// JetStream in account AUTH.
     pub async fn jetstream(&self) -> jetstream::Context {
         jetstream::new(self.service_nats().await)
@@ -316,6 +321,27 @@ impl AuthErrors {
     pub async fn next_reason(&mut self, limit: Duration) -> Option<String> {
         self.next(limit).await.map(|a| a["reason"].as_str().unwrap_or_default().to_string())
     }
+
+    /// The next advisory within `limit` about the connection `who`: the
+    /// nkey it presented (`client.user`) or the name it set (`client.name`).
+    /// Advisories about other connections (say, a revoked client's
+    /// automatic reconnects) are skipped.
+    pub async fn next_about(&mut self, who: &str, limit: Duration) -> Option<serde_json::Value> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let advisory = self.next(left).await?;
+            if advisory["client"]["user"] == who || advisory["client"]["name"] == who {
+                return Some(advisory);
+            }
+        }
+    }
+
+    /// The `reason` of the next advisory about `who` within `limit` (see
+    /// [`AuthErrors::next_about`]).
+    pub async fn next_reason_about(&mut self, who: &str, limit: Duration) -> Option<String> {
+        self.next_about(who, limit).await.map(|a| a["reason"].as_str().unwrap_or_default().to_string())
+    }
 }
 
 /// The text nats-server puts before a callout's own denial reason; a
@@ -333,11 +359,35 @@ pub async fn expect_signed_denial<T>(
     errors: &mut AuthErrors,
     connect: impl std::future::Future<Output = Result<T, ClientError>>,
 ) -> String {
+    signed_denial(errors, None, connect).await
+}
+
+/// [`expect_signed_denial`], for the connection `who` (the nkey it
+/// presents, or the connection name it sets): the advisory checked is the
+/// one about that connection, not any other refused meanwhile.
+pub async fn expect_signed_denial_of<T>(
+    errors: &mut AuthErrors,
+    who: &str,
+    connect: impl std::future::Future<Output = Result<T, ClientError>>,
+) -> String {
+    signed_denial(errors, Some(who), connect).await
+}
+
+async fn signed_denial<T>(
+    errors: &mut AuthErrors,
+    who: Option<&str>,
+    connect: impl std::future::Future<Output = Result<T, ClientError>>,
+) -> String {
     let started = tokio::time::Instant::now();
     let r = connect.await.map(|_| "admitted");
     let took = started.elapsed();
     assert!(matches!(r, Err(ClientError::NotAuthorized)), "expected a denial, got {r:?}");
-    let reason = errors.next_reason(Duration::from_secs(3)).await.expect("an auth error advisory");
+    let limit = Duration::from_secs(3);
+    let reason = match who {
+        Some(who) => errors.next_reason_about(who, limit).await,
+        None => errors.next_reason(limit).await,
+    };
+    let reason = reason.expect("an auth error advisory");
     assert!(reason.contains(SIGNED_DENIAL), "not a signed denial: {reason:?} after {took:?}");
     assert!(took < DENIAL_WITHIN, "denial took {took:?} ({reason})");
     reason[reason.find(SIGNED_DENIAL).unwrap() + SIGNED_DENIAL.len()..].to_string()

@@ -30,5 +30,6 @@ mod reflect;
 mod revocation;
 mod rooms;
 mod scale;
+mod spy;
 mod syscheck;
 mod tooling;

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use futures::StreamExt as _;
 
-use unibus::ClientError;
+use unibus::{ClientError, Identity};
 use unibus_proto::model::{Role, UserStatus};
 use unibus_proto::subjects;
 
@@ -34,8 +34,11 @@ async fn revoke_closes_live_connections_and_restore_readmits() {
     expect_event_within(&mut events, "disconnected", Duration::from_secs(1)).await;
     expect_event_within(&mut events2, "disconnected", Duration::from_secs(1)).await;
     assert!(matches!(stack.connect(&bob).await, Err(ClientError::NotAuthorized)));
-    // The old client keeps retrying and is denied: requests do not go through.
-    assert!(bob_conn.whoami().await.is_err());
+    // The old clients keep retrying and each reconnect is refused as an
+    // authorization violation (not merely slow or cut off).
+    expect_event_within(&mut events, "authorization violation", Duration::from_secs(5)).await;
+    expect_event_within(&mut events2, "authorization violation", Duration::from_secs(5)).await;
+    drop(bob_conn);
 
     // Idempotent: revoking again changes nothing.
     let again = admin.revoke_user(&bob.sign_pub_hex()).await.unwrap();
@@ -109,6 +112,7 @@ async fn revoke_during_reconnect_loops_leaves_no_connection() {
     loops.mark_reply();
     // (On a starved machine the listing may miss its 500 ms bound: then the
     // reply says so and the background sweeps must still close them all.)
+    assert!(reply.kicked >= 1, "no live connection of the loops was targeted: {reply:?}");
     assert!(reply.kicked >= 8 || reply.kick_pending, "the loops' connections were targeted: {reply:?}");
     tokio::time::sleep_until(replied + Duration::from_secs(3)).await;
     let open = open_connections(&sys, &bob.sign_pub_hex(), 1).await;
@@ -176,6 +180,73 @@ async fn room_removal_during_reconnect_loops_leaves_no_old_permission() {
         String::from_utf8_lossy(&payload),
         "control",
         "a removed member's connection still publishes to the room"
+    );
+}
+
+/// Connects `id` with the callout holding its admitting answer (decided
+/// and signed, not yet published) until `revoke` has replied, then lets
+/// the answer through. Returns the revoke's reply, the admitted client
+/// and when the reply came: the connect was decided before the revoke's
+/// write and reached the server after its first listing.
+async fn connect_held_across<R>(
+    stack: &Stack,
+    id: &Identity,
+    revoke: impl std::future::Future<Output = R>,
+) -> (R, unibus::Client, tokio::time::Instant) {
+    let mut held = unibusd::callout::hold::hold_answers_for(&id.sign_pub_hex());
+    let (url, who) = (stack.url.clone(), id.clone());
+    let connecting = tokio::spawn(async move { unibus::Client::connect(&url, &who).await });
+    assert!(held.next_held(Duration::from_secs(1)).await, "the callout decided to admit the connect");
+    let reply = revoke.await;
+    let replied = tokio::time::Instant::now();
+    held.release();
+    let client = connecting.await.unwrap().expect("the connect decided before the revoke is admitted");
+    (reply, client, replied)
+}
+
+/// Revocation without a gap, made certain: a connect of bob decided
+/// before the revoke's write reaches the server only after the revoke's
+/// first listing (the callout's answer is held until the reply). The
+/// reply counts no connection, the connect is admitted and open, and the
+/// settling sweep closes it: 3 s after the reply the server lists nothing
+/// of bob's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoke_closes_a_connect_admitted_after_its_first_listing() {
+    let stack = Stack::start(true).await;
+    let (_a, admin) = stack.admin().await;
+    let (bob, first) = stack.user(&admin, Role::Member, "bob").await;
+    drop(first);
+    let sys = sys_client(&stack.url, &stack.secrets).await;
+    let key = bob.sign_pub_hex();
+    let (reply, _late, replied) = connect_held_across(&stack, &bob, admin.revoke_user(&key)).await;
+    let reply = reply.expect("revoke succeeds");
+    assert_eq!((reply.kicked, reply.kick_pending), (0, false), "the first listing saw no connection");
+    assert_eq!(open_connections(&sys, &key, 1).await.len(), 1, "admitted after the listing, still open");
+    tokio::time::sleep_until(replied + Duration::from_secs(3)).await;
+    assert_eq!(open_connections(&sys, &key, 1).await, Vec::new(), "bob's connection 3 s after the reply");
+}
+
+/// The same for a device revoke (`unibus.device.revoke`): the laptop's
+/// connect decided before the write and admitted after the first listing
+/// is closed by the settling sweep within 3 s of the reply.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn device_revoke_closes_a_connect_admitted_after_its_first_listing() {
+    let stack = Stack::start(false).await;
+    let (_a, admin) = stack.admin().await;
+    let (phone_id, phone) = stack.user(&admin, Role::Member, "alice").await;
+    let laptop = Identity::generate().with_account(&phone_id.sign_pub_hex()).unwrap();
+    phone.add_device(&laptop.bundle(None)).await.unwrap();
+    let sys = sys_client(&stack.url, &stack.secrets).await;
+    let key = laptop.sign_pub_hex();
+    let (reply, _late, replied) = connect_held_across(&stack, &laptop, phone.revoke_device(&key)).await;
+    let reply = reply.expect("device revoke succeeds");
+    assert_eq!((reply.kicked, reply.kick_pending), (0, false), "the first listing saw no connection");
+    assert_eq!(open_connections(&sys, &key, 1).await.len(), 1, "admitted after the listing, still open");
+    tokio::time::sleep_until(replied + Duration::from_secs(3)).await;
+    assert_eq!(
+        open_connections(&sys, &key, 1).await,
+        Vec::new(),
+        "the laptop's connection 3 s after the reply"
     );
 }
 
