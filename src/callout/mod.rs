@@ -25,6 +25,7 @@ use tracing::{debug, info, warn};
 
 use unibus_proto::keys;
 use unibus_proto::model::Role;
+use crate::limits::penalties::Refusal;
 use crate::store::{Standing, Store};
 use unibus_proto::subjects;
 use claims::{AuthResponse, REQUEST_AUDIENCE, RequestClaims, ResponseClaims, UserClaims, permissions};
@@ -71,6 +72,10 @@ pub enum Verdict {
     },
     /// Keep out, with the reason for the server log.
     Deny(String),
+    /// Keep out without an answer: a penalized key's connect beyond the
+    /// one a second that is denied (the server's authorization timeout
+    /// refuses it).
+    Unanswered,
     /// Keep out a key whose record is revoked. Such clients retry every few
     /// seconds forever, so these are logged at debug with a periodic count.
     Revoked(String),
@@ -84,12 +89,13 @@ pub struct Abort(String);
 
 impl Callout {
     /// Handles one raw callout message: returns the bytes to publish to its
-    /// reply subject.
+    /// reply subject, or `None` when it is deliberately left unanswered
+    /// ([`Verdict::Unanswered`]).
     ///
     /// # Errors
     /// [`Abort`] when the request is not a valid, fresh request signed by a
     /// server for our issuer, or its sealing does not match our config.
-    pub async fn handle(&self, headers: Option<&HeaderMap>, payload: &[u8]) -> Result<Bytes, Abort> {
+    pub async fn handle(&self, headers: Option<&HeaderMap>, payload: &[u8]) -> Result<Option<Bytes>, Abort> {
         let server_xkey =
             headers.and_then(|h| h.get(subjects::HDR_SERVER_XKEY)).map(|v| v.as_str().to_string());
         let jwt_bytes = match (&self.xkey, &server_xkey) {
@@ -106,6 +112,7 @@ impl Callout {
         let verdict = self.decide(&req).await;
         let cid = req.nats.client_info.id.unwrap_or_default();
         let nats = match &verdict {
+            Verdict::Unanswered => return Ok(None),
             Verdict::Allow { account, device, role, rooms } => {
                 debug!(%account, %device, ?role, cid, server = %req.nats.server_id.name, "callout allow");
                 AuthResponse {
@@ -150,7 +157,7 @@ impl Callout {
         if let Verdict::Allow { device, .. } = &verdict {
             hold::before_publish(device).await;
         }
-        Ok(answer)
+        Ok(Some(answer))
     }
 
     /// The request must come from the server it names, be meant for us and
@@ -190,10 +197,15 @@ impl Callout {
             Err(why) => return Verdict::Deny(format!("unusable nkey: {why}")),
         };
         // A penalized key is refused before any signature is checked: its
-        // owner may be reconnecting in a tight loop, and a denial is safe
-        // whoever presents the key.
-        if self.penalties.holds(key.as_bytes()) {
-            return Verdict::Deny("penalized for flooding the control plane; retry later".into());
+        // owner may be reconnecting in a tight loop, and a refusal is safe
+        // whoever presents the key. Most of its connects get no answer
+        // (limits::penalties).
+        match self.penalties.refusal(key.as_bytes()) {
+            Some(Refusal::Deny) => {
+                return Verdict::Deny("penalized for flooding the control plane; retry later".into());
+            }
+            Some(Refusal::Ignore) => return Verdict::Unanswered,
+            None => {}
         }
         let nonce = n.client_info.nonce.as_deref().unwrap_or("");
         let sig = n.connect_opts.sig.as_deref().unwrap_or("");
@@ -312,11 +324,12 @@ pub async fn run(client: async_nats::Client, mut sub: async_nats::Subscriber, ca
             let handled = callout.handle(msg.headers.as_ref(), &msg.payload).await;
             callout.latency.record(started.elapsed());
             match handled {
-                Ok(bytes) => {
+                Ok(Some(bytes)) => {
                     if let Err(e) = client.publish(reply, bytes).await {
                         warn!(error = %e, "callout: cannot publish response");
                     }
                 }
+                Ok(None) => {}
                 Err(abort) => warn!(reason = %abort, "callout: request not answered"),
             }
         });
