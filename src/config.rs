@@ -52,8 +52,8 @@ pub struct DaemonArgs {
     /// Burst of the global register rate (1..=1000000).
     #[arg(long, env = "UNIBUS_REGISTER_BURST", default_value_t = 4000)]
     pub register_burst: u32,
-    /// `unibus.register` requests handled at once (1..=65536).
-    #[arg(long, env = "UNIBUS_REGISTER_IN_FLIGHT", default_value_t = 64)]
+    /// Guests' `unibus.register` requests handled at once (1..=65536).
+    #[arg(long, env = "UNIBUS_REGISTER_IN_FLIGHT", default_value_t = 512)]
     pub register_in_flight: usize,
     /// Keys the per-key register limit tracks at most (1024..=10000000).
     #[arg(long, env = "UNIBUS_REGISTER_TRACKED_KEYS", default_value_t = 65_536)]
@@ -174,6 +174,13 @@ impl DaemonArgs {
                 "1..=1024",
             )?,
             max_in_flight: check("UNIBUS_CONTROL_IN_FLIGHT", self.control_in_flight, 1, 65_536, "1..=65536")?,
+            guest_in_flight: check(
+                "UNIBUS_REGISTER_IN_FLIGHT",
+                self.register_in_flight,
+                1,
+                65_536,
+                "1..=65536",
+            )?,
             ..CallerLimits::default()
         })
     }
@@ -191,13 +198,6 @@ impl DaemonArgs {
             )?),
             global_per_sec: check("UNIBUS_REGISTER_RATE", self.register_rate, 1, 1_000_000, "1..=1000000")?,
             global_burst: check("UNIBUS_REGISTER_BURST", self.register_burst, 1, 1_000_000, "1..=1000000")?,
-            max_in_flight: check(
-                "UNIBUS_REGISTER_IN_FLIGHT",
-                self.register_in_flight,
-                1,
-                65_536,
-                "1..=65536",
-            )?,
             max_keys: check(
                 "UNIBUS_REGISTER_TRACKED_KEYS",
                 self.register_tracked_keys,

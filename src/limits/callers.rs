@@ -3,31 +3,37 @@
 //! key from the server-stamped header, the endpoint's [`Cost`] and the
 //! message's size, in well under a microsecond and without I/O:
 //!
-//! - **Budget per caller.** Each member's device has a token bucket of
-//!   cost units (`rate` per second up to `burst`); a read costs
-//!   [`Cost::Read`], a write [`Cost::Write`], a write that then sweeps the
-//!   cluster for connections to close [`Cost::Sweep`]. A guest's
-//!   registration is judged by the guest limits instead
-//!   ([`super::guests`]).
+//! - **Budget per caller.** Each key (a member's device, a guest) has a
+//!   token bucket of cost units (`rate` per second up to `burst`); a read
+//!   costs [`Cost::Read`], a write [`Cost::Write`], a write that then
+//!   sweeps the cluster for connections to close [`Cost::Sweep`]. A
+//!   guest's registration is further judged by the guest limits once it
+//!   is decoded ([`super::guests`]).
 //! - **In flight.** At most `per_caller_in_flight` requests of one caller
-//!   and `max_in_flight` of all members are handled at once, and the last
-//!   quarter of those slots only for callers with nothing in flight; the
-//!   excess is refused at once, never queued, so memory and the store's
-//!   load stay bounded whatever the rate.
+//!   are handled at once, at most `max_in_flight` of all members (guests:
+//!   `guest_in_flight`), and of the members' slots a caller that already
+//!   has a request in flight may take only three quarters, so a few busy
+//!   callers cannot take them all from the rest. A request within its
+//!   budget that finds no free slot waits for one, in order, for at most
+//!   [`WAIT_LIMIT`]; at most `per_caller_waiting` of one caller and
+//!   `max_waiting` in all wait, and beyond that a request is refused at
+//!   once. So a client's burst is smoothed rather than refused, and
+//!   memory and the store's load stay bounded whatever the rate.
 //! - **Refusals.** A refusal is answered (`limit_reached`) only while the
 //!   caller's refusal bucket has a token; beyond that it is dropped
 //!   without a reply.
+//! - **Size.** A body over [`super::MAX_REQUEST_BYTES`] is refused
+//!   (`bad_request`) before it is parsed.
 //! - **Far past the limit.** nats-server has no ingress limit of its own:
 //!   every byte a client sends on a control subject is forwarded to
 //!   unibusd's one control connection, which the server cuts as a slow
 //!   consumer once 64 MiB wait for it, and which drops requests (anyone's)
-//!   once its subscription buffers are full. So a caller that sends a body
-//!   over [`super::MAX_REQUEST_BYTES`], more than `bytes_burst` bytes
-//!   beyond `bytes_per_sec`, or more than `abuse_burst` dropped requests
-//!   beyond `abuse_per_sec`, is [`Decision::Penalize`]d: its connection is
-//!   closed and its key refused at connect for a while
-//!   ([`super::Penalties`]). That is the only way to stop a flood at its
-//!   source.
+//!   once its subscription buffers are full. So a caller that sends more
+//!   than `bytes_burst` bytes beyond `bytes_per_sec`, or more than
+//!   `abuse_burst` dropped requests beyond `abuse_per_sec`, is
+//!   [`Decision::Penalize`]d: its connection is closed and its key refused
+//!   at connect for a while ([`super::Penalties`]). That is the only way
+//!   to stop a flood at its source.
 //!
 //! A refused request spends no budget. The caller table is bounded:
 //! entries that carry no information (full buckets, nothing in flight) are
@@ -35,6 +41,7 @@
 //! refused.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -42,7 +49,11 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use unibus_proto::error::Error;
 
-use super::{Bucket, Limiter, MAX_REQUEST_BYTES};
+use super::{Bucket, MAX_REQUEST_BYTES};
+
+/// Longest a request within its budget waits for a free slot before it is
+/// refused (`limit_reached`): well inside a client's request timeout.
+pub const WAIT_LIMIT: Duration = Duration::from_secs(1);
 
 /// What an endpoint costs a caller's budget.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,7 +81,7 @@ impl Cost {
 /// Who is asking, as far as the gate is concerned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Class {
-    /// A key no account lists, registering: the guest limits decide.
+    /// A guest (account GUEST), registering: slots of its own.
     Guest,
     /// Anyone else, on an endpoint of this cost.
     Member(Cost),
@@ -88,6 +99,12 @@ pub struct CallerLimits {
     pub per_caller_in_flight: u32,
     /// Requests of all members handled at once by this instance.
     pub max_in_flight: usize,
+    /// Guests' registrations handled at once by this instance.
+    pub guest_in_flight: usize,
+    /// Requests of one caller waiting for a slot, at most.
+    pub per_caller_waiting: u32,
+    /// Requests waiting for a slot, at most, all callers.
+    pub max_waiting: usize,
     /// Refusals answered per caller and second (then silence).
     pub refusal_rate: u32,
     /// Refusals answered at once.
@@ -112,6 +129,9 @@ impl Default for CallerLimits {
             burst: 1000,
             per_caller_in_flight: 16,
             max_in_flight: 128,
+            guest_in_flight: 512,
+            per_caller_waiting: 1024,
+            max_waiting: 4096,
             refusal_rate: 20,
             refusal_burst: 100,
             abuse_per_sec: 500,
@@ -128,7 +148,9 @@ impl Default for CallerLimits {
 pub enum Decision {
     /// Handle it; hold the ticket until it is answered.
     Run(Ticket),
-    /// Answer with this error (`limit_reached`) and do nothing else.
+    /// Within budget but no slot is free: wait for one ([`Waiter::ticket`]).
+    Wait(Waiter),
+    /// Answer with this error and do nothing else.
     Refuse(Error),
     /// Drop it without a reply: the caller is past its limit.
     Silent,
@@ -138,13 +160,16 @@ pub enum Decision {
 }
 
 /// One caller's state.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Entry {
     tokens: Bucket,
     refusals: Bucket,
     abuse: Bucket,
     bytes: Bucket,
-    in_flight: u32,
+    /// Its in-flight slots.
+    slots: Arc<Semaphore>,
+    /// Its requests waiting for a slot.
+    waiting: u32,
 }
 
 struct Table {
@@ -160,11 +185,21 @@ struct Table {
 /// Pause between sweeps of a table that a sweep could not shrink.
 const SWEEP_PAUSE: Duration = Duration::from_millis(100);
 
+/// The slots of one class of callers.
+struct Lane {
+    /// Every slot of the class.
+    total: Arc<Semaphore>,
+    /// The share a caller that already has a request in flight may take
+    /// (members: three quarters; guests: all).
+    busy: Arc<Semaphore>,
+}
+
 struct Inner {
     cfg: CallerLimits,
-    guests: Limiter,
     table: Mutex<Table>,
-    in_flight: Arc<Semaphore>,
+    members: Lane,
+    guests: Lane,
+    waiting: AtomicUsize,
 }
 
 /// The control-plane gate of one unibusd process.
@@ -173,33 +208,54 @@ pub struct Gate {
     inner: Arc<Inner>,
 }
 
-/// Held while an admitted request is handled; frees its slots on drop.
+/// Held while an admitted request is handled; its slots go back on drop.
+#[derive(Debug)]
 pub struct Ticket {
-    gate: Option<Arc<Inner>>,
+    _permits: Vec<OwnedSemaphorePermit>,
+}
+
+/// A request within its budget, waiting for a slot.
+pub struct Waiter {
+    inner: Arc<Inner>,
     key: [u8; 32],
-    _permit: Option<OwnedSemaphorePermit>,
+    class: Class,
+    slots: Arc<Semaphore>,
 }
 
-impl std::fmt::Debug for Ticket {
+impl std::fmt::Debug for Waiter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Ticket").field("key", &hex::encode(&self.key[..4])).finish_non_exhaustive()
+        f.debug_struct("Waiter").field("class", &self.class).finish_non_exhaustive()
     }
 }
 
-impl Ticket {
-    /// A ticket that holds only `permit` (a request admitted by another
-    /// limit, such as a guest's registration).
-    pub fn holding(permit: OwnedSemaphorePermit) -> Ticket {
-        Ticket { gate: None, key: [0; 32], _permit: Some(permit) }
-    }
-}
-
-impl Drop for Ticket {
+impl Drop for Waiter {
     fn drop(&mut self) {
-        let Some(inner) = self.gate.take() else { return };
-        let mut table = inner.lock();
-        if let Some(e) = table.callers.get_mut(&self.key) {
-            e.in_flight = e.in_flight.saturating_sub(1);
+        self.inner.waiting.fetch_sub(1, Ordering::Relaxed);
+        if let Some(e) = self.inner.lock().callers.get_mut(&self.key) {
+            e.waiting = e.waiting.saturating_sub(1);
+        }
+    }
+}
+
+impl Waiter {
+    /// Waits (at most [`WAIT_LIMIT`]) for the caller's slot and a slot of
+    /// its lane, in order.
+    ///
+    /// # Errors
+    /// `limit_reached` when none came in time.
+    pub async fn ticket(self) -> Result<Ticket, Error> {
+        let acquire = async {
+            let mut permits = vec![self.slots.clone().acquire_owned().await.ok()?];
+            let lane = self.inner.lane(self.class);
+            if self.inner.others_in_flight(&self.slots) {
+                permits.push(lane.busy.clone().acquire_owned().await.ok()?);
+            }
+            permits.push(lane.total.clone().acquire_owned().await.ok()?);
+            Some(Ticket { _permits: permits })
+        };
+        match tokio::time::timeout(WAIT_LIMIT, acquire).await {
+            Ok(Some(ticket)) => Ok(ticket),
+            _ => Err(Error::LimitReached("the service is busy; retry later".into())),
         }
     }
 }
@@ -208,6 +264,32 @@ impl Inner {
     fn lock(&self) -> std::sync::MutexGuard<'_, Table> {
         // A panic while holding the lock leaves consistent numbers.
         self.table.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn lane(&self, class: Class) -> &Lane {
+        match class {
+            Class::Guest => &self.guests,
+            Class::Member(_) => &self.members,
+        }
+    }
+
+    /// The slots for one request of a caller whose own slots are `slots`,
+    /// if all are free now: its own, then (when it has another request in
+    /// flight) the lane's busy share, then the lane's.
+    fn try_slots(&self, class: Class, slots: &Arc<Semaphore>) -> Option<Ticket> {
+        let mut permits = vec![slots.clone().try_acquire_owned().ok()?];
+        let lane = self.lane(class);
+        if self.others_in_flight(slots) {
+            permits.push(lane.busy.clone().try_acquire_owned().ok()?);
+        }
+        permits.push(lane.total.clone().try_acquire_owned().ok()?);
+        Some(Ticket { _permits: permits })
+    }
+
+    /// Whether a caller holding one of its `slots` has another request in
+    /// flight.
+    fn others_in_flight(&self, slots: &Semaphore) -> bool {
+        (slots.available_permits() as u32) + 1 < self.cfg.per_caller_in_flight.max(1)
     }
 }
 
@@ -230,21 +312,23 @@ impl Shapes {
         }
     }
 
-    fn fresh(&self, now: Instant) -> Entry {
+    fn fresh(&self, cfg: &CallerLimits, now: Instant) -> Entry {
         Entry {
             tokens: Bucket::full(self.tokens.0, now),
             refusals: Bucket::full(self.refusals.0, now),
             abuse: Bucket::full(self.abuse.0, now),
             bytes: Bucket::full(self.bytes.0, now),
-            in_flight: 0,
+            slots: Arc::new(Semaphore::new(cfg.per_caller_in_flight.max(1) as usize)),
+            waiting: 0,
         }
     }
 
     /// True when `e` carries no information: every bucket full again and
-    /// nothing in flight.
-    fn idle(&self, e: &Entry, now: Instant) -> bool {
+    /// nothing in flight or waiting.
+    fn idle(&self, cfg: &CallerLimits, e: &Entry, now: Instant) -> bool {
         let full = |b: &Bucket, (cap, rate): (f64, f64)| b.level(cap, rate, now) >= cap;
-        e.in_flight == 0
+        e.waiting == 0
+            && e.slots.available_permits() == cfg.per_caller_in_flight.max(1) as usize
             && full(&e.tokens, self.tokens)
             && full(&e.refusals, self.refusals)
             && full(&e.abuse, self.abuse)
@@ -253,14 +337,19 @@ impl Shapes {
 }
 
 impl Gate {
-    /// A gate with full buckets; guests' registrations are judged by
-    /// `guests`.
-    pub fn new(cfg: CallerLimits, guests: Limiter) -> Gate {
+    /// A gate with full buckets and free slots.
+    pub fn new(cfg: CallerLimits) -> Gate {
         let now = Instant::now();
-        let in_flight = Arc::new(Semaphore::new(cfg.max_in_flight.max(1)));
+        let lane = |total: usize, busy: usize| Lane {
+            total: Arc::new(Semaphore::new(total.max(1))),
+            busy: Arc::new(Semaphore::new(busy.max(1))),
+        };
+        let members = lane(cfg.max_in_flight, cfg.max_in_flight * 3 / 4);
+        let guests = lane(cfg.guest_in_flight, cfg.guest_in_flight);
         let overflow = Bucket::full(f64::from(cfg.refusal_burst.max(1)), now);
         let table = Table { callers: HashMap::new(), next_sweep: now, overflow };
-        Gate { inner: Arc::new(Inner { cfg, guests, table: Mutex::new(table), in_flight }) }
+        let inner = Inner { cfg, table: Mutex::new(table), members, guests, waiting: AtomicUsize::new(0) };
+        Gate { inner: Arc::new(inner) }
     }
 
     /// The settings.
@@ -268,9 +357,10 @@ impl Gate {
         &self.inner.cfg
     }
 
-    /// Judges one request of `caller`, of `class` and `size` bytes.
-    pub fn admit(&self, caller: &[u8; 32], class: Class, size: usize) -> Decision {
-        self.admit_at(caller, class, size, Instant::now())
+    /// Judges one request of `caller`, of `class`, whose body is `body`
+    /// bytes in a message of `size` bytes (header block included).
+    pub fn admit(&self, caller: &[u8; 32], class: Class, body: usize, size: usize) -> Decision {
+        self.admit_at(caller, class, body, size, Instant::now())
     }
 
     /// Entries in the caller table.
@@ -279,37 +369,39 @@ impl Gate {
         self.inner.lock().callers.len()
     }
 
-    fn admit_at(&self, caller: &[u8; 32], class: Class, size: usize, now: Instant) -> Decision {
-        let shapes = Shapes::of(&self.inner.cfg);
-        let decision = {
-            let mut table = self.inner.lock();
-            if !table.callers.contains_key(caller) && !self.make_room(&mut table, &shapes, now) {
-                let (cap, rate) = shapes.refusals;
-                let answered = table.overflow.take(1.0, cap, rate, now);
-                return refusal(answered, "too many callers at once; retry later");
+    fn admit_at(&self, caller: &[u8; 32], class: Class, body: usize, size: usize, now: Instant) -> Decision {
+        let cfg = &self.inner.cfg;
+        let shapes = Shapes::of(cfg);
+        let mut table = self.inner.lock();
+        if !table.callers.contains_key(caller) && !self.make_room(&mut table, &shapes, now) {
+            let (cap, rate) = shapes.refusals;
+            let answered = table.overflow.take(1.0, cap, rate, now);
+            return refusal(answered, "too many callers at once; retry later");
+        }
+        let entry = table.callers.entry(*caller).or_insert_with(|| shapes.fresh(cfg, now));
+        let (cap, rate) = shapes.bytes;
+        // A message larger than the whole bucket can never fit: it is far
+        // past the limit by itself.
+        if !entry.bytes.take((size as f64).min(cap + 1.0), cap, rate, now) {
+            return Decision::Penalize("control-plane bytes far past the limit");
+        }
+        let decision = if body > MAX_REQUEST_BYTES {
+            let why = format!("request body of {body} bytes; at most {MAX_REQUEST_BYTES}");
+            let (cap, rate) = shapes.refusals;
+            match entry.refusals.take(1.0, cap, rate, now) {
+                true => Decision::Refuse(Error::BadRequest(why)),
+                false => Decision::Silent,
             }
-            let entry = table.callers.entry(*caller).or_insert_with(|| shapes.fresh(now));
-            if size > MAX_REQUEST_BYTES {
-                return Decision::Penalize("a control request body over the size limit");
-            }
-            let (cap, rate) = shapes.bytes;
-            // A message larger than the whole bucket can never fit: it is
-            // far past the limit by itself.
-            if !entry.bytes.take((size as f64).min(cap + 1.0), cap, rate, now) {
-                return Decision::Penalize("control-plane bytes far past the limit");
-            }
-            match class {
-                Class::Guest => None,
-                Class::Member(cost) => Some(self.member(caller, entry, &shapes, cost, now)),
-            }
+        } else {
+            let cost = match class {
+                Class::Guest => Cost::Read,
+                Class::Member(cost) => cost,
+            };
+            self.slot(caller, entry, class, cost, &shapes, now)
         };
-        // The guest limits have their own lock, taken without the table's.
-        let decision = decision.unwrap_or_else(|| self.inner.guests.decide(caller));
         if !matches!(decision, Decision::Silent) {
             return decision;
         }
-        let mut table = self.inner.lock();
-        let Some(entry) = table.callers.get_mut(caller) else { return decision };
         let (cap, rate) = shapes.abuse;
         match entry.abuse.take(1.0, cap, rate, now) {
             true => decision,
@@ -317,33 +409,37 @@ impl Gate {
         }
     }
 
-    /// A member's request: budget, in-flight caps, refusal budget.
-    fn member(&self, caller: &[u8; 32], entry: &mut Entry, shapes: &Shapes, cost: Cost, now: Instant) -> Decision {
+    /// Budget, then a slot now, a place in the wait, or a refusal.
+    fn slot(
+        &self,
+        caller: &[u8; 32],
+        entry: &mut Entry,
+        class: Class,
+        cost: Cost,
+        shapes: &Shapes,
+        now: Instant,
+    ) -> Decision {
         let cfg = &self.inner.cfg;
         let (cap, rate) = shapes.tokens;
-        let units = cost.units().min(cap);
-        let why = if entry.tokens.level(cap, rate, now) < units {
+        let why = if !entry.tokens.take(cost.units().min(cap), cap, rate, now) {
             "too many requests from this device; retry later"
-        } else if entry.in_flight >= cfg.per_caller_in_flight.max(1) {
-            "too many requests in flight from this device; retry later"
-        } else if entry.in_flight > 0 && self.inner.in_flight.available_permits() <= cfg.max_in_flight / 4 {
-            // The last quarter of the slots is kept for callers with
-            // nothing in flight, so a few busy callers cannot take them
-            // all from the rest.
-            "the service is busy; retry later"
+        } else if let Some(ticket) = self.inner.try_slots(class, &entry.slots) {
+            return Decision::Run(ticket);
+        } else if entry.waiting < cfg.per_caller_waiting && self.reserve_wait() {
+            entry.waiting += 1;
+            let (inner, slots) = (self.inner.clone(), entry.slots.clone());
+            return Decision::Wait(Waiter { inner, key: *caller, class, slots });
         } else {
-            match self.inner.in_flight.clone().try_acquire_owned() {
-                Ok(permit) => {
-                    entry.tokens.take(units, cap, rate, now);
-                    entry.in_flight += 1;
-                    let gate = Some(self.inner.clone());
-                    return Decision::Run(Ticket { gate, key: *caller, _permit: Some(permit) });
-                }
-                Err(_) => "the service is busy; retry later",
-            }
+            "the service is busy; retry later"
         };
         let (cap, rate) = shapes.refusals;
         refusal(entry.refusals.take(1.0, cap, rate, now), why)
+    }
+
+    /// Takes a place in the wait if one is left.
+    fn reserve_wait(&self) -> bool {
+        let max = self.inner.cfg.max_waiting;
+        self.inner.waiting.fetch_update(Ordering::AcqRel, Ordering::Acquire, |w| (w < max).then_some(w + 1)).is_ok()
     }
 
     /// Makes room for one more caller; false when the table stays full.
@@ -353,7 +449,7 @@ impl Gate {
             return true;
         }
         if now >= table.next_sweep {
-            table.callers.retain(|_, e| !shapes.idle(e, now));
+            table.callers.retain(|_, e| !shapes.idle(cfg, e, now));
             table.next_sweep = now + SWEEP_PAUSE;
         }
         table.callers.len() < cfg.max_callers

@@ -8,13 +8,12 @@
 //!   interval. The table is bounded: an attacker has unlimited fresh keys,
 //!   so refilled entries (which carry no information) are dropped when the
 //!   table is full, and a new key is refused while it stays full;
-//! - a global token bucket over all keys (requests per second, burst);
-//! - a cap on register requests in flight at once.
+//! - a global token bucket over all keys (requests per second, burst).
 //!
-//! Refusals are answered while all guests together have refusal budget
-//! left ([`GUEST_REFUSALS_PER_SEC`]); beyond it a refused registration gets
-//! no reply (a per-key refusal budget would need a table entry per fresh
-//! key, which is what a flood of fresh keys must not get).
+//! They are judged once a registration is decoded, so that a malformed
+//! one is answered `bad_request` like any other and costs nothing here;
+//! before that, every request has passed the gate ([`super::Gate`]), which
+//! bounds guests' requests in flight and floods of any shape.
 //!
 //! A key's tokens and the global tokens are taken together, only when both
 //! are available, so a refused request spends nothing and only admitted
@@ -23,20 +22,12 @@
 //! live entries, whatever the number of keys tried.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-
-use super::{Bucket, Decision, Ticket};
+use super::Bucket;
 
 use unibus_proto::error::Error;
-
-/// Refused registrations answered per second, all guests together (then
-/// silence until the budget refills).
-pub const GUEST_REFUSALS_PER_SEC: u32 = 50;
-/// Refused registrations answered at once.
-const GUEST_REFUSAL_BURST: f64 = 100.0;
 
 /// The settings of the register limits (defaults and their reasons: the settings table in
 /// docs/production.md).
@@ -50,8 +41,6 @@ pub struct GuestLimits {
     pub global_per_sec: u32,
     /// Burst of the global bucket.
     pub global_burst: u32,
-    /// Register requests being handled at once.
-    pub max_in_flight: usize,
     /// Entries of the per-key table.
     pub max_keys: usize,
 }
@@ -63,7 +52,6 @@ impl Default for GuestLimits {
             per_key_interval: Duration::from_secs(2),
             global_per_sec: 2_000,
             global_burst: 4_000,
-            max_in_flight: 64,
             max_keys: 65_536,
         }
     }
@@ -72,8 +60,6 @@ impl Default for GuestLimits {
 struct State {
     keys: HashMap<[u8; 32], Bucket>,
     global: Bucket,
-    /// Refusals that may still be answered.
-    refusals: Bucket,
     /// While the table is full of live entries, the next sweep waits until
     /// then, so a flood of fresh keys cannot make every request a full scan.
     next_sweep: Instant,
@@ -86,48 +72,23 @@ const SWEEP_PAUSE: Duration = Duration::from_millis(100);
 pub struct Limiter {
     cfg: GuestLimits,
     state: Mutex<State>,
-    in_flight: Arc<Semaphore>,
 }
 
 impl Limiter {
     /// A limiter with full buckets.
     pub fn new(cfg: GuestLimits) -> Limiter {
         let global = Bucket::full(f64::from(cfg.global_burst), Instant::now());
-        let in_flight = Arc::new(Semaphore::new(cfg.max_in_flight.max(1)));
-        let refusals = Bucket::full(GUEST_REFUSAL_BURST, Instant::now());
-        let state = State { keys: HashMap::new(), global, refusals, next_sweep: Instant::now() };
-        Limiter { cfg, state: Mutex::new(state), in_flight }
+        let state = State { keys: HashMap::new(), global, next_sweep: Instant::now() };
+        Limiter { cfg, state: Mutex::new(state) }
     }
 
-    /// Admits one register request of `key`; hold the permit until the
-    /// request is answered.
+    /// Admits one registration of `key`.
     ///
     /// # Errors
-    /// `limit_reached` when the key, all keys together, or the requests in
-    /// flight are over their limit; nothing is spent then.
-    pub fn admit(&self, key: &[u8; 32]) -> Result<OwnedSemaphorePermit, Error> {
-        let permit = self
-            .in_flight
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| Error::LimitReached("too many registrations in flight; retry later".into()))?;
-        self.take(key, Instant::now())?;
-        Ok(permit)
-    }
-
-    /// [`Limiter::admit`] as the dispatcher's verdict: a refusal is
-    /// answered while the guests' refusal budget lasts, then dropped.
-    pub fn decide(&self, key: &[u8; 32]) -> Decision {
-        match self.admit(key) {
-            Ok(permit) => Decision::Run(Ticket::holding(permit)),
-            Err(e) => {
-                let rate = f64::from(GUEST_REFUSALS_PER_SEC);
-                match self.lock().refusals.take(1.0, GUEST_REFUSAL_BURST, rate, Instant::now()) {
-                    true => Decision::Refuse(e),
-                    false => Decision::Silent,
-                }
-            }
-        }
+    /// `limit_reached` when the key or all keys together are over their
+    /// limit; nothing is spent then.
+    pub fn admit(&self, key: &[u8; 32]) -> Result<(), Error> {
+        self.take(key, Instant::now())
     }
 
     /// Entries in the per-key table.
@@ -248,16 +209,5 @@ mod tests {
         // Once everything has refilled, the table makes room again.
         assert_eq!(code(l.take(&key(u64::MAX), t0 + Duration::from_secs(1_000))), "ok");
         assert!(l.tracked_keys() <= 100);
-    }
-
-    /// At most `max_in_flight` admitted requests at once; released on drop.
-    #[test]
-    fn in_flight_cap() {
-        let l = Limiter::new(GuestLimits { max_in_flight: 2, ..GuestLimits::default() });
-        let a = l.admit(&key(1)).unwrap();
-        let _b = l.admit(&key(2)).unwrap();
-        assert_eq!(l.admit(&key(3)).unwrap_err().code(), "limit_reached");
-        drop(a);
-        assert!(l.admit(&key(3)).is_ok());
     }
 }

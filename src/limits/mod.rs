@@ -8,8 +8,9 @@
 //!   a token bucket of cost units per device, weighted by what an endpoint
 //!   costs, a cap on one device's requests in flight, and the instance's
 //!   cap on all members' requests in flight;
-//! - [`guests`]: the limits on `unibus.register` from keys no account
-//!   lists (guests: unlimited fresh keys, one legitimate request each);
+//! - [`guests`]: the limits on `unibus.register` (guests: unlimited fresh
+//!   keys, one legitimate request each), judged once a registration is
+//!   decoded;
 //! - refusals are answered with `limit_reached` only while the caller (or,
 //!   for guests, all guests together) has refusal budget left; beyond it a
 //!   refused request gets no reply at all, so a flood cannot make unibusd
@@ -25,7 +26,7 @@ pub mod penalties;
 
 use std::time::Instant;
 
-pub use callers::{CallerLimits, Class, Cost, Decision, Gate, Ticket};
+pub use callers::{CallerLimits, Class, Cost, Decision, Gate, Ticket, Waiter};
 pub use penalties::Penalties;
 
 /// The largest control-plane request body accepted: every request of the

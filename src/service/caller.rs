@@ -20,9 +20,6 @@ pub struct Caller {
     pub device: SignPub,
     /// The requesting connection: server name and client id.
     pub origin: Option<(String, u64)>,
-    /// Connected as a guest (account GUEST): a key no account listed when
-    /// it connected.
-    pub guest: bool,
 }
 
 #[derive(serde::Deserialize)]
@@ -37,22 +34,9 @@ struct RequestInfo {
     id: Option<u64>,
 }
 
-/// Reads the caller of a request on `subject` from the server-stamped
-/// header. Only requests that crossed an import carry it: from account APP
-/// (members' devices), or from account GUEST for `unibus.register` (the
-/// only subject GUEST imports). The server replaces a client's copy
-/// only where it follows a CRLF and appends its own, so a hostile block can
-/// smuggle a forged copy in front (docs/protocol.md section 2). The patched
-/// async-nats (patches/README.md) delivers only well-formed blocks (CRLF
-/// line ends, no bare CR or LF, no folding) and drops the rest; here the
-/// block must then hold exactly one `Nats-Request-Info` value, names
-/// compared without regard to case, from one of those accounts with a key
-/// as user.
-///
-/// # Errors
-/// `unauthenticated` when absent, repeated, unreadable, from another
-/// account, or not a key.
-pub fn caller_from_headers(headers: Option<&HeaderMap>, subject: &str) -> Result<Caller, Error> {
+/// [`Stamp::read`], then [`Stamp::caller`] (tests).
+#[cfg(test)]
+fn caller_from_headers(headers: Option<&HeaderMap>, subject: &str) -> Result<Caller, Error> {
     Stamp::read(headers, subject)?.caller()
 }
 
@@ -70,12 +54,22 @@ pub struct Stamp {
 }
 
 impl Stamp {
-    /// Reads the stamp of a request on `subject` (see
-    /// [`caller_from_headers`]).
+    /// Reads the caller of a request on `subject` from the server-stamped
+    /// header, without checking the key's curve point ([`Stamp::caller`]
+    /// does). Only requests that crossed an import carry it: from account APP
+    /// (members' devices), or from account GUEST for `unibus.register` (the
+    /// only subject GUEST imports). The server replaces a client's copy
+    /// only where it follows a CRLF and appends its own, so a hostile block can
+    /// smuggle a forged copy in front (docs/protocol.md section 2). The patched
+    /// async-nats (patches/README.md) delivers only well-formed blocks (CRLF
+    /// line ends, no bare CR or LF, no folding) and drops the rest; here the
+    /// block must then hold exactly one `Nats-Request-Info` value, names
+    /// compared without regard to case, from one of those accounts with a key
+    /// as user.
     ///
     /// # Errors
-    /// `unauthenticated` as [`caller_from_headers`] says, except for a
-    /// key that is 64 hex characters but no valid key ([`Stamp::caller`]).
+    /// `unauthenticated` when absent, repeated, unreadable, from another
+    /// account, or not 64 hex characters.
     pub fn read(headers: Option<&HeaderMap>, subject: &str) -> Result<Stamp, Error> {
         let mut copies = headers
             .into_iter()
@@ -109,7 +103,7 @@ impl Stamp {
     /// `unauthenticated` when the key is not one.
     pub fn caller(self) -> Result<Caller, Error> {
         let sign_pub = SignPub::parse_field("caller", &hex::encode(self.key)).map_err(|_| not_a_key())?;
-        Ok(Caller { device: sign_pub.clone(), sign_pub, origin: self.origin, guest: self.guest })
+        Ok(Caller { device: sign_pub.clone(), sign_pub, origin: self.origin })
     }
 }
 
@@ -152,9 +146,9 @@ mod tests {
     fn guests_only_register() {
         let mut h = HeaderMap::new();
         h.insert("Nats-Request-Info", format!(r#"{{"acc":"GUEST","user":"{KEY}"}}"#).as_str());
-        assert!(caller_from_headers(Some(&h), "unibus.register").unwrap().guest);
+        assert!(super::Stamp::read(Some(&h), "unibus.register").unwrap().guest);
         assert_eq!(caller_from_headers(Some(&h), "unibus.whoami").unwrap_err().code(), "unauthenticated");
-        assert!(!caller_from_headers(Some(&h_app()), "unibus.register").unwrap().guest);
+        assert!(!super::Stamp::read(Some(&h_app()), "unibus.register").unwrap().guest);
     }
 
     fn h_app() -> HeaderMap {

@@ -9,10 +9,11 @@
 //! Order of the checks, cheapest first and none reading the store: the
 //! caller's identity (the server-stamped header; guests come from account
 //! GUEST), then the message's size (before any parsing) and the caller's
-//! budget in the [`Gate`](crate::limits::Gate): a guest's registration
-//! against the guest limits, anything else against the device's budget. A
-//! caller far past its limits has its connection closed and its key
-//! refused at connect for a while ([`crate::limits::penalties`]).
+//! budget and slots in the [`Gate`](crate::limits::Gate). A request within
+//! its budget that finds no free slot waits for one in its own task, for a
+//! bounded time, with a bounded number of others. A caller far past its
+//! limits has its connection closed and its key refused at connect for a
+//! while ([`crate::limits::penalties`]).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -56,6 +57,8 @@ impl Counters {
 enum Intake {
     /// Handle it.
     Run(Stamp, Ticket),
+    /// Handle it once a slot is free (or refuse it when none comes).
+    Wait(Stamp, crate::limits::Waiter),
     /// Answer this error and nothing else.
     Refuse(Error),
     /// No reply.
@@ -77,18 +80,35 @@ pub(super) async fn serve(
                 let (ctx, micro, client) = (ctx.clone(), micro.clone(), client.clone());
                 tokio::spawn(async move { answer(&ctx, &micro, &client, msg, stamp, ticket).await });
             }
-            Intake::Refuse(err) => {
-                debug!(subject = %msg.subject, code = err.code(), "request refused at intake");
-                let detail = format!("{} {}", err.code(), err.public_message());
-                micro.record(&msg.subject, std::time::Duration::ZERO, Some(detail));
-                let (headers, body) = reply_error(&err);
-                let _ = client.publish_with_headers(reply_to, headers, body).await;
+            Intake::Wait(stamp, waiter) => {
+                let (ctx, micro, client) = (ctx.clone(), micro.clone(), client.clone());
+                tokio::spawn(async move {
+                    match waiter.ticket().await {
+                        Ok(ticket) => answer(&ctx, &micro, &client, msg, stamp, ticket).await,
+                        Err(err) => refuse(&micro, &client, &msg.subject, reply_to, &err).await,
+                    }
+                });
             }
+            Intake::Refuse(err) => refuse(&micro, &client, &msg.subject, reply_to, &err).await,
             Intake::Silent => {
                 ctx.counters.dropped.fetch_add(1, Ordering::Relaxed);
             }
         }
     }
+}
+
+/// Answers `err` to a request the intake did not let through.
+async fn refuse(
+    micro: &Micro,
+    client: &async_nats::Client,
+    subject: &str,
+    reply_to: async_nats::Subject,
+    err: &Error,
+) {
+    debug!(%subject, code = err.code(), "request refused at intake");
+    micro.record(subject, std::time::Duration::ZERO, Some(format!("{} {}", err.code(), err.public_message())));
+    let (headers, body) = reply_error(err);
+    let _ = client.publish_with_headers(reply_to, headers, body).await;
 }
 
 /// The intake's verdict on one request (no I/O).
@@ -97,14 +117,18 @@ fn judge(ctx: &Ctx, msg: &async_nats::Message) -> Intake {
     let cost = cost_of(subject).unwrap_or(Cost::Read);
     let stamp = match Stamp::read(msg.headers.as_ref(), subject) {
         Ok(stamp) => stamp,
-        Err(e) => return refuse_with(ctx.gate.admit(&ANONYMOUS, Class::Member(Cost::Read), msg.length), e),
+        Err(e) => {
+            let decision = ctx.gate.admit(&ANONYMOUS, Class::Member(Cost::Read), msg.payload.len(), msg.length);
+            return refuse_with(decision, e);
+        }
     };
     let class = match stamp.guest {
         true => Class::Guest,
         false => Class::Member(cost),
     };
-    match ctx.gate.admit(&stamp.key, class, msg.length) {
+    match ctx.gate.admit(&stamp.key, class, msg.payload.len(), msg.length) {
         Decision::Run(ticket) => Intake::Run(stamp, ticket),
+        Decision::Wait(waiter) => Intake::Wait(stamp, waiter),
         Decision::Refuse(e) => Intake::Refuse(e),
         Decision::Silent => Intake::Silent,
         Decision::Penalize(why) => {
@@ -141,7 +165,7 @@ fn penalize(ctx: &Ctx, stamp: &Stamp, why: &'static str) {
 /// gate's own refusal, or silence, otherwise.
 fn refuse_with(decision: Decision, err: Error) -> Intake {
     match decision {
-        Decision::Run(_ticket) => Intake::Refuse(err),
+        Decision::Run(_) | Decision::Wait(_) => Intake::Refuse(err),
         Decision::Refuse(limit) => Intake::Refuse(limit),
         Decision::Silent | Decision::Penalize(_) => Intake::Silent,
     }

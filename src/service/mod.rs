@@ -15,7 +15,7 @@ pub mod intake;
 pub mod micro;
 mod notices;
 
-pub use caller::{Caller, Stamp, caller_from_headers};
+pub use caller::{Caller, Stamp};
 pub use notices::Notices;
 
 use std::sync::Arc;
@@ -43,9 +43,11 @@ pub struct Ctx {
     pub kicker: Kicker,
     /// Signs list cursors.
     pub cursors: Cursors,
-    /// Per-caller budgets (guests' registrations: the guest limits) and
-    /// the cap on requests in flight, checked before a request is decoded.
+    /// Per-caller budgets and the slots for requests in flight, checked
+    /// before a request is decoded.
     pub gate: crate::limits::Gate,
+    /// The limits on registrations, checked once one is decoded.
+    pub guests: crate::limits::Limiter,
     /// Keys refused at connect for a while (shared with the callout).
     pub penalties: Arc<crate::limits::Penalties>,
     /// What the intake turned away (shared with the control connection's

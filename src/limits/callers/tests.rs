@@ -1,7 +1,6 @@
-//! Unit tests of the gate: budgets, caps, refusals, penalties.
+//! Unit tests of the gate: budgets, slots and waiting, refusals, penalties.
 
 use super::*;
-use crate::limits::GuestLimits;
 
 fn key(i: u64) -> [u8; 32] {
     let mut k = [0u8; 32];
@@ -9,13 +8,11 @@ fn key(i: u64) -> [u8; 32] {
     k
 }
 
-fn gate(cfg: CallerLimits) -> Gate {
-    Gate::new(cfg, Limiter::new(GuestLimits::default()))
-}
-
 fn verdict(d: &Decision) -> &'static str {
     match d {
         Decision::Run(_) => "run",
+        Decision::Wait(_) => "wait",
+        Decision::Refuse(e) if e.code() == "bad_request" => "bad_request",
         Decision::Refuse(_) => "refuse",
         Decision::Silent => "silent",
         Decision::Penalize(_) => "penalize",
@@ -24,84 +21,126 @@ fn verdict(d: &Decision) -> &'static str {
 
 const READ: Class = Class::Member(Cost::Read);
 
+impl Gate {
+    /// A small request of `caller` at `now`.
+    fn ask(&self, caller: u64, class: Class, now: Instant) -> Decision {
+        self.admit_at(&key(caller), class, 2, 200, now)
+    }
+}
+
 /// A caller spends its burst by cost, is refused with an answer while its
 /// refusal budget lasts, then silently; it refills at its rate; other
 /// callers are untouched.
 #[test]
 fn budget_by_cost_then_answered_refusals_then_silence() {
     let cfg = CallerLimits { rate: 10, burst: 20, refusal_rate: 1, refusal_burst: 3, ..Default::default() };
-    let gate = gate(cfg);
+    let gate = Gate::new(cfg);
     let t0 = Instant::now();
     // 20 units: one sweep (20) fits once.
-    assert_eq!(verdict(&gate.admit_at(&key(1), Class::Member(Cost::Sweep), 2, t0)), "run");
-    let seen: Vec<_> = (0..6).map(|_| verdict(&gate.admit_at(&key(1), READ, 2, t0))).collect();
+    assert_eq!(verdict(&gate.ask(1, Class::Member(Cost::Sweep), t0)), "run");
+    let seen: Vec<_> = (0..6).map(|_| verdict(&gate.ask(1, READ, t0))).collect();
     assert_eq!(seen, ["refuse", "refuse", "refuse", "silent", "silent", "silent"]);
-    assert_eq!(verdict(&gate.admit_at(&key(2), Class::Member(Cost::Write), 2, t0)), "run", "another caller");
+    assert_eq!(verdict(&gate.ask(2, Class::Member(Cost::Write), t0)), "run", "another caller");
     // 0.5 s later: 5 units back, a write (4) runs, a second does not.
     let t1 = t0 + Duration::from_millis(500);
     let write = Class::Member(Cost::Write);
-    assert_eq!(verdict(&gate.admit_at(&key(1), write, 2, t1)), "run");
-    assert_eq!(verdict(&gate.admit_at(&key(1), write, 2, t1)), "silent", "refusals not yet refilled");
+    assert_eq!(verdict(&gate.ask(1, write, t1)), "run");
+    assert_eq!(verdict(&gate.ask(1, write, t1)), "silent", "refusals not yet refilled");
     let t2 = t0 + Duration::from_millis(1100);
-    assert_eq!(verdict(&gate.admit_at(&key(1), Class::Member(Cost::Sweep), 2, t2)), "refuse", "a refusal back");
+    assert_eq!(verdict(&gate.ask(1, Class::Member(Cost::Sweep), t2)), "refuse", "a refusal back");
 }
 
-/// The last quarter of the slots is kept for callers with nothing in
-/// flight.
+/// Beyond its own slots or the lane's, a request within its budget waits
+/// (a bounded number of them); a slot handed back goes to the waiter.
+#[tokio::test]
+async fn no_free_slot_means_a_bounded_wait() {
+    let cfg = CallerLimits {
+        per_caller_in_flight: 2,
+        max_in_flight: 8,
+        per_caller_waiting: 1,
+        max_waiting: 2,
+        ..Default::default()
+    };
+    let gate = Gate::new(cfg);
+    let t0 = Instant::now();
+    let a1 = gate.ask(1, READ, t0);
+    let _a2 = gate.ask(1, READ, t0);
+    let w = gate.ask(1, READ, t0);
+    assert_eq!(verdict(&w), "wait", "its own slots are taken");
+    assert_eq!(verdict(&gate.ask(1, READ, t0)), "refuse", "one waiter per caller");
+    let Decision::Wait(w) = w else { unreachable!() };
+    drop(a1);
+    assert!(w.ticket().await.is_ok(), "the slot handed back");
+    let _b = gate.ask(2, READ, t0);
+    let _b2 = gate.ask(2, READ, t0);
+    let w2 = gate.ask(2, READ, t0);
+    assert_eq!(verdict(&w2), "wait");
+    let _w3 = gate.ask(3, READ, t0);
+    let _w3b = gate.ask(3, READ, t0);
+    assert_eq!(verdict(&gate.ask(3, READ, t0)), "wait");
+    assert_eq!(verdict(&gate.ask(4, READ, t0)), "run", "a caller with free slots runs");
+}
+
+/// A waiter that gets no slot within the wait limit is refused.
+#[tokio::test(start_paused = true)]
+async fn a_wait_is_bounded_in_time() {
+    let gate = Gate::new(CallerLimits { per_caller_in_flight: 1, ..Default::default() });
+    let t0 = Instant::now();
+    let _held = gate.ask(1, READ, t0);
+    let Decision::Wait(w) = gate.ask(1, READ, t0) else { panic!("expected a wait") };
+    let e = w.ticket().await.unwrap_err();
+    assert_eq!(e.code(), "limit_reached");
+}
+
+/// A caller with another request in flight takes at most three quarters
+/// of the members' slots; the last quarter stays for the rest.
 #[test]
 fn busy_callers_leave_room_for_the_rest() {
-    let gate = gate(CallerLimits { per_caller_in_flight: 8, max_in_flight: 8, ..Default::default() });
+    let gate = Gate::new(CallerLimits { per_caller_in_flight: 16, max_in_flight: 8, ..Default::default() });
     let t0 = Instant::now();
-    let busy: Vec<_> = (0..6).map(|_| gate.admit_at(&key(1), READ, 2, t0)).collect();
-    assert!(busy.iter().all(|d| verdict(d) == "run"));
-    assert_eq!(verdict(&gate.admit_at(&key(1), READ, 2, t0)), "refuse", "2 slots left: kept for others");
-    let other = gate.admit_at(&key(2), READ, 2, t0);
+    let busy: Vec<_> = (0..7).map(|_| gate.ask(1, READ, t0)).collect();
+    let runs = busy.iter().filter(|d| verdict(d) == "run").count();
+    assert_eq!(runs, 7, "its first, then 6 of the busy share");
+    assert_eq!(verdict(&gate.ask(1, READ, t0)), "wait", "the busy share is taken");
+    let other = gate.ask(2, READ, t0);
     assert_eq!(verdict(&other), "run", "a caller with nothing in flight");
-    let third = gate.admit_at(&key(3), READ, 2, t0);
-    assert_eq!(verdict(&third), "run");
-    assert_eq!(verdict(&gate.admit_at(&key(4), READ, 2, t0)), "refuse", "full");
+    assert_eq!(verdict(&gate.ask(3, READ, t0)), "wait", "full");
 }
 
-/// At most `per_caller_in_flight` of one caller and `max_in_flight` of
-/// all run at once; slots come back when tickets drop.
+/// Guests have slots of their own: members' load does not take them.
 #[test]
-fn in_flight_caps() {
-    let gate = gate(CallerLimits { per_caller_in_flight: 2, max_in_flight: 3, ..Default::default() });
+fn guests_have_their_own_lane() {
+    let gate = Gate::new(CallerLimits { max_in_flight: 1, guest_in_flight: 1, ..Default::default() });
     let t0 = Instant::now();
-    let a1 = gate.admit_at(&key(1), READ, 2, t0);
-    let _a2 = gate.admit_at(&key(1), READ, 2, t0);
-    assert_eq!(verdict(&gate.admit_at(&key(1), READ, 2, t0)), "refuse", "per caller");
-    let _b1 = gate.admit_at(&key(2), READ, 2, t0);
-    assert_eq!(verdict(&gate.admit_at(&key(3), READ, 2, t0)), "refuse", "instance full");
-    drop(a1);
-    let c1 = gate.admit_at(&key(3), READ, 2, t0);
-    assert_eq!(verdict(&c1), "run", "a slot came back");
-    assert_eq!(verdict(&gate.admit_at(&key(1), READ, 2, t0)), "refuse", "instance full again");
+    let _m = gate.ask(1, READ, t0);
+    assert_eq!(verdict(&gate.ask(2, READ, t0)), "wait", "members' lane full");
+    let g = gate.ask(3, Class::Guest, t0);
+    assert_eq!(verdict(&g), "run", "the guests' lane is not");
 }
 
 /// Fresh callers never grow the table past its cap; idle entries make
 /// room again.
 #[test]
 fn table_stays_bounded() {
-    let gate = gate(CallerLimits { max_callers: 50, ..Default::default() });
+    let gate = Gate::new(CallerLimits { max_callers: 50, ..Default::default() });
     let t0 = Instant::now();
     let mut refused = 0;
     for i in 0..1_000u64 {
-        if !matches!(gate.admit_at(&key(i), READ, 2, t0), Decision::Run(_)) {
+        if !matches!(gate.ask(i, READ, t0), Decision::Run(_)) {
             refused += 1;
         }
         assert!(gate.tracked_callers() <= 50);
     }
     assert_eq!(refused, 950);
     let later = t0 + Duration::from_secs(60);
-    assert_eq!(verdict(&gate.admit_at(&key(5_000), READ, 2, later)), "run");
+    assert_eq!(verdict(&gate.ask(5_000, READ, later)), "run");
     assert!(gate.tracked_callers() <= 50);
 }
 
-/// A body over the size limit, a byte flood, and a request flood far past
-/// the budget are each penalized; a flood just past it is not.
+/// An oversized body is refused as `bad_request`; a byte flood and a
+/// request flood far past the budget are penalized.
 #[test]
-fn far_past_the_limit_is_penalized() {
+fn oversized_bodies_are_bad_requests_floods_are_penalized() {
     let cfg = CallerLimits {
         rate: 10,
         burst: 10,
@@ -109,31 +148,22 @@ fn far_past_the_limit_is_penalized() {
         abuse_per_sec: 10,
         abuse_burst: 100,
         bytes_per_sec: 1_000,
-        bytes_burst: 10_000,
+        bytes_burst: 100_000,
         ..Default::default()
     };
-    let gate = gate(cfg);
+    let gate = Gate::new(cfg);
     let t0 = Instant::now();
-    assert_eq!(verdict(&gate.admit_at(&key(1), READ, MAX_REQUEST_BYTES + 1, t0)), "penalize");
-    // Bytes: 10 requests of 1,000 fit the burst, the 11th does not.
-    for i in 0..10 {
-        assert_ne!(verdict(&gate.admit_at(&key(2), READ, 1_000, t0)), "penalize", "request {i}");
+    let big = MAX_REQUEST_BYTES + 1;
+    assert_eq!(verdict(&gate.admit_at(&key(1), READ, big, big, t0)), "bad_request");
+    // Bytes: the burst takes 5 more such bodies (unanswered: the refusal
+    // budget is spent), then no more.
+    for i in 0..5 {
+        assert_eq!(verdict(&gate.admit_at(&key(1), READ, big, big, t0)), "silent", "body {i}");
     }
-    assert_eq!(verdict(&gate.admit_at(&key(2), READ, 1_000, t0)), "penalize");
+    assert_eq!(verdict(&gate.admit_at(&key(1), READ, big, big, t0)), "penalize");
     // Requests: 10 run, 1 refused, 100 dropped, then penalized.
-    let seen: Vec<_> = (0..112).map(|_| verdict(&gate.admit_at(&key(3), READ, 2, t0))).collect();
+    let seen: Vec<_> = (0..112).map(|_| verdict(&gate.ask(3, READ, t0))).collect();
     assert_eq!(seen.iter().filter(|v| **v == "run").count(), 10);
     assert_eq!(seen.iter().filter(|v| **v == "silent").count(), 100);
     assert_eq!(seen.last(), Some(&"penalize"));
-}
-
-/// A guest's registration is judged by the guest limits, and its bytes by
-/// the gate.
-#[test]
-fn guests_take_the_guest_limits() {
-    let gate = gate(CallerLimits::default());
-    let t0 = Instant::now();
-    let seen: Vec<_> = (0..7).map(|_| verdict(&gate.admit_at(&key(9), Class::Guest, 300, t0))).collect();
-    assert_eq!(seen, ["run", "run", "run", "run", "run", "refuse", "refuse"], "a burst of 5");
-    assert_eq!(verdict(&gate.admit_at(&key(9), Class::Guest, MAX_REQUEST_BYTES + 1, t0)), "penalize");
 }

@@ -12,9 +12,10 @@ use unibus_proto::wire::{
 use crate::store::NewUser;
 
 /// `unibus.register`: redeem an invite for the caller's key, then close the
-/// caller's (guest) connections so that they come back as a user. The
-/// dispatcher has judged the request against the guest flood limits
-/// ([`crate::limits::guests`]) before it was decoded.
+/// caller's (guest) connections so that they come back as a user. A
+/// well-formed request passes the registration limits
+/// ([`crate::limits::guests`]) before it may touch the store; a malformed
+/// one costs no store work.
 pub async fn register(ctx: &Ctx, caller: &Caller, req: RegisterRequest) -> Result<Outcome<AccountReply>, Error> {
     let token = InviteToken::parse(&req.invite)?;
     if let Some(name) = &req.name {
@@ -22,6 +23,7 @@ pub async fn register(ctx: &Ctx, caller: &Caller, req: RegisterRequest) -> Resul
     }
     // The first device is its own account (docs/protocol.md section 8).
     verify_binding(&caller.device, &caller.device, &req.kex_pub, &req.kex_sig)?;
+    ctx.guests.admit(caller.device.verifying_key().as_bytes())?;
     let new = NewUser {
         sign_pub: caller.device.to_string(),
         kex_pub: req.kex_pub.into(),
