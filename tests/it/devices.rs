@@ -14,7 +14,7 @@ use unibus_proto::wire::InviteCreateRequest;
 
 use crate::evidence::expect_denial_of;
 use crate::harness::{
-    AuthErrors, Cluster, Stack, code, connect_watched_to, expect_event_within, expect_signed_denial,
+    AuthErrors, Cluster, Stack, code, connect_watched_to, expect_event_within, expect_signed_denial_of,
 };
 
 /// A new device key for `account`, and its bundle.
@@ -92,8 +92,9 @@ async fn add_list_revoke_and_their_errors() {
     assert!(reply.kicked >= 1);
     expect_event_within(&mut events, "disconnected", Duration::from_secs(1)).await;
     let mut errors = stack.auth_errors().await;
-    let reason = expect_signed_denial(&mut errors, stack.connect(&laptop_id)).await;
-    assert!(reason.contains("revoked"), "{reason}");
+    let reason =
+        expect_signed_denial_of(&mut errors, &laptop_id.nkey_public(), stack.connect(&laptop_id)).await;
+    assert_eq!(reason, format!("user {} is revoked", laptop_id.sign_pub_hex()));
     // Revoking a revoked device changes nothing.
     let again = phone.revoke_device(&laptop_id.sign_pub_hex()).await.unwrap();
     assert_eq!(again.device, reply.device);
@@ -135,7 +136,9 @@ async fn seniority_recovery_and_the_last_admin() {
     // The phone is lost: the admin revokes it (the last one: admins may).
     admin.revoke_device(&alice).await.unwrap();
     let mut errors = stack.auth_errors().await;
-    expect_signed_denial(&mut errors, stack.connect(&phone_id)).await;
+    let reason =
+        expect_signed_denial_of(&mut errors, &phone_id.nkey_public(), stack.connect(&phone_id)).await;
+    assert_eq!(reason, format!("user {alice} is revoked"), "the phone's key, not the laptop's");
     // Members may not recover; a binding for another account is refused.
     let (_m, other) = stack.user(&admin, Role::Member, "mallory").await;
     let refused = other.admin_add_device(&new_phone_bundle).await;
@@ -349,7 +352,10 @@ async fn device_revoke_through_node1_cuts_off_node3() {
     let seed = cluster.daemon.service_seed();
     for url in &cluster.urls {
         let mut errors = AuthErrors::watch(url, seed.clone()).await;
-        expect_signed_denial(&mut errors, Client::connect(url, &laptop_id)).await;
+        let reason =
+            expect_signed_denial_of(&mut errors, &laptop_id.nkey_public(), Client::connect(url, &laptop_id))
+                .await;
+        assert_eq!(reason, format!("user {} is revoked", laptop_id.sign_pub_hex()), "{url}");
     }
     // The phone is untouched.
     assert_eq!(phone.whoami().await.unwrap().sign_pub, phone_id.sign_pub_hex());
@@ -402,7 +408,13 @@ async fn account_revoke_restore_and_delete() {
     expect_event_within(&mut events, "disconnected", Duration::from_secs(1)).await;
     assert!(reply.user.active_devices().count() == 2, "devices keep their status");
     let mut errors = stack.auth_errors().await;
-    expect_signed_denial(&mut errors, stack.connect(&laptop_id)).await;
+    let reason =
+        expect_signed_denial_of(&mut errors, &laptop_id.nkey_public(), stack.connect(&laptop_id)).await;
+    assert_eq!(
+        reason,
+        format!("user {} is revoked", laptop_id.sign_pub_hex()),
+        "the laptop's key, not the phone's"
+    );
     admin.restore_user(&alice).await.unwrap();
     let laptop = stack.connect(&laptop_id).await.unwrap();
     assert_eq!(laptop.whoami().await.unwrap().sign_pub, alice);

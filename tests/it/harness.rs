@@ -352,42 +352,22 @@ pub const SIGNED_DENIAL: &str = "Auth callout service returned an error: ";
 /// budget) is.
 pub const DENIAL_WITHIN: Duration = Duration::from_millis(1900);
 
-/// Runs `connect` and asserts unibusd refused it with a signed denial:
-/// `NotAuthorized` within [`DENIAL_WITHIN`], and the server's advisory for
-/// it carries unibus's reason, not a timeout. Returns that reason.
-pub async fn expect_signed_denial<T>(
-    errors: &mut AuthErrors,
-    connect: impl std::future::Future<Output = Result<T, ClientError>>,
-) -> String {
-    signed_denial(errors, None, connect).await
-}
-
-/// [`expect_signed_denial`], for the connection `who` (the nkey it
-/// presents, or the connection name it sets): the advisory checked is the
-/// one about that connection, not any other refused meanwhile.
+/// Runs `connect` (a connect as `who`: the nkey it presents, or the
+/// connection name it sets) and asserts unibusd refused it with a signed
+/// denial: `NotAuthorized` within [`DENIAL_WITHIN`], and the server's
+/// advisory about that connection (not any other refused meanwhile)
+/// carries unibus's reason, not a timeout. Returns that reason.
 pub async fn expect_signed_denial_of<T>(
     errors: &mut AuthErrors,
     who: &str,
     connect: impl std::future::Future<Output = Result<T, ClientError>>,
 ) -> String {
-    signed_denial(errors, Some(who), connect).await
-}
-
-async fn signed_denial<T>(
-    errors: &mut AuthErrors,
-    who: Option<&str>,
-    connect: impl std::future::Future<Output = Result<T, ClientError>>,
-) -> String {
     let started = tokio::time::Instant::now();
     let r = connect.await.map(|_| "admitted");
     let took = started.elapsed();
-    assert!(matches!(r, Err(ClientError::NotAuthorized)), "expected a denial, got {r:?}");
-    let limit = Duration::from_secs(3);
-    let reason = match who {
-        Some(who) => errors.next_reason_about(who, limit).await,
-        None => errors.next_reason(limit).await,
-    };
-    let reason = reason.expect("an auth error advisory");
+    assert!(matches!(r, Err(ClientError::NotAuthorized)), "{who}: expected a denial, got {r:?}");
+    let reason = errors.next_reason_about(who, Duration::from_secs(3)).await;
+    let reason = reason.unwrap_or_else(|| panic!("no auth error advisory about {who}"));
     assert!(reason.contains(SIGNED_DENIAL), "not a signed denial: {reason:?} after {took:?}");
     assert!(took < DENIAL_WITHIN, "denial took {took:?} ({reason})");
     reason[reason.find(SIGNED_DENIAL).unwrap() + SIGNED_DENIAL.len()..].to_string()
