@@ -12,7 +12,6 @@ use unibus::{Bundle, Client, Identity};
 use unibus_proto::model::{DeviceStatus, MAX_DEVICES_PER_ACCOUNT, Role, Via};
 use unibus_proto::wire::InviteCreateRequest;
 
-use crate::evidence::expect_denial_of;
 use crate::harness::{
     AuthErrors, Cluster, Stack, code, connect_watched_to, expect_event_within, expect_signed_denial_of,
 };
@@ -61,7 +60,7 @@ async fn add_list_revoke_and_their_errors() {
     assert_eq!(record, added);
 
     // Refusals, each with KV unchanged.
-    let before = stack.kv_fingerprint().await;
+    let before = stack.kv_snapshot().await;
     let (_, for_bob) = new_device(&bob_id.sign_pub_hex(), "x");
     assert_eq!(code(phone.add_device(&for_bob).await), "bad_request", "a binding for another account");
     let mut forged = new_device(&alice, "y").1;
@@ -81,7 +80,7 @@ async fn add_list_revoke_and_their_errors() {
     assert_eq!(code(laptop.revoke_device(&alice).await), "forbidden", "an older device");
     assert_eq!(code(phone.revoke_device(&Identity::generate().sign_pub_hex()).await), "not_found");
     assert_eq!(code(phone.revoke_device("zz").await), "bad_request");
-    assert_eq!(stack.kv_fingerprint().await, before, "refusals changed KV");
+    assert_eq!(stack.kv_snapshot().await, before, "refusals changed KV");
 
     // The phone revokes the newer laptop: the laptop is cut off and denied
     // (never a guest).
@@ -294,7 +293,9 @@ async fn killed_mid_add_storm_leaves_no_half_added_device() {
     // denial is a callout round trip).
     for n in cut.iter().take(4) {
         let (id, bundle) = &keys[*n];
-        expect_denial_of(&mut errors, &bundle.device, Client::connect(&stack.url, id)).await;
+        let reason =
+            expect_signed_denial_of(&mut errors, &id.nkey_public(), Client::connect(&stack.url, id)).await;
+        assert_eq!(reason, format!("user {} is revoked", bundle.device));
     }
     for (n, (a, bundle)) in jobs.iter().enumerate() {
         let c = Client::connect(&stack.url, &accounts[*a].0).await.unwrap();
@@ -528,9 +529,9 @@ async fn an_account_adds_a_bounded_number_of_devices_in_all() {
 
     let (_, last) = new_device(&alice, "last");
     assert_eq!(phone.add_device(&last).await.unwrap().seq, MAX_DEVICES_EVER);
-    let before = stack.kv_fingerprint().await;
+    let before = stack.kv_snapshot().await;
     let (extra_id, extra) = new_device(&alice, "one too many");
     assert_eq!(code(phone.add_device(&extra).await), "limit_reached");
-    assert_eq!(stack.kv_fingerprint().await, before, "the refusal changed KV");
+    assert_eq!(stack.kv_snapshot().await, before, "the refusal changed KV");
     assert!(stack.store().get_device(&extra_id.sign_pub_hex()).await.unwrap().is_none(), "record freed");
 }

@@ -16,6 +16,8 @@ use unibusd::natsserver::{self, NatsServer, ServerSpec};
 use unibusd::secrets::Secrets;
 use unibusd::store::{Store, StoreConfig};
 
+use crate::evidence::{KvSnapshot, Watch};
+
 /// Held by the heavy tests (cluster, 100k users, reconnect storm) so that
 /// they do not compete with each other for the machine's two cores.
 pub static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -195,9 +197,10 @@ impl Stack {
         AuthErrors::watch(&self.url, self.secrets.service.seed().unwrap()).await
     }
 
-    /// The write attempts on KV `bucket` (e.g. `UNIBUS_invites`) from now on.
-    pub async fn kv_writes(&self, bucket: &str) -> crate::spy::KvWrites {
-        crate::spy::KvWrites::watch(&self.url, self.secrets.service.seed().unwrap(), bucket).await
+    /// The write attempts on KV `buckets` (e.g. `UNIBUS_invites`) and the
+    /// requests on `requests`, watched from now on (see [`Watch`]).
+    pub async fn watch(&self, buckets: &[&str], requests: &[&str]) -> Watch {
+        Watch::start(&self.url, self.secrets.service.seed().unwrap(), buckets, requests).await
     }
 
     /// JetStream in account AUTH.
@@ -273,24 +276,10 @@ impl Stack {
         keys
     }
 
-    /// (messages, last sequence) of every bucket: equal before and after
-    /// means KV did not change.
-    pub async fn kv_fingerprint(&self) -> Vec<(u64, u64)> {
-        let js = self.jetstream().await;
-        let mut out = Vec::new();
-        for name in [
-            "KV_UNIBUS_users",
-            "KV_UNIBUS_invites",
-            "KV_UNIBUS_rooms",
-            "KV_UNIBUS_blocks",
-            "KV_UNIBUS_memberships",
-            "KV_UNIBUS_devices",
-        ] {
-            let mut s = js.get_stream(name).await.expect("stream");
-            let info = s.info().await.expect("info");
-            out.push((info.state.messages, info.state.last_sequence));
-        }
-        out
+    /// Every KV bucket's stream position and keys (see [`KvSnapshot`]):
+    /// equal before and after means KV did not change.
+    pub async fn kv_snapshot(&self) -> KvSnapshot {
+        KvSnapshot::read(&self.jetstream().await).await
     }
 }
 
