@@ -13,7 +13,6 @@ use unibus_proto::wire::InviteCreateRequest;
 use crate::evidence::{Log, Watch};
 use crate::harness::{
     AuthErrors, Cluster, DENIAL_WITHIN, SIGNED_DENIAL, connect_watched_to, expect_event_within,
-    expect_signed_denial_of,
 };
 use crate::syscheck::{Loops, Paused, open_connections, servers_with_connection_named, sys_client};
 
@@ -87,13 +86,7 @@ async fn revoke_through_node1_cuts_off_user_on_node3() {
     let reply = admin.revoke_user(&user.sign_pub_hex()).await.unwrap();
     assert!(reply.kicked >= 1);
     expect_event_within(&mut events, "disconnected", Duration::from_secs(1)).await;
-    let seed = cluster.daemon.service_seed();
-    for url in &cluster.urls {
-        let mut errors = AuthErrors::watch(url, seed.clone()).await;
-        let reason =
-            expect_signed_denial_of(&mut errors, &user.nkey_public(), Client::connect(url, &user)).await;
-        assert_eq!(reason, format!("user {} is revoked", user.sign_pub_hex()), "{url}");
-    }
+    cluster.expect_revoked_everywhere(&user).await;
 }
 
 /// The name of the server leading `stream`.

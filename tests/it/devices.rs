@@ -13,7 +13,7 @@ use unibus_proto::model::{DeviceStatus, MAX_DEVICES_PER_ACCOUNT, Role, Via};
 use unibus_proto::wire::InviteCreateRequest;
 
 use crate::harness::{
-    AuthErrors, Cluster, Stack, code, connect_watched_to, expect_event_within, expect_signed_denial_of,
+    Cluster, Stack, code, connect_watched_to, expect_event_within, expect_signed_denial_of,
 };
 
 /// A new device key for `account`, and its bundle.
@@ -350,14 +350,7 @@ async fn device_revoke_through_node1_cuts_off_node3() {
     let reply = phone.revoke_device(&laptop_id.sign_pub_hex()).await.unwrap();
     assert!(reply.kicked >= 1);
     expect_event_within(&mut events, "disconnected", Duration::from_secs(1)).await;
-    let seed = cluster.daemon.service_seed();
-    for url in &cluster.urls {
-        let mut errors = AuthErrors::watch(url, seed.clone()).await;
-        let reason =
-            expect_signed_denial_of(&mut errors, &laptop_id.nkey_public(), Client::connect(url, &laptop_id))
-                .await;
-        assert_eq!(reason, format!("user {} is revoked", laptop_id.sign_pub_hex()), "{url}");
-    }
+    cluster.expect_revoked_everywhere(&laptop_id).await;
     // The phone is untouched.
     assert_eq!(phone.whoami().await.unwrap().sign_pub, phone_id.sign_pub_hex());
 }

@@ -448,6 +448,18 @@ impl Cluster {
             .expect("unibusd starts");
         Cluster { urls, daemon, nodes: nodes.into_iter().map(Some).collect(), secrets, _dir: dir }
     }
+
+    /// Every node refuses `id` with a signed denial of its key as revoked
+    /// (see [`expect_signed_denial_of`]).
+    pub async fn expect_revoked_everywhere(&self, id: &Identity) {
+        let seed = self.daemon.service_seed();
+        for url in &self.urls {
+            let mut errors = AuthErrors::watch(url, seed.clone()).await;
+            let reason =
+                expect_signed_denial_of(&mut errors, &id.nkey_public(), Client::connect(url, id)).await;
+            assert_eq!(reason, format!("user {} is revoked", id.sign_pub_hex()), "{url}");
+        }
+    }
 }
 
 /// Starts the three nodes. n0 gets a route port from `free_port` and routes
