@@ -195,12 +195,12 @@ async fn revoked_admin_is_forbidden_everywhere() {
         (subjects::ROOM_CREATE, serde_json::json!({"name": "x"})),
         (subjects::ROOM_LIST, serde_json::json!({})),
     ];
-    let before = stack.kv_fingerprint().await;
+    let before = stack.kv_snapshot().await;
     for (subject, body) in cases {
         let r = ops_c.call::<_, serde_json::Value>(subject, &body).await;
         assert_eq!(code(r), "forbidden", "{subject}");
     }
-    assert_eq!(stack.kv_fingerprint().await, before);
+    assert_eq!(stack.kv_snapshot().await, before);
 }
 
 /// `$SRV.INFO` lists every endpoint; `$SRV.STATS` counts requests and

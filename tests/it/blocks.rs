@@ -34,7 +34,7 @@ async fn block_endpoints_and_rules() {
     assert!(alice_c.block_list().await.unwrap().is_empty());
     assert_eq!(alice_c.block_add(&bob_key.to_uppercase()).await.unwrap(), vec![bob_key.clone()]);
     assert!(alice_c.is_blocked(&bob_key));
-    let before = stack.kv_fingerprint().await;
+    let before = stack.kv_snapshot().await;
     assert_eq!(alice_c.block_add(&bob_key).await.unwrap(), vec![bob_key.clone()], "blocking twice");
     let stranger = random_key();
     assert_eq!(alice_c.block_remove(&stranger).await.unwrap(), vec![bob_key.clone()], "absent key");
@@ -43,7 +43,7 @@ async fn block_endpoints_and_rules() {
     let small_order = format!("01{}", "00".repeat(31));
     assert_eq!(code(alice_c.block_add(&small_order).await), "bad_request");
     assert_eq!(code(alice_c.block_remove(&"zz".repeat(32)).await), "bad_request");
-    assert_eq!(stack.kv_fingerprint().await, before, "idempotent and refused calls changed KV");
+    assert_eq!(stack.kv_snapshot().await, before, "idempotent and refused calls changed KV");
 
     // A key that is no user at all may be blocked too.
     let mut want = vec![bob_key.clone(), stranger.clone()];
@@ -89,12 +89,12 @@ async fn blocked_owner_cannot_add_the_blocker() {
     let bob_c = stack.connect(&bob).await.unwrap();
     alice_c.block_add(&bob_key).await.unwrap();
 
-    let before = stack.kv_fingerprint().await;
+    let before = stack.kv_snapshot().await;
     assert_eq!(code(bob_c.add_member(&room.id, &alice_key).await), "forbidden");
     // Order of checks: shape, then existence, then the block.
     assert_eq!(code(bob_c.add_member("abc", &alice_key).await), "bad_request");
     assert_eq!(code(bob_c.add_member(&"5".repeat(32), &alice_key).await), "not_found");
-    assert_eq!(stack.kv_fingerprint().await, before, "a refused add changed KV");
+    assert_eq!(stack.kv_snapshot().await, before, "a refused add changed KV");
     assert!(!bob_c.get_room(&room.id).await.unwrap().has_member(&alice_key));
 
     // Admin adds are not subject to blocks.
@@ -128,7 +128,7 @@ async fn block_list_holds_at_most_1000_keys() {
     }
     // Until two of them met at the store (at most 12 tries), the two that
     // got in are unblocked and four new keys try again.
-    let mut writes = stack.kv_writes(subjects::BUCKET_BLOCKS).await;
+    let watch = stack.watch(&[subjects::BUCKET_BLOCKS], &[]).await;
     for attempt in 1.. {
         let keys: Vec<String> = (0..4).map(|_| random_key()).collect();
         let results = futures::future::join_all(keys.iter().map(|k| alice_c.block_add(k))).await;
@@ -138,7 +138,7 @@ async fn block_list_holds_at_most_1000_keys() {
         for r in results.into_iter().filter(|r| r.is_err()) {
             assert_eq!(code(r), "limit_reached");
         }
-        if writes.lost_races().await.contains_key(&me) {
+        if watch.take().await.lost_races(subjects::BUCKET_BLOCKS).contains_key(&me) {
             println!("block cap: two blocks met at the store on try {attempt}");
             break;
         }
@@ -149,10 +149,10 @@ async fn block_list_holds_at_most_1000_keys() {
     }
     assert_eq!(alice_c.block_list().await.unwrap().len(), MAX_BLOCKS_PER_USER);
 
-    let before = stack.kv_fingerprint().await;
+    let before = stack.kv_snapshot().await;
     assert_eq!(code(alice_c.block_add(&random_key()).await), "limit_reached");
     assert_eq!(alice_c.block_add(&last).await.unwrap().len(), MAX_BLOCKS_PER_USER, "already listed");
-    assert_eq!(stack.kv_fingerprint().await, before, "KV changed at the cap");
+    assert_eq!(stack.kv_snapshot().await, before, "KV changed at the cap");
 
     // One out, one in.
     assert_eq!(alice_c.block_remove(&last).await.unwrap().len(), MAX_BLOCKS_PER_USER - 1);

@@ -99,7 +99,7 @@ async fn concurrent_member_adds_to_one_room_all_land() {
     let (_alice, alice_c, room) = stack.room_owner(&admin, "alice", "busy").await;
     let users = stack.seed_members(12).await;
     let store = stack.store();
-    let mut writes = stack.kv_writes(subjects::BUCKET_ROOMS).await;
+    let watch = stack.watch(&[subjects::BUCKET_ROOMS], &[]).await;
     let adds = users.iter().enumerate().map(|(i, u)| {
         let by = if i % 2 == 0 { &alice_c } else { &admin };
         by.add_member(&room.id, u)
@@ -115,7 +115,7 @@ async fn concurrent_member_adds_to_one_room_all_land() {
     for u in &users {
         assert!(store.rooms_of_member(u).await.unwrap().contains(&room.id));
     }
-    let lost = writes.lost_races().await;
+    let lost = watch.take().await.lost_races(subjects::BUCKET_ROOMS);
     assert!(lost.contains_key(&room.id), "no two adds met at the store: {lost:?}");
     println!("concurrent member adds: {} compare-and-swaps lost a race", lost[&room.id]);
 }
@@ -128,7 +128,7 @@ async fn concurrent_member_adds_to_one_room_all_land() {
 async fn concurrent_blocks_on_a_new_list_all_land() {
     let stack = Stack::start(false).await;
     let store = stack.store();
-    let mut writes = stack.kv_writes(subjects::BUCKET_BLOCKS).await;
+    let watch = stack.watch(&[subjects::BUCKET_BLOCKS], &[]).await;
     for round in 1..=8 {
         let owner = Identity::generate().sign_pub_hex();
         let keys: Vec<String> = (0..16).map(|_| Identity::generate().sign_pub_hex()).collect();
@@ -139,7 +139,9 @@ async fn concurrent_blocks_on_a_new_list_all_land() {
         let mut expected = keys.clone();
         expected.sort();
         assert_eq!(store.blocked_by(&owner).await.unwrap(), expected);
-        let creates = writes.all().await.iter().filter(|w| w.key == owner && w.expected == Some(0)).count();
+        let log = watch.take().await;
+        let creates =
+            log.writes_to(subjects::BUCKET_BLOCKS, &owner).iter().filter(|w| **w == Some(0)).count();
         if creates > 1 {
             println!("concurrent blocks: {creates} tried to create the list in round {round}");
             return;
@@ -157,7 +159,7 @@ async fn concurrent_blocks_on_a_new_list_all_land() {
 async fn cancel_against_redeem_has_one_winner() {
     let stack = Stack::start(false).await;
     let (_root, admin) = stack.admin().await;
-    let mut writes = stack.kv_writes(subjects::BUCKET_INVITES).await;
+    let watch = stack.watch(&[subjects::BUCKET_INVITES], &[]).await;
     // A pair meets at the store only near the delay (between the cancel's
     // start and the redeem's) at which the winner flips, and that depends
     // on the machine and the build. Each round tries 12 delays 1 ms apart
@@ -195,7 +197,7 @@ async fn cancel_against_redeem_has_one_winner() {
                 other => panic!("not exactly one winner: {other:?}"),
             }
         }
-        let lost = writes.lost_races().await;
+        let lost = watch.take().await.lost_races(subjects::BUCKET_INVITES);
         let met = races.iter().filter(|(inv, _)| lost.contains_key(&inv.invite.id)).count();
         if met > 0 {
             println!(

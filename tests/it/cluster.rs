@@ -10,11 +10,10 @@ use unibus_proto::model::Role;
 use unibus_proto::subjects::BUCKET_INVITES;
 use unibus_proto::wire::InviteCreateRequest;
 
+use crate::evidence::{Log, Watch};
 use crate::harness::{
     AuthErrors, Cluster, DENIAL_WITHIN, SIGNED_DENIAL, connect_watched_to, expect_event_within,
-    expect_signed_denial_of,
 };
-use crate::spy::KvWrites;
 use crate::syscheck::{Loops, Paused, open_connections, servers_with_connection_named, sys_client};
 
 /// The outcome class of one redemption: `won`, a wire code, or `transport`
@@ -52,7 +51,7 @@ async fn revoke_through_node1_cuts_off_user_on_node3() {
     let sys = sys_client(&cluster.urls[0], &cluster.secrets).await;
     let store_node = servers_with_connection_named(&sys, &["unibusd-store"], 3).await;
     let store_url = &cluster.urls[store_node[0].trim_start_matches('n').parse::<usize>().unwrap()];
-    let mut writes = KvWrites::watch(store_url, cluster.daemon.service_seed(), BUCKET_INVITES).await;
+    let watch = Watch::start(store_url, cluster.daemon.service_seed(), &[BUCKET_INVITES], &[]).await;
     for round in 1..=6 {
         let inv = admin.create_invite(&InviteCreateRequest::default()).await.unwrap();
         let mut guests = Vec::new();
@@ -68,7 +67,7 @@ async fn revoke_through_node1_cuts_off_user_on_node3() {
         for r in results.iter().filter(|r| r.is_err()) {
             assert_eq!(r.as_ref().unwrap_err().service_error().map(|e| e.code()), Some("invite_used"));
         }
-        if let Some(lost) = writes.lost_races().await.get(&inv.invite.id) {
+        if let Some(lost) = watch.take().await.lost_races(BUCKET_INVITES).get(&inv.invite.id) {
             println!("R3 redeemers: {lost} claims lost at the store in round {round}");
             break;
         }
@@ -87,13 +86,7 @@ async fn revoke_through_node1_cuts_off_user_on_node3() {
     let reply = admin.revoke_user(&user.sign_pub_hex()).await.unwrap();
     assert!(reply.kicked >= 1);
     expect_event_within(&mut events, "disconnected", Duration::from_secs(1)).await;
-    let seed = cluster.daemon.service_seed();
-    for url in &cluster.urls {
-        let mut errors = AuthErrors::watch(url, seed.clone()).await;
-        let reason =
-            expect_signed_denial_of(&mut errors, &user.nkey_public(), Client::connect(url, &user)).await;
-        assert_eq!(reason, format!("user {} is revoked", user.sign_pub_hex()), "{url}");
-    }
+    cluster.expect_revoked_everywhere(&user).await;
 }
 
 /// The name of the server leading `stream`.
@@ -141,7 +134,7 @@ async fn leader_kill_and_quorum_loss() {
     // storm is still going when the leader is killed, once the first 5
     // invites were won: later ones meet the election.
     let survivor_url = cluster.urls[others[0]].clone();
-    let mut writes = KvWrites::watch(&survivor_url, cluster.daemon.service_seed(), BUCKET_INVITES).await;
+    let watch = Watch::start(&survivor_url, cluster.daemon.service_seed(), &[BUCKET_INVITES], &[]).await;
     let mut storm = futures::stream::iter(jobs.iter().enumerate().map(|(i, (id, token, c))| async move {
         tokio::time::sleep(Duration::from_millis(50 * (i / 10) as u64)).await;
         (id.clone(), c.register(token, None).await)
@@ -169,7 +162,8 @@ async fn leader_kill_and_quorum_loss() {
     let killed_at = killed_at.expect("the leader was killed during the storm");
     // Redeemers of one invite raced: claims made at the revision they had
     // read reached the store together, and it let one through.
-    let lost = writes.lost_races_within(Duration::from_secs(2)).await;
+    let raced = |log: &Log| !log.lost_races(BUCKET_INVITES).is_empty();
+    let lost = watch.take_until(Duration::from_secs(2), raced).await.lost_races(BUCKET_INVITES);
     assert!(invites.iter().any(|(id, _)| lost.contains_key(id)), "no two claims met at the store");
     assert!(wins.values().all(|n| *n == 1), "more than one winner: {wins:?}");
     let count = |k: &str| codes.get(k).copied().unwrap_or(0);

@@ -14,7 +14,7 @@ use unibus_proto::subjects::{BUCKET_DEVICES, BUCKET_USERS};
 use unibus_proto::wire::InviteCreateRequest;
 
 use crate::device_rules::{CALLER_GONE, LAST_ADMIN_RACE, new_device, refused_with};
-use crate::evidence::{Seen, ServerView, raced_on, request_seen, writes_to};
+use crate::evidence::Log;
 use crate::harness::{Stack, code};
 
 /// Runs `call` and notes when its reply arrived.
@@ -25,8 +25,8 @@ async fn timed<T>(call: impl std::future::Future<Output = T>) -> (T, Instant) {
 
 /// Both requests on `subject` (of these two callers) were at the server
 /// before either reply arrived.
-fn both_in_flight(log: &[Seen], subject: &str, callers: [&str; 2], first_reply: Instant) -> bool {
-    let seen = callers.map(|c| request_seen(log, subject, c));
+fn both_in_flight(log: &Log, subject: &str, callers: [&str; 2], first_reply: Instant) -> bool {
+    let seen = callers.map(|c| log.request_at(subject, c));
     seen.iter().all(|at| at.is_some_and(|at| at < first_reply))
 }
 
@@ -61,7 +61,7 @@ fn revoked_at(history: &[(u64, User)], key: &str) -> Option<(u64, String)> {
 async fn a_device_revoked_a_moment_ago_cannot_revoke_a_sibling() {
     let stack = Stack::start(true).await;
     let (_a, admin) = stack.admin().await;
-    let view = ServerView::watch(&stack, &[DeviceRevoke::SUBJECT]).await;
+    let view = stack.watch(&[BUCKET_USERS, BUCKET_DEVICES], &[DeviceRevoke::SUBJECT]).await;
     let (mut trials, mut in_flight, mut raced, mut refused_in_cas) = (0, 0, 0, 0);
     while trials < 20 || (raced < 5 && trials < 80) {
         trials += 1;
@@ -85,7 +85,7 @@ async fn a_device_revoked_a_moment_ago_cannot_revoke_a_sibling() {
         in_flight +=
             usize::from(both_in_flight(&log, DeviceRevoke::SUBJECT, [&account, &bk], at_a.min(at_b)));
         refused_in_cas += usize::from(b_refused);
-        raced += usize::from(b_refused || raced_on(&log, BUCKET_USERS, &account));
+        raced += usize::from(b_refused || log.lost_races(BUCKET_USERS).contains_key(&account));
 
         // The record's own history orders the two revocations.
         let history = record_history(&stack, &account).await;
@@ -120,7 +120,7 @@ async fn an_admin_revoked_a_moment_ago_cannot_revoke_another_accounts_device() {
     let stack = Stack::start(true).await;
     let (b_id, b) = stack.admin().await;
     let bk = b_id.sign_pub_hex();
-    let view = ServerView::watch(&stack, &[DeviceRevoke::SUBJECT]).await;
+    let view = stack.watch(&[BUCKET_USERS, BUCKET_DEVICES], &[DeviceRevoke::SUBJECT]).await;
     let (mut trials, mut in_flight, mut undone) = (0, 0, 0);
     while trials < 20 || (undone < 3 && trials < 80) {
         trials += 1;
@@ -181,7 +181,7 @@ async fn an_admin_revoked_a_moment_ago_cannot_revoke_another_accounts_device() {
 async fn two_admins_revoking_the_last_devices_at_once() {
     let stack = Stack::start(true).await;
     let (root_id, root) = stack.admin().await;
-    let view = ServerView::watch(&stack, &[DeviceRevoke::SUBJECT]).await;
+    let view = stack.watch(&[BUCKET_USERS, BUCKET_DEVICES], &[DeviceRevoke::SUBJECT]).await;
     let mut lead = (root_id, root);
     let (mut trials, mut in_flight, mut undone) = (0, 0, [0, 0]);
     while trials < 20 || (undone.iter().any(|n| *n < 2) && trials < 80) {
@@ -246,7 +246,7 @@ async fn two_admins_revoking_the_last_devices_at_once() {
 async fn concurrent_revokes_never_leave_none() {
     let stack = Stack::start(true).await;
     let (_a, admin) = stack.admin().await;
-    let view = ServerView::watch(&stack, &[DeviceRevoke::SUBJECT]).await;
+    let view = stack.watch(&[BUCKET_USERS, BUCKET_DEVICES], &[DeviceRevoke::SUBJECT]).await;
     let (mut rounds, mut in_flight, mut raced) = (0, 0, 0);
     while rounds < 10 || (raced < 3 && rounds < 60) {
         rounds += 1;
@@ -264,9 +264,9 @@ async fn concurrent_revokes_never_leave_none() {
         let (user, _) = stack.store().get_user(&account).await.unwrap().unwrap();
         assert_eq!(user.active_devices().count(), 1);
         let first_reply = at_a.min(at_b);
-        let seen = [&account, &laptop_key].map(|k| request_seen(&log, DeviceRevoke::SUBJECT, k));
-        in_flight += usize::from(seen.iter().all(|t| t.is_some_and(|t| t < first_reply)));
-        raced += usize::from(raced_on(&log, BUCKET_USERS, &account));
+        in_flight +=
+            usize::from(both_in_flight(&log, DeviceRevoke::SUBJECT, [&account, &laptop_key], first_reply));
+        raced += usize::from(log.lost_races(BUCKET_USERS).contains_key(&account));
     }
     println!(
         "self-revoke race: {rounds} rounds, both at the server before either reply in {in_flight}, \
@@ -285,7 +285,7 @@ async fn concurrent_revokes_never_leave_none() {
 async fn a_key_is_a_device_of_one_account_only() {
     let stack = Stack::start(true).await;
     let (_a, admin) = stack.admin().await;
-    let view = ServerView::watch(&stack, &[DeviceAdd::SUBJECT]).await;
+    let view = stack.watch(&[BUCKET_USERS, BUCKET_DEVICES], &[DeviceAdd::SUBJECT]).await;
     let (mut rounds, mut in_flight, mut raced) = (0, 0, 0);
     let mut winners = Vec::new();
     while rounds < 10 || (raced < 3 && rounds < 60) {
@@ -303,9 +303,9 @@ async fn a_key_is_a_device_of_one_account_only() {
         assert_eq!(usize::from(a.is_ok()) + usize::from(b.is_ok()), 1, "{a:?} {b:?}");
         let first_reply = at_a.min(at_b);
         let callers = [alice_id.sign_pub_hex(), bob_id.sign_pub_hex()];
-        let seen = callers.map(|k| request_seen(&log, DeviceAdd::SUBJECT, &k));
-        in_flight += usize::from(seen.iter().all(|t| t.is_some_and(|t| t < first_reply)));
-        let writes = writes_to(&log, BUCKET_DEVICES, &for_alice.device);
+        in_flight +=
+            usize::from(both_in_flight(&log, DeviceAdd::SUBJECT, [&callers[0], &callers[1]], first_reply));
+        let writes = log.writes_to(BUCKET_DEVICES, &for_alice.device);
         let claims_first = writes.iter().take_while(|w| **w == Some(0)).count();
         raced += usize::from(claims_first >= 2);
         winners.push(if a.is_ok() { "alice" } else { "bob" });

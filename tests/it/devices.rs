@@ -12,9 +12,8 @@ use unibus::{Bundle, Client, Identity};
 use unibus_proto::model::{DeviceStatus, MAX_DEVICES_PER_ACCOUNT, Role, Via};
 use unibus_proto::wire::InviteCreateRequest;
 
-use crate::evidence::expect_denial_of;
 use crate::harness::{
-    AuthErrors, Cluster, Stack, code, connect_watched_to, expect_event_within, expect_signed_denial,
+    Cluster, Stack, code, connect_watched_to, expect_event_within, expect_signed_denial_of,
 };
 
 /// A new device key for `account`, and its bundle.
@@ -61,7 +60,7 @@ async fn add_list_revoke_and_their_errors() {
     assert_eq!(record, added);
 
     // Refusals, each with KV unchanged.
-    let before = stack.kv_fingerprint().await;
+    let before = stack.kv_snapshot().await;
     let (_, for_bob) = new_device(&bob_id.sign_pub_hex(), "x");
     assert_eq!(code(phone.add_device(&for_bob).await), "bad_request", "a binding for another account");
     let mut forged = new_device(&alice, "y").1;
@@ -81,7 +80,7 @@ async fn add_list_revoke_and_their_errors() {
     assert_eq!(code(laptop.revoke_device(&alice).await), "forbidden", "an older device");
     assert_eq!(code(phone.revoke_device(&Identity::generate().sign_pub_hex()).await), "not_found");
     assert_eq!(code(phone.revoke_device("zz").await), "bad_request");
-    assert_eq!(stack.kv_fingerprint().await, before, "refusals changed KV");
+    assert_eq!(stack.kv_snapshot().await, before, "refusals changed KV");
 
     // The phone revokes the newer laptop: the laptop is cut off and denied
     // (never a guest).
@@ -92,8 +91,9 @@ async fn add_list_revoke_and_their_errors() {
     assert!(reply.kicked >= 1);
     expect_event_within(&mut events, "disconnected", Duration::from_secs(1)).await;
     let mut errors = stack.auth_errors().await;
-    let reason = expect_signed_denial(&mut errors, stack.connect(&laptop_id)).await;
-    assert!(reason.contains("revoked"), "{reason}");
+    let reason =
+        expect_signed_denial_of(&mut errors, &laptop_id.nkey_public(), stack.connect(&laptop_id)).await;
+    assert_eq!(reason, format!("user {} is revoked", laptop_id.sign_pub_hex()));
     // Revoking a revoked device changes nothing.
     let again = phone.revoke_device(&laptop_id.sign_pub_hex()).await.unwrap();
     assert_eq!(again.device, reply.device);
@@ -135,7 +135,9 @@ async fn seniority_recovery_and_the_last_admin() {
     // The phone is lost: the admin revokes it (the last one: admins may).
     admin.revoke_device(&alice).await.unwrap();
     let mut errors = stack.auth_errors().await;
-    expect_signed_denial(&mut errors, stack.connect(&phone_id)).await;
+    let reason =
+        expect_signed_denial_of(&mut errors, &phone_id.nkey_public(), stack.connect(&phone_id)).await;
+    assert_eq!(reason, format!("user {alice} is revoked"), "the phone's key, not the laptop's");
     // Members may not recover; a binding for another account is refused.
     let (_m, other) = stack.user(&admin, Role::Member, "mallory").await;
     let refused = other.admin_add_device(&new_phone_bundle).await;
@@ -291,7 +293,9 @@ async fn killed_mid_add_storm_leaves_no_half_added_device() {
     // denial is a callout round trip).
     for n in cut.iter().take(4) {
         let (id, bundle) = &keys[*n];
-        expect_denial_of(&mut errors, &bundle.device, Client::connect(&stack.url, id)).await;
+        let reason =
+            expect_signed_denial_of(&mut errors, &id.nkey_public(), Client::connect(&stack.url, id)).await;
+        assert_eq!(reason, format!("user {} is revoked", bundle.device));
     }
     for (n, (a, bundle)) in jobs.iter().enumerate() {
         let c = Client::connect(&stack.url, &accounts[*a].0).await.unwrap();
@@ -346,11 +350,7 @@ async fn device_revoke_through_node1_cuts_off_node3() {
     let reply = phone.revoke_device(&laptop_id.sign_pub_hex()).await.unwrap();
     assert!(reply.kicked >= 1);
     expect_event_within(&mut events, "disconnected", Duration::from_secs(1)).await;
-    let seed = cluster.daemon.service_seed();
-    for url in &cluster.urls {
-        let mut errors = AuthErrors::watch(url, seed.clone()).await;
-        expect_signed_denial(&mut errors, Client::connect(url, &laptop_id)).await;
-    }
+    cluster.expect_revoked_everywhere(&laptop_id).await;
     // The phone is untouched.
     assert_eq!(phone.whoami().await.unwrap().sign_pub, phone_id.sign_pub_hex());
 }
@@ -402,7 +402,13 @@ async fn account_revoke_restore_and_delete() {
     expect_event_within(&mut events, "disconnected", Duration::from_secs(1)).await;
     assert!(reply.user.active_devices().count() == 2, "devices keep their status");
     let mut errors = stack.auth_errors().await;
-    expect_signed_denial(&mut errors, stack.connect(&laptop_id)).await;
+    let reason =
+        expect_signed_denial_of(&mut errors, &laptop_id.nkey_public(), stack.connect(&laptop_id)).await;
+    assert_eq!(
+        reason,
+        format!("user {} is revoked", laptop_id.sign_pub_hex()),
+        "the laptop's key, not the phone's"
+    );
     admin.restore_user(&alice).await.unwrap();
     let laptop = stack.connect(&laptop_id).await.unwrap();
     assert_eq!(laptop.whoami().await.unwrap().sign_pub, alice);
@@ -516,9 +522,9 @@ async fn an_account_adds_a_bounded_number_of_devices_in_all() {
 
     let (_, last) = new_device(&alice, "last");
     assert_eq!(phone.add_device(&last).await.unwrap().seq, MAX_DEVICES_EVER);
-    let before = stack.kv_fingerprint().await;
+    let before = stack.kv_snapshot().await;
     let (extra_id, extra) = new_device(&alice, "one too many");
     assert_eq!(code(phone.add_device(&extra).await), "limit_reached");
-    assert_eq!(stack.kv_fingerprint().await, before, "the refusal changed KV");
+    assert_eq!(stack.kv_snapshot().await, before, "the refusal changed KV");
     assert!(stack.store().get_device(&extra_id.sign_pub_hex()).await.unwrap().is_none(), "record freed");
 }

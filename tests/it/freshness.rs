@@ -7,8 +7,6 @@ use unibus_proto::model::{Role, User, UserStatus};
 use unibus_proto::subjects;
 use unibusd::store::Standing;
 
-use crate::spy::Requests;
-
 use crate::harness::Stack;
 
 fn record(sign_pub: &str) -> User {
@@ -26,9 +24,8 @@ async fn writes_on_one_instance_are_seen_by_the_next_decision_on_another() {
     let stack = Stack::start(false).await;
     let writer = stack.open_store().await;
     let reader = stack.store().clone();
-    let seed = stack.secrets.service.seed().unwrap();
     let users = format!("$JS.API.STREAM.INFO.KV_{}", subjects::BUCKET_USERS);
-    let mut probes = Requests::watch(&stack.url, seed, &users).await;
+    let probes = stack.watch(&[], &[&users]).await;
     // Many writers and readers at once, so that the readers' leader probes
     // are shared and in flight while writes are acknowledged: each reader
     // asks only after its write was acknowledged and must see it.
@@ -59,7 +56,8 @@ async fn writes_on_one_instance_are_seen_by_the_next_decision_on_another() {
     // The readers asked for the users' standing 64 x 10 x 3 times; far
     // fewer leader probes means callers shared them (joined a probe sent
     // after they asked), which is what could go wrong here.
-    let (asked, probed) = (64 * 10 * 3, probes.count().await);
+    let (asked, probed) = (64 * 10 * 3, probes.take().await.requests(&users));
     println!("freshness: {asked} standing reads shared {probed} leader probes of the users stream");
+    assert!(probed > 0, "no leader probe of the users stream seen: the watch saw nothing");
     assert!(probed < asked / 2, "{probed} leader probes for {asked} reads: callers did not share them");
 }

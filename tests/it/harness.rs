@@ -16,6 +16,8 @@ use unibusd::natsserver::{self, NatsServer, ServerSpec};
 use unibusd::secrets::Secrets;
 use unibusd::store::{Store, StoreConfig};
 
+use crate::evidence::{KvSnapshot, Watch};
+
 /// Held by the heavy tests (cluster, 100k users, reconnect storm) so that
 /// they do not compete with each other for the machine's two cores.
 pub static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -195,9 +197,10 @@ impl Stack {
         AuthErrors::watch(&self.url, self.secrets.service.seed().unwrap()).await
     }
 
-    /// The write attempts on KV `bucket` (e.g. `UNIBUS_invites`) from now on.
-    pub async fn kv_writes(&self, bucket: &str) -> crate::spy::KvWrites {
-        crate::spy::KvWrites::watch(&self.url, self.secrets.service.seed().unwrap(), bucket).await
+    /// The write attempts on KV `buckets` (e.g. `UNIBUS_invites`) and the
+    /// requests on `requests`, watched from now on (see [`Watch`]).
+    pub async fn watch(&self, buckets: &[&str], requests: &[&str]) -> Watch {
+        Watch::start(&self.url, self.secrets.service.seed().unwrap(), buckets, requests).await
     }
 
     /// JetStream in account AUTH.
@@ -273,24 +276,10 @@ impl Stack {
         keys
     }
 
-    /// (messages, last sequence) of every bucket: equal before and after
-    /// means KV did not change.
-    pub async fn kv_fingerprint(&self) -> Vec<(u64, u64)> {
-        let js = self.jetstream().await;
-        let mut out = Vec::new();
-        for name in [
-            "KV_UNIBUS_users",
-            "KV_UNIBUS_invites",
-            "KV_UNIBUS_rooms",
-            "KV_UNIBUS_blocks",
-            "KV_UNIBUS_memberships",
-            "KV_UNIBUS_devices",
-        ] {
-            let mut s = js.get_stream(name).await.expect("stream");
-            let info = s.info().await.expect("info");
-            out.push((info.state.messages, info.state.last_sequence));
-        }
-        out
+    /// Every KV bucket's stream position and keys (see [`KvSnapshot`]):
+    /// equal before and after means KV did not change.
+    pub async fn kv_snapshot(&self) -> KvSnapshot {
+        KvSnapshot::read(&self.jetstream().await).await
     }
 }
 
@@ -352,42 +341,22 @@ pub const SIGNED_DENIAL: &str = "Auth callout service returned an error: ";
 /// budget) is.
 pub const DENIAL_WITHIN: Duration = Duration::from_millis(1900);
 
-/// Runs `connect` and asserts unibusd refused it with a signed denial:
-/// `NotAuthorized` within [`DENIAL_WITHIN`], and the server's advisory for
-/// it carries unibus's reason, not a timeout. Returns that reason.
-pub async fn expect_signed_denial<T>(
-    errors: &mut AuthErrors,
-    connect: impl std::future::Future<Output = Result<T, ClientError>>,
-) -> String {
-    signed_denial(errors, None, connect).await
-}
-
-/// [`expect_signed_denial`], for the connection `who` (the nkey it
-/// presents, or the connection name it sets): the advisory checked is the
-/// one about that connection, not any other refused meanwhile.
+/// Runs `connect` (a connect as `who`: the nkey it presents, or the
+/// connection name it sets) and asserts unibusd refused it with a signed
+/// denial: `NotAuthorized` within [`DENIAL_WITHIN`], and the server's
+/// advisory about that connection (not any other refused meanwhile)
+/// carries unibus's reason, not a timeout. Returns that reason.
 pub async fn expect_signed_denial_of<T>(
     errors: &mut AuthErrors,
     who: &str,
     connect: impl std::future::Future<Output = Result<T, ClientError>>,
 ) -> String {
-    signed_denial(errors, Some(who), connect).await
-}
-
-async fn signed_denial<T>(
-    errors: &mut AuthErrors,
-    who: Option<&str>,
-    connect: impl std::future::Future<Output = Result<T, ClientError>>,
-) -> String {
     let started = tokio::time::Instant::now();
     let r = connect.await.map(|_| "admitted");
     let took = started.elapsed();
-    assert!(matches!(r, Err(ClientError::NotAuthorized)), "expected a denial, got {r:?}");
-    let limit = Duration::from_secs(3);
-    let reason = match who {
-        Some(who) => errors.next_reason_about(who, limit).await,
-        None => errors.next_reason(limit).await,
-    };
-    let reason = reason.expect("an auth error advisory");
+    assert!(matches!(r, Err(ClientError::NotAuthorized)), "{who}: expected a denial, got {r:?}");
+    let reason = errors.next_reason_about(who, Duration::from_secs(3)).await;
+    let reason = reason.unwrap_or_else(|| panic!("no auth error advisory about {who}"));
     assert!(reason.contains(SIGNED_DENIAL), "not a signed denial: {reason:?} after {took:?}");
     assert!(took < DENIAL_WITHIN, "denial took {took:?} ({reason})");
     reason[reason.find(SIGNED_DENIAL).unwrap() + SIGNED_DENIAL.len()..].to_string()
@@ -478,6 +447,18 @@ impl Cluster {
             .expect("cluster ready within 60 s")
             .expect("unibusd starts");
         Cluster { urls, daemon, nodes: nodes.into_iter().map(Some).collect(), secrets, _dir: dir }
+    }
+
+    /// Every node refuses `id` with a signed denial of its key as revoked
+    /// (see [`expect_signed_denial_of`]).
+    pub async fn expect_revoked_everywhere(&self, id: &Identity) {
+        let seed = self.daemon.service_seed();
+        for url in &self.urls {
+            let mut errors = AuthErrors::watch(url, seed.clone()).await;
+            let reason =
+                expect_signed_denial_of(&mut errors, &id.nkey_public(), Client::connect(url, id)).await;
+            assert_eq!(reason, format!("user {} is revoked", id.sign_pub_hex()), "{url}");
+        }
     }
 }
 

@@ -194,7 +194,7 @@ async fn forged_identities_never_run_as_the_victim_on_member_and_room_endpoints(
     let (member_id, _member) = stack.user(&admin, Role::Member, "mallory").await;
     let room = admin.create_room("private").await.unwrap();
     let me = member_id.sign_pub_hex();
-    let before = stack.kv_fingerprint().await;
+    let before = stack.kv_snapshot().await;
     let add = serde_json::json!({"id": room.id, "sign_pub": me}).to_string();
     let endpoints = [(subjects::WHOAMI, "{}".to_string()), (subjects::ROOM_MEMBER_ADD, add)];
     let table = run_tricks(&stack, &member_id, &admin_id.sign_pub_hex(), &endpoints, |subject, f| {
@@ -207,7 +207,7 @@ async fn forged_identities_never_run_as_the_victim_on_member_and_room_endpoints(
         }
     })
     .await;
-    assert_eq!(stack.kv_fingerprint().await, before, "a forged request changed KV");
+    assert_eq!(stack.kv_snapshot().await, before, "a forged request changed KV");
     assert!(!admin.get_room(&room.id).await.unwrap().members.contains(&me), "the member got into the room");
     println!("{}", table.join("\n"));
 }
@@ -225,7 +225,7 @@ async fn forged_identities_never_add_or_revoke_the_victims_devices() {
     let victim_key = victim_id.sign_pub_hex();
     let victim_laptop = Identity::generate().with_account(&victim_key).unwrap();
     victim.add_device(&victim_laptop.bundle(None)).await.unwrap();
-    let before = stack.kv_fingerprint().await;
+    let before = stack.kv_snapshot().await;
     // A device bound to the victim's account (what mallory wants to add)
     // and a revoke of the victim's laptop.
     let planted = Identity::generate().with_account(&victim_key).unwrap().bundle(None);
@@ -239,7 +239,7 @@ async fn forged_identities_never_add_or_revoke_the_victims_devices() {
         assert_eq!(f.error_code().as_deref(), Some(want), "{subject} as the caller");
     })
     .await;
-    assert_eq!(stack.kv_fingerprint().await, before, "a forged request changed KV");
+    assert_eq!(stack.kv_snapshot().await, before, "a forged request changed KV");
     let devices = victim.list_devices().await.unwrap();
     assert_eq!(devices.len(), 2);
     assert!(devices.iter().all(|d| d.status == unibus_proto::model::DeviceStatus::Active));

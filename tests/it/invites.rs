@@ -96,7 +96,7 @@ async fn admin_creates_invites_without_xkey() {
 async fn fifty_concurrent_redeemers_one_winner() {
     let stack = Stack::start(true).await;
     let (_id, admin) = stack.admin().await;
-    let mut writes = stack.kv_writes(subjects::BUCKET_INVITES).await;
+    let watch = stack.watch(&[subjects::BUCKET_INVITES], &[]).await;
     for round in 1..=6 {
         let inv = admin.create_invite(&Default::default()).await.unwrap();
         let mut guests = Vec::new();
@@ -122,7 +122,7 @@ async fn fifty_concurrent_redeemers_one_winner() {
         assert_eq!(stored.status, InviteStatus::Used);
         assert!(stored.completed);
         assert_eq!(stored.used_by.as_deref(), Some(winners[0].sign_pub.as_str()));
-        if let Some(lost) = writes.lost_races().await.get(&inv.invite.id) {
+        if let Some(lost) = watch.take().await.lost_races(subjects::BUCKET_INVITES).get(&inv.invite.id) {
             println!("fifty redeemers: {lost} claims lost at the store in round {round}");
             return;
         }

@@ -22,7 +22,7 @@ async fn flooding_key_is_limited_others_are_not() {
     let inv = admin.create_invite(&Default::default()).await.unwrap();
     let other_inv = admin.create_invite(&Default::default()).await.unwrap();
     let flooder = stack.connect(&Identity::generate()).await.unwrap();
-    let before = stack.kv_fingerprint().await;
+    let before = stack.kv_snapshot().await;
 
     let unknown = InviteToken::generate().link();
     let codes: Vec<String> = futures::future::join_all((0..50).map(|_| flooder.register(&unknown, None)))
@@ -38,7 +38,7 @@ async fn flooding_key_is_limited_others_are_not() {
 
     // A valid invite from the flooding key: refused before the store.
     assert_eq!(code(flooder.register(&inv.token, None).await), "limit_reached");
-    assert_eq!(stack.kv_fingerprint().await, before, "KV changed");
+    assert_eq!(stack.kv_snapshot().await, before, "KV changed");
     let (untouched, _) = stack.store().get_invite(&inv.invite.id).await.unwrap().unwrap();
     assert_eq!(untouched.status, InviteStatus::Pending);
 

@@ -30,6 +30,5 @@ mod reflect;
 mod revocation;
 mod rooms;
 mod scale;
-mod spy;
 mod syscheck;
 mod tooling;

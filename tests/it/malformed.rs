@@ -286,14 +286,14 @@ async fn malformed_requests_are_bad_request_and_change_nothing() {
     ];
     assert!(register_cases.len() + admin_cases.len() >= 25);
 
-    let before = stack.kv_fingerprint().await;
+    let before = stack.kv_snapshot().await;
     for (what, body) in &register_cases {
         assert_bad(&guest, subjects::REGISTER, what, body).await;
     }
     for (what, subject, body) in admin_cases.iter().chain(&device_cases) {
         assert_bad(&admin, subject, what, body).await;
     }
-    assert_eq!(stack.kv_fingerprint().await, before, "KV changed");
+    assert_eq!(stack.kv_snapshot().await, before, "KV changed");
 
     // The well-formed requests still work afterwards: the invite was
     // untouched, and the device bundle was only refused for its edits.

@@ -204,7 +204,7 @@ async fn rooms_per_user_cap_is_exact() {
     // two of them met at the store on alice's reservations (at most 12
     // tries), the admin takes alice out of the room she got and they try
     // again.
-    let mut writes = stack.kv_writes(subjects::BUCKET_MEMBERSHIPS).await;
+    let watch = stack.watch(&[subjects::BUCKET_MEMBERSHIPS], &[]).await;
     for attempt in 1.. {
         let adds = theirs.iter().map(|id| admin.add_member(id, &me));
         let results = futures::future::join_all(adds).await;
@@ -215,7 +215,7 @@ async fn rooms_per_user_cap_is_exact() {
             assert_eq!(code(r), "limit_reached");
         }
         assert_eq!(store.rooms_of_member(&me).await.unwrap().len(), MAX_ROOMS_PER_USER);
-        if writes.lost_races().await.contains_key(&me) {
+        if watch.take().await.lost_races(subjects::BUCKET_MEMBERSHIPS).contains_key(&me) {
             println!("rooms per user: two adds met at the store on try {attempt}");
             break;
         }
@@ -232,7 +232,7 @@ async fn rooms_per_user_cap_is_exact() {
     for id in [&all[0], &all[all.len() / 2], &all[all.len() - 1]] {
         alice_c2.publish_checked(&subjects::room_msg(id), b"x".to_vec()).await.unwrap();
     }
-    let before = stack.kv_fingerprint().await;
+    let before = stack.kv_snapshot().await;
     assert_eq!(code(alice_c2.create_room("one too many").await), "limit_reached");
     let (mut spare, mut joined) = (String::new(), String::new());
     for id in &theirs {
@@ -242,7 +242,7 @@ async fn rooms_per_user_cap_is_exact() {
         }
     }
     assert_eq!(code(admin.add_member(&spare, &me).await), "limit_reached");
-    assert_eq!(stack.kv_fingerprint().await, before, "a refused add changed KV");
+    assert_eq!(stack.kv_snapshot().await, before, "a refused add changed KV");
 
     // Leaving one room frees a place.
     alice_c2.remove_member(&joined, &me).await.unwrap();
@@ -266,7 +266,7 @@ async fn members_per_room_cap_is_exact() {
     // Four concurrent adds for the two free places: exactly two get in.
     // Until two of them met at the store on the room (at most 12 tries),
     // the owner takes those two out again and they try again.
-    let mut writes = stack.kv_writes(subjects::BUCKET_ROOMS).await;
+    let watch = stack.watch(&[subjects::BUCKET_ROOMS], &[]).await;
     for attempt in 1.. {
         let adds = users[..4].iter().map(|u| alice_c.add_member(&room.id, u));
         let results = futures::future::join_all(adds).await;
@@ -276,7 +276,7 @@ async fn members_per_room_cap_is_exact() {
         for r in results.into_iter().filter(|r| r.is_err()) {
             assert_eq!(code(r), "limit_reached");
         }
-        if writes.lost_races().await.contains_key(&room.id) {
+        if watch.take().await.lost_races(subjects::BUCKET_ROOMS).contains_key(&room.id) {
             println!("members per room: two adds met at the store on try {attempt}");
             break;
         }
@@ -288,12 +288,12 @@ async fn members_per_room_cap_is_exact() {
     let full = alice_c.get_room(&room.id).await.unwrap();
     assert_eq!(full.members.len(), MAX_MEMBERS_PER_ROOM);
 
-    let before = stack.kv_fingerprint().await;
+    let before = stack.kv_snapshot().await;
     assert_eq!(code(alice_c.add_member(&room.id, &users[4]).await), "limit_reached");
     assert_eq!(code(admin.add_member(&room.id, &users[5]).await), "limit_reached", "admins too");
     let present = alice_c.add_member(&room.id, &alice.sign_pub_hex()).await.unwrap();
     assert_eq!(present.updated_at, full.updated_at, "re-adding a present member changes nothing");
-    assert_eq!(stack.kv_fingerprint().await, before, "KV changed at the cap");
+    assert_eq!(stack.kv_snapshot().await, before, "KV changed at the cap");
 }
 
 /// Writes `n` filler keys (plus the owner) into room `id`'s member list.
@@ -334,9 +334,9 @@ async fn rooms_cap_counts_old_rooms_and_prunes_leftovers() {
             .await
             .unwrap();
     }
-    let before = stack.kv_fingerprint().await;
+    let before = stack.kv_snapshot().await;
     assert_eq!(code(alice_c.create_room("257th").await), "limit_reached");
-    assert_eq!(stack.kv_fingerprint().await, before);
+    assert_eq!(stack.kv_snapshot().await, before);
 
     // Leftovers of crashed adds: 256 reservations of rooms that never came.
     let kv = stack.jetstream().await.get_key_value(subjects::BUCKET_MEMBERSHIPS).await.unwrap();
