@@ -11,6 +11,7 @@
 //! - *sustained*: `unibus.whoami` at 600/s from one connection, three times
 //!   the device's budget but below what unibusd cuts off, for the whole
 //!   measurement (answered within the budget, dropped beyond it).
+//!
 //! The goal: other members' connects/s at least 90 % of the unflooded
 //! figure.
 
