@@ -216,7 +216,7 @@ pub struct Limits {
 
 /// A guest's one request is a registration (a few hundred bytes); its
 /// subscriptions are its inbox and the request multiplexer's.
-pub const GUEST_LIMITS: Limits = Limits { subs: 8, data: 64 * 1024, payload: 8 * 1024 };
+pub const GUEST_LIMITS: Limits = Limits { subs: 8, data: 64 * 1024, payload: 16 * 1024 };
 
 /// A member's data plane carries room messages of up to the server's
 /// `max_payload` (1 MiB); its subscriptions are its inbox, its DM and

@@ -253,7 +253,7 @@ async fn run_phase(url: &str, errors: &mut AuthErrors, phase: Phase) {
 /// the socket takes it, and 1 MB bodies: each is cut off within the phase
 /// and refused at reconnect. Four guests flood valid-shaped registrations
 /// at 8,000/s each (cut off too), three send 1 MB bodies (refused by the
-/// server: guests may send 8 KB), one member sends 600/s for the whole
+/// server: guests may send 16 KB), one member sends 600/s for the whole
 /// phase (three times its budget, within what unibusd absorbs), and 16
 /// members send 200/s each (their budget, all answered).
 /// Meanwhile other members' connects all succeed and their `whoami`

@@ -152,7 +152,7 @@ pub const HDR_SERVICE_ERROR_CODE: &str = "Nats-Service-Error-Code";
 /// audience.
 pub const ACCOUNT_APP: &str = "APP";
 /// Account guests (keys no account lists) land in: it imports only
-/// `unibus.register`, and its connections may send at most a few KiB per
+/// `unibus.register`, and its connections may send at most 16 KiB per
 /// message (nats.conf), so a guest cannot flood unibusd with large bodies
 /// nor aim a reply at a member's subject (docs/protocol.md section 9).
 pub const ACCOUNT_GUEST: &str = "GUEST";
