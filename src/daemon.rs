@@ -104,10 +104,12 @@ pub async fn connect_service(settings: &Settings, name: &str) -> Result<async_na
 }
 
 /// Messages a subscription of unibusd's connections holds before more are
-/// dropped (async-nats' default is 65,536): the control plane's intake
-/// reads its subscriptions as fast as they fill, and a backlog of client
-/// bodies (up to the server's max_payload each) must stay small.
-const SUBSCRIPTION_CAPACITY: usize = 4096;
+/// dropped (async-nats' default is 65,536). The control plane's intake
+/// reads its subscriptions as fast as they fill; this is the slack for a
+/// flood of small requests until the gate cuts its sender off. Large
+/// bodies never pile up here: the intake drops each after a size check,
+/// and a sender of more than 4 MiB is cut off.
+const SUBSCRIPTION_CAPACITY: usize = 16_384;
 
 /// [`connect_service`] with `capacity` messages per subscription; messages
 /// dropped because a subscription's buffer was full are counted in `lost`.

@@ -3,12 +3,13 @@
 //! key from the server-stamped header, the endpoint's [`Cost`] and the
 //! message's size, in well under a microsecond and without I/O:
 //!
-//! - **Budget per caller.** Each key (a member's device, a guest) has a
-//!   token bucket of cost units (`rate` per second up to `burst`); a read
-//!   costs [`Cost::Read`], a write [`Cost::Write`], a write that then
-//!   sweeps the cluster for connections to close [`Cost::Sweep`]. A
-//!   guest's registration is further judged by the guest limits once it
-//!   is decoded ([`super::guests`]).
+//! - **Budget per caller.** Each member's device has a token bucket of
+//!   cost units (`rate` per second up to `burst`); a read costs
+//!   [`Cost::Read`], a write [`Cost::Write`], a write that then sweeps the
+//!   cluster for connections to close [`Cost::Sweep`]. A guest key has a
+//!   smaller one (`guest_rate`, `guest_burst`, one unit a request), and
+//!   its registration is further judged by the guest limits once it is
+//!   decoded ([`super::guests`]).
 //! - **In flight.** At most `per_caller_in_flight` requests of one caller
 //!   are handled at once, at most `max_in_flight` of all members (guests:
 //!   `guest_in_flight`), and of the members' slots a caller that already
@@ -95,6 +96,11 @@ pub struct CallerLimits {
     pub rate: u32,
     /// Cost units one caller may spend at once.
     pub burst: u32,
+    /// Requests a guest key may send per second (each costs one unit),
+    /// malformed ones included: a guest has one registration to make.
+    pub guest_rate: u32,
+    /// ... beyond this many at once.
+    pub guest_burst: u32,
     /// Requests of one caller handled at once.
     pub per_caller_in_flight: u32,
     /// Requests of all members handled at once by this instance.
@@ -127,6 +133,8 @@ impl Default for CallerLimits {
         CallerLimits {
             rate: 200,
             burst: 1000,
+            guest_rate: 20,
+            guest_burst: 100,
             per_caller_in_flight: 16,
             max_in_flight: 128,
             guest_in_flight: 512,
@@ -137,7 +145,7 @@ impl Default for CallerLimits {
             abuse_per_sec: 500,
             abuse_burst: 500,
             bytes_per_sec: 4 << 20,
-            bytes_burst: 16 << 20,
+            bytes_burst: 4 << 20,
             max_callers: 65_536,
         }
     }
@@ -296,6 +304,7 @@ impl Inner {
 /// Capacity and rate of each of an entry's buckets.
 struct Shapes {
     tokens: (f64, f64),
+    guest_tokens: (f64, f64),
     refusals: (f64, f64),
     abuse: (f64, f64),
     bytes: (f64, f64),
@@ -306,6 +315,7 @@ impl Shapes {
         let pair = |cap: u32, rate: u32| (f64::from(cap.max(1)), f64::from(rate));
         Shapes {
             tokens: pair(cfg.burst, cfg.rate),
+            guest_tokens: pair(cfg.guest_burst, cfg.guest_rate),
             refusals: pair(cfg.refusal_burst, cfg.refusal_rate),
             abuse: pair(cfg.abuse_burst, cfg.abuse_per_sec),
             bytes: pair(cfg.bytes_burst, cfg.bytes_per_sec),
@@ -420,7 +430,10 @@ impl Gate {
         now: Instant,
     ) -> Decision {
         let cfg = &self.inner.cfg;
-        let (cap, rate) = shapes.tokens;
+        let (cap, rate) = match class {
+            Class::Guest => shapes.guest_tokens,
+            Class::Member(_) => shapes.tokens,
+        };
         let why = if !entry.tokens.take(cost.units().min(cap), cap, rate, now) {
             "too many requests from this device; retry later"
         } else if let Some(ticket) = self.inner.try_slots(class, &entry.slots) {

@@ -167,3 +167,14 @@ fn oversized_bodies_are_bad_requests_floods_are_penalized() {
     assert_eq!(seen.iter().filter(|v| **v == "silent").count(), 100);
     assert_eq!(seen.last(), Some(&"penalize"));
 }
+
+/// A guest key's budget is small: one registration to make (malformed
+/// retries included), not a member's.
+#[test]
+fn a_guest_budget_is_small() {
+    let gate = Gate::new(CallerLimits { guest_burst: 3, refusal_burst: 1, ..Default::default() });
+    let t0 = Instant::now();
+    let seen: Vec<_> = (0..5).map(|_| verdict(&gate.ask(1, Class::Guest, t0))).collect();
+    assert_eq!(seen, ["run", "run", "run", "refuse", "silent"]);
+    assert_eq!(verdict(&gate.ask(2, READ, t0)), "run", "a member's budget is its own");
+}
