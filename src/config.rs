@@ -53,24 +53,24 @@ pub struct DaemonArgs {
     #[arg(long, env = "UNIBUS_REGISTER_BURST", default_value_t = 4000)]
     pub register_burst: u32,
     /// Guests' `unibus.register` requests handled at once (1..=65536).
-    #[arg(long, env = "UNIBUS_REGISTER_IN_FLIGHT", default_value_t = 512)]
+    #[arg(long, env = "UNIBUS_REGISTER_IN_FLIGHT", default_value_t = CallerLimits::default().guest_in_flight)]
     pub register_in_flight: usize,
     /// Keys the per-key register limit tracks at most (1024..=10000000).
     #[arg(long, env = "UNIBUS_REGISTER_TRACKED_KEYS", default_value_t = 65_536)]
     pub register_tracked_keys: usize,
     /// Cost units one device may spend per second on the control plane
-    /// (a read costs 1, a write 4, a write that sweeps 20; 1..=1000000).
-    #[arg(long, env = "UNIBUS_DEVICE_RATE", default_value_t = 100)]
+    /// (a read costs 1, a write 2, a write that sweeps 5; 1..=1000000).
+    #[arg(long, env = "UNIBUS_DEVICE_RATE", default_value_t = CallerLimits::default().rate)]
     pub device_rate: u32,
-    /// Cost units one device may spend at once (20..=1000000).
-    #[arg(long, env = "UNIBUS_DEVICE_BURST", default_value_t = 200)]
+    /// Cost units one device may spend at once (5..=1000000).
+    #[arg(long, env = "UNIBUS_DEVICE_BURST", default_value_t = CallerLimits::default().burst)]
     pub device_burst: u32,
     /// Control-plane requests of one device handled at once (1..=1024).
-    #[arg(long, env = "UNIBUS_DEVICE_IN_FLIGHT", default_value_t = 8)]
+    #[arg(long, env = "UNIBUS_DEVICE_IN_FLIGHT", default_value_t = CallerLimits::default().per_caller_in_flight)]
     pub device_in_flight: u32,
     /// Control-plane requests handled at once, guests' registrations
     /// aside (1..=65536).
-    #[arg(long, env = "UNIBUS_CONTROL_IN_FLIGHT", default_value_t = 128)]
+    #[arg(long, env = "UNIBUS_CONTROL_IN_FLIGHT", default_value_t = CallerLimits::default().max_in_flight)]
     pub control_in_flight: usize,
 }
 
@@ -165,7 +165,7 @@ impl DaemonArgs {
     fn caller_limits(&self) -> Result<CallerLimits, ConfigError> {
         Ok(CallerLimits {
             rate: check("UNIBUS_DEVICE_RATE", self.device_rate, 1, 1_000_000, "1..=1000000")?,
-            burst: check("UNIBUS_DEVICE_BURST", self.device_burst, 20, 1_000_000, "20..=1000000")?,
+            burst: check("UNIBUS_DEVICE_BURST", self.device_burst, 5, 1_000_000, "5..=1000000")?,
             per_caller_in_flight: check(
                 "UNIBUS_DEVICE_IN_FLIGHT",
                 self.device_in_flight,

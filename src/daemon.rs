@@ -109,7 +109,7 @@ pub async fn connect_service(settings: &Settings, name: &str) -> Result<async_na
 /// flood of small requests until the gate cuts its sender off. Large
 /// bodies never pile up here: the intake drops each after a size check,
 /// and a sender of more than 4 MiB is cut off.
-const SUBSCRIPTION_CAPACITY: usize = 16_384;
+const SUBSCRIPTION_CAPACITY: usize = 4096;
 
 /// [`connect_service`] with `capacity` messages per subscription; messages
 /// dropped because a subscription's buffer was full are counted in `lost`.

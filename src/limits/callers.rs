@@ -73,8 +73,8 @@ impl Cost {
     pub fn units(self) -> f64 {
         match self {
             Cost::Read => 1.0,
-            Cost::Write => 4.0,
-            Cost::Sweep => 20.0,
+            Cost::Write => 2.0,
+            Cost::Sweep => 5.0,
         }
     }
 }
@@ -131,8 +131,8 @@ pub struct CallerLimits {
 impl Default for CallerLimits {
     fn default() -> Self {
         CallerLimits {
-            rate: 200,
-            burst: 1000,
+            rate: 1000,
+            burst: 5000,
             guest_rate: 20,
             guest_burst: 100,
             per_caller_in_flight: 16,
@@ -142,8 +142,8 @@ impl Default for CallerLimits {
             max_waiting: 2048,
             refusal_rate: 20,
             refusal_burst: 100,
-            abuse_per_sec: 500,
-            abuse_burst: 500,
+            abuse_per_sec: 1000,
+            abuse_burst: 1000,
             bytes_per_sec: 4 << 20,
             bytes_burst: 4 << 20,
             max_callers: 65_536,
@@ -171,6 +171,9 @@ pub enum Decision {
 #[derive(Debug, Clone)]
 struct Entry {
     tokens: Bucket,
+    /// A guest key's own (smaller) budget, kept apart so that a key that
+    /// registers starts its life as a member with a member's budget.
+    guest_tokens: Bucket,
     refusals: Bucket,
     abuse: Bucket,
     bytes: Bucket,
@@ -325,6 +328,7 @@ impl Shapes {
     fn fresh(&self, cfg: &CallerLimits, now: Instant) -> Entry {
         Entry {
             tokens: Bucket::full(self.tokens.0, now),
+            guest_tokens: Bucket::full(self.guest_tokens.0, now),
             refusals: Bucket::full(self.refusals.0, now),
             abuse: Bucket::full(self.abuse.0, now),
             bytes: Bucket::full(self.bytes.0, now),
@@ -340,6 +344,7 @@ impl Shapes {
         e.waiting == 0
             && e.slots.available_permits() == cfg.per_caller_in_flight.max(1) as usize
             && full(&e.tokens, self.tokens)
+            && full(&e.guest_tokens, self.guest_tokens)
             && full(&e.refusals, self.refusals)
             && full(&e.abuse, self.abuse)
             && full(&e.bytes, self.bytes)
@@ -430,11 +435,11 @@ impl Gate {
         now: Instant,
     ) -> Decision {
         let cfg = &self.inner.cfg;
-        let (cap, rate) = match class {
-            Class::Guest => shapes.guest_tokens,
-            Class::Member(_) => shapes.tokens,
+        let ((cap, rate), tokens) = match class {
+            Class::Guest => (shapes.guest_tokens, &mut entry.guest_tokens),
+            Class::Member(_) => (shapes.tokens, &mut entry.tokens),
         };
-        let why = if !entry.tokens.take(cost.units().min(cap), cap, rate, now) {
+        let why = if !tokens.take(cost.units().min(cap), cap, rate, now) {
             "too many requests from this device; retry later"
         } else if let Some(ticket) = self.inner.try_slots(class, &entry.slots) {
             return Decision::Run(ticket);

@@ -33,15 +33,16 @@ impl Gate {
 /// callers are untouched.
 #[test]
 fn budget_by_cost_then_answered_refusals_then_silence() {
-    let cfg = CallerLimits { rate: 10, burst: 20, refusal_rate: 1, refusal_burst: 3, ..Default::default() };
+    let cfg = CallerLimits { rate: 4, burst: 10, refusal_rate: 1, refusal_burst: 3, ..Default::default() };
     let gate = Gate::new(cfg);
     let t0 = Instant::now();
-    // 20 units: one sweep (20) fits once.
+    // 10 units: two sweeps (5 each).
+    assert_eq!(verdict(&gate.ask(1, Class::Member(Cost::Sweep), t0)), "run");
     assert_eq!(verdict(&gate.ask(1, Class::Member(Cost::Sweep), t0)), "run");
     let seen: Vec<_> = (0..6).map(|_| verdict(&gate.ask(1, READ, t0))).collect();
     assert_eq!(seen, ["refuse", "refuse", "refuse", "silent", "silent", "silent"]);
     assert_eq!(verdict(&gate.ask(2, Class::Member(Cost::Write), t0)), "run", "another caller");
-    // 0.5 s later: 5 units back, a write (4) runs, a second does not.
+    // 0.5 s later: 2 units back, a write (2) runs, a second does not.
     let t1 = t0 + Duration::from_millis(500);
     let write = Class::Member(Cost::Write);
     assert_eq!(verdict(&gate.ask(1, write, t1)), "run");
@@ -177,4 +178,17 @@ fn a_guest_budget_is_small() {
     let seen: Vec<_> = (0..5).map(|_| verdict(&gate.ask(1, Class::Guest, t0))).collect();
     assert_eq!(seen, ["run", "run", "run", "refuse", "silent"]);
     assert_eq!(verdict(&gate.ask(2, READ, t0)), "run", "a member's budget is its own");
+}
+
+
+/// A key that spent its guest budget (registering) starts as a member
+/// with a member's budget.
+#[test]
+fn a_registered_guest_gets_a_members_budget() {
+    let gate = Gate::new(CallerLimits { guest_burst: 2, ..Default::default() });
+    let t0 = Instant::now();
+    assert_eq!(verdict(&gate.ask(1, Class::Guest, t0)), "run");
+    assert_eq!(verdict(&gate.ask(1, Class::Guest, t0)), "run");
+    let seen: Vec<_> = (0..12).map(|_| verdict(&gate.ask(1, Class::Member(Cost::Sweep), t0))).collect();
+    assert!(seen.iter().all(|v| *v == "run" || *v == "wait"), "{seen:?}");
 }
