@@ -131,7 +131,7 @@ pub struct CallerLimits {
 impl Default for CallerLimits {
     fn default() -> Self {
         CallerLimits {
-            rate: 1000,
+            rate: 200,
             burst: 5000,
             guest_rate: 20,
             guest_burst: 100,
