@@ -13,13 +13,12 @@
 //! - **In flight.** At most `per_caller_in_flight` requests of one caller
 //!   are handled at once, at most `max_in_flight` of all members (guests:
 //!   `guest_in_flight`), and of the members' slots a caller that already
-//!   has a request in flight may take only three quarters, so a few busy
-//!   callers cannot take them all from the rest. A request within its
-//!   budget that finds no free slot waits for one, in order, for at most
-//!   [`WAIT_LIMIT`]; at most `per_caller_waiting` of one caller and
-//!   `max_waiting` in all wait, and beyond that a request is refused at
-//!   once. So a client's burst is smoothed rather than refused, and
-//!   memory and the store's load stay bounded whatever the rate.
+//!   has a request in flight may take only three quarters ([`super::slots`]).
+//!   A request within its budget that finds no free slot waits for one,
+//!   in order, for a bounded time, with a bounded number of others, and
+//!   beyond that is refused at once. So a client's burst is smoothed
+//!   rather than refused, and memory and the store's load stay bounded
+//!   whatever the rate.
 //! - **Refusals.** A refusal is answered (`limit_reached`) only while the
 //!   caller's refusal bucket has a token; beyond that it is dropped
 //!   without a reply.
@@ -42,19 +41,13 @@
 //! refused.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-
 use unibus_proto::error::Error;
 
-use super::{Bucket, MAX_REQUEST_BYTES};
-
-/// Longest a request within its budget waits for a free slot before it is
-/// refused (`limit_reached`): well inside a client's request timeout.
-pub const WAIT_LIMIT: Duration = Duration::from_secs(1);
+use super::slots::{CallerSlots, Slots, Taken};
+use super::{Bucket, MAX_REQUEST_BYTES, Ticket, Waiter};
 
 /// What an endpoint costs a caller's budget.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -177,10 +170,8 @@ struct Entry {
     refusals: Bucket,
     abuse: Bucket,
     bytes: Bucket,
-    /// Its in-flight slots.
-    slots: Arc<Semaphore>,
-    /// Its requests waiting for a slot.
-    waiting: u32,
+    /// Its in-flight slots and waiting requests.
+    slots: CallerSlots,
 }
 
 struct Table {
@@ -196,21 +187,10 @@ struct Table {
 /// Pause between sweeps of a table that a sweep could not shrink.
 const SWEEP_PAUSE: Duration = Duration::from_millis(100);
 
-/// The slots of one class of callers.
-struct Lane {
-    /// Every slot of the class.
-    total: Arc<Semaphore>,
-    /// The share a caller that already has a request in flight may take
-    /// (members: three quarters; guests: all).
-    busy: Arc<Semaphore>,
-}
-
 struct Inner {
     cfg: CallerLimits,
     table: Mutex<Table>,
-    members: Lane,
-    guests: Lane,
-    waiting: AtomicUsize,
+    slots: Arc<Slots>,
 }
 
 /// The control-plane gate of one unibusd process.
@@ -219,88 +199,10 @@ pub struct Gate {
     inner: Arc<Inner>,
 }
 
-/// Held while an admitted request is handled; its slots go back on drop.
-#[derive(Debug)]
-pub struct Ticket {
-    _permits: Vec<OwnedSemaphorePermit>,
-}
-
-/// A request within its budget, waiting for a slot.
-pub struct Waiter {
-    inner: Arc<Inner>,
-    key: [u8; 32],
-    class: Class,
-    slots: Arc<Semaphore>,
-}
-
-impl std::fmt::Debug for Waiter {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Waiter").field("class", &self.class).finish_non_exhaustive()
-    }
-}
-
-impl Drop for Waiter {
-    fn drop(&mut self) {
-        self.inner.waiting.fetch_sub(1, Ordering::Relaxed);
-        if let Some(e) = self.inner.lock().callers.get_mut(&self.key) {
-            e.waiting = e.waiting.saturating_sub(1);
-        }
-    }
-}
-
-impl Waiter {
-    /// Waits (at most [`WAIT_LIMIT`]) for the caller's slot and a slot of
-    /// its lane, in order.
-    ///
-    /// # Errors
-    /// `limit_reached` when none came in time.
-    pub async fn ticket(self) -> Result<Ticket, Error> {
-        let acquire = async {
-            let mut permits = vec![self.slots.clone().acquire_owned().await.ok()?];
-            let lane = self.inner.lane(self.class);
-            if self.inner.others_in_flight(&self.slots) {
-                permits.push(lane.busy.clone().acquire_owned().await.ok()?);
-            }
-            permits.push(lane.total.clone().acquire_owned().await.ok()?);
-            Some(Ticket { _permits: permits })
-        };
-        match tokio::time::timeout(WAIT_LIMIT, acquire).await {
-            Ok(Some(ticket)) => Ok(ticket),
-            _ => Err(Error::LimitReached("the service is busy; retry later".into())),
-        }
-    }
-}
-
 impl Inner {
     fn lock(&self) -> std::sync::MutexGuard<'_, Table> {
         // A panic while holding the lock leaves consistent numbers.
         self.table.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn lane(&self, class: Class) -> &Lane {
-        match class {
-            Class::Guest => &self.guests,
-            Class::Member(_) => &self.members,
-        }
-    }
-
-    /// The slots for one request of a caller whose own slots are `slots`,
-    /// if all are free now: its own, then (when it has another request in
-    /// flight) the lane's busy share, then the lane's.
-    fn try_slots(&self, class: Class, slots: &Arc<Semaphore>) -> Option<Ticket> {
-        let mut permits = vec![slots.clone().try_acquire_owned().ok()?];
-        let lane = self.lane(class);
-        if self.others_in_flight(slots) {
-            permits.push(lane.busy.clone().try_acquire_owned().ok()?);
-        }
-        permits.push(lane.total.clone().try_acquire_owned().ok()?);
-        Some(Ticket { _permits: permits })
-    }
-
-    /// Whether a caller holding one of its `slots` has another request in
-    /// flight.
-    fn others_in_flight(&self, slots: &Semaphore) -> bool {
-        (slots.available_permits() as u32) + 1 < self.cfg.per_caller_in_flight.max(1)
     }
 }
 
@@ -325,15 +227,14 @@ impl Shapes {
         }
     }
 
-    fn fresh(&self, cfg: &CallerLimits, now: Instant) -> Entry {
+    fn fresh(&self, slots: &Slots, now: Instant) -> Entry {
         Entry {
             tokens: Bucket::full(self.tokens.0, now),
             guest_tokens: Bucket::full(self.guest_tokens.0, now),
             refusals: Bucket::full(self.refusals.0, now),
             abuse: Bucket::full(self.abuse.0, now),
             bytes: Bucket::full(self.bytes.0, now),
-            slots: Arc::new(Semaphore::new(cfg.per_caller_in_flight.max(1) as usize)),
-            waiting: 0,
+            slots: slots.caller(),
         }
     }
 
@@ -341,8 +242,7 @@ impl Shapes {
     /// nothing in flight or waiting.
     fn idle(&self, cfg: &CallerLimits, e: &Entry, now: Instant) -> bool {
         let full = |b: &Bucket, (cap, rate): (f64, f64)| b.level(cap, rate, now) >= cap;
-        e.waiting == 0
-            && e.slots.available_permits() == cfg.per_caller_in_flight.max(1) as usize
+        e.slots.idle(cfg.per_caller_in_flight)
             && full(&e.tokens, self.tokens)
             && full(&e.guest_tokens, self.guest_tokens)
             && full(&e.refusals, self.refusals)
@@ -355,16 +255,10 @@ impl Gate {
     /// A gate with full buckets and free slots.
     pub fn new(cfg: CallerLimits) -> Gate {
         let now = Instant::now();
-        let lane = |total: usize, busy: usize| Lane {
-            total: Arc::new(Semaphore::new(total.max(1))),
-            busy: Arc::new(Semaphore::new(busy.max(1))),
-        };
-        let members = lane(cfg.max_in_flight, cfg.max_in_flight * 3 / 4);
-        let guests = lane(cfg.guest_in_flight, cfg.guest_in_flight);
+        let slots = Arc::new(Slots::new(&cfg));
         let overflow = Bucket::full(f64::from(cfg.refusal_burst.max(1)), now);
         let table = Table { callers: HashMap::new(), next_sweep: now, overflow };
-        let inner = Inner { cfg, table: Mutex::new(table), members, guests, waiting: AtomicUsize::new(0) };
-        Gate { inner: Arc::new(inner) }
+        Gate { inner: Arc::new(Inner { cfg, table: Mutex::new(table), slots }) }
     }
 
     /// The settings.
@@ -393,7 +287,7 @@ impl Gate {
             let answered = table.overflow.take(1.0, cap, rate, now);
             return refusal(answered, "too many callers at once; retry later");
         }
-        let entry = table.callers.entry(*caller).or_insert_with(|| shapes.fresh(cfg, now));
+        let entry = table.callers.entry(*caller).or_insert_with(|| shapes.fresh(&self.inner.slots, now));
         let (cap, rate) = shapes.bytes;
         // A message larger than the whole bucket can never fit: it is far
         // past the limit by itself.
@@ -412,7 +306,7 @@ impl Gate {
                 Class::Guest => Cost::Read,
                 Class::Member(cost) => cost,
             };
-            self.slot(caller, entry, class, cost, &shapes, now)
+            self.slot(entry, class, cost, &shapes, now)
         };
         if !matches!(decision, Decision::Silent) {
             return decision;
@@ -425,39 +319,22 @@ impl Gate {
     }
 
     /// Budget, then a slot now, a place in the wait, or a refusal.
-    fn slot(
-        &self,
-        caller: &[u8; 32],
-        entry: &mut Entry,
-        class: Class,
-        cost: Cost,
-        shapes: &Shapes,
-        now: Instant,
-    ) -> Decision {
-        let cfg = &self.inner.cfg;
+    fn slot(&self, entry: &mut Entry, class: Class, cost: Cost, shapes: &Shapes, now: Instant) -> Decision {
         let ((cap, rate), tokens) = match class {
             Class::Guest => (shapes.guest_tokens, &mut entry.guest_tokens),
             Class::Member(_) => (shapes.tokens, &mut entry.tokens),
         };
         let why = if !tokens.take(cost.units().min(cap), cap, rate, now) {
             "too many requests from this device; retry later"
-        } else if let Some(ticket) = self.inner.try_slots(class, &entry.slots) {
-            return Decision::Run(ticket);
-        } else if entry.waiting < cfg.per_caller_waiting && self.reserve_wait() {
-            entry.waiting += 1;
-            let (inner, slots) = (self.inner.clone(), entry.slots.clone());
-            return Decision::Wait(Waiter { inner, key: *caller, class, slots });
         } else {
-            "the service is busy; retry later"
+            match self.inner.slots.take(class, &entry.slots) {
+                Taken::Now(ticket) => return Decision::Run(ticket),
+                Taken::Wait(waiter) => return Decision::Wait(waiter),
+                Taken::Full => "the service is busy; retry later",
+            }
         };
         let (cap, rate) = shapes.refusals;
         refusal(entry.refusals.take(1.0, cap, rate, now), why)
-    }
-
-    /// Takes a place in the wait if one is left.
-    fn reserve_wait(&self) -> bool {
-        let max = self.inner.cfg.max_waiting;
-        self.inner.waiting.fetch_update(Ordering::AcqRel, Ordering::Acquire, |w| (w < max).then_some(w + 1)).is_ok()
     }
 
     /// Makes room for one more caller; false when the table stays full.

@@ -23,10 +23,12 @@
 pub mod callers;
 pub mod guests;
 pub mod penalties;
+pub mod slots;
 
 use std::time::Instant;
 
-pub use callers::{CallerLimits, Class, Cost, Decision, Gate, Ticket, Waiter};
+pub use callers::{CallerLimits, Class, Cost, Decision, Gate};
+pub use slots::{Ticket, WAIT_LIMIT, Waiter};
 pub use penalties::Penalties;
 
 /// The largest control-plane request body accepted: every request of the
