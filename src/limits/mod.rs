@@ -28,7 +28,7 @@ pub mod slots;
 use std::time::Instant;
 
 pub use callers::{CallerLimits, Class, Cost, Decision, Gate};
-pub use slots::{Ticket, WAIT_LIMIT, Waiter};
+pub use slots::{Ticket, Waiter};
 pub use penalties::Penalties;
 
 /// The largest control-plane request body accepted: every request of the
