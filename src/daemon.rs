@@ -58,7 +58,6 @@ pub struct Running {
     /// The callout responder (its latency histogram, for benchmarks).
     pub callout: Arc<Callout>,
     service_seed: String,
-    ctx: Arc<Ctx>,
 }
 
 impl Running {
@@ -69,11 +68,6 @@ impl Running {
         for (_, client) in &self.connections {
             let _ = client.drain().await;
         }
-    }
-
-    /// The control plane's state: its limits (for tests and benchmarks).
-    pub fn control(&self) -> &Ctx {
-        &self.ctx
     }
 
     /// unibusd's NATS connections by role (`callout`, `control`, `store`,
@@ -230,8 +224,7 @@ pub async fn start(settings: &Settings) -> Result<Running, StartError> {
         notices: service::Notices::new(control_client.clone()),
         unavailable_log: LogEvery::new(UNAVAILABLE_LOG_EVERY),
     };
-    let ctx = Arc::new(ctx);
-    let control = service::start(control_client.clone(), ctx.clone())
+    let control = service::start(control_client.clone(), Arc::new(ctx))
         .await
         .map_err(|e| StartError::Subscribe(e.to_string()))?;
     let connections = vec![
@@ -251,7 +244,7 @@ pub async fn start(settings: &Settings) -> Result<Running, StartError> {
     }
     info!(xkey = settings.xkey, "unibusd ready");
     let service_seed = settings.secrets.service.seed().unwrap_or_default();
-    Ok(Running { tasks, connections, store, callout, service_seed, ctx })
+    Ok(Running { tasks, connections, store, callout, service_seed })
 }
 
 /// Returns once a connection's task is gone for good: its command channel

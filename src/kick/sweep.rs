@@ -108,11 +108,6 @@ impl Kicker {
         });
     }
 
-    /// Follow-up sweeps running now (sets of names).
-    pub fn settling(&self) -> usize {
-        self.settling.lock().unwrap_or_else(|p| p.into_inner()).len()
-    }
-
     /// Starts the sweeps for the connections named `users` (an account's
     /// device keys) after a write that has just been acknowledged: the
     /// first search (before the reply). Never fails.

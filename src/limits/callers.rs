@@ -261,11 +261,6 @@ impl Gate {
         Gate { inner: Arc::new(Inner { cfg, table: Mutex::new(table), slots }) }
     }
 
-    /// The settings.
-    pub fn limits(&self) -> &CallerLimits {
-        &self.inner.cfg
-    }
-
     /// Judges one request of `caller`, of `class`, whose body is `body`
     /// bytes in a message of `size` bytes (header block included).
     pub fn admit(&self, caller: &[u8; 32], class: Class, body: usize, size: usize) -> Decision {

@@ -57,26 +57,19 @@ impl Penalties {
         self.add_at(key, Instant::now())
     }
 
-    /// True while `key` is penalized.
-    pub fn holds(&self, key: &[u8; 32]) -> bool {
-        self.refusal_at(key, Instant::now(), false).is_some()
-    }
-
     /// How the callout refuses a connect of `key` now; `None` when `key`
     /// is not penalized.
     pub fn refusal(&self, key: &[u8; 32]) -> Option<Refusal> {
-        self.refusal_at(key, Instant::now(), true)
+        self.refusal_at(key, Instant::now())
     }
 
-    fn refusal_at(&self, key: &[u8; 32], now: Instant, answering: bool) -> Option<Refusal> {
+    fn refusal_at(&self, key: &[u8; 32], now: Instant) -> Option<Refusal> {
         let mut until = self.until.lock().unwrap_or_else(|p| p.into_inner());
         let p = until.get_mut(key).filter(|p| now < p.until)?;
         if p.answered.is_some_and(|t| now.saturating_duration_since(t) < ANSWER_EVERY) {
             return Some(Refusal::Ignore);
         }
-        if answering {
-            p.answered = Some(now);
-        }
+        p.answered = Some(now);
         Some(Refusal::Deny)
     }
 
@@ -106,8 +99,8 @@ mod tests {
         let t0 = Instant::now();
         assert!(p.add_at(&[1; 32], t0));
         assert!(!p.add_at(&[1; 32], t0 + Duration::from_secs(1)), "already penalized");
-        assert!(p.holds(&[1; 32]));
-        assert!(!p.holds(&[2; 32]));
+        assert!(p.refusal_at(&[1; 32], t0).is_some());
+        assert!(p.refusal_at(&[2; 32], t0).is_none());
         assert!(p.add_at(&[1; 32], t0 + PENALTY), "a new period");
     }
 
@@ -118,10 +111,10 @@ mod tests {
         let p = Penalties::default();
         let t0 = Instant::now();
         assert!(p.add_at(&[1; 32], t0));
-        assert_eq!(p.refusal_at(&[1; 32], t0, true), Some(Refusal::Deny));
-        assert_eq!(p.refusal_at(&[1; 32], t0 + Duration::from_millis(500), true), Some(Refusal::Ignore));
-        assert_eq!(p.refusal_at(&[1; 32], t0 + ANSWER_EVERY, true), Some(Refusal::Deny));
-        assert_eq!(p.refusal_at(&[2; 32], t0, true), None);
-        assert_eq!(p.refusal_at(&[1; 32], t0 + PENALTY, true), None, "ended");
+        assert_eq!(p.refusal_at(&[1; 32], t0), Some(Refusal::Deny));
+        assert_eq!(p.refusal_at(&[1; 32], t0 + Duration::from_millis(500)), Some(Refusal::Ignore));
+        assert_eq!(p.refusal_at(&[1; 32], t0 + ANSWER_EVERY), Some(Refusal::Deny));
+        assert_eq!(p.refusal_at(&[2; 32], t0), None);
+        assert_eq!(p.refusal_at(&[1; 32], t0 + PENALTY), None, "ended");
     }
 }

@@ -117,11 +117,6 @@ pub struct Devices {
 }
 
 impl Devices {
-    /// True when the index holds device `key` (hex).
-    pub fn knows(&self, key: &str) -> bool {
-        raw_key(key).is_some_and(|raw| self.accounts.contains_key(&raw))
-    }
-
     /// The account of device `key` (hex), if the index holds it.
     pub fn account_of(&self, key: &str) -> Option<String> {
         self.accounts.get(&raw_key(key)?).map(hex::encode)

@@ -251,14 +251,6 @@ impl Store {
         })
     }
 
-    /// True when the local indexes know `key` (hex) as a device or an
-    /// account, in any status: the intake's split of members' requests
-    /// from guests'. No I/O and no freshness promise (a key registered a
-    /// moment ago may still read as a guest's for a moment).
-    pub fn knows_key(&self, key: &str) -> bool {
-        self.devices_ix.read(|ix| ix.knows(key)) || self.users_ix.read(|ix| ix.entries.contains_key(key))
-    }
-
     /// How long to wait for an index to become current: at least the store
     /// timeout, so a busy leader is not mistaken for an outage.
     pub(crate) fn sync_limit(&self) -> Duration {
