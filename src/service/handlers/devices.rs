@@ -3,7 +3,7 @@
 //! an admin's recovery add while an account has no active device. Bindings
 //! are verified for the account they would join before anything is read.
 
-use super::{Caller, Ctx, Outcome, active_admin, active_user};
+use super::{Caller, Ctx, Outcome, active_admin, active_user, active_user_at};
 use unibus_proto::binding::verify_binding;
 use unibus_proto::error::Error;
 use unibus_proto::ids::{KexPub, SignPub};
@@ -92,15 +92,16 @@ pub async fn revoke(ctx: &Ctx, caller: &Caller, req: DeviceRevokeRequest) -> Res
     if !listed {
         return Err(Error::NotFound("no such device".into()));
     }
-    let me = active_user(ctx, caller).await?;
+    let (me, my_rev) = active_user_at(ctx, caller).await?;
     let as_admin = me.role == Role::Admin;
     let own = account == caller.sign_pub.as_str();
     if !as_admin && !own {
         return Err(Error::Forbidden("not a device of your account".into()));
     }
     // An admin acting on another account: its standing is in its own
-    // record, read here with the revision to check it against later.
-    let admin_since = if own { None } else { Some(admin_standing(ctx, caller).await?) };
+    // record, just read active with the calling device active; its
+    // revision is what the check after the write starts from.
+    let admin_since = (!own).then_some(my_rev);
     // Only an admin's revoke can touch the last admin's last device.
     let other_admins = if as_admin { ctx.store.other_admins_with_devices(&account).await? } else { 0 };
     let judge = Judge { caller: &caller.device, as_admin, own, other_admins };
@@ -170,15 +171,6 @@ const LAST_ADMIN_DEVICE: &str = "the last active device of the last active admin
 /// left no active admin with an active device); the write was undone.
 const LAST_ADMIN_DEVICE_RACE: &str =
     "the last active device of the last active admin cannot be revoked (a concurrent revoke took the other)";
-
-/// The calling admin's record revision, once it is seen an active admin
-/// with the calling device active.
-async fn admin_standing(ctx: &Ctx, caller: &Caller) -> Result<u64, Error> {
-    match ctx.store.get_user(&caller.sign_pub).await? {
-        Some((me, rev)) if admin_stands(&me, &caller.device) => Ok(rev),
-        _ => Err(Error::Forbidden("device is not an active device of an active admin".into())),
-    }
-}
 
 fn admin_stands(me: &User, device: &str) -> bool {
     me.is_active_admin() && me.has_active_device(device)

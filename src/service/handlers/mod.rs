@@ -119,10 +119,15 @@ async fn sweep_account(ctx: &Ctx, account: &str) -> Sweep {
 /// calling device as active. Read from the leader, and only while the
 /// store has a quorum (fail closed).
 async fn active_user(ctx: &Ctx, caller: &Caller) -> Result<User, Error> {
+    Ok(active_user_at(ctx, caller).await?.0)
+}
+
+/// [`active_user`] and the revision of the record that showed it.
+async fn active_user_at(ctx: &Ctx, caller: &Caller) -> Result<(User, u64), Error> {
     let (record, ()) = tokio::try_join!(ctx.store.get_user(&caller.sign_pub), ctx.store.ensure_quorum())?;
     match record {
         Some((u, _)) if u.status != UserStatus::Active => Err(Error::Forbidden("user is revoked".into())),
-        Some((u, _)) if u.has_active_device(&caller.device) => Ok(u),
+        Some((u, rev)) if u.has_active_device(&caller.device) => Ok((u, rev)),
         Some(_) => Err(Error::Forbidden("device is not an active device of this account".into())),
         None => Err(Error::Forbidden("not a registered user".into())),
     }
