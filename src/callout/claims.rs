@@ -136,24 +136,22 @@ pub struct UserClaims {
 }
 
 impl UserClaims {
-    /// A user JWT's claims for `name` with `perms` and `limits`, issued
-    /// now by `iss` for the server's one-time `user_nkey`, valid
-    /// `ttl_secs`, in account APP.
+    /// A user JWT's claims for `name` with `grant` (its account,
+    /// permissions and limits), issued now by `iss` for the server's
+    /// one-time `user_nkey`, valid `ttl_secs`.
     pub fn new(
         iss: String,
         user_nkey: String,
         name: String,
-        (perms, limits): (Permissions, Limits),
+        grant: Grant,
         now: i64,
         ttl_secs: i64,
     ) -> UserClaims {
+        let Grant { account, permissions: perms, limits } = grant;
         UserClaims {
             iss,
             sub: user_nkey,
-            aud: match limits == GUEST_LIMITS {
-                true => subjects::ACCOUNT_GUEST,
-                false => subjects::ACCOUNT_APP,
-            },
+            aud: account,
             name,
             iat: now,
             exp: now + ttl_secs,
@@ -224,12 +222,26 @@ pub const GUEST_LIMITS: Limits = Limits { subs: 8, data: 64 * 1024, payload: 16 
 /// number is nats.conf's per-connection cap for account APP.
 pub const MEMBER_LIMITS: Limits = Limits { subs: 1024, data: -1, payload: -1 };
 
-/// The limits of a standing: `None` = guest.
-pub fn limits(role: Option<Role>) -> Limits {
-    match role {
-        None => GUEST_LIMITS,
-        Some(_) => MEMBER_LIMITS,
-    }
+/// What a connection is granted: the account it lands in, its
+/// permissions and its JWT limits.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Grant {
+    /// [`subjects::ACCOUNT_GUEST`] for a guest, else [`subjects::ACCOUNT_APP`].
+    pub account: &'static str,
+    /// Publish and subscribe allow lists ([`permissions`]).
+    pub permissions: Permissions,
+    /// [`GUEST_LIMITS`] or [`MEMBER_LIMITS`].
+    pub limits: Limits,
+}
+
+/// The grant of a connecting `device` of `account`: `None` = guest, else
+/// the account's role and the rooms it is a member of.
+pub fn grant(role: Option<Role>, account: &str, device: &str, rooms: &[String]) -> Grant {
+    let (target, limits) = match role {
+        None => (subjects::ACCOUNT_GUEST, GUEST_LIMITS),
+        Some(_) => (subjects::ACCOUNT_APP, MEMBER_LIMITS),
+    };
+    Grant { account: target, permissions: permissions(role, account, device, rooms), limits }
 }
 
 /// An allow list.
@@ -327,6 +339,18 @@ mod tests {
                 let granted = grants.iter().any(|g| matches(g, subject));
                 assert_eq!(granted, rank >= needed, "{role:?} on {subject}");
             }
+        }
+    }
+
+    /// A guest lands in GUEST with the guest limits, anyone else in APP.
+    #[test]
+    fn guests_and_members_land_in_their_accounts() {
+        let g = grant(None, "ab", "ab", &[]);
+        assert_eq!((g.account, g.limits), (subjects::ACCOUNT_GUEST, GUEST_LIMITS));
+        for role in [Role::Member, Role::Admin] {
+            let m = grant(Some(role), "ab", "cd", &[]);
+            assert_eq!((m.account, m.limits), (subjects::ACCOUNT_APP, MEMBER_LIMITS));
+            assert_eq!(m.permissions, permissions(Some(role), "ab", "cd", &[]));
         }
     }
 

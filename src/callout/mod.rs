@@ -28,7 +28,7 @@ use unibus_proto::model::Role;
 use crate::limits::penalties::Refusal;
 use crate::store::{Standing, Store};
 use unibus_proto::subjects;
-use claims::{AuthResponse, REQUEST_AUDIENCE, RequestClaims, ResponseClaims, UserClaims, permissions};
+use claims::{AuthResponse, REQUEST_AUDIENCE, RequestClaims, ResponseClaims, UserClaims, grant};
 
 /// nkeys prefix byte of server keys (`N...`).
 const SERVER_PREFIX: u8 = 13 << 3;
@@ -256,7 +256,7 @@ impl Callout {
             self.issuer.public_key(),
             req.nats.user_nkey.clone(),
             device.to_string(),
-            (permissions(role, account, device, rooms), claims::limits(role)),
+            grant(role, account, device, rooms),
             unix_now(),
             self.user_jwt_ttl.as_secs() as i64,
         );
