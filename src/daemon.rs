@@ -9,9 +9,10 @@
 //! and leader probes that admissions read, `unibusd-control` the
 //! control-plane requests (client-shaped headers and bodies),
 //! `unibusd-store` the control plane's KV reads and writes, `unibusd-sys`
-//! CONNZ and KICK answers. A watchdog checks every connection's task each second; if one
-//! is gone for good, serving stops and the binary exits non-zero, so a
-//! supervisor restarts it instead of it staying up unable to admit anyone.
+//! CONNZ and KICK answers. A watchdog checks every connection's task each
+//! second; if one is gone for good, serving stops and the binary exits
+//! non-zero, so a supervisor restarts it instead of it staying up unable
+//! to admit anyone.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -94,7 +95,7 @@ impl Running {
 /// # Errors
 /// [`StartError::Connect`] when the options are unusable.
 pub async fn connect_service(settings: &Settings, name: &str) -> Result<async_nats::Client, StartError> {
-    connect_service_with(settings, name, SUBSCRIPTION_CAPACITY, None).await
+    connect_service_with(settings, name, None).await
 }
 
 /// Messages a subscription of unibusd's connections holds before more are
@@ -105,12 +106,11 @@ pub async fn connect_service(settings: &Settings, name: &str) -> Result<async_na
 /// and a sender of more than 4 MiB is cut off.
 const SUBSCRIPTION_CAPACITY: usize = 4096;
 
-/// [`connect_service`] with `capacity` messages per subscription; messages
-/// dropped because a subscription's buffer was full are counted in `lost`.
+/// [`connect_service`], counting messages dropped because a subscription's
+/// buffer was full in `lost`.
 async fn connect_service_with(
     settings: &Settings,
     name: &str,
-    capacity: usize,
     lost: Option<Arc<service::intake::Counters>>,
 ) -> Result<async_nats::Client, StartError> {
     let seed = settings.secrets.service.seed().map_err(|e| StartError::Connect(e.to_string()))?;
@@ -118,7 +118,7 @@ async fn connect_service_with(
     let log = Arc::new(LogEvery::new(UNAVAILABLE_LOG_EVERY));
     async_nats::ConnectOptions::with_nkey(seed)
         .name(name)
-        .subscription_capacity(capacity)
+        .subscription_capacity(SUBSCRIPTION_CAPACITY)
         .event_callback(move |event| {
             let (lost, role, log) = (lost.clone(), role.clone(), log.clone());
             async move {
@@ -210,9 +210,7 @@ pub async fn start(settings: &Settings) -> Result<Running, StartError> {
         callout::subscribe(&callout_client).await.map_err(|e| StartError::Subscribe(e.to_string()))?;
     let sys = connect_sys(settings).await?;
     let counters = Arc::new(service::intake::Counters::default());
-    let control_client =
-        connect_service_with(settings, "unibusd-control", SUBSCRIPTION_CAPACITY, Some(counters.clone()))
-            .await?;
+    let control_client = connect_service_with(settings, "unibusd-control", Some(counters.clone())).await?;
     let ctx = Ctx {
         store: store.clone(),
         kicker: Kicker::new(sys.clone()),

@@ -23,7 +23,7 @@ use tracing::{debug, warn};
 
 use super::handlers::cost_of;
 use super::micro::Micro;
-use super::{Ctx, Stamp, answer, reply_error};
+use super::{Ctx, Stamp, answer, send_error};
 use crate::limits::{Class, Cost, Decision, Ticket};
 use unibus_proto::error::Error;
 
@@ -106,9 +106,7 @@ async fn refuse(
     err: &Error,
 ) {
     debug!(%subject, code = err.code(), "request refused at intake");
-    micro.record(subject, std::time::Duration::ZERO, Some(format!("{} {}", err.code(), err.public_message())));
-    let (headers, body) = reply_error(err);
-    let _ = client.publish_with_headers(reply_to, headers, body).await;
+    let _ = send_error(micro, client, subject, reply_to, err, std::time::Duration::ZERO).await;
 }
 
 /// The intake's verdict on one request (no I/O).

@@ -125,6 +125,21 @@ pub fn reply_error(err: &Error) -> (HeaderMap, Bytes) {
     (headers, Bytes::from(body))
 }
 
+/// Counts a refused request in the micro-service STATS and sends its
+/// error reply (the one path every error answer takes).
+async fn send_error(
+    micro: &Micro,
+    client: &async_nats::Client,
+    subject: &str,
+    reply_to: async_nats::Subject,
+    err: &Error,
+    elapsed: std::time::Duration,
+) -> Result<(), async_nats::PublishError> {
+    micro.record(subject, elapsed, Some(format!("{} {}", err.code(), err.public_message())));
+    let (headers, body) = reply_error(err);
+    client.publish_with_headers(reply_to, headers, body).await
+}
+
 /// Starts the micro service and subscribes its endpoints; the returned
 /// future answers requests until the connection closes.
 ///
@@ -192,13 +207,7 @@ async fn answer(
                 }
                 other => info!(%subject, code = other.code(), "request refused"),
             }
-            micro.record(
-                &subject,
-                started.elapsed(),
-                Some(format!("{} {}", err.code(), err.public_message())),
-            );
-            let (headers, body) = reply_error(&err);
-            (client.publish_with_headers(reply_to, headers, body).await, None, None)
+            (send_error(micro, client, &subject, reply_to, &err, started.elapsed()).await, None, None)
         }
     };
     if let Err(e) = sent {
