@@ -4,12 +4,12 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use unibusd::callout::claims::RequestClaims;
 use std::sync::OnceLock;
+use unibusd::callout::claims::RequestClaims;
 
+use unibus_proto::keys;
 use unibusd::callout::jwt;
 use unibusd::callout::sealing::Sealer;
-use unibus_proto::keys;
 
 /// A fixed service xkey (seed) and a fixed server key, so that runs repeat.
 fn sealer() -> &'static (Sealer, String) {

@@ -26,7 +26,11 @@ struct Peer {
 }
 
 /// Serves one client: INFO, PONG for every PING, and the frames it is given.
-async fn serve(listener: TcpListener, mut frames: mpsc::Receiver<Vec<u8>>, sid: tokio::sync::oneshot::Sender<u64>) {
+async fn serve(
+    listener: TcpListener,
+    mut frames: mpsc::Receiver<Vec<u8>>,
+    sid: tokio::sync::oneshot::Sender<u64>,
+) {
     let (sock, _) = listener.accept().await.expect("client connects");
     let (read, mut write) = sock.into_split();
     let info = r#"INFO {"server_id":"FUZZ","server_name":"fuzz","version":"2.15.1","proto":1,"headers":true,"max_payload":1048576,"host":"127.0.0.1","port":0}"#;

@@ -23,12 +23,12 @@ use bytes::Bytes;
 use futures::StreamExt;
 use tracing::{debug, info, warn};
 
-use unibus_proto::keys;
-use unibus_proto::model::Role;
 use crate::limits::penalties::Refusal;
 use crate::store::{Standing, Store};
-use unibus_proto::subjects;
 use claims::{AuthResponse, REQUEST_AUDIENCE, RequestClaims, ResponseClaims, UserClaims, grant};
+use unibus_proto::keys;
+use unibus_proto::model::Role;
+use unibus_proto::subjects;
 
 /// nkeys prefix byte of server keys (`N...`).
 const SERVER_PREFIX: u8 = 13 << 3;
@@ -228,7 +228,9 @@ impl Callout {
         let reads = self.store.admission(&sign_pub);
         let Ok(admission) = tokio::time::timeout(DECISION_BUDGET, reads).await else {
             let ms = DECISION_BUDGET.as_millis();
-            return unavailable(unibus_proto::Error::Unavailable(format!("no answer within the {ms} ms budget")));
+            return unavailable(unibus_proto::Error::Unavailable(format!(
+                "no answer within the {ms} ms budget"
+            )));
         };
         // The syncs also prove that the store still has a quorum (see
         // `Index::sync`), so they gate guests too.

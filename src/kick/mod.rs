@@ -165,7 +165,8 @@ impl Kicker {
                 (self.cached_ids().await, false)
             }
         };
-        let pairs: Vec<(&String, &String)> = ids.iter().flat_map(|id| users.iter().map(move |u| (id, u))).collect();
+        let pairs: Vec<(&String, &String)> =
+            ids.iter().flat_map(|id| users.iter().map(move |u| (id, u))).collect();
         let lists = futures::future::join_all(pairs.iter().map(|(id, u)| self.connz(id, u))).await;
         let mut found = Found::default();
         for ((id, _), listed) in pairs.iter().zip(lists) {

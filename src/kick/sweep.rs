@@ -115,7 +115,11 @@ impl Kicker {
         let written_at = Instant::now();
         let first = self.find_all(users).await;
         if !first.complete {
-            warn!(?users, found = first.targets.len(), "not every server listed; closing continues in the background");
+            warn!(
+                ?users,
+                found = first.targets.len(),
+                "not every server listed; closing continues in the background"
+            );
         }
         Sweep { users: users.to_vec(), written_at, first }
     }

@@ -28,8 +28,8 @@ pub mod slots;
 use std::time::Instant;
 
 pub use callers::{CallerLimits, Class, Cost, Decision, Gate};
-pub use slots::{Ticket, Waiter};
 pub use penalties::Penalties;
+pub use slots::{Ticket, Waiter};
 
 /// The largest control-plane request body accepted: every request of the
 /// contract fits in a few hundred bytes (an invite link with its server

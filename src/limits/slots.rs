@@ -45,7 +45,8 @@ pub(super) struct CallerSlots {
 impl CallerSlots {
     /// Nothing in flight and nothing waiting.
     pub(super) fn idle(&self, per_caller: u32) -> bool {
-        self.own.available_permits() == per_caller.max(1) as usize && self.waiting.load(Ordering::Acquire) == 0
+        self.own.available_permits() == per_caller.max(1) as usize
+            && self.waiting.load(Ordering::Acquire) == 0
     }
 }
 
@@ -148,7 +149,9 @@ impl Slots {
         if mine.is_err() {
             return Taken::Full;
         }
-        let all = self.waiting.fetch_update(Ordering::AcqRel, Ordering::Acquire, |w| (w < self.max_waiting).then_some(w + 1));
+        let all = self
+            .waiting
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |w| (w < self.max_waiting).then_some(w + 1));
         if all.is_err() {
             caller.waiting.fetch_sub(1, Ordering::AcqRel);
             return Taken::Full;

@@ -138,7 +138,10 @@ mod tests {
             assert_eq!(caller_from_headers(Some(&h), "unibus.whoami").unwrap_err().code(), "unauthenticated");
         }
         assert_eq!(caller_from_headers(None, "unibus.whoami").unwrap_err().code(), "unauthenticated");
-        assert_eq!(caller_from_headers(Some(&HeaderMap::new()), "unibus.whoami").unwrap_err().code(), "unauthenticated");
+        assert_eq!(
+            caller_from_headers(Some(&HeaderMap::new()), "unibus.whoami").unwrap_err().code(),
+            "unauthenticated"
+        );
     }
 
     /// A guest (account GUEST) may only register.
@@ -169,7 +172,11 @@ mod tests {
         for value in cases {
             let mut h = HeaderMap::new();
             h.insert("Nats-Request-Info", value.as_str());
-            assert_eq!(caller_from_headers(Some(&h), "unibus.whoami").unwrap_err().code(), "unauthenticated", "{value}");
+            assert_eq!(
+                caller_from_headers(Some(&h), "unibus.whoami").unwrap_err().code(),
+                "unauthenticated",
+                "{value}"
+            );
         }
     }
 }

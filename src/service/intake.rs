@@ -116,7 +116,8 @@ fn judge(ctx: &Ctx, msg: &async_nats::Message) -> Intake {
     let stamp = match Stamp::read(msg.headers.as_ref(), subject) {
         Ok(stamp) => stamp,
         Err(e) => {
-            let decision = ctx.gate.admit(&ANONYMOUS, Class::Member(Cost::Read), msg.payload.len(), msg.length);
+            let decision =
+                ctx.gate.admit(&ANONYMOUS, Class::Member(Cost::Read), msg.payload.len(), msg.length);
             return refuse_with(decision, e);
         }
     };

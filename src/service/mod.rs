@@ -26,14 +26,14 @@ use bytes::Bytes;
 use serde::Serialize;
 use tracing::{debug, error, info, warn};
 
-use unibus_proto::error::Error;
-use unibus_proto::endpoint;
 use crate::kick::{self, Kicker, Sweep};
-use unibus_proto::wire::ErrorReply;
 use crate::store::Store;
-use unibus_proto::subjects;
 use cursor::Cursors;
 use micro::Micro;
+use unibus_proto::endpoint;
+use unibus_proto::error::Error;
+use unibus_proto::subjects;
+use unibus_proto::wire::ErrorReply;
 
 /// What handlers may use.
 pub struct Ctx {

@@ -95,7 +95,9 @@ impl Bucket {
             let (record, revision) = current.map_or((None, None), |(r, rev)| (Some(r), Some(rev)));
             let written = match decide(record).await? {
                 Change::Keep(answer) => return Ok((answer, revision)),
-                Change::Write(next, answer) => self.put(key, &next, revision).await.map(|rev| (answer, Some(rev))),
+                Change::Write(next, answer) => {
+                    self.put(key, &next, revision).await.map(|rev| (answer, Some(rev)))
+                }
                 Change::Delete(answer) => match revision {
                     Some(rev) => self.delete(key, rev).await.map(|()| (answer, None)),
                     None => return Ok((answer, None)),
@@ -123,7 +125,10 @@ impl Bucket {
     ///
     /// # Errors
     /// `unavailable`; `internal` for an undecodable record.
-    pub(crate) async fn delete_current<T: Serialize + DeserializeOwned>(&self, key: &str) -> Result<(), Error> {
+    pub(crate) async fn delete_current<T: Serialize + DeserializeOwned>(
+        &self,
+        key: &str,
+    ) -> Result<(), Error> {
         self.modify::<T, _, _, _>(key, |_| std::future::ready(Ok(Change::Delete(())))).await.map(|_| ())
     }
 }

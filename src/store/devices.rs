@@ -20,7 +20,9 @@
 use super::cas::Change;
 use super::{KvError, Store};
 use unibus_proto::error::Error;
-use unibus_proto::model::{Device, DeviceStatus, MAX_DEVICES_EVER, MAX_DEVICES_PER_ACCOUNT, User, fmt_time, now};
+use unibus_proto::model::{
+    Device, DeviceStatus, MAX_DEVICES_EVER, MAX_DEVICES_PER_ACCOUNT, User, fmt_time, now,
+};
 
 impl Store {
     /// A device record (leader read).
@@ -330,10 +332,14 @@ where
     }
     rule(&user)?;
     if user.active_devices().count() >= MAX_DEVICES_PER_ACCOUNT {
-        return Err(Error::LimitReached(format!("an account has at most {MAX_DEVICES_PER_ACCOUNT} active devices")));
+        return Err(Error::LimitReached(format!(
+            "an account has at most {MAX_DEVICES_PER_ACCOUNT} active devices"
+        )));
     }
     if user.device_seq >= MAX_DEVICES_EVER {
-        return Err(Error::LimitReached(format!("an account adds at most {MAX_DEVICES_EVER} devices in all")));
+        return Err(Error::LimitReached(format!(
+            "an account adds at most {MAX_DEVICES_EVER} devices in all"
+        )));
     }
     let mut device = new.clone();
     user.device_seq += 1;
@@ -347,7 +353,12 @@ where
 }
 
 /// The account after revoking `key` in it, or why not.
-fn revoke_in<F>(current: Option<User>, key: &str, by: &str, rule: &F) -> Result<Change<User, (Device, bool)>, Error>
+fn revoke_in<F>(
+    current: Option<User>,
+    key: &str,
+    by: &str,
+    rule: &F,
+) -> Result<Change<User, (Device, bool)>, Error>
 where
     F: Fn(&User, &Device) -> Result<(), Error>,
 {

@@ -173,8 +173,10 @@ impl Store {
         // A lost race reads again and judges anew (usually the invite is
         // now `used` by the winner); one that keeps losing is spent.
         let retry = Retry { exhausted: || Error::InviteUsed, ..Retry::default() };
-        let (inv, rev) =
-            self.invites.modify_with(&token.id(), retry, |current| std::future::ready(claim(current))).await?;
+        let (inv, rev) = self
+            .invites
+            .modify_with(&token.id(), retry, |current| std::future::ready(claim(current)))
+            .await?;
         let rev = rev.ok_or_else(|| Error::Internal("claimed invite without a revision".into()))?;
         Ok((inv, rev))
     }

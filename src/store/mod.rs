@@ -36,11 +36,11 @@ use async_nats::jetstream::{self, kv, stream};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use index::Index;
 use unibus_proto::error::Error;
 use unibus_proto::subjects::{
     BUCKET_BLOCKS, BUCKET_DEVICES, BUCKET_INVITES, BUCKET_MEMBERSHIPS, BUCKET_ROOMS, BUCKET_USERS,
 };
-use index::Index;
 
 /// How the buckets are created when missing, and how long a store call may
 /// take before it counts as unavailable.
@@ -233,7 +233,10 @@ impl Store {
         let follow = |name: &'static str| {
             let ix_js = ix_js.clone();
             async move {
-                ix_js.get_key_value(name).await.map_err(|e| Error::Unavailable(format!("open bucket {name}: {e}")))
+                ix_js
+                    .get_key_value(name)
+                    .await
+                    .map_err(|e| Error::Unavailable(format!("open bucket {name}: {e}")))
             }
         };
         Ok(Store {

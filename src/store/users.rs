@@ -116,9 +116,12 @@ impl Store {
         rooms_at: u64,
         deadline: tokio::time::Instant,
     ) -> Result<(Standing, Vec<String>), Error> {
-        let standing = self.users_ix.read_from(users_at, deadline, |ix| standing_in(ix, account, key)).await??;
+        let standing =
+            self.users_ix.read_from(users_at, deadline, |ix| standing_in(ix, account, key)).await??;
         let rooms = match &standing {
-            Standing::Active { .. } => self.rooms_ix.read_from(rooms_at, deadline, |ix| ix.member_of(account)).await?,
+            Standing::Active { .. } => {
+                self.rooms_ix.read_from(rooms_at, deadline, |ix| ix.member_of(account)).await?
+            }
             _ => Vec::new(),
         };
         Ok((standing, rooms))
@@ -143,7 +146,8 @@ impl Store {
         let account = self.devices_ix.read(|ix| ix.account_of(key)).unwrap_or_else(|| key.to_string());
         self.users_ix.read(|ix| {
             ix.entries.get(&account).is_some_and(|e| {
-                e.status == UserStatus::Revoked || e.device_status(&account, key) == Some(DeviceStatus::Revoked)
+                e.status == UserStatus::Revoked
+                    || e.device_status(&account, key) == Some(DeviceStatus::Revoked)
             })
         })
     }

@@ -180,7 +180,6 @@ fn a_guest_budget_is_small() {
     assert_eq!(verdict(&gate.ask(2, READ, t0)), "run", "a member's budget is its own");
 }
 
-
 /// A key that spent its guest budget (registering) starts as a member
 /// with a member's budget.
 #[test]

@@ -24,7 +24,11 @@ pub async fn add(ctx: &Ctx, caller: &Caller, req: SignPubRequest) -> Result<Outc
 
 /// `unibus.block.remove`: unblocking a key that is not blocked changes
 /// nothing.
-pub async fn remove(ctx: &Ctx, caller: &Caller, req: SignPubRequest) -> Result<Outcome<BlockListReply>, Error> {
+pub async fn remove(
+    ctx: &Ctx,
+    caller: &Caller,
+    req: SignPubRequest,
+) -> Result<Outcome<BlockListReply>, Error> {
     let key = req.sign_pub;
     let me = active_user(ctx, caller).await?;
     let (blocked, _) = ctx.store.unblock(&me.sign_pub, &key).await?;

@@ -4,18 +4,26 @@
 //! are verified for the account they would join before anything is read.
 
 use super::{Caller, Ctx, Outcome, active_admin, active_user, active_user_at};
+use unibus_proto::KexSig;
 use unibus_proto::binding::verify_binding;
 use unibus_proto::error::Error;
 use unibus_proto::ids::{KexPub, SignPub};
 use unibus_proto::model::{Device, Role, User, UserStatus, Via};
 use unibus_proto::wire::{
-    AdminDeviceAddRequest, DeviceAddRequest, DeviceListReply, DeviceReply, DeviceRevokeReply, DeviceRevokeRequest,
-    Empty, validate_name,
+    AdminDeviceAddRequest, DeviceAddRequest, DeviceListReply, DeviceReply, DeviceRevokeReply,
+    DeviceRevokeRequest, Empty, validate_name,
 };
-use unibus_proto::KexSig;
 
 /// A new device record for `account`, before the store gives it a `seq`.
-fn new_device(account: &SignPub, key: &SignPub, kex_pub: KexPub, kex_sig: KexSig, name: Option<String>, by: &SignPub, via: Via) -> Device {
+fn new_device(
+    account: &SignPub,
+    key: &SignPub,
+    kex_pub: KexPub,
+    kex_sig: KexSig,
+    name: Option<String>,
+    by: &SignPub,
+    via: Via,
+) -> Device {
     let device = Device::joining(account, key, &kex_pub, Some(kex_sig.into()), via, by);
     Device { name: name.unwrap_or(device.name), ..device }
 }
@@ -29,7 +37,8 @@ pub async fn add(ctx: &Ctx, caller: &Caller, req: DeviceAddRequest) -> Result<Ou
     let account = &caller.sign_pub;
     verify_binding(account, &req.device, &req.kex_pub, &req.kex_sig)?;
     active_user(ctx, caller).await?;
-    let new = new_device(account, &req.device, req.kex_pub, req.kex_sig, req.name, &caller.device, Via::Device);
+    let new =
+        new_device(account, &req.device, req.kex_pub, req.kex_sig, req.name, &caller.device, Via::Device);
     // Judged again on the record written over: the account and the adding
     // device must still be active.
     let by = caller.device.clone();
@@ -60,14 +69,26 @@ pub async fn list(ctx: &Ctx, caller: &Caller, _req: Empty) -> Result<Outcome<Dev
 
 /// `unibus.admin.device.add`: recovery, only while the account has no
 /// active device; the device is marked `via: "recovery"`.
-pub async fn recover(ctx: &Ctx, caller: &Caller, req: AdminDeviceAddRequest) -> Result<Outcome<DeviceReply>, Error> {
+pub async fn recover(
+    ctx: &Ctx,
+    caller: &Caller,
+    req: AdminDeviceAddRequest,
+) -> Result<Outcome<DeviceReply>, Error> {
     if let Some(name) = &req.name {
         validate_name("name", name)?;
     }
     verify_binding(&req.account, &req.device, &req.kex_pub, &req.kex_sig)?;
     ctx.store.get_user(&req.account).await?.ok_or_else(|| Error::NotFound("no such account".into()))?;
     active_admin(ctx, caller).await?;
-    let new = new_device(&req.account, &req.device, req.kex_pub, req.kex_sig, req.name, &caller.device, Via::Recovery);
+    let new = new_device(
+        &req.account,
+        &req.device,
+        req.kex_pub,
+        req.kex_sig,
+        req.name,
+        &caller.device,
+        Via::Recovery,
+    );
     let rule = |user: &User| {
         if user.active_devices().next().is_some() {
             return Err(Error::Forbidden("recovery only while the account has no active device".into()));
@@ -85,7 +106,11 @@ pub async fn recover(ctx: &Ctx, caller: &Caller, req: AdminDeviceAddRequest) -> 
 /// checked as of the write afterwards, like the last-admin rule, and the
 /// revoke is taken back when either fails. The revoked device's
 /// connections are closed on every server.
-pub async fn revoke(ctx: &Ctx, caller: &Caller, req: DeviceRevokeRequest) -> Result<Outcome<DeviceRevokeReply>, Error> {
+pub async fn revoke(
+    ctx: &Ctx,
+    caller: &Caller,
+    req: DeviceRevokeRequest,
+) -> Result<Outcome<DeviceRevokeReply>, Error> {
     let target = req.device;
     let account = ctx.store.account_of(&target).await?;
     let listed = ctx.store.get_user(&account).await?.is_some_and(|(u, _)| u.device(&target).is_some());

@@ -1,16 +1,19 @@
 //! Invites: the admin invite endpoints.
 
-use super::{Paging, Caller, Ctx, Outcome, active_admin};
+use super::{Caller, Ctx, Outcome, Paging, active_admin};
 use unibus_proto::error::Error;
 use unibus_proto::model::{InviteStatus, Role, now};
 use unibus_proto::wire::{
-    InviteCreateReply, InviteCreateRequest, InviteIdRequest, InviteListReply, InviteListRequest,
-    InviteReply,
+    InviteCreateReply, InviteCreateRequest, InviteIdRequest, InviteListReply, InviteListRequest, InviteReply,
 };
 
 /// `unibus.admin.invite.create`: mint an invite; the token is in the reply
 /// only.
-pub async fn create(ctx: &Ctx, caller: &Caller, req: InviteCreateRequest) -> Result<Outcome<InviteCreateReply>, Error> {
+pub async fn create(
+    ctx: &Ctx,
+    caller: &Caller,
+    req: InviteCreateRequest,
+) -> Result<Outcome<InviteCreateReply>, Error> {
     let ttl = req.ttl()?;
     let note = req.note()?;
     let role = req.role.unwrap_or(Role::Member);
@@ -20,7 +23,11 @@ pub async fn create(ctx: &Ctx, caller: &Caller, req: InviteCreateRequest) -> Res
 }
 
 /// `unibus.admin.invite.list`: one page, no tokens, `expired` computed.
-pub async fn list(ctx: &Ctx, caller: &Caller, req: InviteListRequest) -> Result<Outcome<InviteListReply>, Error> {
+pub async fn list(
+    ctx: &Ctx,
+    caller: &Caller,
+    req: InviteListRequest,
+) -> Result<Outcome<InviteListReply>, Error> {
     let filter = req.status.map_or("", InviteStatus::as_str);
     let page = Paging::open(ctx, "invites", filter, req.limit, req.cursor.as_deref())?;
     active_admin(ctx, caller).await?;

@@ -11,8 +11,8 @@ mod rooms;
 mod users;
 
 use super::{Caller, Ctx, Encoded, Outcome};
-use crate::limits::Cost;
 use crate::kick::Sweep;
+use crate::limits::Cost;
 use unibus_proto::SignPub;
 use unibus_proto::endpoint::{self as ep, Access, Endpoint};
 use unibus_proto::error::Error;

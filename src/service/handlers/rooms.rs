@@ -4,13 +4,13 @@
 //! the caps (256 rooms per user, 512 members per room) and block lists.
 
 use super::{Caller, Ctx, Outcome, Paging, active_user, sweep_account};
+use crate::store::{RoomChange, members_cap};
 use unibus_proto::error::Error;
 use unibus_proto::model::{Role, Room, UserStatus};
 use unibus_proto::wire::{
     MAX_MEMBERS_PER_ROOM, MemberRequest, RoomCreateRequest, RoomIdRequest, RoomListReply, RoomListRequest,
     RoomReply, validate_name,
 };
-use crate::store::{RoomChange, members_cap};
 
 /// `unibus.room.create`: the caller owns the room and is its first member;
 /// its connections are closed so that it reconnects with the room granted.
@@ -37,7 +37,8 @@ pub async fn get(ctx: &Ctx, caller: &Caller, req: RoomIdRequest) -> Result<Outco
 pub async fn list(ctx: &Ctx, caller: &Caller, req: RoomListRequest) -> Result<Outcome<RoomListReply>, Error> {
     let page = Paging::open(ctx, "rooms", &caller.sign_pub, req.limit, req.cursor.as_deref())?;
     active_user(ctx, caller).await?;
-    let (rooms, last) = ctx.store.list_rooms_page(&caller.sign_pub, page.after.as_deref(), page.limit).await?;
+    let (rooms, last) =
+        ctx.store.list_rooms_page(&caller.sign_pub, page.after.as_deref(), page.limit).await?;
     Outcome::reply(RoomListReply { rooms, next: page.next(ctx, last) })
 }
 

@@ -1,22 +1,26 @@
 //! Users: register, whoami, lookup, and the admin user endpoints.
 
 use super::{Caller, Ctx, Outcome, Paging, active_admin, active_user, connection_names};
+use crate::store::NewUser;
 use unibus_proto::binding::verify_binding;
 use unibus_proto::error::Error;
 use unibus_proto::keys::InviteToken;
 use unibus_proto::model::{Device, User, UserStatus};
 use unibus_proto::wire::{
-    AccountReply, DeleteReply, Empty, LookupReply, RegisterRequest, RevokeReply, SignPubRequest, UserListReply,
-    UserListRequest, UserReply, validate_name,
+    AccountReply, DeleteReply, Empty, LookupReply, RegisterRequest, RevokeReply, SignPubRequest,
+    UserListReply, UserListRequest, UserReply, validate_name,
 };
-use crate::store::NewUser;
 
 /// `unibus.register`: redeem an invite for the caller's key, then close the
 /// caller's (guest) connections so that they come back as a user. A
 /// well-formed request passes the registration limits
 /// ([`crate::limits::guests`]) before it may touch the store; a malformed
 /// one costs no store work.
-pub async fn register(ctx: &Ctx, caller: &Caller, req: RegisterRequest) -> Result<Outcome<AccountReply>, Error> {
+pub async fn register(
+    ctx: &Ctx,
+    caller: &Caller,
+    req: RegisterRequest,
+) -> Result<Outcome<AccountReply>, Error> {
     let token = InviteToken::parse(&req.invite)?;
     if let Some(name) = &req.name {
         validate_name("name", name)?;
@@ -46,7 +50,9 @@ pub async fn whoami(ctx: &Ctx, caller: &Caller, _req: Empty) -> Result<Outcome<A
 
 /// The record of `device` in `user`'s device set.
 fn own_device(user: &User, device: &str) -> Result<Device, Error> {
-    user.device(device).cloned().ok_or_else(|| Error::Internal(format!("account does not list device {device}")))
+    user.device(device)
+        .cloned()
+        .ok_or_else(|| Error::Internal(format!("account does not list device {device}")))
 }
 
 /// `unibus.user.lookup`: public part of a user's record (any status).
