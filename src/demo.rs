@@ -197,7 +197,10 @@ async fn story(stack: &LocalStack) -> Result<(), DemoError> {
             format!("invite for {name}: unibus://invite/{}... (single use, 7 days)", &inv.token[..8]),
         );
         let user = Client::connect(&url, id).await?.register(&inv.link, Some(name)).await?;
-        say(name, format!("registered with only my public keys: sign_pub {}...", short(&user.sign_pub)));
+        say(
+            name,
+            format!("registered with only my public keys: sign_pub {}...", short(&user.sign_pub.to_hex())),
+        );
     }
     let alice_c = Client::connect(&url, &alice).await?;
     let bob_c = Client::connect(&url, &bob).await?;

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use futures::StreamExt as _;
-use unibus_proto::model::Role;
+use unibus_proto::records::Role;
 use unibus_proto::subjects;
 use unibusd::callout::claims::{AuthResponse, RequestClaims, ResponseClaims, UserClaims, grant};
 use unibusd::callout::jwt;
@@ -36,7 +36,9 @@ pub async fn serve(
             let (req, _): (RequestClaims, String) =
                 jwt::decode_verified(std::str::from_utf8(&token).unwrap(), 13 << 3).unwrap();
             let name = req.nats.connect_opts.nkey.clone().unwrap_or_default();
-            let perms = grant(Some(Role::Member), &name, &name, &[]);
+            let (_, raw) = nkeys::from_public_key(&name).unwrap();
+            let key = unibus_proto::Key::from_bytes(raw);
+            let perms = grant(Some(Role::Member), key, key, &[]);
             let now = time::OffsetDateTime::now_utc().unix_timestamp();
             let user =
                 UserClaims::new(issuer.public_key(), req.nats.user_nkey.clone(), name, perms, now, 3600);

@@ -5,7 +5,7 @@
 
 use serde_json::json;
 use unibus::Identity;
-use unibus_proto::model::{Device, Role, Via};
+use unibus_proto::records::{Device, Role, Via};
 use unibusd::daemon::Running;
 
 use super::{Lat, connects, user_record};
@@ -22,13 +22,14 @@ pub async fn run(url: &str, running: &Running, one_device_seed: [u8; 32], n: usi
     for seed in [44u8, 45] {
         let dev = Identity::from_seed([seed; 32]);
         let sig = Some(dev.bind(&account_key).to_string());
+        let account = unibus_proto::Key::parse(&account_key).unwrap();
         let d = Device::joining(
-            &account_key,
-            &dev.sign_pub_hex(),
-            &dev.kex_pub_hex(),
+            account,
+            dev.sign_key(),
+            dev.kex_key(),
             sig,
             Via::Device,
-            &account_key,
+            unibus_proto::Actor::Key(account),
         );
         running.store.add_device(d, |_| Ok(())).await.unwrap();
         third = [seed; 32];

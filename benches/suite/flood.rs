@@ -24,7 +24,7 @@ use serde_json::json;
 use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
 use tokio::net::TcpStream;
 use unibus::Identity;
-use unibus_proto::model::Role;
+use unibus_proto::records::Role;
 use unibusd::daemon::Running;
 
 use super::{Lat, connects, user_record};

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt as _;
 use serde_json::json;
 use unibus::{Client, Event, Identity};
-use unibus_proto::model::{Role, User};
+use unibus_proto::records::{Role, User};
 use unibus_proto::subjects;
 use unibusd::config::Settings;
 use unibusd::natsserver::{self, NatsServer, ServerSpec};
@@ -84,15 +84,15 @@ async fn connects(url: &str, seed: [u8; 32], n: usize, parallel: usize) -> (f64,
 
 fn user_record(id: &Identity, role: Role) -> User {
     User::new_active(
-        unibus_proto::model::Device::first(
-            &id.sign_pub_hex(),
-            &id.kex_pub_hex(),
+        unibus_proto::records::Device::first(
+            id.sign_key(),
+            id.kex_key(),
             Some(id.bind(&id.sign_pub_hex()).to_string()),
         ),
         &id.sign_pub_hex()[..8],
         role,
-        "bench",
-        "bench",
+        unibus_proto::Actor::Bootstrap,
+        unibus_proto::InviteId::parse(&"be".repeat(32)).unwrap(),
     )
 }
 
@@ -111,7 +111,10 @@ async fn seed_users(store: &Store, n: usize) {
 async fn guests(url: &str, store: &Store, n: usize) -> Vec<(Client, String)> {
     let mut jobs = Vec::with_capacity(n);
     for _ in 0..n {
-        let (_, token) = store.create_invite(Role::Member, String::new(), "bench", 600).await.unwrap();
+        let (_, token) = store
+            .create_invite(Role::Member, String::new(), unibus_proto::Actor::Bootstrap, 600)
+            .await
+            .unwrap();
         jobs.push((Client::connect(url, &Identity::generate()).await.unwrap(), token.to_hex()));
     }
     jobs

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use ed25519_dalek::Signer as _;
 use serde_json::json;
 use unibus::{Client, Identity};
-use unibus_proto::model::Role;
+use unibus_proto::records::Role;
 use unibus_proto::wire::UserListRequest;
 use unibusd::secrets::Secrets;
 use unibusd::store::{Store, StoreConfig};

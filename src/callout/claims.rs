@@ -4,7 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use unibus_proto::model::Role;
+use unibus_proto::ids::{Key, RoomId};
+use unibus_proto::records::Role;
 use unibus_proto::subjects;
 
 /// Audience of every authorization request.
@@ -236,7 +237,7 @@ pub struct Grant {
 
 /// The grant of a connecting `device` of `account`: `None` = guest, else
 /// the account's role and the rooms it is a member of.
-pub fn grant(role: Option<Role>, account: &str, device: &str, rooms: &[String]) -> Grant {
+pub fn grant(role: Option<Role>, account: Key, device: Key, rooms: &[RoomId]) -> Grant {
     let (target, limits) = match role {
         None => (subjects::ACCOUNT_GUEST, GUEST_LIMITS),
         Some(_) => (subjects::ACCOUNT_APP, MEMBER_LIMITS),
@@ -264,8 +265,9 @@ pub struct Permissions {
 /// sections 6 and 8): `None` = guest, else the account's role and the rooms
 /// it is a member of. The inbox is the device's; the DM subject and rooms
 /// are the account's.
-pub fn permissions(role: Option<Role>, account: &str, device: &str, rooms: &[String]) -> Permissions {
-    let inbox = format!("{}.>", subjects::inbox_prefix(device));
+pub fn permissions(role: Option<Role>, account: Key, device: Key, rooms: &[RoomId]) -> Permissions {
+    let inbox = format!("{}.>", subjects::inbox_prefix(&device.to_hex()));
+    let account = account.to_hex();
     let Some(role) = role else {
         return Permissions { publish: vec![subjects::REGISTER.to_string()], subscribe: vec![inbox] };
     };
@@ -290,8 +292,8 @@ pub fn permissions(role: Option<Role>, account: &str, device: &str, rooms: &[Str
     // shows anyway), so that contacts stop trusting it at once.
     let mut subscribe = vec![
         inbox,
-        subjects::dm(account),
-        subjects::device_notice(account),
+        subjects::dm(&account),
+        subjects::device_notice(&account),
         subjects::REVOKED_NOTICE_ALL.to_string(),
     ];
     for room in rooms {
@@ -305,6 +307,24 @@ pub fn permissions(role: Option<Role>, account: &str, device: &str, rooms: &[Str
 mod tests {
     use super::*;
     use unibus_proto::endpoint::{self, Access};
+
+    /// Test keys and a room, named by the short text their subjects are
+    /// compared with ([`short`]).
+    fn k(c: &str) -> Key {
+        Key::parse(&c.repeat(32)).unwrap()
+    }
+    fn r1() -> RoomId {
+        RoomId::parse(&"e1".repeat(16)).unwrap()
+    }
+
+    /// `subjects` with the test keys and room written as `ab`, `cd`, `r1`.
+    fn short(subjects: Vec<String>) -> Vec<String> {
+        let names = [(k("ab").to_hex(), "ab"), (k("cd").to_hex(), "cd"), (r1().to_string(), "r1")];
+        subjects
+            .into_iter()
+            .map(|s| names.iter().fold(s, |s, (long, name)| s.replace(long.as_str(), name)))
+            .collect()
+    }
 
     /// NATS subject matching: `*` is one token, `>` the rest (one or more).
     fn matches(pattern: &str, subject: &str) -> bool {
@@ -329,7 +349,7 @@ mod tests {
         assert!(!matches("unibus.room.*", "unibus.room.member.add"));
         let callers = [(None, 0), (Some(Role::Member), 1), (Some(Role::Admin), 2)];
         for (role, rank) in callers {
-            let grants = permissions(role, "ab", "cd", &[]).publish;
+            let grants = permissions(role, k("ab"), k("cd"), &[]).publish;
             for (subject, access) in endpoint::ALL {
                 let needed = match access {
                     Access::Guest => 0,
@@ -345,30 +365,32 @@ mod tests {
     /// A guest lands in GUEST with the guest limits, anyone else in APP.
     #[test]
     fn guests_and_members_land_in_their_accounts() {
-        let g = grant(None, "ab", "ab", &[]);
+        let g = grant(None, k("ab"), k("ab"), &[]);
         assert_eq!((g.account, g.limits), (subjects::ACCOUNT_GUEST, GUEST_LIMITS));
         for role in [Role::Member, Role::Admin] {
-            let m = grant(Some(role), "ab", "cd", &[]);
+            let m = grant(Some(role), k("ab"), k("cd"), &[]);
             assert_eq!((m.account, m.limits), (subjects::ACCOUNT_APP, MEMBER_LIMITS));
-            assert_eq!(m.permissions, permissions(Some(role), "ab", "cd", &[]));
+            assert_eq!(m.permissions, permissions(Some(role), k("ab"), k("cd"), &[]));
         }
     }
 
     #[test]
     fn guest_may_only_register() {
-        let p = permissions(None, "ab", "ab", &["r1".to_string()]);
-        assert_eq!(p.publish, vec!["unibus.register"]);
-        assert_eq!(p.subscribe, vec!["_INBOX.ab.>"]);
+        let p = permissions(None, k("ab"), k("ab"), &[r1()]);
+        let (p_pub, p_sub) = (short(p.publish.clone()), short(p.subscribe.clone()));
+        assert_eq!(p_pub, vec!["unibus.register"]);
+        assert_eq!(p_sub, vec!["_INBOX.ab.>"]);
     }
 
     #[test]
     fn only_admins_get_admin_subjects() {
-        let m = permissions(Some(Role::Member), "ab", "ab", &["r1".to_string()]);
-        assert!(!m.publish.iter().any(|s| s.starts_with("unibus.admin")));
-        assert!(m.publish.contains(&"unibus.msg.room.r1".to_string()));
-        assert!(m.publish.contains(&"unibus.block.*".to_string()));
+        let m = permissions(Some(Role::Member), k("ab"), k("ab"), &[r1()]);
+        let (m_pub, m_sub) = (short(m.publish.clone()), short(m.subscribe.clone()));
+        assert!(!m_pub.iter().any(|s| s.starts_with("unibus.admin")));
+        assert!(m_pub.contains(&"unibus.msg.room.r1".to_string()));
+        assert!(m_pub.contains(&"unibus.block.*".to_string()));
         assert_eq!(
-            m.subscribe,
+            m_sub,
             vec![
                 "_INBOX.ab.>",
                 "unibus.msg.dm.ab",
@@ -377,10 +399,11 @@ mod tests {
                 "unibus.msg.room.r1"
             ]
         );
-        let a = permissions(Some(Role::Admin), "ab", "ab", &[]);
-        assert!(a.publish.contains(&"unibus.admin.>".to_string()));
+        let a = permissions(Some(Role::Admin), k("ab"), k("ab"), &[]);
+        let (a_pub, a_sub) = (short(a.publish.clone()), short(a.subscribe.clone()));
+        assert!(a_pub.contains(&"unibus.admin.>".to_string()));
         assert_eq!(
-            a.subscribe,
+            a_sub,
             vec!["_INBOX.ab.>", "unibus.msg.dm.ab", "unibus.notice.devices.ab", "unibus.notice.revoked.*"]
         );
     }
@@ -389,9 +412,10 @@ mod tests {
     /// and may call the device endpoints.
     #[test]
     fn a_device_gets_its_inbox_and_its_accounts_subjects() {
-        let d = permissions(Some(Role::Member), "ab", "cd", &["r1".to_string()]);
+        let d = permissions(Some(Role::Member), k("ab"), k("cd"), &[r1()]);
+        let (d_pub, d_sub) = (short(d.publish.clone()), short(d.subscribe.clone()));
         assert_eq!(
-            d.subscribe,
+            d_sub,
             vec![
                 "_INBOX.cd.>",
                 "unibus.msg.dm.ab",
@@ -400,7 +424,9 @@ mod tests {
                 "unibus.msg.room.r1"
             ]
         );
-        assert!(d.publish.contains(&"unibus.device.>".to_string()));
-        assert!(!permissions(None, "cd", "cd", &[]).publish.iter().any(|s| s.starts_with("unibus.device")));
+        assert!(d_pub.contains(&"unibus.device.>".to_string()));
+        assert!(
+            !permissions(None, k("cd"), k("cd"), &[]).publish.iter().any(|s| s.starts_with("unibus.device"))
+        );
     }
 }

@@ -26,8 +26,9 @@ use tracing::{debug, info, warn};
 use crate::limits::penalties::Refusal;
 use crate::store::{Standing, Store};
 use claims::{AuthResponse, REQUEST_AUDIENCE, RequestClaims, ResponseClaims, UserClaims, grant};
+use unibus_proto::ids::{Key, RoomId};
 use unibus_proto::keys;
-use unibus_proto::model::Role;
+use unibus_proto::records::Role;
 use unibus_proto::subjects;
 
 /// nkeys prefix byte of server keys (`N...`).
@@ -61,14 +62,14 @@ pub enum Verdict {
     /// Let in, as guest (`None`) or with a role.
     Allow {
         /// The account id (the device's own key for a guest).
-        account: String,
+        account: Key,
         /// The connecting key: the JWT's `name`, the `Nats-Request-Info`
         /// user and the inbox.
-        device: String,
+        device: Key,
         /// `None` for a guest.
         role: Option<Role>,
         /// Rooms it is a member of.
-        rooms: Vec<String>,
+        rooms: Vec<RoomId>,
     },
     /// Keep out, with the reason for the server log.
     Deny(String),
@@ -78,7 +79,7 @@ pub enum Verdict {
     Unanswered,
     /// Keep out a key whose record is revoked. Such clients retry every few
     /// seconds forever, so these are logged at debug with a periodic count.
-    Revoked(String),
+    Revoked(Key),
 }
 
 /// A request the callout refuses to answer at all (it cannot be trusted, so
@@ -118,7 +119,7 @@ impl Callout {
                 AuthResponse {
                     kind: "authorization_response",
                     version: 2,
-                    jwt: Some(self.user_jwt(&req, account, device, *role, rooms)?),
+                    jwt: Some(self.user_jwt(&req, *account, *device, *role, rooms)?),
                     error: None,
                 }
             }
@@ -155,7 +156,7 @@ impl Callout {
         // Test seam: a test may hold this key's admitting answer here.
         #[cfg(feature = "internals")]
         if let Verdict::Allow { device, .. } = &verdict {
-            hold::before_publish(device).await;
+            hold::before_publish(&device.to_hex()).await;
         }
         Ok(Some(answer))
     }
@@ -212,20 +213,20 @@ impl Callout {
         if let Err(why) = keys::verify_nonce_signature(&key, nonce, sig) {
             return Verdict::Deny(format!("nonce signature: {why}"));
         }
-        let sign_pub = hex::encode(key.as_bytes());
+        let sign_pub = Key::from_bytes(key.to_bytes());
         // Repeated denials (a revoked client retries every few seconds,
         // forever) cost no store round trip: a denial may come from the
         // index as it stands. An allow needs both indexes proven current
         // with their stream leaders (and their quorums) after this request
         // arrived; concurrent callouts share those leader probes.
-        if self.store.known_revoked(&sign_pub) {
+        if self.store.known_revoked(sign_pub) {
             return Verdict::Revoked(sign_pub);
         }
         let unavailable = |e: unibus_proto::Error| {
             warn!(error = %e, "callout: store unavailable, denying");
             Verdict::Deny("authorization store unavailable".into())
         };
-        let reads = self.store.admission(&sign_pub);
+        let reads = self.store.admission(sign_pub);
         let Ok(admission) = tokio::time::timeout(DECISION_BUDGET, reads).await else {
             let ms = DECISION_BUDGET.as_millis();
             return unavailable(unibus_proto::Error::Unavailable(format!(
@@ -237,7 +238,7 @@ impl Callout {
         match admission {
             Ok((Standing::Revoked, _)) => Verdict::Revoked(sign_pub),
             Ok((Standing::Unknown, _)) => {
-                Verdict::Allow { account: sign_pub.clone(), device: sign_pub, role: None, rooms: Vec::new() }
+                Verdict::Allow { account: sign_pub, device: sign_pub, role: None, rooms: Vec::new() }
             }
             Ok((Standing::Active { role, account }, rooms)) => {
                 Verdict::Allow { account, device: sign_pub, role: Some(role), rooms }
@@ -249,15 +250,15 @@ impl Callout {
     fn user_jwt(
         &self,
         req: &RequestClaims,
-        account: &str,
-        device: &str,
+        account: Key,
+        device: Key,
         role: Option<Role>,
-        rooms: &[String],
+        rooms: &[RoomId],
     ) -> Result<String, Abort> {
         let claims = UserClaims::new(
             self.issuer.public_key(),
             req.nats.user_nkey.clone(),
-            device.to_string(),
+            device.to_hex(),
             grant(role, account, device, rooms),
             unix_now(),
             self.user_jwt_ttl.as_secs() as i64,

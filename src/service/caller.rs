@@ -5,17 +5,18 @@
 use async_nats::HeaderMap;
 
 use unibus_proto::error::Error;
-use unibus_proto::ids::SignPub;
+use unibus_proto::ids::{Key, SignPub};
 use unibus_proto::subjects;
 
 /// The authenticated caller: the key the server stamped into
 /// `Nats-Request-Info` (the user JWT's `name`: the connecting device) and
-/// the account it acts for (docs/protocol.md section 8).
+/// the account it acts for (docs/protocol.md section 8). Built once, when
+/// the account is known ([`Stamp::caller`]).
 #[derive(Debug, Clone)]
 pub struct Caller {
-    /// The account the caller acts for: resolved from the device's record
-    /// before every handler but `unibus.register` (where it is the key).
-    pub sign_pub: SignPub,
+    /// The account the caller acts for: its device record's account, or
+    /// the key itself (an account's own key; a guest registering).
+    pub account: Key,
     /// The connecting device's checked Ed25519 key.
     pub device: SignPub,
     /// The requesting connection: server name and client id.
@@ -37,7 +38,9 @@ struct RequestInfo {
 /// [`Stamp::read`], then [`Stamp::caller`] (tests).
 #[cfg(test)]
 fn caller_from_headers(headers: Option<&HeaderMap>, subject: &str) -> Result<Caller, Error> {
-    Stamp::read(headers, subject)?.caller()
+    let stamp = Stamp::read(headers, subject)?;
+    let device = stamp.device()?.key();
+    stamp.caller(device)
 }
 
 /// What the server stamped on a request, read without curve arithmetic
@@ -97,13 +100,24 @@ impl Stamp {
         Ok(Stamp { key, origin: info.server.zip(info.id), guest })
     }
 
-    /// The caller, its key checked (a valid Ed25519 key of full order).
+    /// The stamped key, checked (a valid Ed25519 key of full order).
+    ///
+    /// # Errors
+    /// `unauthenticated` when it is not a user key.
+    pub fn device(&self) -> Result<SignPub, Error> {
+        SignPub::parse_field("caller", &hex::encode(self.key)).map_err(|_| not_a_key())
+    }
+
+    /// The caller, its key checked (a valid Ed25519 key of full order),
+    /// acting for `account`.
     ///
     /// # Errors
     /// `unauthenticated` when the key is not one.
-    pub fn caller(self) -> Result<Caller, Error> {
-        let sign_pub = SignPub::parse_field("caller", &hex::encode(self.key)).map_err(|_| not_a_key())?;
-        Ok(Caller { device: sign_pub.clone(), sign_pub, origin: self.origin })
+    ///
+    /// # Errors
+    /// As [`Stamp::device`].
+    pub fn caller(self, account: Key) -> Result<Caller, Error> {
+        Ok(Caller { device: self.device()?, account, origin: self.origin })
     }
 }
 
@@ -125,7 +139,7 @@ mod tests {
     fn exactly_one_identity_in_any_letter_case_is_required() {
         let mut one = HeaderMap::new();
         one.insert("Nats-Request-Info", info(KEY).as_str());
-        assert_eq!(caller_from_headers(Some(&one), "unibus.whoami").unwrap().sign_pub, KEY);
+        assert_eq!(caller_from_headers(Some(&one), "unibus.whoami").unwrap().account, KEY);
         assert_eq!(caller_from_headers(Some(&one), "unibus.whoami").unwrap().origin, Some(("s".into(), 7)));
 
         let mut two = one.clone();

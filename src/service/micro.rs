@@ -12,7 +12,7 @@ use futures::StreamExt as _;
 use rand::RngCore as _;
 use serde_json::json;
 
-use unibus_proto::model::{fmt_time, now};
+use unibus_proto::ids::Timestamp;
 
 #[derive(Default, Clone)]
 struct Counters {
@@ -45,7 +45,7 @@ impl Micro {
             version: version.into(),
             description: description.into(),
             queue_group: name.into(),
-            started: fmt_time(now()),
+            started: Timestamp::now().to_string(),
             stats: Mutex::new(subjects.iter().map(|s| (s.to_string(), Counters::default())).collect()),
         })
     }

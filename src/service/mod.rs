@@ -181,10 +181,7 @@ async fn answer(
     let started = Instant::now();
     let subject = msg.subject.to_string();
     let Some(reply_to) = msg.reply.clone() else { return };
-    let result = match stamp.caller() {
-        Ok(caller) => handlers::dispatch(ctx, &subject, caller, &msg.payload).await,
-        Err(e) => Err(e),
-    };
+    let result = handlers::dispatch(ctx, &subject, stamp, &msg.payload).await;
     drop(msg);
     let (sent, sweep, origin) = match result {
         Ok(outcome) => {

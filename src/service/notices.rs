@@ -9,7 +9,8 @@
 use async_nats::HeaderMap;
 use tracing::warn;
 
-use unibus_proto::model::Device;
+use unibus_proto::ids::Key;
+use unibus_proto::records::Device;
 use unibus_proto::subjects;
 use unibus_proto::wire::{DeviceNotice, RevokedNotice};
 
@@ -30,7 +31,7 @@ impl Notices {
     /// Announces `device` (after an add or a revoke) to its account.
     pub async fn device_changed(&self, device: &Device) {
         let notice = DeviceNotice { device: device.clone() };
-        let subject = subjects::device_notice(&device.account);
+        let subject = subjects::device_notice(&device.account.to_hex());
         self.publish(subject, subjects::NOTICE_DEVICES, &notice).await;
     }
 
@@ -38,9 +39,9 @@ impl Notices {
     /// (`device` `None`) that the account was revoked or deleted, so that
     /// contacts look its devices up again before trusting another message
     /// from it.
-    pub async fn revoked(&self, account: &str, device: Option<&str>) {
-        let notice = RevokedNotice { account: account.to_string(), device: device.map(str::to_string) };
-        self.publish(subjects::revoked_notice(account), subjects::NOTICE_REVOKED, &notice).await;
+    pub async fn revoked(&self, account: Key, device: Option<Key>) {
+        let notice = RevokedNotice { account, device };
+        self.publish(subjects::revoked_notice(&account.to_hex()), subjects::NOTICE_REVOKED, &notice).await;
     }
 
     /// Publishes with the notice header, then flushes: the handler replies

@@ -10,19 +10,20 @@ use serde::{Deserialize, Serialize};
 use super::Store;
 use super::cas::Change;
 use unibus_proto::error::Error;
-use unibus_proto::model::{SCHEMA_VERSION, fmt_time, now};
+use unibus_proto::ids::{Key, Timestamp};
+use unibus_proto::records::SCHEMA_VERSION;
 
 /// A record in `UNIBUS_blocks`, keyed by `sign_pub`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BlockList {
     /// Schema version.
     pub v: u32,
-    /// The blocking user's Ed25519 key, lowercase hex.
-    pub sign_pub: String,
-    /// Blocked keys, lowercase hex, sorted, no duplicates.
-    pub blocked: Vec<String>,
-    /// Last change, RFC 3339 UTC.
-    pub updated_at: String,
+    /// The blocking account.
+    pub sign_pub: Key,
+    /// Blocked accounts, sorted, no duplicates.
+    pub blocked: Vec<Key>,
+    /// Last change.
+    pub updated_at: Timestamp,
 }
 
 impl Store {
@@ -30,16 +31,16 @@ impl Store {
     ///
     /// # Errors
     /// `unavailable`; `internal` for an undecodable record.
-    pub async fn blocked_by(&self, owner: &str) -> Result<Vec<String>, Error> {
-        Ok(self.blocks.get::<BlockList>(owner).await?.map(|(b, _)| b.blocked).unwrap_or_default())
+    pub async fn blocked_by(&self, owner: Key) -> Result<Vec<Key>, Error> {
+        Ok(self.blocks.get(&owner).await?.map(|(b, _)| b.blocked).unwrap_or_default())
     }
 
     /// True when `owner` has blocked `key` (leader read).
     ///
     /// # Errors
     /// As [`Store::blocked_by`].
-    pub async fn has_blocked(&self, owner: &str, key: &str) -> Result<bool, Error> {
-        Ok(self.blocked_by(owner).await?.binary_search_by(|k| k.as_str().cmp(key)).is_ok())
+    pub async fn has_blocked(&self, owner: Key, key: Key) -> Result<bool, Error> {
+        Ok(self.blocked_by(owner).await?.binary_search(&key).is_ok())
     }
 
     /// Adds `key` to `owner`'s block list unless present; at most `cap`
@@ -47,13 +48,13 @@ impl Store {
     ///
     /// # Errors
     /// `limit_reached` beyond `cap` (nothing written); `unavailable`.
-    pub async fn block(&self, owner: &str, key: &str, cap: usize) -> Result<(Vec<String>, bool), Error> {
+    pub async fn block(&self, owner: Key, key: Key, cap: usize) -> Result<(Vec<Key>, bool), Error> {
         self.change_blocks(owner, |list| {
-            let Err(at) = list.binary_search_by(|k| k.as_str().cmp(key)) else { return Ok(false) };
+            let Err(at) = list.binary_search(&key) else { return Ok(false) };
             if list.len() >= cap {
                 return Err(Error::LimitReached(format!("a block list holds at most {cap} keys")));
             }
-            list.insert(at, key.to_string());
+            list.insert(at, key);
             Ok(true)
         })
         .await
@@ -64,8 +65,8 @@ impl Store {
     ///
     /// # Errors
     /// `unavailable`.
-    pub async fn unblock(&self, owner: &str, key: &str) -> Result<(Vec<String>, bool), Error> {
-        self.change_blocks(owner, |list| match list.binary_search_by(|k| k.as_str().cmp(key)) {
+    pub async fn unblock(&self, owner: Key, key: Key) -> Result<(Vec<Key>, bool), Error> {
+        self.change_blocks(owner, |list| match list.binary_search(&key) {
             Ok(at) => {
                 list.remove(at);
                 Ok(true)
@@ -79,17 +80,17 @@ impl Store {
     ///
     /// # Errors
     /// `unavailable`.
-    pub async fn delete_block_list(&self, owner: &str) -> Result<(), Error> {
-        self.blocks.delete_current::<BlockList>(owner).await
+    pub async fn delete_block_list(&self, owner: Key) -> Result<(), Error> {
+        self.blocks.delete_current(&owner).await
     }
 
     /// Applies `edit` (true = changed) to `owner`'s list with a CAS,
     /// re-judging on a lost race; an unchanged list is not written.
     async fn change_blocks(
         &self,
-        owner: &str,
-        edit: impl Fn(&mut Vec<String>) -> Result<bool, Error>,
-    ) -> Result<(Vec<String>, bool), Error> {
+        owner: Key,
+        edit: impl Fn(&mut Vec<Key>) -> Result<bool, Error>,
+    ) -> Result<(Vec<Key>, bool), Error> {
         let judge = |current: Option<BlockList>| {
             let mut list = current.map(|b| b.blocked).unwrap_or_default();
             if !edit(&mut list)? {
@@ -97,12 +98,12 @@ impl Store {
             }
             let record = BlockList {
                 v: SCHEMA_VERSION,
-                sign_pub: owner.to_string(),
+                sign_pub: owner,
                 blocked: list.clone(),
-                updated_at: fmt_time(now()),
+                updated_at: Timestamp::now(),
             };
             Ok(Change::Write(record, (list, true)))
         };
-        Ok(self.blocks.modify(owner, |current| std::future::ready(judge(current))).await?.0)
+        Ok(self.blocks.modify(&owner, judge).await?.0)
     }
 }

@@ -1,4 +1,4 @@
-//! The one read-modify-write of the store: [`Bucket::modify`] reads a
+//! The one read-modify-write of the store: [`Bucket::modify_with`] reads a
 //! record (leader read), asks the caller what to make of it, and writes the
 //! answer with a compare-and-swap on the revision read (`create` when the
 //! key was absent, `update` or `delete` at that revision when present). A
@@ -52,28 +52,17 @@ impl<T> Default for Retry<T> {
 
 impl Bucket {
     /// Applies `decide` to the record at `key` (`None` when absent) with a
-    /// CAS, reading again and re-deciding after each lost race. Answers what
-    /// `decide` answered and the record's revision afterwards: the one
-    /// written, or the one read when kept; `None` when absent or deleted.
+    /// CAS, reading again and re-deciding after each lost race, starting
+    /// from a record the caller holds and/or giving up with another error
+    /// (see [`Retry`]). Answers what `decide` answered and the record's
+    /// revision afterwards: the one written, or the one read when kept;
+    /// `None` when absent or deleted. Callers go through the typed
+    /// [`super::table::Table`].
     ///
     /// # Errors
     /// `decide`'s error (nothing written); `unavailable` when the store
-    /// cannot answer or after [`MAX_CAS_ATTEMPTS`] lost races; `internal`
-    /// for an undecodable record.
-    pub(crate) async fn modify<T, R, F, Fut>(&self, key: &str, decide: F) -> Result<(R, Option<u64>), Error>
-    where
-        T: Serialize + DeserializeOwned,
-        F: FnMut(Option<T>) -> Fut,
-        Fut: Future<Output = Result<Change<T, R>, Error>>,
-    {
-        self.modify_with(key, Retry::default(), decide).await
-    }
-
-    /// [`Bucket::modify`], starting from a record the caller holds and/or
-    /// giving up with another error (see [`Retry`]).
-    ///
-    /// # Errors
-    /// As [`Bucket::modify`], with `retry.exhausted` after the last lost race.
+    /// cannot answer; `retry.exhausted` after [`MAX_CAS_ATTEMPTS`] lost
+    /// races; `internal` for an undecodable record.
     pub(crate) async fn modify_with<T, R, F, Fut>(
         &self,
         key: &str,
@@ -118,17 +107,5 @@ impl Bucket {
             Some(rev) => self.update(key, value, rev).await,
             None => self.create(key, value).await,
         }
-    }
-
-    /// Deletes `key` at the revision it has now (a CAS on it, read again
-    /// after a lost race); nothing to do when it is absent.
-    ///
-    /// # Errors
-    /// `unavailable`; `internal` for an undecodable record.
-    pub(crate) async fn delete_current<T: Serialize + DeserializeOwned>(
-        &self,
-        key: &str,
-    ) -> Result<(), Error> {
-        self.modify::<T, _, _, _>(key, |_| std::future::ready(Ok(Change::Delete(())))).await.map(|_| ())
     }
 }

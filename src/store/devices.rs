@@ -20,17 +20,16 @@
 use super::cas::Change;
 use super::{KvError, Store};
 use unibus_proto::error::Error;
-use unibus_proto::model::{
-    Device, DeviceStatus, MAX_DEVICES_EVER, MAX_DEVICES_PER_ACCOUNT, User, fmt_time, now,
-};
+use unibus_proto::ids::{Actor, Key, Timestamp};
+use unibus_proto::records::{Device, DeviceStatus, MAX_DEVICES_EVER, MAX_DEVICES_PER_ACCOUNT, User};
 
 impl Store {
     /// A device record (leader read).
     ///
     /// # Errors
     /// `unavailable`.
-    pub async fn get_device(&self, key: &str) -> Result<Option<(Device, u64)>, Error> {
-        Ok(self.devices.get(key).await?)
+    pub async fn get_device(&self, key: Key) -> Result<Option<(Device, u64)>, Error> {
+        Ok(self.devices.get(&key).await?)
     }
 
     /// The account a connecting key acts for: its device record's account,
@@ -38,8 +37,8 @@ impl Store {
     ///
     /// # Errors
     /// `unavailable`.
-    pub async fn account_of(&self, key: &str) -> Result<String, Error> {
-        Ok(self.get_device(key).await?.map_or_else(|| key.to_string(), |(d, _)| d.account))
+    pub async fn account_of(&self, key: Key) -> Result<Key, Error> {
+        Ok(self.get_device(key).await?.map_or(key, |(d, _)| d.account))
     }
 
     /// Claims `device.device` for `device.account` by creating its device
@@ -60,7 +59,7 @@ impl Store {
                 Err(KvError::Conflict) => {}
                 Err(e) => return Err(e.into()),
             }
-            let Some((held, rev)) = self.get_device(&device.device).await? else { continue };
+            let Some((held, rev)) = self.get_device(device.device).await? else { continue };
             if held.status == DeviceStatus::Revoked {
                 return Err(Error::UserExists);
             }
@@ -73,7 +72,7 @@ impl Store {
                     Err(Error::UserExists)
                 };
             }
-            let orphan = held.account != held.device && self.get_user(&held.account).await?.is_none();
+            let orphan = held.account != held.device && self.get_user(held.account).await?.is_none();
             if !orphan {
                 return Err(Error::UserExists);
             }
@@ -116,13 +115,13 @@ impl Store {
     {
         // The account's own key too: it was the first device, so it is
         // listed, or revoked (perhaps scrolled off the account record).
-        if self.get_user(&new.device).await?.is_some() {
+        if self.get_user(new.device).await?.is_some() {
             return Err(Error::UserExists);
         }
         // A device this account has had (revoked, perhaps no longer listed
         // by the account record) is taken for good, whatever the account
         // looks like now: `user_exists` before the cap is judged.
-        if let Some((held, _)) = self.get_device(&new.device).await? {
+        if let Some((held, _)) = self.get_device(new.device).await? {
             let ours_once = held.account == new.account && !unlisted_claim(&held);
             if held.status == DeviceStatus::Revoked || ours_once {
                 return Err(Error::UserExists);
@@ -130,7 +129,7 @@ impl Store {
         }
         // Judged once before anything is written, so that a refused add
         // (the cap, a rule) changes nothing in KV; judged again in the CAS.
-        let current = self.get_user(&new.account).await?.map(|(u, _)| u);
+        let current = self.get_user(new.account).await?.map(|(u, _)| u);
         if let Err(e) = list_device(current, &new, &rule) {
             // A record an earlier, cut-off add of this key left behind is
             // freed (reads only when there is none).
@@ -138,10 +137,7 @@ impl Store {
             return Err(e);
         }
         self.claim_device_key(&new).await?;
-        let list = |current: Option<User>| {
-            let decided = list_device(current, &new, &rule);
-            std::future::ready(decided)
-        };
+        let list = |current: Option<User>| list_device(current, &new, &rule);
         let (listed, _) = match self.users.modify(&new.account, list).await {
             Ok(done) => done,
             Err(e) => {
@@ -166,14 +162,14 @@ impl Store {
     async fn unlist_device(&self, listed: &Device) -> Result<(), Error> {
         let unlist = |current: Option<User>| {
             let change = match current {
-                Some(mut user) if user.device(&listed.device).is_some_and(|d| d.seq == listed.seq) => {
+                Some(mut user) if user.device(listed.device).is_some_and(|d| d.seq == listed.seq) => {
                     user.devices.retain(|d| d.device != listed.device);
                     user.refresh_account_keys();
                     Change::Write(user, ())
                 }
                 _ => Change::Keep(()),
             };
-            std::future::ready(Ok(change))
+            Ok(change)
         };
         self.users.modify(&listed.account, unlist).await.map(|_| ())
     }
@@ -183,24 +179,23 @@ impl Store {
     /// when the account lists it, makes the record equal to the account's
     /// copy. A record listed once (revoked, scrolled off the account) stays.
     async fn release_unlisted(&self, new: &Device) -> Result<(), Error> {
-        let user = self.get_user(&new.account).await?.map(|(u, _)| u);
-        if let Some(listed) = user.as_ref().and_then(|u| u.device(&new.device)) {
+        let user = self.get_user(new.account).await?.map(|(u, _)| u);
+        if let Some(listed) = user.as_ref().and_then(|u| u.device(new.device)) {
             return self.write_device_record(listed).await.map(|_| ());
         }
-        self.drop_device_record(&new.device, |d| d.account == new.account && unlisted_claim(d)).await
+        self.drop_device_record(new.device, |d| d.account == new.account && unlisted_claim(d)).await
     }
 
     /// Deletes the device record of `key` (CAS at the revision read) while
     /// `doomed` says so of it; any other record is left alone.
-    async fn drop_device_record(&self, key: &str, doomed: impl Fn(&Device) -> bool) -> Result<(), Error> {
+    async fn drop_device_record(&self, key: Key, doomed: impl Fn(&Device) -> bool) -> Result<(), Error> {
         let drop = |current: Option<Device>| {
-            let change = match current {
+            Ok(match current {
                 Some(d) if doomed(&d) => Change::Delete(()),
                 _ => Change::Keep(()),
-            };
-            std::future::ready(Ok(change))
+            })
         };
-        self.devices.modify(key, drop).await.map(|_| ())
+        self.devices.modify(&key, drop).await.map(|_| ())
     }
 
     /// Makes the `UNIBUS_devices` record of `device` equal to the account's
@@ -208,12 +203,11 @@ impl Store {
     /// names another account (then nothing is written).
     pub(crate) async fn write_device_record(&self, device: &Device) -> Result<bool, Error> {
         let write = |current: Option<Device>| {
-            let change = match current {
+            Ok(match current {
                 Some(held) if held.account != device.account => Change::Keep(false),
                 Some(held) if held == *device => Change::Keep(true),
                 _ => Change::Write(device.clone(), true),
-            };
-            std::future::ready(Ok(change))
+            })
         };
         Ok(self.devices.modify(&device.device, write).await?.0)
     }
@@ -230,16 +224,16 @@ impl Store {
     /// `unavailable`.
     pub async fn revoke_device<F>(
         &self,
-        account: &str,
-        key: &str,
-        by: &str,
+        account: Key,
+        key: Key,
+        by: Actor,
         rule: F,
     ) -> Result<(Device, Option<u64>), Error>
     where
         F: Fn(&User, &Device) -> Result<(), Error>,
     {
-        let revoke = |current: Option<User>| std::future::ready(revoke_in(current, key, by, &rule));
-        let ((device, changed), revision) = self.users.modify(account, revoke).await?;
+        let revoke = |current: Option<User>| revoke_in(current, key, by, &rule);
+        let ((device, changed), revision) = self.users.modify(&account, revoke).await?;
         // The account's copy is the authority; a record that names another
         // account is left alone.
         self.write_device_record(&device).await?;
@@ -255,9 +249,9 @@ impl Store {
     /// # Errors
     /// `unavailable`.
     pub async fn undo_revoke(&self, revoked: &Device) -> Result<(), Error> {
-        let key = revoked.device.as_str();
+        let key = revoked.device;
         let undo = |current: Option<User>| {
-            let change = match current {
+            Ok(match current {
                 Some(mut user) if user.device(key) == Some(revoked) => {
                     for d in user.devices.iter_mut().filter(|d| d.device == key) {
                         d.status = DeviceStatus::Active;
@@ -268,8 +262,7 @@ impl Store {
                     Change::Write(user, device)
                 }
                 _ => Change::Keep(None),
-            };
-            std::future::ready(Ok(change))
+            })
         };
         if let (Some(device), _) = self.users.modify(&revoked.account, undo).await? {
             self.write_device_record(&device).await?;
@@ -284,21 +277,21 @@ impl Store {
     /// of it outlives it to be read as a device of a later account with
     /// the same id.
     pub(crate) async fn delete_device_records(&self, user: &User) -> Result<(), Error> {
-        let account = user.sign_pub.as_str();
+        let account = user.sign_pub;
         let mut keys = self.devices_ix.sync_read(self.sync_limit(), |ix| ix.keys_of(account)).await?;
-        keys.extend(user.devices.iter().map(|d| d.device.clone()));
-        keys.push(account.to_string());
+        keys.extend(user.devices.iter().map(|d| d.device));
+        keys.push(account);
         keys.sort_unstable();
         keys.dedup();
         for key in keys {
-            self.drop_device_record(&key, |d| d.account == account).await?;
+            self.drop_device_record(key, |d| d.account == account).await?;
         }
         Ok(())
     }
 
     /// Active admin accounts other than `except` that have an active
     /// device (leader reads of every admin the synced index knows).
-    pub(crate) async fn other_admins_with_devices(&self, except: &str) -> Result<usize, Error> {
+    pub(crate) async fn other_admins_with_devices(&self, except: Key) -> Result<usize, Error> {
         let admins = self.other_active_admin_records(except).await?;
         Ok(admins.iter().filter(|u| u.active_devices().next().is_some()).count())
     }
@@ -325,7 +318,7 @@ where
     F: Fn(&User) -> Result<(), Error>,
 {
     let mut user = current.ok_or_else(|| Error::NotFound("no such account".into()))?;
-    if user.device(&new.device).is_some() {
+    if user.device(new.device).is_some() {
         // Already a device of this account (a retry of a completed add
         // included): the key is taken.
         return Err(Error::UserExists);
@@ -344,19 +337,19 @@ where
     let mut device = new.clone();
     user.device_seq += 1;
     device.seq = user.device_seq;
-    device.added_at = fmt_time(now());
+    device.added_at = Timestamp::now();
     user.devices.push(device.clone());
     user.refresh_account_keys();
     user.trim_revoked();
-    user.updated_at = device.added_at.clone();
+    user.updated_at = device.added_at;
     Ok(Change::Write(user, device))
 }
 
 /// The account after revoking `key` in it, or why not.
 fn revoke_in<F>(
     current: Option<User>,
-    key: &str,
-    by: &str,
+    key: Key,
+    by: Actor,
     rule: &F,
 ) -> Result<Change<User, (Device, bool)>, Error>
 where
@@ -368,11 +361,11 @@ where
         return Ok(Change::Keep((target, false)));
     }
     rule(&user, &target)?;
-    let t = fmt_time(now());
+    let t = Timestamp::now();
     let mut revoked = target;
     revoked.status = DeviceStatus::Revoked;
-    revoked.revoked_at = Some(t.clone());
-    revoked.revoked_by = Some(by.to_string());
+    revoked.revoked_at = Some(t);
+    revoked.revoked_by = Some(by);
     for d in user.devices.iter_mut().filter(|d| d.device == key) {
         *d = revoked.clone();
     }

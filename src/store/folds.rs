@@ -4,10 +4,10 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::Deserialize;
-use time::OffsetDateTime;
 
 use super::index::Fold;
-use unibus_proto::model::{DeviceStatus, InviteStatus, Role, UserStatus, parse_time};
+use unibus_proto::ids::{InviteId, Key, RoomId, Timestamp};
+use unibus_proto::records::{DeviceStatus, InviteStatus, Role, UserStatus};
 
 /// An account's device keys (raw bytes) and their statuses.
 pub type DeviceKeys = Box<[([u8; 32], DeviceStatus)]>;
@@ -29,14 +29,10 @@ pub struct UserEntry {
 impl UserEntry {
     /// The status of device `key` in this account (`account` is the
     /// account's own key); `None` when the account does not list it.
-    pub fn device_status(&self, account: &str, key: &str) -> Option<DeviceStatus> {
+    pub fn device_status(&self, account: Key, key: Key) -> Option<DeviceStatus> {
         match &self.devices {
             None => (account == key).then_some(DeviceStatus::Active),
-            Some(devices) => {
-                let mut raw = [0u8; 32];
-                hex::decode_to_slice(key, &mut raw).ok()?;
-                devices.iter().find(|(k, _)| *k == raw).map(|(_, s)| *s)
-            }
+            Some(devices) => devices.iter().find(|(k, _)| k == key.as_bytes()).map(|(_, s)| *s),
         }
     }
 }
@@ -45,7 +41,7 @@ impl UserEntry {
 #[derive(Default)]
 pub struct Users {
     /// Sorted by key, for pagination.
-    pub entries: BTreeMap<String, UserEntry>,
+    pub entries: BTreeMap<Key, UserEntry>,
     /// Keys whose current value does not decode: the callout denies them.
     pub unreadable: BTreeSet<String>,
 }
@@ -60,7 +56,7 @@ struct SlimUser {
 
 #[derive(Deserialize)]
 struct SlimDevice {
-    device: String,
+    device: Key,
     status: DeviceStatus,
 }
 
@@ -70,35 +66,39 @@ impl SlimUser {
     /// one device is its own key, active, is kept as `None`, like a record
     /// from before devices: the same meaning, no allocation (most
     /// accounts).
-    fn devices(&self, account: &str) -> Option<DeviceKeys> {
+    fn devices(&self, account: Key) -> Option<DeviceKeys> {
         let devices = self.devices.as_ref()?;
         if let [only] = devices.as_slice() {
             if only.device == account && only.status == DeviceStatus::Active {
                 return None;
             }
         }
-        let keys = devices.iter().filter_map(|d| {
-            let mut raw = [0u8; 32];
-            hex::decode_to_slice(&d.device, &mut raw).ok().map(|()| (raw, d.status))
-        });
-        Some(keys.collect())
+        Some(devices.iter().map(|d| (*d.device.as_bytes(), d.status)).collect())
     }
 }
 
 impl Fold for Users {
     fn apply(&mut self, key: &str, value: Option<&[u8]>, revision: u64) {
         self.unreadable.remove(key);
+        let Ok(account) = Key::parse(key) else {
+            // Not a key unibusd writes: such an entry can admit nobody.
+            if value.is_some() {
+                self.unreadable.insert(key.to_string());
+            }
+            return;
+        };
         match value.map(serde_json::from_slice::<SlimUser>) {
             Some(Ok(u)) => {
-                let entry = UserEntry { role: u.role, status: u.status, revision, devices: u.devices(key) };
-                self.entries.insert(key.to_string(), entry);
+                let entry =
+                    UserEntry { role: u.role, status: u.status, revision, devices: u.devices(account) };
+                self.entries.insert(account, entry);
             }
             Some(Err(_)) => {
-                self.entries.remove(key);
+                self.entries.remove(&account);
                 self.unreadable.insert(key.to_string());
             }
             None => {
-                self.entries.remove(key);
+                self.entries.remove(&account);
             }
         }
     }
@@ -118,23 +118,22 @@ pub struct Devices {
 
 impl Devices {
     /// The account of device `key` (hex), if the index holds it.
-    pub fn account_of(&self, key: &str) -> Option<String> {
-        self.accounts.get(&raw_key(key)?).map(hex::encode)
+    pub fn account_of(&self, key: Key) -> Option<Key> {
+        self.accounts.get(key.as_bytes()).map(|a| Key::from_bytes(*a))
     }
 
     /// Every device key (hex) the index maps to `account`, whether or not
     /// the account still lists it (revoked devices it no longer lists
     /// included). A scan: for an account's delete, not for the callout.
-    pub fn keys_of(&self, account: &str) -> Vec<String> {
-        let Some(account) = raw_key(account) else { return Vec::new() };
-        self.accounts.iter().filter(|(_, a)| **a == account).map(|(k, _)| hex::encode(k)).collect()
+    pub fn keys_of(&self, account: Key) -> Vec<Key> {
+        let account = account.as_bytes();
+        self.accounts.iter().filter(|(_, a)| *a == account).map(|(k, _)| Key::from_bytes(*k)).collect()
     }
 }
 
 /// 64 hex characters as 32 bytes.
 fn raw_key(key: &str) -> Option<[u8; 32]> {
-    let mut raw = [0u8; 32];
-    hex::decode_to_slice(key, &mut raw).ok().map(|()| raw)
+    Key::parse(key).ok().map(|k| *k.as_bytes())
 }
 
 #[derive(Deserialize)]
@@ -171,14 +170,14 @@ pub struct InviteEntry {
     /// Stored status.
     pub status: InviteStatus,
     /// Parsed expiry; `None` (unparseable) counts as expired.
-    pub expires_at: Option<OffsetDateTime>,
+    pub expires_at: Timestamp,
 }
 
 impl InviteEntry {
     /// Status as shown on the wire (`expired` computed).
-    pub fn effective(&self, now: OffsetDateTime) -> InviteStatus {
+    pub fn effective(&self, now: Timestamp) -> InviteStatus {
         match self.status {
-            InviteStatus::Pending if self.expires_at.is_none_or(|e| now >= e) => InviteStatus::Expired,
+            InviteStatus::Pending if now >= self.expires_at => InviteStatus::Expired,
             s => s,
         }
     }
@@ -188,24 +187,25 @@ impl InviteEntry {
 #[derive(Default)]
 pub struct Invites {
     /// Sorted by id.
-    pub entries: BTreeMap<String, InviteEntry>,
+    pub entries: BTreeMap<InviteId, InviteEntry>,
 }
 
 #[derive(Deserialize)]
 struct SlimInvite {
     status: InviteStatus,
-    expires_at: String,
+    expires_at: Timestamp,
 }
 
 impl Fold for Invites {
     fn apply(&mut self, key: &str, value: Option<&[u8]>, _revision: u64) {
+        let Ok(id) = InviteId::parse(key) else { return };
         match value.and_then(|v| serde_json::from_slice::<SlimInvite>(v).ok()) {
             Some(i) => {
-                let entry = InviteEntry { status: i.status, expires_at: parse_time(&i.expires_at) };
-                self.entries.insert(key.to_string(), entry);
+                let entry = InviteEntry { status: i.status, expires_at: i.expires_at };
+                self.entries.insert(id, entry);
             }
             None => {
-                self.entries.remove(key);
+                self.entries.remove(&id);
             }
         }
     }
@@ -215,20 +215,20 @@ impl Fold for Invites {
 #[derive(Default)]
 pub struct Rooms {
     /// room id -> (owner, members).
-    pub rooms: BTreeMap<String, (Option<String>, Vec<String>)>,
+    pub rooms: BTreeMap<RoomId, (Option<Key>, Vec<Key>)>,
     /// member `sign_pub` -> room ids (sorted).
-    pub by_member: HashMap<String, BTreeSet<String>>,
+    pub by_member: HashMap<Key, BTreeSet<RoomId>>,
 }
 
 #[derive(Deserialize)]
 struct SlimRoom {
     #[serde(default)]
-    owner: Option<String>,
-    members: Vec<String>,
+    owner: Option<Key>,
+    members: Vec<Key>,
 }
 
 impl Rooms {
-    fn unlink(&mut self, room: &str) {
+    fn unlink(&mut self, room: &RoomId) {
         if let Some((_, members)) = self.rooms.remove(room) {
             for m in members {
                 if let Some(set) = self.by_member.get_mut(&m) {
@@ -242,10 +242,10 @@ impl Rooms {
     }
 
     /// Room ids `sign_pub` is a member of, or owns.
-    pub fn rooms_of(&self, sign_pub: &str) -> Vec<String> {
-        let mut out: BTreeSet<String> = self.by_member.get(sign_pub).cloned().unwrap_or_default();
+    pub fn rooms_of(&self, account: Key) -> Vec<RoomId> {
+        let mut out: BTreeSet<RoomId> = self.by_member.get(&account).cloned().unwrap_or_default();
         for (id, (owner, _)) in &self.rooms {
-            if owner.as_deref() == Some(sign_pub) {
+            if *owner == Some(account) {
                 out.insert(id.clone());
             }
         }
@@ -253,19 +253,20 @@ impl Rooms {
     }
 
     /// Room ids `sign_pub` is a member of (permissions come from this).
-    pub fn member_of(&self, sign_pub: &str) -> Vec<String> {
-        self.by_member.get(sign_pub).map(|s| s.iter().cloned().collect()).unwrap_or_default()
+    pub fn member_of(&self, account: Key) -> Vec<RoomId> {
+        self.by_member.get(&account).map(|s| s.iter().cloned().collect()).unwrap_or_default()
     }
 }
 
 impl Fold for Rooms {
     fn apply(&mut self, key: &str, value: Option<&[u8]>, _revision: u64) {
-        self.unlink(key);
+        let Ok(id) = RoomId::parse(key) else { return };
+        self.unlink(&id);
         if let Some(room) = value.and_then(|v| serde_json::from_slice::<SlimRoom>(v).ok()) {
             for m in &room.members {
-                self.by_member.entry(m.clone()).or_default().insert(key.to_string());
+                self.by_member.entry(*m).or_default().insert(id.clone());
             }
-            self.rooms.insert(key.to_string(), (room.owner, room.members));
+            self.rooms.insert(id, (room.owner, room.members));
         }
     }
 }
@@ -277,15 +278,16 @@ mod tests {
     #[test]
     fn devices_map_keys_to_accounts_and_flag_what_does_not_decode() {
         let (dev, acct) = ("ab".repeat(32), "cd".repeat(32));
+        let (dev_key, acct_key) = (Key::parse(&dev).unwrap(), Key::parse(&acct).unwrap());
         let mut ix = Devices::default();
         ix.apply(&dev, Some(format!("{{\"account\":\"{acct}\"}}").as_bytes()), 1);
-        assert_eq!(ix.account_of(&dev), Some(acct.clone()));
-        assert_eq!(ix.account_of(&"AB".repeat(32)), Some(acct), "hex in either case");
+        assert_eq!(ix.account_of(dev_key), Some(acct_key));
+        assert_eq!(ix.keys_of(acct_key), vec![dev_key]);
         ix.apply(&dev, Some(b"{\"account\":\"nope\"}"), 2);
-        assert_eq!(ix.account_of(&dev), None);
+        assert_eq!(ix.account_of(dev_key), None);
         assert!(ix.unreadable.contains(&dev));
         ix.apply(&dev, None, 3);
-        assert!(!ix.unreadable.contains(&dev) && ix.account_of(&dev).is_none());
+        assert!(!ix.unreadable.contains(&dev) && ix.account_of(dev_key).is_none());
         ix.apply("not-a-key", Some(b"{}"), 4);
         assert!(ix.unreadable.contains("not-a-key"));
     }
@@ -294,17 +296,18 @@ mod tests {
     fn a_legacy_user_lists_its_own_key_only() {
         let mut ix = Users::default();
         let key = "ab".repeat(32);
+        let (k, d) = (Key::parse(&key).unwrap(), Key::parse(&"cd".repeat(32)).unwrap());
         ix.apply(&key, Some(b"{\"role\":\"member\",\"status\":\"active\"}"), 1);
-        let e = &ix.entries[&key];
-        assert_eq!(e.device_status(&key, &key), Some(DeviceStatus::Active));
-        assert_eq!(e.device_status(&key, &"cd".repeat(32)), None);
+        let e = &ix.entries[&k];
+        assert_eq!(e.device_status(k, k), Some(DeviceStatus::Active));
+        assert_eq!(e.device_status(k, d), None);
         let dev = "cd".repeat(32);
         let rec = format!(
             "{{\"role\":\"member\",\"status\":\"active\",\"devices\":[{{\"device\":\"{key}\",\"status\":\"revoked\"}},{{\"device\":\"{dev}\",\"status\":\"active\"}}]}}"
         );
         ix.apply(&key, Some(rec.as_bytes()), 2);
-        let e = &ix.entries[&key];
-        assert_eq!(e.device_status(&key, &key), Some(DeviceStatus::Revoked));
-        assert_eq!(e.device_status(&key, &dev), Some(DeviceStatus::Active));
+        let e = &ix.entries[&k];
+        assert_eq!(e.device_status(k, k), Some(DeviceStatus::Revoked));
+        assert_eq!(e.device_status(k, d), Some(DeviceStatus::Active));
     }
 }

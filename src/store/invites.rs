@@ -4,18 +4,19 @@
 //! the same key finishes a redemption interrupted between those steps.
 
 use super::cas::{Change, Retry};
-use super::{KvError, Store, all_pages, get_many, take_page};
+use super::{KvError, Store, all_pages, take_page};
 use unibus_proto::error::Error;
+use unibus_proto::ids::{Actor, InviteId, Key, Timestamp};
 use unibus_proto::keys::InviteToken;
-use unibus_proto::model::{BOOTSTRAP, Device, Invite, InviteStatus, Role, User, default_name, fmt_time, now};
+use unibus_proto::records::{Device, Invite, InviteStatus, Role, User, default_name};
 
 /// The already-validated fields a redeemer supplies.
 #[derive(Debug, Clone)]
 pub struct NewUser {
-    /// Caller's Ed25519 key (lowercase hex), from the server-stamped identity.
-    pub sign_pub: String,
-    /// Checked X25519 key (lowercase hex).
-    pub kex_pub: String,
+    /// Caller's Ed25519 key, from the server-stamped identity.
+    pub sign_pub: Key,
+    /// Checked X25519 key.
+    pub kex_pub: Key,
     /// Its verified binding to the new account.
     pub kex_sig: String,
     /// Checked display name, if given.
@@ -31,11 +32,11 @@ impl Store {
         &self,
         role: Role,
         note: String,
-        created_by: &str,
+        created_by: Actor,
         ttl_secs: u64,
     ) -> Result<(Invite, InviteToken), Error> {
         let token = InviteToken::generate();
-        let invite = Invite::new_pending(token.id(), role, note, created_by, ttl_secs);
+        let invite = Invite::new_pending(InviteId::of(&token), role, note, created_by, ttl_secs);
         match self.invites.create(&invite.id, &invite).await {
             Ok(_) => Ok((invite, token)),
             Err(KvError::Conflict) => Err(Error::Internal("invite id collision".into())),
@@ -47,7 +48,7 @@ impl Store {
     ///
     /// # Errors
     /// `unavailable`.
-    pub async fn get_invite(&self, id: &str) -> Result<Option<(Invite, u64)>, Error> {
+    pub async fn get_invite(&self, id: &InviteId) -> Result<Option<(Invite, u64)>, Error> {
         Ok(self.invites.get(id).await?)
     }
 
@@ -60,17 +61,19 @@ impl Store {
     pub async fn list_invites_page(
         &self,
         status: Option<InviteStatus>,
-        after: Option<&str>,
+        after: Option<&InviteId>,
         limit: usize,
-    ) -> Result<(Vec<Invite>, Option<String>), Error> {
+    ) -> Result<(Vec<Invite>, Option<InviteId>), Error> {
         self.invites_ix.sync(self.sync_limit()).await?;
-        let t = now();
+        let t = Timestamp::now();
         let (keys, next) = self.invites_ix.read(|ix| {
             let keys =
                 super::after(&ix.entries, after).filter(|(_, e)| status.is_none_or(|s| e.effective(t) == s));
             take_page(keys.map(|(k, _)| k.clone()), limit)
         });
-        let invites = get_many::<Invite>(&self.invites, keys)
+        let invites = self
+            .invites
+            .get_many(keys)
             .await?
             .into_iter()
             .map(|(i, _)| i.view(t))
@@ -84,7 +87,7 @@ impl Store {
     /// # Errors
     /// `unavailable`.
     pub async fn list_invites(&self) -> Result<Vec<Invite>, Error> {
-        all_pages(|cursor| async move { self.list_invites_page(None, cursor.as_deref(), 1000).await }).await
+        all_pages(|cursor| async move { self.list_invites_page(None, cursor.as_ref(), 1000).await }).await
     }
 
     /// Cancels a pending invite. Cancelling a cancelled or expired invite
@@ -93,10 +96,10 @@ impl Store {
     ///
     /// # Errors
     /// `not_found`, `invite_used`, `unavailable`.
-    pub async fn cancel_invite(&self, id: &str, by: &str) -> Result<Invite, Error> {
+    pub async fn cancel_invite(&self, id: &InviteId, by: Actor) -> Result<Invite, Error> {
         let cancel = |current: Option<Invite>| {
             let mut inv = current.ok_or_else(|| Error::NotFound("no such invite".into()))?;
-            let t = now();
+            let t = Timestamp::now();
             match inv.status {
                 InviteStatus::Used => return Err(Error::InviteUsed),
                 InviteStatus::Cancelled => return Ok(Change::Keep(inv.view(t))),
@@ -104,11 +107,11 @@ impl Store {
                 _ => {}
             }
             inv.status = InviteStatus::Cancelled;
-            inv.cancelled_by = Some(by.to_string());
-            inv.cancelled_at = Some(fmt_time(t));
+            inv.cancelled_by = Some(by);
+            inv.cancelled_at = Some(t);
             Ok(Change::Write(inv.clone(), inv))
         };
-        Ok(self.invites.modify(id, |current| std::future::ready(cancel(current))).await?.0)
+        Ok(self.invites.modify(id, cancel).await?.0)
     }
 
     /// Mints the first-admin invite: refused (`forbidden`) once any admin
@@ -122,11 +125,11 @@ impl Store {
             return Err(Error::Forbidden("an admin already exists".into()));
         }
         for old in self.list_invites().await? {
-            if old.created_by == BOOTSTRAP && old.status == InviteStatus::Pending {
-                self.cancel_invite(&old.id, BOOTSTRAP).await?;
+            if old.created_by == Actor::Bootstrap && old.status == InviteStatus::Pending {
+                self.cancel_invite(&old.id, Actor::Bootstrap).await?;
             }
         }
-        self.create_invite(Role::Admin, "first admin".into(), BOOTSTRAP, ttl_secs).await
+        self.create_invite(Role::Admin, "first admin".into(), Actor::Bootstrap, ttl_secs).await
     }
 
     /// Redeems an invite for `new` (docs/protocol.md section 4, all steps).
@@ -135,7 +138,7 @@ impl Store {
     /// `invite_not_found`, `invite_used`, `invite_cancelled`,
     /// `invite_expired`, `user_exists`, `unavailable`.
     pub async fn redeem_invite(&self, token: &InviteToken, new: &NewUser) -> Result<User, Error> {
-        let (invite, revision) = self.claim(token, &new.sign_pub).await?;
+        let (invite, revision) = self.claim(token, new.sign_pub).await?;
         self.finish_redemption(&invite, revision, new).await
     }
 
@@ -146,17 +149,17 @@ impl Store {
     /// # Errors
     /// `invite_not_found`, `invite_used`, `invite_cancelled`,
     /// `invite_expired`, `unavailable`.
-    pub async fn claim_invite(&self, token: &InviteToken, sign_pub: &str) -> Result<Invite, Error> {
+    pub async fn claim_invite(&self, token: &InviteToken, sign_pub: Key) -> Result<Invite, Error> {
         Ok(self.claim(token, sign_pub).await?.0)
     }
 
     /// [`Store::claim_invite`], with the invite's revision after the claim.
-    async fn claim(&self, token: &InviteToken, sign_pub: &str) -> Result<(Invite, u64), Error> {
+    async fn claim(&self, token: &InviteToken, sign_pub: Key) -> Result<(Invite, u64), Error> {
         let claim = |current: Option<Invite>| {
             let mut inv = current.ok_or(Error::InviteNotFound)?;
-            let t = now();
+            let t = Timestamp::now();
             match inv.status {
-                InviteStatus::Used if inv.used_by.as_deref() == Some(sign_pub) && !inv.completed => {
+                InviteStatus::Used if inv.used_by == Some(sign_pub) && !inv.completed => {
                     return Ok(Change::Keep(inv));
                 }
                 InviteStatus::Used => return Err(Error::InviteUsed),
@@ -166,17 +169,14 @@ impl Store {
                 InviteStatus::Pending => {}
             }
             inv.status = InviteStatus::Used;
-            inv.used_by = Some(sign_pub.to_string());
-            inv.used_at = Some(fmt_time(t));
+            inv.used_by = Some(sign_pub);
+            inv.used_at = Some(t);
             Ok(Change::Write(inv.clone(), inv))
         };
         // A lost race reads again and judges anew (usually the invite is
         // now `used` by the winner); one that keeps losing is spent.
         let retry = Retry { exhausted: || Error::InviteUsed, ..Retry::default() };
-        let (inv, rev) = self
-            .invites
-            .modify_with(&token.id(), retry, |current| std::future::ready(claim(current)))
-            .await?;
+        let (inv, rev) = self.invites.modify_with(&InviteId::of(token), retry, claim).await?;
         let rev = rev.ok_or_else(|| Error::Internal("claimed invite without a revision".into()))?;
         Ok((inv, rev))
     }
@@ -187,7 +187,7 @@ impl Store {
     /// and the invite stays spent.
     async fn finish_redemption(&self, invite: &Invite, revision: u64, new: &NewUser) -> Result<User, Error> {
         let name = new.name.clone().unwrap_or_else(|| default_name(&new.sign_pub));
-        let first = Device::first(&new.sign_pub, &new.kex_pub, Some(new.kex_sig.clone()));
+        let first = Device::first(new.sign_pub, new.kex_pub, Some(new.kex_sig.clone()));
         // A key that is a device of another account is refused here (the
         // invite stays spent, as for a registered key).
         if let Err(e) = self.claim_device_key(&first).await {
@@ -196,10 +196,10 @@ impl Store {
             }
             return Err(e);
         }
-        let user = User::new_active(first, &name, invite.role, &invite.created_by, &invite.id);
+        let user = User::new_active(first, &name, invite.role, invite.created_by, invite.id.clone());
         let outcome = match self.add_user(&user).await {
             Ok(_) => Ok(user),
-            Err(Error::UserExists) => match self.get_user(&new.sign_pub).await? {
+            Err(Error::UserExists) => match self.get_user(new.sign_pub).await? {
                 Some((existing, _)) if existing.invite_id == invite.id => Ok(existing),
                 _ => Err(Error::UserExists),
             },
@@ -219,7 +219,7 @@ impl Store {
     /// `unavailable`.
     pub(crate) async fn retire_invite_of(&self, user: &User) -> Result<(), Error> {
         let Some((inv, rev)) = self.get_invite(&user.invite_id).await? else { return Ok(()) };
-        if inv.status != InviteStatus::Used || inv.used_by.as_deref() != Some(user.sign_pub.as_str()) {
+        if inv.status != InviteStatus::Used || inv.used_by != Some(user.sign_pub) {
             return Ok(());
         }
         match self.complete_invite(&inv, rev).await {
@@ -242,7 +242,7 @@ impl Store {
         };
         // The first attempt uses the claim's record; each retry reads.
         let retry = Retry { known: Some((claimed.clone(), revision)), ..Retry::default() };
-        self.invites.modify_with(&claimed.id, retry, |current| std::future::ready(complete(current))).await?;
+        self.invites.modify_with(&claimed.id, retry, complete).await?;
         Ok(())
     }
 }

@@ -19,10 +19,11 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::Store;
 use super::cas::Change;
-use super::{Store, get_many};
 use unibus_proto::error::Error;
-use unibus_proto::model::{Room, SCHEMA_VERSION, fmt_time, now, parse_time};
+use unibus_proto::ids::{Key, RoomId, Timestamp};
+use unibus_proto::records::SCHEMA_VERSION;
 
 /// A reservation this old whose room does not list the user is a leftover.
 pub const PRUNE_AFTER: time::Duration = time::Duration::minutes(5);
@@ -32,12 +33,12 @@ pub const PRUNE_AFTER: time::Duration = time::Duration::minutes(5);
 pub struct Memberships {
     /// Schema version.
     pub v: u32,
-    /// The user's Ed25519 key, lowercase hex.
-    pub sign_pub: String,
-    /// Room id -> when it was reserved (RFC 3339 UTC).
-    pub rooms: BTreeMap<String, String>,
-    /// Last change, RFC 3339 UTC.
-    pub updated_at: String,
+    /// The account.
+    pub sign_pub: Key,
+    /// Room id -> when it was reserved.
+    pub rooms: BTreeMap<RoomId, Timestamp>,
+    /// Last change.
+    pub updated_at: Timestamp,
 }
 
 fn limit(cap: usize) -> Error {
@@ -51,7 +52,9 @@ impl Store {
     ///
     /// # Errors
     /// `limit_reached` at the cap (nothing written); `unavailable`.
-    pub async fn reserve_room(&self, user: &str, room: &str, cap: usize) -> Result<bool, Error> {
+    pub async fn reserve_room(&self, user: Key, room: &RoomId, cap: usize) -> Result<bool, Error> {
+        // Reads only (the seed and the pruning read rooms); judged again
+        // on the record written over after a lost race.
         let reserve = |current: Option<Memberships>| async move {
             let mut record = match current {
                 Some(r) => r,
@@ -66,11 +69,12 @@ impl Store {
                     return Err(limit(cap));
                 }
             }
-            record.rooms.insert(room.to_string(), fmt_time(now()));
-            record.updated_at = fmt_time(now());
+            let t = Timestamp::now();
+            record.rooms.insert(room.clone(), t);
+            record.updated_at = t;
             Ok(Change::Write(record, true))
         };
-        Ok(self.memberships.modify(user, reserve).await?.0)
+        Ok(self.memberships.modify_reading(&user, reserve).await?.0)
     }
 
     /// After an add wrote room `room`: makes sure `user`'s reservation of it
@@ -80,7 +84,7 @@ impl Store {
     /// # Errors
     /// `limit_reached` when it is gone and the user is at the cap (the
     /// caller then takes the membership back); `unavailable`.
-    pub async fn confirm_reservation(&self, user: &str, room: &str, cap: usize) -> Result<(), Error> {
+    pub async fn confirm_reservation(&self, user: Key, room: &RoomId, cap: usize) -> Result<(), Error> {
         self.reserve_room(user, room, cap).await.map(|_| ())
     }
 
@@ -89,16 +93,16 @@ impl Store {
     ///
     /// # Errors
     /// `unavailable`.
-    pub async fn release_room(&self, user: &str, room: &str) -> Result<(), Error> {
+    pub async fn release_room(&self, user: Key, room: &RoomId) -> Result<(), Error> {
         let release = |current: Option<Memberships>| {
             let Some(mut record) = current else { return Ok(Change::Keep(())) };
             if record.rooms.remove(room).is_none() {
                 return Ok(Change::Keep(()));
             }
-            record.updated_at = fmt_time(now());
+            record.updated_at = Timestamp::now();
             Ok(Change::Write(record, ()))
         };
-        self.memberships.modify(user, |current| std::future::ready(release(current))).await?;
+        self.memberships.modify(&user, release).await?;
         Ok(())
     }
 
@@ -106,31 +110,27 @@ impl Store {
     ///
     /// # Errors
     /// `unavailable`.
-    pub async fn delete_memberships(&self, user: &str) -> Result<(), Error> {
-        self.memberships.delete_current::<Memberships>(user).await
+    pub async fn delete_memberships(&self, user: Key) -> Result<(), Error> {
+        self.memberships.delete_current(&user).await
     }
 
     /// A first record for `user`: the rooms that already list it (rooms
     /// made before this record existed), from the rooms index made current.
-    async fn seed_memberships(&self, user: &str) -> Result<Memberships, Error> {
-        let epoch = fmt_time(time::OffsetDateTime::UNIX_EPOCH);
-        let rooms = self.rooms_of_member(user).await?.into_iter().map(|id| (id, epoch.clone())).collect();
-        Ok(Memberships { v: SCHEMA_VERSION, sign_pub: user.to_string(), rooms, updated_at: fmt_time(now()) })
+    async fn seed_memberships(&self, user: Key) -> Result<Memberships, Error> {
+        let epoch = Timestamp::from(time::OffsetDateTime::UNIX_EPOCH);
+        let rooms = self.rooms_of_member(user).await?.into_iter().map(|id| (id, epoch)).collect();
+        Ok(Memberships { v: SCHEMA_VERSION, sign_pub: user, rooms, updated_at: Timestamp::now() })
     }
 
     /// Drops leftovers: reservations older than [`PRUNE_AFTER`] whose room
     /// (leader read) is gone or does not list the user.
     async fn prune_reservations(&self, record: &mut Memberships) -> Result<(), Error> {
-        let cutoff = now() - PRUNE_AFTER;
-        let old: Vec<String> = record
-            .rooms
-            .iter()
-            .filter(|(_, at)| parse_time(at).is_none_or(|t| t < cutoff))
-            .map(|(id, _)| id.clone())
-            .collect();
-        let present = get_many::<Room>(&self.rooms, old.clone()).await?;
+        let cutoff = Timestamp::now().plus(-PRUNE_AFTER);
+        let old: Vec<RoomId> =
+            record.rooms.iter().filter(|(_, at)| **at < cutoff).map(|(id, _)| id.clone()).collect();
+        let present = self.rooms.get_many(old.clone()).await?;
         for id in old {
-            let listed = present.iter().any(|(r, _)| r.id == id && r.has_member(&record.sign_pub));
+            let listed = present.iter().any(|(r, _)| r.id == id && r.has_member(record.sign_pub));
             if !listed {
                 record.rooms.remove(&id);
             }

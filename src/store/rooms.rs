@@ -9,9 +9,10 @@
 use rand::RngCore as _;
 
 use super::cas::Change;
-use super::{KvError, Store, get_many, take_page};
+use super::{KvError, Store, take_page};
 use unibus_proto::error::Error;
-use unibus_proto::model::{Room, SCHEMA_VERSION, fmt_time, now};
+use unibus_proto::ids::{Key, RoomId, Timestamp};
+use unibus_proto::records::{Room, SCHEMA_VERSION};
 use unibus_proto::wire::{MAX_MEMBERS_PER_ROOM, MAX_ROOMS_PER_USER};
 
 /// What a rule decides for one room record.
@@ -28,10 +29,10 @@ impl Store {
     /// # Errors
     /// `limit_reached` when `owner` is in [`MAX_ROOMS_PER_USER`] rooms
     /// already (nothing written); `unavailable`.
-    pub async fn create_room(&self, name: &str, owner: &str) -> Result<Room, Error> {
+    pub async fn create_room(&self, name: &str, owner: Key) -> Result<Room, Error> {
         let mut raw = [0u8; 16];
         rand::rngs::OsRng.fill_bytes(&mut raw);
-        let id = hex::encode(raw);
+        let id = RoomId::parse(&hex::encode(raw))?;
         self.reserve_room(owner, &id, MAX_ROOMS_PER_USER).await?;
         let created = self.create_room_record(id.clone(), name, owner).await;
         if created.is_err() {
@@ -41,15 +42,15 @@ impl Store {
         created
     }
 
-    async fn create_room_record(&self, id: String, name: &str, owner: &str) -> Result<Room, Error> {
-        let t = fmt_time(now());
+    async fn create_room_record(&self, id: RoomId, name: &str, owner: Key) -> Result<Room, Error> {
+        let t = Timestamp::now();
         let room = Room {
             v: SCHEMA_VERSION,
             id,
             name: name.to_string(),
-            owner: Some(owner.to_string()),
-            members: vec![owner.to_string()],
-            created_at: t.clone(),
+            owner: Some(owner),
+            members: vec![owner],
+            created_at: t,
             updated_at: t,
         };
         match self.rooms.create(&room.id, &room).await {
@@ -66,7 +67,7 @@ impl Store {
     ///
     /// # Errors
     /// `unavailable`.
-    pub async fn get_room(&self, id: &str) -> Result<Option<(Room, u64)>, Error> {
+    pub async fn get_room(&self, id: &RoomId) -> Result<Option<(Room, u64)>, Error> {
         Ok(self.rooms.get(id).await?)
     }
 
@@ -75,8 +76,8 @@ impl Store {
     ///
     /// # Errors
     /// `unavailable` when the index cannot be made current.
-    pub async fn rooms_of_member(&self, sign_pub: &str) -> Result<Vec<String>, Error> {
-        Ok(self.rooms_ix.sync_read(self.sync_limit(), |ix| ix.member_of(sign_pub)).await?)
+    pub async fn rooms_of_member(&self, account: Key) -> Result<Vec<RoomId>, Error> {
+        Ok(self.rooms_ix.sync_read(self.sync_limit(), |ix| ix.member_of(account)).await?)
     }
 
     /// One page of the rooms `member` is in, in id order after `after`.
@@ -85,17 +86,15 @@ impl Store {
     /// `unavailable`.
     pub async fn list_rooms_page(
         &self,
-        member: &str,
-        after: Option<&str>,
+        member: Key,
+        after: Option<&RoomId>,
         limit: usize,
-    ) -> Result<(Vec<Room>, Option<String>), Error> {
-        let ids = self
-            .rooms_of_member(member)
-            .await?
-            .into_iter()
-            .filter(|id| after.is_none_or(|a| id.as_str() > a));
+    ) -> Result<(Vec<Room>, Option<RoomId>), Error> {
+        let ids = self.rooms_of_member(member).await?.into_iter().filter(|id| after.is_none_or(|a| id > a));
         let (ids, next) = take_page(ids, limit);
-        let rooms = get_many::<Room>(&self.rooms, ids)
+        let rooms = self
+            .rooms
+            .get_many(ids)
             .await?
             .into_iter()
             .map(|(r, _)| r)
@@ -111,7 +110,7 @@ impl Store {
     /// `not_found` for an unknown room, the rule's error, `unavailable`.
     pub async fn change_room(
         &self,
-        id: &str,
+        id: &RoomId,
         rule: impl Fn(&Room) -> Result<RoomChange, Error>,
     ) -> Result<(Room, bool), Error> {
         let judge = |room: Option<Room>| {
@@ -122,10 +121,10 @@ impl Store {
             };
             next.members.sort();
             next.members.dedup();
-            next.updated_at = fmt_time(now());
+            next.updated_at = Timestamp::now();
             Ok(Change::Write(next.clone(), (next, true)))
         };
-        let (done, rev) = self.rooms.modify(id, |room| std::future::ready(judge(room))).await?;
+        let (done, rev) = self.rooms.modify(id, judge).await?;
         if let (true, Some(rev)) = (done.1, rev) {
             let _ = self.rooms_ix.wait_for(rev, self.sync_limit()).await;
         }
@@ -141,8 +140,8 @@ impl Store {
     /// (nothing kept), `unavailable`.
     pub async fn add_room_member(
         &self,
-        id: &str,
-        member: &str,
+        id: &RoomId,
+        member: Key,
         rule: impl Fn(&Room) -> Result<(), Error>,
     ) -> Result<(Room, bool), Error> {
         let reserved = self.reserve_room(member, id, MAX_ROOMS_PER_USER).await?;
@@ -155,7 +154,7 @@ impl Store {
                 return Err(members_cap());
             }
             let mut next = room.clone();
-            next.members.push(member.to_string());
+            next.members.push(member);
             Ok(RoomChange::Write(next))
         };
         let (room, changed) = match self.change_room(id, add).await {
@@ -181,10 +180,10 @@ impl Store {
     ///
     /// # Errors
     /// `unavailable`.
-    pub async fn take_back(&self, id: &str, member: &str) -> Result<(), Error> {
+    pub async fn take_back(&self, id: &RoomId, member: Key) -> Result<(), Error> {
         let undo = |room: &Room| {
             let mut next = room.clone();
-            next.members.retain(|m| m != member);
+            next.members.retain(|m| *m != member);
             Ok(RoomChange::Write(next))
         };
         match self.change_room(id, undo).await {
@@ -200,18 +199,18 @@ impl Store {
     ///
     /// # Errors
     /// `unavailable`.
-    pub async fn remove_from_all_rooms(&self, sign_pub: &str) -> Result<usize, Error> {
+    pub async fn remove_from_all_rooms(&self, sign_pub: Key) -> Result<usize, Error> {
         self.rooms_ix.sync(self.sync_limit()).await?;
         let ids = self.rooms_ix.read(|ix| ix.rooms_of(sign_pub));
         let mut changed = 0;
         for id in ids {
             let strip = |room: &Room| {
-                if !room.has_member(sign_pub) && room.owner.as_deref() != Some(sign_pub) {
+                if !room.has_member(sign_pub) && room.owner != Some(sign_pub) {
                     return Ok(RoomChange::Keep);
                 }
                 let mut next = room.clone();
-                next.members.retain(|m| m != sign_pub);
-                if next.owner.as_deref() == Some(sign_pub) {
+                next.members.retain(|m| *m != sign_pub);
+                if next.owner == Some(sign_pub) {
                     next.owner = None;
                 }
                 Ok(RoomChange::Write(next))

@@ -6,9 +6,10 @@
 //! re-check fails.
 
 use super::cas::Change;
-use super::{KvError, Store, all_pages, get_many, take_page};
+use super::{KvError, Store, all_pages, take_page};
 use unibus_proto::error::Error;
-use unibus_proto::model::{DeviceStatus, Role, User, UserStatus, fmt_time, now};
+use unibus_proto::ids::{Actor, InviteId, Key, RoomId, Timestamp};
+use unibus_proto::records::{DeviceStatus, Role, User, UserStatus};
 
 /// What the store says about a connecting key, for the callout.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,7 +21,7 @@ pub enum Standing {
         /// The account's role.
         role: Role,
         /// The account id.
-        account: String,
+        account: Key,
     },
     /// A revoked device or account, or a device whose add never completed:
     /// denied (never a guest).
@@ -32,8 +33,8 @@ impl Store {
     ///
     /// # Errors
     /// `unavailable` when the store cannot answer.
-    pub async fn get_user(&self, sign_pub: &str) -> Result<Option<(User, u64)>, Error> {
-        Ok(self.users.get(sign_pub).await?)
+    pub async fn get_user(&self, sign_pub: Key) -> Result<Option<(User, u64)>, Error> {
+        Ok(self.users.get(&sign_pub).await?)
     }
 
     /// Whether `sign_pub` is still the registration made with `invite_id`:
@@ -42,8 +43,8 @@ impl Store {
     ///
     /// # Errors
     /// `unavailable` when the store cannot answer.
-    pub async fn still_registered(&self, sign_pub: &str, invite_id: &str) -> Result<bool, Error> {
-        Ok(self.get_user(sign_pub).await?.is_some_and(|(u, _)| u.invite_id == invite_id))
+    pub async fn still_registered(&self, sign_pub: Key, invite_id: &InviteId) -> Result<bool, Error> {
+        Ok(self.get_user(sign_pub).await?.is_some_and(|(u, _)| u.invite_id == *invite_id))
     }
 
     /// Is this key authorized, and as what (docs/protocol.md section 8,
@@ -58,7 +59,7 @@ impl Store {
     /// # Errors
     /// `unavailable` when the store cannot answer; `internal` when a
     /// record involved does not decode.
-    pub async fn standing(&self, key: &str) -> Result<Standing, Error> {
+    pub async fn standing(&self, key: Key) -> Result<Standing, Error> {
         Ok(self.admission(key).await?.0)
     }
 
@@ -70,7 +71,7 @@ impl Store {
     ///
     /// # Errors
     /// As [`Store::standing`].
-    pub async fn admission(&self, key: &str) -> Result<(Standing, Vec<String>), Error> {
+    pub async fn admission(&self, key: Key) -> Result<(Standing, Vec<RoomId>), Error> {
         let limit = self.sync_limit();
         let deadline = tokio::time::Instant::now() + limit;
         // A device record never names another account while it exists, and
@@ -82,7 +83,7 @@ impl Store {
         if let Some(account) = self.devices_ix.read(|ix| ix.account_of(key)) {
             let (users_at, rooms_at) =
                 tokio::try_join!(self.users_ix.leader_point(limit), self.rooms_ix.leader_point(limit))?;
-            let judged = self.judge_at(&account, key, users_at, rooms_at, deadline).await?;
+            let judged = self.judge_at(account, key, users_at, rooms_at, deadline).await?;
             if matches!(judged.0, Standing::Active { .. }) {
                 return Ok(judged);
             }
@@ -95,27 +96,27 @@ impl Store {
         let mapped = self
             .devices_ix
             .read_from(devices_at, deadline, |ix| {
-                if ix.unreadable.contains(key) {
+                if ix.unreadable.contains(&key.to_hex()) {
                     let bucket = unibus_proto::subjects::BUCKET_DEVICES;
                     return Err(Error::Internal(format!("corrupt record {key} in {bucket}")));
                 }
                 Ok(ix.account_of(key))
             })
             .await??;
-        let account = mapped.unwrap_or_else(|| key.to_string());
-        self.judge_at(&account, key, users_at, rooms_at, deadline).await
+        let account = mapped.unwrap_or(key);
+        self.judge_at(account, key, users_at, rooms_at, deadline).await
     }
 
     /// `key`'s standing in `account`, and the account's rooms when it is
     /// active, from the users and rooms indexes at the leader points given.
     async fn judge_at(
         &self,
-        account: &str,
-        key: &str,
+        account: Key,
+        key: Key,
         users_at: u64,
         rooms_at: u64,
         deadline: tokio::time::Instant,
-    ) -> Result<(Standing, Vec<String>), Error> {
+    ) -> Result<(Standing, Vec<RoomId>), Error> {
         let standing =
             self.users_ix.read_from(users_at, deadline, |ix| standing_in(ix, account, key)).await??;
         let rooms = match &standing {
@@ -142,12 +143,12 @@ impl Store {
     /// such a key can be denied without a store round trip. `false` says
     /// nothing. A device its account does not list yet is not judged here:
     /// the two indexes may be at different points.
-    pub fn known_revoked(&self, key: &str) -> bool {
-        let account = self.devices_ix.read(|ix| ix.account_of(key)).unwrap_or_else(|| key.to_string());
+    pub fn known_revoked(&self, key: Key) -> bool {
+        let account = self.devices_ix.read(|ix| ix.account_of(key)).unwrap_or(key);
         self.users_ix.read(|ix| {
             ix.entries.get(&account).is_some_and(|e| {
                 e.status == UserStatus::Revoked
-                    || e.device_status(&account, key) == Some(DeviceStatus::Revoked)
+                    || e.device_status(account, key) == Some(DeviceStatus::Revoked)
             })
         })
     }
@@ -165,13 +166,13 @@ impl Store {
     /// `unavailable`.
     pub(crate) async fn user_held_at(
         &self,
-        key: &str,
+        key: Key,
         since: u64,
         at: u64,
         holds: impl Fn(&User) -> bool,
     ) -> Result<bool, Error> {
         use async_nats::jetstream::stream::RawMessageErrorKind;
-        let kv = &self.users.kv;
+        let kv = &self.users.bucket().kv;
         let subject = format!("{}{key}", kv.prefix);
         let (mut from, mut last) = (since, None);
         loop {
@@ -212,15 +213,18 @@ impl Store {
     pub async fn list_users_page(
         &self,
         status: Option<UserStatus>,
-        after: Option<&str>,
+        after: Option<Key>,
         limit: usize,
-    ) -> Result<(Vec<User>, Option<String>), Error> {
+    ) -> Result<(Vec<User>, Option<Key>), Error> {
         self.users_ix.sync(self.sync_limit()).await?;
         let (keys, next) = self.users_ix.read(|ix| {
-            let keys = super::after(&ix.entries, after).filter(|(_, e)| status.is_none_or(|s| e.status == s));
-            take_page(keys.map(|(k, _)| k.clone()), limit)
+            let keys = super::after(&ix.entries, after.as_ref())
+                .filter(|(_, e)| status.is_none_or(|s| e.status == s));
+            take_page(keys.map(|(k, _)| *k), limit)
         });
-        let users = get_many::<User>(&self.users, keys)
+        let users = self
+            .users
+            .get_many(keys)
             .await?
             .into_iter()
             .map(|(u, _)| u)
@@ -234,7 +238,7 @@ impl Store {
     /// # Errors
     /// `unavailable`.
     pub async fn list_users(&self) -> Result<Vec<User>, Error> {
-        all_pages(|cursor| async move { self.list_users_page(None, cursor.as_deref(), 1000).await }).await
+        all_pages(|cursor| async move { self.list_users_page(None, cursor, 1000).await }).await
     }
 
     /// True when any admin record exists, active or revoked.
@@ -248,22 +252,22 @@ impl Store {
 
     /// Active admins other than `except`, counted by leader reads of every
     /// admin the (synced) index knows.
-    async fn other_active_admins(&self, except: &str) -> Result<usize, Error> {
+    async fn other_active_admins(&self, except: Key) -> Result<usize, Error> {
         Ok(self.other_active_admin_records(except).await?.len())
     }
 
     /// The records of active admins other than `except`, by leader reads
     /// of every admin the (synced) index knows.
-    pub(crate) async fn other_active_admin_records(&self, except: &str) -> Result<Vec<User>, Error> {
+    pub(crate) async fn other_active_admin_records(&self, except: Key) -> Result<Vec<User>, Error> {
         self.users_ix.sync(self.sync_limit()).await?;
-        let admins: Vec<String> = self.users_ix.read(|ix| {
+        let admins: Vec<Key> = self.users_ix.read(|ix| {
             ix.entries
                 .iter()
-                .filter(|(k, e)| e.role == Role::Admin && k.as_str() != except)
-                .map(|(k, _)| k.clone())
+                .filter(|(k, e)| e.role == Role::Admin && **k != except)
+                .map(|(k, _)| *k)
                 .collect()
         });
-        let fresh = get_many::<User>(&self.users, admins).await?;
+        let fresh = self.users.get_many(admins).await?;
         Ok(fresh.into_iter().map(|(u, _)| u).filter(User::is_active_admin).collect())
     }
 
@@ -275,9 +279,9 @@ impl Store {
     /// `not_found`; `forbidden` for the last active admin; `unavailable`.
     pub async fn set_user_status(
         &self,
-        sign_pub: &str,
+        sign_pub: Key,
         status: UserStatus,
-        by: &str,
+        by: Actor,
     ) -> Result<(User, bool), Error> {
         let set = |current: Option<User>| async move {
             let mut user = current.ok_or_else(no_such_user)?;
@@ -289,21 +293,21 @@ impl Store {
                 return Err(last_admin());
             }
             let before = user.clone();
-            let t = fmt_time(now());
+            let t = Timestamp::now();
             user.status = status;
             (user.revoked_at, user.revoked_by) = match status {
-                UserStatus::Revoked => (Some(t.clone()), Some(by.to_string())),
+                UserStatus::Revoked => (Some(t), Some(by)),
                 UserStatus::Active => (None, None),
             };
             user.updated_at = t;
             Ok(Change::Write(user.clone(), (user, Some((before, demotes_admin)))))
         };
-        let ((user, undo), rev) = self.users.modify(sign_pub, set).await?;
+        let ((user, undo), rev) = self.users.modify_reading(&sign_pub, set).await?;
         // Kept: it already had that status.
         let (Some((before, demotes_admin)), Some(new_rev)) = (undo, rev) else { return Ok((user, false)) };
         if demotes_admin && self.other_active_admins(sign_pub).await? == 0 {
             // A concurrent change left no active admin: undo ours.
-            self.users.update(sign_pub, &before, new_rev).await.map_err(Error::from)?;
+            self.users.update(&sign_pub, &before, new_rev).await.map_err(Error::from)?;
             return Err(last_admin());
         }
         // Best effort: lets this instance deny the key without a store
@@ -320,19 +324,24 @@ impl Store {
     ///
     /// # Errors
     /// `not_found`; `forbidden` for the last active admin; `unavailable`.
-    pub async fn delete_user(&self, sign_pub: &str) -> Result<User, Error> {
-        let delete = |current: Option<User>| async move {
+    pub async fn delete_user(&self, sign_pub: Key) -> Result<User, Error> {
+        let (user, revision) = self.get_user(sign_pub).await?.ok_or_else(no_such_user)?;
+        if user.is_active_admin() && self.other_active_admins(sign_pub).await? == 0 {
+            return Err(last_admin());
+        }
+        self.remove_from_all_rooms(sign_pub).await?;
+        // Before the delete, so that no crash leaves a deleted key able to
+        // replay its invite.
+        self.retire_invite_of(&user).await?;
+        // The delete itself: a CAS from the record just read, judged again
+        // (without side effects) on whatever record it writes over.
+        let delete = |current: Option<User>| {
             let user = current.ok_or_else(no_such_user)?;
             let was_admin = user.is_active_admin();
-            if was_admin && self.other_active_admins(sign_pub).await? == 0 {
-                return Err(last_admin());
-            }
-            self.remove_from_all_rooms(sign_pub).await?;
-            // First, so that no crash leaves a deleted key able to replay it.
-            self.retire_invite_of(&user).await?;
             Ok(Change::Delete((user, was_admin)))
         };
-        let ((user, was_admin), _) = self.users.modify(sign_pub, delete).await?;
+        let retry = super::cas::Retry { known: Some((user, revision)), ..Default::default() };
+        let ((user, was_admin), _) = self.users.modify_with(&sign_pub, retry, delete).await?;
         if was_admin && self.other_active_admins(sign_pub).await? == 0 {
             self.add_user(&user).await?;
             return Err(last_admin());
@@ -347,19 +356,19 @@ impl Store {
 }
 
 /// A key's standing in its account, as the synced users index says.
-fn standing_in(ix: &super::folds::Users, account: &str, key: &str) -> Result<Standing, Error> {
-    if ix.unreadable.contains(account) {
+fn standing_in(ix: &super::folds::Users, account: Key, key: Key) -> Result<Standing, Error> {
+    if ix.unreadable.contains(&account.to_hex()) {
         let bucket = unibus_proto::subjects::BUCKET_USERS;
         return Err(Error::Internal(format!("corrupt record {account} in {bucket}")));
     }
     // No account: an unknown key, or a device of a deleted account (its
     // device record outlived a crash): a guest either way.
-    let Some(e) = ix.entries.get(account) else { return Ok(Standing::Unknown) };
+    let Some(e) = ix.entries.get(&account) else { return Ok(Standing::Unknown) };
     if e.status != UserStatus::Active {
         return Ok(Standing::Revoked);
     }
     match e.device_status(account, key) {
-        Some(DeviceStatus::Active) => Ok(Standing::Active { role: e.role, account: account.to_string() }),
+        Some(DeviceStatus::Active) => Ok(Standing::Active { role: e.role, account }),
         _ => Ok(Standing::Revoked),
     }
 }

@@ -2,13 +2,12 @@
 //! filters, pagination, audit fields and every error code; and the micro
 //! service's discovery and statistics.
 
+use crate::harness::{Stack, as_key, code};
 use unibus::Identity;
 use unibus_proto::keys::InviteToken;
-use unibus_proto::model::{InviteStatus, Role, UserStatus};
+use unibus_proto::records::{InviteStatus, Role, UserStatus};
 use unibus_proto::subjects;
 use unibus_proto::wire::{InviteCreateRequest, InviteListRequest, UserListRequest};
-
-use crate::harness::{Stack, code};
 
 /// invite.list (filters, pages, no tokens), invite.get and invite.cancel
 /// with their audit fields and error codes.
@@ -25,12 +24,16 @@ async fn invite_endpoints() {
         .create_invite(&InviteCreateRequest { note: Some("for zoe".into()), ..Default::default() })
         .await
         .unwrap();
-    let (expired, _) = stack.store().create_invite(Role::Member, String::new(), &me, 0).await.unwrap();
+    let (expired, _) = stack
+        .store()
+        .create_invite(Role::Member, String::new(), unibus_proto::Actor::Key(as_key(&me)), 0)
+        .await
+        .unwrap();
 
     // cancel: audit fields; idempotent; used -> invite_used; unknown -> not_found.
     let c = admin.cancel_invite(&cancelled.invite.id).await.unwrap();
     assert_eq!(c.status, InviteStatus::Cancelled);
-    assert_eq!(c.cancelled_by.as_deref(), Some(me.as_str()));
+    assert_eq!(c.cancelled_by.map(|k| k.to_string()).as_deref(), Some(me.as_str()));
     let again = admin.cancel_invite(&cancelled.invite.id).await.unwrap();
     assert_eq!(again.cancelled_at, c.cancelled_at);
     assert_eq!(admin.cancel_invite(&expired.id).await.unwrap().status, InviteStatus::Expired);
@@ -41,7 +44,7 @@ async fn invite_endpoints() {
     // get: computed status and audit fields.
     let u = admin.get_invite(&used.invite.id.to_uppercase()).await.unwrap();
     assert_eq!(u.status, InviteStatus::Used);
-    assert_eq!(u.used_by.as_deref(), Some(redeemer.sign_pub_hex().as_str()));
+    assert_eq!(u.used_by.map(|k| k.to_string()).as_deref(), Some(redeemer.sign_pub_hex().as_str()));
     assert!(u.used_at.is_some() && u.completed);
     assert_eq!(u.created_by, me);
     assert_eq!(admin.get_invite(&expired.id).await.unwrap().status, InviteStatus::Expired);
@@ -58,9 +61,9 @@ async fn invite_endpoints() {
             .list_invites(&InviteListRequest { status: Some(status), ..Default::default() })
             .await
             .unwrap();
-        let got: Vec<&String> = page.invites.iter().map(|i| &i.id).collect();
+        let got: Vec<&unibus_proto::InviteId> = page.invites.iter().map(|i| &i.id).collect();
         // the first-admin invite is used too
-        let got: Vec<&String> =
+        let got: Vec<&unibus_proto::InviteId> =
             got.into_iter().filter(|id| want.contains(id) || status != InviteStatus::Used).collect();
         assert_eq!(got, want, "{status:?}");
         assert!(page.invites.iter().all(|i| i.status == status));
@@ -140,7 +143,7 @@ async fn user_endpoints() {
     assert_eq!(collect_users(&admin, Some(UserStatus::Active), 1000).await.len(), 4);
 
     let u = admin.get_user(&members[2].sign_pub_hex().to_uppercase()).await.unwrap();
-    assert_eq!((u.name.as_str(), u.invited_by.as_str()), ("m2", admin.sign_pub()));
+    assert_eq!((u.name.as_str(), u.invited_by.to_string().as_str()), ("m2", admin.sign_pub()));
     assert_eq!(code(admin.get_user(&Identity::generate().sign_pub_hex()).await), "not_found");
     assert_eq!(code(admin.get_user("00").await), "bad_request");
     assert_eq!(code(admin.revoke_user(&Identity::generate().sign_pub_hex()).await), "not_found");
@@ -150,11 +153,15 @@ async fn user_endpoints() {
     let (_m, member) = stack.user(&admin, Role::Member, "looker").await;
     let r = member.lookup(&members[0].sign_pub_hex()).await.unwrap();
     assert_eq!(r.status, UserStatus::Revoked);
-    assert_eq!(r.kex_pub, Some(members[0].kex_pub_hex()));
+    assert_eq!(r.kex_pub, Some(members[0].kex_key()));
     assert_eq!(code(member.lookup(&Identity::generate().sign_pub_hex()).await), "not_found");
 }
 
-async fn collect_users(admin: &unibus::Client, status: Option<UserStatus>, limit: u64) -> Vec<String> {
+async fn collect_users(
+    admin: &unibus::Client,
+    status: Option<UserStatus>,
+    limit: u64,
+) -> Vec<unibus_proto::Key> {
     let mut out = Vec::new();
     let mut cursor = None;
     loop {
@@ -178,7 +185,15 @@ async fn revoked_admin_is_forbidden_everywhere() {
     let (victim, _v) = stack.user(&admin, Role::Member, "victim").await;
     let inv = admin.create_invite(&Default::default()).await.unwrap();
     // Revoked in the store directly: no kick, the connection stays.
-    stack.store().set_user_status(&ops.sign_pub_hex(), UserStatus::Revoked, admin.sign_pub()).await.unwrap();
+    stack
+        .store()
+        .set_user_status(
+            ops.sign_key(),
+            UserStatus::Revoked,
+            unibus_proto::Actor::Key(as_key(admin.sign_pub())),
+        )
+        .await
+        .unwrap();
     let v = victim.sign_pub_hex();
     let cases: Vec<(&str, serde_json::Value)> = vec![
         (subjects::ADMIN_INVITE_CREATE, serde_json::json!({})),
@@ -232,10 +247,10 @@ async fn micro_service_discovery_and_stats() {
         .iter()
         .map(|e| e["subject"].as_str().unwrap().to_string())
         .collect();
-    for s in subjects::CONTROL_SUBJECTS {
+    for s in unibus_proto::endpoint::SUBJECTS {
         assert!(endpoints.contains(&s.to_string()), "{s} missing from $SRV.INFO");
     }
-    assert_eq!(endpoints.len(), subjects::CONTROL_SUBJECTS.len());
+    assert_eq!(endpoints.len(), unibus_proto::endpoint::SUBJECTS.len());
 
     let stats: serde_json::Value = serde_json::from_slice(
         &svc.request(format!("$SRV.STATS.unibus.{id}"), "".into()).await.unwrap().payload,
@@ -264,12 +279,12 @@ async fn reused_bucket_with_direct_gets_is_reconfigured() {
     js.create_stream(config).await.unwrap();
     let kv = js.get_key_value(subjects::BUCKET_USERS).await.unwrap();
     let alice = Identity::generate();
-    let user = unibus_proto::model::User::new_active(
-        unibus_proto::model::Device::first(&alice.sign_pub_hex(), &alice.kex_pub_hex(), None),
+    let user = unibus_proto::records::User::new_active(
+        unibus_proto::records::Device::first(alice.sign_key(), alice.kex_key(), None),
         "alice",
         Role::Member,
-        "bootstrap",
-        &"00".repeat(32),
+        unibus_proto::Actor::Bootstrap,
+        unibus_proto::InviteId::parse(&"00".repeat(32)).unwrap(),
     );
     kv.create(alice.sign_pub_hex(), serde_json::to_vec(&user).unwrap().into()).await.unwrap();
     let direct = |js: async_nats::jetstream::Context| async move {
@@ -281,6 +296,6 @@ async fn reused_bucket_with_direct_gets_is_reconfigured() {
 
     let store = Store::open(stack.service_nats().await, &StoreConfig::default()).await.unwrap();
     assert_eq!(direct(js.clone()).await, (false, false), "still serving direct gets");
-    let (read, _) = store.get_user(&alice.sign_pub_hex()).await.unwrap().expect("record kept");
+    let (read, _) = store.get_user(alice.sign_key()).await.unwrap().expect("record kept");
     assert_eq!(read.name, "alice");
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use ed25519_dalek::Signer as _;
 use futures::StreamExt as _;
 use unibus::{Client, ClientError, Identity};
-use unibus_proto::model::{Role, UserStatus};
+use unibus_proto::records::{Role, UserStatus};
 use unibus_proto::subjects;
 
 use crate::harness::{Stack, code, expect_server_error, expect_signed_denial_of};
@@ -71,10 +71,18 @@ async fn callout_denials(xkey: bool) {
     drop(bob_conn);
 
     // Revoked -> denied; restored -> admitted again without a restart.
-    stack.store().set_user_status(&bob.sign_pub_hex(), UserStatus::Revoked, "test").await.unwrap();
+    stack
+        .store()
+        .set_user_status(bob.sign_key(), UserStatus::Revoked, unibus_proto::Actor::Bootstrap)
+        .await
+        .unwrap();
     let reason = expect_signed_denial_of(&mut errors, &bob.nkey_public(), stack.connect(&bob)).await;
     assert_eq!(reason, format!("user {} is revoked", bob.sign_pub_hex()));
-    stack.store().set_user_status(&bob.sign_pub_hex(), UserStatus::Active, "test").await.unwrap();
+    stack
+        .store()
+        .set_user_status(bob.sign_key(), UserStatus::Active, unibus_proto::Actor::Bootstrap)
+        .await
+        .unwrap();
     assert_eq!(stack.connect(&bob).await.unwrap().whoami().await.unwrap().name, "bob");
 
     // Bob's nkey, nonce signed by mallory.
@@ -201,7 +209,7 @@ async fn identity_comes_only_from_the_server() {
     // Requests from inside AUTH carry no stamped identity: every endpoint
     // answers `unauthenticated`.
     let svc = stack.service_nats().await;
-    for subject in subjects::CONTROL_SUBJECTS {
+    for subject in unibus_proto::endpoint::SUBJECTS {
         let msg = svc.request(*subject, "{}".into()).await.unwrap();
         let r = unibus::decode_reply::<serde_json::Value>(subject, &msg);
         assert_eq!(code(r), "unauthenticated", "{subject}");

@@ -3,16 +3,16 @@
 //! 1,000-key cap, the CLI commands, and the client dropping DMs from
 //! blocked keys.
 
+use crate::harness::{Stack, as_key, code};
 use std::time::Duration;
 
 use futures::StreamExt as _;
 use unibus::{ClientError, Identity, Inbox, Incoming};
-use unibus_proto::model::Role;
+use unibus_proto::records::Role;
 use unibus_proto::subjects;
 use unibus_proto::wire::MAX_BLOCKS_PER_USER;
 
 use crate::cli::cli;
-use crate::harness::{Stack, code};
 
 fn random_key() -> String {
     Identity::generate().sign_pub_hex()
@@ -67,7 +67,7 @@ async fn block_endpoints_and_rules() {
     // Deleting alice deletes her block list.
     drop(alice_c);
     admin.delete_user(&alice_key).await.unwrap();
-    assert!(stack.store().blocked_by(&alice_key).await.unwrap().is_empty());
+    assert!(stack.store().blocked_by(as_key(&alice_key)).await.unwrap().is_empty());
     let js = stack.jetstream().await;
     let kv = js.get_key_value(subjects::BUCKET_BLOCKS).await.unwrap();
     assert!(kv.get(&alice_key).await.unwrap().is_none(), "block record left behind");
@@ -95,18 +95,18 @@ async fn blocked_owner_cannot_add_the_blocker() {
     assert_eq!(code(bob_c.add_member("abc", &alice_key).await), "bad_request");
     assert_eq!(code(bob_c.add_member(&"5".repeat(32), &alice_key).await), "not_found");
     assert_eq!(stack.kv_snapshot().await, before, "a refused add changed KV");
-    assert!(!bob_c.get_room(&room.id).await.unwrap().has_member(&alice_key));
+    assert!(!bob_c.get_room(&room.id).await.unwrap().has_member(as_key(&alice_key)));
 
     // Admin adds are not subject to blocks.
     let admin_room = admin.add_member(&room.id, &alice_key).await.unwrap();
-    assert!(admin_room.has_member(&alice_key));
+    assert!(admin_room.has_member(as_key(&alice_key)));
     drop(admin);
     let _admin = stack.connect(&root).await.unwrap();
 
     // Unblocked: bob adds alice to his other room.
     let alice_c = stack.connect(&alice).await.unwrap();
     assert!(alice_c.block_remove(&bob_key).await.unwrap().is_empty());
-    assert!(bob_c.add_member(&other.id, &alice_key).await.unwrap().has_member(&alice_key));
+    assert!(bob_c.add_member(&other.id, &alice_key).await.unwrap().has_member(as_key(&alice_key)));
 }
 
 /// At most 1,000 blocked keys, exactly under concurrent requests: beyond
@@ -124,7 +124,7 @@ async fn block_list_holds_at_most_1000_keys() {
     let mut last = String::new();
     for _ in 0..MAX_BLOCKS_PER_USER - 2 {
         last = random_key();
-        store.block(&me, &last, MAX_BLOCKS_PER_USER).await.unwrap();
+        store.block(as_key(&me), as_key(&last), MAX_BLOCKS_PER_USER).await.unwrap();
     }
     // Until two of them met at the store (at most 12 tries), the two that
     // got in are unblocked and four new keys try again.

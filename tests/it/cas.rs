@@ -5,21 +5,20 @@
 //! one record (room adds, block adds on a list not yet created, cancel
 //! against redeem) all land or have exactly one winner.
 
+use crate::harness::{Stack, as_key, as_room, code};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use unibus::Identity;
 use unibus_proto::error::Error;
-use unibus_proto::model::{InviteStatus, Room};
+use unibus_proto::records::{InviteStatus, Room};
 use unibus_proto::subjects;
 use unibusd::store::{RoomChange, Store};
-
-use crate::harness::{Stack, code};
 
 /// A room record with `key` added to its members.
 fn with_member(room: &Room, key: &str) -> RoomChange {
     let mut next = room.clone();
-    next.members.push(key.to_string());
+    next.members.push(as_key(key));
     RoomChange::Write(next)
 }
 
@@ -28,7 +27,10 @@ fn with_member(room: &Room, key: &str) -> RoomChange {
 fn interpose(other: &Store, id: &str, key: &str) {
     tokio::task::block_in_place(|| {
         tokio::runtime::Handle::current().block_on(async {
-            other.change_room(id, |room| Ok(with_member(room, key))).await.expect("interposed write")
+            other
+                .change_room(&as_room(id), |room| Ok(with_member(room, key)))
+                .await
+                .expect("interposed write")
         })
     });
 }
@@ -41,7 +43,7 @@ async fn a_lost_race_is_judged_again_on_the_new_record() {
     let store = stack.store();
     let other = stack.open_store().await;
     let owner = Identity::generate().sign_pub_hex();
-    let room = store.create_room("race", &owner).await.unwrap();
+    let room = store.create_room("race", as_key(&owner)).await.unwrap();
     let (bob, carol) = (Identity::generate().sign_pub_hex(), Identity::generate().sign_pub_hex());
 
     let calls = AtomicUsize::new(0);
@@ -50,7 +52,7 @@ async fn a_lost_race_is_judged_again_on_the_new_record() {
             if calls.fetch_add(1, Ordering::SeqCst) == 0 {
                 interpose(&other, &room.id, &carol);
             } else {
-                assert!(current.has_member(&carol), "judged again on the record written over");
+                assert!(current.has_member(as_key(&carol)), "judged again on the record written over");
             }
             Ok(with_member(current, &bob))
         })
@@ -61,7 +63,7 @@ async fn a_lost_race_is_judged_again_on_the_new_record() {
     let (stored, _) = store.get_room(&room.id).await.unwrap().unwrap();
     assert_eq!(stored, after);
     for key in [&owner, &bob, &carol] {
-        assert!(stored.has_member(key), "lost update of {key}");
+        assert!(stored.has_member(as_key(key)), "lost update of {key}");
     }
 }
 
@@ -72,7 +74,7 @@ async fn a_record_that_keeps_changing_is_given_up_as_unavailable() {
     let stack = Stack::start(false).await;
     let store = stack.store();
     let other = stack.open_store().await;
-    let room = store.create_room("busy", &Identity::generate().sign_pub_hex()).await.unwrap();
+    let room = store.create_room("busy", as_key(&Identity::generate().sign_pub_hex())).await.unwrap();
     let bob = Identity::generate().sign_pub_hex();
 
     let calls = AtomicUsize::new(0);
@@ -87,7 +89,7 @@ async fn a_record_that_keeps_changing_is_given_up_as_unavailable() {
     assert_eq!(calls.load(Ordering::SeqCst), 16);
     let (stored, _) = store.get_room(&room.id).await.unwrap().unwrap();
     assert_eq!(stored.members.len(), 1 + 16, "every interposed write stands");
-    assert!(!stored.has_member(&bob), "the given-up change was written");
+    assert!(!stored.has_member(as_key(&bob)), "the given-up change was written");
 }
 
 /// Twelve concurrent adds to one room, by its owner and by an admin, all
@@ -105,19 +107,19 @@ async fn concurrent_member_adds_to_one_room_all_land() {
         by.add_member(&room.id, u)
     });
     for (r, u) in futures::future::join_all(adds).await.into_iter().zip(&users) {
-        assert!(r.expect("add succeeds").has_member(u));
+        assert!(r.expect("add succeeds").has_member(as_key(u)));
     }
     let (stored, _) = store.get_room(&room.id).await.unwrap().unwrap();
     assert_eq!(stored.members.len(), 1 + users.len(), "{:?}", stored.members);
     for u in &users {
-        assert!(stored.has_member(u), "lost update of {u}");
+        assert!(stored.has_member(as_key(u)), "lost update of {u}");
     }
     for u in &users {
-        assert!(store.rooms_of_member(u).await.unwrap().contains(&room.id));
+        assert!(store.rooms_of_member(as_key(u)).await.unwrap().contains(&room.id));
     }
     let lost = watch.take().await.lost_races(subjects::BUCKET_ROOMS);
-    assert!(lost.contains_key(&room.id), "no two adds met at the store: {lost:?}");
-    println!("concurrent member adds: {} compare-and-swaps lost a race", lost[&room.id]);
+    assert!(lost.contains_key(room.id.as_str()), "no two adds met at the store: {lost:?}");
+    println!("concurrent member adds: {} compare-and-swaps lost a race", lost[room.id.as_str()]);
 }
 
 /// Sixteen concurrent blocks by one user whose block list does not exist
@@ -132,13 +134,15 @@ async fn concurrent_blocks_on_a_new_list_all_land() {
     for round in 1..=8 {
         let owner = Identity::generate().sign_pub_hex();
         let keys: Vec<String> = (0..16).map(|_| Identity::generate().sign_pub_hex()).collect();
-        let results = futures::future::join_all(keys.iter().map(|k| store.block(&owner, k, 1000))).await;
+        let results =
+            futures::future::join_all(keys.iter().map(|k| store.block(as_key(&owner), as_key(k), 1000)))
+                .await;
         for r in results {
             assert!(r.unwrap().1, "each block changed the list");
         }
         let mut expected = keys.clone();
         expected.sort();
-        assert_eq!(store.blocked_by(&owner).await.unwrap(), expected);
+        assert_eq!(store.blocked_by(as_key(&owner)).await.unwrap(), expected);
         let log = watch.take().await;
         let creates =
             log.writes_to(subjects::BUCKET_BLOCKS, &owner).iter().filter(|w| **w == Some(0)).count();
@@ -192,13 +196,16 @@ async fn cancel_against_redeem_has_one_winner() {
                 (c @ Err(_), Ok(user)) => {
                     assert_eq!(code(c), "invite_used");
                     assert_eq!(stored.status, InviteStatus::Used);
-                    assert_eq!(stored.used_by.as_deref(), Some(user.sign_pub.as_str()));
+                    assert_eq!(
+                        stored.used_by.map(|k| k.to_string()).as_deref(),
+                        Some(user.sign_pub.to_hex().as_str())
+                    );
                 }
                 other => panic!("not exactly one winner: {other:?}"),
             }
         }
         let lost = watch.take().await.lost_races(subjects::BUCKET_INVITES);
-        let met = races.iter().filter(|(inv, _)| lost.contains_key(&inv.invite.id)).count();
+        let met = races.iter().filter(|(inv, _)| lost.contains_key(inv.invite.id.as_str())).count();
         if met > 0 {
             println!(
                 "cancel against redeem: {met} of 12 pairs met at the store in round {round} (delays {base}..{} ms)",

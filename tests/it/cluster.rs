@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use futures::StreamExt as _;
 use unibus::{Client, ClientError, Identity};
-use unibus_proto::model::Role;
+use unibus_proto::records::Role;
 use unibus_proto::subjects::BUCKET_INVITES;
 use unibus_proto::wire::InviteCreateRequest;
 
@@ -18,7 +18,7 @@ use crate::syscheck::{Loops, Paused, open_connections, servers_with_connection_n
 
 /// The outcome class of one redemption: `won`, a wire code, or `transport`
 /// (no reply: timeout or no responders while unibusd fails over).
-fn outcome(r: &Result<unibus_proto::model::User, ClientError>) -> String {
+fn outcome(r: &Result<unibus_proto::records::User, ClientError>) -> String {
     match r {
         Ok(_) => "won".into(),
         Err(ClientError::Service(e)) => e.code().to_string(),
@@ -67,7 +67,7 @@ async fn revoke_through_node1_cuts_off_user_on_node3() {
         for r in results.iter().filter(|r| r.is_err()) {
             assert_eq!(r.as_ref().unwrap_err().service_error().map(|e| e.code()), Some("invite_used"));
         }
-        if let Some(lost) = watch.take().await.lost_races(BUCKET_INVITES).get(&inv.invite.id) {
+        if let Some(lost) = watch.take().await.lost_races(BUCKET_INVITES).get(inv.invite.id.as_str()) {
             println!("R3 redeemers: {lost} claims lost at the store in round {round}");
             break;
         }
@@ -118,7 +118,10 @@ async fn leader_kill_and_quorum_loss() {
     // 20 invites, 10 redeemers each, connected to the two other nodes.
     let mut invites = Vec::new();
     for _ in 0..20 {
-        let (inv, token) = store.create_invite(Role::Member, String::new(), "bootstrap", 600).await.unwrap();
+        let (inv, token) = store
+            .create_invite(Role::Member, String::new(), unibus_proto::Actor::Bootstrap, 600)
+            .await
+            .unwrap();
         invites.push((inv.id, token.to_hex()));
     }
     let mut jobs = Vec::new();
@@ -142,7 +145,7 @@ async fn leader_kill_and_quorum_loss() {
     .buffer_unordered(200);
     let mut node = cluster.nodes[leader_ix].take();
     let mut killed_at = None;
-    let mut wins: std::collections::HashMap<String, usize> = Default::default();
+    let mut wins: std::collections::HashMap<unibus_proto::InviteId, usize> = Default::default();
     let mut codes: std::collections::BTreeMap<String, usize> = Default::default();
     while let Some((id, r)) = storm.next().await {
         let class = outcome(&r);
@@ -164,7 +167,7 @@ async fn leader_kill_and_quorum_loss() {
     // read reached the store together, and it let one through.
     let raced = |log: &Log| !log.lost_races(BUCKET_INVITES).is_empty();
     let lost = watch.take_until(Duration::from_secs(2), raced).await.lost_races(BUCKET_INVITES);
-    assert!(invites.iter().any(|(id, _)| lost.contains_key(id)), "no two claims met at the store");
+    assert!(invites.iter().any(|(id, _)| lost.contains_key(id.as_str())), "no two claims met at the store");
     assert!(wins.values().all(|n| *n == 1), "more than one winner: {wins:?}");
     let count = |k: &str| codes.get(k).copied().unwrap_or(0);
     assert!(count("invite_used") > 0, "no contention: {codes:?}");
@@ -175,7 +178,10 @@ async fn leader_kill_and_quorum_loss() {
     let url = cluster.urls[others[0]].clone();
     let back = loop {
         let attempt = async {
-            let (_, token) = store.create_invite(Role::Member, String::new(), "bootstrap", 600).await.ok()?;
+            let (_, token) = store
+                .create_invite(Role::Member, String::new(), unibus_proto::Actor::Bootstrap, 600)
+                .await
+                .ok()?;
             let c = Client::connect(&url, &Identity::generate()).await.ok()?;
             c.register(&token.to_hex(), None).await.ok()
         };
@@ -310,7 +316,7 @@ async fn leader_kill_and_quorum_loss() {
 
 /// Retries a redemption until it is decided (won or `invite_used`), while
 /// the cluster may still be electing.
-async fn retry_until_decided(c: &Client, token: &str) -> Result<unibus_proto::model::User, ClientError> {
+async fn retry_until_decided(c: &Client, token: &str) -> Result<unibus_proto::records::User, ClientError> {
     let started = std::time::Instant::now();
     loop {
         let r = c.register(token, None).await;

@@ -6,16 +6,16 @@
 //! two devices revoking themselves at once leave one; two accounts adding
 //! one key at once have one winner.
 
+use crate::harness::{Stack, as_key, code};
 use tokio::time::Instant;
 use unibus::Identity;
 use unibus_proto::endpoint::{DeviceAdd, DeviceRevoke, Endpoint as _};
-use unibus_proto::model::{DeviceStatus, Role, User};
+use unibus_proto::records::{DeviceStatus, Role, User};
 use unibus_proto::subjects::{BUCKET_DEVICES, BUCKET_USERS};
 use unibus_proto::wire::InviteCreateRequest;
 
 use crate::device_rules::{CALLER_GONE, LAST_ADMIN_RACE, new_device, refused_with};
 use crate::evidence::Log;
-use crate::harness::{Stack, code};
 
 /// Runs `call` and notes when its reply arrived.
 async fn timed<T>(call: impl std::future::Future<Output = T>) -> (T, Instant) {
@@ -47,8 +47,8 @@ async fn record_history(stack: &Stack, account: &str) -> Vec<(u64, User)> {
 /// The first revision of the history in which `key` is revoked, and by whom.
 fn revoked_at(history: &[(u64, User)], key: &str) -> Option<(u64, String)> {
     history.iter().find_map(|(rev, u)| {
-        let d = u.device(key).filter(|d| d.status == DeviceStatus::Revoked)?;
-        Some((*rev, d.revoked_by.clone().unwrap_or_default()))
+        let d = u.device(as_key(key)).filter(|d| d.status == DeviceStatus::Revoked)?;
+        Some((*rev, d.revoked_by.map(|k| k.to_string()).unwrap_or_default()))
     })
 }
 
@@ -139,15 +139,17 @@ async fn an_admin_revoked_a_moment_ago_cannot_revoke_another_accounts_device() {
         in_flight += usize::from(both_in_flight(&log, DeviceRevoke::SUBJECT, [&bk, &ak], at_a.min(at_b)));
         undone += usize::from(refused_with(&by_a, CALLER_GONE));
         let (a_gone, _) = revoked_at(&record_history(&stack, &ak).await, &ak).expect("A's device is revoked");
-        let (mu, _) = stack.store().get_user(&mk).await.unwrap().unwrap();
-        let now = mu.device(&laptop.device).unwrap();
+        let (mu, _) = stack.store().get_user(as_key(&mk)).await.unwrap().unwrap();
+        let now = mu.device(as_key(&laptop.device)).unwrap();
         if now.status == DeviceStatus::Revoked {
             assert!(by_a.is_ok(), "trial {trials}: refused, yet the laptop stays revoked");
             // The last write of M's record that revoked the laptop.
             let history = record_history(&stack, &mk).await;
             let m_gone = history
                 .iter()
-                .filter(|(_, u)| u.device(&laptop.device).is_some_and(|d| d.status == DeviceStatus::Revoked))
+                .filter(|(_, u)| {
+                    u.device(as_key(&laptop.device)).is_some_and(|d| d.status == DeviceStatus::Revoked)
+                })
                 .map(|(rev, _)| *rev)
                 .min()
                 .unwrap();
@@ -195,7 +197,7 @@ async fn two_admins_revoking_the_last_devices_at_once() {
         for other in stack.store().list_users().await.unwrap() {
             if other.is_active_admin() && other.sign_pub != xk && other.sign_pub != yk {
                 for d in other.active_devices() {
-                    x.revoke_device(&d.device).await.unwrap();
+                    x.revoke_device(&d.device.to_hex()).await.unwrap();
                 }
             }
         }
@@ -207,8 +209,8 @@ async fn two_admins_revoking_the_last_devices_at_once() {
 
         let store = stack.store();
         let keeps = |u: &User| u.active_devices().next().is_some();
-        let (xu, _) = store.get_user(&xk).await.unwrap().unwrap();
-        let (yu, _) = store.get_user(&yk).await.unwrap().unwrap();
+        let (xu, _) = store.get_user(as_key(&xk)).await.unwrap().unwrap();
+        let (yu, _) = store.get_user(as_key(&yk)).await.unwrap().unwrap();
         assert!(keeps(&xu) || keeps(&yu), "trial {trials}: neither admin has a device: {by_x:?} {by_y:?}");
         assert!(by_x.is_err() || by_y.is_err(), "trial {trials}: both revokes succeeded");
         for r in [&by_x, &by_y] {
@@ -261,7 +263,7 @@ async fn concurrent_revokes_never_leave_none() {
             tokio::join!(timed(phone.revoke_device(&account)), timed(laptop.revoke_device(&laptop_key)));
         let log = view.take().await;
         assert_eq!(usize::from(a.is_ok()) + usize::from(b.is_ok()), 1, "round {rounds}: {a:?} {b:?}");
-        let (user, _) = stack.store().get_user(&account).await.unwrap().unwrap();
+        let (user, _) = stack.store().get_user(as_key(&account)).await.unwrap().unwrap();
         assert_eq!(user.active_devices().count(), 1);
         let first_reply = at_a.min(at_b);
         in_flight +=

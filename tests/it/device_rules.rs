@@ -6,12 +6,11 @@
 //! (never a guest), and the account keys follow the oldest active device.
 //! Their races are in `device_races.rs`.
 
+use crate::harness::{Stack, as_key, code, expect_signed_denial_of};
 use unibus::{Bundle, ClientError, Identity};
-use unibus_proto::model::{Device, DeviceStatus, REVOKED_DEVICES_KEPT, Role, Via};
+use unibus_proto::records::{Device, DeviceStatus, REVOKED_DEVICES_KEPT, Role, Via};
 use unibus_proto::subjects::{BUCKET_DEVICES, BUCKET_USERS};
 use unibus_proto::wire::InviteCreateRequest;
-
-use crate::harness::{Stack, code, expect_signed_denial_of};
 
 /// The refusal of a revoke whose caller lost its standing after its
 /// request passed the first checks: only the check inside the CAS (or, for
@@ -59,10 +58,10 @@ async fn a_revoked_device_never_comes_back() {
         keys.push(b.device);
     }
     let store = stack.store();
-    let (user, _) = store.get_user(&alice).await.unwrap().unwrap();
+    let (user, _) = store.get_user(as_key(&alice)).await.unwrap().unwrap();
     for key in [&lost.device, &alice] {
-        assert!(user.device(key).is_none(), "{key} is still listed");
-        let (record, _) = store.get_device(key).await.unwrap().expect("the device record stays");
+        assert!(user.device(as_key(key)).is_none(), "{key} is still listed");
+        let (record, _) = store.get_device(as_key(key)).await.unwrap().expect("the device record stays");
         assert_eq!(record.status, DeviceStatus::Revoked);
     }
 
@@ -93,7 +92,7 @@ async fn a_revoked_device_never_comes_back() {
     admin.delete_user(&alice).await.unwrap();
     for key in &keys {
         assert!(
-            store.get_device(key).await.unwrap().is_none(),
+            store.get_device(as_key(key)).await.unwrap().is_none(),
             "device record of {key} outlived its account"
         );
     }
@@ -113,9 +112,9 @@ async fn a_revoked_orphan_record_is_never_taken_over() {
     let js = stack.jetstream().await;
     let kv = js.get_key_value(BUCKET_DEVICES).await.unwrap();
     let revoked = |key: &Identity, account: &str, seq: u32| {
-        let mut d = Device::first(&key.sign_pub_hex(), &key.kex_pub_hex(), None);
-        (d.account, d.seq, d.status) = (account.to_string(), seq, DeviceStatus::Revoked);
-        (d.revoked_at, d.revoked_by) = (Some(d.added_at.clone()), Some(account.to_string()));
+        let mut d = Device::first(key.sign_key(), key.kex_key(), None);
+        (d.account, d.seq, d.status) = (as_key(account), seq, DeviceStatus::Revoked);
+        (d.revoked_at, d.revoked_by) = (Some(d.added_at), Some(unibus_proto::Actor::Key(as_key(account))));
         serde_json::to_vec(&d).unwrap()
     };
     // A device (seq 2) of a deleted account, and a deleted account's own key.
@@ -130,7 +129,7 @@ async fn a_revoked_orphan_record_is_never_taken_over() {
     let guest = stack.connect(&own).await.expect("no account: a guest");
     assert_eq!(code(guest.register(&inv.token, None).await), "user_exists");
     for key in [&device, &own] {
-        let (record, _) = stack.store().get_device(&key.sign_pub_hex()).await.unwrap().expect("record stays");
+        let (record, _) = stack.store().get_device(key.sign_key()).await.unwrap().expect("record stays");
         assert_eq!(record.status, DeviceStatus::Revoked);
     }
 }
@@ -158,7 +157,7 @@ async fn the_last_admins_last_device_stays_and_nothing_is_written() {
     let (_, recovered) = new_device(&second, "second's new phone");
     root.admin_add_device(&recovered).await.unwrap();
     root.revoke_device(&root_key).await.expect("another admin has a device now");
-    let (user, _) = stack.store().get_user(&root_key).await.unwrap().unwrap();
+    let (user, _) = stack.store().get_user(as_key(&root_key)).await.unwrap().unwrap();
     assert_eq!(user.active_devices().count(), 0);
 }
 
@@ -173,12 +172,12 @@ async fn an_unlisted_device_record_is_denied_not_a_guest() {
     let alice = phone_id.sign_pub_hex();
     let (key, bundle) = new_device(&alice, "cut");
     let claim = Device::joining(
-        &alice,
-        &bundle.device,
-        &bundle.kex_pub,
+        as_key(&alice),
+        as_key(&bundle.device),
+        as_key(&bundle.kex_pub),
         Some(bundle.kex_sig.clone()),
         Via::Device,
-        &alice,
+        unibus_proto::Actor::Key(as_key(&alice)),
     );
     let js = stack.jetstream().await;
     let kv = js.get_key_value(BUCKET_DEVICES).await.unwrap();
@@ -205,7 +204,7 @@ async fn account_keys_follow_the_oldest_active_device() {
     phone.add_device(&laptop).await.unwrap();
     let (_, tablet) = new_device(&alice, "tablet");
     phone.add_device(&tablet).await.unwrap();
-    let keys = |b: &Bundle| (Some(b.kex_pub.clone()), Some(b.kex_sig.clone()));
+    let keys = |b: &Bundle| (Some(as_key(&b.kex_pub)), Some(b.kex_sig.clone()));
     let js = stack.jetstream().await;
     let users = js.get_key_value(BUCKET_USERS).await.unwrap();
     // As a lookup answers, and as the record stores them (raw JSON, as any
@@ -215,7 +214,11 @@ async fn account_keys_follow_the_oldest_active_device() {
         let raw: serde_json::Value =
             serde_json::from_slice(&users.get(&alice).await.unwrap().unwrap()).unwrap();
         let stored = [&raw["kex_pub"], &raw["kex_sig"]].map(|v| v.as_str().map(str::to_string));
-        assert_eq!([u.kex_pub.clone(), u.kex_sig.clone()], stored, "lookup and stored record agree");
+        assert_eq!(
+            [u.kex_pub.map(|k| k.to_hex()), u.kex_sig.clone()],
+            stored,
+            "lookup and stored record agree"
+        );
         (u.kex_pub, u.kex_sig)
     };
     assert_eq!(account_keys().await, keys(&phone_id.bundle(None)));

@@ -5,16 +5,15 @@
 //! middle of an add storm, and revocation across a cluster. Races of the
 //! rules are in `device_races.rs`, their permanence in `device_rules.rs`.
 
+use crate::harness::{
+    Cluster, Stack, as_key, code, connect_watched_to, expect_event_within, expect_signed_denial_of,
+};
 use std::time::Duration;
 
 use futures::StreamExt as _;
 use unibus::{Bundle, Client, Identity};
-use unibus_proto::model::{DeviceStatus, MAX_DEVICES_PER_ACCOUNT, Role, Via};
+use unibus_proto::records::{DeviceStatus, MAX_DEVICES_PER_ACCOUNT, Role, Via};
 use unibus_proto::wire::InviteCreateRequest;
-
-use crate::harness::{
-    Cluster, Stack, code, connect_watched_to, expect_event_within, expect_signed_denial_of,
-};
 
 /// A new device key for `account`, and its bundle.
 fn new_device(account: &str, name: &str) -> (Identity, Bundle) {
@@ -39,12 +38,15 @@ async fn add_list_revoke_and_their_errors() {
 
     // Register replied with the first device; it is bound.
     let me = phone.whoami_device().await.unwrap();
-    assert_eq!((me.device.seq, me.device.via, me.device.device.as_str()), (1, Via::Invite, alice.as_str()));
+    assert_eq!(
+        (me.device.seq, me.device.via, me.device.device.to_hex().as_str()),
+        (1, Via::Invite, alice.as_str())
+    );
     assert!(me.device.kex_sig.is_some() && me.user.kex_sig == me.device.kex_sig);
 
     let (laptop_id, laptop_bundle) = new_device(&alice, "laptop");
     let added = phone.add_device(&laptop_bundle).await.unwrap();
-    assert_eq!((added.seq, added.via, added.account.as_str()), (2, Via::Device, alice.as_str()));
+    assert_eq!((added.seq, added.via, added.account.to_hex().as_str()), (2, Via::Device, alice.as_str()));
     assert_eq!(added.added_by, alice);
     let laptop = stack.connect(&laptop_id).await.unwrap();
     let seen = laptop.whoami_device().await.unwrap();
@@ -54,9 +56,9 @@ async fn add_list_revoke_and_their_errors() {
     assert_eq!(listed.iter().map(|d| d.seq).collect::<Vec<_>>(), vec![1, 2]);
     let public = bob.lookup(&alice).await.unwrap();
     assert_eq!(public.devices.len(), 2);
-    assert_eq!(public.kex_pub, Some(phone_id.kex_pub_hex()), "account keys are the oldest device's");
+    assert_eq!(public.kex_pub, Some(phone_id.kex_key()), "account keys are the oldest device's");
     // The device's record exists in UNIBUS_devices, equal to the account's copy.
-    let (record, _) = stack.store().get_device(&laptop_id.sign_pub_hex()).await.unwrap().unwrap();
+    let (record, _) = stack.store().get_device(laptop_id.sign_key()).await.unwrap().unwrap();
     assert_eq!(record, added);
 
     // Refusals, each with KV unchanged.
@@ -87,7 +89,7 @@ async fn add_list_revoke_and_their_errors() {
     let (_watched, mut events) = connect_watched_to(&stack.url, &laptop_id).await;
     let reply = phone.revoke_device(&laptop_id.sign_pub_hex()).await.unwrap();
     assert_eq!(reply.device.status, DeviceStatus::Revoked);
-    assert_eq!(reply.device.revoked_by.as_deref(), Some(alice.as_str()));
+    assert_eq!(reply.device.revoked_by.map(|k| k.to_string()).as_deref(), Some(alice.as_str()));
     assert!(reply.kicked >= 1);
     expect_event_within(&mut events, "disconnected", Duration::from_secs(1)).await;
     let mut errors = stack.auth_errors().await;
@@ -185,15 +187,15 @@ async fn concurrent_adds_never_pass_the_cap() {
         let e = r.as_ref().unwrap_err();
         assert_eq!(e.service_error().map(|e| e.code()), Some("limit_reached"), "{e}");
     }
-    let (user, _) = stack.store().get_user(&alice).await.unwrap().unwrap();
+    let (user, _) = stack.store().get_user(as_key(&alice)).await.unwrap().unwrap();
     assert_eq!(user.active_devices().count(), MAX_DEVICES_PER_ACCOUNT);
     let mut seqs: Vec<u32> = user.devices.iter().map(|d| d.seq).collect();
     seqs.sort_unstable();
     assert_eq!(seqs, (1..=8).collect::<Vec<u32>>(), "seq given once each");
     for (id, _) in &bundles {
         let key = id.sign_pub_hex();
-        let record = stack.store().get_device(&key).await.unwrap();
-        assert_eq!(record.is_some(), user.has_active_device(&key), "device record of {key}");
+        let record = stack.store().get_device(as_key(&key)).await.unwrap();
+        assert_eq!(record.is_some(), user.has_active_device(as_key(&key)), "device record of {key}");
     }
 }
 
@@ -219,7 +221,7 @@ async fn accounts_from_before_devices_keep_working() {
     assert_eq!(me.user.kex_sig, None, "unbound: made before bindings");
     assert_eq!((me.device.seq, me.device.via, me.device.kex_sig.clone()), (1, Via::Invite, None));
     let looked = admin.lookup(&key).await.unwrap();
-    assert_eq!((looked.kex_pub, looked.kex_sig), (Some(old.kex_pub_hex()), None));
+    assert_eq!((looked.kex_pub, looked.kex_sig), (Some(old.kex_key()), None));
     let (laptop_id, bundle) = new_device(&key, "laptop");
     assert_eq!(c.add_device(&bundle).await.unwrap().seq, 2);
     assert_eq!(stack.connect(&laptop_id).await.unwrap().whoami().await.unwrap().sign_pub, key);
@@ -274,9 +276,9 @@ async fn killed_mid_add_storm_leaves_no_half_added_device() {
     let mut listed = vec![false; jobs.len()];
     let mut cut = Vec::new();
     for (n, (a, bundle)) in jobs.iter().enumerate() {
-        let (user, _) = store.get_user(&accounts[*a].0.sign_pub_hex()).await.unwrap().unwrap();
-        let record = store.get_device(&bundle.device).await.unwrap();
-        listed[n] = user.device(&bundle.device).is_some();
+        let (user, _) = store.get_user(accounts[*a].0.sign_key()).await.unwrap().unwrap();
+        let record = store.get_device(as_key(&bundle.device)).await.unwrap();
+        listed[n] = user.device(as_key(&bundle.device)).is_some();
         if record.is_some() && !listed[n] {
             cut.push(n);
         }
@@ -313,13 +315,13 @@ async fn killed_mid_add_storm_leaves_no_half_added_device() {
         }
     }
     for (id, _) in &accounts {
-        let (user, _) = store.get_user(&id.sign_pub_hex()).await.unwrap().unwrap();
+        let (user, _) = store.get_user(id.sign_key()).await.unwrap().unwrap();
         assert_eq!(user.active_devices().count(), MAX_DEVICES_PER_ACCOUNT, "every account filled up");
     }
     for (a, bundle) in &jobs {
-        let (user, _) = store.get_user(&accounts[*a].0.sign_pub_hex()).await.unwrap().unwrap();
-        let record = store.get_device(&bundle.device).await.unwrap();
-        match user.device(&bundle.device) {
+        let (user, _) = store.get_user(accounts[*a].0.sign_key()).await.unwrap().unwrap();
+        let record = store.get_device(as_key(&bundle.device)).await.unwrap();
+        match user.device(as_key(&bundle.device)) {
             Some(listed) => assert_eq!(record.map(|(d, _)| d).as_ref(), Some(listed), "record matches"),
             None => assert!(record.is_none(), "half-added device {}", bundle.device),
         }
@@ -369,7 +371,7 @@ async fn other_devices_hear_of_adds_and_revokes() {
     phone.add_device(&bundle).await.unwrap();
     let heard = tokio::time::timeout(Duration::from_secs(2), notices.next()).await.unwrap().unwrap();
     assert_eq!(
-        (heard.device.as_str(), heard.status),
+        (heard.device.to_hex().as_str(), heard.status),
         (laptop_id.sign_pub_hex().as_str(), DeviceStatus::Active)
     );
     phone.revoke_device(&laptop_id.sign_pub_hex()).await.unwrap();
@@ -416,7 +418,10 @@ async fn account_revoke_restore_and_delete() {
 
     admin.delete_user(&alice).await.unwrap();
     for key in [alice.clone(), laptop_id.sign_pub_hex()] {
-        assert!(stack.store().get_device(&key).await.unwrap().is_none(), "device record of {key} left");
+        assert!(
+            stack.store().get_device(as_key(&key)).await.unwrap().is_none(),
+            "device record of {key} left"
+        );
     }
     let guest = stack.connect(&laptop_id).await.unwrap();
     let refused = guest.whoami().await;
@@ -484,8 +489,8 @@ async fn an_orphaned_device_record_is_taken_over() {
     let (bob_id, bob) = member(&stack, &admin, "bob").await;
     let key = Identity::generate();
     let gone = Identity::generate().sign_pub_hex();
-    let mut orphan = unibus_proto::model::Device::first(&key.sign_pub_hex(), &key.kex_pub_hex(), None);
-    orphan.account = gone.clone();
+    let mut orphan = unibus_proto::records::Device::first(key.sign_key(), key.kex_key(), None);
+    orphan.account = as_key(&gone.clone());
     let js = stack.jetstream().await;
     let kv = js.get_key_value(unibus_proto::subjects::BUCKET_DEVICES).await.unwrap();
     kv.create(&key.sign_pub_hex(), serde_json::to_vec(&orphan).unwrap().into()).await.unwrap();
@@ -498,7 +503,7 @@ async fn an_orphaned_device_record_is_taken_over() {
     bob.add_device(&as_bobs.bundle(None)).await.unwrap();
     let device = stack.connect(&as_bobs).await.unwrap();
     assert_eq!(device.whoami().await.unwrap().sign_pub, bob_id.sign_pub_hex());
-    let (record, _) = stack.store().get_device(&key.sign_pub_hex()).await.unwrap().unwrap();
+    let (record, _) = stack.store().get_device(key.sign_key()).await.unwrap().unwrap();
     assert_eq!(record.account, bob_id.sign_pub_hex());
 }
 
@@ -507,7 +512,7 @@ async fn an_orphaned_device_record_is_taken_over() {
 /// grow the store without bound. The refused add changes nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_account_adds_a_bounded_number_of_devices_in_all() {
-    use unibus_proto::model::MAX_DEVICES_EVER;
+    use unibus_proto::records::MAX_DEVICES_EVER;
     let stack = Stack::start(true).await;
     let (_a, admin) = stack.admin().await;
     let (phone_id, phone) = member(&stack, &admin, "alice").await;
@@ -526,5 +531,5 @@ async fn an_account_adds_a_bounded_number_of_devices_in_all() {
     let (extra_id, extra) = new_device(&alice, "one too many");
     assert_eq!(code(phone.add_device(&extra).await), "limit_reached");
     assert_eq!(stack.kv_snapshot().await, before, "the refusal changed KV");
-    assert!(stack.store().get_device(&extra_id.sign_pub_hex()).await.unwrap().is_none(), "record freed");
+    assert!(stack.store().get_device(extra_id.sign_key()).await.unwrap().is_none(), "record freed");
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use futures::StreamExt as _;
 use unibus::{Client, ClientError, DeviceRefused, Identity, Inbox, Incoming};
 use unibus_proto::e2e::{self, Addressing, Envelope, Kind, Recipient, Reject, Sender};
-use unibus_proto::model::Role;
+use unibus_proto::records::Role;
 use unibus_proto::subjects;
 
 use crate::harness::Stack;

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use unibus_proto::model::{Role, UserStatus};
+use unibus_proto::records::{Role, UserStatus};
 use unibus_proto::wire::InviteCreateRequest;
 
 use crate::harness::Stack;

@@ -4,7 +4,7 @@
 
 use serde_json::json;
 use unibus::Identity;
-use unibus_proto::model::Role;
+use unibus_proto::records::Role;
 use unibus_proto::subjects;
 use unibusd::store::{Store, StoreConfig};
 
@@ -125,7 +125,7 @@ async fn corrupt_user_record_denies_only_that_key() {
     let (_root, admin) = stack.admin().await;
     let (bob, bob_conn) = stack.user(&admin, Role::Member, "bob").await;
     drop(bob_conn);
-    let (record, _) = stack.store().get_user(&bob.sign_pub_hex()).await.unwrap().unwrap();
+    let (record, _) = stack.store().get_user(bob.sign_key()).await.unwrap().unwrap();
     let kv = stack.jetstream().await.get_key_value(subjects::BUCKET_USERS).await.unwrap();
     kv.put(bob.sign_pub_hex(), "{\"role\":".into()).await.unwrap();
 

@@ -8,17 +8,17 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
 use unibus::{Client, Identity};
-use unibus_proto::model::{InviteStatus, Role, User};
+use unibus_proto::records::{InviteStatus, Role, User};
 
 use crate::harness::{HEAVY, Stack};
 
 fn admin_record(id: &Identity) -> User {
     User::new_active(
-        unibus_proto::model::Device::first(&id.sign_pub_hex(), &id.kex_pub_hex(), None),
+        unibus_proto::records::Device::first(id.sign_key(), id.kex_key(), None),
         "root",
         Role::Admin,
-        "bootstrap",
-        "seed",
+        unibus_proto::Actor::Bootstrap,
+        unibus_proto::InviteId::parse(&"5e".repeat(32)).unwrap(),
     )
 }
 
@@ -35,7 +35,10 @@ async fn killed_mid_registration_storm_loses_nothing() {
     let mut unibusd = stack.spawn_unibusd().await;
     let mut jobs = Vec::new();
     for _ in 0..500 {
-        let (inv, token) = store.create_invite(Role::Member, String::new(), "bootstrap", 600).await.unwrap();
+        let (inv, token) = store
+            .create_invite(Role::Member, String::new(), unibus_proto::Actor::Bootstrap, 600)
+            .await
+            .unwrap();
         let id = Identity::generate();
         let c = Client::connect(&stack.url, &id).await.unwrap();
         jobs.push((id, c, token.to_hex(), inv.id));
@@ -68,10 +71,14 @@ async fn killed_mid_registration_storm_loses_nothing() {
     for (id, _, _, invite_id) in &jobs {
         let (inv, _) = store.get_invite(invite_id).await.unwrap().unwrap();
         if inv.status == InviteStatus::Used {
-            assert_eq!(inv.used_by.as_deref(), Some(id.sign_pub_hex().as_str()), "used by a stranger");
+            assert_eq!(
+                inv.used_by.map(|k| k.to_string()).as_deref(),
+                Some(id.sign_pub_hex().as_str()),
+                "used by a stranger"
+            );
             if !inv.completed {
                 cut += 1;
-                cut_before_user += usize::from(store.get_user(&id.sign_pub_hex()).await.unwrap().is_none());
+                cut_before_user += usize::from(store.get_user(id.sign_key()).await.unwrap().is_none());
             }
         }
     }
@@ -87,21 +94,18 @@ async fn killed_mid_registration_storm_loses_nothing() {
         }
         let (inv, _) = store.get_invite(invite_id).await.unwrap().unwrap();
         assert_eq!((inv.status, inv.completed), (InviteStatus::Used, true), "invite left half-spent");
-        let (user, _) = store.get_user(&id.sign_pub_hex()).await.unwrap().expect("user record exists");
+        let (user, _) = store.get_user(id.sign_key()).await.unwrap().expect("user record exists");
         assert_eq!(user.invite_id, *invite_id);
     }
     for i in &acknowledged {
-        assert!(
-            store.get_user(&jobs[*i].0.sign_pub_hex()).await.unwrap().is_some(),
-            "acknowledged user lost"
-        );
+        assert!(store.get_user(jobs[*i].0.sign_key()).await.unwrap().is_some(), "acknowledged user lost");
     }
     // No user without a spent invite of its own.
-    let invites: HashMap<String, _> =
+    let invites: HashMap<unibus_proto::InviteId, _> =
         store.list_invites().await.unwrap().into_iter().map(|i| (i.id.clone(), i)).collect();
     for u in store.list_users().await.unwrap() {
         let inv = invites.get(&u.invite_id).expect("user's invite exists");
-        assert_eq!(inv.used_by.as_deref(), Some(u.sign_pub.as_str()));
+        assert_eq!(inv.used_by.map(|k| k.to_string()).as_deref(), Some(u.sign_pub.to_hex().as_str()));
     }
     println!(
         "kill storm: {} of 500 acknowledged before SIGKILL; {cut} cut after the claim ({cut_before_user} of them before the user was created), all completed by retry",
@@ -151,7 +155,10 @@ async fn server_killed_under_load_keeps_acknowledged_writes() {
     let store = stack.store().clone();
     let mut jobs = Vec::new();
     for _ in 0..200 {
-        let (inv, token) = store.create_invite(Role::Member, String::new(), "bootstrap", 600).await.unwrap();
+        let (inv, token) = store
+            .create_invite(Role::Member, String::new(), unibus_proto::Actor::Bootstrap, 600)
+            .await
+            .unwrap();
         let id = Identity::generate();
         jobs.push((Client::connect(&stack.url, &id).await.unwrap(), id, token.to_hex(), inv.id));
     }
@@ -189,7 +196,7 @@ async fn server_killed_under_load_keeps_acknowledged_writes() {
     assert!(after_restart > 0, "no registration sent after the restart was acknowledged");
     for (i, _) in &acked {
         assert!(
-            store.get_user(&jobs[*i].1.sign_pub_hex()).await.unwrap().is_some(),
+            store.get_user(jobs[*i].1.sign_key()).await.unwrap().is_some(),
             "acknowledged registration lost"
         );
     }
@@ -198,7 +205,11 @@ async fn server_killed_under_load_keeps_acknowledged_writes() {
     for (_, id, _, invite_id) in &jobs {
         let (inv, _) = store.get_invite(invite_id).await.unwrap().unwrap();
         if inv.status == InviteStatus::Used {
-            assert_eq!(inv.used_by.as_deref(), Some(id.sign_pub_hex().as_str()), "used by a stranger");
+            assert_eq!(
+                inv.used_by.map(|k| k.to_string()).as_deref(),
+                Some(id.sign_pub_hex().as_str()),
+                "used by a stranger"
+            );
             half_spent += usize::from(!inv.completed);
         }
     }
@@ -217,8 +228,8 @@ async fn server_killed_under_load_keeps_acknowledged_writes() {
     for (_, id, _, invite_id) in &jobs {
         let (inv, _) = store.get_invite(invite_id).await.unwrap().unwrap();
         assert_eq!((inv.status, inv.completed), (InviteStatus::Used, true), "invite left half-spent");
-        assert_eq!(inv.used_by.as_deref(), Some(id.sign_pub_hex().as_str()));
-        let (user, _) = store.get_user(&id.sign_pub_hex()).await.unwrap().expect("user record exists");
+        assert_eq!(inv.used_by.map(|k| k.to_string()).as_deref(), Some(id.sign_pub_hex().as_str()));
+        let (user, _) = store.get_user(id.sign_key()).await.unwrap().expect("user record exists");
         assert_eq!(user.invite_id, *invite_id);
     }
     println!(

@@ -16,7 +16,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 use unibus::{Client, Identity};
 use unibus_proto::keys::InviteToken;
-use unibus_proto::model::Role;
+use unibus_proto::records::Role;
 use unibus_proto::subjects;
 
 use crate::harness::{AuthErrors, SIGNED_DENIAL, Stack};
@@ -284,7 +284,7 @@ async fn no_flood_shuts_the_others_out() {
     f2c.revoke_device(&revoked.sign_pub_hex()).await.expect("revokes it");
     let (f3, _) = member("f3").await;
     for i in 0..256 {
-        store.create_room(&format!("r{i}"), &f3.sign_pub_hex()).await.expect("seeds a room");
+        store.create_room(&format!("r{i}"), f3.sign_key()).await.expect("seeds a room");
     }
     let (f4, _) = member("f4").await;
     let (f5, _) = member("f5").await;

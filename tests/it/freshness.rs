@@ -3,19 +3,18 @@
 //! concurrent callouts share leader probes, yet a write acknowledged to one
 //! instance is seen by every later decision on another instance.
 
-use unibus_proto::model::{Role, User, UserStatus};
+use crate::harness::{Stack, as_key};
+use unibus_proto::records::{Role, User, UserStatus};
 use unibus_proto::subjects;
 use unibusd::store::Standing;
 
-use crate::harness::Stack;
-
 fn record(sign_pub: &str) -> User {
     User::new_active(
-        unibus_proto::model::Device::first(sign_pub, &"ab".repeat(32), None),
+        unibus_proto::records::Device::first(as_key(sign_pub), as_key(&"ab".repeat(32)), None),
         "x",
         Role::Member,
-        "test",
-        "test",
+        unibus_proto::Actor::Bootstrap,
+        unibus_proto::InviteId::parse(&"7e".repeat(32)).unwrap(),
     )
 }
 
@@ -35,17 +34,20 @@ async fn writes_on_one_instance_are_seen_by_the_next_decision_on_another() {
             tokio::spawn(async move {
                 for round in 0..10u8 {
                     let key = format!("{i:02x}{round:02x}{}", "7".repeat(60));
-                    assert_eq!(reader.standing(&key).await.unwrap(), Standing::Unknown);
+                    assert_eq!(reader.standing(as_key(&key)).await.unwrap(), Standing::Unknown);
                     writer.add_user(&record(&key)).await.unwrap();
                     assert_eq!(
-                        reader.standing(&key).await.unwrap(),
-                        Standing::Active { role: Role::Member, account: key.clone() },
+                        reader.standing(as_key(&key)).await.unwrap(),
+                        Standing::Active { role: Role::Member, account: as_key(&key) },
                         "{key}"
                     );
-                    let room = writer.create_room("r", &key).await.unwrap();
-                    assert_eq!(reader.rooms_of_member(&key).await.unwrap(), vec![room.id], "{key}");
-                    writer.set_user_status(&key, UserStatus::Revoked, "test").await.unwrap();
-                    assert_eq!(reader.standing(&key).await.unwrap(), Standing::Revoked, "{key}");
+                    let room = writer.create_room("r", as_key(&key)).await.unwrap();
+                    assert_eq!(reader.rooms_of_member(as_key(&key)).await.unwrap(), vec![room.id], "{key}");
+                    writer
+                        .set_user_status(as_key(&key), UserStatus::Revoked, unibus_proto::Actor::Bootstrap)
+                        .await
+                        .unwrap();
+                    assert_eq!(reader.standing(as_key(&key)).await.unwrap(), Standing::Revoked, "{key}");
                 }
             })
         })

@@ -7,7 +7,7 @@ use std::time::Duration;
 use async_nats::jetstream;
 use tokio::sync::mpsc;
 use unibus::{Client, ClientError, Identity};
-use unibus_proto::model::{Role, Room, User};
+use unibus_proto::records::{Role, Room, User};
 use unibus_proto::subjects;
 use unibus_proto::wire::InviteCreateRequest;
 use unibusd::config::Settings;
@@ -262,13 +262,13 @@ impl Stack {
         let mut keys = Vec::with_capacity(n);
         for i in 0..n {
             let id = Identity::generate();
-            let (key, kex) = (id.sign_pub_hex(), id.kex_pub_hex());
+            let key = id.sign_pub_hex();
             let u = User::new_active(
-                unibus_proto::model::Device::first(&key, &kex, None),
+                unibus_proto::records::Device::first(id.sign_key(), id.kex_key(), None),
                 &format!("u{i}"),
                 Role::Member,
-                "test",
-                "test",
+                unibus_proto::Actor::Bootstrap,
+                unibus_proto::InviteId::parse(&"7e".repeat(32)).unwrap(),
             );
             self.store().add_user(&u).await.expect("seeds a member");
             keys.push(key);
@@ -505,4 +505,14 @@ async fn start_nodes(dir: &std::path::Path, secrets: &Secrets) -> Vec<NatsServer
         }
     }
     nodes
+}
+
+/// The key whose hex is `hex` (as the store and records take it).
+pub fn as_key(hex: &str) -> unibus_proto::Key {
+    unibus_proto::Key::parse(hex).expect("a key's hex")
+}
+
+/// The room id whose hex is `hex`.
+pub fn as_room(hex: &str) -> unibus_proto::RoomId {
+    unibus_proto::RoomId::parse(hex).expect("a room id's hex")
 }

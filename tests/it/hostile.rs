@@ -3,16 +3,16 @@
 //! as, and no header bytes a client sends can stop, stall or reconnect
 //! unibusd's connections. Each trick has the one outcome it must come to.
 
+use crate::harness::{Stack, as_key};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use unibus::Identity;
-use unibus_proto::model::Role;
+use unibus_proto::records::Role;
 use unibus_proto::subjects;
 use unibus_proto::wire::InviteCreateRequest;
 
-use crate::harness::Stack;
 use crate::raw::{Frame, Raw};
 
 /// What became of one request.
@@ -208,7 +208,10 @@ async fn forged_identities_never_run_as_the_victim_on_member_and_room_endpoints(
     })
     .await;
     assert_eq!(stack.kv_snapshot().await, before, "a forged request changed KV");
-    assert!(!admin.get_room(&room.id).await.unwrap().members.contains(&me), "the member got into the room");
+    assert!(
+        !admin.get_room(&room.id).await.unwrap().members.contains(&as_key(&me)),
+        "the member got into the room"
+    );
     println!("{}", table.join("\n"));
 }
 
@@ -242,7 +245,7 @@ async fn forged_identities_never_add_or_revoke_the_victims_devices() {
     assert_eq!(stack.kv_snapshot().await, before, "a forged request changed KV");
     let devices = victim.list_devices().await.unwrap();
     assert_eq!(devices.len(), 2);
-    assert!(devices.iter().all(|d| d.status == unibus_proto::model::DeviceStatus::Active));
+    assert!(devices.iter().all(|d| d.status == unibus_proto::records::DeviceStatus::Active));
     println!("{}", table.join("\n"));
 }
 
@@ -301,7 +304,7 @@ async fn forged_register_never_registers_the_victim_key() {
             );
         });
         assert!(
-            stack.store().get_user(&victim).await.unwrap().is_none(),
+            stack.store().get_user(as_key(&victim)).await.unwrap().is_none(),
             "{name}: the victim key was registered"
         );
         println!("{name}: {}", describe(&outcome));

@@ -1,15 +1,14 @@
 //! Invites: creation by an admin, redemption races, crash recovery and
 //! every error code of the register path.
 
+use crate::harness::{Stack, as_key, code};
 use futures::StreamExt as _;
 use sha2::Digest as _;
 use unibus::Identity;
 use unibus_proto::keys::InviteToken;
-use unibus_proto::model::{InviteStatus, Role, UserStatus, parse_time};
+use unibus_proto::records::{InviteStatus, Role, UserStatus};
 use unibus_proto::subjects;
 use unibus_proto::wire::InviteCreateRequest;
-
-use crate::harness::{Stack, code};
 
 /// Admin bootstrap -> admin connects through the callout -> creates
 /// invites: 64-hex token, 7-day default, TTL bounds, role honoured, and KV
@@ -24,7 +23,7 @@ async fn admin_creates_invites(xkey: bool) {
     assert_eq!(r.link, format!("unibus://invite/{}", r.token));
     let token_bytes = hex::decode(&r.token).unwrap();
     assert_eq!(r.invite.id, hex::encode(sha2::Sha256::digest(&token_bytes)));
-    let ttl = parse_time(&r.invite.expires_at).unwrap() - parse_time(&r.invite.created_at).unwrap();
+    let ttl = r.invite.expires_at.get() - r.invite.created_at.get();
     assert_eq!(ttl.whole_seconds(), 604_800);
     assert_eq!((r.invite.role, r.invite.status), (Role::Member, InviteStatus::Pending));
     assert_eq!(r.invite.created_by, admin.sign_pub());
@@ -35,7 +34,7 @@ async fn admin_creates_invites(xkey: bool) {
         match ok {
             true => {
                 let inv = res.unwrap().invite;
-                let got = parse_time(&inv.expires_at).unwrap() - parse_time(&inv.created_at).unwrap();
+                let got = inv.expires_at.get() - inv.created_at.get();
                 assert_eq!(got.whole_seconds(), ttl as i64);
             }
             false => assert_eq!(code(res), "bad_request", "ttl {ttl}"),
@@ -71,7 +70,7 @@ async fn admin_creates_invites(xkey: bool) {
         for t in [&r.token, &adm.token] {
             assert!(!text.to_lowercase().contains(t.as_str()), "token stored in KV");
         }
-        if text.contains(&r.invite.id) {
+        if text.contains(r.invite.id.as_str()) {
             seen_ids += 1;
         }
     }
@@ -121,8 +120,13 @@ async fn fifty_concurrent_redeemers_one_winner() {
         let (stored, _) = stack.store().get_invite(&inv.invite.id).await.unwrap().unwrap();
         assert_eq!(stored.status, InviteStatus::Used);
         assert!(stored.completed);
-        assert_eq!(stored.used_by.as_deref(), Some(winners[0].sign_pub.as_str()));
-        if let Some(lost) = watch.take().await.lost_races(subjects::BUCKET_INVITES).get(&inv.invite.id) {
+        assert_eq!(
+            stored.used_by.map(|k| k.to_string()).as_deref(),
+            Some(winners[0].sign_pub.to_hex().as_str())
+        );
+        if let Some(lost) =
+            watch.take().await.lost_races(subjects::BUCKET_INVITES).get(inv.invite.id.as_str())
+        {
             println!("fifty redeemers: {lost} claims lost at the store in round {round}");
             return;
         }
@@ -141,10 +145,10 @@ async fn same_key_retry_completes_interrupted_redemption() {
     let alice = Identity::generate();
     // Step 3 only, as if unibusd died right after it.
     let token = InviteToken::parse(&inv.token).unwrap();
-    stack.store().claim_invite(&token, &alice.sign_pub_hex()).await.unwrap();
+    stack.store().claim_invite(&token, alice.sign_key()).await.unwrap();
     let (mid, _) = stack.store().get_invite(&inv.invite.id).await.unwrap().unwrap();
     assert_eq!((mid.status, mid.completed), (InviteStatus::Used, false));
-    assert!(stack.store().get_user(&alice.sign_pub_hex()).await.unwrap().is_none());
+    assert!(stack.store().get_user(alice.sign_key()).await.unwrap().is_none());
 
     let other = stack.connect(&Identity::generate()).await.unwrap();
     assert_eq!(code(other.register(&inv.token, None).await), "invite_used");
@@ -156,7 +160,7 @@ async fn same_key_retry_completes_interrupted_redemption() {
     assert!(done.completed);
 
     // Completed: even alice (say, after deletion) cannot replay it.
-    stack.store().delete_user(&alice.sign_pub_hex()).await.unwrap();
+    stack.store().delete_user(alice.sign_key()).await.unwrap();
     drop(guest);
     let again = stack.connect(&alice).await.unwrap();
     assert_eq!(code(again.register(&inv.token, None).await), "invite_used");
@@ -171,11 +175,17 @@ async fn register_and_admin_error_codes() {
     let store = stack.store();
     let guest = stack.connect(&Identity::generate()).await.unwrap();
 
-    let (_, expired) = store.create_invite(Role::Member, String::new(), admin.sign_pub(), 0).await.unwrap();
+    let (_, expired) = store
+        .create_invite(Role::Member, String::new(), unibus_proto::Actor::Key(as_key(admin.sign_pub())), 0)
+        .await
+        .unwrap();
     assert_eq!(code(guest.register(&expired.to_hex(), None).await), "invite_expired");
 
     let cancelled = admin.create_invite(&Default::default()).await.unwrap();
-    let c = store.cancel_invite(&cancelled.invite.id, admin.sign_pub()).await.unwrap();
+    let c = store
+        .cancel_invite(&cancelled.invite.id, unibus_proto::Actor::Key(as_key(admin.sign_pub())))
+        .await
+        .unwrap();
     assert_eq!(c.status, InviteStatus::Cancelled);
     assert_eq!(code(guest.register(&cancelled.token, None).await), "invite_cancelled");
 
@@ -191,7 +201,14 @@ async fn register_and_admin_error_codes() {
 
     // forbidden: a second admin revoked while still connected.
     let (ops, ops_conn) = stack.user(&admin, Role::Admin, "ops").await;
-    store.set_user_status(&ops.sign_pub_hex(), UserStatus::Revoked, admin.sign_pub()).await.unwrap();
+    store
+        .set_user_status(
+            ops.sign_key(),
+            UserStatus::Revoked,
+            unibus_proto::Actor::Key(as_key(admin.sign_pub())),
+        )
+        .await
+        .unwrap();
     assert_eq!(code(ops_conn.create_invite(&Default::default()).await), "forbidden");
     assert_eq!(code(ops_conn.whoami().await), "forbidden");
 }
@@ -210,7 +227,7 @@ async fn bootstrap_supersedes_and_then_refuses() {
     let guest = stack.connect(&id).await.unwrap();
     assert_eq!(code(guest.register(&t1.to_hex(), None).await), "invite_cancelled");
     let admin = guest.register(&t2.to_hex(), None).await.unwrap();
-    assert_eq!((admin.role, admin.invited_by.as_str()), (Role::Admin, "bootstrap"));
+    assert_eq!((admin.role, admin.invited_by.to_string().as_str()), (Role::Admin, "bootstrap"));
     let refused = store.bootstrap_admin_invite(600).await;
     assert_eq!(refused.err().unwrap().code(), "forbidden");
 }
@@ -235,13 +252,13 @@ async fn deleted_user_cannot_replay_its_invite() {
     let inv = admin.create_invite(&Default::default()).await.unwrap();
     let bob = Identity::generate();
     let token = InviteToken::parse(&inv.token).unwrap();
-    let claimed = stack.store().claim_invite(&token, &bob.sign_pub_hex()).await.unwrap();
-    let user = unibus_proto::model::User::new_active(
-        unibus_proto::model::Device::first(&bob.sign_pub_hex(), &bob.kex_pub_hex(), None),
+    let claimed = stack.store().claim_invite(&token, bob.sign_key()).await.unwrap();
+    let user = unibus_proto::records::User::new_active(
+        unibus_proto::records::Device::first(bob.sign_key(), bob.kex_key(), None),
         "bob",
         Role::Member,
-        &claimed.created_by,
-        &claimed.id,
+        claimed.created_by,
+        claimed.id.clone(),
     );
     stack.store().add_user(&user).await.unwrap();
     let (mid, _) = stack.store().get_invite(&inv.invite.id).await.unwrap().unwrap();
@@ -251,5 +268,5 @@ async fn deleted_user_cannot_replay_its_invite() {
     assert_eq!((after.status, after.completed), (InviteStatus::Used, true));
     let guest = stack.connect(&bob).await.unwrap();
     assert_eq!(code(guest.register(&inv.token, None).await), "invite_used");
-    assert!(stack.store().get_user(&bob.sign_pub_hex()).await.unwrap().is_none());
+    assert!(stack.store().get_user(bob.sign_key()).await.unwrap().is_none());
 }

@@ -4,7 +4,7 @@
 
 use unibus::Identity;
 use unibus_proto::keys::InviteToken;
-use unibus_proto::model::{InviteStatus, Role};
+use unibus_proto::records::{InviteStatus, Role};
 use unibusd::daemon;
 use unibusd::limits::GuestLimits;
 
@@ -69,7 +69,7 @@ async fn global_limit_refuses_without_spending() {
     let mut ok = 0;
     for ((_, inv, id), r) in jobs.iter().zip(results) {
         let (stored, _) = stack.store().get_invite(&inv.invite.id).await.unwrap().unwrap();
-        let user = stack.store().get_user(&id.sign_pub_hex()).await.unwrap();
+        let user = stack.store().get_user(id.sign_key()).await.unwrap();
         match r.map(|_| ()) {
             Ok(()) => {
                 ok += 1;

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt as _;
 use unibus::{Client, ClientError, Identity, Inbox, Incoming};
 use unibus_proto::e2e::{Envelope, Reject};
-use unibus_proto::model::Role;
+use unibus_proto::records::Role;
 use unibus_proto::subjects;
 
 use crate::harness::Stack;

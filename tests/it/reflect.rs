@@ -11,7 +11,7 @@ use std::time::Duration;
 use futures::StreamExt as _;
 use unibus::{Client, ClientError, Identity, Inbox, Incoming};
 use unibus_proto::e2e::{self, Addressing, Kind, Recipient, Reject, Sender};
-use unibus_proto::model::{Device, DeviceStatus, Role};
+use unibus_proto::records::{Device, DeviceStatus, Role};
 use unibus_proto::subjects;
 use unibus_proto::wire::LookupReply;
 
@@ -23,7 +23,7 @@ use crate::raw::Raw;
 pub struct Cast {
     pub bob_id: Identity,
     pub bob: Client,
-    pub room: String,
+    pub room: unibus_proto::RoomId,
     pub alice: Client,
     pub mallory_id: Identity,
     /// Mallory's revoked device.
@@ -181,7 +181,7 @@ async fn reflected_replies_show_nothing_in_the_client() {
     let laptop = Identity::generate().with_account(bob.account()).unwrap();
     bob.add_device(&laptop.bundle(Some("laptop"))).await.unwrap();
     let d: Device = tokio::time::timeout(Duration::from_secs(5), notices.next()).await.unwrap().unwrap();
-    assert_eq!((d.device, d.status), (laptop.sign_pub_hex(), DeviceStatus::Active), "the real notice, first");
+    assert_eq!((d.device, d.status), (laptop.sign_key(), DeviceStatus::Active), "the real notice, first");
     assert_eq!(inbox.ignored(), 5, "the real notice is not ignored");
 }
 
@@ -407,7 +407,7 @@ async fn whoami_room_and_device_list_replies_about_something_else_are_refused() 
     };
     match room {
         Err(ClientError::WrongRoom { asked, got }) => {
-            assert_eq!((asked, got), (alice_room.id, mallory_room.id))
+            assert_eq!((asked, got), (alice_room.id.to_string(), mallory_room.id.to_string()))
         }
         other => panic!("expected WrongRoom, got {other:?}"),
     }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use futures::StreamExt as _;
 
 use unibus::{ClientError, Identity};
-use unibus_proto::model::{Role, UserStatus};
+use unibus_proto::records::{Role, UserStatus};
 use unibus_proto::subjects;
 
 use crate::harness::{Stack, code, expect_event_within, expect_server_error};
@@ -28,7 +28,7 @@ async fn revoke_closes_live_connections_and_restore_readmits() {
 
     let reply = admin.revoke_user(&bob.sign_pub_hex()).await.unwrap();
     assert_eq!(reply.user.status, UserStatus::Revoked);
-    assert_eq!(reply.user.revoked_by.as_deref(), Some(admin.sign_pub()));
+    assert_eq!(reply.user.revoked_by.map(|k| k.to_string()).as_deref(), Some(admin.sign_pub()));
     assert!(reply.user.revoked_at.is_some());
     assert_eq!(reply.kicked, 2, "both live connections targeted");
     expect_event_within(&mut events, "disconnected", Duration::from_secs(1)).await;
@@ -333,17 +333,25 @@ async fn settling_sweep_follows_the_servers_auth_timeout() {
 #[test]
 fn revoke_and_delete_replies_decode_with_and_without_kick_pending() {
     use unibus_proto::wire::{DeleteReply, RevokeReply};
-    let old: DeleteReply = serde_json::from_str(r#"{"deleted":"ab","kicked":2}"#).unwrap();
+    let old: DeleteReply =
+        serde_json::from_str(&format!(r#"{{"deleted":"{}","kicked":2}}"#, "ab".repeat(32))).unwrap();
     assert_eq!((old.kicked, old.kick_pending), (2, false));
-    let new: DeleteReply =
-        serde_json::from_str(r#"{"deleted":"ab","kicked":0,"kick_pending":true}"#).unwrap();
+    let new: DeleteReply = serde_json::from_str(&format!(
+        r#"{{"deleted":"{}","kicked":0,"kick_pending":true}}"#,
+        "ab".repeat(32)
+    ))
+    .unwrap();
     assert!(new.kick_pending);
-    let user = unibus_proto::model::User::new_active(
-        unibus_proto::model::Device::first("ab", "cd", None),
+    let user = unibus_proto::records::User::new_active(
+        unibus_proto::records::Device::first(
+            unibus_proto::Key::from_bytes([0xab; 32]),
+            unibus_proto::Key::from_bytes([0xcd; 32]),
+            None,
+        ),
         "bob",
         Role::Member,
-        "bootstrap",
-        "ef",
+        unibus_proto::Actor::Bootstrap,
+        unibus_proto::InviteId::parse(&"ef".repeat(32)).unwrap(),
     );
     let mut old = serde_json::json!({ "user": user, "kicked": 1 });
     let decoded: RevokeReply = serde_json::from_value(old.clone()).unwrap();

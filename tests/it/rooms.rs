@@ -1,15 +1,14 @@
 //! Rooms: the control endpoints with their rules, and the data plane they
 //! open and close.
 
+use crate::harness::{Stack, as_key, as_room, code, expect_server_error};
 use std::time::Duration;
 
 use futures::StreamExt as _;
 use unibus::{Client, Identity};
-use unibus_proto::model::Role;
+use unibus_proto::records::Role;
 use unibus_proto::subjects;
 use unibus_proto::wire::{MAX_MEMBERS_PER_ROOM, MAX_ROOMS_PER_USER, RoomListRequest};
-
-use crate::harness::{Stack, code, expect_server_error};
 
 /// Waits until `id` can connect again after a kick and returns the client.
 async fn reconnect(stack: &Stack, id: &Identity) -> Client {
@@ -29,7 +28,7 @@ async fn room_endpoints_and_rules() {
     assert_eq!(code(alice_c.create_room(&"x".repeat(65)).await), "bad_request");
     let room = alice_c.create_room("kitchen").await.unwrap();
     assert_eq!(room.id.len(), 32);
-    assert_eq!(room.owner.as_deref(), Some(alice.sign_pub_hex().as_str()));
+    assert_eq!(room.owner.map(|k| k.to_string()).as_deref(), Some(alice.sign_pub_hex().as_str()));
     assert_eq!(room.members, vec![alice.sign_pub_hex()]);
     let alice_c = reconnect(&stack, &alice).await;
 
@@ -46,7 +45,7 @@ async fn room_endpoints_and_rules() {
     let stranger = Identity::generate();
     assert_eq!(code(alice_c.add_member(&room.id, &stranger.sign_pub_hex()).await), "not_found");
     let r = alice_c.add_member(&room.id, &bob.sign_pub_hex()).await.unwrap();
-    assert!(r.has_member(&bob.sign_pub_hex()));
+    assert!(r.has_member(as_key(&bob.sign_pub_hex())));
     let again = alice_c.add_member(&room.id, &bob.sign_pub_hex()).await.unwrap();
     assert_eq!(again.updated_at, r.updated_at, "adding a present member changes nothing");
     admin.add_member(&room.id, &carol.sign_pub_hex()).await.unwrap();
@@ -82,9 +81,9 @@ async fn room_endpoints_and_rules() {
     assert_eq!(code(alice_c.remove_member(&room.id, &alice.sign_pub_hex()).await), "forbidden");
     assert_eq!(code(alice_c.remove_member(&"2".repeat(32), &bob.sign_pub_hex()).await), "not_found");
     let r = carol_c2.remove_member(&room.id, &carol.sign_pub_hex()).await.unwrap();
-    assert!(!r.has_member(&carol.sign_pub_hex()), "a member leaves by itself");
+    assert!(!r.has_member(as_key(&carol.sign_pub_hex())), "a member leaves by itself");
     let r = alice_c.remove_member(&room.id, &bob.sign_pub_hex()).await.unwrap();
-    assert!(!r.has_member(&bob.sign_pub_hex()), "the owner removes");
+    assert!(!r.has_member(as_key(&bob.sign_pub_hex())), "the owner removes");
     let same = alice_c.remove_member(&room.id, &bob.sign_pub_hex()).await.unwrap();
     assert_eq!(same.updated_at, r.updated_at, "removing an absent member changes nothing");
     let r = admin.remove_member(&room.id, &alice.sign_pub_hex()).await.unwrap();
@@ -167,7 +166,7 @@ async fn deleted_user_leaves_every_room_and_inherits_nothing() {
     let o = admin.get_room(&owned.id).await.unwrap();
     assert!(o.owner.is_none() && o.members.is_empty(), "owner cleared: admins only");
     let a = admin.get_room(&other.id).await.unwrap();
-    assert!(!a.has_member(&erin.sign_pub_hex()));
+    assert!(!a.has_member(as_key(&erin.sign_pub_hex())));
     let kv = stack.jetstream().await.get_key_value(subjects::BUCKET_MEMBERSHIPS).await.unwrap();
     assert!(kv.get(erin.sign_pub_hex()).await.unwrap().is_none(), "room reservations left behind");
 
@@ -194,11 +193,11 @@ async fn rooms_per_user_cap_is_exact() {
     let store = stack.store();
     // 255 rooms through the store (quick), then 8 rooms of the admin's.
     for i in 0..MAX_ROOMS_PER_USER - 1 {
-        store.create_room(&format!("r{i}"), &me).await.unwrap();
+        store.create_room(&format!("r{i}"), as_key(&me)).await.unwrap();
     }
     let mut theirs = Vec::new();
     for i in 0..8 {
-        theirs.push(store.create_room(&format!("admin {i}"), &root.sign_pub_hex()).await.unwrap().id);
+        theirs.push(store.create_room(&format!("admin {i}"), root.sign_key()).await.unwrap().id);
     }
     // Eight concurrent adds for the one free place: exactly one wins. Until
     // two of them met at the store on alice's reservations (at most 12
@@ -208,13 +207,13 @@ async fn rooms_per_user_cap_is_exact() {
     for attempt in 1.. {
         let adds = theirs.iter().map(|id| admin.add_member(id, &me));
         let results = futures::future::join_all(adds).await;
-        let won: Vec<&String> =
+        let won: Vec<&unibus_proto::RoomId> =
             theirs.iter().zip(&results).filter(|(_, r)| r.is_ok()).map(|(id, _)| id).collect();
         assert_eq!(won.len(), 1, "{results:?}");
         for r in results.into_iter().filter(|r| r.is_err()) {
             assert_eq!(code(r), "limit_reached");
         }
-        assert_eq!(store.rooms_of_member(&me).await.unwrap().len(), MAX_ROOMS_PER_USER);
+        assert_eq!(store.rooms_of_member(as_key(&me)).await.unwrap().len(), MAX_ROOMS_PER_USER);
         if watch.take().await.lost_races(subjects::BUCKET_MEMBERSHIPS).contains_key(&me) {
             println!("rooms per user: two adds met at the store on try {attempt}");
             break;
@@ -222,13 +221,13 @@ async fn rooms_per_user_cap_is_exact() {
         assert!(attempt < 12, "in {attempt} tries no two adds met at the store");
         admin.remove_member(won[0], &me).await.unwrap();
     }
-    assert_eq!(store.rooms_of_member(&me).await.unwrap().len(), MAX_ROOMS_PER_USER);
+    assert_eq!(store.rooms_of_member(as_key(&me)).await.unwrap().len(), MAX_ROOMS_PER_USER);
 
     let admin = reconnect(&stack, &root).await;
     let alice_c2 = reconnect(&stack, &alice).await;
     drop(alice_c);
     // A member of 256 rooms still connects (its user JWT lists them all).
-    let all = store.rooms_of_member(&me).await.unwrap();
+    let all = store.rooms_of_member(as_key(&me)).await.unwrap();
     for id in [&all[0], &all[all.len() / 2], &all[all.len() - 1]] {
         alice_c2.publish_checked(&subjects::room_msg(id), b"x".to_vec()).await.unwrap();
     }
@@ -236,9 +235,9 @@ async fn rooms_per_user_cap_is_exact() {
     assert_eq!(code(alice_c2.create_room("one too many").await), "limit_reached");
     let (mut spare, mut joined) = (String::new(), String::new());
     for id in &theirs {
-        match store.get_room(id).await.unwrap().unwrap().0.has_member(&me) {
-            true => joined = id.clone(),
-            false => spare = id.clone(),
+        match store.get_room(id).await.unwrap().unwrap().0.has_member(as_key(&me)) {
+            true => joined = id.to_string(),
+            false => spare = id.to_string(),
         }
     }
     assert_eq!(code(admin.add_member(&spare, &me).await), "limit_reached");
@@ -246,8 +245,8 @@ async fn rooms_per_user_cap_is_exact() {
 
     // Leaving one room frees a place.
     alice_c2.remove_member(&joined, &me).await.unwrap();
-    assert!(admin.add_member(&spare, &me).await.unwrap().has_member(&me));
-    assert_eq!(store.rooms_of_member(&me).await.unwrap().len(), MAX_ROOMS_PER_USER);
+    assert!(admin.add_member(&spare, &me).await.unwrap().has_member(as_key(&me)));
+    assert_eq!(store.rooms_of_member(as_key(&me)).await.unwrap().len(), MAX_ROOMS_PER_USER);
 }
 
 /// A room of 512 members takes no one else (limit_reached, KV unchanged)
@@ -276,7 +275,7 @@ async fn members_per_room_cap_is_exact() {
         for r in results.into_iter().filter(|r| r.is_err()) {
             assert_eq!(code(r), "limit_reached");
         }
-        if watch.take().await.lost_races(subjects::BUCKET_ROOMS).contains_key(&room.id) {
+        if watch.take().await.lost_races(subjects::BUCKET_ROOMS).contains_key(room.id.as_str()) {
             println!("members per room: two adds met at the store on try {attempt}");
             break;
         }
@@ -298,9 +297,9 @@ async fn members_per_room_cap_is_exact() {
 
 /// Writes `n` filler keys (plus the owner) into room `id`'s member list.
 async fn fill(store: &unibusd::store::Store, id: &str, n: usize) {
-    let fillers: Vec<String> = (0..n - 1).map(|_| Identity::generate().sign_pub_hex()).collect();
+    let fillers: Vec<unibus_proto::Key> = (0..n - 1).map(|_| Identity::generate().sign_key()).collect();
     store
-        .change_room(id, |room| {
+        .change_room(&as_room(id), |room| {
             let mut next = room.clone();
             next.members.extend(fillers.iter().cloned());
             Ok(unibusd::store::RoomChange::Write(next))
@@ -324,11 +323,11 @@ async fn rooms_cap_counts_old_rooms_and_prunes_leftovers() {
 
     // 256 rooms list alice, written without reservations (older data).
     for i in 0..MAX_ROOMS_PER_USER {
-        let room = store.create_room(&format!("old {i}"), &owner).await.unwrap();
+        let room = store.create_room(&format!("old {i}"), as_key(&owner)).await.unwrap();
         store
             .change_room(&room.id, |r| {
                 let mut next = r.clone();
-                next.members.push(me.clone());
+                next.members.push(as_key(&me.clone()));
                 Ok(unibusd::store::RoomChange::Write(next))
             })
             .await
@@ -345,7 +344,7 @@ async fn rooms_cap_counts_old_rooms_and_prunes_leftovers() {
             (0..MAX_ROOMS_PER_USER).map(|i| (format!("{i:032x}"), at.into())).collect();
         serde_json::json!({"v": 1, "sign_pub": carol.sign_pub_hex(), "rooms": rooms, "updated_at": at})
     };
-    let now = unibus_proto::model::fmt_time(unibus_proto::model::now());
+    let now = unibus_proto::Timestamp::now().to_string();
     kv.put(carol.sign_pub_hex(), leftovers(&now).to_string().into()).await.unwrap();
     assert_eq!(code(carol_c.create_room("recent leftovers count").await), "limit_reached");
     kv.put(carol.sign_pub_hex(), leftovers("2020-01-01T00:00:00Z").to_string().into()).await.unwrap();

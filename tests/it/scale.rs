@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
 use unibus::{Client, Identity};
-use unibus_proto::model::{Role, User, UserStatus};
+use unibus_proto::records::{Role, User, UserStatus};
 use unibus_proto::wire::UserListRequest;
 
 use crate::harness::{SIGNED_DENIAL, Stack};
@@ -15,11 +15,11 @@ use crate::harness::{SIGNED_DENIAL, Stack};
 fn record(id: &Identity, status: UserStatus) -> User {
     let name = &id.sign_pub_hex()[..8];
     let mut u = User::new_active(
-        unibus_proto::model::Device::first(&id.sign_pub_hex(), &id.kex_pub_hex(), None),
+        unibus_proto::records::Device::first(id.sign_key(), id.kex_key(), None),
         name,
         Role::Member,
-        "seed",
-        "seed",
+        unibus_proto::Actor::Bootstrap,
+        unibus_proto::InviteId::parse(&"5e".repeat(32)).unwrap(),
     );
     u.status = status;
     u
@@ -116,14 +116,15 @@ async fn hundred_thousand_users_page_through() {
     let mut large_decide = decision_times(&stack, &member, 500).await;
 
     let t = Instant::now();
-    let (mut total, mut pages, mut cursor, mut last_key) = (0usize, 0usize, None, String::new());
+    let (mut total, mut pages, mut cursor, mut last_key) =
+        (0usize, 0usize, None, unibus_proto::Key::from_bytes([0; 32]));
     loop {
         let page =
             admin.list_users(&UserListRequest { status: None, limit: Some(1000), cursor }).await.unwrap();
         pages += 1;
         for u in &page.users {
             assert!(u.sign_pub > last_key, "key order, no repeats");
-            last_key = u.sign_pub.clone();
+            last_key = u.sign_pub;
         }
         total += page.users.len();
         match page.next {

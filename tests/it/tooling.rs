@@ -5,7 +5,7 @@ use std::process::Stdio;
 
 use tokio::io::AsyncBufReadExt as _;
 use unibus::{Client, Identity};
-use unibus_proto::model::Role;
+use unibus_proto::records::Role;
 
 use crate::harness::Stack;
 

@@ -11,7 +11,7 @@ use super::CliError;
 use super::output::{Out, clean, qr_small, wire};
 use super::run::{connect, pending_note};
 use unibus::proto::SignPub;
-use unibus::proto::model::{Device, DeviceStatus};
+use unibus::proto::records::{Device, DeviceStatus};
 use unibus::{Bundle, Client, ClientError, Identity};
 
 /// Device subcommands.

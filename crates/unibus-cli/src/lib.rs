@@ -19,7 +19,7 @@ pub use error::{CliError, exit_code};
 pub use output::line_out;
 pub use run::run;
 
-use unibus::proto::model::{InviteStatus, Role, UserStatus};
+use unibus::proto::records::{InviteStatus, Role, UserStatus};
 
 /// unibus: talk to a unibus bus with your own key.
 ///

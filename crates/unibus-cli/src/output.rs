@@ -4,8 +4,9 @@
 
 use serde::Serialize;
 
+use unibus::proto::Key;
 use unibus::proto::e2e::{Kind, Opened};
-use unibus::proto::model::{Invite, Room, User};
+use unibus::proto::records::{Invite, Room, User};
 use unibus::proto::wire::AccountReply;
 
 /// Prints in the chosen format.
@@ -73,12 +74,16 @@ impl Out {
     }
 
     /// A block list (`{"blocked": [...]}`).
-    pub fn blocked(&self, keys: &[String]) {
+    pub fn blocked(&self, keys: &[Key]) {
         self.emit(&serde_json::json!({ "blocked": keys }), || {
             if keys.is_empty() {
                 "no blocked keys".to_string()
             } else {
-                format!("{} blocked key(s):\n{}", keys.len(), keys.join("\n"))
+                format!(
+                    "{} blocked key(s):\n{}",
+                    keys.len(),
+                    keys.iter().map(Key::to_hex).collect::<Vec<_>>().join("\n")
+                )
             }
         });
     }
@@ -144,7 +149,7 @@ fn user_text(u: &User) -> String {
         wire(&u.role),
         wire(&u.status),
         u.sign_pub,
-        u.kex_pub.as_deref().unwrap_or("(no active device)"),
+        u.kex_pub.map_or_else(|| "(no active device)".to_string(), |k| k.to_hex()),
         u.created_at,
         u.invited_by
     );
@@ -203,7 +208,7 @@ fn room_text(r: &Room) -> String {
         "room {} ({})\n  owner:   {}\n  members:",
         clean(&r.name),
         r.id,
-        r.owner.as_deref().unwrap_or("(none: admins manage it)")
+        r.owner.map_or_else(|| "(none: admins manage it)".to_string(), |k| k.to_hex())
     );
     for m in &r.members {
         s.push_str(&format!("\n    {m}"));

@@ -12,11 +12,11 @@ use super::CliError;
 use super::output::{Out, clean, qr, wire};
 use super::run::connect;
 use unibus::ClientError;
-use unibus::proto::SignPub;
 use unibus::proto::binding::verify_binding_str;
-use unibus::proto::model::{User, Via};
+use unibus::proto::records::{User, Via};
 use unibus::proto::safety::{DeviceKeys, Fingerprint, SafetyNumber};
 use unibus::proto::wire::PublicUser;
+use unibus::proto::{Key, SignPub};
 
 /// One active device as `verify` shows it.
 #[derive(Debug, Serialize)]
@@ -37,8 +37,8 @@ struct Side {
 
 /// An active device's keys as a reply gives them.
 struct Keys<'a> {
-    device: &'a str,
-    kex_pub: &'a str,
+    device: Key,
+    kex_pub: Key,
     kex_sig: Option<&'a str>,
     seq: u32,
     via: Via,
@@ -46,18 +46,20 @@ struct Keys<'a> {
 
 /// Checks every binding of `account`'s active devices and computes its
 /// fingerprint; `who` names the account in warnings.
-fn side(account: &str, who: &str, keys: &[Keys<'_>]) -> Result<Side, CliError> {
+fn side(account: &Key, who: &str, keys: &[Keys<'_>]) -> Result<Side, CliError> {
     let mut warnings = Vec::new();
     let mut devices = Vec::new();
     for k in keys {
         let binding = match k.kex_sig {
             Some(sig) => {
-                verify_binding_str(account, k.device, k.kex_pub, sig).map_err(|e| {
-                    CliError::Binding(format!(
-                        "device {} of {who} (account {account}): {}; refusing to show a safety number",
-                        k.device, e
-                    ))
-                })?;
+                verify_binding_str(&account.to_hex(), &k.device.to_hex(), &k.kex_pub.to_hex(), sig).map_err(
+                    |e| {
+                        CliError::Binding(format!(
+                            "device {} of {who} (account {account}): {}; refusing to show a safety number",
+                            k.device, e
+                        ))
+                    },
+                )?;
                 "verified"
             }
             None => {
@@ -90,8 +92,8 @@ fn their_side(user: &PublicUser, label: &str) -> Result<Side, CliError> {
         .devices
         .iter()
         .map(|d| Keys {
-            device: &d.device,
-            kex_pub: &d.kex_pub,
+            device: d.device,
+            kex_pub: d.kex_pub,
             kex_sig: d.kex_sig.as_deref(),
             seq: d.seq,
             via: d.via,
@@ -166,20 +168,20 @@ mod tests {
     use unibus::Identity;
 
     /// A device of `account` with its real binding.
-    fn dev(account: &str) -> (String, String, String) {
+    fn dev(account: &Key) -> (Key, Key, String) {
         let id = Identity::generate();
-        (id.sign_pub_hex(), id.kex_pub_hex(), id.bind(account).to_string())
+        (id.sign_key(), id.kex_key(), id.bind(&account.to_hex()).to_string())
     }
 
-    fn keys<'a>(d: &'a (String, String, String), sig: Option<&'a str>, seq: u32, via: Via) -> Keys<'a> {
-        Keys { device: &d.0, kex_pub: &d.1, kex_sig: sig, seq, via }
+    fn keys<'a>(d: &'a (Key, Key, String), sig: Option<&'a str>, seq: u32, via: Via) -> Keys<'a> {
+        Keys { device: d.0, kex_pub: d.1, kex_sig: sig, seq, via }
     }
 
     /// Verified and unbound devices are listed, unbound and recovery ones
     /// flagged; the fingerprint is the one of `safety`.
     #[test]
     fn bindings_are_checked_and_flags_raised() {
-        let account = Identity::generate().sign_pub_hex();
+        let account = Identity::generate().sign_key();
         let (a, b) = (dev(&account), dev(&account));
         let list = [keys(&a, Some(&a.2), 1, Via::Invite), keys(&b, None, 2, Via::Recovery)];
         let s = side(&account, "bob", &list).unwrap();
@@ -200,14 +202,14 @@ mod tests {
     /// the command with a `binding` error.
     #[test]
     fn a_failing_binding_is_refused() {
-        let account = Identity::generate().sign_pub_hex();
-        let elsewhere = dev(&Identity::generate().sign_pub_hex());
+        let account = Identity::generate().sign_key();
+        let elsewhere = dev(&Identity::generate().sign_key());
         let err =
             side(&account, "bob", &[keys(&elsewhere, Some(&elsewhere.2), 1, Via::Device)]).err().unwrap();
         assert_eq!(err.code(), "binding");
-        assert!(err.message().contains(&elsewhere.0), "{}", err.message());
+        assert!(err.message().contains(&elsewhere.0.to_hex()), "{}", err.message());
         let mut swapped = dev(&account);
-        swapped.1 = Identity::generate().kex_pub_hex();
+        swapped.1 = Identity::generate().kex_key();
         let err = side(&account, "bob", &[keys(&swapped, Some(&swapped.2), 1, Via::Device)]).err().unwrap();
         assert_eq!(err.code(), "binding");
     }

@@ -1,15 +1,17 @@
 //! The unibus wire contract (docs/protocol.md), shared by the service, the
 //! client library and the fuzz targets. Pure: no I/O, no NATS connection.
 //!
-//! - [`subjects`]: every subject, bucket, header and account name.
+//! Layered, each module importing only those above it in this list:
 //! - [`error`]: the domain error and its one mapping to wire codes.
+//! - [`subjects`]: every subject, bucket, header and account name.
+//! - [`keys`]: hex keys, weak-key checks, nonce signatures, invite tokens.
+//! - [`ids`]: keys, ids, actors and times ([`Key`], [`SignPub`],
+//!   [`RoomId`], [`Timestamp`], ...).
+//! - [`records`]: the records kept in KV and shown in replies.
+//! - [`binding`]: device bindings (`kex_sig`) and nonce signing hygiene.
 //! - [`wire`]: control-plane request/reply bodies, strict decoding.
 //! - [`endpoint`]: the endpoint table (subject, request, reply, access).
-//! - [`ids`]: checked keys, ids and times ([`SignPub`], [`RoomId`], ...).
-//! - [`model`]: the records kept in KV and shown in replies.
-//! - [`binding`]: device bindings (`kex_sig`) and nonce signing hygiene.
 //! - [`safety`]: safety numbers over an account's active device keys.
-//! - [`keys`]: hex keys, weak-key checks, nonce signatures, invite tokens.
 //! - [`e2e`]: the end-to-end message envelope (seal, open, replay guard).
 
 pub mod binding;
@@ -18,7 +20,7 @@ pub mod endpoint;
 pub mod error;
 pub mod ids;
 pub mod keys;
-pub mod model;
+pub mod records;
 pub mod safety;
 pub mod subjects;
 pub mod wire;
@@ -26,4 +28,4 @@ pub mod wire;
 pub use binding::KexSig;
 pub use endpoint::{Access, Endpoint};
 pub use error::Error;
-pub use ids::{InviteId, KexPub, RoomId, SignPub, Timestamp};
+pub use ids::{Actor, InviteId, KexPub, Key, RoomId, SignPub, Timestamp};

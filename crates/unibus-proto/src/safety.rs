@@ -24,7 +24,8 @@
 
 use sha2::{Digest as _, Sha256};
 
-use crate::model::User;
+use crate::ids::Key;
+use crate::records::User;
 use crate::wire::PublicUser;
 
 /// Domain label of the fingerprint message.
@@ -39,10 +40,10 @@ pub const SAFETY_QR_PREFIX: &str = "unibus://safety/1/";
 /// One active device's keys as they enter the fingerprint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DeviceKeys<'a> {
-    /// Ed25519 key, hex.
-    pub device: &'a str,
-    /// X25519 key, hex.
-    pub kex_pub: &'a str,
+    /// Ed25519 key (hashed as its lowercase hex).
+    pub device: Key,
+    /// X25519 key (hashed as its lowercase hex).
+    pub kex_pub: Key,
     /// Binding (`None`: unbound).
     pub kex_sig: Option<&'a str>,
 }
@@ -55,17 +56,17 @@ fn enc(out: &mut Vec<u8>, x: &[u8]) {
 }
 
 /// The exact bytes an account's fingerprint hashes (devices sorted here).
-pub fn fingerprint_message(account: &str, devices: &[DeviceKeys<'_>]) -> Vec<u8> {
+pub fn fingerprint_message(account: &Key, devices: &[DeviceKeys<'_>]) -> Vec<u8> {
     let mut sorted = devices.to_vec();
-    sorted.sort_by(|a, b| a.device.cmp(b.device));
+    sorted.sort_by_key(|d| d.device);
     let mut m = Vec::with_capacity(64 + sorted.len() * 240);
     enc(&mut m, SAFETY_LABEL.as_bytes());
-    enc(&mut m, account.as_bytes());
+    enc(&mut m, account.to_hex().as_bytes());
     let count = u32::try_from(sorted.len()).unwrap_or(u32::MAX);
     enc(&mut m, &count.to_be_bytes());
     for d in &sorted {
-        enc(&mut m, d.device.as_bytes());
-        enc(&mut m, d.kex_pub.as_bytes());
+        enc(&mut m, d.device.to_hex().as_bytes());
+        enc(&mut m, d.kex_pub.to_hex().as_bytes());
         enc(&mut m, d.kex_sig.unwrap_or_default().as_bytes());
     }
     m
@@ -77,7 +78,7 @@ pub struct Fingerprint(String);
 
 impl Fingerprint {
     /// The fingerprint of `account` with these active devices (any order).
-    pub fn new(account: &str, devices: &[DeviceKeys<'_>]) -> Fingerprint {
+    pub fn new(account: &Key, devices: &[DeviceKeys<'_>]) -> Fingerprint {
         let m = fingerprint_message(account, devices);
         let mut h: [u8; 32] = Sha256::digest(&m).into();
         for _ in 1..ITERATIONS {
@@ -97,7 +98,7 @@ impl Fingerprint {
     pub fn of_user(user: &User) -> Fingerprint {
         let keys: Vec<DeviceKeys<'_>> = user
             .active_devices()
-            .map(|d| DeviceKeys { device: &d.device, kex_pub: &d.kex_pub, kex_sig: d.kex_sig.as_deref() })
+            .map(|d| DeviceKeys { device: d.device, kex_pub: d.kex_pub, kex_sig: d.kex_sig.as_deref() })
             .collect();
         Fingerprint::new(&user.sign_pub, &keys)
     }
@@ -108,7 +109,7 @@ impl Fingerprint {
         let keys: Vec<DeviceKeys<'_>> = user
             .devices
             .iter()
-            .map(|d| DeviceKeys { device: &d.device, kex_pub: &d.kex_pub, kex_sig: d.kex_sig.as_deref() })
+            .map(|d| DeviceKeys { device: d.device, kex_pub: d.kex_pub, kex_sig: d.kex_sig.as_deref() })
             .collect();
         Fingerprint::new(&user.sign_pub, &keys)
     }
@@ -159,27 +160,28 @@ impl std::fmt::Display for SafetyNumber {
 mod tests {
     use super::*;
     use crate::binding::sign_binding;
-    use crate::model::{Device, DeviceStatus, Role, Via};
+    use crate::ids::{Actor, InviteId, Timestamp};
+    use crate::records::{Device, DeviceStatus, Role, Via};
     use ed25519_dalek::SigningKey;
 
     /// A device of `account` made from `seed`, with a real binding.
-    fn device(account: &str, seed: u8, seq: u32) -> Device {
+    fn device(account: Key, seed: u8, seq: u32) -> Device {
         let key = SigningKey::from_bytes(&[seed; 32]);
-        let device = hex::encode(key.verifying_key().as_bytes());
-        let kex_pub = hex::encode([seed.wrapping_add(100); 32]);
-        let kex_sig = Some(sign_binding(&key, account, &kex_pub).to_string());
+        let device = Key::from_bytes(key.verifying_key().to_bytes());
+        let kex_pub = Key::from_bytes([seed.wrapping_add(100); 32]);
+        let kex_sig = Some(sign_binding(&key, &account.to_hex(), &kex_pub.to_hex()).to_string());
         let via = if seq == 1 { Via::Invite } else { Via::Device };
         Device {
             v: 1,
-            name: device[..8].to_string(),
+            name: device.to_hex()[..8].to_string(),
             device,
-            account: account.to_string(),
+            account,
             seq,
             kex_pub,
             kex_sig,
             status: DeviceStatus::Active,
-            added_at: "2026-01-01T00:00:00Z".into(),
-            added_by: "invite".into(),
+            added_at: Timestamp::parse("2026-01-01T00:00:00Z").unwrap(),
+            added_by: Actor::Invite,
             via,
             revoked_at: None,
             revoked_by: None,
@@ -189,10 +191,11 @@ mod tests {
     /// An account whose first device is made from `seed`, with `more`
     /// devices after it.
     fn account(seed: u8, more: &[u8]) -> User {
-        let id = hex::encode(SigningKey::from_bytes(&[seed; 32]).verifying_key().as_bytes());
-        let mut user = User::new_active(device(&id, seed, 1), "x", Role::Member, "bootstrap", "i");
+        let id = Key::from_bytes(SigningKey::from_bytes(&[seed; 32]).verifying_key().to_bytes());
+        let invite = InviteId::parse(&"ab".repeat(32)).unwrap();
+        let mut user = User::new_active(device(id, seed, 1), "x", Role::Member, Actor::Bootstrap, invite);
         for (i, s) in more.iter().enumerate() {
-            user.devices.push(device(&id, *s, 2 + i as u32));
+            user.devices.push(device(id, *s, 2 + i as u32));
         }
         user.refresh_account_keys();
         user
@@ -255,7 +258,7 @@ mod tests {
         let user = account(1, &[2]);
         let base = Fingerprint::of_user(&user);
         let mut swapped = user.clone();
-        swapped.devices[1].kex_pub = hex::encode([9u8; 32]);
+        swapped.devices[1].kex_pub = Key::from_bytes([9u8; 32]);
         assert_ne!(Fingerprint::of_user(&swapped), base);
         let mut unbound = user.clone();
         unbound.devices[1].kex_sig = None;
@@ -265,7 +268,7 @@ mod tests {
         assert_ne!(Fingerprint::of_user(&resigned), base);
         // Another account id with the same devices.
         let mut other = user;
-        other.sign_pub = hex::encode([7u8; 32]);
+        other.sign_pub = Key::from_bytes([7u8; 32]);
         assert_ne!(Fingerprint::of_user(&other), base);
     }
 
@@ -274,10 +277,13 @@ mod tests {
     /// these values, so the computation may not drift.
     #[test]
     fn known_answer() {
-        let (a, k, sig) = ("a".repeat(64), "b".repeat(64), "c".repeat(88));
-        let fp =
-            Fingerprint::new(&"1".repeat(64), &[DeviceKeys { device: &a, kex_pub: &k, kex_sig: Some(&sig) }]);
-        let empty = Fingerprint::new(&"2".repeat(64), &[]);
+        let key = |c: &str| Key::parse(&c.repeat(64)).unwrap();
+        let sig = "c".repeat(88);
+        let fp = Fingerprint::new(
+            &key("1"),
+            &[DeviceKeys { device: key("a"), kex_pub: key("b"), kex_sig: Some(&sig) }],
+        );
+        let empty = Fingerprint::new(&key("2"), &[]);
         assert_eq!(
             (fp.digits(), empty.digits()),
             ("704946596491122900382925243491", "662381092903669377518633421755")
@@ -286,18 +292,26 @@ mod tests {
 
     #[test]
     fn message_is_length_prefixed_and_sorted() {
+        let key = |b: u8| Key::from_bytes([b; 32]);
+        let hex = |b: u8| hex::encode([b; 32]).into_bytes();
         let (a, b) = (
-            DeviceKeys { device: "b", kex_pub: "k", kex_sig: None },
-            DeviceKeys { device: "a", kex_pub: "kk", kex_sig: Some("s") },
+            DeviceKeys { device: key(0xbb), kex_pub: key(1), kex_sig: None },
+            DeviceKeys { device: key(0xaa), kex_pub: key(2), kex_sig: Some("s") },
         );
-        let m = fingerprint_message("acct", &[a, b]);
+        let m = fingerprint_message(&key(0xcc), &[a, b]);
         let mut want = vec![0, 0, 0, 15];
         want.extend_from_slice(b"unibus-safety/1");
-        want.extend_from_slice(&[0, 0, 0, 4]);
-        want.extend_from_slice(b"acct");
+        want.extend_from_slice(&[0, 0, 0, 64]);
+        want.extend(hex(0xcc));
         want.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 2]);
-        want.extend_from_slice(&[0, 0, 0, 1, b'a', 0, 0, 0, 2, b'k', b'k', 0, 0, 0, 1, b's']);
-        want.extend_from_slice(&[0, 0, 0, 1, b'b', 0, 0, 0, 1, b'k', 0, 0, 0, 0]);
+        for (device, kex, sig) in [(0xaa, 2, &b"s"[..]), (0xbb, 1, &b""[..])] {
+            want.extend_from_slice(&[0, 0, 0, 64]);
+            want.extend(hex(device));
+            want.extend_from_slice(&[0, 0, 0, 64]);
+            want.extend(hex(kex));
+            want.extend_from_slice(&u32::try_from(sig.len()).unwrap().to_be_bytes());
+            want.extend_from_slice(sig);
+        }
         assert_eq!(m, want);
     }
 }

@@ -175,11 +175,6 @@ pub fn dm(sign_pub: &str) -> String {
     format!("unibus.msg.dm.{sign_pub}")
 }
 
-/// Every control subject (the service's endpoints), from the endpoint
-/// table ([`crate::endpoint`]). APP imports exactly these from AUTH (never
-/// `unibus.msg.>`).
-pub const CONTROL_SUBJECTS: &[&str] = crate::endpoint::SUBJECTS;
-
 /// Advisory the server publishes in the callout's account (AUTH) for every
 /// refused connect, with the refusal's `reason` (read by the tests).
 pub const AUTH_ERROR_ADVISORY: &str = "$SYS.ACCOUNT.CLIENT.AUTH.ERR";

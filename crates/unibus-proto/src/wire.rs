@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::binding::KexSig;
 use crate::error::Error;
-use crate::ids::{InviteId, KexPub, RoomId, SignPub};
-use crate::model::{Device, Invite, InviteStatus, Role, Room, User, UserStatus, Via};
+use crate::ids::{InviteId, KexPub, Key, RoomId, SignPub};
+use crate::records::{Device, Invite, InviteStatus, Role, Room, User, UserStatus, Via};
 
 /// Smallest invite TTL in seconds.
 pub const TTL_MIN_SECS: u64 = 60;
@@ -328,8 +328,8 @@ pub struct RevokeReply {
 /// Reply of `unibus.admin.user.delete`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DeleteReply {
-    /// The deleted key.
-    pub deleted: String,
+    /// The deleted account.
+    pub deleted: Key,
     /// Live connections targeted for closing.
     pub kicked: u64,
     /// True when not every server could list its connections before the
@@ -415,19 +415,19 @@ pub struct DeviceNotice {
 /// device set to look up again, nothing to trust beyond that.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RevokedNotice {
-    /// The account, hex.
-    pub account: String,
-    /// The revoked device, hex; null when the whole account went.
-    pub device: Option<String>,
+    /// The account.
+    pub account: Key,
+    /// The revoked device; null when the whole account went.
+    pub device: Option<Key>,
 }
 
 /// An active device as `unibus.user.lookup` shows it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct PublicDevice {
-    /// Ed25519 key, hex.
-    pub device: String,
-    /// X25519 key, hex.
-    pub kex_pub: String,
+    /// Ed25519 key.
+    pub device: Key,
+    /// X25519 key.
+    pub kex_pub: Key,
     /// Binding; `None` for a device that predates bindings.
     pub kex_sig: Option<String>,
     /// Order within the account.
@@ -439,10 +439,10 @@ pub struct PublicDevice {
 /// The public part of a user, as `unibus.user.lookup` returns it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct PublicUser {
-    /// Account id (Ed25519 public key of its first device), hex.
-    pub sign_pub: String,
+    /// Account id (Ed25519 public key of its first device).
+    pub sign_pub: Key,
     /// X25519 key of the oldest active device; `None` when none is active.
-    pub kex_pub: Option<String>,
+    pub kex_pub: Option<Key>,
     /// Its binding; `None` when none is active or it predates bindings.
     #[serde(default)]
     pub kex_sig: Option<String>,
@@ -461,8 +461,8 @@ impl From<User> for PublicUser {
         let devices = u
             .active_devices()
             .map(|d| PublicDevice {
-                device: d.device.clone(),
-                kex_pub: d.kex_pub.clone(),
+                device: d.device,
+                kex_pub: d.kex_pub,
                 kex_sig: d.kex_sig.clone(),
                 seq: d.seq,
                 via: d.via,
@@ -500,8 +500,8 @@ pub struct InviteCreateReply {
 /// Reply of `unibus.block.add|remove|list`: the caller's whole block list.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct BlockListReply {
-    /// Blocked `sign_pub`s, lowercase hex, sorted.
-    pub blocked: Vec<String>,
+    /// Blocked accounts, sorted.
+    pub blocked: Vec<Key>,
 }
 
 /// Error body: `{"error":{"code","message"}}`.

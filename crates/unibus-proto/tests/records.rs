@@ -6,7 +6,7 @@
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
-use unibus_proto::model::{Device, Invite, Room, User};
+use unibus_proto::records::{Device, Invite, Room, User};
 use unibus_proto::wire::{
     AccountReply, BlockListReply, DeviceListReply, InviteListReply, InviteReply, LookupReply, RoomListReply,
     RoomReply, UserListReply, UserReply,

@@ -17,8 +17,8 @@ use crate::{Bundle, Client, ClientError};
 use unibus_proto::KexSig;
 use unibus_proto::endpoint::{self as ep, Endpoint};
 use unibus_proto::error::Error;
-use unibus_proto::ids::{InviteId, KexPub, RoomId, SignPub};
-use unibus_proto::model::{Device, Invite, Room, User};
+use unibus_proto::ids::{InviteId, KexPub, Key, RoomId, SignPub};
+use unibus_proto::records::{Device, Invite, Room, User};
 use unibus_proto::wire::{
     AccountReply, AdminDeviceAddRequest, DeleteReply, DeviceAddRequest, DeviceRevokeReply,
     DeviceRevokeRequest, Empty, InviteCreateReply, InviteCreateRequest, InviteIdRequest, InviteListReply,
@@ -41,10 +41,10 @@ fn member(room: &str, sign_pub: &str) -> Result<MemberRequest, ClientError> {
 
 /// `Ok` when a reply's account `got` is the account `asked` about (hex,
 /// either letter case).
-fn same_account(asked: &str, got: &str) -> Result<(), ClientError> {
-    match asked.eq_ignore_ascii_case(got) {
+fn same_account(asked: &str, got: &Key) -> Result<(), ClientError> {
+    match Key::parse(asked).is_ok_and(|k| k == *got) {
         true => Ok(()),
-        false => Err(ClientError::WrongAccount { asked: asked.into(), got: got.into() }),
+        false => Err(ClientError::WrongAccount { asked: asked.into(), got: got.to_string() }),
     }
 }
 
@@ -92,11 +92,11 @@ impl Client {
     fn own_account_reply(&self, reply: &AccountReply, account: &str) -> Result<(), ClientError> {
         same_account(account, &reply.user.sign_pub)?;
         same_account(account, &reply.device.account)?;
-        match self.sign_pub().eq_ignore_ascii_case(&reply.device.device) {
+        match reply.device.device == self.sign_pub() {
             true => Ok(()),
             false => Err(ClientError::WrongDevice {
                 asked: self.sign_pub().into(),
-                got: reply.device.device.clone(),
+                got: reply.device.device.to_string(),
             }),
         }
     }
@@ -280,8 +280,8 @@ impl Client {
     pub async fn get_room(&self, id: &str) -> Result<Room, ClientError> {
         let req = RoomIdRequest { id: arg(RoomId::parse(id))? };
         let room = self.request::<ep::RoomGet>(&req).await?.room;
-        if !room.id.eq_ignore_ascii_case(req.id.as_str()) {
-            return Err(ClientError::WrongRoom { asked: req.id.as_str().into(), got: room.id });
+        if room.id != req.id {
+            return Err(ClientError::WrongRoom { asked: req.id.as_str().into(), got: room.id.to_string() });
         }
         Ok(room)
     }
@@ -318,7 +318,7 @@ impl Client {
     /// # Errors
     /// `bad_request` (malformed key, your own key), `forbidden`,
     /// `limit_reached` past 1,000 keys.
-    pub async fn block_add(&self, sign_pub: &str) -> Result<Vec<String>, ClientError> {
+    pub async fn block_add(&self, sign_pub: &str) -> Result<Vec<Key>, ClientError> {
         let list = self.request::<ep::BlockAdd>(&key(sign_pub)?).await?.blocked;
         self.set_blocked(&list);
         Ok(list)
@@ -328,7 +328,7 @@ impl Client {
     ///
     /// # Errors
     /// `bad_request` (malformed key), `forbidden`.
-    pub async fn block_remove(&self, sign_pub: &str) -> Result<Vec<String>, ClientError> {
+    pub async fn block_remove(&self, sign_pub: &str) -> Result<Vec<Key>, ClientError> {
         let list = self.request::<ep::BlockRemove>(&key(sign_pub)?).await?.blocked;
         self.set_blocked(&list);
         Ok(list)
@@ -338,7 +338,7 @@ impl Client {
     ///
     /// # Errors
     /// `forbidden` (not an active user).
-    pub async fn block_list(&self) -> Result<Vec<String>, ClientError> {
+    pub async fn block_list(&self) -> Result<Vec<Key>, ClientError> {
         let list = self.request::<ep::BlockList>(&Empty {}).await?.blocked;
         self.set_blocked(&list);
         Ok(list)

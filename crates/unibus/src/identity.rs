@@ -250,6 +250,16 @@ impl Identity {
         hex::encode(x25519_dalek::PublicKey::from(&self.kex).as_bytes())
     }
 
+    /// Ed25519 public key, as records hold it (this device's key).
+    pub fn sign_key(&self) -> unibus_proto::Key {
+        unibus_proto::Key::from_bytes(self.signing.verifying_key().to_bytes())
+    }
+
+    /// X25519 public key, as records hold it.
+    pub fn kex_key(&self) -> unibus_proto::Key {
+        unibus_proto::Key::from_bytes(*x25519_dalek::PublicKey::from(&self.kex).as_bytes())
+    }
+
     fn keypair(&self) -> nkeys::KeyPair {
         nkeys::KeyPair::new_from_raw(nkeys::KeyPairType::User, self.signing.to_bytes())
             .expect("a 32-byte Ed25519 seed always encodes")

@@ -114,7 +114,7 @@ impl Client {
         let mut cursor = None;
         loop {
             let page = self.list_rooms(&RoomListRequest { limit: Some(1000), cursor }).await?;
-            out.extend(page.rooms.into_iter().map(|r| r.id));
+            out.extend(page.rooms.into_iter().map(|r| r.id.to_string()));
             match page.next {
                 Some(n) => cursor = Some(n),
                 None => return Ok(out),
@@ -254,7 +254,7 @@ impl Pump {
         // The body names the account; should it not decode, the subject
         // does (forgetting too much only costs a lookup).
         match serde_json::from_slice::<RevokedNotice>(&msg.payload) {
-            Ok(notice) => self.client.forget_device_set(&notice.account),
+            Ok(notice) => self.client.forget_device_set(&notice.account.to_hex()),
             Err(_) => {
                 let account = subject.rsplit('.').next().unwrap_or_default();
                 self.client.forget_device_set(account);

@@ -61,6 +61,7 @@ use tokio::sync::broadcast;
 
 use events::watch_violation;
 
+use unibus_proto::Key;
 use unibus_proto::error::Error;
 use unibus_proto::subjects;
 use unibus_proto::wire::ErrorReply;
@@ -211,9 +212,9 @@ impl Client {
     }
 
     /// Replaces the local copy of the block list with the service's.
-    fn set_blocked(&self, list: &[String]) {
+    fn set_blocked(&self, list: &[Key]) {
         let mut b = self.blocked.write().unwrap_or_else(|p| p.into_inner());
-        b.keys = list.iter().cloned().collect();
+        b.keys = list.iter().map(Key::to_hex).collect();
         b.loaded = Some(std::time::Instant::now());
     }
 

@@ -89,7 +89,7 @@ impl Client {
         let room = self.get_room(room).await?;
         let mut recipients = Vec::new();
         for m in &room.members {
-            recipients.extend(self.recipients_of(m).await?.unwrap_or_default());
+            recipients.extend(self.recipients_of(&m.to_hex()).await?.unwrap_or_default());
         }
         let subject = subjects::room_msg(&room.id);
         let addr = Addressing { kind: Kind::Room, subject: &subject, room: Some(&room.id), peer: None };

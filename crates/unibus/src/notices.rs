@@ -13,7 +13,7 @@ use serde::Deserialize;
 use tracing::debug;
 
 use crate::{Client, ClientError};
-use unibus_proto::model::Device;
+use unibus_proto::records::Device;
 use unibus_proto::subjects;
 
 /// True when `msg` carries the notice header with value `kind`.
@@ -82,9 +82,9 @@ impl Client {
                 return None;
             }
         };
-        let found = devices.into_iter().find(|d| d.device.eq_ignore_ascii_case(&hint.device.device));
+        let found = devices.into_iter().find(|d| d.device == hint.device.device);
         if found.is_none() {
-            debug!(subject, device = hint.device.device, "notice names no device of this account; ignored");
+            debug!(subject, device = %hint.device.device, "notice names no device of this account; ignored");
         }
         found
     }

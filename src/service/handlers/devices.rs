@@ -3,12 +3,12 @@
 //! an admin's recovery add while an account has no active device. Bindings
 //! are verified for the account they would join before anything is read.
 
-use super::{Caller, Ctx, Outcome, active_admin, active_user, active_user_at};
+use super::{Caller, Ctx, Outcome, active_admin, active_user, active_user_at, sweep_keys};
 use unibus_proto::KexSig;
 use unibus_proto::binding::verify_binding;
 use unibus_proto::error::Error;
-use unibus_proto::ids::{KexPub, SignPub};
-use unibus_proto::model::{Device, Role, User, UserStatus, Via};
+use unibus_proto::ids::{Actor, KexPub, Key, SignPub};
+use unibus_proto::records::{Device, Role, User, UserStatus, Via};
 use unibus_proto::wire::{
     AdminDeviceAddRequest, DeviceAddRequest, DeviceListReply, DeviceReply, DeviceRevokeReply,
     DeviceRevokeRequest, Empty, validate_name,
@@ -16,7 +16,7 @@ use unibus_proto::wire::{
 
 /// A new device record for `account`, before the store gives it a `seq`.
 fn new_device(
-    account: &SignPub,
+    account: Key,
     key: &SignPub,
     kex_pub: KexPub,
     kex_sig: KexSig,
@@ -24,7 +24,8 @@ fn new_device(
     by: &SignPub,
     via: Via,
 ) -> Device {
-    let device = Device::joining(account, key, &kex_pub, Some(kex_sig.into()), via, by);
+    let device =
+        Device::joining(account, key.key(), kex_pub.key(), Some(kex_sig.into()), via, Actor::Key(by.key()));
     Device { name: name.unwrap_or(device.name), ..device }
 }
 
@@ -34,16 +35,19 @@ pub async fn add(ctx: &Ctx, caller: &Caller, req: DeviceAddRequest) -> Result<Ou
     if let Some(name) = &req.name {
         validate_name("name", name)?;
     }
-    let account = &caller.sign_pub;
-    verify_binding(account, &req.device, &req.kex_pub, &req.kex_sig)?;
+    let account = caller.account;
+    // An account id is the key of its first device: checked when it
+    // registered, so this parse cannot fail.
+    let account_pub = SignPub::parse(&account.to_hex())?;
+    verify_binding(&account_pub, &req.device, &req.kex_pub, &req.kex_sig)?;
     active_user(ctx, caller).await?;
     let new =
         new_device(account, &req.device, req.kex_pub, req.kex_sig, req.name, &caller.device, Via::Device);
     // Judged again on the record written over: the account and the adding
     // device must still be active.
-    let by = caller.device.clone();
+    let by = caller.device.key();
     let rule = move |user: &User| {
-        if user.status != UserStatus::Active || !user.has_active_device(&by) {
+        if user.status != UserStatus::Active || !user.has_active_device(by) {
             return Err(Error::Forbidden("device is not an active device of an active account".into()));
         }
         Ok(())
@@ -78,17 +82,11 @@ pub async fn recover(
         validate_name("name", name)?;
     }
     verify_binding(&req.account, &req.device, &req.kex_pub, &req.kex_sig)?;
-    ctx.store.get_user(&req.account).await?.ok_or_else(|| Error::NotFound("no such account".into()))?;
+    let account = req.account.key();
+    ctx.store.get_user(account).await?.ok_or_else(|| Error::NotFound("no such account".into()))?;
     active_admin(ctx, caller).await?;
-    let new = new_device(
-        &req.account,
-        &req.device,
-        req.kex_pub,
-        req.kex_sig,
-        req.name,
-        &caller.device,
-        Via::Recovery,
-    );
+    let new =
+        new_device(account, &req.device, req.kex_pub, req.kex_sig, req.name, &caller.device, Via::Recovery);
     let rule = |user: &User| {
         if user.active_devices().next().is_some() {
             return Err(Error::Forbidden("recovery only while the account has no active device".into()));
@@ -111,15 +109,15 @@ pub async fn revoke(
     caller: &Caller,
     req: DeviceRevokeRequest,
 ) -> Result<Outcome<DeviceRevokeReply>, Error> {
-    let target = req.device;
-    let account = ctx.store.account_of(&target).await?;
-    let listed = ctx.store.get_user(&account).await?.is_some_and(|(u, _)| u.device(&target).is_some());
+    let target = req.device.key();
+    let account = ctx.store.account_of(target).await?;
+    let listed = ctx.store.get_user(account).await?.is_some_and(|(u, _)| u.device(target).is_some());
     if !listed {
         return Err(Error::NotFound("no such device".into()));
     }
     let (me, my_rev) = active_user_at(ctx, caller).await?;
     let as_admin = me.role == Role::Admin;
-    let own = account == caller.sign_pub.as_str();
+    let own = account == caller.account;
     if !as_admin && !own {
         return Err(Error::Forbidden("not a device of your account".into()));
     }
@@ -128,30 +126,31 @@ pub async fn revoke(
     // revision is what the check after the write starts from.
     let admin_since = (!own).then_some(my_rev);
     // Only an admin's revoke can touch the last admin's last device.
-    let other_admins = if as_admin { ctx.store.other_admins_with_devices(&account).await? } else { 0 };
-    let judge = Judge { caller: &caller.device, as_admin, own, other_admins };
+    let other_admins = if as_admin { ctx.store.other_admins_with_devices(account).await? } else { 0 };
+    let judge = Judge { caller: caller.device.key(), as_admin, own, other_admins };
     let rule = |user: &User, device: &Device| judge.rule(user, device);
-    let (device, written) = ctx.store.revoke_device(&account, &target, &caller.device, rule).await?;
+    let by = Actor::Key(caller.device.key());
+    let (device, written) = ctx.store.revoke_device(account, target, by, rule).await?;
     if let Some(at) = written {
         if as_admin {
-            if let Err(refused) = checks_after_write(ctx, caller, &account, admin_since, at).await {
+            if let Err(refused) = checks_after_write(ctx, caller, account, admin_since, at).await {
                 ctx.store.undo_revoke(&device).await?;
                 return Err(refused);
             }
         }
         ctx.notices.device_changed(&device).await;
-        ctx.notices.revoked(&account, Some(target.as_str())).await;
+        ctx.notices.revoked(account, Some(target)).await;
     }
-    let sweep = ctx.kicker.sweep_after_write(&[target.to_string()]).await;
+    let sweep = sweep_keys(ctx, &[target]).await;
     let (kicked, kick_pending) = (sweep.kicked(), sweep.pending());
     Outcome::reply_then_sweep(DeviceRevokeReply { device, kicked, kick_pending }, sweep)
 }
 
 /// The rule of docs/protocol.md section 8, "Revoking", as far as it is
 /// judged on the account record being written over.
-struct Judge<'a> {
+struct Judge {
     /// The calling device.
-    caller: &'a str,
+    caller: Key,
     /// The caller's account is an admin.
     as_admin: bool,
     /// The target is a device of the caller's own account.
@@ -161,7 +160,7 @@ struct Judge<'a> {
     other_admins: usize,
 }
 
-impl Judge<'_> {
+impl Judge {
     fn rule(&self, user: &User, device: &Device) -> Result<(), Error> {
         // A device revoked (or an account revoked) a moment ago cannot
         // revoke a sibling: judged on this very record.
@@ -197,7 +196,7 @@ const LAST_ADMIN_DEVICE: &str = "the last active device of the last active admin
 const LAST_ADMIN_DEVICE_RACE: &str =
     "the last active device of the last active admin cannot be revoked (a concurrent revoke took the other)";
 
-fn admin_stands(me: &User, device: &str) -> bool {
+fn admin_stands(me: &User, device: Key) -> bool {
     me.is_active_admin() && me.has_active_device(device)
 }
 
@@ -207,13 +206,13 @@ fn admin_stands(me: &User, device: &str) -> bool {
 async fn checks_after_write(
     ctx: &Ctx,
     caller: &Caller,
-    account: &str,
+    account: Key,
     admin_since: Option<u64>,
     at: u64,
 ) -> Result<(), Error> {
     if let Some(since) = admin_since {
-        let stands = |me: &User| admin_stands(me, &caller.device);
-        if !ctx.store.user_held_at(&caller.sign_pub, since, at, stands).await? {
+        let stands = |me: &User| admin_stands(me, caller.device.key());
+        if !ctx.store.user_held_at(caller.account, since, at, stands).await? {
             return Err(Error::Forbidden(CALLER_GONE.into()));
         }
     }
@@ -227,7 +226,7 @@ async fn checks_after_write(
 /// and no other active admin has one (a concurrent revoke elsewhere raced
 /// with ours). Reads the records as they are now, after our write: of
 /// two such revokes, the later one sees the earlier and is taken back.
-async fn last_admin_left_without_device(ctx: &Ctx, account: &str) -> Result<bool, Error> {
+async fn last_admin_left_without_device(ctx: &Ctx, account: Key) -> Result<bool, Error> {
     let Some((user, _)) = ctx.store.get_user(account).await? else { return Ok(false) };
     if !user.is_active_admin() || user.active_devices().next().is_some() {
         return Ok(false);

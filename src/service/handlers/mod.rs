@@ -10,13 +10,13 @@ mod invites;
 mod rooms;
 mod users;
 
-use super::{Caller, Ctx, Encoded, Outcome};
+use super::{Caller, Ctx, Encoded, Outcome, Stamp};
 use crate::kick::Sweep;
 use crate::limits::Cost;
-use unibus_proto::SignPub;
+use unibus_proto::Key;
 use unibus_proto::endpoint::{self as ep, Access, Endpoint};
 use unibus_proto::error::Error;
-use unibus_proto::model::{Role, User, UserStatus};
+use unibus_proto::records::{Role, User, UserStatus};
 use unibus_proto::wire::{decode, page_limit};
 
 /// Pairs each endpoint with its handler and its [`Cost`]: the request is
@@ -27,13 +27,17 @@ macro_rules! routes {
     ($($ep:ty => $handler:path, $cost:expr;)*) => {
         /// Routes one request of an authenticated caller: strict decoding,
         /// the caller's account, handler, encoding.
-        pub async fn dispatch(ctx: &Ctx, subject: &str, mut c: Caller, body: &[u8]) -> Result<Encoded, Error> {
+        pub async fn dispatch(ctx: &Ctx, subject: &str, stamp: Stamp, body: &[u8]) -> Result<Encoded, Error> {
             $(
                 if subject == <$ep>::SUBJECT {
                     let req: <$ep as Endpoint>::Request = decode(body)?;
-                    if <$ep>::ACCESS != Access::Guest {
-                        c.sign_pub = account_of(ctx, &c.device).await?;
-                    }
+                    let device = stamp.device()?.key();
+                    let account = match <$ep>::ACCESS {
+                        // A guest registering: its key is the account.
+                        Access::Guest => device,
+                        _ => ctx.store.account_of(device).await?,
+                    };
+                    let c = stamp.caller(account)?;
                     let out: Outcome<<$ep as Endpoint>::Reply> = $handler(ctx, &c, req).await?;
                     return out.encode();
                 }
@@ -88,18 +92,12 @@ routes! {
     ep::AdminDeviceAdd => devices::recover, Cost::Write;
 }
 
-/// The account a device acts for (its device record's, else its own key).
-async fn account_of(ctx: &Ctx, device: &SignPub) -> Result<SignPub, Error> {
-    let account = ctx.store.account_of(device).await?;
-    SignPub::parse(&account).map_err(|_| Error::Internal(format!("device {device} names a bad account")))
-}
-
 /// The connection names (device keys) of an account: every device it
 /// lists, and its own key.
-fn connection_names(user: &User) -> Vec<String> {
-    let mut names: Vec<String> = user.devices.iter().map(|d| d.device.clone()).collect();
+fn connection_names(user: &User) -> Vec<Key> {
+    let mut names: Vec<Key> = user.devices.iter().map(|d| d.device).collect();
     if !names.contains(&user.sign_pub) {
-        names.push(user.sign_pub.clone());
+        names.push(user.sign_pub);
     }
     names
 }
@@ -107,11 +105,18 @@ fn connection_names(user: &User) -> Vec<String> {
 /// Starts the sweeps for every connection of `account` after a write that
 /// changed its rights. Never fails: when the account cannot be read, its
 /// own key is swept.
-async fn sweep_account(ctx: &Ctx, account: &str) -> Sweep {
+async fn sweep_account(ctx: &Ctx, account: Key) -> Sweep {
     let names = match ctx.store.get_user(account).await {
         Ok(Some((user, _))) => connection_names(&user),
-        _ => vec![account.to_string()],
+        _ => vec![account],
     };
+    sweep_keys(ctx, &names).await
+}
+
+/// Starts the sweeps for the connections named by `keys` (a connection's
+/// name is its device key's hex).
+async fn sweep_keys(ctx: &Ctx, keys: &[Key]) -> Sweep {
+    let names: Vec<String> = keys.iter().map(Key::to_hex).collect();
     ctx.kicker.sweep_after_write(&names).await
 }
 
@@ -124,10 +129,10 @@ async fn active_user(ctx: &Ctx, caller: &Caller) -> Result<User, Error> {
 
 /// [`active_user`] and the revision of the record that showed it.
 async fn active_user_at(ctx: &Ctx, caller: &Caller) -> Result<(User, u64), Error> {
-    let (record, ()) = tokio::try_join!(ctx.store.get_user(&caller.sign_pub), ctx.store.ensure_quorum())?;
+    let (record, ()) = tokio::try_join!(ctx.store.get_user(caller.account), ctx.store.ensure_quorum())?;
     match record {
         Some((u, _)) if u.status != UserStatus::Active => Err(Error::Forbidden("user is revoked".into())),
-        Some((u, rev)) if u.has_active_device(&caller.device) => Ok((u, rev)),
+        Some((u, rev)) if u.has_active_device(caller.device.key()) => Ok((u, rev)),
         Some(_) => Err(Error::Forbidden("device is not an active device of this account".into())),
         None => Err(Error::Forbidden("not a registered user".into())),
     }
@@ -166,10 +171,19 @@ impl<'a> Paging<'a> {
         Ok(Paging { kind, filter, limit, after })
     }
 
+    /// The key to continue after, as the listed table keys it.
+    ///
+    /// # Errors
+    /// `bad_request` when the cursor's key is not one (a cursor is issued
+    /// by this service, so only a forged or foreign one gets here).
+    fn after<K: std::str::FromStr<Err = Error>>(&self) -> Result<Option<K>, Error> {
+        self.after.as_deref().map(str::parse).transpose()
+    }
+
     /// The cursor of the next page, when the store says more may follow
     /// `last`.
-    fn next(&self, ctx: &Ctx, last: Option<String>) -> Option<String> {
-        last.map(|k| ctx.cursors.issue(self.kind, self.filter, &k))
+    fn next(&self, ctx: &Ctx, last: Option<impl std::fmt::Display>) -> Option<String> {
+        last.map(|k| ctx.cursors.issue(self.kind, self.filter, &k.to_string()))
     }
 }
 

@@ -6,7 +6,7 @@
 use super::{Caller, Ctx, Outcome, Paging, active_user, sweep_account};
 use crate::store::{RoomChange, members_cap};
 use unibus_proto::error::Error;
-use unibus_proto::model::{Role, Room, UserStatus};
+use unibus_proto::records::{Role, Room, UserStatus};
 use unibus_proto::wire::{
     MAX_MEMBERS_PER_ROOM, MemberRequest, RoomCreateRequest, RoomIdRequest, RoomListReply, RoomListRequest,
     RoomReply, validate_name,
@@ -17,8 +17,8 @@ use unibus_proto::wire::{
 pub async fn create(ctx: &Ctx, caller: &Caller, req: RoomCreateRequest) -> Result<Outcome<RoomReply>, Error> {
     validate_name("name", &req.name)?;
     active_user(ctx, caller).await?;
-    let room = ctx.store.create_room(&req.name, &caller.sign_pub).await?;
-    let sweep = sweep_account(ctx, &caller.sign_pub).await;
+    let room = ctx.store.create_room(&req.name, caller.account).await?;
+    let sweep = sweep_account(ctx, caller.account).await;
     Outcome::reply_then_sweep(RoomReply { room }, sweep)
 }
 
@@ -27,7 +27,7 @@ pub async fn get(ctx: &Ctx, caller: &Caller, req: RoomIdRequest) -> Result<Outco
     let id = req.id;
     let (room, _) = ctx.store.get_room(&id).await?.ok_or_else(|| Error::NotFound("no such room".into()))?;
     let me = active_user(ctx, caller).await?;
-    if me.role != Role::Admin && !room.has_member(&me.sign_pub) {
+    if me.role != Role::Admin && !room.has_member(me.sign_pub) {
         return Err(Error::Forbidden("not a member of this room".into()));
     }
     Outcome::reply(RoomReply { room })
@@ -35,10 +35,11 @@ pub async fn get(ctx: &Ctx, caller: &Caller, req: RoomIdRequest) -> Result<Outco
 
 /// `unibus.room.list`: the rooms the caller is a member of.
 pub async fn list(ctx: &Ctx, caller: &Caller, req: RoomListRequest) -> Result<Outcome<RoomListReply>, Error> {
-    let page = Paging::open(ctx, "rooms", &caller.sign_pub, req.limit, req.cursor.as_deref())?;
+    let filter = caller.account.to_hex();
+    let page = Paging::open(ctx, "rooms", &filter, req.limit, req.cursor.as_deref())?;
     active_user(ctx, caller).await?;
-    let (rooms, last) =
-        ctx.store.list_rooms_page(&caller.sign_pub, page.after.as_deref(), page.limit).await?;
+    let after = page.after()?;
+    let (rooms, last) = ctx.store.list_rooms_page(caller.account, after.as_ref(), page.limit).await?;
     Outcome::reply(RoomListReply { rooms, next: page.next(ctx, last) })
 }
 
@@ -46,40 +47,40 @@ pub async fn list(ctx: &Ctx, caller: &Caller, req: RoomListRequest) -> Result<Ou
 /// within both caps; a non-admin cannot add a user who has blocked it.
 pub async fn add(ctx: &Ctx, caller: &Caller, req: MemberRequest) -> Result<Outcome<RoomReply>, Error> {
     let id = req.id;
-    let target = req.sign_pub;
+    let target = req.sign_pub.key();
     let (current, _) =
         ctx.store.get_room(&id).await?.ok_or_else(|| Error::NotFound("no such room".into()))?;
-    let member = match ctx.store.get_user(&target).await? {
+    let member = match ctx.store.get_user(target).await? {
         Some((u, _)) if u.status == UserStatus::Active => u,
         _ => return Err(Error::NotFound("no such active user".into())),
     };
     let me = active_user(ctx, caller).await?;
     let is_admin = me.role == Role::Admin;
     let may_add = |room: &Room| {
-        if !is_admin && room.owner.as_deref() != Some(me.sign_pub.as_str()) {
+        if !is_admin && room.owner != Some(me.sign_pub) {
             return Err(Error::Forbidden("only the owner or an admin adds members".into()));
         }
         Ok(())
     };
     // Permission before the caps, and no write when a check refuses.
     may_add(&current)?;
-    if !is_admin && ctx.store.has_blocked(&target, &me.sign_pub).await? {
+    if !is_admin && ctx.store.has_blocked(target, me.sign_pub).await? {
         return Err(Error::Forbidden("this user has blocked you".into()));
     }
-    if !current.has_member(&target) && current.members.len() >= MAX_MEMBERS_PER_ROOM {
+    if !current.has_member(target) && current.members.len() >= MAX_MEMBERS_PER_ROOM {
         return Err(members_cap());
     }
-    let (room, changed) = ctx.store.add_room_member(&id, &target, may_add).await?;
+    let (room, changed) = ctx.store.add_room_member(&id, target, may_add).await?;
     if !changed {
         return Outcome::reply(RoomReply { room });
     }
     // The member may have been deleted (and perhaps registered anew) while
     // we wrote: then take the membership back.
-    if !ctx.store.still_registered(&target, &member.invite_id).await? {
-        ctx.store.take_back(&id, &target).await?;
+    if !ctx.store.still_registered(target, &member.invite_id).await? {
+        ctx.store.take_back(&id, target).await?;
         return Err(Error::NotFound("no such active user".into()));
     }
-    let sweep = sweep_account(ctx, &target).await;
+    let sweep = sweep_account(ctx, target).await;
     Outcome::reply_then_sweep(RoomReply { room }, sweep)
 }
 
@@ -87,24 +88,24 @@ pub async fn add(ctx: &Ctx, caller: &Caller, req: MemberRequest) -> Result<Outco
 /// only an admin removes the owner.
 pub async fn remove(ctx: &Ctx, caller: &Caller, req: MemberRequest) -> Result<Outcome<RoomReply>, Error> {
     let id = req.id;
-    let target = req.sign_pub;
+    let target = req.sign_pub.key();
     ctx.store.get_room(&id).await?.ok_or_else(|| Error::NotFound("no such room".into()))?;
     let me = active_user(ctx, caller).await?;
     let is_admin = me.role == Role::Admin;
     let rule = |room: &Room| {
-        let is_owner = room.owner.as_deref() == Some(me.sign_pub.as_str());
+        let is_owner = room.owner == Some(me.sign_pub);
         let is_self = me.sign_pub == target;
         if !(is_admin || is_owner || is_self) {
             return Err(Error::Forbidden("only the owner, an admin or the member itself removes".into()));
         }
-        if room.owner.as_deref() == Some(target.as_str()) && !is_admin {
+        if room.owner == Some(target) && !is_admin {
             return Err(Error::Forbidden("only an admin removes the owner".into()));
         }
-        if !room.has_member(&target) {
+        if !room.has_member(target) {
             return Ok(RoomChange::Keep);
         }
         let mut next = room.clone();
-        next.members.retain(|m| m != &target);
+        next.members.retain(|m| *m != target);
         Ok(RoomChange::Write(next))
     };
     let (room, changed) = ctx.store.change_room(&id, rule).await?;
@@ -112,7 +113,7 @@ pub async fn remove(ctx: &Ctx, caller: &Caller, req: MemberRequest) -> Result<Ou
         return Outcome::reply(RoomReply { room });
     }
     // Best effort: a leftover reservation is pruned at the cap.
-    let _ = ctx.store.release_room(&target, &id).await;
-    let sweep = sweep_account(ctx, &target).await;
+    let _ = ctx.store.release_room(target, &id).await;
+    let sweep = sweep_account(ctx, target).await;
     Outcome::reply_then_sweep(RoomReply { room }, sweep)
 }

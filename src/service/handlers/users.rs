@@ -1,11 +1,12 @@
 //! Users: register, whoami, lookup, and the admin user endpoints.
 
-use super::{Caller, Ctx, Outcome, Paging, active_admin, active_user, connection_names};
+use super::{Caller, Ctx, Outcome, Paging, active_admin, active_user, connection_names, sweep_keys};
 use crate::store::NewUser;
 use unibus_proto::binding::verify_binding;
 use unibus_proto::error::Error;
+use unibus_proto::ids::{Actor, Key};
 use unibus_proto::keys::InviteToken;
-use unibus_proto::model::{Device, User, UserStatus};
+use unibus_proto::records::{Device, User, UserStatus};
 use unibus_proto::wire::{
     AccountReply, DeleteReply, Empty, LookupReply, RegisterRequest, RevokeReply, SignPubRequest,
     UserListReply, UserListRequest, UserReply, validate_name,
@@ -29,13 +30,13 @@ pub async fn register(
     verify_binding(&caller.device, &caller.device, &req.kex_pub, &req.kex_sig)?;
     ctx.guests.admit(caller.device.verifying_key().as_bytes())?;
     let new = NewUser {
-        sign_pub: caller.device.to_string(),
-        kex_pub: req.kex_pub.into(),
+        sign_pub: caller.device.key(),
+        kex_pub: req.kex_pub.key(),
         kex_sig: req.kex_sig.into(),
         name: req.name,
     };
     let user = ctx.store.redeem_invite(&token, &new).await?;
-    let device = own_device(&user, &caller.device)?;
+    let device = own_device(&user, caller.device.key())?;
     // Close the (guest) connection that asked, so that it comes back as a
     // user; best effort: the user is registered either way.
     Outcome::reply_then_kick_origin(AccountReply { user, device }, caller.origin.clone())
@@ -44,12 +45,12 @@ pub async fn register(
 /// `unibus.whoami`: the caller's account and device records.
 pub async fn whoami(ctx: &Ctx, caller: &Caller, _req: Empty) -> Result<Outcome<AccountReply>, Error> {
     let user = active_user(ctx, caller).await?;
-    let device = own_device(&user, &caller.device)?;
+    let device = own_device(&user, caller.device.key())?;
     Outcome::reply(AccountReply { user, device })
 }
 
 /// The record of `device` in `user`'s device set.
-fn own_device(user: &User, device: &str) -> Result<Device, Error> {
+fn own_device(user: &User, device: Key) -> Result<Device, Error> {
     user.device(device)
         .cloned()
         .ok_or_else(|| Error::Internal(format!("account does not list device {device}")))
@@ -57,9 +58,9 @@ fn own_device(user: &User, device: &str) -> Result<Device, Error> {
 
 /// `unibus.user.lookup`: public part of a user's record (any status).
 pub async fn lookup(ctx: &Ctx, caller: &Caller, req: SignPubRequest) -> Result<Outcome<LookupReply>, Error> {
-    let target = req.sign_pub;
+    let target = req.sign_pub.key();
     let (user, _) =
-        ctx.store.get_user(&target).await?.ok_or_else(|| Error::NotFound("no such user".into()))?;
+        ctx.store.get_user(target).await?.ok_or_else(|| Error::NotFound("no such user".into()))?;
     active_user(ctx, caller).await?;
     Outcome::reply(LookupReply { user: user.into() })
 }
@@ -69,15 +70,15 @@ pub async fn list(ctx: &Ctx, caller: &Caller, req: UserListRequest) -> Result<Ou
     let filter = req.status.map_or("", UserStatus::as_str);
     let page = Paging::open(ctx, "users", filter, req.limit, req.cursor.as_deref())?;
     active_admin(ctx, caller).await?;
-    let (users, last) = ctx.store.list_users_page(req.status, page.after.as_deref(), page.limit).await?;
+    let (users, last) = ctx.store.list_users_page(req.status, page.after::<Key>()?, page.limit).await?;
     Outcome::reply(UserListReply { users, next: page.next(ctx, last) })
 }
 
 /// `unibus.admin.user.get`.
 pub async fn get(ctx: &Ctx, caller: &Caller, req: SignPubRequest) -> Result<Outcome<UserReply>, Error> {
-    let target = req.sign_pub;
+    let target = req.sign_pub.key();
     let (user, _) =
-        ctx.store.get_user(&target).await?.ok_or_else(|| Error::NotFound("no such user".into()))?;
+        ctx.store.get_user(target).await?.ok_or_else(|| Error::NotFound("no such user".into()))?;
     active_admin(ctx, caller).await?;
     Outcome::reply(UserReply { user })
 }
@@ -86,35 +87,36 @@ pub async fn get(ctx: &Ctx, caller: &Caller, req: SignPubRequest) -> Result<Outc
 /// connection of the key (also when it was already revoked: stragglers),
 /// after the reply and again once in-flight admissions have settled.
 pub async fn revoke(ctx: &Ctx, caller: &Caller, req: SignPubRequest) -> Result<Outcome<RevokeReply>, Error> {
-    let target = req.sign_pub;
-    ctx.store.get_user(&target).await?.ok_or_else(|| Error::NotFound("no such user".into()))?;
+    let target = req.sign_pub.key();
+    ctx.store.get_user(target).await?.ok_or_else(|| Error::NotFound("no such user".into()))?;
     let admin = active_admin(ctx, caller).await?;
-    let (user, _) = ctx.store.set_user_status(&target, UserStatus::Revoked, &admin.sign_pub).await?;
-    ctx.notices.revoked(&target, None).await;
+    let (user, _) =
+        ctx.store.set_user_status(target, UserStatus::Revoked, Actor::Key(admin.sign_pub)).await?;
+    ctx.notices.revoked(target, None).await;
     // The write stands whatever happens now: closing never fails the reply.
-    let sweep = ctx.kicker.sweep_after_write(&connection_names(&user)).await;
+    let sweep = sweep_keys(ctx, &connection_names(&user)).await;
     let (kicked, kick_pending) = (sweep.kicked(), sweep.pending());
     Outcome::reply_then_sweep(RevokeReply { user, kicked, kick_pending }, sweep)
 }
 
 /// `unibus.admin.user.restore`: takes effect on the next connect.
 pub async fn restore(ctx: &Ctx, caller: &Caller, req: SignPubRequest) -> Result<Outcome<UserReply>, Error> {
-    let target = req.sign_pub;
-    ctx.store.get_user(&target).await?.ok_or_else(|| Error::NotFound("no such user".into()))?;
+    let target = req.sign_pub.key();
+    ctx.store.get_user(target).await?.ok_or_else(|| Error::NotFound("no such user".into()))?;
     let admin = active_admin(ctx, caller).await?;
-    let (user, _) = ctx.store.set_user_status(&target, UserStatus::Active, &admin.sign_pub).await?;
+    let (user, _) = ctx.store.set_user_status(target, UserStatus::Active, Actor::Key(admin.sign_pub)).await?;
     Outcome::reply(UserReply { user })
 }
 
 /// `unibus.admin.user.delete`: hard delete, out of every room, then close
 /// its connections (they come back as guests).
 pub async fn delete(ctx: &Ctx, caller: &Caller, req: SignPubRequest) -> Result<Outcome<DeleteReply>, Error> {
-    let target = req.sign_pub;
-    ctx.store.get_user(&target).await?.ok_or_else(|| Error::NotFound("no such user".into()))?;
+    let target = req.sign_pub.key();
+    ctx.store.get_user(target).await?.ok_or_else(|| Error::NotFound("no such user".into()))?;
     active_admin(ctx, caller).await?;
-    let deleted = ctx.store.delete_user(&target).await?;
-    ctx.notices.revoked(&target, None).await;
-    let sweep = ctx.kicker.sweep_after_write(&connection_names(&deleted)).await;
+    let deleted = ctx.store.delete_user(target).await?;
+    ctx.notices.revoked(target, None).await;
+    let sweep = sweep_keys(ctx, &connection_names(&deleted)).await;
     let (kicked, kick_pending) = (sweep.kicked(), sweep.pending());
-    Outcome::reply_then_sweep(DeleteReply { deleted: target.into(), kicked, kick_pending }, sweep)
+    Outcome::reply_then_sweep(DeleteReply { deleted: target, kicked, kick_pending }, sweep)
 }

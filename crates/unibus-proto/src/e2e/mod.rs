@@ -41,7 +41,7 @@ pub const VERSION: u32 = VERSION_2;
 pub const MAX_SKEW_MS: i64 = 5 * 60 * 1000;
 /// Most recipients one envelope may carry: every device (8) of every
 /// member (512) of a room.
-pub const MAX_RECIPIENTS: usize = crate::wire::MAX_MEMBERS_PER_ROOM * crate::model::MAX_DEVICES_PER_ACCOUNT;
+pub const MAX_RECIPIENTS: usize = crate::wire::MAX_MEMBERS_PER_ROOM * crate::records::MAX_DEVICES_PER_ACCOUNT;
 
 /// Direct message or room message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

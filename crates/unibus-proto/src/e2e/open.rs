@@ -15,7 +15,7 @@ use super::{
     wrap_key,
 };
 use crate::keys;
-use crate::model::MAX_DEVICES_PER_ACCOUNT;
+use crate::records::MAX_DEVICES_PER_ACCOUNT;
 use crate::subjects;
 
 /// The receiving device: its account, its own key and its X25519 secret.

@@ -11,7 +11,7 @@ use rand::RngCore as _;
 
 use super::{Envelope, Kind, MAX_RECIPIENTS, Recipient, SealError, VERSION_1, VERSION_2, Wrapped, wrap_key};
 use crate::keys;
-use crate::model::MAX_DEVICES_PER_ACCOUNT;
+use crate::records::MAX_DEVICES_PER_ACCOUNT;
 
 /// The sending side: a device key and the account it is a device of.
 #[derive(Clone, Copy)]

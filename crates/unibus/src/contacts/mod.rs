@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use unibus_proto::binding::verify_binding_str;
 use unibus_proto::e2e::{Recipient, Reject};
-use unibus_proto::model::{UserStatus, Via};
+use unibus_proto::records::{UserStatus, Via};
 use unibus_proto::wire::{PublicDevice, PublicUser};
 
 /// A device this client will not seal to.
@@ -207,8 +207,8 @@ fn refused_device(r: &DeviceRefused) -> &str {
 fn listed_devices(user: &PublicUser) -> Vec<PublicDevice> {
     match (&user.kex_pub, user.devices.is_empty()) {
         (Some(kex_pub), true) => vec![PublicDevice {
-            device: user.sign_pub.clone(),
-            kex_pub: kex_pub.clone(),
+            device: user.sign_pub,
+            kex_pub: *kex_pub,
             kex_sig: user.kex_sig.clone(),
             seq: 1,
             via: Via::Invite,
@@ -223,7 +223,7 @@ impl Contacts {
     /// time). A refused device is not recorded: a changed `kex_pub` keeps
     /// the one first seen.
     pub fn observe(&mut self, user: &PublicUser) -> DeviceSet {
-        let account = user.sign_pub.to_ascii_lowercase();
+        let account = user.sign_pub.to_hex();
         let first_time = !self.accounts.contains_key(&account);
         let known = self.accounts.entry(account.clone()).or_default();
         let mut set = DeviceSet {
@@ -234,16 +234,17 @@ impl Contacts {
         };
         let listed = listed_devices(user);
         for d in &listed {
-            match check(&account, d, known.devices.get(&d.device)) {
+            let device = d.device.to_hex();
+            match check(&account, d, known.devices.get(&device)) {
                 Ok(checked) => set.devices.push(checked),
                 Err(refused) => {
                     set.refused.push(refused);
                     continue;
                 }
             }
-            let was_active = known.devices.get(&d.device).is_some_and(|k| k.active);
-            let entry = known.devices.entry(d.device.clone()).or_insert_with(|| KnownDevice {
-                kex_pub: d.kex_pub.to_ascii_lowercase(),
+            let was_active = known.devices.get(&device).is_some_and(|k| k.active);
+            let entry = known.devices.entry(device.clone()).or_insert_with(|| KnownDevice {
+                kex_pub: d.kex_pub.to_hex(),
                 seq: d.seq,
                 via: d.via,
                 bound: d.kex_sig.is_some(),
@@ -251,12 +252,12 @@ impl Contacts {
             });
             (entry.seq, entry.via, entry.bound, entry.active) = (d.seq, d.via, d.kex_sig.is_some(), true);
             if !was_active && !first_time {
-                let (device, via, bound) = (d.device.clone(), d.via, d.kex_sig.is_some());
+                let (via, bound) = (d.via, d.kex_sig.is_some());
                 self.changes.push(DeviceChange::Gained { account: account.clone(), device, via, bound });
             }
         }
         for (device, k) in known.devices.iter_mut().filter(|(_, k)| k.active) {
-            if !listed.iter().any(|d| &d.device == device) {
+            if !listed.iter().any(|d| d.device == *device) {
                 k.active = false;
                 self.changes.push(DeviceChange::Lost { account: account.clone(), device: device.clone() });
             }
@@ -319,16 +320,19 @@ fn check(
     d: &PublicDevice,
     known: Option<&KnownDevice>,
 ) -> Result<CheckedDevice, DeviceRefused> {
-    let refuse_binding = || DeviceRefused::Binding { account: account.to_string(), device: d.device.clone() };
+    let refuse_binding =
+        || DeviceRefused::Binding { account: account.to_string(), device: d.device.to_hex() };
     if let Some(kex_sig) = &d.kex_sig {
-        verify_binding_str(account, &d.device, &d.kex_pub, kex_sig).map_err(|_| refuse_binding())?;
+        verify_binding_str(account, &d.device.to_hex(), &d.kex_pub.to_hex(), kex_sig)
+            .map_err(|_| refuse_binding())?;
     }
-    let kex_pub = unibus_proto::KexPub::parse(&d.kex_pub).map_err(|_| refuse_binding())?;
+    // The curve checks a record's key does not carry.
+    let kex_pub = unibus_proto::KexPub::parse(&d.kex_pub.to_hex()).map_err(|_| refuse_binding())?;
     if known.is_some_and(|k| k.kex_pub != kex_pub.as_str()) {
-        return Err(DeviceRefused::KexChanged { account: account.to_string(), device: d.device.clone() });
+        return Err(DeviceRefused::KexChanged { account: account.to_string(), device: d.device.to_hex() });
     }
     Ok(CheckedDevice {
-        device: d.device.clone(),
+        device: d.device.to_hex(),
         kex_pub: *kex_pub.as_bytes(),
         bound: d.kex_sig.is_some(),
         via: d.via,

@@ -7,8 +7,8 @@ use crate::Identity;
 fn device(account: &Identity, d: &Identity, seq: u32, via: Via) -> PublicDevice {
     let account = account.sign_pub_hex();
     PublicDevice {
-        device: d.sign_pub_hex(),
-        kex_pub: d.kex_pub_hex(),
+        device: d.sign_key(),
+        kex_pub: d.kex_key(),
         kex_sig: Some(d.bind(&account).to_string()),
         seq,
         via,
@@ -17,8 +17,8 @@ fn device(account: &Identity, d: &Identity, seq: u32, via: Via) -> PublicDevice 
 
 fn user(account: &Identity, devices: Vec<PublicDevice>) -> PublicUser {
     PublicUser {
-        sign_pub: account.sign_pub_hex(),
-        kex_pub: devices.first().map(|d| d.kex_pub.clone()),
+        sign_pub: account.sign_key(),
+        kex_pub: devices.first().map(|d| d.kex_pub),
         kex_sig: devices.first().and_then(|d| d.kex_sig.clone()),
         name: "alice".into(),
         status: UserStatus::Active,
@@ -68,7 +68,7 @@ fn bindings_are_verified_and_null_is_unbound() {
     let mut c = Contacts::default();
     // laptop's binding names bob's account, but alice's record lists it.
     let mut stolen = device(&bob, &laptop, 2, Via::Device);
-    stolen.device = laptop.sign_pub_hex();
+    stolen.device = laptop.sign_key();
     let set = c.observe(&user(&alice, vec![device(&alice, &alice, 1, Via::Invite), stolen]));
     let refused = DeviceRefused::Binding { account: alice.sign_pub_hex(), device: laptop.sign_pub_hex() };
     assert_eq!(set.recipients().err(), Some(refused));
@@ -96,8 +96,8 @@ fn a_changed_kex_pub_is_refused() {
     let first = device(&alice, &alice, 1, Via::Invite);
     c.observe(&user(&alice, vec![first.clone()]));
     let other = x25519_dalek::PublicKey::from(&x25519_dalek::StaticSecret::from([9u8; 32]));
-    let other = hex::encode(other.as_bytes());
-    let sig = unibus_proto::binding::sign_binding(&alice.signing, &alice.sign_pub_hex(), &other);
+    let other = unibus_proto::Key::from_bytes(*other.as_bytes());
+    let sig = unibus_proto::binding::sign_binding(&alice.signing, &alice.sign_pub_hex(), &other.to_hex());
     let swapped = PublicDevice { kex_pub: other, kex_sig: Some(sig.to_string()), ..first.clone() };
     let set = c.observe(&user(&alice, vec![swapped]));
     let refused = DeviceRefused::KexChanged { account: alice.sign_pub_hex(), device: alice.sign_pub_hex() };

@@ -1,17 +1,16 @@
-//! The records kept in JetStream KV (docs/protocol.md section 3) and the time helpers
-//! they use. Every record carries `"v": 1`; unknown fields are ignored when
-//! reading so that later versions can add fields.
+//! The records kept in JetStream KV (docs/protocol.md section 3), the
+//! layer above [`crate::ids`]: keys are [`Key`], times [`Timestamp`], who
+//! did something an [`Actor`]. Every record carries `"v": 1`; unknown
+//! fields are ignored when reading so that later versions can add fields.
+//! The JSON is the same, byte for byte, as when these fields were text
+//! (`tests/records.rs` reads records captured from that code).
 
 use serde::{Deserialize, Serialize};
-use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 
-use crate::ids::Timestamp;
+use crate::ids::{Actor, InviteId, Key, RoomId, Timestamp};
 
 /// Schema version written into every record.
 pub const SCHEMA_VERSION: u32 = 1;
-/// Audit value for actions taken by the first-admin bootstrap.
-pub const BOOTSTRAP: &str = "bootstrap";
 
 /// A user's role.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -84,9 +83,9 @@ pub struct User {
     /// Schema version.
     pub v: u32,
     /// The account id: Ed25519 public key of its first device, lowercase hex.
-    pub sign_pub: String,
+    pub sign_pub: Key,
     /// X25519 key of the oldest active device; `None` when none is active.
-    pub kex_pub: Option<String>,
+    pub kex_pub: Option<Key>,
     /// Binding of that key; `None` when none is active or the device
     /// predates bindings.
     pub kex_sig: Option<String>,
@@ -96,20 +95,20 @@ pub struct User {
     pub role: Role,
     /// Status.
     pub status: UserStatus,
-    /// RFC 3339 UTC.
-    pub created_at: String,
-    /// `sign_pub` of the inviting admin, or `bootstrap`.
-    pub invited_by: String,
+    /// When it was created.
+    pub created_at: Timestamp,
+    /// The inviting admin's account, or `bootstrap`.
+    pub invited_by: Actor,
     /// Id of the redeemed invite.
-    pub invite_id: String,
+    pub invite_id: InviteId,
     /// Set while revoked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub revoked_at: Option<String>,
-    /// Set while revoked.
+    pub revoked_at: Option<Timestamp>,
+    /// The admin who revoked it; set while revoked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub revoked_by: Option<String>,
-    /// Last change, RFC 3339 UTC.
-    pub updated_at: String,
+    pub revoked_by: Option<Actor>,
+    /// Last change.
+    pub updated_at: Timestamp,
     /// The account's devices, in `seq` order: every active one and the
     /// most recent revoked ones (at most [`REVOKED_DEVICES_KEPT`]).
     pub devices: Vec<Device>,
@@ -121,22 +120,22 @@ pub struct User {
 #[derive(Deserialize)]
 struct StoredUser {
     v: u32,
-    sign_pub: String,
+    sign_pub: Key,
     #[serde(default)]
-    kex_pub: Option<String>,
+    kex_pub: Option<Key>,
     #[serde(default)]
     kex_sig: Option<String>,
     name: String,
     role: Role,
     status: UserStatus,
-    created_at: String,
-    invited_by: String,
-    invite_id: String,
+    created_at: Timestamp,
+    invited_by: Actor,
+    invite_id: InviteId,
     #[serde(default)]
-    revoked_at: Option<String>,
+    revoked_at: Option<Timestamp>,
     #[serde(default)]
-    revoked_by: Option<String>,
-    updated_at: String,
+    revoked_by: Option<Actor>,
+    updated_at: Timestamp,
     #[serde(default)]
     devices: Option<Vec<Device>>,
     #[serde(default)]
@@ -152,17 +151,17 @@ impl From<StoredUser> for User {
             }
             // Before devices: the account key is the one device.
             None => {
-                let first = s.kex_pub.as_ref().map(|kex_pub| Device {
+                let first = s.kex_pub.map(|kex_pub| Device {
                     v: SCHEMA_VERSION,
-                    device: s.sign_pub.clone(),
-                    account: s.sign_pub.clone(),
+                    device: s.sign_pub,
+                    account: s.sign_pub,
                     seq: 1,
-                    kex_pub: kex_pub.clone(),
+                    kex_pub,
                     kex_sig: None,
                     name: default_name(&s.sign_pub),
                     status: DeviceStatus::Active,
-                    added_at: s.created_at.clone(),
-                    added_by: VIA_INVITE.to_string(),
+                    added_at: s.created_at,
+                    added_by: Actor::Invite,
                     via: Via::Invite,
                     revoked_at: None,
                     revoked_by: None,
@@ -194,19 +193,19 @@ impl From<StoredUser> for User {
 
 impl User {
     /// A new active account whose first device is `first` (created now).
-    pub fn new_active(first: Device, name: &str, role: Role, invited_by: &str, invite_id: &str) -> User {
-        let t = first.added_at.clone();
+    pub fn new_active(first: Device, name: &str, role: Role, invited_by: Actor, invite_id: InviteId) -> User {
+        let t = first.added_at;
         let mut user = User {
             v: SCHEMA_VERSION,
-            sign_pub: first.account.clone(),
+            sign_pub: first.account,
             kex_pub: None,
             kex_sig: None,
             name: name.to_string(),
             role,
             status: UserStatus::Active,
-            created_at: t.clone(),
-            invited_by: invited_by.to_string(),
-            invite_id: invite_id.to_string(),
+            created_at: t,
+            invited_by,
+            invite_id,
             revoked_at: None,
             revoked_by: None,
             updated_at: t,
@@ -228,12 +227,12 @@ impl User {
     }
 
     /// The device `key` of this account, any status.
-    pub fn device(&self, key: &str) -> Option<&Device> {
+    pub fn device(&self, key: Key) -> Option<&Device> {
         self.devices.iter().find(|d| d.device == key)
     }
 
     /// True when `key` is an active device of this account.
-    pub fn has_active_device(&self, key: &str) -> bool {
+    pub fn has_active_device(&self, key: Key) -> bool {
         self.device(key).is_some_and(|d| d.status == DeviceStatus::Active)
     }
 
@@ -243,7 +242,7 @@ impl User {
     pub fn refresh_account_keys(&mut self) {
         let oldest = self.active_devices().min_by_key(|d| d.seq);
         (self.kex_pub, self.kex_sig) = match oldest {
-            Some(d) => (Some(d.kex_pub.clone()), d.kex_sig.clone()),
+            Some(d) => (Some(d.kex_pub), d.kex_sig.clone()),
             None => (None, None),
         };
     }
@@ -273,12 +272,9 @@ pub const MAX_DEVICES_EVER: u32 = 1024;
 /// Revoked devices an account record keeps listing; older ones are
 /// still in `UNIBUS_devices`.
 pub const REVOKED_DEVICES_KEPT: usize = 32;
-/// `added_by` of an account's first device.
-pub const VIA_INVITE: &str = "invite";
-
 /// A user's default display name: the first 8 hex characters of its key.
-pub fn default_name(key: &str) -> String {
-    key.chars().take(8).collect()
+pub fn default_name(key: &Key) -> String {
+    key.to_hex()[..8].to_string()
 }
 
 /// Whether a device may connect.
@@ -328,31 +324,31 @@ impl Via {
 impl Device {
     /// The first device of a new account `key` (its own account), added
     /// now by the invite.
-    pub fn first(key: &str, kex_pub: &str, kex_sig: Option<String>) -> Device {
-        Device { seq: 1, ..Device::joining(key, key, kex_pub, kex_sig, Via::Invite, VIA_INVITE) }
+    pub fn first(key: Key, kex_pub: Key, kex_sig: Option<String>) -> Device {
+        Device { seq: 1, ..Device::joining(key, key, kex_pub, kex_sig, Via::Invite, Actor::Invite) }
     }
 
     /// A new active device `key` of `account`, added now by `added_by`
     /// (`seq` 0: the account's CAS gives it its number).
     pub fn joining(
-        account: &str,
-        key: &str,
-        kex_pub: &str,
+        account: Key,
+        key: Key,
+        kex_pub: Key,
         kex_sig: Option<String>,
         via: Via,
-        added_by: &str,
+        added_by: Actor,
     ) -> Device {
         Device {
             v: SCHEMA_VERSION,
-            device: key.to_string(),
-            account: account.to_string(),
+            device: key,
+            account,
             seq: 0,
-            kex_pub: kex_pub.to_string(),
+            kex_pub,
             kex_sig,
-            name: default_name(key),
+            name: default_name(&key),
             status: DeviceStatus::Active,
-            added_at: fmt_time(now()),
-            added_by: added_by.to_string(),
+            added_at: Timestamp::now(),
+            added_by,
             via,
             revoked_at: None,
             revoked_by: None,
@@ -368,33 +364,33 @@ impl Device {
 pub struct Device {
     /// Schema version.
     pub v: u32,
-    /// The device's Ed25519 key, lowercase hex.
-    pub device: String,
+    /// The device's Ed25519 key.
+    pub device: Key,
     /// The account id.
-    pub account: String,
+    pub account: Key,
     /// 1 for the first device, then one more than the account's highest.
     pub seq: u32,
     /// The device's X25519 key.
-    pub kex_pub: String,
+    pub kex_pub: Key,
     /// Its binding (`None` for a device that predates bindings).
     pub kex_sig: Option<String>,
     /// Display name.
     pub name: String,
     /// Status.
     pub status: DeviceStatus,
-    /// RFC 3339 UTC.
-    pub added_at: String,
+    /// When it was added.
+    pub added_at: Timestamp,
     /// `invite` for the first device, else the device key that added it
     /// (an admin's device key for a recovery).
-    pub added_by: String,
+    pub added_by: Actor,
     /// How it joined.
     pub via: Via,
     /// Set once revoked.
     #[serde(default)]
-    pub revoked_at: Option<String>,
+    pub revoked_at: Option<Timestamp>,
     /// Device key (or admin device key) that revoked it.
     #[serde(default)]
-    pub revoked_by: Option<String>,
+    pub revoked_by: Option<Actor>,
 }
 
 /// A record in `UNIBUS_invites`, keyed by `id` = SHA-256(token) hex.
@@ -402,50 +398,50 @@ pub struct Device {
 pub struct Invite {
     /// Schema version.
     pub v: u32,
-    /// SHA-256 of the token's raw bytes, lowercase hex.
-    pub id: String,
+    /// SHA-256 of the token's raw bytes.
+    pub id: InviteId,
     /// Role the redeemer gets.
     pub role: Role,
     /// Free text from the admin.
     pub note: String,
-    /// `sign_pub` of the admin, or `bootstrap`.
-    pub created_by: String,
-    /// RFC 3339 UTC.
-    pub created_at: String,
-    /// RFC 3339 UTC; unparseable counts as expired.
-    pub expires_at: String,
+    /// The admin's account, or `bootstrap`.
+    pub created_by: Actor,
+    /// When it was created.
+    pub created_at: Timestamp,
+    /// When it expires.
+    pub expires_at: Timestamp,
     /// Stored status (`pending|used|cancelled`); replies show `expired` too.
     pub status: InviteStatus,
     /// Redeemer's `sign_pub` once used.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub used_by: Option<String>,
+    pub used_by: Option<Key>,
     /// When it was used.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub used_at: Option<String>,
+    pub used_at: Option<Timestamp>,
     /// True once the user record exists.
     #[serde(default)]
     pub completed: bool,
     /// Admin who cancelled it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cancelled_by: Option<String>,
+    pub cancelled_by: Option<Actor>,
     /// When it was cancelled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cancelled_at: Option<String>,
+    pub cancelled_at: Option<Timestamp>,
 }
 
 impl Invite {
     /// A new pending invite record `id`, created now and expiring after
     /// `ttl_secs`.
-    pub fn new_pending(id: String, role: Role, note: String, created_by: &str, ttl_secs: u64) -> Invite {
-        let created = now();
+    pub fn new_pending(id: InviteId, role: Role, note: String, created_by: Actor, ttl_secs: u64) -> Invite {
+        let created = Timestamp::now();
         Invite {
             v: SCHEMA_VERSION,
             id,
             role,
             note,
-            created_by: created_by.to_string(),
-            created_at: fmt_time(created),
-            expires_at: fmt_time(created + time::Duration::seconds(ttl_secs as i64)),
+            created_by,
+            created_at: created,
+            expires_at: created.plus(time::Duration::seconds(i64::try_from(ttl_secs).unwrap_or(i64::MAX))),
             status: InviteStatus::Pending,
             used_by: None,
             used_at: None,
@@ -455,15 +451,13 @@ impl Invite {
         }
     }
 
-    /// Pending but past its expiry (or with an unparseable expiry: the
-    /// stored field stays a `String` so that such a record still reads, and
-    /// counts as expired).
-    pub fn is_expired(&self, now: OffsetDateTime) -> bool {
-        self.status == InviteStatus::Pending && parse_time(&self.expires_at).is_none_or(|exp| now >= exp)
+    /// Pending but past its expiry.
+    pub fn is_expired(&self, now: Timestamp) -> bool {
+        self.status == InviteStatus::Pending && now >= self.expires_at
     }
 
     /// The invite as shown on the wire: `expired` computed.
-    pub fn view(mut self, now: OffsetDateTime) -> Invite {
+    pub fn view(mut self, now: Timestamp) -> Invite {
         if self.is_expired(now) {
             self.status = InviteStatus::Expired;
         }
@@ -476,42 +470,26 @@ impl Invite {
 pub struct Room {
     /// Schema version.
     pub v: u32,
-    /// 16 random bytes, lowercase hex.
-    pub id: String,
+    /// 16 random bytes.
+    pub id: RoomId,
     /// Display name.
     pub name: String,
-    /// `sign_pub` of the owner; `None` once the owner was deleted (then only
+    /// The owner's account; `None` once the owner was deleted (then only
     /// admins manage the room).
-    pub owner: Option<String>,
-    /// Member `sign_pub`s, sorted.
-    pub members: Vec<String>,
-    /// RFC 3339 UTC.
-    pub created_at: String,
-    /// Last change, RFC 3339 UTC.
-    pub updated_at: String,
+    pub owner: Option<Key>,
+    /// Member accounts, sorted.
+    pub members: Vec<Key>,
+    /// When it was created.
+    pub created_at: Timestamp,
+    /// Last change.
+    pub updated_at: Timestamp,
 }
 
 impl Room {
-    /// Is `sign_pub` a member?
-    pub fn has_member(&self, sign_pub: &str) -> bool {
-        self.members.binary_search_by(|m| m.as_str().cmp(sign_pub)).is_ok()
+    /// Is `account` a member?
+    pub fn has_member(&self, account: Key) -> bool {
+        self.members.binary_search(&account).is_ok()
     }
-}
-
-/// Current time, UTC.
-pub fn now() -> OffsetDateTime {
-    OffsetDateTime::now_utc()
-}
-
-/// Formats a time as RFC 3339 UTC (whole seconds are not forced).
-pub fn fmt_time(t: OffsetDateTime) -> String {
-    t.to_offset(time::UtcOffset::UTC).format(&Rfc3339).unwrap_or_else(|_| "1970-01-01T00:00:00Z".to_string())
-}
-
-/// Parses an RFC 3339 time; `None` when it does not parse (see
-/// [`Timestamp::parse`] for the checked wire type).
-pub fn parse_time(s: &str) -> Option<OffsetDateTime> {
-    Timestamp::parse(s).ok().map(Timestamp::get)
 }
 
 #[cfg(test)]
@@ -519,13 +497,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn unparseable_expiry_counts_as_expired() {
-        let inv = Invite {
-            expires_at: "not a time".into(),
-            ..Invite::new_pending("x".into(), Role::Member, String::new(), BOOTSTRAP, 600)
-        };
-        assert!(inv.is_expired(now()));
-        assert_eq!(inv.view(now()).status, InviteStatus::Expired);
+    fn an_invite_expires_at_its_expiry() {
+        let id = InviteId::parse(&"ab".repeat(32)).unwrap();
+        let inv = Invite::new_pending(id, Role::Member, String::new(), Actor::Bootstrap, 600);
+        assert!(!inv.is_expired(Timestamp::now()));
+        assert!(inv.is_expired(inv.expires_at));
+        let later = inv.expires_at.plus(time::Duration::SECOND);
+        assert_eq!(inv.view(later).status, InviteStatus::Expired);
+        // An unparseable expiry no longer reads at all (it was text).
+        let mut json = serde_json::to_value(Invite::new_pending(
+            InviteId::parse(&"cd".repeat(32)).unwrap(),
+            Role::Member,
+            String::new(),
+            Actor::Bootstrap,
+            600,
+        ))
+        .unwrap();
+        json["expires_at"] = "not a time".into();
+        assert!(serde_json::from_value::<Invite>(json).is_err());
     }
 
     #[test]
