@@ -210,7 +210,7 @@ async fn accounts_from_before_devices_keep_working() {
     let legacy = serde_json::json!({
         "v": 1, "sign_pub": key, "kex_pub": old.kex_pub_hex(), "name": "old", "role": "member",
         "status": "active", "created_at": "2026-01-01T00:00:00Z", "invited_by": "bootstrap",
-        "invite_id": "00", "updated_at": "2026-01-01T00:00:00Z"
+        "invite_id": "00".repeat(32), "updated_at": "2026-01-01T00:00:00Z"
     });
     let js = stack.jetstream().await;
     let kv = js.get_key_value(unibus_proto::subjects::BUCKET_USERS).await.unwrap();

@@ -206,7 +206,7 @@ async fn verify_refuses_a_swapped_key_and_flags_an_unbound_one() {
     let legacy = serde_json::json!({
         "v": 1, "sign_pub": old.sign_pub_hex(), "kex_pub": old.kex_pub_hex(), "name": "old", "role": "member",
         "status": "active", "created_at": "2026-01-01T00:00:00Z", "invited_by": "bootstrap",
-        "invite_id": "00", "updated_at": "2026-01-01T00:00:00Z"
+        "invite_id": "00".repeat(32), "updated_at": "2026-01-01T00:00:00Z"
     });
     kv.create(&old.sign_pub_hex(), legacy.to_string().into()).await.unwrap();
     let v = ok(url, &alice_path, &["verify", &old.sign_pub_hex()]);

@@ -5,60 +5,13 @@
 
 use std::path::Path;
 
-use clap::Subcommand;
-
-use super::CliError;
-use super::output::{Out, clean, qr_small, wire};
-use super::run::{connect, pending_note};
+use crate::args::{AdminCmd, AdminDeviceCmd, DeviceCmd};
+use crate::error::{CliError, with_cause};
+use crate::output::{Out, clean, qr_small, wire};
+use crate::session::{connect, load, pending_note};
 use unibus::proto::SignPub;
-use unibus::proto::records::{Device, DeviceStatus};
+use unibus::proto::records::Device;
 use unibus::{Bundle, Client, ClientError, Identity};
-
-/// Device subcommands.
-#[derive(Debug, Subcommand)]
-pub enum DeviceCmd {
-    /// On a NEW device: make its key (in --identity) for an account and
-    /// show the bundle that a device of that account adds.
-    Request {
-        /// The account to join (its id: the first device's sign_pub hex).
-        #[arg(long)]
-        account: String,
-        /// Name of this device (default: first 8 hex characters of its key).
-        #[arg(long)]
-        name: Option<String>,
-    },
-    /// Add a new device to your account from its bundle.
-    Add {
-        /// The bundle the new device shows (`unibus://device/...` or JSON).
-        bundle: String,
-    },
-    /// List your account's devices (every status; `*` marks this one).
-    List,
-    /// Revoke a device of your account for good: yourself or a newer one
-    /// (an admin: any). Its connections close at once.
-    Revoke {
-        /// The device key (hex).
-        device: String,
-    },
-}
-
-/// Admin subcommands that are not about invites or users.
-#[derive(Debug, Subcommand)]
-pub enum AdminCmd {
-    /// Devices (recovery).
-    #[command(subcommand)]
-    Device(AdminDeviceCmd),
-}
-
-/// Admin device subcommands.
-#[derive(Debug, Subcommand)]
-pub enum AdminDeviceCmd {
-    /// Recovery: add a device to an account that has no active device.
-    Add {
-        /// The bundle the new device shows (`unibus://device/...` or JSON).
-        bundle: String,
-    },
-}
 
 /// A bundle parsed and its binding verified; refused as the service would
 /// refuse it (`bad_request`).
@@ -70,7 +23,7 @@ fn parse_bundle(text: &str) -> Result<Bundle, CliError> {
 ///
 /// # Errors
 /// [`CliError`]: bundle parse errors as `bad_request`, the service's codes.
-pub async fn device(url: &str, identity: &Path, cmd: DeviceCmd, out: &Out) -> Result<(), CliError> {
+pub(crate) async fn device(url: &str, identity: &Path, cmd: DeviceCmd, out: &Out) -> Result<(), CliError> {
     match cmd {
         DeviceCmd::Request { account, name } => request(identity, &account, name.as_deref(), out),
         DeviceCmd::Add { bundle } => {
@@ -96,7 +49,7 @@ pub async fn device(url: &str, identity: &Path, cmd: DeviceCmd, out: &Out) -> Re
 ///
 /// # Errors
 /// [`CliError`]: bundle parse errors as `bad_request`, the service's codes.
-pub async fn admin(url: &str, identity: &Path, cmd: AdminCmd, out: &Out) -> Result<(), CliError> {
+pub(crate) async fn admin(url: &str, identity: &Path, cmd: AdminCmd, out: &Out) -> Result<(), CliError> {
     match cmd {
         AdminCmd::Device(AdminDeviceCmd::Add { bundle }) => {
             let bundle = parse_bundle(&bundle)?;
@@ -117,10 +70,10 @@ fn identity_for(path: &Path, account: &str) -> Result<Identity, CliError> {
     let wanted = SignPub::parse_field("account", account).map_err(bad)?;
     if !path.exists() {
         let id = Identity::generate().with_account(wanted.as_str()).map_err(bad)?;
-        id.save(path).map_err(|e| CliError::Local(super::with_cause(&e)))?;
+        id.save(path).map_err(|e| CliError::Local(with_cause(&e)))?;
         return Ok(id);
     }
-    let id = super::run::load(path)?;
+    let id = load(path)?;
     if id.account_hex() == wanted.as_str() && id.sign_pub_hex() != wanted.as_str() {
         return Ok(id);
     }
@@ -174,20 +127,8 @@ async fn list(c: Client, out: &Out) -> Result<(), CliError> {
     Ok(())
 }
 
-/// Prints a notice that a device was added to this account or revoked
-/// from it (`{"device_notice": record}` with `--json`).
-pub fn notice(out: &Out, d: &Device) {
-    out.emit(&serde_json::json!({ "device_notice": d }), || {
-        let what = match d.status {
-            DeviceStatus::Active => "added to your account",
-            DeviceStatus::Revoked => "revoked from your account",
-        };
-        format!("[device] {what}: {} {} (seq {}, via {})", clean(&d.name), d.device, d.seq, wire(&d.via))
-    });
-}
-
 /// A device in one line; `*` marks this device.
-pub fn device_line(d: &Device, this: bool) -> String {
+fn device_line(d: &Device, this: bool) -> String {
     format!(
         "{} {:>3}  {}  {:<16} {:<7} {:<8} {}",
         if this { "*" } else { " " },

@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use unibus::proto::Key;
 use unibus::proto::e2e::{Kind, Opened};
-use unibus::proto::records::{Invite, Room, User};
+use unibus::proto::records::{Device, DeviceStatus, Invite, Room, User};
 use unibus::proto::wire::AccountReply;
 
 /// Prints in the chosen format.
@@ -46,6 +46,18 @@ impl Out {
     pub fn emit<T: Serialize>(&self, value: &T, text: impl FnOnce() -> String) {
         let line = if self.json { serde_json::to_string(value).unwrap_or_default() } else { text() };
         line_out(&line);
+    }
+
+    /// A notice that a device was added to this account or revoked from it
+    /// (`{"device_notice": record}` with `--json`).
+    pub fn device_notice(&self, d: &Device) {
+        self.emit(&serde_json::json!({ "device_notice": d }), || {
+            let what = match d.status {
+                DeviceStatus::Active => "added to your account",
+                DeviceStatus::Revoked => "revoked from your account",
+            };
+            format!("[device] {what}: {} {} (seq {}, via {})", clean(&d.name), d.device, d.seq, wire(&d.via))
+        });
     }
 
     /// One user.

@@ -8,9 +8,9 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use super::CliError;
-use super::output::{Out, clean, qr, wire};
-use super::run::connect;
+use crate::error::CliError;
+use crate::output::{Out, clean, qr, wire};
+use crate::session::connect;
 use unibus::ClientError;
 use unibus::proto::binding::verify_binding_str;
 use unibus::proto::records::{User, Via};
@@ -111,7 +111,7 @@ fn their_side(user: &PublicUser, label: &str) -> Result<Side, CliError> {
 /// [`ClientError::WrongAccount`] (code `wrong_reply`) when the lookup
 /// answers for another account, or `whoami` for another account or
 /// device, than asked (the library refuses such replies).
-pub async fn verify(url: &str, identity: &Path, account: &str, out: &Out) -> Result<(), CliError> {
+pub(crate) async fn verify(url: &str, identity: &Path, account: &str, out: &Out) -> Result<(), CliError> {
     let asked =
         SignPub::parse_field("account", account).map_err(|e| CliError::Client(ClientError::Service(e)))?;
     let c = connect(url, identity).await?;

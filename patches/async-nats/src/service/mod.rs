@@ -946,7 +946,10 @@ impl std::fmt::Debug for StatsHandler {
     }
 }
 
-#[cfg(test)]
+// unibus (patches/README.md): these tests start a server with `nats_server`,
+// a test-helper crate of the nats.rs repository that is not published, so
+// they cannot build from the published crate; `any()` is never true.
+#[cfg(all(test, any()))]
 mod tests {
     use super::*;
 

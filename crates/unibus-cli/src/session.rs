@@ -1,0 +1,72 @@
+//! What the commands share: loading the identity, connecting with it (and
+//! the contacts' device sets saved next to it), reporting the contacts'
+//! device changes, and the note a revoke or delete adds when closing
+//! connections continues in the background.
+
+use std::path::Path;
+
+use crate::error::{CliError, with_cause};
+use crate::output::{Out, wire};
+use unibus::{Client, Contacts, DeviceChange, Identity};
+
+/// The identity file at `path`.
+///
+/// # Errors
+/// [`CliError::Local`] when it cannot be read, naming `unibus keygen`.
+pub(crate) fn load(path: &Path) -> Result<Identity, CliError> {
+    Identity::load(path)
+        .map_err(|e| CliError::Local(format!("{} (create one with `unibus keygen`)", with_cause(&e))))
+}
+
+/// A client connected to `url` with the identity at `identity`.
+///
+/// # Errors
+/// [`CliError::Local`] for the identity or contacts file, the client's
+/// connection errors.
+pub(crate) async fn connect(url: &str, identity: &Path) -> Result<Client, CliError> {
+    let c = Client::connect(url, &load(identity)?).await?;
+    // The device sets seen before (next to the identity): changes since are
+    // reported, and a device whose kex_pub changed is refused.
+    let contacts =
+        Contacts::load(&Contacts::path_for(identity)).map_err(|e| CliError::Local(e.to_string()))?;
+    c.set_contacts(contacts);
+    Ok(c)
+}
+
+/// Prints the contacts' device changes seen since the last call (gained,
+/// lost, recovery, unbound) and saves the device sets next to the identity.
+///
+/// # Errors
+/// [`CliError::Local`] when the contacts file cannot be saved.
+pub(crate) fn report_device_changes(c: &Client, identity: &Path, out: &Out) -> Result<(), CliError> {
+    for change in c.take_device_changes() {
+        out.emit(&serde_json::json!({ "contact_device": change }), || contact_change_line(&change));
+    }
+    c.contacts().save(&Contacts::path_for(identity)).map_err(|e| CliError::Local(e.to_string()))
+}
+
+fn contact_change_line(change: &DeviceChange) -> String {
+    match change {
+        DeviceChange::Gained { account, device, via, bound } => {
+            let mut flags = Vec::new();
+            if change.is_recovery() {
+                flags.push("RECOVERY device: the account was recovered by an admin; verify in person");
+            }
+            if !bound {
+                flags.push("unbound (no kex_sig: made before bindings)");
+            }
+            format!("[contact] {account} gained device {device} (via {}) {}", wire(via), flags.join("; "))
+        }
+        DeviceChange::Lost { account, device } => format!("[contact] {account} lost device {device}"),
+        // Kinds of changes this CLI does not know yet.
+        _ => "[contact] device set changed".to_string(),
+    }
+}
+
+/// What a revoke or delete reply with `kick_pending` adds to its line.
+pub(crate) fn pending_note(pending: bool) -> &'static str {
+    match pending {
+        true => " (not every server answered; closing continues in the background)",
+        false => "",
+    }
+}
