@@ -288,13 +288,6 @@ impl Store {
         }
         Ok(())
     }
-
-    /// Active admin accounts other than `except` that have an active
-    /// device (leader reads of every admin the synced index knows).
-    pub(crate) async fn other_admins_with_devices(&self, except: Key) -> Result<usize, Error> {
-        let admins = self.other_active_admin_records(except).await?;
-        Ok(admins.iter().filter(|u| u.active_devices().next().is_some()).count())
-    }
 }
 
 /// A claim of a device add that no account has listed yet (`seq` 0: the

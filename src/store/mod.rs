@@ -11,6 +11,7 @@
 //! stale by a follower: allow/deny decisions need read-your-writes. A
 //! bucket found with direct gets on is reconfigured to leader reads.
 
+mod admins;
 mod blocks;
 mod cas;
 mod devices;
@@ -22,6 +23,7 @@ mod rooms;
 mod table;
 mod users;
 
+pub(crate) use admins::{AdminLoss, last_admin};
 pub use invites::NewUser;
 #[cfg(feature = "internals")]
 pub use memberships::Memberships;

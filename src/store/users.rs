@@ -5,6 +5,7 @@
 //! another admin could otherwise leave none), with the write undone when the
 //! re-check fails.
 
+use super::admins::{AdminLoss, last_admin};
 use super::cas::Change;
 use super::{KvError, Store, all_pages, take_page};
 use unibus_proto::error::Error;
@@ -250,30 +251,10 @@ impl Store {
         Ok(self.users_ix.read(|ix| ix.entries.values().any(|e| e.role == Role::Admin)))
     }
 
-    /// Active admins other than `except`, counted by leader reads of every
-    /// admin the (synced) index knows.
-    async fn other_active_admins(&self, except: Key) -> Result<usize, Error> {
-        Ok(self.other_active_admin_records(except).await?.len())
-    }
-
-    /// The records of active admins other than `except`, by leader reads
-    /// of every admin the (synced) index knows.
-    pub(crate) async fn other_active_admin_records(&self, except: Key) -> Result<Vec<User>, Error> {
-        self.users_ix.sync(self.sync_limit()).await?;
-        let admins: Vec<Key> = self.users_ix.read(|ix| {
-            ix.entries
-                .iter()
-                .filter(|(k, e)| e.role == Role::Admin && **k != except)
-                .map(|(k, _)| *k)
-                .collect()
-        });
-        let fresh = self.users.get_many(admins).await?;
-        Ok(fresh.into_iter().map(|(u, _)| u).filter(User::is_active_admin).collect())
-    }
-
     /// Sets a user's status with a CAS, retrying on a lost race. Setting the
     /// status it already has changes nothing (idempotent). Returns the
-    /// record and whether it changed.
+    /// record and whether it changed. Revoking an admin follows the
+    /// last-admin rule ([`super::admins`]).
     ///
     /// # Errors
     /// `not_found`; `forbidden` for the last active admin; `unavailable`.
@@ -289,7 +270,7 @@ impl Store {
                 return Ok(Change::Keep((user, None)));
             }
             let demotes_admin = user.is_active_admin() && status == UserStatus::Revoked;
-            if demotes_admin && self.other_active_admins(sign_pub).await? == 0 {
+            if demotes_admin && !self.admin_remains(sign_pub).await? {
                 return Err(last_admin());
             }
             let before = user.clone();
@@ -300,16 +281,12 @@ impl Store {
                 UserStatus::Active => (None, None),
             };
             user.updated_at = t;
-            Ok(Change::Write(user.clone(), (user, Some((before, demotes_admin)))))
+            Ok(Change::Write(user.clone(), (user, Some(before))))
         };
-        let ((user, undo), rev) = self.users.modify_reading(&sign_pub, set).await?;
+        let ((user, before), rev) = self.users.modify_reading(&sign_pub, set).await?;
         // Kept: it already had that status.
-        let (Some((before, demotes_admin)), Some(new_rev)) = (undo, rev) else { return Ok((user, false)) };
-        if demotes_admin && self.other_active_admins(sign_pub).await? == 0 {
-            // A concurrent change left no active admin: undo ours.
-            self.users.update(&sign_pub, &before, new_rev).await.map_err(Error::from)?;
-            return Err(last_admin());
-        }
+        let (Some(before), Some(new_rev)) = (before, rev) else { return Ok((user, false)) };
+        self.keep_an_admin(sign_pub, AdminLoss::Revoked { before, revision: new_rev }).await?;
         // Best effort: lets this instance deny the key without a store
         // read at once; the write itself is already done.
         let _ = self.users_ix.wait_for(new_rev, self.sync_limit()).await;
@@ -323,10 +300,11 @@ impl Store {
     /// replay it.
     ///
     /// # Errors
-    /// `not_found`; `forbidden` for the last active admin; `unavailable`.
+    /// `not_found`; `forbidden` for the last active admin
+    /// ([`super::admins`]); `unavailable`.
     pub async fn delete_user(&self, sign_pub: Key) -> Result<User, Error> {
         let (user, revision) = self.get_user(sign_pub).await?.ok_or_else(no_such_user)?;
-        if user.is_active_admin() && self.other_active_admins(sign_pub).await? == 0 {
+        if user.is_active_admin() && !self.admin_remains(sign_pub).await? {
             return Err(last_admin());
         }
         self.remove_from_all_rooms(sign_pub).await?;
@@ -335,17 +313,10 @@ impl Store {
         self.retire_invite_of(&user).await?;
         // The delete itself: a CAS from the record just read, judged again
         // (without side effects) on whatever record it writes over.
-        let delete = |current: Option<User>| {
-            let user = current.ok_or_else(no_such_user)?;
-            let was_admin = user.is_active_admin();
-            Ok(Change::Delete((user, was_admin)))
-        };
+        let delete = |current: Option<User>| Ok(Change::Delete(current.ok_or_else(no_such_user)?));
         let retry = super::cas::Retry { known: Some((user, revision)), ..Default::default() };
-        let ((user, was_admin), _) = self.users.modify_with(&sign_pub, retry, delete).await?;
-        if was_admin && self.other_active_admins(sign_pub).await? == 0 {
-            self.add_user(&user).await?;
-            return Err(last_admin());
-        }
+        let (user, _) = self.users.modify_with(&sign_pub, retry, delete).await?;
+        self.keep_an_admin(sign_pub, AdminLoss::Deleted(user.clone())).await?;
         // A member.add that raced with the delete is caught here (or by
         // its own check after writing).
         self.remove_from_all_rooms(sign_pub).await?;
@@ -375,8 +346,4 @@ fn standing_in(ix: &super::folds::Users, account: Key, key: Key) -> Result<Stand
 
 fn no_such_user() -> Error {
     Error::NotFound("no such user".into())
-}
-
-fn last_admin() -> Error {
-    Error::Forbidden("the last active admin cannot be revoked or deleted".into())
 }

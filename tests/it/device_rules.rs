@@ -17,7 +17,7 @@ use unibus_proto::wire::InviteCreateRequest;
 /// an admin, after the write) says this.
 pub(crate) const CALLER_GONE: &str = "was revoked before this revoke was written";
 /// The refusal of the last-admin re-check after the write (then undone).
-pub(crate) const LAST_ADMIN_RACE: &str = "a concurrent revoke took the other";
+pub(crate) const LAST_ADMIN_RACE: &str = "a concurrent change took the other";
 
 /// A new device key for `account`, and its bundle.
 pub(crate) fn new_device(account: &str, name: &str) -> (Identity, Bundle) {

@@ -4,6 +4,7 @@
 //! are verified for the account they would join before anything is read.
 
 use super::{Caller, Ctx, Outcome, active_admin, active_user, active_user_at, sweep_keys};
+use crate::store::AdminLoss;
 use unibus_proto::KexSig;
 use unibus_proto::binding::verify_binding;
 use unibus_proto::error::Error;
@@ -126,17 +127,21 @@ pub async fn revoke(
     // revision is what the check after the write starts from.
     let admin_since = (!own).then_some(my_rev);
     // Only an admin's revoke can touch the last admin's last device.
-    let other_admins = if as_admin { ctx.store.other_admins_with_devices(account).await? } else { 0 };
-    let judge = Judge { caller: caller.device.key(), as_admin, own, other_admins };
+    let admin_remains = !as_admin || ctx.store.admin_remains(account).await?;
+    let judge = Judge { caller: caller.device.key(), as_admin, own, admin_remains };
     let rule = |user: &User, device: &Device| judge.rule(user, device);
     let by = Actor::Key(caller.device.key());
     let (device, written) = ctx.store.revoke_device(account, target, by, rule).await?;
     if let Some(at) = written {
-        if as_admin {
-            if let Err(refused) = checks_after_write(ctx, caller, account, admin_since, at).await {
+        if let Some(since) = admin_since {
+            if !caller_stood(ctx, caller, since, at).await? {
                 ctx.store.undo_revoke(&device).await?;
-                return Err(refused);
+                return Err(Error::Forbidden(CALLER_GONE.into()));
             }
+        }
+        if as_admin {
+            // The last-admin rule, checked again after the write.
+            ctx.store.keep_an_admin(account, AdminLoss::DeviceRevoked(device.clone())).await?;
         }
         ctx.notices.device_changed(&device).await;
         ctx.notices.revoked(account, Some(target)).await;
@@ -155,9 +160,9 @@ struct Judge {
     as_admin: bool,
     /// The target is a device of the caller's own account.
     own: bool,
-    /// Active admins other than the target's account with an active
-    /// device, counted before the write.
-    other_admins: usize,
+    /// Some active admin other than the target's account has an active
+    /// device (read before the write; the store checks again after it).
+    admin_remains: bool,
 }
 
 impl Judge {
@@ -169,8 +174,8 @@ impl Judge {
         }
         let last = user.active_devices().count() <= 1;
         if self.as_admin {
-            if last && user.is_active_admin() && self.other_admins == 0 {
-                return Err(Error::Forbidden(LAST_ADMIN_DEVICE.into()));
+            if last && user.is_active_admin() && !self.admin_remains {
+                return Err(crate::store::last_admin());
             }
             return Ok(());
         }
@@ -189,47 +194,15 @@ impl Judge {
 /// the record the revoke would be written over (or, for an admin acting
 /// on another account, in its own record as of that write).
 const CALLER_GONE: &str = "the calling device or its account was revoked before this revoke was written";
-/// Refused: the last active device of the last active admin.
-const LAST_ADMIN_DEVICE: &str = "the last active device of the last active admin cannot be revoked";
-/// Refused after the write by the last-admin re-check (a concurrent revoke
-/// left no active admin with an active device); the write was undone.
-const LAST_ADMIN_DEVICE_RACE: &str =
-    "the last active device of the last active admin cannot be revoked (a concurrent revoke took the other)";
 
 fn admin_stands(me: &User, device: Key) -> bool {
     me.is_active_admin() && me.has_active_device(device)
 }
 
-/// After an admin's revoke written at revision `at`: the calling admin
-/// still stood as of that write (when its record is another than the
-/// target's), and some active admin is left with an active device.
-async fn checks_after_write(
-    ctx: &Ctx,
-    caller: &Caller,
-    account: Key,
-    admin_since: Option<u64>,
-    at: u64,
-) -> Result<(), Error> {
-    if let Some(since) = admin_since {
-        let stands = |me: &User| admin_stands(me, caller.device.key());
-        if !ctx.store.user_held_at(caller.account, since, at, stands).await? {
-            return Err(Error::Forbidden(CALLER_GONE.into()));
-        }
-    }
-    if last_admin_left_without_device(ctx, account).await? {
-        return Err(Error::Forbidden(LAST_ADMIN_DEVICE_RACE.into()));
-    }
-    Ok(())
-}
-
-/// True when `account` is an active admin left without an active device
-/// and no other active admin has one (a concurrent revoke elsewhere raced
-/// with ours). Reads the records as they are now, after our write: of
-/// two such revokes, the later one sees the earlier and is taken back.
-async fn last_admin_left_without_device(ctx: &Ctx, account: Key) -> Result<bool, Error> {
-    let Some((user, _)) = ctx.store.get_user(account).await? else { return Ok(false) };
-    if !user.is_active_admin() || user.active_devices().next().is_some() {
-        return Ok(false);
-    }
-    Ok(ctx.store.other_admins_with_devices(account).await? == 0)
+/// Whether the calling admin still stood as of the revoke written at
+/// revision `at` (its own record, another than the target's, which it was
+/// found standing in at revision `since`).
+async fn caller_stood(ctx: &Ctx, caller: &Caller, since: u64, at: u64) -> Result<bool, Error> {
+    let stands = |me: &User| admin_stands(me, caller.device.key());
+    ctx.store.user_held_at(caller.account, since, at, stands).await
 }
