@@ -204,6 +204,7 @@ pub async fn start(settings: &Settings) -> Result<Running, StartError> {
         store: store.clone(),
         user_jwt_ttl: settings.user_jwt_ttl,
         latency: Default::default(),
+        revoked_denials: Default::default(),
     });
     let callout_client = connect_service(settings, "unibusd-callout").await?;
     let auth_sub =

@@ -202,6 +202,7 @@ async fn floor(url: &str, secrets: &Secrets) -> Vec<u8> {
         store,
         user_jwt_ttl: Duration::from_secs(3600),
         latency: Default::default(),
+        revoked_denials: Default::default(),
     });
     let auth = unibusd::callout::subscribe(&svc).await.unwrap();
     tokio::spawn(unibusd::callout::run(svc.clone(), auth, callout));

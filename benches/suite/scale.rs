@@ -21,6 +21,7 @@ async fn decisions(store: &Store, secrets: &Secrets, id: &Identity, n: usize) ->
         store: store.clone(),
         user_jwt_ttl: Duration::from_secs(60),
         latency: Default::default(),
+        revoked_denials: Default::default(),
     };
     let (_, raw) = nkeys::decode_seed(&id.nkey_seed()).unwrap();
     let sk = ed25519_dalek::SigningKey::from_bytes(&raw);

@@ -35,7 +35,7 @@ fuzz_target!(|data: &[u8]| {
         // Client key and nonce signature as the request carries them.
         let mut parts = text.splitn(3, '\n');
         if let (Some(nkey), Some(nonce), Some(sig)) = (parts.next(), parts.next(), parts.next()) {
-            if let Ok(key) = unibusd::callout::user_nkey_to_key(nkey) {
+            if let Ok(key) = unibusd::callout::decision::user_nkey_to_key(nkey) {
                 let _ = keys::verify_nonce_signature(&key, nonce, sig);
             }
         }

@@ -83,12 +83,58 @@ const KICK_TIMEOUT: Duration = Duration::from_secs(1);
 /// run did. Revocation stays well within the 1 s of docs/protocol.md section 5.
 pub const REPLY_GRACE: Duration = Duration::from_millis(250);
 
-#[derive(Deserialize)]
-struct ConnzReply {
+/// A reply of nats-server's `$SYS.REQ.SERVER.<id>.<endpoint>` API (its
+/// `ServerAPIResponse`): the answering server, then the endpoint's `data`
+/// or an `error`.
+#[derive(Debug, Deserialize)]
+struct ApiReply<T> {
+    /// Every reply names its server (not read here), so a reply without
+    /// it is not one of these.
+    #[serde(rename = "server")]
+    _server: serde::de::IgnoredAny,
+    data: Option<T>,
+    error: Option<ApiError>,
+}
+
+/// nats-server's `ApiError`.
+#[derive(Debug, Deserialize)]
+struct ApiError {
+    code: i64,
     #[serde(default)]
-    data: Option<ConnzData>,
-    #[serde(default)]
-    error: Option<serde_json::Value>,
+    description: String,
+}
+
+/// Why a `$SYS` API reply is no success.
+#[derive(Debug, thiserror::Error)]
+enum ReplyError {
+    /// Not a reply of the API (not JSON, or without its server).
+    #[error("malformed reply: {0}")]
+    Malformed(serde_json::Error),
+    /// The server refused.
+    #[error("refused: {} ({})", .0.description, .0.code)]
+    Refused(ApiError),
+}
+
+/// Reads one `$SYS` API reply: `Ok(data)` when the server did what was
+/// asked (no `error`; `data` is absent where an endpoint returns none, as
+/// KICK).
+///
+/// # Errors
+/// [`ReplyError`] when the reply is not one of the API's, or an error.
+fn read_reply<T: serde::de::DeserializeOwned>(payload: &[u8]) -> Result<Option<T>, ReplyError> {
+    let reply: ApiReply<T> = serde_json::from_slice(payload).map_err(ReplyError::Malformed)?;
+    match reply.error {
+        Some(e) => Err(ReplyError::Refused(e)),
+        None => Ok(reply.data),
+    }
+}
+
+/// Whether a KICK reply confirms the connection was closed.
+///
+/// # Errors
+/// [`ReplyError`] when it does not.
+fn kicked(payload: &[u8]) -> Result<(), ReplyError> {
+    read_reply::<serde::de::IgnoredAny>(payload).map(|_| ())
 }
 
 #[derive(Deserialize)]
@@ -212,10 +258,9 @@ impl Kicker {
                     .await
                     .map_err(|_| Error::Unavailable("CONNZ timed out".into()))?
                     .map_err(|e| Error::Unavailable(e.to_string()))?;
-            let reply: ConnzReply =
-                serde_json::from_slice(&msg.payload).map_err(|e| Error::Unavailable(e.to_string()))?;
-            let data =
-                reply.data.ok_or_else(|| Error::Unavailable(format!("CONNZ refused: {:?}", reply.error)))?;
+            let data = read_reply::<ConnzData>(&msg.payload)
+                .map_err(|e| Error::Unavailable(format!("CONNZ: {e}")))?
+                .ok_or_else(|| Error::Unavailable("CONNZ: reply without data".into()))?;
             let limit = if data.limit == 0 { self.page } else { data.limit };
             let got = data.connections.len();
             // The first page's clock: every connection created later was
@@ -236,11 +281,18 @@ impl Kicker {
             let body = serde_json::json!({ "cid": t.cid }).to_string();
             let asked = self.sys.request(subjects::sys_kick(&t.server_id), body.into());
             match tokio::time::timeout(KICK_TIMEOUT, asked).await {
-                Ok(Ok(m)) if !String::from_utf8_lossy(&m.payload).contains("\"error\"") => true,
-                Ok(Ok(m)) => {
-                    debug!(cid = t.cid, reply = %String::from_utf8_lossy(&m.payload), "kick refused");
-                    false
-                }
+                Ok(Ok(m)) => match kicked(&m.payload) {
+                    Ok(()) => true,
+                    // The connection is gone already (closed meanwhile).
+                    Err(e @ ReplyError::Refused(_)) => {
+                        debug!(cid = t.cid, server = %t.server_id, error = %e, "kick refused");
+                        false
+                    }
+                    Err(e) => {
+                        warn!(cid = t.cid, server = %t.server_id, error = %e, "kick answered unreadably");
+                        false
+                    }
+                },
                 Ok(Err(e)) => {
                     warn!(cid = t.cid, error = %e, "kick failed");
                     false
@@ -286,5 +338,51 @@ mod tests {
         // 2 is newer than A's cutoff; 3 is exactly B's cutoff (11:00 UTC);
         // C has no cutoff; 5 has no known start.
         assert_eq!(cids, vec![1, 3, 4, 5]);
+    }
+
+    /// Replies captured from nats-server 2.15.1 (server info shortened).
+    const KICK_OK: &str = r#"{"server":{"name":"n0","host":"127.0.0.1","id":"NAB4","ver":"2.15.1","jetstream":false,"flags":0,"seq":18,"time":"2026-12-07T04:01:00.662878906Z"}}"#;
+    const KICK_UNKNOWN: &str = r#"{"server":{"name":"n0","host":"127.0.0.1","id":"NAB4","ver":"2.15.1","jetstream":false,"flags":0,"seq":20,"time":"2026-12-07T04:01:00.666370655Z"},"error":{"code":500,"description":"no such client or leafnode id"}}"#;
+    const CONNZ: &str = r#"{"server":{"name":"n0","id":"NAB4"},"data":{"server_id":"NAB4","now":"2026-12-07T04:01:00.654612026Z","num_connections":1,"total":2,"offset":0,"limit":2,"connections":[{"cid":7,"kind":"Client","type":"nats","ip":"127.0.0.1","port":42608,"start":"2026-12-07T04:01:00.608978494Z","rtt":"129µs","subscriptions":0,"authorized_user":"a","account":"APP"}]}}"#;
+
+    /// A KICK is confirmed by a reply of the API without an error, and
+    /// only by one: a refusal or anything that is not such a reply is no
+    /// confirmation, whatever words it contains.
+    #[test]
+    fn kick_replies_are_read_not_searched() {
+        assert!(kicked(KICK_OK.as_bytes()).is_ok());
+        let Err(ReplyError::Refused(e)) = kicked(KICK_UNKNOWN.as_bytes()) else { panic!("not refused") };
+        assert_eq!((e.code, e.description.as_str()), (500, "no such client or leafnode id"));
+        // A server may well be named "error": still a success.
+        assert!(kicked(br#"{"server":{"name":"error","id":"N"}}"#).is_ok());
+        for malformed in [
+            &b""[..],
+            b"ok",
+            b"{}",
+            b"[]",
+            br#"{"data":{}}"#,
+            br#"{"server":{},"error":"no such client"}"#,
+            br#"{"server":{},"error":{"description":"no code"}}"#,
+            br#"{"server":{}"#,
+        ] {
+            let read = kicked(malformed);
+            assert!(
+                matches!(read, Err(ReplyError::Malformed(_))),
+                "{:?}: {read:?}",
+                String::from_utf8_lossy(malformed)
+            );
+        }
+    }
+
+    /// A CONNZ reply gives its data; an error or a malformed reply none.
+    #[test]
+    fn connz_replies_are_read() {
+        let data = read_reply::<ConnzData>(CONNZ.as_bytes()).unwrap().unwrap();
+        assert_eq!((data.total, data.limit, data.connections.len()), (2, 2, 1));
+        assert_eq!(data.connections[0].cid, 7);
+        assert!(rfc3339(data.now.as_deref()).is_some());
+        assert!(matches!(read_reply::<ConnzData>(KICK_UNKNOWN.as_bytes()), Err(ReplyError::Refused(_))));
+        assert!(matches!(read_reply::<ConnzData>(b"{\"data\":{}}"), Err(ReplyError::Malformed(_))));
+        assert!(read_reply::<ConnzData>(KICK_OK.as_bytes()).unwrap().is_none());
     }
 }

@@ -21,9 +21,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use futures::{Stream, StreamExt as _};
 use tracing::{debug, warn};
 
-use super::handlers::cost_of;
 use super::micro::Micro;
-use super::{Ctx, Stamp, answer, send_error};
+use super::{Ctx, Request, Stamp, answer, send_error};
 use crate::limits::{Class, Cost, Decision, Ticket};
 use unibus_proto::error::Error;
 
@@ -65,31 +64,34 @@ enum Intake {
     Silent,
 }
 
-/// Reads `requests` until they end: admitted ones are answered each in its
-/// own task, the rest refused or dropped here.
+/// Reads `requests` (each with the route its subscription carries) until
+/// they end: admitted ones are answered each in its own task, the rest
+/// refused or dropped here.
 pub(super) async fn serve(
     ctx: Arc<Ctx>,
     micro: Arc<Micro>,
     client: async_nats::Client,
-    mut requests: impl Stream<Item = async_nats::Message> + Unpin,
+    mut requests: impl Stream<Item = Request> + Unpin,
 ) {
-    while let Some(msg) = requests.next().await {
+    while let Some(request) = requests.next().await {
+        let (route, msg) = &request;
         let Some(reply_to) = msg.reply.clone() else { continue };
-        match judge(&ctx, &msg) {
+        let subject = route.subject;
+        match judge(&ctx, subject, route.cost, msg) {
             Intake::Run(stamp, ticket) => {
                 let (ctx, micro, client) = (ctx.clone(), micro.clone(), client.clone());
-                tokio::spawn(async move { answer(&ctx, &micro, &client, msg, stamp, ticket).await });
+                tokio::spawn(async move { answer(&ctx, &micro, &client, request, stamp, ticket).await });
             }
             Intake::Wait(stamp, waiter) => {
                 let (ctx, micro, client) = (ctx.clone(), micro.clone(), client.clone());
                 tokio::spawn(async move {
                     match waiter.ticket().await {
-                        Ok(ticket) => answer(&ctx, &micro, &client, msg, stamp, ticket).await,
-                        Err(err) => refuse(&micro, &client, &msg.subject, reply_to, &err).await,
+                        Ok(ticket) => answer(&ctx, &micro, &client, request, stamp, ticket).await,
+                        Err(err) => refuse(&micro, &client, subject, reply_to, &err).await,
                     }
                 });
             }
-            Intake::Refuse(err) => refuse(&micro, &client, &msg.subject, reply_to, &err).await,
+            Intake::Refuse(err) => refuse(&micro, &client, subject, reply_to, &err).await,
             Intake::Silent => {
                 ctx.counters.dropped.fetch_add(1, Ordering::Relaxed);
             }
@@ -109,10 +111,9 @@ async fn refuse(
     let _ = send_error(micro, client, subject, reply_to, err, std::time::Duration::ZERO).await;
 }
 
-/// The intake's verdict on one request (no I/O).
-fn judge(ctx: &Ctx, msg: &async_nats::Message) -> Intake {
-    let subject = msg.subject.as_str();
-    let cost = cost_of(subject).unwrap_or(Cost::Read);
+/// The intake's verdict on one request to the endpoint `subject` that
+/// costs `cost` (no I/O).
+fn judge(ctx: &Ctx, subject: &'static str, cost: Cost, msg: &async_nats::Message) -> Intake {
     let stamp = match Stamp::read(msg.headers.as_ref(), subject) {
         Ok(stamp) => stamp,
         Err(e) => {

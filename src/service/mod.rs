@@ -1,8 +1,11 @@
 //! The control plane as a NATS micro service named `unibus` (queue group
-//! `unibus`). One way in, one way out: a request is judged by the intake
-//! ([`intake`]: server-stamped caller identity, size, the caller's budget;
-//! no I/O), then its body decoded strictly, handed to one handler that
-//! never sees NATS types, and the result encoded here, with errors mapped
+//! `unibus`). Each endpoint is one subscription that carries its route
+//! (handler and cost, [`handlers::ROUTES`]) from the moment it is
+//! subscribed, so no request is routed by comparing subjects. One way in,
+//! one way out: a request is judged by the intake ([`intake`]:
+//! server-stamped caller identity, size, the caller's budget; no I/O),
+//! then its body decoded strictly, handed to its handler, which never
+//! sees NATS types, and the result encoded here, with errors mapped
 //! to wire codes in one place ([`reply_error`]). Connections a handler asks
 //! to close are kicked only after its reply was delivered, and the sweeps
 //! that follow (see [`crate::kick::sweep`]) run after it too, off the
@@ -23,14 +26,15 @@ use std::time::Instant;
 
 use async_nats::HeaderMap;
 use bytes::Bytes;
+use futures::StreamExt as _;
 use serde::Serialize;
 use tracing::{debug, error, info, warn};
 
 use crate::kick::{self, Kicker, Sweep};
 use crate::store::Store;
 use cursor::Cursors;
+use handlers::{ROUTES, Route};
 use micro::Micro;
-use unibus_proto::endpoint;
 use unibus_proto::error::Error;
 use unibus_proto::subjects;
 use unibus_proto::wire::ErrorReply;
@@ -60,7 +64,7 @@ pub struct Ctx {
 }
 
 /// A handler's result: the typed reply (the endpoint's `Reply`, checked by
-/// the dispatcher against the endpoint table), and connections to close
+/// its [`Route`] against the endpoint table), and connections to close
 /// after the reply has been delivered.
 pub struct Outcome<R> {
     reply: R,
@@ -109,6 +113,10 @@ impl<R: Serialize> Outcome<R> {
     }
 }
 
+/// A request as its subscription delivers it: with the route of the
+/// subject it was subscribed for.
+type Request = (&'static Route, async_nats::Message);
+
 /// An [`Outcome`] ready to send.
 pub struct Encoded {
     body: Bytes,
@@ -140,8 +148,9 @@ async fn send_error(
     client.publish_with_headers(reply_to, headers, body).await
 }
 
-/// Starts the micro service and subscribes its endpoints; the returned
-/// future answers requests until the connection closes.
+/// Starts the micro service and subscribes its endpoints, each
+/// subscription with its [`Route`]; the returned future answers requests
+/// until the connection closes.
 ///
 /// # Errors
 /// When a subscription fails.
@@ -149,15 +158,17 @@ pub async fn start(
     client: async_nats::Client,
     ctx: Arc<Ctx>,
 ) -> Result<impl std::future::Future<Output = ()> + Send + 'static, async_nats::Error> {
+    let subjects: Vec<&str> = ROUTES.iter().map(|r| r.subject).collect();
     let micro = Micro::new(
         subjects::SERVICE_NAME,
         env!("CARGO_PKG_VERSION"),
         "unibus membership and admission control plane",
-        endpoint::SUBJECTS,
+        &subjects,
     );
     let mut subs = Vec::new();
-    for subject in endpoint::SUBJECTS {
-        subs.push(client.queue_subscribe(*subject, micro.queue_group().to_string()).await?);
+    for route in ROUTES {
+        let sub = client.queue_subscribe(route.subject, micro.queue_group().to_string()).await?;
+        subs.push(sub.map(move |msg| (route, msg)));
     }
     let counters = ctx.counters.clone();
     let discovery = micro.clone().discovery(client.clone(), move || counters.metadata()).await?;
@@ -174,19 +185,20 @@ async fn answer(
     ctx: &Ctx,
     micro: &Micro,
     client: &async_nats::Client,
-    msg: async_nats::Message,
+    request: Request,
     stamp: Stamp,
     ticket: crate::limits::Ticket,
 ) {
     let started = Instant::now();
-    let subject = msg.subject.to_string();
+    let (route, msg) = request;
+    let subject = route.subject;
     let Some(reply_to) = msg.reply.clone() else { return };
-    let result = handlers::dispatch(ctx, &subject, stamp, &msg.payload).await;
+    let result = route.handle(ctx, stamp, &msg.payload).await;
     drop(msg);
     let (sent, sweep, origin) = match result {
         Ok(outcome) => {
             debug!(%subject, "request ok");
-            micro.record(&subject, started.elapsed(), None);
+            micro.record(subject, started.elapsed(), None);
             (client.publish(reply_to, outcome.body).await, outcome.sweep, outcome.kick_origin)
         }
         Err(err) => {
@@ -204,7 +216,7 @@ async fn answer(
                 }
                 other => info!(%subject, code = other.code(), "request refused"),
             }
-            (send_error(micro, client, &subject, reply_to, &err, started.elapsed()).await, None, None)
+            (send_error(micro, client, subject, reply_to, &err, started.elapsed()).await, None, None)
         }
     };
     if let Err(e) = sent {
@@ -215,7 +227,7 @@ async fn answer(
     // caller's budget, which a sweeping request spends most of.
     drop(ticket);
     if sweep.is_some() || origin.is_some() {
-        close_after_reply(ctx, client, &subject, sweep, origin).await;
+        close_after_reply(ctx, client, subject, sweep, origin).await;
     }
 }
 

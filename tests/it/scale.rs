@@ -51,6 +51,7 @@ async fn decision_times(stack: &Stack, id: &Identity, n: usize) -> Vec<Duration>
         store: stack.store().clone(),
         user_jwt_ttl: Duration::from_secs(60),
         latency: Default::default(),
+        revoked_denials: Default::default(),
     };
     let sk = ed25519_dalek::SigningKey::from_bytes(&hex_seed(id));
     let nonce = "bmV2ZXItdGhlLXNhbWUtbm9uY2U";

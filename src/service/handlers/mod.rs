@@ -1,14 +1,17 @@
 //! One handler per control-plane endpoint: `(ctx, caller, request) ->
 //! outcome or domain error`, paired with its endpoint of the table in
-//! [`unibus_proto::endpoint`] by [`dispatch`]. Requests arrive decoded, so
-//! their shape is already checked (`bad_request`); handlers then check
-//! existence (`not_found`), then permission (`forbidden`).
+//! [`unibus_proto::endpoint`] in a [`Route`] ([`ROUTES`]), which the
+//! service subscribes. Requests arrive decoded, so their shape is already
+//! checked (`bad_request`); handlers then check existence (`not_found`),
+//! then permission (`forbidden`).
 
 mod blocks;
 mod devices;
 mod invites;
 mod rooms;
 mod users;
+
+use futures::future::BoxFuture;
 
 use super::{Caller, Ctx, Encoded, Outcome, Stamp};
 use crate::kick::Sweep;
@@ -19,46 +22,69 @@ use unibus_proto::error::Error;
 use unibus_proto::records::{Role, User, UserStatus};
 use unibus_proto::wire::{decode, page_limit};
 
-/// Pairs each endpoint with its handler and its [`Cost`]: the request is
-/// decoded as the endpoint's `Request` and the handler must answer its
-/// `Reply`, so a handler cannot drift from the table. Also lists the routed
-/// subjects.
+/// A handler as a subscription calls it: strict decoding of the body as
+/// the endpoint's `Request`, the caller's account, the handler, encoding
+/// of its `Reply`.
+type Handle = for<'a> fn(&'a Ctx, Stamp, &'a [u8]) -> BoxFuture<'a, Result<Encoded, Error>>;
+
+/// One endpoint as it is subscribed: its subject, what a request costs its
+/// caller, and its handler. The service subscribes each route's subject
+/// and hands every message of that subscription to that route, so a
+/// request never has to be routed by its subject again.
+pub struct Route {
+    /// The endpoint's subject (also its name in `$SRV` STATS).
+    pub subject: &'static str,
+    /// What one request costs its caller ([`crate::limits::Gate`]).
+    pub cost: Cost,
+    handle: Handle,
+}
+
+impl Route {
+    /// Handles one request of the caller the server stamped: the body
+    /// decoded, the caller's account resolved (once, here), the handler.
+    ///
+    /// # Errors
+    /// `bad_request` when the body does not decode as the endpoint's
+    /// request, `unauthenticated` for a stamp that is not a user key, else
+    /// the handler's error.
+    pub async fn handle(&self, ctx: &Ctx, stamp: Stamp, body: &[u8]) -> Result<Encoded, Error> {
+        (self.handle)(ctx, stamp, body).await
+    }
+}
+
+/// Pairs each endpoint with its handler and its [`Cost`] in one [`Route`]:
+/// the request is decoded as the endpoint's `Request` and the handler must
+/// answer its `Reply`, so a handler cannot drift from the table.
 macro_rules! routes {
     ($($ep:ty => $handler:path, $cost:expr;)*) => {
-        /// Routes one request of an authenticated caller: strict decoding,
-        /// the caller's account, handler, encoding.
-        pub async fn dispatch(ctx: &Ctx, subject: &str, stamp: Stamp, body: &[u8]) -> Result<Encoded, Error> {
-            $(
-                if subject == <$ep>::SUBJECT {
-                    let req: <$ep as Endpoint>::Request = decode(body)?;
-                    let device = stamp.device()?.key();
-                    let account = match <$ep>::ACCESS {
-                        // A guest registering: its key is the account.
-                        Access::Guest => device,
-                        _ => ctx.store.account_of(device).await?,
-                    };
-                    let c = stamp.caller(account)?;
-                    let out: Outcome<<$ep as Endpoint>::Reply> = $handler(ctx, &c, req).await?;
-                    return out.encode();
-                }
-            )*
-            Err(Error::Internal(format!("no handler for {subject}")))
-        }
-
-        /// What a request on `subject` costs its caller; `None` for a
-        /// subject no endpoint has.
-        pub fn cost_of(subject: &str) -> Option<Cost> {
-            $(
-                if subject == <$ep>::SUBJECT {
-                    return Some($cost);
-                }
-            )*
-            None
-        }
-
-        /// Every subject [`dispatch`] routes, in table order.
-        #[cfg(test)]
-        const ROUTED: &[&str] = &[$(<$ep>::SUBJECT),*];
+        /// Every endpoint with its handler and cost, in table order.
+        pub const ROUTES: &[Route] = &[$(
+            Route {
+                subject: <$ep>::SUBJECT,
+                cost: $cost,
+                handle: {
+                    fn handle<'a>(
+                        ctx: &'a Ctx,
+                        stamp: Stamp,
+                        body: &'a [u8],
+                    ) -> BoxFuture<'a, Result<Encoded, Error>> {
+                        Box::pin(async move {
+                            let req: <$ep as Endpoint>::Request = decode(body)?;
+                            let device = stamp.device()?.key();
+                            let account = match <$ep>::ACCESS {
+                                // A guest registering: its key is the account.
+                                Access::Guest => device,
+                                _ => ctx.store.account_of(device).await?,
+                            };
+                            let c = stamp.caller(account)?;
+                            let out: Outcome<<$ep as Endpoint>::Reply> = $handler(ctx, &c, req).await?;
+                            out.encode()
+                        })
+                    }
+                    handle
+                },
+            },
+        )*];
     };
 }
 
@@ -189,12 +215,13 @@ impl<'a> Paging<'a> {
 
 #[cfg(test)]
 mod tests {
-    /// Every endpoint of the table has a handler and a cost, and nothing
-    /// else does.
+    use super::ROUTES;
+
+    /// Every endpoint of the table has a route (handler and cost), once,
+    /// in table order, and nothing else does.
     #[test]
     fn every_endpoint_is_routed() {
-        assert_eq!(super::ROUTED, unibus_proto::endpoint::SUBJECTS);
-        assert!(super::ROUTED.iter().all(|s| super::cost_of(s).is_some()));
-        assert_eq!(super::cost_of("unibus.msg.dm.x"), None);
+        let routed: Vec<&str> = ROUTES.iter().map(|r| r.subject).collect();
+        assert_eq!(routed, unibus_proto::endpoint::SUBJECTS);
     }
 }
