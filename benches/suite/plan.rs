@@ -60,9 +60,11 @@ impl Plan {
 /// Sections every report has.
 const SECTIONS: &[&str] = &["connects", "devices", "leader_round_trip", "flood", "register", "scale"];
 
-/// Figures that may be zero: how many of the flooder's connects were
-/// refused (none, when its flood stays within what unibusd tolerates).
-const MAY_BE_ZERO: &[&str] = &["refused"];
+/// Counts that may be zero, what the flooder did: its connects refused
+/// (none while its flood stays within what unibusd tolerates) and its
+/// requests sent (none when it is still refused from the previous
+/// measurement, its penalty not yet over).
+const MAY_BE_ZERO: &[&str] = &["refused", "requests"];
 
 /// Every figure that was not produced: a missing or empty section, and any
 /// number that is not finite and positive (`NaN` and infinities are `null`
