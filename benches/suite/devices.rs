@@ -10,11 +10,15 @@ use unibusd::daemon::Running;
 
 use super::{Lat, connects, user_record};
 
-/// Rounds per connector count; each round measures both accounts.
-const ROUNDS: usize = 3;
-
-/// Seeds the 3-device account (its third device connects) and measures.
-pub async fn run(url: &str, running: &Running, one_device_seed: [u8; 32], n: usize) -> serde_json::Value {
+/// Seeds the 3-device account (its third device connects) and measures,
+/// in `rounds` rounds per connector count (each measures both accounts).
+pub async fn run(
+    url: &str,
+    running: &Running,
+    one_device_seed: [u8; 32],
+    n: usize,
+    rounds: usize,
+) -> serde_json::Value {
     let account = Identity::from_seed([43u8; 32]);
     let account_key = account.sign_pub_hex();
     running.store.add_account(&user_record(&account, Role::Member)).await.unwrap();
@@ -38,7 +42,7 @@ pub async fn run(url: &str, running: &Running, one_device_seed: [u8; 32], n: usi
     let mut rows = Vec::new();
     for parallel in [1usize, 8] {
         let (mut one, mut three) = (Side::default(), Side::default());
-        for _ in 0..ROUNDS {
+        for _ in 0..rounds {
             for (seed, side) in [(one_device_seed, &mut one), (third, &mut three)] {
                 running.callout.latency.reset();
                 let (rate, lat) = connects(url, seed, n, parallel).await;
@@ -48,7 +52,7 @@ pub async fn run(url: &str, running: &Running, one_device_seed: [u8; 32], n: usi
             }
         }
         rows.push(json!({
-            "connectors": parallel, "n": n, "rounds": ROUNDS,
+            "connectors": parallel, "n": n, "rounds": rounds,
             "one_device": one.summary(), "three_devices": three.summary(),
             "ratio_per_s": median(&three.rates) / median(&one.rates).max(1e-9),
         }));
@@ -93,8 +97,9 @@ pub fn print(rows: &serde_json::Value) {
     println!(
         "\nlinked devices: callout connects of the 3rd device of a 3-device account vs a one-device account"
     );
+    let rounds = rows[0]["rounds"].as_u64().unwrap_or(0);
     println!(
-        "(same server and unibusd, {ROUNDS} alternating rounds each; connects/s median (min-max), latency p50/p99, decision p50)"
+        "(same server and unibusd, {rounds} alternating rounds each; connects/s median (min-max), latency p50/p99, decision p50)"
     );
     for r in rows.as_array().into_iter().flatten() {
         for (what, s) in [("one device", &r["one_device"]), ("3 devices", &r["three_devices"])] {

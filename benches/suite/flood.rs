@@ -29,9 +29,6 @@ use unibusd::daemon::Running;
 
 use super::{Lat, connects, user_record};
 
-/// Rounds per connector count; each round measures both sides.
-const ROUNDS: usize = 3;
-
 /// What the flooder did during one flooded measurement.
 #[derive(Default)]
 struct Flooder {
@@ -124,29 +121,45 @@ struct Side {
 }
 
 /// Seeds the flooders and measures (`member_seed`: a member's key that
-/// connects in the measurements).
-pub async fn run(url: &str, running: &Running, member_seed: [u8; 32], n: usize) -> serde_json::Value {
+/// connects in the measurements), in `rounds` rounds per connector count
+/// (each measures both sides).
+pub async fn run(
+    url: &str,
+    running: &Running,
+    member_seed: [u8; 32],
+    n: usize,
+    rounds: usize,
+) -> serde_json::Value {
     let mut rows = Vec::new();
     for (kind, seed) in [(Kind::SocketSpeed, 77u8), (Kind::Sustained(300), 78u8)] {
         let flooder = Identity::from_seed([seed; 32]);
         running.store.add_account(&user_record(&flooder, Role::Member)).await.unwrap();
         for parallel in [1usize, 8] {
-            rows.push(measure(url, running, member_seed, n, parallel, kind, seed).await);
+            let who = Who { member_seed, flooder_seed: seed };
+            rows.push(measure(url, running, who, n, parallel, kind, rounds).await);
         }
     }
     json!(rows)
+}
+
+/// The keys of one measurement: the member who connects and the flooder.
+#[derive(Clone, Copy)]
+struct Who {
+    member_seed: [u8; 32],
+    flooder_seed: u8,
 }
 
 /// Alternating rounds of `parallel` connectors without and with the flood.
 async fn measure(
     url: &str,
     running: &Running,
-    member_seed: [u8; 32],
+    who: Who,
     n: usize,
     parallel: usize,
     kind: Kind,
-    seed: u8,
+    rounds: usize,
 ) -> serde_json::Value {
+    let Who { member_seed, flooder_seed: seed } = who;
     let addr = url.trim_start_matches("nats://").to_string();
     let ms = |d: Option<Duration>| d.map_or(0.0, |d| d.as_secs_f64() * 1e3);
     let (mut calm, mut flooded) = (Side::default(), Side::default());
@@ -155,7 +168,7 @@ async fn measure(
         Kind::SocketSpeed => 8,
         Kind::Sustained(_) => 1,
     };
-    for _ in 0..ROUNDS {
+    for _ in 0..rounds {
         for under_flood in [false, true] {
             let stop = Arc::new(AtomicBool::new(false));
             let mut tasks = Vec::new();
@@ -187,7 +200,7 @@ async fn measure(
         })
     };
     json!({
-        "flood": kind.name(), "connectors": parallel, "n": n, "rounds": ROUNDS,
+        "flood": kind.name(), "connectors": parallel, "n": n, "rounds": rounds,
         "calm": summary(&mut calm), "flooded": summary(&mut flooded),
         "ratio_per_s": median(&flooded.rates) / median(&calm.rates).max(1e-9),
         "flooder": {

@@ -2,6 +2,13 @@
 //! the same run, on servers this binary starts on 127.0.0.1.
 //! `cargo bench --bench suite [-- --n 500 --json]`.
 //!
+//! Quick mode (`-- --quick`, or `UNIBUS_BENCH_QUICK=1` in the environment):
+//! every section with small counts ([`plan::Plan`]), for CI. Its figures
+//! mean nothing; what it shows is that each one can be produced. In either
+//! mode the run exits non-zero when a figure could not be produced: a
+//! section that fails (panics), or a number in the report that is zero,
+//! NaN or infinite ([`plan::missing`]).
+//!
 //! - connects/s through the callout (xkey on) vs static nkey users on the
 //!   same nats-server binary, 1 and 8 connectors;
 //! - callout time inside unibusd (open, verify, decide, sign, seal);
@@ -278,16 +285,17 @@ async fn register_vs_floor(url: &str, store: &Store, floor_url: &str, body: &[u8
 
 /// One leader round trip as the callout makes it (`STREAM.INFO` of the
 /// users bucket from unibusd's connection), sequentially: p50/p99 in ms.
-async fn leader_round_trip(url: &str, secrets: &Secrets) -> serde_json::Value {
+async fn leader_round_trip(url: &str, secrets: &Secrets, trips: usize) -> serde_json::Value {
     let svc =
         async_nats::ConnectOptions::with_nkey(secrets.service.seed().unwrap()).connect(url).await.unwrap();
     let js = async_nats::jetstream::new(svc);
     let mut stream = js.get_stream(format!("KV_{}", subjects::BUCKET_USERS)).await.unwrap();
-    let mut lat = Vec::with_capacity(1000);
-    for i in 0..1100 {
+    let warm_up = trips / 10;
+    let mut lat = Vec::with_capacity(trips);
+    for i in 0..warm_up + trips {
         let t = Instant::now();
         stream.info().await.unwrap();
-        if i >= 100 {
+        if i >= warm_up {
             lat.push(t.elapsed());
         }
     }
@@ -307,6 +315,7 @@ fn rss_mib(pid: u32) -> f64 {
 mod bare;
 mod devices;
 mod flood;
+mod plan;
 mod scale;
 
 /// The nats-server binary, found as the tests find it; when there is none,
@@ -336,8 +345,11 @@ async fn main() {
         .init();
     let args: Vec<String> = std::env::args().collect();
     let json_out = args.iter().any(|a| a == "--json");
-    let n: usize =
-        args.iter().position(|a| a == "--n").and_then(|i| args.get(i + 1)?.parse().ok()).unwrap_or(500);
+    let plan = plan::Plan::from_args(&args);
+    if plan.quick {
+        eprintln!("quick mode: small counts, figures meaningless ({plan:?})");
+    }
+    let n = plan.n;
     let mut report = serde_json::Map::new();
     let binary = nats_server_or_install();
     let seed = [42u8; 32];
@@ -403,9 +415,9 @@ async fn main() {
     static_server.stop().await;
     bare_server.stop().await;
     report.insert("connects".into(), json!(rows));
-    report.insert("devices".into(), devices::run(&server.url, &running, seed, n).await);
-    report.insert("leader_round_trip".into(), leader_round_trip(&server.url, &secrets).await);
-    report.insert("flood".into(), flood::run(&server.url, &running, seed, n).await);
+    report.insert("devices".into(), devices::run(&server.url, &running, seed, n, plan.rounds).await);
+    report.insert("leader_round_trip".into(), leader_round_trip(&server.url, &secrets, plan.trips).await);
+    report.insert("flood".into(), flood::run(&server.url, &running, seed, n, plan.rounds).await);
 
     // 2. Register vs floor, and throughput with 64 clients: clients that
     // leave once answered, then clients that stay and reconnect as members.
@@ -414,11 +426,11 @@ async fn main() {
     let floor_server = unibus_server(floor_dir.path(), &floor_secrets).await;
     let body = floor(&floor_server.url, &floor_secrets).await;
     let (mut reg, mut fl) =
-        register_vs_floor(&server.url, &running.store, &floor_server.url, &body, 300).await;
+        register_vs_floor(&server.url, &running.store, &floor_server.url, &body, plan.register_seq).await;
     floor_server.stop().await;
-    let reg_rate = registrations(&server.url, &running.store, 1280, 64, false).await.rate;
-    let mut reg_stay = registrations(&server.url, &running.store, 300, 1, true).await;
-    let reg_stay_par = registrations(&server.url, &running.store, 1280, 64, true).await;
+    let reg_rate = registrations(&server.url, &running.store, plan.register_par, 64, false).await.rate;
+    let mut reg_stay = registrations(&server.url, &running.store, plan.register_seq, 1, true).await;
+    let reg_stay_par = registrations(&server.url, &running.store, plan.register_par, 64, true).await;
     running.stop().await;
     server.stop().await;
     report.insert(
@@ -439,12 +451,18 @@ async fn main() {
     );
 
     // 3. Decision time and unibusd RSS with 100 and 100,000 users.
-    report.insert("scale".into(), scale::run().await);
+    report.insert("scale".into(), scale::run(plan.scale_users, plan.decisions).await);
 
-    print_report(&report, json_out);
+    print_report(&report, json_out, plan.scale_users);
+    let missing = plan::missing(&report);
+    if !missing.is_empty() {
+        eprintln!("figures not produced:");
+        missing.iter().for_each(|m| eprintln!("  {m}"));
+        std::process::exit(1);
+    }
 }
 
-fn print_report(report: &serde_json::Map<String, serde_json::Value>, json_out: bool) {
+fn print_report(report: &serde_json::Map<String, serde_json::Value>, json_out: bool, scale_users: usize) {
     if json_out {
         println!("{}", serde_json::Value::Object(report.clone()));
         return;
@@ -523,20 +541,5 @@ fn print_report(report: &serde_json::Map<String, serde_json::Value>, json_out: b
     println!("  their registrations/s stop the clock when the last one is back");
     devices::print(&report["devices"]);
     flood::print(&report["flood"]);
-    let s = &report["scale"];
-    println!("\nscale (callout decision in process; unibusd RSS as a separate process)");
-    for k in ["100", "100000"] {
-        let v = &s[k];
-        println!(
-            "{:>7} users: decision p50/p99 {:.3}/{:.3} ms   unibusd RSS {:.1} MiB",
-            k,
-            f(&v["decision_p50_ms"]),
-            f(&v["decision_p99_ms"]),
-            f(&v["rss_mib"])
-        );
-    }
-    println!(
-        "decision ratio 100k/100 (p50): {:.2}x",
-        f(&s["100000"]["decision_p50_ms"]) / f(&s["100"]["decision_p50_ms"]).max(1e-9)
-    );
+    scale::print(&report["scale"], scale_users);
 }

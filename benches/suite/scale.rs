@@ -49,8 +49,9 @@ async fn decisions(store: &Store, secrets: &Secrets, id: &Identity, n: usize) ->
     Lat(lat)
 }
 
-/// Runs the scale measurements on a fresh stack.
-pub async fn run() -> serde_json::Value {
+/// Runs the scale measurements on a fresh stack: `decisions` timed callout
+/// decisions with 100 users, then with `users`.
+pub async fn run(users: usize, decisions_per_figure: usize) -> serde_json::Value {
     let dir = tempfile::tempdir().unwrap();
     let secrets = Secrets::generate();
     let server = unibus_server(dir.path(), &secrets).await;
@@ -83,7 +84,7 @@ pub async fn run() -> serde_json::Value {
     seed_users(&store, 98).await;
     let admin = Client::connect(&server.url, &admin_id).await.unwrap();
     let mut out = serde_json::Map::new();
-    for (label, target) in [("100", 100usize), ("100000", 100_000)] {
+    for target in [100, users] {
         let have = 100;
         if target > have {
             seed_users(&store, target - have).await;
@@ -91,13 +92,36 @@ pub async fn run() -> serde_json::Value {
         // The external unibusd's index is current after a listing.
         admin.list_users(&UserListRequest { limit: Some(1), ..Default::default() }).await.unwrap();
         tokio::time::sleep(Duration::from_secs(1)).await;
-        let mut d = decisions(&store, &secrets, &member, 2000).await;
+        let mut d = decisions(&store, &secrets, &member, decisions_per_figure).await;
         out.insert(
-            label.into(),
+            target.to_string(),
             json!({"decision_p50_ms": d.pct(0.5), "decision_p99_ms": d.pct(0.99), "rss_mib": rss_mib(pid)}),
         );
     }
     let _ = unibusd.kill().await;
     server.stop().await;
     serde_json::Value::Object(out)
+}
+
+/// Prints the section (`users`: the large figure's count).
+pub fn print(s: &serde_json::Value, users: usize) {
+    let f = |v: &serde_json::Value| v.as_f64().unwrap_or(0.0);
+    println!("\nscale (callout decision in process; unibusd RSS as a separate process)");
+    let large = users.to_string();
+    for k in ["100", large.as_str()] {
+        let v = &s[k];
+        println!(
+            "{:>7} users: decision p50/p99 {:.3}/{:.3} ms   unibusd RSS {:.1} MiB",
+            k,
+            f(&v["decision_p50_ms"]),
+            f(&v["decision_p99_ms"]),
+            f(&v["rss_mib"])
+        );
+    }
+    // "100k" as the figure has always been labelled.
+    let label = if users % 1000 == 0 { format!("{}k", users / 1000) } else { large.clone() };
+    println!(
+        "decision ratio {label}/100 (p50): {:.2}x",
+        f(&s[large.as_str()]["decision_p50_ms"]) / f(&s["100"]["decision_p50_ms"]).max(1e-9)
+    );
 }
