@@ -236,16 +236,16 @@ async fn cli_block_commands() {
     let url = stack.url.as_str();
     let bob_key = bob_c.sign_pub().to_string();
 
-    let (rc, v, _) = cli(url, &path, &["block", &bob_key]);
+    let (rc, v, _) = cli(url, &path, &["block", &bob_key]).await;
     assert_eq!(rc, 0);
     assert_eq!(v["blocked"], serde_json::json!([bob_key]));
-    let (rc, v, _) = cli(url, &path, &["blocked"]);
+    let (rc, v, _) = cli(url, &path, &["blocked"]).await;
     assert_eq!((rc, v["blocked"].clone()), (0, serde_json::json!([bob_key])));
-    let (rc, v, _) = cli(url, &path, &["block", &alice.sign_pub_hex()]);
+    let (rc, v, _) = cli(url, &path, &["block", &alice.sign_pub_hex()]).await;
     assert_eq!(rc, 1);
     assert_eq!(v["error"]["code"], "bad_request", "{v}");
-    let (rc, v, _) = cli(url, &path, &["unblock", &bob_key]);
+    let (rc, v, _) = cli(url, &path, &["unblock", &bob_key]).await;
     assert_eq!((rc, v["blocked"].clone()), (0, serde_json::json!([])));
-    let (rc, v, _) = cli(url, &path, &["blocked"]);
+    let (rc, v, _) = cli(url, &path, &["blocked"]).await;
     assert_eq!((rc, v["blocked"].clone()), (0, serde_json::json!([])));
 }

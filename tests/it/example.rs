@@ -16,7 +16,7 @@ async fn hello_example_registers_sends_and_receives() {
     let stack = Stack::start(true).await;
     let (_, admin) = stack.admin().await;
     let inv = admin.create_invite(&InviteCreateRequest::default()).await.unwrap();
-    let run = tokio::process::Command::new(crate::harness::built_beside_unibusd("examples/hello"))
+    let run = tokio::process::Command::new(crate::harness::program(unibus_devkit::built::HELLO).await)
         .args([&stack.url, &inv.link])
         .env_remove("UNIBUS_URL")
         .env_remove("UNIBUS_INVITE")

@@ -7,12 +7,13 @@ use std::time::Duration;
 use async_nats::jetstream;
 use tokio::sync::mpsc;
 use unibus::{Client, ClientError, Identity};
+use unibus_devkit::built;
+use unibus_devkit::natsserver::{self, NatsServer, ServerSpec};
 use unibus_proto::model::{Role, Room, User};
 use unibus_proto::subjects;
 use unibus_proto::wire::InviteCreateRequest;
 use unibusd::config::Settings;
 use unibusd::daemon::{self, Running};
-use unibusd::natsserver::{self, NatsServer, ServerSpec};
 use unibusd::secrets::Secrets;
 use unibusd::store::{Store, StoreConfig};
 
@@ -22,23 +23,21 @@ use crate::evidence::{KvSnapshot, Watch};
 /// they do not compete with each other for the machine's two cores.
 pub static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// A binary that `cargo test --workspace` (README's `scripts/test`) builds
-/// in the same target directory as `unibusd`, at `rel` beside it: the
-/// `unibus` CLI (package `unibus-cli`, built because that package has tests
-/// of its own) or a client example (`examples/hello`).
-pub fn built_beside_unibusd(rel: &str) -> std::path::PathBuf {
-    let path = std::path::Path::new(env!("CARGO_BIN_EXE_unibusd")).with_file_name(rel);
-    assert!(
-        path.exists(),
-        "{} is missing: run the tests with `scripts/test` (cargo test --workspace), which builds it",
-        path.display()
-    );
-    path
+/// A program of the workspace (`unibusd`, the `unibus` CLI, the client
+/// example), built first when it is missing or older than the sources
+/// (see `unibus_devkit::built`).
+pub async fn program(program: built::Program) -> std::path::PathBuf {
+    built::path(program).await.unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The `unibusd` binary.
+pub async fn unibusd_bin() -> std::path::PathBuf {
+    program(built::UNIBUSD).await
 }
 
 /// The `unibus` CLI binary.
-pub fn unibus_cli() -> std::path::PathBuf {
-    built_beside_unibusd("unibus")
+pub async fn unibus_cli() -> std::path::PathBuf {
+    program(built::UNIBUS).await
 }
 
 /// Spawns `cmd` (killed on drop) with stdout piped and stderr dropped:
@@ -116,7 +115,7 @@ impl Stack {
         if !keys.exists() {
             self.secrets.write_new(&keys).unwrap();
         }
-        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_unibusd"));
+        let mut cmd = tokio::process::Command::new(unibusd_bin().await);
         cmd.args(["run", "--nats-url", &self.url, "--secrets"]).arg(&keys);
         if !self.xkey {
             cmd.arg("--no-xkey");
