@@ -14,7 +14,7 @@ use crate::harness::{Stack, code};
 /// with their audit fields and error codes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invite_endpoints() {
-    let stack = Stack::start(true).await;
+    let stack = Stack::start().await;
     let (_a, admin) = stack.admin().await;
     let me = admin.sign_pub().to_string();
     let used = admin.create_invite(&InviteCreateRequest::default()).await.unwrap();
@@ -120,7 +120,7 @@ async fn invite_endpoints() {
 /// user.list (filters, pages), user.get, user.lookup.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn user_endpoints() {
-    let stack = Stack::start(false).await;
+    let stack = Stack::start_without_xkey().await;
     let (_a, admin) = stack.admin().await;
     let mut members = Vec::new();
     for i in 0..5 {
@@ -172,7 +172,7 @@ async fn collect_users(admin: &unibus::Client, status: Option<UserStatus>, limit
 /// while its connection was still open.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revoked_admin_is_forbidden_everywhere() {
-    let stack = Stack::start(true).await;
+    let stack = Stack::start().await;
     let (_a, admin) = stack.admin().await;
     let (ops, ops_c) = stack.user(&admin, Role::Admin, "ops").await;
     let (victim, _v) = stack.user(&admin, Role::Member, "victim").await;
@@ -207,7 +207,7 @@ async fn revoked_admin_is_forbidden_everywhere() {
 /// errors; `$SRV.PING` answers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn micro_service_discovery_and_stats() {
-    let stack = Stack::start(true).await;
+    let stack = Stack::start().await;
     let (_a, admin) = stack.admin().await;
     admin.whoami().await.unwrap();
     assert_eq!(code(admin.get_user("nope").await), "bad_request");
@@ -257,7 +257,7 @@ async fn micro_service_discovery_and_stats() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reused_bucket_with_direct_gets_is_reconfigured() {
     use unibusd::store::{Store, StoreConfig, bucket_stream_config};
-    let stack = Stack::start_server_only(false).await;
+    let stack = Stack::start_server_only_without_xkey().await;
     let js = stack.jetstream().await;
     let mut config = bucket_stream_config(subjects::BUCKET_USERS, &StoreConfig::default());
     config.allow_direct = true;

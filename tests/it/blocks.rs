@@ -25,7 +25,7 @@ fn random_key() -> String {
 /// user deletes its list.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn block_endpoints_and_rules() {
-    let stack = Stack::start(true).await;
+    let stack = Stack::start().await;
     let (_a, admin) = stack.admin().await;
     let (alice, alice_c) = stack.user(&admin, Role::Member, "alice").await;
     let (bob, _bob_c) = stack.user(&admin, Role::Member, "bob").await;
@@ -78,7 +78,7 @@ async fn block_endpoints_and_rules() {
 /// unblocking, the owner can again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blocked_owner_cannot_add_the_blocker() {
-    let stack = Stack::start(false).await;
+    let stack = Stack::start_without_xkey().await;
     let (root, admin) = stack.admin().await;
     let (alice, alice_c) = stack.user(&admin, Role::Member, "alice").await;
     let (bob, bob_c) = stack.user(&admin, Role::Member, "bob").await;
@@ -114,7 +114,7 @@ async fn blocked_owner_cannot_add_the_blocker() {
 /// cap still succeeds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn block_list_holds_at_most_1000_keys() {
-    let stack = Stack::start(false).await;
+    let stack = Stack::start_without_xkey().await;
     let (_a, admin) = stack.admin().await;
     let (alice, alice_c) = stack.user(&admin, Role::Member, "alice").await;
     let me = alice.sign_pub_hex();
@@ -173,7 +173,7 @@ async fn next_item(inbox: &mut Inbox) -> Incoming {
 /// unblocking, DMs arrive again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_drops_dms_from_blocked_keys() {
-    let stack = Stack::start(true).await;
+    let stack = Stack::start().await;
     let (_a, admin) = stack.admin().await;
     let (alice, alice_c) = stack.user(&admin, Role::Member, "alice").await;
     let (bob, bob_c) = stack.user(&admin, Role::Member, "bob").await;
@@ -222,7 +222,7 @@ async fn client_drops_dms_from_blocked_keys() {
 /// blocking oneself exits 1 and prints `bad_request`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_block_commands() {
-    let stack = Stack::start(false).await;
+    let stack = Stack::start_without_xkey().await;
     let (_a, admin) = stack.admin().await;
     let (_bob, bob_c) = stack.user(&admin, Role::Member, "bob").await;
     let dir = tempfile::tempdir().unwrap();

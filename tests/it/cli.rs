@@ -40,7 +40,7 @@ async fn ok(url: &str, identity: &Path, args: &[&str]) -> serde_json::Value {
 /// with an error.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_walks_the_whole_flow() {
-    let stack = Stack::start(true).await;
+    let stack = Stack::start().await;
     let dir = tempfile::tempdir().unwrap();
     let (admin, alice, bob) =
         (dir.path().join("admin.nk"), dir.path().join("alice.nk"), dir.path().join("bob.nk"));

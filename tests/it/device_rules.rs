@@ -39,7 +39,7 @@ pub(crate) fn refused_with<T>(r: &Result<T, ClientError>, needle: &str) -> bool 
 /// revoked key. Deleting the account removes those records too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoked_device_never_comes_back() {
-    let stack = Stack::start(true).await;
+    let stack = Stack::start().await;
     let (_a, admin) = stack.admin().await;
     let (phone_id, phone) = stack.user(&admin, Role::Member, "alice").await;
     let alice = phone_id.sign_pub_hex();
@@ -107,7 +107,7 @@ async fn a_revoked_device_never_comes_back() {
 /// and the record stays.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoked_orphan_record_is_never_taken_over() {
-    let stack = Stack::start(true).await;
+    let stack = Stack::start().await;
     let (_a, admin) = stack.admin().await;
     let (bob_id, bob) = stack.user(&admin, Role::Member, "bob").await;
     let js = stack.jetstream().await;
@@ -141,7 +141,7 @@ async fn a_revoked_orphan_record_is_never_taken_over() {
 /// the other admin has a device again, the revoke goes through.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_last_admins_last_device_stays_and_nothing_is_written() {
-    let stack = Stack::start(true).await;
+    let stack = Stack::start().await;
     let (root_id, root) = stack.admin().await;
     let root_key = root_id.sign_pub_hex();
     let (second_id, _second) = stack.user(&root, Role::Admin, "second").await;
@@ -167,7 +167,7 @@ async fn the_last_admins_last_device_stays_and_nothing_is_written() {
 /// denial, never a guest; the same add, done again, completes it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unlisted_device_record_is_denied_not_a_guest() {
-    let stack = Stack::start(true).await;
+    let stack = Stack::start().await;
     let (_a, admin) = stack.admin().await;
     let (phone_id, phone) = stack.user(&admin, Role::Member, "alice").await;
     let alice = phone_id.sign_pub_hex();
@@ -197,7 +197,7 @@ async fn an_unlisted_device_record_is_denied_not_a_guest() {
 /// the recovery device's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn account_keys_follow_the_oldest_active_device() {
-    let stack = Stack::start(true).await;
+    let stack = Stack::start().await;
     let (_a, admin) = stack.admin().await;
     let (phone_id, phone) = stack.user(&admin, Role::Member, "alice").await;
     let alice = phone_id.sign_pub_hex();

@@ -31,7 +31,7 @@ async fn member(stack: &Stack, admin: &Client, name: &str) -> (Identity, Client)
 /// Add, list, whoami, lookup, revoke; every refusal leaves KV unchanged.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn add_list_revoke_and_their_errors() {
-    let stack = Stack::start(true).await;
+    let stack = Stack::start().await;
     let (_a, admin) = stack.admin().await;
     let (phone_id, phone) = member(&stack, &admin, "alice").await;
     let alice = phone_id.sign_pub_hex();
@@ -113,7 +113,7 @@ async fn add_list_revoke_and_their_errors() {
 /// with a new device while it has none; the account keeps its rooms.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seniority_recovery_and_the_last_admin() {
-    let stack = Stack::start(true).await;
+    let stack = Stack::start().await;
     let (root_id, admin) = stack.admin().await;
     let (phone_id, phone, room) = stack.room_owner(&admin, "alice", "family").await;
     let alice = phone_id.sign_pub_hex();
@@ -169,7 +169,7 @@ async fn seniority_recovery_and_the_last_admin() {
 /// than 8 active devices, and the refused keys keep no device record.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_adds_never_pass_the_cap() {
-    let stack = Stack::start(true).await;
+    let stack = Stack::start().await;
     let (_a, admin) = stack.admin().await;
     let (phone_id, phone) = member(&stack, &admin, "alice").await;
     let alice = phone_id.sign_pub_hex();
@@ -201,7 +201,7 @@ async fn concurrent_adds_never_pass_the_cap() {
 /// one unbound device, connects, and is migrated by its first device add.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn accounts_from_before_devices_keep_working() {
-    let stack = Stack::start(true).await;
+    let stack = Stack::start().await;
     let (_a, admin) = stack.admin().await;
     let old = Identity::generate();
     let key = old.sign_pub_hex();
@@ -240,7 +240,7 @@ async fn accounts_from_before_devices_keep_working() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_mid_add_storm_leaves_no_half_added_device() {
     let _heavy = crate::harness::HEAVY.lock().await;
-    let stack = Stack::start_server_only(true).await;
+    let stack = Stack::start_server_only().await;
     let store = stack.open_store().await;
     let mut unibusd = stack.spawn_unibusd().await;
     let (_, token) = store.bootstrap_admin_invite(600).await.unwrap();
@@ -359,7 +359,7 @@ async fn device_revoke_through_node1_cuts_off_node3() {
 /// once; nobody else may listen.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn other_devices_hear_of_adds_and_revokes() {
-    let stack = Stack::start(true).await;
+    let stack = Stack::start().await;
     let (_a, admin) = stack.admin().await;
     let (phone_id, phone) = member(&stack, &admin, "alice").await;
     let alice = phone_id.sign_pub_hex();
@@ -389,7 +389,7 @@ async fn other_devices_hear_of_adds_and_revokes() {
 /// its device keys are then unknown keys (guests).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn account_revoke_restore_and_delete() {
-    let stack = Stack::start(true).await;
+    let stack = Stack::start().await;
     let (_a, admin) = stack.admin().await;
     let (phone_id, phone) = member(&stack, &admin, "alice").await;
     let alice = phone_id.sign_pub_hex();
@@ -479,7 +479,7 @@ async fn clients_sign_only_server_shaped_nonces() {
 /// admits it as that account's device at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_orphaned_device_record_is_taken_over() {
-    let stack = Stack::start(true).await;
+    let stack = Stack::start().await;
     let (_a, admin) = stack.admin().await;
     let (bob_id, bob) = member(&stack, &admin, "bob").await;
     let key = Identity::generate();
@@ -508,7 +508,7 @@ async fn an_orphaned_device_record_is_taken_over() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_account_adds_a_bounded_number_of_devices_in_all() {
     use unibus_proto::model::MAX_DEVICES_EVER;
-    let stack = Stack::start(true).await;
+    let stack = Stack::start().await;
     let (_a, admin) = stack.admin().await;
     let (phone_id, phone) = member(&stack, &admin, "alice").await;
     let alice = phone_id.sign_pub_hex();

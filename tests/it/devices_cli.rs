@@ -75,7 +75,7 @@ fn statuses(v: &serde_json::Value) -> Vec<(String, String)> {
 /// `user_exists`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_adds_lists_and_revokes_a_device() {
-    let stack = Stack::start(true).await;
+    let stack = Stack::start().await;
     let dir = tempfile::tempdir().unwrap();
     let url = stack.url.as_str();
     let root = admin(&stack, dir.path()).await;
@@ -146,7 +146,7 @@ async fn cli_adds_lists_and_revokes_a_device() {
 /// the number on both sides alike.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verify_shows_the_same_number_on_both_sides() {
-    let stack = Stack::start(true).await;
+    let stack = Stack::start().await;
     let dir = tempfile::tempdir().unwrap();
     let url = stack.url.as_str();
     let root = admin(&stack, dir.path()).await;
@@ -181,7 +181,7 @@ async fn verify_shows_the_same_number_on_both_sides() {
 /// flags.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_recovers_an_account_and_verify_flags_it() {
-    let stack = Stack::start(true).await;
+    let stack = Stack::start().await;
     let dir = tempfile::tempdir().unwrap();
     let url = stack.url.as_str();
     let root = admin(&stack, dir.path()).await;
@@ -210,7 +210,7 @@ async fn admin_recovers_an_account_and_verify_flags_it() {
 /// its device flagged `unbound`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verify_refuses_a_swapped_key_and_flags_an_unbound_one() {
-    let stack = Stack::start(true).await;
+    let stack = Stack::start().await;
     let dir = tempfile::tempdir().unwrap();
     let url = stack.url.as_str();
     let root = admin(&stack, dir.path()).await;
@@ -267,7 +267,7 @@ async fn changes_on_send(url: &str, identity: &Path, to: &str) -> Vec<serde_json
 /// when one gains a device, loses one, or gets a recovery device.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_remembers_contacts_devices_and_flags_changes() {
-    let stack = Stack::start(true).await;
+    let stack = Stack::start().await;
     let dir = tempfile::tempdir().unwrap();
     let url = &stack.url;
     let root = admin(&stack, dir.path()).await;
@@ -310,7 +310,7 @@ async fn cli_remembers_contacts_devices_and_flags_changes() {
 /// device notice right after them are the next lines.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn listen_shows_nothing_for_reflected_replies() {
-    let stack = Stack::start(true).await;
+    let stack = Stack::start().await;
     let dir = tempfile::tempdir().unwrap();
     let cast = crate::reflect::Cast::new(&stack).await;
     let bob = dir.path().join("bob.nk");

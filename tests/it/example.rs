@@ -13,7 +13,7 @@ use crate::harness::Stack;
 /// then an active member.
 #[tokio::test]
 async fn hello_example_registers_sends_and_receives() {
-    let stack = Stack::start(true).await;
+    let stack = Stack::start().await;
     let (_, admin) = stack.admin().await;
     let inv = admin.create_invite(&InviteCreateRequest::default()).await.unwrap();
     let run = tokio::process::Command::new(crate::harness::program(unibus_devkit::built::HELLO).await)

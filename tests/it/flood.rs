@@ -263,7 +263,7 @@ async fn run_phase(url: &str, errors: &mut AuthErrors, phase: Phase) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_flood_shuts_the_others_out() {
     let _heavy = crate::harness::HEAVY.lock().await;
-    let stack = Stack::start_server_only(true).await;
+    let stack = Stack::start_server_only().await;
     let store = stack.open_store().await;
     let unibusd = stack.spawn_unibusd().await;
     let pid = unibusd.id().expect("unibusd pid");

@@ -21,7 +21,7 @@ fn record(sign_pub: &str) -> User {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_on_one_instance_are_seen_by_the_next_decision_on_another() {
-    let stack = Stack::start(false).await;
+    let stack = Stack::start_without_xkey().await;
     let writer = stack.open_store().await;
     let reader = stack.store().clone();
     let users = format!("$JS.API.STREAM.INFO.KV_{}", subjects::BUCKET_USERS);

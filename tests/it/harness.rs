@@ -73,28 +73,57 @@ pub struct Stack {
     pub daemon: Option<Running>,
     pub secrets: Secrets,
     pub url: String,
+    /// The callout is sealed with the xkey ([`Xkey::Sealed`]).
     pub xkey: bool,
     pub spec: ServerSpec,
     pub dir: tempfile::TempDir,
 }
 
+/// Whether the auth callout's traffic is sealed with the xkey (the
+/// `xkey:` line of nats.conf, unibusd without `--no-xkey`): production runs
+/// sealed; tests that hold for both run both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Xkey {
+    /// Requests and replies sealed (the deployed configuration).
+    Sealed,
+    /// Plain callout traffic.
+    Plain,
+}
+
 impl Stack {
-    /// Starts a server (callout encryption on or off) and unibusd.
-    pub async fn start(xkey: bool) -> Stack {
-        let mut stack = Self::start_server_only(xkey).await;
+    /// Starts a server and unibusd, callout sealed with the xkey.
+    pub async fn start() -> Stack {
+        Self::start_with(Xkey::Sealed).await
+    }
+
+    /// Starts a server and unibusd, callout traffic not sealed.
+    pub async fn start_without_xkey() -> Stack {
+        Self::start_with(Xkey::Plain).await
+    }
+
+    /// Starts a server and unibusd with the callout sealed or not.
+    pub async fn start_with(xkey: Xkey) -> Stack {
+        let mut stack = Self::start_server_edited(xkey, str::to_string).await;
         stack.start_daemon().await;
         stack
     }
 
-    /// Starts only the server: unibusd runs as separate processes
-    /// ([`Stack::spawn_unibusd`]).
-    pub async fn start_server_only(xkey: bool) -> Stack {
-        Self::start_server_edited(xkey, str::to_string).await
+    /// Starts only the server (callout sealed): unibusd runs as separate
+    /// processes ([`Stack::spawn_unibusd`]) or is started later
+    /// ([`Stack::start_daemon`]).
+    pub async fn start_server_only() -> Stack {
+        Self::start_server_edited(Xkey::Sealed, str::to_string).await
+    }
+
+    /// [`Stack::start_server_only`] with the callout traffic not sealed.
+    pub async fn start_server_only_without_xkey() -> Stack {
+        Self::start_server_edited(Xkey::Plain, str::to_string).await
     }
 
     /// Starts only the server, with the repository's config passed
     /// through `edit` first (for tests that need a test-only addition).
-    pub async fn start_server_edited(xkey: bool, edit: impl FnOnce(&str) -> String) -> Stack {
+    pub async fn start_server_edited(xkey: Xkey, edit: impl FnOnce(&str) -> String) -> Stack {
+        let xkey = xkey == Xkey::Sealed;
         init_tracing();
         let dir = tempfile::tempdir().expect("temp dir");
         let secrets = Secrets::generate();

@@ -16,7 +16,7 @@ use crate::harness::{Stack, code};
 /// guest's register and a member's whoami succeed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flooding_key_is_limited_others_are_not() {
-    let stack = Stack::start(true).await;
+    let stack = Stack::start().await;
     let (_id, admin) = stack.admin().await;
     let (_m, member) = stack.user(&admin, Role::Member, "member").await;
     let inv = admin.create_invite(&Default::default()).await.unwrap();
@@ -53,7 +53,7 @@ async fn flooding_key_is_limited_others_are_not() {
 /// and no user behind; the admitted ones succeed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn global_limit_refuses_without_spending() {
-    let mut stack = Stack::start_server_only(true).await;
+    let mut stack = Stack::start_server_only().await;
     let mut settings = stack.settings();
     settings.guest = GuestLimits { global_burst: 3, global_per_sec: 1, ..GuestLimits::default() };
     stack.daemon = Some(daemon::start(&settings).await.expect("unibusd starts"));

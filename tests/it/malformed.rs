@@ -13,7 +13,7 @@ fn low_order_order8() -> String {
 /// each get `bad_request`, and KV is unchanged afterwards.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_requests_are_bad_request_and_change_nothing() {
-    let stack = Stack::start(true).await;
+    let stack = Stack::start().await;
     let (_a, admin) = stack.admin().await;
     let inv = admin.create_invite(&Default::default()).await.unwrap();
     let guest_id = Identity::generate();

@@ -155,7 +155,7 @@ async fn next(inbox: &mut Inbox) -> Incoming {
 /// room message and device notice right after them are shown, first.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reflected_replies_show_nothing_in_the_client() {
-    let stack = Stack::start(true).await;
+    let stack = Stack::start().await;
     let cast = Cast::new(&stack).await;
     let bob = &cast.bob;
     let mut notices = Box::pin(bob.device_notices().await.unwrap());
@@ -192,7 +192,7 @@ async fn reflected_replies_show_nothing_in_the_client() {
 /// its answer).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_guests_reply_never_reaches_a_member() {
-    let stack = Stack::start(true).await;
+    let stack = Stack::start().await;
     let cast = Cast::new(&stack).await;
     let mut wire = cast.wire(&stack).await;
     let mut guest = Raw::connect(&stack.url, &Identity::generate()).await.unwrap();
@@ -222,7 +222,7 @@ async fn a_guests_reply_never_reaches_a_member() {
 /// yields nothing: the record shown comes from the device list.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_notice_naming_a_foreign_device_yields_nothing() {
-    let stack = Stack::start(true).await;
+    let stack = Stack::start().await;
     let cast = Cast::new(&stack).await;
     let bob = &cast.bob;
     let mut notices = Box::pin(bob.device_notices().await.unwrap());
@@ -282,7 +282,7 @@ async fn until_substituted(probe: &Client, asked: &str, got: &str) {
 /// account it asked about.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lookup_answered_for_another_account_is_refused() {
-    let mut stack = Stack::start(true).await;
+    let mut stack = Stack::start().await;
     let (_a, admin) = stack.admin().await;
     let (alice_id, alice) = stack.user(&admin, Role::Member, "alice").await;
     let (bob_id, bob) = stack.user(&admin, Role::Member, "bob").await;
@@ -365,7 +365,7 @@ async fn substitute(stack: &Stack, subject: &'static str, reply: Vec<u8>) {
 /// (`WrongAccount`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn whoami_room_and_device_list_replies_about_something_else_are_refused() {
-    let mut stack = Stack::start(true).await;
+    let mut stack = Stack::start().await;
     let (_a, admin) = stack.admin().await;
     let (alice_id, alice, alice_room) = stack.room_owner(&admin, "alice", "alice's room").await;
     let (_m, mallory, mallory_room) = stack.room_owner(&admin, "mallory", "mallory's room").await;

@@ -19,7 +19,7 @@ async fn reconnect(stack: &Stack, id: &Identity) -> Client {
 /// Create, get, list, add and remove with every rule and error code.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn room_endpoints_and_rules() {
-    let stack = Stack::start(true).await;
+    let stack = Stack::start().await;
     let (_a, admin) = stack.admin().await;
     let (alice, alice_c) = stack.user(&admin, Role::Member, "alice").await;
     let (bob, bob_c) = stack.user(&admin, Role::Member, "bob").await;
@@ -96,7 +96,7 @@ async fn room_endpoints_and_rules() {
 /// longer can.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn room_data_plane_follows_membership() {
-    let stack = Stack::start(true).await;
+    let stack = Stack::start().await;
     let (_a, admin) = stack.admin().await;
     let (alice, alice_c) = stack.user(&admin, Role::Member, "alice").await;
     let (dave, dave_c) = stack.user(&admin, Role::Member, "dave").await;
@@ -156,7 +156,7 @@ async fn next_payload(sub: &mut async_nats::Subscriber) -> Option<String> {
 /// same key registered again inherits nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleted_user_leaves_every_room_and_inherits_nothing() {
-    let stack = Stack::start(false).await;
+    let stack = Stack::start_without_xkey().await;
     let (root, admin) = stack.admin().await;
     let (erin, erin_c, owned) = stack.room_owner(&admin, "erin", "erin's").await;
     let other = admin.create_room("all hands").await.unwrap();
@@ -187,7 +187,7 @@ async fn deleted_user_leaves_every_room_and_inherits_nothing() {
 /// through; leaving a room frees a place.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rooms_per_user_cap_is_exact() {
-    let stack = Stack::start(false).await;
+    let stack = Stack::start_without_xkey().await;
     let (root, admin) = stack.admin().await;
     let (alice, alice_c) = stack.user(&admin, Role::Member, "alice").await;
     let me = alice.sign_pub_hex();
@@ -255,7 +255,7 @@ async fn rooms_per_user_cap_is_exact() {
 /// exactly two through.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn members_per_room_cap_is_exact() {
-    let stack = Stack::start(false).await;
+    let stack = Stack::start_without_xkey().await;
     let (_root, admin) = stack.admin().await;
     let (alice, alice_c, room) = stack.room_owner(&admin, "alice", "crowded").await;
     let store = stack.store();
@@ -315,7 +315,7 @@ async fn fill(store: &unibusd::store::Store, id: &str, n: usize) {
 /// (adds possibly in flight) still count.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rooms_cap_counts_old_rooms_and_prunes_leftovers() {
-    let stack = Stack::start(false).await;
+    let stack = Stack::start_without_xkey().await;
     let (root, admin) = stack.admin().await;
     let (alice, alice_c) = stack.user(&admin, Role::Member, "alice").await;
     let (carol, carol_c) = stack.user(&admin, Role::Member, "carol").await;

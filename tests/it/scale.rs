@@ -101,7 +101,7 @@ fn pct(v: &mut [Duration], p: f64) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hundred_thousand_users_page_through() {
     let _heavy = crate::harness::HEAVY.lock().await;
-    let stack = Stack::start(true).await;
+    let stack = Stack::start().await;
     let (_a, admin) = stack.admin().await;
     let (member, m) = stack.user(&admin, Role::Member, "probe").await;
     drop(m);
@@ -157,7 +157,7 @@ async fn hundred_thousand_users_page_through() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revoked_reconnect_storm_does_not_hurt_others() {
     let _heavy = crate::harness::HEAVY.lock().await;
-    let stack = Stack::start(true).await;
+    let stack = Stack::start().await;
     let (_a, admin) = stack.admin().await;
     let (member, m) = stack.user(&admin, Role::Member, "steady").await;
     drop(m);

@@ -71,7 +71,7 @@ async fn keygen_and_bootstrap_admin_commands() {
     }
 
     // bootstrap-admin against a live stack, with its keys in an env file.
-    let stack = Stack::start(true).await;
+    let stack = Stack::start().await;
     let env_file = dir.path().join("stack.env");
     stack.secrets.write_new(&env_file).unwrap();
     let bootstrap = async || {
