@@ -8,7 +8,7 @@ use unibus_proto::model::{InviteStatus, Role, UserStatus};
 use unibus_proto::subjects;
 use unibus_proto::wire::{InviteCreateRequest, InviteListRequest, UserListRequest};
 
-use crate::harness::{Stack, code};
+use crate::support::{Stack, code};
 
 /// invite.list (filters, pages, no tokens), invite.get and invite.cancel
 /// with their audit fields and error codes.

@@ -9,7 +9,7 @@ use unibus::{Client, ClientError, Identity};
 use unibus_proto::model::{Role, UserStatus};
 use unibus_proto::subjects;
 
-use crate::harness::{Stack, Xkey, code, expect_server_error, expect_signed_denial_of};
+use crate::support::{Stack, Xkey, code, expect_server_error, expect_signed_denial_of};
 
 /// A guest may publish only to unibus.register and cannot read another
 /// user's inbox; after registering and reconnecting it has member rights,
@@ -43,9 +43,9 @@ async fn guest_then_member_permissions() {
     assert_eq!((user.role, user.status), (Role::Member, UserStatus::Active));
     assert_eq!(user.name, "alice");
     // The server closes the guest connection after the reply...
-    crate::harness::expect_event_within(&mut errs, "disconnected", std::time::Duration::from_secs(1)).await;
+    crate::support::expect_event_within(&mut errs, "disconnected", std::time::Duration::from_secs(1)).await;
     // ...and its automatic reconnect comes back with member rights.
-    crate::harness::expect_event_within(&mut errs, "connected", std::time::Duration::from_secs(2)).await;
+    crate::support::expect_event_within(&mut errs, "connected", std::time::Duration::from_secs(2)).await;
     assert_eq!(guest.whoami().await.unwrap().name, "alice");
     drop(guest);
     let (member, mut errs) = stack.connect_watched(&id).await;

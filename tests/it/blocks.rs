@@ -11,8 +11,8 @@ use unibus_proto::model::Role;
 use unibus_proto::subjects;
 use unibus_proto::wire::MAX_BLOCKS_PER_USER;
 
-use crate::cli::cli;
-use crate::harness::{Stack, code};
+use crate::support::process::cli;
+use crate::support::{Stack, code};
 
 fn random_key() -> String {
     Identity::generate().sign_pub_hex()

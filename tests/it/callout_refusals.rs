@@ -19,7 +19,7 @@ use unibus_proto::subjects;
 use unibusd::callout::jwt;
 use unibusd::store::StoreConfig;
 
-use crate::harness::{AuthErrors, Cluster, DENIAL_WITHIN, SIGNED_DENIAL, Stack, Xkey};
+use crate::support::{AuthErrors, Cluster, DENIAL_WITHIN, SIGNED_DENIAL, Stack, Xkey};
 
 /// nkeys prefix byte of account keys (`A...`): the issuer of responses.
 const ACCOUNT_PREFIX: u8 = 0;
@@ -294,7 +294,7 @@ async fn refusals_without_xkey() {
 /// timeout: only the 1.5 s budget can have cut the wait short.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn decision_budget_denies_before_the_auth_timeout() {
-    let _heavy = crate::harness::HEAVY.lock().await;
+    let _heavy = crate::support::HEAVY.lock().await;
     let store = StoreConfig { replicas: 3, timeout: Duration::from_secs(10), ..StoreConfig::default() };
     let cluster = Cluster::start_with(store, &[0]).await;
     let url = cluster.urls[0].clone();
@@ -339,7 +339,7 @@ async fn move_leader_off_n0(cluster: &Cluster, stream: &str) {
         .await
         .unwrap();
     for _ in 0..40 {
-        let leader = crate::cluster::leader_of(cluster, &cluster.urls[0], stream).await;
+        let leader = crate::support::cluster::leader_of(cluster, &cluster.urls[0], stream).await;
         if leader != "n0" {
             return;
         }

@@ -14,7 +14,7 @@ use unibus_proto::model::{InviteStatus, Room};
 use unibus_proto::subjects;
 use unibusd::store::{RoomChange, Store};
 
-use crate::harness::{Stack, code};
+use crate::support::{Stack, code};
 
 /// A room record with `key` added to its members.
 fn with_member(room: &Room, key: &str) -> RoomChange {

@@ -5,29 +5,8 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use crate::harness::Stack;
-
-/// Runs the `unibus` binary with `--json` against `url` as `identity`:
-/// exit code, the last stdout line as JSON, stderr.
-pub async fn cli(url: &str, identity: &Path, args: &[&str]) -> (i32, serde_json::Value, String) {
-    let (code, stdout, stderr) = cli_output(url, identity, args).await;
-    let value = stdout.lines().last().and_then(|l| serde_json::from_str(l).ok()).unwrap_or_default();
-    (code, value, stderr)
-}
-
-/// Runs the `unibus` binary with `--json`: exit code, stdout, stderr.
-pub async fn cli_output(url: &str, identity: &Path, args: &[&str]) -> (i32, String, String) {
-    let out = tokio::process::Command::new(crate::harness::unibus_cli().await)
-        .args(["--json", "--url", url, "--identity"])
-        .arg(identity)
-        .args(args)
-        .env_remove("UNIBUS_URL")
-        .output()
-        .await
-        .unwrap();
-    let text = |b: &[u8]| String::from_utf8_lossy(b).to_string();
-    (out.status.code().unwrap_or(-1), text(&out.stdout), text(&out.stderr))
-}
+use crate::support::Stack;
+use crate::support::process::cli;
 
 async fn ok(url: &str, identity: &Path, args: &[&str]) -> serde_json::Value {
     let (code, v, err) = cli(url, identity, args).await;
@@ -86,8 +65,8 @@ async fn cli_walks_the_whole_flow() {
     raw.flush().await.unwrap();
 
     // bob listens for two messages; alice sends a DM and a room message.
-    let (mut listener, mut lines) = crate::harness::spawn_stdout_lines(
-        tokio::process::Command::new(crate::harness::unibus_cli().await)
+    let (mut listener, mut lines) = crate::support::spawn_stdout_lines(
+        tokio::process::Command::new(crate::support::unibus_cli().await)
             .args(["--json", "--url", url, "--identity"])
             .arg(&bob)
             .args(["listen"]),
@@ -98,7 +77,7 @@ async fn cli_walks_the_whole_flow() {
     ok(url, &alice, &["send", "--to", &bob_key, "hello", "bob"]).await;
     ok(url, &alice, &["send", "--room", &room_id, "hello", "room"]).await;
     // chat: typed lines are sent; end of input ends it.
-    let mut chat = std::process::Command::new(crate::harness::unibus_cli().await)
+    let mut chat = std::process::Command::new(crate::support::unibus_cli().await)
         .args(["--url", url, "--identity"])
         .arg(&alice)
         .args(["chat", "--to", &bob_key])
@@ -155,7 +134,7 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 /// fails when a received message contains it).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn narrated_demo_runs() {
-    let out = tokio::process::Command::new(crate::harness::unibusd_bin().await)
+    let out = tokio::process::Command::new(crate::support::unibusd_bin().await)
         .args(["demo", "--port", "0"])
         .output()
         .await

@@ -13,9 +13,9 @@ use unibus_proto::model::{DeviceStatus, Role, User};
 use unibus_proto::subjects::{BUCKET_DEVICES, BUCKET_USERS};
 use unibus_proto::wire::InviteCreateRequest;
 
-use crate::device_rules::{CALLER_GONE, LAST_ADMIN_RACE, new_device, refused_with};
-use crate::evidence::Log;
-use crate::harness::{Stack, code};
+use crate::support::devices::{CALLER_GONE, LAST_ADMIN_RACE, new_device, refused_with};
+use crate::support::evidence::Log;
+use crate::support::{Stack, code};
 
 /// Runs `call` and notes when its reply arrived.
 async fn timed<T>(call: impl std::future::Future<Output = T>) -> (T, Instant) {

@@ -11,26 +11,8 @@ use unibus_proto::model::{Device, DeviceStatus, REVOKED_DEVICES_KEPT, Role, Via}
 use unibus_proto::subjects::{BUCKET_DEVICES, BUCKET_USERS};
 use unibus_proto::wire::InviteCreateRequest;
 
-use crate::harness::{Stack, code, expect_signed_denial_of};
-
-/// The refusal of a revoke whose caller lost its standing after its
-/// request passed the first checks: only the check inside the CAS (or, for
-/// an admin, after the write) says this.
-pub(crate) const CALLER_GONE: &str = "was revoked before this revoke was written";
-/// The refusal of the last-admin re-check after the write (then undone).
-pub(crate) const LAST_ADMIN_RACE: &str = "a concurrent revoke took the other";
-
-/// A new device key for `account`, and its bundle.
-pub(crate) fn new_device(account: &str, name: &str) -> (Identity, Bundle) {
-    let id = Identity::generate().with_account(account).unwrap();
-    let bundle = id.bundle(Some(name));
-    (id, bundle)
-}
-
-/// True when the reply is the refusal whose message holds `needle`.
-pub(crate) fn refused_with<T>(r: &Result<T, ClientError>, needle: &str) -> bool {
-    matches!(r, Err(ClientError::Service(e)) if e.code() == "forbidden" && e.to_string().contains(needle))
-}
+use crate::support::devices::{LAST_ADMIN_RACE, new_device, refused_with};
+use crate::support::{Stack, code, expect_signed_denial_of};
 
 /// A device revoked long ago, whose entry has scrolled off the account
 /// record (it keeps the 32 most recent revoked devices), never comes back:

@@ -12,16 +12,10 @@ use unibus::{Bundle, Client, Identity};
 use unibus_proto::model::{DeviceStatus, MAX_DEVICES_PER_ACCOUNT, Role, Via};
 use unibus_proto::wire::InviteCreateRequest;
 
-use crate::harness::{
+use crate::support::devices::new_device;
+use crate::support::{
     Cluster, Stack, code, connect_watched_to, expect_event_within, expect_signed_denial_of,
 };
-
-/// A new device key for `account`, and its bundle.
-fn new_device(account: &str, name: &str) -> (Identity, Bundle) {
-    let id = Identity::generate().with_account(account).unwrap();
-    let bundle = id.bundle(Some(name));
-    (id, bundle)
-}
 
 /// A registered member with one device (its phone), connected.
 async fn member(stack: &Stack, admin: &Client, name: &str) -> (Identity, Client) {
@@ -239,7 +233,7 @@ async fn accounts_from_before_devices_keep_working() {
 /// was listed answers `user_exists` when retried.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_mid_add_storm_leaves_no_half_added_device() {
-    let _heavy = crate::harness::HEAVY.lock().await;
+    let _heavy = crate::support::HEAVY.lock().await;
     let stack = Stack::start_server_only().await;
     let store = stack.open_store().await;
     let mut unibusd = stack.spawn_unibusd().await;
@@ -330,7 +324,7 @@ async fn killed_mid_add_storm_leaves_no_half_added_device() {
 /// of its account revokes it through node 1.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn device_revoke_through_node1_cuts_off_node3() {
-    let _heavy = crate::harness::HEAVY.lock().await;
+    let _heavy = crate::support::HEAVY.lock().await;
     let cluster = Cluster::start().await;
     let store = &cluster.daemon.store;
     let (_, token) = store.bootstrap_admin_invite(600).await.unwrap();
@@ -381,7 +375,7 @@ async fn other_devices_hear_of_adds_and_revokes() {
     let (bob, mut events) = stack.connect_watched(&bob_id).await;
     let _sub = bob.nats().subscribe(unibus_proto::subjects::device_notice(&alice)).await.unwrap();
     bob.nats().flush().await.unwrap();
-    crate::harness::expect_server_error(&mut events, "Permissions Violation").await;
+    crate::support::expect_server_error(&mut events, "Permissions Violation").await;
 }
 
 /// Account and device statuses are separate: revoking and restoring an

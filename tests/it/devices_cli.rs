@@ -4,8 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::cli::cli;
-use crate::harness::Stack;
+use crate::support::Stack;
+use crate::support::process::cli;
 
 async fn ok(url: &str, identity: &Path, args: &[&str]) -> serde_json::Value {
     let (code, v, err) = cli(url, identity, args).await;
@@ -81,8 +81,8 @@ async fn cli_adds_lists_and_revokes_a_device() {
     let root = admin(&stack, dir.path()).await;
     let (phone, alice) = member(url, &root, dir.path(), "alice").await;
     let (laptop, laptop_key, bundle) = request(url, dir.path(), "laptop", &alice).await;
-    let (_listener, mut notices) = crate::harness::spawn_stdout_lines(
-        tokio::process::Command::new(crate::harness::unibus_cli().await)
+    let (_listener, mut notices) = crate::support::spawn_stdout_lines(
+        tokio::process::Command::new(crate::support::unibus_cli().await)
             .args(["--json", "--url", url, "--identity"])
             .arg(&phone)
             .arg("listen"),
@@ -252,7 +252,7 @@ async fn verify_refuses_a_swapped_key_and_flags_an_unbound_one() {
 
 /// Every JSON line a command printed, and its exit code.
 async fn all_lines(url: &str, identity: &Path, args: &[&str]) -> (i32, Vec<serde_json::Value>) {
-    let (code, stdout, _) = crate::cli::cli_output(url, identity, args).await;
+    let (code, stdout, _) = crate::support::process::cli_output(url, identity, args).await;
     (code, stdout.lines().filter_map(|l| serde_json::from_str(l).ok()).collect())
 }
 
@@ -312,11 +312,11 @@ async fn cli_remembers_contacts_devices_and_flags_changes() {
 async fn listen_shows_nothing_for_reflected_replies() {
     let stack = Stack::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let cast = crate::reflect::Cast::new(&stack).await;
+    let cast = crate::support::reflection::Cast::new(&stack).await;
     let bob = dir.path().join("bob.nk");
     cast.bob_id.save(&bob).unwrap();
     let errors = dir.path().join("listen.stderr");
-    let mut child = tokio::process::Command::new(crate::harness::unibus_cli().await)
+    let mut child = tokio::process::Command::new(crate::support::unibus_cli().await)
         .args(["--json", "--url", &stack.url, "--identity"])
         .arg(&bob)
         .arg("listen")
@@ -331,7 +331,7 @@ async fn listen_shows_nothing_for_reflected_replies() {
     let mut wire = cast.wire(&stack).await;
 
     cast.reflect_all(&stack).await;
-    crate::reflect::expect_reflections_on_the_wire(&mut wire, &cast).await;
+    crate::support::reflection::expect_reflections_on_the_wire(&mut wire, &cast).await;
     cast.alice.send_dm(cast.bob.account(), b"a real dm").await.unwrap();
     let line = next_json(&mut lines).await;
     assert_eq!(

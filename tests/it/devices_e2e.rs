@@ -13,7 +13,7 @@ use unibus_proto::e2e::{self, Addressing, Envelope, Kind, Recipient, Reject, Sen
 use unibus_proto::model::Role;
 use unibus_proto::subjects;
 
-use crate::harness::Stack;
+use crate::support::Stack;
 
 /// An account with two devices: its first (the phone) and a laptop added
 /// by the phone from the laptop's bundle, both connected.

@@ -8,7 +8,7 @@ use unibus_proto::model::Role;
 use unibus_proto::subjects;
 use unibusd::store::{Store, StoreConfig};
 
-use crate::harness::{Stack, Xkey, code, expect_signed_denial_of};
+use crate::support::{Stack, Xkey, code, expect_signed_denial_of};
 
 async fn store_outage(xkey: Xkey) {
     let stack = Stack::start_with(xkey).await;

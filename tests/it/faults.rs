@@ -10,7 +10,7 @@ use futures::StreamExt as _;
 use unibus::{Client, Identity};
 use unibus_proto::model::{InviteStatus, Role, User};
 
-use crate::harness::{HEAVY, Stack};
+use crate::support::{HEAVY, Stack};
 
 fn admin_record(id: &Identity) -> User {
     User::new_active(

@@ -7,7 +7,7 @@ use unibus_proto::model::{Role, User, UserStatus};
 use unibus_proto::subjects;
 use unibusd::store::Standing;
 
-use crate::harness::Stack;
+use crate::support::Stack;
 
 fn record(sign_pub: &str) -> User {
     User::new_active(

@@ -12,8 +12,8 @@ use unibus_proto::model::Role;
 use unibus_proto::subjects;
 use unibus_proto::wire::InviteCreateRequest;
 
-use crate::harness::Stack;
-use crate::raw::{Frame, Raw};
+use crate::support::Stack;
+use crate::support::raw::{Frame, Raw};
 
 /// What became of one request.
 #[derive(Debug)]

@@ -9,7 +9,7 @@ use unibus_proto::model::{InviteStatus, Role, UserStatus, parse_time};
 use unibus_proto::subjects;
 use unibus_proto::wire::InviteCreateRequest;
 
-use crate::harness::{Stack, Xkey, code};
+use crate::support::{Stack, Xkey, code};
 
 /// Admin bootstrap -> admin connects through the callout -> creates
 /// invites: 64-hex token, 7-day default, TTL bounds, role honoured, and KV

@@ -8,7 +8,7 @@ use unibus_proto::model::{InviteStatus, Role};
 use unibusd::daemon;
 use unibusd::limits::GuestLimits;
 
-use crate::harness::{Stack, code};
+use crate::support::{Stack, code};
 
 /// With the default limits, one key flooding `unibus.register` gets its
 /// burst of 5 answered and `limit_reached` for the rest; then even a valid

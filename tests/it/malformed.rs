@@ -3,7 +3,7 @@
 use unibus::{Client, Identity, decode_reply};
 use unibus_proto::subjects;
 
-use crate::harness::{Stack, code};
+use crate::support::{Stack, code};
 
 fn low_order_order8() -> String {
     "e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800".into()

@@ -9,7 +9,7 @@ use unibus_proto::e2e::{Envelope, Reject};
 use unibus_proto::model::Role;
 use unibus_proto::subjects;
 
-use crate::harness::Stack;
+use crate::support::Stack;
 
 async fn next(inbox: &mut Inbox) -> Incoming {
     tokio::time::timeout(Duration::from_secs(3), inbox.next())

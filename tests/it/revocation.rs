@@ -12,8 +12,8 @@ use unibus::{ClientError, Identity};
 use unibus_proto::model::{Role, UserStatus};
 use unibus_proto::subjects;
 
-use crate::harness::{Stack, code, expect_event_within, expect_server_error};
-use crate::syscheck::{Loops, SysPartition, open_connections, sys_client};
+use crate::support::syscheck::{Loops, SysPartition, open_connections, sys_client};
+use crate::support::{Stack, code, expect_event_within, expect_server_error};
 
 /// Revoke closes the user's connections (kicked >= 1) within 1 s, its
 /// reconnects are denied; after restore it connects again.
@@ -98,7 +98,7 @@ async fn last_active_admin_is_protected() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revoke_during_reconnect_loops_leaves_no_connection() {
     // The loops load the machine: not alongside the other heavy tests.
-    let _heavy = crate::harness::HEAVY.lock().await;
+    let _heavy = crate::support::HEAVY.lock().await;
     let stack = Stack::start().await;
     let (_a, admin) = stack.admin().await;
     let (bob, first) = stack.user(&admin, Role::Member, "bob").await;
@@ -130,7 +130,7 @@ async fn revoke_during_reconnect_loops_leaves_no_connection() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn room_removal_during_reconnect_loops_leaves_no_old_permission() {
     // The loops load the machine: not alongside the other heavy tests.
-    let _heavy = crate::harness::HEAVY.lock().await;
+    let _heavy = crate::support::HEAVY.lock().await;
     let stack = Stack::start_without_xkey().await;
     let (_a, admin) = stack.admin().await;
     let (owner_id, owner) = stack.user(&admin, Role::Member, "olga").await;

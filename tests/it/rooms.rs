@@ -9,7 +9,7 @@ use unibus_proto::model::Role;
 use unibus_proto::subjects;
 use unibus_proto::wire::{MAX_MEMBERS_PER_ROOM, MAX_ROOMS_PER_USER, RoomListRequest};
 
-use crate::harness::{Stack, code, expect_server_error};
+use crate::support::{Stack, code, expect_server_error};
 
 /// Waits until `id` can connect again after a kick and returns the client.
 async fn reconnect(stack: &Stack, id: &Identity) -> Client {
@@ -133,7 +133,7 @@ async fn room_data_plane_follows_membership() {
     // Removed: the kick ends dave's session; the reconnect has no room.
     let (dave_w, mut dave_events) = stack.connect_watched(&dave).await;
     alice_c.remove_member(&room.id, &dave.sign_pub_hex()).await.unwrap();
-    crate::harness::expect_event_within(&mut dave_events, "disconnected", Duration::from_secs(1)).await;
+    crate::support::expect_event_within(&mut dave_events, "disconnected", Duration::from_secs(1)).await;
     drop(dave_w);
     drop(dave_c);
     let (dave_c, mut errs) = stack.connect_watched(&dave).await;

@@ -7,7 +7,7 @@ use tokio::io::AsyncBufReadExt as _;
 use unibus::{Client, Identity};
 use unibus_proto::model::Role;
 
-use crate::harness::{Stack, unibusd_bin};
+use crate::support::{Stack, unibusd_bin};
 
 /// `unibusd dev` prints one JSON line with url and admin_invite; a client
 /// registers the admin with it; SIGTERM stops everything cleanly.
@@ -15,7 +15,7 @@ use crate::harness::{Stack, unibusd_bin};
 async fn dev_stack_prints_url_and_admin_invite() {
     let dir = tempfile::tempdir().unwrap();
     let port = unibus_devkit::natsserver::free_port();
-    let (mut child, mut lines) = crate::harness::spawn_stdout_lines(
+    let (mut child, mut lines) = crate::support::spawn_stdout_lines(
         tokio::process::Command::new(unibusd_bin().await)
             .args(["dev", "--port", &port.to_string(), "--data-dir"])
             .arg(dir.path().join("dev")),
@@ -184,7 +184,7 @@ fn make_ca_and_server_cert(dir: &std::path::Path) {
 /// through the callout and comes back as admin.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unibusd_connects_over_tls_with_a_private_ca() {
-    crate::harness::init_tracing();
+    crate::support::init_tracing();
     let dir = tempfile::tempdir().unwrap();
     make_ca_and_server_cert(dir.path());
     let secrets = unibusd::secrets::Secrets::generate();
