@@ -77,7 +77,7 @@ async fn cli_walks_the_whole_flow() {
     ok(url, &alice, &["send", "--to", &bob_key, "hello", "bob"]).await;
     ok(url, &alice, &["send", "--room", &room_id, "hello", "room"]).await;
     // chat: typed lines are sent; end of input ends it.
-    let mut chat = std::process::Command::new(crate::support::unibus_cli().await)
+    let mut chat = tokio::process::Command::new(crate::support::unibus_cli().await)
         .args(["--url", url, "--identity"])
         .arg(&alice)
         .args(["chat", "--to", &bob_key])
@@ -87,9 +87,10 @@ async fn cli_walks_the_whole_flow() {
         .spawn()
         .unwrap();
     {
-        use std::io::Write as _;
+        use tokio::io::AsyncWriteExt as _;
         let mut stdin = chat.stdin.take().unwrap();
-        stdin.write_all(b"typed in chat\n").unwrap();
+        stdin.write_all(b"typed in chat\n").await.unwrap();
+        // Dropped here: end of input ends the chat.
     }
     let mut got = Vec::new();
     for _ in 0..3 {
@@ -113,7 +114,7 @@ async fn cli_walks_the_whole_flow() {
             assert!(!contains(&msg.payload, plain.as_bytes()), "plaintext {plain:?} on the wire");
         }
     }
-    assert!(chat.wait().unwrap().success());
+    assert!(chat.wait().await.unwrap().success());
 
     // Revoke bob: his listen ends with an error exit.
     let r = ok(url, &admin, &["user", "revoke", &bob_key]).await;

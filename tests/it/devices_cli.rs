@@ -303,11 +303,11 @@ async fn cli_remembers_contacts_devices_and_flags_changes() {
 }
 
 /// `unibus listen --json` shows nothing for replies aimed at the
-/// listener's DM, room and notice subjects (a guest's `register {}` and
-/// a member's revoke of her own revoked device, which used to print
-/// "[device] revoked from your account" for a device the attacker named):
-/// no line on stdout, no "dropped" on stderr; the real DM and the real
-/// device notice right after them are the next lines.
+/// listener's DM, room and notice subjects (a member's `register {}` and
+/// her revoke of her own revoked device, whose reply a client trusting it
+/// would print as "[device] revoked from your account" for a device the
+/// attacker names): no line on stdout, no "dropped" on stderr; the real DM
+/// and the real device notice right after them are the next lines.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn listen_shows_nothing_for_reflected_replies() {
     let stack = Stack::start().await;

@@ -1,4 +1,4 @@
-//! Guest flood limits on `unibus.register` (issue 9): a flood costs the
+//! Guest flood limits on `unibus.register`: a flood costs the
 //! flooder, not the store or other clients, and a refused request changes
 //! nothing in KV.
 

@@ -1,6 +1,6 @@
 //! Scale: listings over 100,000 users, and a storm of revoked clients that
 //! must not slow anyone else down nor hit the store for each denial.
-//! Timings are printed (for the closing note), never asserted.
+//! Timings are printed for whoever reads the test output, never asserted.
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};

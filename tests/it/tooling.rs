@@ -135,26 +135,28 @@ async fn run_names_the_missing_or_malformed_setting() {
 }
 
 /// Runs `openssl` with `args` in `dir` (the TLS test makes its CA with it).
-fn openssl(dir: &std::path::Path, args: &[&str]) {
-    let out = std::process::Command::new("openssl")
+async fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let out = tokio::process::Command::new("openssl")
         .args(args)
         .current_dir(dir)
         .output()
+        .await
         .expect("the TLS test needs the openssl command");
     assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
 }
 
 /// A private CA (`ca.pem`) and a server certificate for 127.0.0.1 signed
 /// by it (`server.pem`, `server.key`) in `dir`.
-fn make_ca_and_server_cert(dir: &std::path::Path) {
+async fn make_ca_and_server_cert(dir: &std::path::Path) {
     let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
     let ca = ["-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=unibus-test-ca"];
-    openssl(dir, &[&["req", "-x509"], &ec[..], &ca[..]].concat());
+    openssl(dir, &[&["req", "-x509"], &ec[..], &ca[..]].concat()).await;
     openssl(
         dir,
         &[&["req"], &ec[..], &["-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1"]]
             .concat(),
-    );
+    )
+    .await;
     std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
     openssl(
         dir,
@@ -175,7 +177,8 @@ fn make_ca_and_server_cert(dir: &std::path::Path) {
             "-out",
             "server.pem",
         ],
-    );
+    )
+    .await;
 }
 
 /// unibusd connects over TLS to a server whose certificate a private CA
@@ -186,7 +189,7 @@ fn make_ca_and_server_cert(dir: &std::path::Path) {
 async fn unibusd_connects_over_tls_with_a_private_ca() {
     crate::support::init_tracing();
     let dir = tempfile::tempdir().unwrap();
-    make_ca_and_server_cert(dir.path());
+    make_ca_and_server_cert(dir.path()).await;
     let secrets = unibusd::secrets::Secrets::generate();
     let port = unibus_devkit::natsserver::free_port();
     let mut spec =
