@@ -1,13 +1,14 @@
-//! unibusd: the unibus service. It admits Ed25519 keys through single-use
-//! invites kept in JetStream KV and decides every data-plane connect through
-//! the NATS auth callout. The wire contract is the `unibus-proto` crate, the
-//! client library the `unibus` crate.
+//! unibusd: the unibus service library. It admits Ed25519 keys through
+//! single-use invites kept in JetStream KV and decides every data-plane
+//! connect through the NATS auth callout. The wire contract is the
+//! `unibus-proto` crate, the client library the `unibus` crate; this
+//! library depends on neither the client nor the dev kit
+//! (`unibus-devkit`: the nats-server launcher, the local stack, the demo).
+//! The `unibusd` binary is the `unibusd-bin` package.
 //!
-//! Public, for running the service: [`config`], [`daemon`], [`secrets`],
-//! [`dev`] (the one-command local stack), [`demo`] and [`natsserver`]
-//! (finding and running a real nats-server). Internal, public only with the
-//! `internals` feature that this package's tests, benches and fuzz targets
-//! turn on:
+//! Public, for running the service: [`config`], [`daemon`], [`secrets`].
+//! Internal, public only with the `internals` feature that this package's
+//! tests, benches and fuzz targets turn on:
 //! - `store`: typed KV operations, CAS only, the redemption protocol, block
 //!   lists and the room reservations behind the rooms-per-user cap.
 //! - `callout`: the auth-callout responder (JWTs, xkey, permissions).
@@ -46,11 +47,4 @@ mod store;
 
 pub mod config;
 pub mod daemon;
-pub mod demo;
-pub mod dev;
-pub mod natsserver;
 pub mod secrets;
-
-/// The repository's `nats.conf`, embedded so that the dev stack and tests
-/// run exactly the file that is deployed.
-pub const NATS_CONF: &str = include_str!("../nats.conf");

@@ -26,10 +26,10 @@ use std::time::{Duration, Instant};
 use futures::StreamExt as _;
 use serde_json::json;
 use unibus::{Client, Event, Identity};
+use unibus_devkit::natsserver::{self, NatsServer, ServerSpec};
 use unibus_proto::records::{Role, User};
 use unibus_proto::subjects;
 use unibusd::config::Settings;
-use unibusd::natsserver::{self, NatsServer, ServerSpec};
 use unibusd::secrets::Secrets;
 use unibusd::store::{Store, StoreConfig};
 

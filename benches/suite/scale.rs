@@ -57,7 +57,11 @@ pub async fn run(users: usize, decisions_per_figure: usize) -> serde_json::Value
     let server = unibus_server(dir.path(), &secrets).await;
     let env_file = dir.path().join("keys.env");
     secrets.write_new(&env_file).unwrap();
-    let mut unibusd = tokio::process::Command::new(env!("CARGO_BIN_EXE_unibusd"))
+    // The `unibusd` binary is its own package (crates/unibusd-bin): built
+    // here when missing or stale.
+    let binary =
+        unibus_devkit::built::path(unibus_devkit::built::UNIBUSD).await.unwrap_or_else(|e| panic!("{e}"));
+    let mut unibusd = tokio::process::Command::new(binary)
         .args(["run", "--nats-url", &server.url, "--secrets"])
         .arg(&env_file)
         .stdout(std::process::Stdio::null())

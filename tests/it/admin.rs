@@ -2,18 +2,20 @@
 //! filters, pagination, audit fields and every error code; and the micro
 //! service's discovery and statistics.
 
-use crate::harness::{Stack, as_key, code};
+use crate::support::as_key;
 use unibus::Identity;
 use unibus_proto::keys::InviteToken;
 use unibus_proto::records::{InviteStatus, Role, UserStatus};
 use unibus_proto::subjects;
 use unibus_proto::wire::{InviteCreateRequest, InviteListRequest, UserListRequest};
 
+use crate::support::{Stack, code};
+
 /// invite.list (filters, pages, no tokens), invite.get and invite.cancel
 /// with their audit fields and error codes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invite_endpoints() {
-    let stack = Stack::start(true).await;
+    let stack = Stack::start().await;
     let (_a, admin) = stack.admin().await;
     let me = admin.sign_pub().to_string();
     let used = admin.create_invite(&InviteCreateRequest::default()).await.unwrap();
@@ -123,7 +125,7 @@ async fn invite_endpoints() {
 /// user.list (filters, pages), user.get, user.lookup.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn user_endpoints() {
-    let stack = Stack::start(false).await;
+    let stack = Stack::start_without_xkey().await;
     let (_a, admin) = stack.admin().await;
     let mut members = Vec::new();
     for i in 0..5 {
@@ -179,7 +181,7 @@ async fn collect_users(
 /// while its connection was still open.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revoked_admin_is_forbidden_everywhere() {
-    let stack = Stack::start(true).await;
+    let stack = Stack::start().await;
     let (_a, admin) = stack.admin().await;
     let (ops, ops_c) = stack.user(&admin, Role::Admin, "ops").await;
     let (victim, _v) = stack.user(&admin, Role::Member, "victim").await;
@@ -222,7 +224,7 @@ async fn revoked_admin_is_forbidden_everywhere() {
 /// errors; `$SRV.PING` answers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn micro_service_discovery_and_stats() {
-    let stack = Stack::start(true).await;
+    let stack = Stack::start().await;
     let (_a, admin) = stack.admin().await;
     admin.whoami().await.unwrap();
     assert_eq!(code(admin.get_user("nope").await), "bad_request");
@@ -272,7 +274,7 @@ async fn micro_service_discovery_and_stats() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reused_bucket_with_direct_gets_is_reconfigured() {
     use unibusd::store::{Store, StoreConfig, bucket_stream_config};
-    let stack = Stack::start_server_only(false).await;
+    let stack = Stack::start_server_only_without_xkey().await;
     let js = stack.jetstream().await;
     let mut config = bucket_stream_config(subjects::BUCKET_USERS, &StoreConfig::default());
     config.allow_direct = true;

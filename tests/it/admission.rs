@@ -9,14 +9,14 @@ use unibus::{Client, ClientError, Identity};
 use unibus_proto::records::{Role, UserStatus};
 use unibus_proto::subjects;
 
-use crate::harness::{Stack, code, expect_server_error, expect_signed_denial_of};
+use crate::support::{Stack, Xkey, code, expect_server_error, expect_signed_denial_of};
 
 /// A guest may publish only to unibus.register and cannot read another
 /// user's inbox; after registering and reconnecting it has member rights,
 /// and a member cannot use unibus.admin.*.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn guest_then_member_permissions() {
-    let stack = Stack::start(true).await;
+    let stack = Stack::start().await;
     let (_admin_id, admin) = stack.admin().await;
     let inv = admin.create_invite(&Default::default()).await.unwrap();
 
@@ -43,9 +43,9 @@ async fn guest_then_member_permissions() {
     assert_eq!((user.role, user.status), (Role::Member, UserStatus::Active));
     assert_eq!(user.name, "alice");
     // The server closes the guest connection after the reply...
-    crate::harness::expect_event_within(&mut errs, "disconnected", std::time::Duration::from_secs(1)).await;
+    crate::support::expect_event_within(&mut errs, "disconnected", std::time::Duration::from_secs(1)).await;
     // ...and its automatic reconnect comes back with member rights.
-    crate::harness::expect_event_within(&mut errs, "connected", std::time::Duration::from_secs(2)).await;
+    crate::support::expect_event_within(&mut errs, "connected", std::time::Duration::from_secs(2)).await;
     assert_eq!(guest.whoami().await.unwrap().name, "alice");
     drop(guest);
     let (member, mut errs) = stack.connect_watched(&id).await;
@@ -63,8 +63,8 @@ async fn guest_then_member_permissions() {
 /// dropped or timed-out callout): a revoked user, an nkey whose nonce is
 /// signed by another key, a small-order key, and a connection without an
 /// nkey.
-async fn callout_denials(xkey: bool) {
-    let stack = Stack::start(xkey).await;
+async fn callout_denials(xkey: Xkey) {
+    let stack = Stack::start_with(xkey).await;
     let mut errors = stack.auth_errors().await;
     let (_a, admin) = stack.admin().await;
     let (bob, bob_conn) = stack.user(&admin, Role::Member, "bob").await;
@@ -175,12 +175,12 @@ fn base32_nopad(data: &[u8]) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn callout_denials_with_xkey() {
-    callout_denials(true).await;
+    callout_denials(Xkey::Sealed).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn callout_denials_without_xkey() {
-    callout_denials(false).await;
+    callout_denials(Xkey::Plain).await;
 }
 
 /// The base32 helper above agrees with nkeys on a real key.
@@ -196,7 +196,7 @@ fn nkey_encoding_helper_matches_nkeys() {
 /// stamped identity) are `unauthenticated`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn identity_comes_only_from_the_server() {
-    let stack = Stack::start(true).await;
+    let stack = Stack::start().await;
     let (_a, admin) = stack.admin().await;
     let (_m, member) = stack.user(&admin, Role::Member, "mallory").await;
     let mut headers = async_nats::HeaderMap::new();

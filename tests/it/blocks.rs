@@ -3,7 +3,7 @@
 //! 1,000-key cap, the CLI commands, and the client dropping DMs from
 //! blocked keys.
 
-use crate::harness::{Stack, as_key, code};
+use crate::support::as_key;
 use std::time::Duration;
 
 use futures::StreamExt as _;
@@ -12,7 +12,8 @@ use unibus_proto::records::Role;
 use unibus_proto::subjects;
 use unibus_proto::wire::MAX_BLOCKS_PER_USER;
 
-use crate::cli::cli;
+use crate::support::process::cli;
+use crate::support::{Stack, code};
 
 fn random_key() -> String {
     Identity::generate().sign_pub_hex()
@@ -25,7 +26,7 @@ fn random_key() -> String {
 /// user deletes its list.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn block_endpoints_and_rules() {
-    let stack = Stack::start(true).await;
+    let stack = Stack::start().await;
     let (_a, admin) = stack.admin().await;
     let (alice, alice_c) = stack.user(&admin, Role::Member, "alice").await;
     let (bob, _bob_c) = stack.user(&admin, Role::Member, "bob").await;
@@ -78,7 +79,7 @@ async fn block_endpoints_and_rules() {
 /// unblocking, the owner can again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blocked_owner_cannot_add_the_blocker() {
-    let stack = Stack::start(false).await;
+    let stack = Stack::start_without_xkey().await;
     let (root, admin) = stack.admin().await;
     let (alice, alice_c) = stack.user(&admin, Role::Member, "alice").await;
     let (bob, bob_c) = stack.user(&admin, Role::Member, "bob").await;
@@ -114,7 +115,7 @@ async fn blocked_owner_cannot_add_the_blocker() {
 /// cap still succeeds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn block_list_holds_at_most_1000_keys() {
-    let stack = Stack::start(false).await;
+    let stack = Stack::start_without_xkey().await;
     let (_a, admin) = stack.admin().await;
     let (alice, alice_c) = stack.user(&admin, Role::Member, "alice").await;
     let me = alice.sign_pub_hex();
@@ -173,7 +174,7 @@ async fn next_item(inbox: &mut Inbox) -> Incoming {
 /// unblocking, DMs arrive again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_drops_dms_from_blocked_keys() {
-    let stack = Stack::start(true).await;
+    let stack = Stack::start().await;
     let (_a, admin) = stack.admin().await;
     let (alice, alice_c) = stack.user(&admin, Role::Member, "alice").await;
     let (bob, bob_c) = stack.user(&admin, Role::Member, "bob").await;
@@ -222,7 +223,7 @@ async fn client_drops_dms_from_blocked_keys() {
 /// blocking oneself exits 1 and prints `bad_request`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_block_commands() {
-    let stack = Stack::start(false).await;
+    let stack = Stack::start_without_xkey().await;
     let (_a, admin) = stack.admin().await;
     let (_bob, bob_c) = stack.user(&admin, Role::Member, "bob").await;
     let dir = tempfile::tempdir().unwrap();
@@ -236,16 +237,16 @@ async fn cli_block_commands() {
     let url = stack.url.as_str();
     let bob_key = bob_c.sign_pub().to_string();
 
-    let (rc, v, _) = cli(url, &path, &["block", &bob_key]);
+    let (rc, v, _) = cli(url, &path, &["block", &bob_key]).await;
     assert_eq!(rc, 0);
     assert_eq!(v["blocked"], serde_json::json!([bob_key]));
-    let (rc, v, _) = cli(url, &path, &["blocked"]);
+    let (rc, v, _) = cli(url, &path, &["blocked"]).await;
     assert_eq!((rc, v["blocked"].clone()), (0, serde_json::json!([bob_key])));
-    let (rc, v, _) = cli(url, &path, &["block", &alice.sign_pub_hex()]);
+    let (rc, v, _) = cli(url, &path, &["block", &alice.sign_pub_hex()]).await;
     assert_eq!(rc, 1);
     assert_eq!(v["error"]["code"], "bad_request", "{v}");
-    let (rc, v, _) = cli(url, &path, &["unblock", &bob_key]);
+    let (rc, v, _) = cli(url, &path, &["unblock", &bob_key]).await;
     assert_eq!((rc, v["blocked"].clone()), (0, serde_json::json!([])));
-    let (rc, v, _) = cli(url, &path, &["blocked"]);
+    let (rc, v, _) = cli(url, &path, &["blocked"]).await;
     assert_eq!((rc, v["blocked"].clone()), (0, serde_json::json!([])));
 }

@@ -19,7 +19,7 @@ use unibus_proto::subjects;
 use unibusd::callout::jwt;
 use unibusd::store::StoreConfig;
 
-use crate::harness::{AuthErrors, Cluster, DENIAL_WITHIN, SIGNED_DENIAL, Stack};
+use crate::support::{AuthErrors, Cluster, DENIAL_WITHIN, SIGNED_DENIAL, Stack, Xkey};
 
 /// nkeys prefix byte of account keys (`A...`): the issuer of responses.
 const ACCOUNT_PREFIX: u8 = 0;
@@ -205,7 +205,7 @@ async fn refuses_forged_tokens(f: &mut Forger) {
     f.assert_unanswered("empty", f.wrap("")).await;
 }
 
-async fn start_with_forge(xkey: bool) -> Stack {
+async fn start_with_forge(xkey: Xkey) -> Stack {
     let mut stack = Stack::start_server_edited(xkey, with_forge_account).await;
     stack.start_daemon().await;
     stack
@@ -236,7 +236,7 @@ fn with_forge_account(conf: &str) -> String {
 /// through FORGE's import do.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_the_server_publishes_callout_requests() {
-    let stack = Stack::start_server_edited(false, with_forge_account).await;
+    let stack = Stack::start_server_edited(Xkey::Plain, with_forge_account).await;
     let spy = stack.service_nats().await;
     let mut requests = spy.subscribe(subjects::AUTH_CALLOUT).await.unwrap();
     spy.flush().await.unwrap();
@@ -256,7 +256,7 @@ async fn only_the_server_publishes_callout_requests() {
 /// and a request sealed under another xkey than its server's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refusals_with_xkey() {
-    let stack = start_with_forge(true).await;
+    let stack = start_with_forge(Xkey::Sealed).await;
     let mut f = Forger::new(&stack).await;
     answers_well_made(&mut f).await;
     refuses_forged_tokens(&mut f).await;
@@ -277,7 +277,7 @@ async fn refusals_with_xkey() {
 /// token and a sealed request.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refusals_without_xkey() {
-    let stack = start_with_forge(false).await;
+    let stack = start_with_forge(Xkey::Plain).await;
     let mut f = Forger::new(&stack).await;
     answers_well_made(&mut f).await;
     refuses_forged_tokens(&mut f).await;
@@ -294,7 +294,7 @@ async fn refusals_without_xkey() {
 /// timeout: only the 1.5 s budget can have cut the wait short.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn decision_budget_denies_before_the_auth_timeout() {
-    let _heavy = crate::harness::HEAVY.lock().await;
+    let _heavy = crate::support::HEAVY.lock().await;
     let store = StoreConfig { replicas: 3, timeout: Duration::from_secs(10), ..StoreConfig::default() };
     let cluster = Cluster::start_with(store, &[0]).await;
     let url = cluster.urls[0].clone();
@@ -339,7 +339,7 @@ async fn move_leader_off_n0(cluster: &Cluster, stream: &str) {
         .await
         .unwrap();
     for _ in 0..40 {
-        let leader = crate::cluster::leader_of(cluster, &cluster.urls[0], stream).await;
+        let leader = crate::support::cluster::leader_of(cluster, &cluster.urls[0], stream).await;
         if leader != "n0" {
             return;
         }

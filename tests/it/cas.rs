@@ -5,7 +5,7 @@
 //! one record (room adds, block adds on a list not yet created, cancel
 //! against redeem) all land or have exactly one winner.
 
-use crate::harness::{Stack, as_key, as_room, code};
+use crate::support::{as_key, as_room};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -14,6 +14,8 @@ use unibus_proto::error::Error;
 use unibus_proto::records::{InviteStatus, Room};
 use unibus_proto::subjects;
 use unibusd::store::{RoomChange, Store};
+
+use crate::support::{Stack, code};
 
 /// A room record with `key` added to its members.
 fn with_member(room: &Room, key: &str) -> RoomChange {
@@ -39,7 +41,7 @@ fn interpose(other: &Store, id: &str, key: &str) {
 /// fail; the rule is judged again on the new record, and both changes stand.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_race_is_judged_again_on_the_new_record() {
-    let stack = Stack::start(false).await;
+    let stack = Stack::start_without_xkey().await;
     let store = stack.store();
     let other = stack.open_store().await;
     let owner = Identity::generate().sign_pub_hex();
@@ -71,7 +73,7 @@ async fn a_lost_race_is_judged_again_on_the_new_record() {
 /// races as `unavailable`, and the rule's own change is not written.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_record_that_keeps_changing_is_given_up_as_unavailable() {
-    let stack = Stack::start(false).await;
+    let stack = Stack::start_without_xkey().await;
     let store = stack.store();
     let other = stack.open_store().await;
     let room = store.create_room("busy", as_key(&Identity::generate().sign_pub_hex())).await.unwrap();
@@ -96,7 +98,7 @@ async fn a_record_that_keeps_changing_is_given_up_as_unavailable() {
 /// land: the final member list holds every one of them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_member_adds_to_one_room_all_land() {
-    let stack = Stack::start(false).await;
+    let stack = Stack::start_without_xkey().await;
     let (_root, admin) = stack.admin().await;
     let (_alice, alice_c, room) = stack.room_owner(&admin, "alice", "busy").await;
     let users = stack.seed_members(12).await;
@@ -128,7 +130,7 @@ async fn concurrent_member_adds_to_one_room_all_land() {
 /// create the list (new users are tried until that is seen, at most 8).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_blocks_on_a_new_list_all_land() {
-    let stack = Stack::start(false).await;
+    let stack = Stack::start_without_xkey().await;
     let store = stack.store();
     let watch = stack.watch(&[subjects::BUCKET_BLOCKS], &[]).await;
     for round in 1..=8 {
@@ -161,7 +163,7 @@ async fn concurrent_blocks_on_a_new_list_all_land() {
 /// revision they had both read, and the store refused one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_against_redeem_has_one_winner() {
-    let stack = Stack::start(false).await;
+    let stack = Stack::start_without_xkey().await;
     let (_root, admin) = stack.admin().await;
     let watch = stack.watch(&[subjects::BUCKET_INVITES], &[]).await;
     // A pair meets at the store only near the delay (between the cancel's

@@ -5,31 +5,11 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use crate::harness::Stack;
+use crate::support::Stack;
+use crate::support::process::cli;
 
-/// Runs the `unibus` binary with `--json` against `url` as `identity`:
-/// exit code, the last stdout line as JSON, stderr.
-pub fn cli(url: &str, identity: &Path, args: &[&str]) -> (i32, serde_json::Value, String) {
-    let (code, stdout, stderr) = cli_output(url, identity, args);
-    let value = stdout.lines().last().and_then(|l| serde_json::from_str(l).ok()).unwrap_or_default();
-    (code, value, stderr)
-}
-
-/// Runs the `unibus` binary with `--json`: exit code, stdout, stderr.
-pub fn cli_output(url: &str, identity: &Path, args: &[&str]) -> (i32, String, String) {
-    let out = std::process::Command::new(crate::harness::unibus_cli())
-        .args(["--json", "--url", url, "--identity"])
-        .arg(identity)
-        .args(args)
-        .env_remove("UNIBUS_URL")
-        .output()
-        .unwrap();
-    let text = |b: &[u8]| String::from_utf8_lossy(b).to_string();
-    (out.status.code().unwrap_or(-1), text(&out.stdout), text(&out.stderr))
-}
-
-fn ok(url: &str, identity: &Path, args: &[&str]) -> serde_json::Value {
-    let (code, v, err) = cli(url, identity, args);
+async fn ok(url: &str, identity: &Path, args: &[&str]) -> serde_json::Value {
+    let (code, v, err) = cli(url, identity, args).await;
     assert_eq!(code, 0, "unibus {args:?}: {err}");
     v
 }
@@ -39,41 +19,41 @@ fn ok(url: &str, identity: &Path, args: &[&str]) -> serde_json::Value {
 /// with an error.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_walks_the_whole_flow() {
-    let stack = Stack::start(true).await;
+    let stack = Stack::start().await;
     let dir = tempfile::tempdir().unwrap();
     let (admin, alice, bob) =
         (dir.path().join("admin.nk"), dir.path().join("alice.nk"), dir.path().join("bob.nk"));
     let url = stack.url.as_str();
     for id in [&admin, &alice, &bob] {
-        ok(url, id, &["keygen"]);
+        ok(url, id, &["keygen"]).await;
     }
-    assert_ne!(cli(url, &admin, &["keygen"]).0, 0, "keygen must not overwrite");
+    assert_ne!(cli(url, &admin, &["keygen"]).await.0, 0, "keygen must not overwrite");
 
     let (_, token) = stack.store().bootstrap_admin_invite(600).await.unwrap();
-    let me = ok(url, &admin, &["register", &token.link(), "--name", "root"]);
+    let me = ok(url, &admin, &["register", &token.link(), "--name", "root"]).await;
     assert_eq!(me["user"]["role"], "admin");
     let mut keys = Vec::new();
     for (id, name) in [(&alice, "alice"), (&bob, "bob")] {
-        let inv = ok(url, &admin, &["invite", "create", "--note", name]);
+        let inv = ok(url, &admin, &["invite", "create", "--note", name]).await;
         let link = inv["link"].as_str().unwrap().to_string();
-        let user = ok(url, id, &["register", &link, "--name", name]);
+        let user = ok(url, id, &["register", &link, "--name", name]).await;
         keys.push(user["user"]["sign_pub"].as_str().unwrap().to_string());
     }
     let (alice_key, bob_key) = (keys[0].clone(), keys[1].clone());
-    assert_eq!(ok(url, &bob, &["whoami"])["user"]["name"], "bob");
-    let list = ok(url, &admin, &["invite", "list", "--status", "used"]);
+    assert_eq!(ok(url, &bob, &["whoami"]).await["user"]["name"], "bob");
+    let list = ok(url, &admin, &["invite", "list", "--status", "used"]).await;
     assert_eq!(list["invites"].as_array().unwrap().len(), 3);
 
     // Errors: wire code and non-zero exit.
-    let (code, v, _) = cli(url, &bob, &["invite", "create"]);
+    let (code, v, _) = cli(url, &bob, &["invite", "create"]).await;
     assert_eq!((code, v["error"]["code"].as_str()), (3, Some("permission_denied")));
-    let (code, v, _) = cli(url, &admin, &["user", "show", "00"]);
+    let (code, v, _) = cli(url, &admin, &["user", "show", "00"]).await;
     assert_eq!((code, v["error"]["code"].as_str()), (1, Some("bad_request")));
 
-    let room = ok(url, &alice, &["room", "create", "plans"]);
+    let room = ok(url, &alice, &["room", "create", "plans"]).await;
     let room_id = room["room"]["id"].as_str().unwrap().to_string();
-    ok(url, &alice, &["room", "add", &room_id, &bob_key]);
-    assert_eq!(ok(url, &bob, &["room", "list"])["rooms"].as_array().unwrap().len(), 1);
+    ok(url, &alice, &["room", "add", &room_id, &bob_key]).await;
+    assert_eq!(ok(url, &bob, &["room", "list"]).await["rooms"].as_array().unwrap().len(), 1);
     // A plain NATS subscriber (bob's key, no decryption) on both data-plane
     // subjects: what it receives is what travels on the wire.
     let bob_id = unibus::Identity::load(&bob).unwrap();
@@ -85,8 +65,8 @@ async fn cli_walks_the_whole_flow() {
     raw.flush().await.unwrap();
 
     // bob listens for two messages; alice sends a DM and a room message.
-    let (mut listener, mut lines) = crate::harness::spawn_stdout_lines(
-        tokio::process::Command::new(crate::harness::unibus_cli())
+    let (mut listener, mut lines) = crate::support::spawn_stdout_lines(
+        tokio::process::Command::new(crate::support::unibus_cli().await)
             .args(["--json", "--url", url, "--identity"])
             .arg(&bob)
             .args(["listen"]),
@@ -94,10 +74,10 @@ async fn cli_walks_the_whole_flow() {
     let ready =
         tokio::time::timeout(Duration::from_secs(5), lines.next_line()).await.unwrap().unwrap().unwrap();
     assert!(ready.contains("listening"), "{ready}");
-    ok(url, &alice, &["send", "--to", &bob_key, "hello", "bob"]);
-    ok(url, &alice, &["send", "--room", &room_id, "hello", "room"]);
+    ok(url, &alice, &["send", "--to", &bob_key, "hello", "bob"]).await;
+    ok(url, &alice, &["send", "--room", &room_id, "hello", "room"]).await;
     // chat: typed lines are sent; end of input ends it.
-    let mut chat = std::process::Command::new(crate::harness::unibus_cli())
+    let mut chat = tokio::process::Command::new(crate::support::unibus_cli().await)
         .args(["--url", url, "--identity"])
         .arg(&alice)
         .args(["chat", "--to", &bob_key])
@@ -107,9 +87,10 @@ async fn cli_walks_the_whole_flow() {
         .spawn()
         .unwrap();
     {
-        use std::io::Write as _;
+        use tokio::io::AsyncWriteExt as _;
         let mut stdin = chat.stdin.take().unwrap();
-        stdin.write_all(b"typed in chat\n").unwrap();
+        stdin.write_all(b"typed in chat\n").await.unwrap();
+        // Dropped here: end of input ends the chat.
     }
     let mut got = Vec::new();
     for _ in 0..3 {
@@ -133,14 +114,14 @@ async fn cli_walks_the_whole_flow() {
             assert!(!contains(&msg.payload, plain.as_bytes()), "plaintext {plain:?} on the wire");
         }
     }
-    assert!(chat.wait().unwrap().success());
+    assert!(chat.wait().await.unwrap().success());
 
     // Revoke bob: his listen ends with an error exit.
-    let r = ok(url, &admin, &["user", "revoke", &bob_key]);
+    let r = ok(url, &admin, &["user", "revoke", &bob_key]).await;
     assert!(r["kicked"].as_u64().unwrap() >= 1);
     let status = tokio::time::timeout(Duration::from_secs(10), listener.wait()).await.unwrap().unwrap();
     assert_eq!(status.code(), Some(3), "revoked listen exits with not_authorized");
-    let (code, _, err) = cli(url, &bob, &["whoami"]);
+    let (code, _, err) = cli(url, &bob, &["whoami"]).await;
     assert_eq!(code, 3, "{err}");
 }
 
@@ -154,7 +135,7 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 /// fails when a received message contains it).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn narrated_demo_runs() {
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_unibusd"))
+    let out = tokio::process::Command::new(crate::support::unibusd_bin().await)
         .args(["demo", "--port", "0"])
         .output()
         .await

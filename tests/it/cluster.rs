@@ -10,11 +10,12 @@ use unibus_proto::records::Role;
 use unibus_proto::subjects::BUCKET_INVITES;
 use unibus_proto::wire::InviteCreateRequest;
 
-use crate::evidence::{Log, Watch};
-use crate::harness::{
+use crate::support::cluster::leader_of;
+use crate::support::evidence::{Log, Watch};
+use crate::support::syscheck::{Loops, Paused, open_connections, servers_with_connection_named, sys_client};
+use crate::support::{
     AuthErrors, Cluster, DENIAL_WITHIN, SIGNED_DENIAL, connect_watched_to, expect_event_within,
 };
-use crate::syscheck::{Loops, Paused, open_connections, servers_with_connection_named, sys_client};
 
 /// The outcome class of one redemption: `won`, a wire code, or `transport`
 /// (no reply: timeout or no responders while unibusd fails over).
@@ -35,7 +36,7 @@ const STORM_OUTCOMES: &[&str] = &["won", "invite_used", "unavailable", "transpor
 /// one invite still have exactly one winner.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revoke_through_node1_cuts_off_user_on_node3() {
-    let _heavy = crate::harness::HEAVY.lock().await;
+    let _heavy = crate::support::HEAVY.lock().await;
     let cluster = Cluster::start().await;
     let store = &cluster.daemon.store;
     let (_, token) = store.bootstrap_admin_invite(600).await.unwrap();
@@ -89,26 +90,13 @@ async fn revoke_through_node1_cuts_off_user_on_node3() {
     cluster.expect_revoked_everywhere(&user).await;
 }
 
-/// The name of the server leading `stream`.
-pub(crate) async fn leader_of(cluster: &Cluster, via: &str, stream: &str) -> String {
-    let svc =
-        async_nats::ConnectOptions::with_nkey(cluster_service_seed(cluster)).connect(via).await.unwrap();
-    let js = async_nats::jetstream::new(svc);
-    let mut s = js.get_stream(stream).await.unwrap();
-    s.info().await.unwrap().cluster.as_ref().and_then(|c| c.leader.clone()).expect("a leader")
-}
-
-fn cluster_service_seed(cluster: &Cluster) -> String {
-    cluster.daemon.service_seed()
-}
-
 /// Kill the invites stream leader during a redemption storm: still exactly
 /// one winner per invite, and service is back within the election time.
 /// Then lose quorum: new connects are denied and control requests answer
 /// `unavailable`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leader_kill_and_quorum_loss() {
-    let _heavy = crate::harness::HEAVY.lock().await;
+    let _heavy = crate::support::HEAVY.lock().await;
     let mut cluster = Cluster::start().await;
     let store = cluster.daemon.store.clone();
     let leader = leader_of(&cluster, &cluster.urls[0], "KV_UNIBUS_invites").await;
@@ -350,7 +338,7 @@ async fn new_member(admin: &Client, url: &str) -> Identity {
 /// the key, and connects begun after the reply are denied.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revoke_during_reconnect_loops_on_every_node() {
-    let _heavy = crate::harness::HEAVY.lock().await;
+    let _heavy = crate::support::HEAVY.lock().await;
     let cluster = Cluster::start().await;
     let admin = first_admin(&cluster, &cluster.urls[0]).await;
     let user = new_member(&admin, &cluster.urls[1]).await;
@@ -381,7 +369,7 @@ async fn revoke_during_reconnect_loops_on_every_node() {
 /// left that connection open for good.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revoke_reaches_a_node_that_answers_late() {
-    let _heavy = crate::harness::HEAVY.lock().await;
+    let _heavy = crate::support::HEAVY.lock().await;
     // unibusd's four connections all on n0, so that another node is free.
     let store = unibusd::store::StoreConfig { replicas: 3, ..Default::default() };
     let cluster = Cluster::start_with(store, &[0]).await;
@@ -394,7 +382,7 @@ async fn revoke_reaches_a_node_that_answers_late() {
     assert!(busy.contains(&"n0".to_string()), "unibusd's connections not found: {busy:?}");
     let slow = (0..3).find(|i| !busy.contains(&format!("n{i}"))).expect("a node without unibusd");
     let other = (slow + 1) % 3;
-    let svc = async_nats::ConnectOptions::with_nkey(cluster_service_seed(&cluster))
+    let svc = async_nats::ConnectOptions::with_nkey(cluster.daemon.service_seed())
         .connect(&cluster.urls[other])
         .await
         .unwrap();

@@ -6,7 +6,7 @@
 //! two devices revoking themselves at once leave one; two accounts adding
 //! one key at once have one winner.
 
-use crate::harness::{Stack, as_key, code};
+use crate::support::as_key;
 use tokio::time::Instant;
 use unibus::Identity;
 use unibus_proto::endpoint::{DeviceAdd, DeviceRevoke, Endpoint as _};
@@ -14,8 +14,9 @@ use unibus_proto::records::{DeviceStatus, Role, User};
 use unibus_proto::subjects::{BUCKET_DEVICES, BUCKET_USERS};
 use unibus_proto::wire::InviteCreateRequest;
 
-use crate::device_rules::{CALLER_GONE, LAST_ADMIN_RACE, new_device, refused_with};
-use crate::evidence::Log;
+use crate::support::devices::{CALLER_GONE, LAST_ADMIN_RACE, new_device, refused_with};
+use crate::support::evidence::Log;
+use crate::support::{Stack, code};
 
 /// Runs `call` and notes when its reply arrived.
 async fn timed<T>(call: impl std::future::Future<Output = T>) -> (T, Instant) {
@@ -59,7 +60,7 @@ fn revoked_at(history: &[(u64, User)], key: &str) -> Option<(u64, String)> {
 /// the first checks, or two writes expecting the same revision).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_device_revoked_a_moment_ago_cannot_revoke_a_sibling() {
-    let stack = Stack::start(true).await;
+    let stack = Stack::start().await;
     let (_a, admin) = stack.admin().await;
     let view = stack.watch(&[BUCKET_USERS, BUCKET_DEVICES], &[DeviceRevoke::SUBJECT]).await;
     let (mut trials, mut in_flight, mut raced, mut refused_in_cas) = (0, 0, 0, 0);
@@ -117,7 +118,7 @@ async fn a_device_revoked_a_moment_ago_cannot_revoke_a_sibling() {
 /// stream order the two records' writes); otherwise it is taken back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_admin_revoked_a_moment_ago_cannot_revoke_another_accounts_device() {
-    let stack = Stack::start(true).await;
+    let stack = Stack::start().await;
     let (b_id, b) = stack.admin().await;
     let bk = b_id.sign_pub_hex();
     let view = stack.watch(&[BUCKET_USERS, BUCKET_DEVICES], &[DeviceRevoke::SUBJECT]).await;
@@ -181,7 +182,7 @@ async fn an_admin_revoked_a_moment_ago_cannot_revoke_another_accounts_device() {
 /// after their write (so both had passed the checks before it).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_admins_revoking_the_last_devices_at_once() {
-    let stack = Stack::start(true).await;
+    let stack = Stack::start().await;
     let (root_id, root) = stack.admin().await;
     let view = stack.watch(&[BUCKET_USERS, BUCKET_DEVICES], &[DeviceRevoke::SUBJECT]).await;
     let mut lead = (root_id, root);
@@ -246,7 +247,7 @@ async fn two_admins_revoking_the_last_devices_at_once() {
 /// revision (both had read it before either wrote).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_revokes_never_leave_none() {
-    let stack = Stack::start(true).await;
+    let stack = Stack::start().await;
     let (_a, admin) = stack.admin().await;
     let view = stack.watch(&[BUCKET_USERS, BUCKET_DEVICES], &[DeviceRevoke::SUBJECT]).await;
     let (mut rounds, mut in_flight, mut raced) = (0, 0, 0);
@@ -285,7 +286,7 @@ async fn concurrent_revokes_never_leave_none() {
 /// record) before the winner's final write of it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_is_a_device_of_one_account_only() {
-    let stack = Stack::start(true).await;
+    let stack = Stack::start().await;
     let (_a, admin) = stack.admin().await;
     let view = stack.watch(&[BUCKET_USERS, BUCKET_DEVICES], &[DeviceAdd::SUBJECT]).await;
     let (mut rounds, mut in_flight, mut raced) = (0, 0, 0);

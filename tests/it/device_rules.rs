@@ -6,30 +6,14 @@
 //! (never a guest), and the account keys follow the oldest active device.
 //! Their races are in `device_races.rs`.
 
-use crate::harness::{Stack, as_key, code, expect_signed_denial_of};
+use crate::support::as_key;
 use unibus::{Bundle, ClientError, Identity};
 use unibus_proto::records::{Device, DeviceStatus, REVOKED_DEVICES_KEPT, Role, Via};
 use unibus_proto::subjects::{BUCKET_DEVICES, BUCKET_USERS};
 use unibus_proto::wire::InviteCreateRequest;
 
-/// The refusal of a revoke whose caller lost its standing after its
-/// request passed the first checks: only the check inside the CAS (or, for
-/// an admin, after the write) says this.
-pub(crate) const CALLER_GONE: &str = "was revoked before this revoke was written";
-/// The refusal of the last-admin re-check after the write (then undone).
-pub(crate) const LAST_ADMIN_RACE: &str = "a concurrent change took the other";
-
-/// A new device key for `account`, and its bundle.
-pub(crate) fn new_device(account: &str, name: &str) -> (Identity, Bundle) {
-    let id = Identity::generate().with_account(account).unwrap();
-    let bundle = id.bundle(Some(name));
-    (id, bundle)
-}
-
-/// True when the reply is the refusal whose message holds `needle`.
-pub(crate) fn refused_with<T>(r: &Result<T, ClientError>, needle: &str) -> bool {
-    matches!(r, Err(ClientError::Service(e)) if e.code() == "forbidden" && e.to_string().contains(needle))
-}
+use crate::support::devices::{LAST_ADMIN_RACE, new_device, refused_with};
+use crate::support::{Stack, code, expect_signed_denial_of};
 
 /// A device revoked long ago, whose entry has scrolled off the account
 /// record (it keeps the 32 most recent revoked devices), never comes back:
@@ -38,7 +22,7 @@ pub(crate) fn refused_with<T>(r: &Result<T, ClientError>, needle: &str) -> bool 
 /// revoked key. Deleting the account removes those records too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoked_device_never_comes_back() {
-    let stack = Stack::start(true).await;
+    let stack = Stack::start().await;
     let (_a, admin) = stack.admin().await;
     let (phone_id, phone) = stack.user(&admin, Role::Member, "alice").await;
     let alice = phone_id.sign_pub_hex();
@@ -106,7 +90,7 @@ async fn a_revoked_device_never_comes_back() {
 /// and the record stays.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoked_orphan_record_is_never_taken_over() {
-    let stack = Stack::start(true).await;
+    let stack = Stack::start().await;
     let (_a, admin) = stack.admin().await;
     let (bob_id, bob) = stack.user(&admin, Role::Member, "bob").await;
     let js = stack.jetstream().await;
@@ -140,7 +124,7 @@ async fn a_revoked_orphan_record_is_never_taken_over() {
 /// the other admin has a device again, the revoke goes through.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_last_admins_last_device_stays_and_nothing_is_written() {
-    let stack = Stack::start(true).await;
+    let stack = Stack::start().await;
     let (root_id, root) = stack.admin().await;
     let root_key = root_id.sign_pub_hex();
     let (second_id, _second) = stack.user(&root, Role::Admin, "second").await;
@@ -166,7 +150,7 @@ async fn the_last_admins_last_device_stays_and_nothing_is_written() {
 /// denial, never a guest; the same add, done again, completes it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unlisted_device_record_is_denied_not_a_guest() {
-    let stack = Stack::start(true).await;
+    let stack = Stack::start().await;
     let (_a, admin) = stack.admin().await;
     let (phone_id, phone) = stack.user(&admin, Role::Member, "alice").await;
     let alice = phone_id.sign_pub_hex();
@@ -196,7 +180,7 @@ async fn an_unlisted_device_record_is_denied_not_a_guest() {
 /// the recovery device's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn account_keys_follow_the_oldest_active_device() {
-    let stack = Stack::start(true).await;
+    let stack = Stack::start().await;
     let (_a, admin) = stack.admin().await;
     let (phone_id, phone) = stack.user(&admin, Role::Member, "alice").await;
     let alice = phone_id.sign_pub_hex();

@@ -5,9 +5,7 @@
 //! middle of an add storm, and revocation across a cluster. Races of the
 //! rules are in `device_races.rs`, their permanence in `device_rules.rs`.
 
-use crate::harness::{
-    Cluster, Stack, as_key, code, connect_watched_to, expect_event_within, expect_signed_denial_of,
-};
+use crate::support::as_key;
 use std::time::Duration;
 
 use futures::StreamExt as _;
@@ -15,12 +13,10 @@ use unibus::{Bundle, Client, Identity};
 use unibus_proto::records::{DeviceStatus, MAX_DEVICES_PER_ACCOUNT, Role, Via};
 use unibus_proto::wire::InviteCreateRequest;
 
-/// A new device key for `account`, and its bundle.
-fn new_device(account: &str, name: &str) -> (Identity, Bundle) {
-    let id = Identity::generate().with_account(account).unwrap();
-    let bundle = id.bundle(Some(name));
-    (id, bundle)
-}
+use crate::support::devices::new_device;
+use crate::support::{
+    Cluster, Stack, code, connect_watched_to, expect_event_within, expect_signed_denial_of,
+};
 
 /// A registered member with one device (its phone), connected.
 async fn member(stack: &Stack, admin: &Client, name: &str) -> (Identity, Client) {
@@ -30,7 +26,7 @@ async fn member(stack: &Stack, admin: &Client, name: &str) -> (Identity, Client)
 /// Add, list, whoami, lookup, revoke; every refusal leaves KV unchanged.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn add_list_revoke_and_their_errors() {
-    let stack = Stack::start(true).await;
+    let stack = Stack::start().await;
     let (_a, admin) = stack.admin().await;
     let (phone_id, phone) = member(&stack, &admin, "alice").await;
     let alice = phone_id.sign_pub_hex();
@@ -115,7 +111,7 @@ async fn add_list_revoke_and_their_errors() {
 /// with a new device while it has none; the account keeps its rooms.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seniority_recovery_and_the_last_admin() {
-    let stack = Stack::start(true).await;
+    let stack = Stack::start().await;
     let (root_id, admin) = stack.admin().await;
     let (phone_id, phone, room) = stack.room_owner(&admin, "alice", "family").await;
     let alice = phone_id.sign_pub_hex();
@@ -171,7 +167,7 @@ async fn seniority_recovery_and_the_last_admin() {
 /// than 8 active devices, and the refused keys keep no device record.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_adds_never_pass_the_cap() {
-    let stack = Stack::start(true).await;
+    let stack = Stack::start().await;
     let (_a, admin) = stack.admin().await;
     let (phone_id, phone) = member(&stack, &admin, "alice").await;
     let alice = phone_id.sign_pub_hex();
@@ -203,7 +199,7 @@ async fn concurrent_adds_never_pass_the_cap() {
 /// one unbound device, connects, and is migrated by its first device add.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn accounts_from_before_devices_keep_working() {
-    let stack = Stack::start(true).await;
+    let stack = Stack::start().await;
     let (_a, admin) = stack.admin().await;
     let old = Identity::generate();
     let key = old.sign_pub_hex();
@@ -241,8 +237,8 @@ async fn accounts_from_before_devices_keep_working() {
 /// was listed answers `user_exists` when retried.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_mid_add_storm_leaves_no_half_added_device() {
-    let _heavy = crate::harness::HEAVY.lock().await;
-    let stack = Stack::start_server_only(true).await;
+    let _heavy = crate::support::HEAVY.lock().await;
+    let stack = Stack::start_server_only().await;
     let store = stack.open_store().await;
     let mut unibusd = stack.spawn_unibusd().await;
     let (_, token) = store.bootstrap_admin_invite(600).await.unwrap();
@@ -332,7 +328,7 @@ async fn killed_mid_add_storm_leaves_no_half_added_device() {
 /// of its account revokes it through node 1.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn device_revoke_through_node1_cuts_off_node3() {
-    let _heavy = crate::harness::HEAVY.lock().await;
+    let _heavy = crate::support::HEAVY.lock().await;
     let cluster = Cluster::start().await;
     let store = &cluster.daemon.store;
     let (_, token) = store.bootstrap_admin_invite(600).await.unwrap();
@@ -361,7 +357,7 @@ async fn device_revoke_through_node1_cuts_off_node3() {
 /// once; nobody else may listen.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn other_devices_hear_of_adds_and_revokes() {
-    let stack = Stack::start(true).await;
+    let stack = Stack::start().await;
     let (_a, admin) = stack.admin().await;
     let (phone_id, phone) = member(&stack, &admin, "alice").await;
     let alice = phone_id.sign_pub_hex();
@@ -383,7 +379,7 @@ async fn other_devices_hear_of_adds_and_revokes() {
     let (bob, mut events) = stack.connect_watched(&bob_id).await;
     let _sub = bob.nats().subscribe(unibus_proto::subjects::device_notice(&alice)).await.unwrap();
     bob.nats().flush().await.unwrap();
-    crate::harness::expect_server_error(&mut events, "Permissions Violation").await;
+    crate::support::expect_server_error(&mut events, "Permissions Violation").await;
 }
 
 /// Account and device statuses are separate: revoking and restoring an
@@ -391,7 +387,7 @@ async fn other_devices_hear_of_adds_and_revokes() {
 /// its device keys are then unknown keys (guests).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn account_revoke_restore_and_delete() {
-    let stack = Stack::start(true).await;
+    let stack = Stack::start().await;
     let (_a, admin) = stack.admin().await;
     let (phone_id, phone) = member(&stack, &admin, "alice").await;
     let alice = phone_id.sign_pub_hex();
@@ -484,7 +480,7 @@ async fn clients_sign_only_server_shaped_nonces() {
 /// admits it as that account's device at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_orphaned_device_record_is_taken_over() {
-    let stack = Stack::start(true).await;
+    let stack = Stack::start().await;
     let (_a, admin) = stack.admin().await;
     let (bob_id, bob) = member(&stack, &admin, "bob").await;
     let key = Identity::generate();
@@ -513,7 +509,7 @@ async fn an_orphaned_device_record_is_taken_over() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_account_adds_a_bounded_number_of_devices_in_all() {
     use unibus_proto::records::MAX_DEVICES_EVER;
-    let stack = Stack::start(true).await;
+    let stack = Stack::start().await;
     let (_a, admin) = stack.admin().await;
     let (phone_id, phone) = member(&stack, &admin, "alice").await;
     let alice = phone_id.sign_pub_hex();

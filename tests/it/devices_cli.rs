@@ -4,45 +4,46 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::cli::cli;
-use crate::harness::Stack;
+use crate::support::Stack;
+use crate::support::process::cli;
 
-fn ok(url: &str, identity: &Path, args: &[&str]) -> serde_json::Value {
-    let (code, v, err) = cli(url, identity, args);
+async fn ok(url: &str, identity: &Path, args: &[&str]) -> serde_json::Value {
+    let (code, v, err) = cli(url, identity, args).await;
     assert_eq!(code, 0, "unibus {args:?}: {err}");
     v
 }
 
 /// Exit code and error code of a failing command.
-fn fails(url: &str, identity: &Path, args: &[&str]) -> (i32, String) {
-    let (code, v, _) = cli(url, identity, args);
+async fn fails(url: &str, identity: &Path, args: &[&str]) -> (i32, String) {
+    let (code, v, _) = cli(url, identity, args).await;
     (code, v["error"]["code"].as_str().unwrap_or_default().to_string())
 }
 
 /// The first admin, registered through the CLI: its identity file.
 async fn admin(stack: &Stack, dir: &Path) -> PathBuf {
     let path = dir.join("admin.nk");
-    ok(&stack.url, &path, &["keygen"]);
+    ok(&stack.url, &path, &["keygen"]).await;
     let (_, token) = stack.store().bootstrap_admin_invite(600).await.unwrap();
-    ok(&stack.url, &path, &["register", &token.link(), "--name", "root"]);
+    ok(&stack.url, &path, &["register", &token.link(), "--name", "root"]).await;
     path
 }
 
 /// A member registered through the CLI with an invite from `admin`: its
 /// identity file and account id.
-fn member(url: &str, admin: &Path, dir: &Path, name: &str) -> (PathBuf, String) {
+async fn member(url: &str, admin: &Path, dir: &Path, name: &str) -> (PathBuf, String) {
     let path = dir.join(format!("{name}.nk"));
-    ok(url, &path, &["keygen"]);
-    let link = ok(url, admin, &["invite", "create", "--note", name])["link"].as_str().unwrap().to_string();
-    let user = ok(url, &path, &["register", &link, "--name", name]);
+    ok(url, &path, &["keygen"]).await;
+    let link =
+        ok(url, admin, &["invite", "create", "--note", name]).await["link"].as_str().unwrap().to_string();
+    let user = ok(url, &path, &["register", &link, "--name", name]).await;
     (path, user["user"]["sign_pub"].as_str().unwrap().to_string())
 }
 
 /// `device request` on a new identity file for `account`: the file and
 /// its bundle line.
-fn request(url: &str, dir: &Path, file: &str, account: &str) -> (PathBuf, String, String) {
+async fn request(url: &str, dir: &Path, file: &str, account: &str) -> (PathBuf, String, String) {
     let path = dir.join(file);
-    let v = ok(url, &path, &["device", "request", "--account", account, "--name", file]);
+    let v = ok(url, &path, &["device", "request", "--account", account, "--name", file]).await;
     (path, v["device"].as_str().unwrap().to_string(), v["bundle"].as_str().unwrap().to_string())
 }
 
@@ -74,21 +75,21 @@ fn statuses(v: &serde_json::Value) -> Vec<(String, String)> {
 /// `user_exists`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_adds_lists_and_revokes_a_device() {
-    let stack = Stack::start(true).await;
+    let stack = Stack::start().await;
     let dir = tempfile::tempdir().unwrap();
     let url = stack.url.as_str();
     let root = admin(&stack, dir.path()).await;
-    let (phone, alice) = member(url, &root, dir.path(), "alice");
-    let (laptop, laptop_key, bundle) = request(url, dir.path(), "laptop", &alice);
-    let (_listener, mut notices) = crate::harness::spawn_stdout_lines(
-        tokio::process::Command::new(crate::harness::unibus_cli())
+    let (phone, alice) = member(url, &root, dir.path(), "alice").await;
+    let (laptop, laptop_key, bundle) = request(url, dir.path(), "laptop", &alice).await;
+    let (_listener, mut notices) = crate::support::spawn_stdout_lines(
+        tokio::process::Command::new(crate::support::unibus_cli().await)
             .args(["--json", "--url", url, "--identity"])
             .arg(&phone)
             .arg("listen"),
     );
     assert!(next_line(&mut notices).await.contains("listening"));
 
-    let added = ok(url, &phone, &["device", "add", &bundle]);
+    let added = ok(url, &phone, &["device", "add", &bundle]).await;
     let notice = next_json(&mut notices).await;
     assert_eq!(
         (notice["device_notice"]["device"].as_str(), notice["device_notice"]["status"].as_str()),
@@ -97,28 +98,44 @@ async fn cli_adds_lists_and_revokes_a_device() {
     );
     assert_eq!(added["device"]["device"], laptop_key.as_str());
     assert_eq!((added["device"]["seq"].as_u64(), added["device"]["via"].as_str()), (Some(2), Some("device")));
-    assert_eq!(ok(url, &laptop, &["whoami"])["user"]["sign_pub"], alice.as_str(), "the laptop is alice");
+    assert_eq!(
+        ok(url, &laptop, &["whoami"]).await["user"]["sign_pub"],
+        alice.as_str(),
+        "the laptop is alice"
+    );
     for (who, me) in [(&phone, &alice), (&laptop, &laptop_key)] {
-        let list = ok(url, who, &["device", "list"]);
+        let list = ok(url, who, &["device", "list"]).await;
         assert_eq!(list["this_device"], me.as_str());
         let want = vec![(alice.clone(), "active".to_string()), (laptop_key.clone(), "active".to_string())];
         assert_eq!(statuses(&list), want);
     }
 
-    assert_eq!(fails(url, &laptop, &["device", "revoke", &alice]), (1, "forbidden".into()), "older device");
-    let revoked = ok(url, &phone, &["device", "revoke", &laptop_key]);
+    assert_eq!(
+        fails(url, &laptop, &["device", "revoke", &alice]).await,
+        (1, "forbidden".into()),
+        "older device"
+    );
+    let revoked = ok(url, &phone, &["device", "revoke", &laptop_key]).await;
     assert_eq!(revoked["device"]["status"], "revoked");
     let notice = next_json(&mut notices).await;
     assert_eq!(
         (notice["device_notice"]["device"].as_str(), notice["device_notice"]["status"].as_str()),
         (Some(&*laptop_key), Some("revoked"))
     );
-    assert_eq!(fails(url, &laptop, &["whoami"]), (3, "not_authorized".into()), "a revoked device is refused");
-    let list = ok(url, &phone, &["device", "list"]);
-    assert_eq!(statuses(&list)[1], (laptop_key.clone(), "revoked".to_string()));
-    assert_eq!(fails(url, &phone, &["device", "revoke", &alice]), (1, "forbidden".into()), "last device");
     assert_eq!(
-        fails(url, &phone, &["device", "add", &bundle]),
+        fails(url, &laptop, &["whoami"]).await,
+        (3, "not_authorized".into()),
+        "a revoked device is refused"
+    );
+    let list = ok(url, &phone, &["device", "list"]).await;
+    assert_eq!(statuses(&list)[1], (laptop_key.clone(), "revoked".to_string()));
+    assert_eq!(
+        fails(url, &phone, &["device", "revoke", &alice]).await,
+        (1, "forbidden".into()),
+        "last device"
+    );
+    assert_eq!(
+        fails(url, &phone, &["device", "add", &bundle]).await,
         (1, "user_exists".into()),
         "key used for good"
     );
@@ -129,14 +146,14 @@ async fn cli_adds_lists_and_revokes_a_device() {
 /// the number on both sides alike.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verify_shows_the_same_number_on_both_sides() {
-    let stack = Stack::start(true).await;
+    let stack = Stack::start().await;
     let dir = tempfile::tempdir().unwrap();
     let url = stack.url.as_str();
     let root = admin(&stack, dir.path()).await;
-    let (phone, alice) = member(url, &root, dir.path(), "alice");
-    let (bob_path, bob) = member(url, &root, dir.path(), "bob");
-    let number = |id: &Path, account: &str| {
-        let v = ok(url, id, &["verify", account]);
+    let (phone, alice) = member(url, &root, dir.path(), "alice").await;
+    let (bob_path, bob) = member(url, &root, dir.path(), "bob").await;
+    let number = async |id: &Path, account: &str| {
+        let v = ok(url, id, &["verify", account]).await;
         let n = v["safety_number"].as_str().unwrap().to_string();
         assert_eq!(n.len(), 60);
         assert_eq!(v["warnings"].as_array().unwrap().len(), 0, "{v}");
@@ -145,16 +162,16 @@ async fn verify_shows_the_same_number_on_both_sides() {
         }
         (n, v["devices"].as_array().unwrap().len())
     };
-    let before = number(&phone, &bob);
-    assert_eq!(before, (number(&bob_path, &alice).0, 1));
+    let before = number(&phone, &bob).await;
+    assert_eq!(before, (number(&bob_path, &alice).await.0, 1));
 
-    let (laptop, _, bundle) = request(url, dir.path(), "laptop", &alice);
-    ok(url, &phone, &["device", "add", &bundle]);
-    let (alice_side, _) = number(&phone, &bob);
-    let (bob_side, alice_devices) = number(&bob_path, &alice);
+    let (laptop, _, bundle) = request(url, dir.path(), "laptop", &alice).await;
+    ok(url, &phone, &["device", "add", &bundle]).await;
+    let (alice_side, _) = number(&phone, &bob).await;
+    let (bob_side, alice_devices) = number(&bob_path, &alice).await;
     assert_eq!(alice_side, bob_side);
     assert_eq!(alice_devices, 2);
-    assert_eq!(number(&laptop, &bob).0, alice_side, "the same from alice's laptop");
+    assert_eq!(number(&laptop, &bob).await.0, alice_side, "the same from alice's laptop");
     assert_ne!(alice_side, before.0, "a new device changes the number");
 }
 
@@ -164,27 +181,27 @@ async fn verify_shows_the_same_number_on_both_sides() {
 /// flags.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_recovers_an_account_and_verify_flags_it() {
-    let stack = Stack::start(true).await;
+    let stack = Stack::start().await;
     let dir = tempfile::tempdir().unwrap();
     let url = stack.url.as_str();
     let root = admin(&stack, dir.path()).await;
-    let (phone, alice) = member(url, &root, dir.path(), "alice");
-    let (bob_path, bob) = member(url, &root, dir.path(), "bob");
-    let (spare, spare_key, bundle) = request(url, dir.path(), "spare", &alice);
-    assert_eq!(fails(url, &root, &["admin", "device", "add", &bundle]), (1, "forbidden".into()));
-    assert_eq!(fails(url, &phone, &["admin", "device", "add", &bundle]).0, 3, "members may not");
+    let (phone, alice) = member(url, &root, dir.path(), "alice").await;
+    let (bob_path, bob) = member(url, &root, dir.path(), "bob").await;
+    let (spare, spare_key, bundle) = request(url, dir.path(), "spare", &alice).await;
+    assert_eq!(fails(url, &root, &["admin", "device", "add", &bundle]).await, (1, "forbidden".into()));
+    assert_eq!(fails(url, &phone, &["admin", "device", "add", &bundle]).await.0, 3, "members may not");
 
-    ok(url, &root, &["device", "revoke", &alice]);
-    let added = ok(url, &root, &["admin", "device", "add", &bundle]);
+    ok(url, &root, &["device", "revoke", &alice]).await;
+    let added = ok(url, &root, &["admin", "device", "add", &bundle]).await;
     assert_eq!(
         (added["device"]["device"].as_str(), added["device"]["via"].as_str()),
         (Some(&*spare_key), Some("recovery"))
     );
-    assert_eq!(ok(url, &spare, &["whoami"])["user"]["sign_pub"], alice.as_str());
-    let v = ok(url, &bob_path, &["verify", &alice]);
+    assert_eq!(ok(url, &spare, &["whoami"]).await["user"]["sign_pub"], alice.as_str());
+    let v = ok(url, &bob_path, &["verify", &alice]).await;
     let warnings = v["warnings"].to_string();
     assert!(warnings.contains("recovery") && warnings.contains(&spare_key), "{v}");
-    assert_eq!(ok(url, &spare, &["verify", &bob])["safety_number"], v["safety_number"]);
+    assert_eq!(ok(url, &spare, &["verify", &bob]).await["safety_number"], v["safety_number"]);
 }
 
 /// `verify` against a tampered store: a device whose `kex_pub` was swapped
@@ -193,12 +210,12 @@ async fn admin_recovers_an_account_and_verify_flags_it() {
 /// its device flagged `unbound`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verify_refuses_a_swapped_key_and_flags_an_unbound_one() {
-    let stack = Stack::start(true).await;
+    let stack = Stack::start().await;
     let dir = tempfile::tempdir().unwrap();
     let url = stack.url.as_str();
     let root = admin(&stack, dir.path()).await;
-    let (alice_path, _) = member(url, &root, dir.path(), "alice");
-    let (_, bob) = member(url, &root, dir.path(), "bob");
+    let (alice_path, _) = member(url, &root, dir.path(), "alice").await;
+    let (_, bob) = member(url, &root, dir.path(), "bob").await;
     let js = stack.jetstream().await;
     let kv = js.get_key_value(unibus_proto::subjects::BUCKET_USERS).await.unwrap();
 
@@ -209,7 +226,7 @@ async fn verify_refuses_a_swapped_key_and_flags_an_unbound_one() {
         "invite_id": "00".repeat(32), "updated_at": "2026-01-01T00:00:00Z"
     });
     kv.create(&old.sign_pub_hex(), legacy.to_string().into()).await.unwrap();
-    let v = ok(url, &alice_path, &["verify", &old.sign_pub_hex()]);
+    let v = ok(url, &alice_path, &["verify", &old.sign_pub_hex()]).await;
     assert_eq!(v["devices"][0]["binding"], "unbound", "{v}");
     assert!(v["warnings"].to_string().contains("unbound"), "{v}");
     assert_eq!(v["safety_number"].as_str().map(str::len), Some(60));
@@ -223,7 +240,7 @@ async fn verify_refuses_a_swapped_key_and_flags_an_unbound_one() {
     kv.put(&bob, record.to_string().into()).await.unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     let (code, v, err) = loop {
-        let (code, v, err) = cli(url, &alice_path, &["verify", &bob]);
+        let (code, v, err) = cli(url, &alice_path, &["verify", &bob]).await;
         if code != 0 || std::time::Instant::now() > deadline {
             break (code, v, err);
         }
@@ -234,14 +251,14 @@ async fn verify_refuses_a_swapped_key_and_flags_an_unbound_one() {
 }
 
 /// Every JSON line a command printed, and its exit code.
-fn all_lines(url: &str, identity: &Path, args: &[&str]) -> (i32, Vec<serde_json::Value>) {
-    let (code, stdout, _) = crate::cli::cli_output(url, identity, args);
+async fn all_lines(url: &str, identity: &Path, args: &[&str]) -> (i32, Vec<serde_json::Value>) {
+    let (code, stdout, _) = crate::support::process::cli_output(url, identity, args).await;
     (code, stdout.lines().filter_map(|l| serde_json::from_str(l).ok()).collect())
 }
 
 /// The contact device changes a `send` printed.
-fn changes_on_send(url: &str, identity: &Path, to: &str) -> Vec<serde_json::Value> {
-    let (code, lines) = all_lines(url, identity, &["send", "--to", to, "hello"]);
+async fn changes_on_send(url: &str, identity: &Path, to: &str) -> Vec<serde_json::Value> {
+    let (code, lines) = all_lines(url, identity, &["send", "--to", to, "hello"]).await;
     assert_eq!(code, 0, "{lines:?}");
     lines.into_iter().filter_map(|l| l.get("contact_device").cloned()).collect()
 }
@@ -250,19 +267,19 @@ fn changes_on_send(url: &str, identity: &Path, to: &str) -> Vec<serde_json::Valu
 /// when one gains a device, loses one, or gets a recovery device.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_remembers_contacts_devices_and_flags_changes() {
-    let stack = Stack::start(true).await;
+    let stack = Stack::start().await;
     let dir = tempfile::tempdir().unwrap();
     let url = &stack.url;
     let root = admin(&stack, dir.path()).await;
-    let (alice, _) = member(url, &root, dir.path(), "alice");
-    let (bob_phone, bob) = member(url, &root, dir.path(), "bob");
+    let (alice, _) = member(url, &root, dir.path(), "alice").await;
+    let (bob_phone, bob) = member(url, &root, dir.path(), "bob").await;
 
-    assert_eq!(changes_on_send(url, &alice, &bob), Vec::<serde_json::Value>::new(), "first sight");
+    assert_eq!(changes_on_send(url, &alice, &bob).await, Vec::<serde_json::Value>::new(), "first sight");
     assert!(dir.path().join("alice.nk.contacts.json").exists(), "contacts saved next to the identity");
 
-    let (_, laptop, bundle) = request(url, dir.path(), "bob-laptop.nk", &bob);
-    ok(url, &bob_phone, &["device", "add", &bundle]);
-    let seen = changes_on_send(url, &alice, &bob);
+    let (_, laptop, bundle) = request(url, dir.path(), "bob-laptop.nk", &bob).await;
+    ok(url, &bob_phone, &["device", "add", &bundle]).await;
+    let seen = changes_on_send(url, &alice, &bob).await;
     assert_eq!(seen.len(), 1, "{seen:?}");
     assert_eq!(
         (seen[0]["change"].as_str(), seen[0]["device"].as_str()),
@@ -271,11 +288,11 @@ async fn cli_remembers_contacts_devices_and_flags_changes() {
     assert_eq!(seen[0]["via"], "device");
 
     // Bob loses everything; the admin recovers him with a new phone.
-    ok(url, &root, &["device", "revoke", &laptop]);
-    ok(url, &root, &["device", "revoke", &bob]);
-    let (_, new_phone, bundle) = request(url, dir.path(), "bob-new.nk", &bob);
-    ok(url, &root, &["admin", "device", "add", &bundle]);
-    let seen = changes_on_send(url, &alice, &bob);
+    ok(url, &root, &["device", "revoke", &laptop]).await;
+    ok(url, &root, &["device", "revoke", &bob]).await;
+    let (_, new_phone, bundle) = request(url, dir.path(), "bob-new.nk", &bob).await;
+    ok(url, &root, &["admin", "device", "add", &bundle]).await;
+    let seen = changes_on_send(url, &alice, &bob).await;
     let gained: Vec<_> = seen.iter().filter(|c| c["change"] == "gained").collect();
     assert_eq!(gained.len(), 1, "{seen:?}");
     assert_eq!(
@@ -286,20 +303,20 @@ async fn cli_remembers_contacts_devices_and_flags_changes() {
 }
 
 /// `unibus listen --json` shows nothing for replies aimed at the
-/// listener's DM, room and notice subjects (a guest's `register {}` and
-/// a member's revoke of her own revoked device, which used to print
-/// "[device] revoked from your account" for a device the attacker named):
-/// no line on stdout, no "dropped" on stderr; the real DM and the real
-/// device notice right after them are the next lines.
+/// listener's DM, room and notice subjects (a member's `register {}` and
+/// her revoke of her own revoked device, whose reply a client trusting it
+/// would print as "[device] revoked from your account" for a device the
+/// attacker names): no line on stdout, no "dropped" on stderr; the real DM
+/// and the real device notice right after them are the next lines.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn listen_shows_nothing_for_reflected_replies() {
-    let stack = Stack::start(true).await;
+    let stack = Stack::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let cast = crate::reflect::Cast::new(&stack).await;
+    let cast = crate::support::reflection::Cast::new(&stack).await;
     let bob = dir.path().join("bob.nk");
     cast.bob_id.save(&bob).unwrap();
     let errors = dir.path().join("listen.stderr");
-    let mut child = tokio::process::Command::new(crate::harness::unibus_cli())
+    let mut child = tokio::process::Command::new(crate::support::unibus_cli().await)
         .args(["--json", "--url", &stack.url, "--identity"])
         .arg(&bob)
         .arg("listen")
@@ -314,7 +331,7 @@ async fn listen_shows_nothing_for_reflected_replies() {
     let mut wire = cast.wire(&stack).await;
 
     cast.reflect_all(&stack).await;
-    crate::reflect::expect_reflections_on_the_wire(&mut wire, &cast).await;
+    crate::support::reflection::expect_reflections_on_the_wire(&mut wire, &cast).await;
     cast.alice.send_dm(cast.bob.account(), b"a real dm").await.unwrap();
     let line = next_json(&mut lines).await;
     assert_eq!(

@@ -13,7 +13,7 @@ use unibus_proto::e2e::{self, Addressing, Envelope, Kind, Recipient, Reject, Sen
 use unibus_proto::records::Role;
 use unibus_proto::subjects;
 
-use crate::harness::Stack;
+use crate::support::Stack;
 
 /// An account with two devices: its first (the phone) and a laptop added
 /// by the phone from the laptop's bundle, both connected.
@@ -94,7 +94,7 @@ async fn wire(stack: &Stack, id: &Identity, subject: String) -> (async_nats::Cli
 /// plaintext. Replies work the same way back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dm_opens_on_every_device_of_both_accounts() {
-    let stack = Stack::start(true).await;
+    let stack = Stack::start().await;
     let (_a, admin) = stack.admin().await;
     let alice = Linked::new(&stack, &admin, "alice").await;
     let bob = Linked::new(&stack, &admin, "bob").await;
@@ -148,7 +148,7 @@ async fn a_dm_opens_on_every_device_of_both_accounts() {
 /// included, as for a one-device member); one wrapped key per device.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_room_message_opens_on_every_device_of_every_member() {
-    let stack = Stack::start(true).await;
+    let stack = Stack::start().await;
     let (_a, admin) = stack.admin().await;
     let alice = Linked::new(&stack, &admin, "alice").await;
     let bob = Linked::new(&stack, &admin, "bob").await;
@@ -182,7 +182,7 @@ async fn a_room_message_opens_on_every_device_of_every_member() {
 /// the notice, see `a_revocation_reaches_contacts_at_once`.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_from_a_revoked_device_is_rejected() {
-    let stack = Stack::start(true).await;
+    let stack = Stack::start().await;
     let (_a, admin) = stack.admin().await;
     let alice = Linked::new(&stack, &admin, "alice").await;
     let (bob_id, bob) = stack.user(&admin, Role::Member, "bob").await;
@@ -216,7 +216,7 @@ async fn a_message_from_a_revoked_device_is_rejected() {
 /// device check as its own first device.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_version_1_message_still_opens() {
-    let stack = Stack::start(true).await;
+    let stack = Stack::start().await;
     let (_a, admin) = stack.admin().await;
     let (alice_id, alice) = stack.user(&admin, Role::Member, "alice").await;
     let (bob_id, bob) = stack.user(&admin, Role::Member, "bob").await;
@@ -286,7 +286,7 @@ async fn rewrite_device(
 /// receiver.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_binding_for_another_account_is_refused_before_sealing() {
-    let stack = Stack::start(true).await;
+    let stack = Stack::start().await;
     let (_a, admin) = stack.admin().await;
     let alice = Linked::new(&stack, &admin, "alice").await;
     let (bob_id, bob) = stack.user(&admin, Role::Member, "bob").await;
@@ -319,7 +319,7 @@ async fn a_binding_for_another_account_is_refused_before_sealing() {
 /// even with a binding that verifies; the key first seen is kept.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_changed_kex_pub_for_a_known_device_is_refused() {
-    let stack = Stack::start(true).await;
+    let stack = Stack::start().await;
     let (_a, admin) = stack.admin().await;
     let alice = Linked::new(&stack, &admin, "alice").await;
     let (_bob_id, bob) = stack.user(&admin, Role::Member, "bob").await;
@@ -356,7 +356,7 @@ fn now_ms() -> i64 {
 /// again at once, rather than trusting the set it just fetched.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sibling_added_a_moment_ago_is_not_refused() {
-    let stack = Stack::start(true).await;
+    let stack = Stack::start().await;
     let (_a, admin) = stack.admin().await;
     let (bob_id, _bob) = stack.user(&admin, Role::Member, "bob").await;
     let bob = bob_id.sign_pub_hex();
@@ -400,7 +400,7 @@ fn dm_with_id(
 /// rejected, and the real message is still delivered, once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forged_envelope_does_not_use_up_a_real_id() {
-    let stack = Stack::start(true).await;
+    let stack = Stack::start().await;
     let (_a, admin) = stack.admin().await;
     let (alice_id, _alice) = stack.user(&admin, Role::Member, "alice").await;
     let (bob_id, bob) = stack.user(&admin, Role::Member, "bob").await;
@@ -428,7 +428,7 @@ async fn a_forged_envelope_does_not_use_up_a_real_id() {
 /// ago. Alice's phone still gets through.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revocation_reaches_contacts_at_once() {
-    let stack = Stack::start(true).await;
+    let stack = Stack::start().await;
     let (_a, admin) = stack.admin().await;
     let alice = Linked::new(&stack, &admin, "alice").await;
     let (carol_id, carol) = stack.user(&admin, Role::Member, "carol").await;
@@ -466,7 +466,7 @@ async fn a_revocation_reaches_contacts_at_once() {
 /// revoked is refused right after the reply.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoked_sibling_is_refused_at_once() {
-    let stack = Stack::start(true).await;
+    let stack = Stack::start().await;
     let (_a, admin) = stack.admin().await;
     let alice = Linked::new(&stack, &admin, "alice").await;
     let (bob_id, _bob) = stack.user(&admin, Role::Member, "bob").await;

@@ -6,17 +6,17 @@ use std::time::Duration;
 use unibus_proto::records::{Role, UserStatus};
 use unibus_proto::wire::InviteCreateRequest;
 
-use crate::harness::Stack;
+use crate::support::Stack;
 
 /// Given a URL and a member's invite link, the example registers a new
 /// key, sends itself an encrypted DM and prints it decrypted; the key is
 /// then an active member.
 #[tokio::test]
 async fn hello_example_registers_sends_and_receives() {
-    let stack = Stack::start(true).await;
+    let stack = Stack::start().await;
     let (_, admin) = stack.admin().await;
     let inv = admin.create_invite(&InviteCreateRequest::default()).await.unwrap();
-    let run = tokio::process::Command::new(crate::harness::built_beside_unibusd("examples/hello"))
+    let run = tokio::process::Command::new(crate::support::program(unibus_devkit::built::HELLO).await)
         .args([&stack.url, &inv.link])
         .env_remove("UNIBUS_URL")
         .env_remove("UNIBUS_INVITE")

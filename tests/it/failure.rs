@@ -8,10 +8,10 @@ use unibus_proto::records::Role;
 use unibus_proto::subjects;
 use unibusd::store::{Store, StoreConfig};
 
-use crate::harness::{Stack, code, expect_signed_denial_of};
+use crate::support::{Stack, Xkey, code, expect_signed_denial_of};
 
-async fn store_outage(xkey: bool) {
-    let stack = Stack::start(xkey).await;
+async fn store_outage(xkey: Xkey) {
+    let stack = Stack::start_with(xkey).await;
     let mut errors = stack.auth_errors().await;
     let (root, admin) = stack.admin().await;
     let (bob, bob_conn) = stack.user(&admin, Role::Member, "bob").await;
@@ -78,12 +78,12 @@ async fn store_outage(xkey: bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn store_outage_fails_closed_and_recovers_with_xkey() {
-    store_outage(true).await;
+    store_outage(Xkey::Sealed).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn store_outage_fails_closed_and_recovers_without_xkey() {
-    store_outage(false).await;
+    store_outage(Xkey::Plain).await;
 }
 
 /// JetStream itself gone (the server restarted without its store): the
@@ -91,7 +91,7 @@ async fn store_outage_fails_closed_and_recovers_without_xkey() {
 /// restarted on the same store; unibusd reconnects and serves again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_restart_is_survived_without_restarting_unibusd() {
-    let mut stack = Stack::start(true).await;
+    let mut stack = Stack::start().await;
     let (admin_id, admin) = stack.admin().await;
     drop(admin);
     let server = stack.server.take().unwrap();
@@ -120,7 +120,7 @@ async fn server_restart_is_survived_without_restarting_unibusd() {
 /// disturb anyone else. Rewriting the record readmits the key at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn corrupt_user_record_denies_only_that_key() {
-    let stack = Stack::start(true).await;
+    let stack = Stack::start().await;
     let mut errors = stack.auth_errors().await;
     let (_root, admin) = stack.admin().await;
     let (bob, bob_conn) = stack.user(&admin, Role::Member, "bob").await;
@@ -145,7 +145,7 @@ async fn corrupt_user_record_denies_only_that_key() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_connection_stops_serving() {
     for role in ["store", "sys"] {
-        let mut stack = Stack::start(true).await;
+        let mut stack = Stack::start().await;
         let daemon = stack.daemon.as_mut().unwrap();
         let (_, client) = daemon.connections().iter().find(|(r, _)| *r == role).unwrap().clone();
         client.drain().await.unwrap();

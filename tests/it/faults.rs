@@ -10,7 +10,7 @@ use futures::StreamExt as _;
 use unibus::{Client, Identity};
 use unibus_proto::records::{InviteStatus, Role, User};
 
-use crate::harness::{HEAVY, Stack};
+use crate::support::{HEAVY, Stack};
 
 fn admin_record(id: &Identity) -> User {
     User::new_active(
@@ -30,7 +30,7 @@ fn admin_record(id: &Identity) -> User {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_mid_registration_storm_loses_nothing() {
     let _heavy = HEAVY.lock().await;
-    let stack = Stack::start_server_only(true).await;
+    let stack = Stack::start_server_only().await;
     let store = stack.open_store().await;
     let mut unibusd = stack.spawn_unibusd().await;
     let mut jobs = Vec::new();
@@ -117,7 +117,7 @@ async fn killed_mid_registration_storm_loses_nothing() {
 /// working through the other.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_of_two_instances_killed() {
-    let stack = Stack::start_server_only(false).await;
+    let stack = Stack::start_server_only_without_xkey().await;
     let store = stack.open_store().await;
     let root = Identity::generate();
     store.add_user(&admin_record(&root)).await.unwrap();
@@ -151,7 +151,7 @@ async fn one_of_two_instances_killed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_killed_under_load_keeps_acknowledged_writes() {
     let _heavy = HEAVY.lock().await;
-    let mut stack = Stack::start(true).await;
+    let mut stack = Stack::start().await;
     let store = stack.store().clone();
     let mut jobs = Vec::new();
     for _ in 0..200 {

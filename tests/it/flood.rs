@@ -19,8 +19,8 @@ use unibus_proto::keys::InviteToken;
 use unibus_proto::records::Role;
 use unibus_proto::subjects;
 
-use crate::harness::{AuthErrors, SIGNED_DENIAL, Stack};
-use crate::raw::Raw;
+use crate::support::raw::Raw;
+use crate::support::{AuthErrors, SIGNED_DENIAL, Stack};
 
 /// The yardstick of DESIGN section 2: memory within this of idle.
 const RSS_BOUND: u64 = 128 << 20;
@@ -262,8 +262,8 @@ async fn run_phase(url: &str, errors: &mut AuthErrors, phase: Phase) {
 /// back within 32 MiB of it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_flood_shuts_the_others_out() {
-    let _heavy = crate::harness::HEAVY.lock().await;
-    let stack = Stack::start_server_only(true).await;
+    let _heavy = crate::support::HEAVY.lock().await;
+    let stack = Stack::start_server_only().await;
     let store = stack.open_store().await;
     let unibusd = stack.spawn_unibusd().await;
     let pid = unibusd.id().expect("unibusd pid");

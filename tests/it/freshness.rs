@@ -3,10 +3,12 @@
 //! concurrent callouts share leader probes, yet a write acknowledged to one
 //! instance is seen by every later decision on another instance.
 
-use crate::harness::{Stack, as_key};
+use crate::support::as_key;
 use unibus_proto::records::{Role, User, UserStatus};
 use unibus_proto::subjects;
 use unibusd::store::Standing;
+
+use crate::support::Stack;
 
 fn record(sign_pub: &str) -> User {
     User::new_active(
@@ -20,7 +22,7 @@ fn record(sign_pub: &str) -> User {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_on_one_instance_are_seen_by_the_next_decision_on_another() {
-    let stack = Stack::start(false).await;
+    let stack = Stack::start_without_xkey().await;
     let writer = stack.open_store().await;
     let reader = stack.store().clone();
     let users = format!("$JS.API.STREAM.INFO.KV_{}", subjects::BUCKET_USERS);

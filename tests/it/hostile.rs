@@ -3,7 +3,7 @@
 //! as, and no header bytes a client sends can stop, stall or reconnect
 //! unibusd's connections. Each trick has the one outcome it must come to.
 
-use crate::harness::{Stack, as_key};
+use crate::support::as_key;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -13,7 +13,8 @@ use unibus_proto::records::Role;
 use unibus_proto::subjects;
 use unibus_proto::wire::InviteCreateRequest;
 
-use crate::raw::{Frame, Raw};
+use crate::support::Stack;
+use crate::support::raw::{Frame, Raw};
 
 /// What became of one request.
 #[derive(Debug)]
@@ -189,7 +190,7 @@ async fn run_tricks(
 /// room, and changes nothing in KV.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forged_identities_never_run_as_the_victim_on_member_and_room_endpoints() {
-    let stack = Stack::start(true).await;
+    let stack = Stack::start().await;
     let (admin_id, admin) = stack.admin().await;
     let (member_id, _member) = stack.user(&admin, Role::Member, "mallory").await;
     let room = admin.create_room("private").await.unwrap();
@@ -221,7 +222,7 @@ async fn forged_identities_never_run_as_the_victim_on_member_and_room_endpoints(
 /// verify and the revoke is not its to make. Raw frames, every header trick.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forged_identities_never_add_or_revoke_the_victims_devices() {
-    let stack = Stack::start(true).await;
+    let stack = Stack::start().await;
     let (_a, admin) = stack.admin().await;
     let (victim_id, victim) = stack.user(&admin, Role::Member, "victim").await;
     let (mallory_id, _m) = stack.user(&admin, Role::Member, "mallory").await;
@@ -254,7 +255,7 @@ async fn forged_identities_never_add_or_revoke_the_victims_devices() {
 /// real caller).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forged_identities_never_run_as_the_victim_on_admin_endpoints() {
-    let stack = Stack::start(true).await;
+    let stack = Stack::start().await;
     let (victim_id, admin) = stack.admin().await;
     let (attacker_id, _b) = stack.user(&admin, Role::Admin, "eve").await;
     let eve = attacker_id.sign_pub_hex();
@@ -283,7 +284,7 @@ async fn forged_identities_never_run_as_the_victim_on_admin_endpoints() {
 /// `unauthenticated`, never that.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forged_register_never_registers_the_victim_key() {
-    let stack = Stack::start(true).await;
+    let stack = Stack::start().await;
     let (_a, admin) = stack.admin().await;
     let victim = Identity::generate().sign_pub_hex();
     let forged = forged_info(&victim);
@@ -326,7 +327,7 @@ fn describe(o: &Outcome) -> String {
 /// counted as dropped on the control connection only.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_header_flood_leaves_unibusd_admitting_and_answering() {
-    let stack = Stack::start(true).await;
+    let stack = Stack::start().await;
     let (_a, admin) = stack.admin().await;
     let (member_id, member) = stack.user(&admin, Role::Member, "bob").await;
     let guest = Identity::generate();

@@ -1,7 +1,7 @@
 //! Invites: creation by an admin, redemption races, crash recovery and
 //! every error code of the register path.
 
-use crate::harness::{Stack, as_key, code};
+use crate::support::as_key;
 use futures::StreamExt as _;
 use sha2::Digest as _;
 use unibus::Identity;
@@ -10,11 +10,13 @@ use unibus_proto::records::{InviteStatus, Role, UserStatus};
 use unibus_proto::subjects;
 use unibus_proto::wire::InviteCreateRequest;
 
+use crate::support::{Stack, Xkey, code};
+
 /// Admin bootstrap -> admin connects through the callout -> creates
 /// invites: 64-hex token, 7-day default, TTL bounds, role honoured, and KV
 /// holds only the SHA-256 id, never the token.
-async fn admin_creates_invites(xkey: bool) {
-    let stack = Stack::start(xkey).await;
+async fn admin_creates_invites(xkey: Xkey) {
+    let stack = Stack::start_with(xkey).await;
     let (_id, admin) = stack.admin().await;
 
     let r = admin.create_invite(&InviteCreateRequest::default()).await.unwrap();
@@ -79,12 +81,12 @@ async fn admin_creates_invites(xkey: bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_creates_invites_with_xkey() {
-    admin_creates_invites(true).await;
+    admin_creates_invites(Xkey::Sealed).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_creates_invites_without_xkey() {
-    admin_creates_invites(false).await;
+    admin_creates_invites(Xkey::Plain).await;
 }
 
 /// 50 concurrent redeemers of one invite: exactly one user is created; the
@@ -93,7 +95,7 @@ async fn admin_creates_invites_without_xkey() {
 /// and 50 new guests are tried until that is seen, at most 6 times).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_concurrent_redeemers_one_winner() {
-    let stack = Stack::start(true).await;
+    let stack = Stack::start().await;
     let (_id, admin) = stack.admin().await;
     let watch = stack.watch(&[subjects::BUCKET_INVITES], &[]).await;
     for round in 1..=6 {
@@ -139,7 +141,7 @@ async fn fifty_concurrent_redeemers_one_winner() {
 /// anyone once it is completed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn same_key_retry_completes_interrupted_redemption() {
-    let stack = Stack::start(true).await;
+    let stack = Stack::start().await;
     let (_id, admin) = stack.admin().await;
     let inv = admin.create_invite(&Default::default()).await.unwrap();
     let alice = Identity::generate();
@@ -170,7 +172,7 @@ async fn same_key_retry_completes_interrupted_redemption() {
 /// invite stays spent), forbidden.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn register_and_admin_error_codes() {
-    let stack = Stack::start(true).await;
+    let stack = Stack::start().await;
     let (_id, admin) = stack.admin().await;
     let store = stack.store();
     let guest = stack.connect(&Identity::generate()).await.unwrap();
@@ -217,7 +219,7 @@ async fn register_and_admin_error_codes() {
 /// be minted once an admin exists.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bootstrap_supersedes_and_then_refuses() {
-    let stack = Stack::start(false).await;
+    let stack = Stack::start_without_xkey().await;
     let store = stack.store();
     let (first, t1) = store.bootstrap_admin_invite(600).await.unwrap();
     let (_, t2) = store.bootstrap_admin_invite(600).await.unwrap();
@@ -237,7 +239,7 @@ async fn bootstrap_supersedes_and_then_refuses() {
 /// between "create user" and "mark completed" (invite used, not completed).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleted_user_cannot_replay_its_invite() {
-    let stack = Stack::start(true).await;
+    let stack = Stack::start().await;
     let (_id, admin) = stack.admin().await;
 
     // Normal registration, deleted over the wire, replayed by the same key.

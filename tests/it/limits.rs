@@ -1,4 +1,4 @@
-//! Guest flood limits on `unibus.register` (issue 9): a flood costs the
+//! Guest flood limits on `unibus.register`: a flood costs the
 //! flooder, not the store or other clients, and a refused request changes
 //! nothing in KV.
 
@@ -8,7 +8,7 @@ use unibus_proto::records::{InviteStatus, Role};
 use unibusd::daemon;
 use unibusd::limits::GuestLimits;
 
-use crate::harness::{Stack, code};
+use crate::support::{Stack, code};
 
 /// With the default limits, one key flooding `unibus.register` gets its
 /// burst of 5 answered and `limit_reached` for the rest; then even a valid
@@ -16,7 +16,7 @@ use crate::harness::{Stack, code};
 /// guest's register and a member's whoami succeed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flooding_key_is_limited_others_are_not() {
-    let stack = Stack::start(true).await;
+    let stack = Stack::start().await;
     let (_id, admin) = stack.admin().await;
     let (_m, member) = stack.user(&admin, Role::Member, "member").await;
     let inv = admin.create_invite(&Default::default()).await.unwrap();
@@ -53,7 +53,7 @@ async fn flooding_key_is_limited_others_are_not() {
 /// and no user behind; the admitted ones succeed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn global_limit_refuses_without_spending() {
-    let mut stack = Stack::start_server_only(true).await;
+    let mut stack = Stack::start_server_only().await;
     let mut settings = stack.settings();
     settings.guest = GuestLimits { global_burst: 3, global_per_sec: 1, ..GuestLimits::default() };
     stack.daemon = Some(daemon::start(&settings).await.expect("unibusd starts"));

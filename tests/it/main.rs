@@ -1,6 +1,7 @@
 //! Integration tests: every test drives unibus through a real nats-server.
+//! The helpers are in `support`; every other module holds tests only.
 
-mod harness;
+mod support;
 
 mod admin;
 mod admission;
@@ -14,7 +15,6 @@ mod device_rules;
 mod devices;
 mod devices_cli;
 mod devices_e2e;
-mod evidence;
 mod example;
 mod failure;
 mod faults;
@@ -25,10 +25,8 @@ mod invites;
 mod limits;
 mod malformed;
 mod messaging;
-mod raw;
 mod reflect;
 mod revocation;
 mod rooms;
 mod scale;
-mod syscheck;
 mod tooling;

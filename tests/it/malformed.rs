@@ -9,14 +9,14 @@ use serde_json::{Value, json};
 use unibus::{Client, Identity, decode_reply};
 use unibus_proto::subjects;
 
-use crate::harness::{Stack, code};
+use crate::support::{Stack, code};
 
 /// Malformed requests from a guest and from an admin each get
 /// `bad_request` (header and body), and KV is unchanged afterwards; the
 /// well-formed requests they were edited from still work.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_requests_are_bad_request_and_change_nothing() {
-    let stack = Stack::start(true).await;
+    let stack = Stack::start().await;
     let (_a, admin) = stack.admin().await;
     let inv = admin.create_invite(&Default::default()).await.unwrap();
     let guest_id = Identity::generate();

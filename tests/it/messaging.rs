@@ -9,7 +9,7 @@ use unibus_proto::e2e::{Envelope, Reject};
 use unibus_proto::records::Role;
 use unibus_proto::subjects;
 
-use crate::harness::Stack;
+use crate::support::Stack;
 
 async fn next(inbox: &mut Inbox) -> Incoming {
     tokio::time::timeout(Duration::from_secs(3), inbox.next())
@@ -24,7 +24,7 @@ async fn next(inbox: &mut Inbox) -> Incoming {
 /// are each rejected and reported.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn encrypted_dm_and_room_messages() {
-    let stack = Stack::start(true).await;
+    let stack = Stack::start().await;
     let (_a, admin) = stack.admin().await;
     let (alice, alice_c) = stack.user(&admin, Role::Member, "alice").await;
     let (bob, _b) = stack.user(&admin, Role::Member, "bob").await;
@@ -142,7 +142,7 @@ async fn assert_rejected(inbox: &mut Inbox, want: Reject) {
 /// (not a timeout); a publish to a room one is not in, likewise.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn denied_subjects_fail_fast_with_a_permission_error() {
-    let stack = Stack::start(false).await;
+    let stack = Stack::start_without_xkey().await;
     let (_a, admin) = stack.admin().await;
     let (_m, member) = stack.user(&admin, Role::Member, "m").await;
     let t = Instant::now();
@@ -163,7 +163,7 @@ async fn denied_subjects_fail_fast_with_a_permission_error() {
 /// A revoked user's inbox ends with an authorization error.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revoked_inbox_ends_with_an_error() {
-    let stack = Stack::start(true).await;
+    let stack = Stack::start().await;
     let (_a, admin) = stack.admin().await;
     let (bob, _b) = stack.user(&admin, Role::Member, "bob").await;
     let bob_c = Client::connect(&stack.url, &bob).await.unwrap();

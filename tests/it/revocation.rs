@@ -12,14 +12,14 @@ use unibus::{ClientError, Identity};
 use unibus_proto::records::{Role, UserStatus};
 use unibus_proto::subjects;
 
-use crate::harness::{Stack, code, expect_event_within, expect_server_error};
-use crate::syscheck::{Loops, SysPartition, open_connections, sys_client};
+use crate::support::syscheck::{Loops, SysPartition, open_connections, sys_client};
+use crate::support::{Stack, code, expect_event_within, expect_server_error};
 
 /// Revoke closes the user's connections (kicked >= 1) within 1 s, its
 /// reconnects are denied; after restore it connects again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revoke_closes_live_connections_and_restore_readmits() {
-    let stack = Stack::start(true).await;
+    let stack = Stack::start().await;
     let (_a, admin) = stack.admin().await;
     let (bob, first) = stack.user(&admin, Role::Member, "bob").await;
     drop(first);
@@ -56,7 +56,7 @@ async fn revoke_closes_live_connections_and_restore_readmits() {
 /// guest; the record is gone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delete_closes_live_connections_and_reconnect_is_guest() {
-    let stack = Stack::start(false).await;
+    let stack = Stack::start_without_xkey().await;
     let (_a, admin) = stack.admin().await;
     let (carol, first) = stack.user(&admin, Role::Member, "carol").await;
     drop(first);
@@ -77,7 +77,7 @@ async fn delete_closes_live_connections_and_reconnect_is_guest() {
 /// admin both work.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn last_active_admin_is_protected() {
-    let stack = Stack::start(true).await;
+    let stack = Stack::start().await;
     let (root, admin) = stack.admin().await;
     assert_eq!(code(admin.revoke_user(&root.sign_pub_hex()).await), "forbidden");
     assert_eq!(code(admin.delete_user(&root.sign_pub_hex()).await), "forbidden");
@@ -98,8 +98,8 @@ async fn last_active_admin_is_protected() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revoke_during_reconnect_loops_leaves_no_connection() {
     // The loops load the machine: not alongside the other heavy tests.
-    let _heavy = crate::harness::HEAVY.lock().await;
-    let stack = Stack::start(true).await;
+    let _heavy = crate::support::HEAVY.lock().await;
+    let stack = Stack::start().await;
     let (_a, admin) = stack.admin().await;
     let (bob, first) = stack.user(&admin, Role::Member, "bob").await;
     drop(first);
@@ -130,8 +130,8 @@ async fn revoke_during_reconnect_loops_leaves_no_connection() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn room_removal_during_reconnect_loops_leaves_no_old_permission() {
     // The loops load the machine: not alongside the other heavy tests.
-    let _heavy = crate::harness::HEAVY.lock().await;
-    let stack = Stack::start(false).await;
+    let _heavy = crate::support::HEAVY.lock().await;
+    let stack = Stack::start_without_xkey().await;
     let (_a, admin) = stack.admin().await;
     let (owner_id, owner) = stack.user(&admin, Role::Member, "olga").await;
     let (carol, carol_conn) = stack.user(&admin, Role::Member, "carol").await;
@@ -212,7 +212,7 @@ async fn connect_held_across<R>(
 /// of bob's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revoke_closes_a_connect_admitted_after_its_first_listing() {
-    let stack = Stack::start(true).await;
+    let stack = Stack::start().await;
     let (_a, admin) = stack.admin().await;
     let (bob, first) = stack.user(&admin, Role::Member, "bob").await;
     drop(first);
@@ -231,7 +231,7 @@ async fn revoke_closes_a_connect_admitted_after_its_first_listing() {
 /// is closed by the settling sweep within 3 s of the reply.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn device_revoke_closes_a_connect_admitted_after_its_first_listing() {
-    let stack = Stack::start(false).await;
+    let stack = Stack::start_without_xkey().await;
     let (_a, admin) = stack.admin().await;
     let (phone_id, phone) = stack.user(&admin, Role::Member, "alice").await;
     let laptop = Identity::generate().with_account(&phone_id.sign_pub_hex()).unwrap();
@@ -255,7 +255,7 @@ async fn device_revoke_closes_a_connect_admitted_after_its_first_listing() {
 /// is back, the revoked key's connection is closed without another request.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kick_is_retried_when_system_account_is_unreachable() {
-    let mut stack = Stack::start_server_only(true).await;
+    let mut stack = Stack::start_server_only().await;
     let upstream = stack.url.trim_start_matches("nats://").to_string();
     let relay = SysPartition::start(upstream).await;
     let mut settings = stack.settings();
@@ -285,7 +285,7 @@ async fn kick_is_retried_when_system_account_is_unreachable() {
 /// connections are all found (3 pages) and closed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connz_is_paged() {
-    let stack = Stack::start(false).await;
+    let stack = Stack::start_without_xkey().await;
     let (_a, admin) = stack.admin().await;
     let (erin, first) = stack.user(&admin, Role::Member, "erin").await;
     let mut conns = vec![first];
@@ -315,7 +315,7 @@ async fn connz_is_paged() {
 /// default).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn settling_sweep_follows_the_servers_auth_timeout() {
-    let mut stack = Stack::start_server_only(false).await;
+    let mut stack = Stack::start_server_only_without_xkey().await;
     let conf = std::fs::read_to_string(&stack.spec.config).unwrap();
     assert!(conf.contains("\nauthorization {"));
     std::fs::write(&stack.spec.config, conf.replace("\nauthorization {", "\nauthorization {\n  timeout: 3"))

@@ -1,7 +1,7 @@
 //! Rooms: the control endpoints with their rules, and the data plane they
 //! open and close.
 
-use crate::harness::{Stack, as_key, as_room, code, expect_server_error};
+use crate::support::{as_key, as_room};
 use std::time::Duration;
 
 use futures::StreamExt as _;
@@ -9,6 +9,8 @@ use unibus::{Client, Identity};
 use unibus_proto::records::Role;
 use unibus_proto::subjects;
 use unibus_proto::wire::{MAX_MEMBERS_PER_ROOM, MAX_ROOMS_PER_USER, RoomListRequest};
+
+use crate::support::{Stack, code, expect_server_error};
 
 /// Waits until `id` can connect again after a kick and returns the client.
 async fn reconnect(stack: &Stack, id: &Identity) -> Client {
@@ -18,7 +20,7 @@ async fn reconnect(stack: &Stack, id: &Identity) -> Client {
 /// Create, get, list, add and remove with every rule and error code.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn room_endpoints_and_rules() {
-    let stack = Stack::start(true).await;
+    let stack = Stack::start().await;
     let (_a, admin) = stack.admin().await;
     let (alice, alice_c) = stack.user(&admin, Role::Member, "alice").await;
     let (bob, bob_c) = stack.user(&admin, Role::Member, "bob").await;
@@ -95,7 +97,7 @@ async fn room_endpoints_and_rules() {
 /// longer can.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn room_data_plane_follows_membership() {
-    let stack = Stack::start(true).await;
+    let stack = Stack::start().await;
     let (_a, admin) = stack.admin().await;
     let (alice, alice_c) = stack.user(&admin, Role::Member, "alice").await;
     let (dave, dave_c) = stack.user(&admin, Role::Member, "dave").await;
@@ -132,7 +134,7 @@ async fn room_data_plane_follows_membership() {
     // Removed: the kick ends dave's session; the reconnect has no room.
     let (dave_w, mut dave_events) = stack.connect_watched(&dave).await;
     alice_c.remove_member(&room.id, &dave.sign_pub_hex()).await.unwrap();
-    crate::harness::expect_event_within(&mut dave_events, "disconnected", Duration::from_secs(1)).await;
+    crate::support::expect_event_within(&mut dave_events, "disconnected", Duration::from_secs(1)).await;
     drop(dave_w);
     drop(dave_c);
     let (dave_c, mut errs) = stack.connect_watched(&dave).await;
@@ -155,7 +157,7 @@ async fn next_payload(sub: &mut async_nats::Subscriber) -> Option<String> {
 /// same key registered again inherits nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleted_user_leaves_every_room_and_inherits_nothing() {
-    let stack = Stack::start(false).await;
+    let stack = Stack::start_without_xkey().await;
     let (root, admin) = stack.admin().await;
     let (erin, erin_c, owned) = stack.room_owner(&admin, "erin", "erin's").await;
     let other = admin.create_room("all hands").await.unwrap();
@@ -186,7 +188,7 @@ async fn deleted_user_leaves_every_room_and_inherits_nothing() {
 /// through; leaving a room frees a place.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rooms_per_user_cap_is_exact() {
-    let stack = Stack::start(false).await;
+    let stack = Stack::start_without_xkey().await;
     let (root, admin) = stack.admin().await;
     let (alice, alice_c) = stack.user(&admin, Role::Member, "alice").await;
     let me = alice.sign_pub_hex();
@@ -254,7 +256,7 @@ async fn rooms_per_user_cap_is_exact() {
 /// exactly two through.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn members_per_room_cap_is_exact() {
-    let stack = Stack::start(false).await;
+    let stack = Stack::start_without_xkey().await;
     let (_root, admin) = stack.admin().await;
     let (alice, alice_c, room) = stack.room_owner(&admin, "alice", "crowded").await;
     let store = stack.store();
@@ -314,7 +316,7 @@ async fn fill(store: &unibusd::store::Store, id: &str, n: usize) {
 /// (adds possibly in flight) still count.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rooms_cap_counts_old_rooms_and_prunes_leftovers() {
-    let stack = Stack::start(false).await;
+    let stack = Stack::start_without_xkey().await;
     let (root, admin) = stack.admin().await;
     let (alice, alice_c) = stack.user(&admin, Role::Member, "alice").await;
     let (carol, carol_c) = stack.user(&admin, Role::Member, "carol").await;

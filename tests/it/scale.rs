@@ -1,6 +1,6 @@
 //! Scale: listings over 100,000 users, and a storm of revoked clients that
 //! must not slow anyone else down nor hit the store for each denial.
-//! Timings are printed (for the closing note), never asserted.
+//! Timings are printed for whoever reads the test output, never asserted.
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -10,7 +10,7 @@ use unibus::{Client, Identity};
 use unibus_proto::records::{Role, User, UserStatus};
 use unibus_proto::wire::UserListRequest;
 
-use crate::harness::{SIGNED_DENIAL, Stack};
+use crate::support::{SIGNED_DENIAL, Stack};
 
 fn record(id: &Identity, status: UserStatus) -> User {
     let name = &id.sign_pub_hex()[..8];
@@ -101,8 +101,8 @@ fn pct(v: &mut [Duration], p: f64) -> f64 {
 /// (callout decision) times with 100 and with 100,000 users are printed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hundred_thousand_users_page_through() {
-    let _heavy = crate::harness::HEAVY.lock().await;
-    let stack = Stack::start(true).await;
+    let _heavy = crate::support::HEAVY.lock().await;
+    let stack = Stack::start().await;
     let (_a, admin) = stack.admin().await;
     let (member, m) = stack.user(&admin, Role::Member, "probe").await;
     drop(m);
@@ -158,8 +158,8 @@ async fn hundred_thousand_users_page_through() {
 /// and the denials cost (almost) no store requests.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revoked_reconnect_storm_does_not_hurt_others() {
-    let _heavy = crate::harness::HEAVY.lock().await;
-    let stack = Stack::start(true).await;
+    let _heavy = crate::support::HEAVY.lock().await;
+    let stack = Stack::start().await;
     let (_a, admin) = stack.admin().await;
     let (member, m) = stack.user(&admin, Role::Member, "steady").await;
     drop(m);

@@ -7,18 +7,16 @@ use tokio::io::AsyncBufReadExt as _;
 use unibus::{Client, Identity};
 use unibus_proto::records::Role;
 
-use crate::harness::Stack;
-
-const UNIBUSD: &str = env!("CARGO_BIN_EXE_unibusd");
+use crate::support::{Stack, unibusd_bin};
 
 /// `unibusd dev` prints one JSON line with url and admin_invite; a client
 /// registers the admin with it; SIGTERM stops everything cleanly.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dev_stack_prints_url_and_admin_invite() {
     let dir = tempfile::tempdir().unwrap();
-    let port = unibusd::natsserver::free_port();
-    let (mut child, mut lines) = crate::harness::spawn_stdout_lines(
-        tokio::process::Command::new(UNIBUSD)
+    let port = unibus_devkit::natsserver::free_port();
+    let (mut child, mut lines) = crate::support::spawn_stdout_lines(
+        tokio::process::Command::new(unibusd_bin().await)
             .args(["dev", "--port", &port.to_string(), "--data-dir"])
             .arg(dir.path().join("dev")),
     );
@@ -60,9 +58,12 @@ async fn dev_stack_prints_url_and_admin_invite() {
 async fn keygen_and_bootstrap_admin_commands() {
     let dir = tempfile::tempdir().unwrap();
     let keys = dir.path().join("unibus.env");
-    let ok = std::process::Command::new(UNIBUSD).args(["keygen", "--out"]).arg(&keys).output().unwrap();
+    let keygen = async || {
+        tokio::process::Command::new(unibusd_bin().await).args(["keygen", "--out"]).arg(&keys).output().await
+    };
+    let ok = keygen().await.unwrap();
     assert!(ok.status.success());
-    let again = std::process::Command::new(UNIBUSD).args(["keygen", "--out"]).arg(&keys).output().unwrap();
+    let again = keygen().await.unwrap();
     assert!(!again.status.success(), "keygen overwrote a key file");
     let text = std::fs::read_to_string(&keys).unwrap();
     for k in ["UNIBUS_ISSUER_PUB=A", "UNIBUS_XKEY_PUB=X", "UNIBUS_SERVICE_SEED=SU", "UNIBUS_SYS_SEED=SU"] {
@@ -70,33 +71,34 @@ async fn keygen_and_bootstrap_admin_commands() {
     }
 
     // bootstrap-admin against a live stack, with its keys in an env file.
-    let stack = Stack::start(true).await;
+    let stack = Stack::start().await;
     let env_file = dir.path().join("stack.env");
     stack.secrets.write_new(&env_file).unwrap();
-    let bootstrap = || {
-        std::process::Command::new(UNIBUSD)
+    let bootstrap = async || {
+        tokio::process::Command::new(unibusd_bin().await)
             .args(["bootstrap-admin", "--nats-url", &stack.url, "--secrets"])
             .arg(&env_file)
             .env_remove("UNIBUS_ISSUER_SEED")
             .output()
+            .await
             .unwrap()
     };
-    let out = bootstrap();
+    let out = bootstrap().await;
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let token = v["token"].as_str().unwrap().to_string();
     let id = Identity::generate();
     let guest = stack.connect(&id).await.unwrap();
     guest.register(&token, None).await.unwrap();
-    let refused = bootstrap();
+    let refused = bootstrap().await;
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("admin already exists"));
 }
 
 /// `unibusd run <extra>` with `issuer_seed` and the other seeds of `s` as
 /// its only environment.
-fn run_with(issuer_seed: &str, s: &unibusd::secrets::Secrets, extra: &[&str]) -> std::process::Output {
-    std::process::Command::new(UNIBUSD)
+async fn run_with(issuer_seed: &str, s: &unibusd::secrets::Secrets, extra: &[&str]) -> std::process::Output {
+    tokio::process::Command::new(unibusd_bin().await)
         .arg("run")
         .args(extra)
         .env_clear()
@@ -105,52 +107,56 @@ fn run_with(issuer_seed: &str, s: &unibusd::secrets::Secrets, extra: &[&str]) ->
         .env("UNIBUS_SERVICE_SEED", s.service.seed().unwrap())
         .env("UNIBUS_SYS_SEED", s.sys.seed().unwrap())
         .output()
+        .await
         .unwrap()
 }
 
 /// Settings are validated before anything connects, naming the setting.
-#[test]
-fn run_names_the_missing_or_malformed_setting() {
-    let missing = std::process::Command::new(UNIBUSD).args(["run"]).env_clear().output().unwrap();
+#[tokio::test]
+async fn run_names_the_missing_or_malformed_setting() {
+    let missing =
+        tokio::process::Command::new(unibusd_bin().await).args(["run"]).env_clear().output().await.unwrap();
     assert!(!missing.status.success());
     let err = String::from_utf8_lossy(&missing.stderr);
     assert!(err.contains("missing setting UNIBUS_"), "{err}");
 
     let s = unibusd::secrets::Secrets::generate();
     // A user seed where the issuer (account) seed belongs.
-    let bad = run_with(&s.service.seed().unwrap(), &s, &[]);
+    let bad = run_with(&s.service.seed().unwrap(), &s, &[]).await;
     let err = String::from_utf8_lossy(&bad.stderr);
     assert!(!bad.status.success());
     assert!(err.contains("malformed setting UNIBUS_ISSUER_SEED"), "{err}");
 
-    let bad_replicas = run_with(&s.issuer.seed().unwrap(), &s, &["--kv-replicas", "9"]);
+    let bad_replicas = run_with(&s.issuer.seed().unwrap(), &s, &["--kv-replicas", "9"]).await;
     assert!(String::from_utf8_lossy(&bad_replicas.stderr).contains("UNIBUS_KV_REPLICAS"));
 
-    let bad_limit = run_with(&s.issuer.seed().unwrap(), &s, &["--register-key-burst", "0"]);
+    let bad_limit = run_with(&s.issuer.seed().unwrap(), &s, &["--register-key-burst", "0"]).await;
     assert!(String::from_utf8_lossy(&bad_limit.stderr).contains("UNIBUS_REGISTER_KEY_BURST"));
 }
 
 /// Runs `openssl` with `args` in `dir` (the TLS test makes its CA with it).
-fn openssl(dir: &std::path::Path, args: &[&str]) {
-    let out = std::process::Command::new("openssl")
+async fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let out = tokio::process::Command::new("openssl")
         .args(args)
         .current_dir(dir)
         .output()
+        .await
         .expect("the TLS test needs the openssl command");
     assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
 }
 
 /// A private CA (`ca.pem`) and a server certificate for 127.0.0.1 signed
 /// by it (`server.pem`, `server.key`) in `dir`.
-fn make_ca_and_server_cert(dir: &std::path::Path) {
+async fn make_ca_and_server_cert(dir: &std::path::Path) {
     let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
     let ca = ["-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=unibus-test-ca"];
-    openssl(dir, &[&["req", "-x509"], &ec[..], &ca[..]].concat());
+    openssl(dir, &[&["req", "-x509"], &ec[..], &ca[..]].concat()).await;
     openssl(
         dir,
         &[&["req"], &ec[..], &["-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1"]]
             .concat(),
-    );
+    )
+    .await;
     std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
     openssl(
         dir,
@@ -171,7 +177,8 @@ fn make_ca_and_server_cert(dir: &std::path::Path) {
             "-out",
             "server.pem",
         ],
-    );
+    )
+    .await;
 }
 
 /// unibusd connects over TLS to a server whose certificate a private CA
@@ -180,12 +187,13 @@ fn make_ca_and_server_cert(dir: &std::path::Path) {
 /// through the callout and comes back as admin.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unibusd_connects_over_tls_with_a_private_ca() {
-    crate::harness::init_tracing();
+    crate::support::init_tracing();
     let dir = tempfile::tempdir().unwrap();
-    make_ca_and_server_cert(dir.path());
+    make_ca_and_server_cert(dir.path()).await;
     let secrets = unibusd::secrets::Secrets::generate();
-    let port = unibusd::natsserver::free_port();
-    let mut spec = unibusd::natsserver::unibus_spec(dir.path(), &secrets, true, port, "unibus-tls").unwrap();
+    let port = unibus_devkit::natsserver::free_port();
+    let mut spec =
+        unibus_devkit::natsserver::unibus_spec(dir.path(), &secrets, true, port, "unibus-tls").unwrap();
     let path = |f: &str| dir.path().join(f).display().to_string();
     spec.args.extend([
         "--tls".into(),
@@ -194,12 +202,12 @@ async fn unibusd_connects_over_tls_with_a_private_ca() {
         "--tlskey".into(),
         path("server.key"),
     ]);
-    let _server = unibusd::natsserver::NatsServer::start(&spec).await.unwrap();
+    let _server = unibus_devkit::natsserver::NatsServer::start(&spec).await.unwrap();
     let url = format!("tls://127.0.0.1:{port}");
     let keys = dir.path().join("keys.env");
     secrets.write_new(&keys).unwrap();
 
-    let mut child = tokio::process::Command::new(UNIBUSD)
+    let mut child = tokio::process::Command::new(unibusd_bin().await)
         .args(["run", "--nats-url", &url, "--secrets"])
         .arg(&keys)
         .env("SSL_CERT_FILE", path("ca.pem"))
@@ -222,7 +230,7 @@ async fn unibusd_connects_over_tls_with_a_private_ca() {
     assert_eq!(ready, Ok(true), "unibusd did not come up over TLS");
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
 
-    let out = tokio::process::Command::new(UNIBUSD)
+    let out = tokio::process::Command::new(unibusd_bin().await)
         .args(["bootstrap-admin", "--nats-url", &url, "--secrets"])
         .arg(&keys)
         .env("SSL_CERT_FILE", path("ca.pem"))
@@ -309,12 +317,12 @@ fn nats_service_sees_no_seeds(services: &yaml_rust2::Yaml) {
 
 /// `unibusd keygen --public-out` writes only the public keys there (what
 /// the nats container gets), and the seeds file with mode 0600.
-#[test]
-fn keygen_public_file_has_no_seeds() {
+#[tokio::test]
+async fn keygen_public_file_has_no_seeds() {
     use std::os::unix::fs::PermissionsExt as _;
     let dir = tempfile::tempdir().unwrap();
     let (out, public) = (dir.path().join("unibus.env"), dir.path().join("nats.env"));
-    let status = std::process::Command::new(UNIBUSD)
+    let status = tokio::process::Command::new(unibusd_bin().await)
         .arg("keygen")
         .arg("--out")
         .arg(&out)
@@ -322,6 +330,7 @@ fn keygen_public_file_has_no_seeds() {
         .arg(&public)
         .stderr(Stdio::null())
         .status()
+        .await
         .unwrap();
     assert!(status.success());
     assert_eq!(std::fs::metadata(&out).unwrap().permissions().mode() & 0o777, 0o600);

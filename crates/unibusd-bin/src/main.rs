@@ -1,14 +1,17 @@
 //! unibusd: the unibus service (auth callout + control plane), the key
-//! generator, the first-admin command and the local dev stack.
+//! generator, the first-admin command, and the dev kit's local stack and
+//! demo. Only flag parsing and dispatch live here: the service is the
+//! `unibusd` library, the local stack and the demo are `unibus-devkit`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use unibus_devkit::{demo, dev};
 use unibus_proto::wire as proto;
 use unibusd::config::DaemonArgs;
-use unibusd::{daemon, dev};
+use unibusd::daemon;
 
 /// unibus service daemon.
 #[derive(Parser)]
@@ -130,7 +133,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Dev(args) => Ok(dev::run(args, shutdown_signal()).await?),
-        Command::Demo { port } => Ok(unibusd::demo::run(port).await?),
+        Command::Demo { port } => Ok(demo::run(port).await?),
     }
 }
 

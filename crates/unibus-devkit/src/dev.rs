@@ -7,14 +7,13 @@ use std::future::Future;
 use std::io::Write as _;
 use std::path::PathBuf;
 
-use crate::config::Settings;
-use crate::daemon;
 use crate::natsserver::{self, NatsServer};
-use crate::secrets::Secrets;
-use crate::store::StoreConfig;
 use unibus_proto::error::Error;
 use unibus_proto::keys::InviteToken;
 use unibus_proto::wire::TTL_DEFAULT_SECS;
+use unibusd::config::Settings;
+use unibusd::daemon;
+use unibusd::secrets::Secrets;
 
 /// Flags of `unibusd dev`.
 #[derive(Debug, Clone, clap::Args)]
@@ -88,7 +87,7 @@ impl LocalStack {
             nats_urls: vec![server.url.parse().map_err(|e| setup("url", &e))?],
             secrets,
             xkey: true,
-            store: StoreConfig::default(),
+            store: Default::default(),
             guest: Default::default(),
             callers: Default::default(),
             user_jwt_ttl: std::time::Duration::from_secs(3600),

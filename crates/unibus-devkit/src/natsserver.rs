@@ -297,7 +297,7 @@ pub fn write_config(dir: &Path, xkey: bool) -> std::io::Result<PathBuf> {
 /// [`ServerError::Spawn`].
 pub fn unibus_spec(
     dir: &Path,
-    secrets: &crate::secrets::Secrets,
+    secrets: &unibusd::secrets::Secrets,
     xkey: bool,
     port: u16,
     name: &str,
@@ -305,7 +305,7 @@ pub fn unibus_spec(
     let config = write_config(dir, xkey).map_err(|e| ServerError::Spawn(dir.display().to_string(), e))?;
     let mut env: Vec<(String, String)> =
         secrets.public_env().into_iter().map(|(k, v)| (k.to_string(), v)).collect();
-    env.push((crate::secrets::env::STORE_DIR.to_string(), dir.join("jetstream").display().to_string()));
+    env.push((unibusd::secrets::env::STORE_DIR.to_string(), dir.join("jetstream").display().to_string()));
     Ok(ServerSpec {
         binary: find_binary()?,
         config,

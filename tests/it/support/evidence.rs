@@ -18,7 +18,7 @@
 //!   revisions; equal before and after means nothing was written, not even
 //!   a write undone since.
 //!
-//! A signed denial of one connecting key is `harness::expect_signed_denial_of`.
+//! A signed denial of one connecting key is `support::expect_signed_denial_of`.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
