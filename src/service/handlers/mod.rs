@@ -70,13 +70,13 @@ macro_rules! routes {
                     ) -> BoxFuture<'a, Result<Encoded, Error>> {
                         Box::pin(async move {
                             let req: <$ep as Endpoint>::Request = decode(body)?;
-                            let device = stamp.device()?.key();
+                            let device = stamp.device()?;
                             let account = match <$ep>::ACCESS {
                                 // A guest registering: its key is the account.
-                                Access::Guest => device,
-                                _ => ctx.store.account_of(device).await?,
+                                Access::Guest => device.key(),
+                                _ => ctx.store.account_of(device.key()).await?,
                             };
-                            let c = stamp.caller(account)?;
+                            let c = stamp.caller(device, account);
                             let out: Outcome<<$ep as Endpoint>::Reply> = $handler(ctx, &c, req).await?;
                             out.encode()
                         })
