@@ -50,10 +50,10 @@ fuzz_target!(|data: &[u8]| {
     }
     if let Ok(r) = wire::decode::<DeviceAddRequest>(data) {
         assert_eq!(r.kex_sig.as_str().len(), unibus_proto::binding::KEX_SIG_LEN);
-        let _ = unibus_proto::binding::verify_binding(&r.device, &r.device, &r.kex_pub, &r.kex_sig);
+        let _ = unibus_proto::binding::verify_binding(&r.device.key(), &r.device, &r.kex_pub, &r.kex_sig);
     }
     if let Ok(r) = wire::decode::<AdminDeviceAddRequest>(data) {
-        let _ = unibus_proto::binding::verify_binding(&r.account, &r.device, &r.kex_pub, &r.kex_sig);
+        let _ = unibus_proto::binding::verify_binding(&r.account.key(), &r.device, &r.kex_pub, &r.kex_sig);
     }
     if let Ok(r) = wire::decode::<DeviceRevokeRequest>(data) {
         assert_eq!(r.device.len(), 64);

@@ -20,7 +20,7 @@ use ed25519_dalek::{Signature, Signer as _, SigningKey};
 use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
-use crate::ids::{KexPub, SignPub};
+use crate::ids::{KexPub, Key, SignPub};
 
 /// Domain label of the binding message.
 pub const BINDING_LABEL: &str = "unibus-kex/1";
@@ -122,12 +122,12 @@ pub fn sign_binding(device_key: &SigningKey, account: &str, kex_pub: &str) -> Ke
 /// `bad_request` ("kex_sig: ...") when it does not verify for this account,
 /// device and key.
 pub fn verify_binding(
-    account: &SignPub,
+    account: &Key,
     device: &SignPub,
     kex_pub: &KexPub,
     kex_sig: &KexSig,
 ) -> Result<(), Error> {
-    let msg = binding_message(account.as_str(), device.as_str(), kex_pub.as_str());
+    let msg = binding_message(&account.to_hex(), device.as_str(), kex_pub.as_str());
     let sig = Signature::from_bytes(&kex_sig.sig);
     device
         .verifying_key()
@@ -146,7 +146,7 @@ pub fn verify_binding_str(account: &str, device: &str, kex_pub: &str, kex_sig: &
     let device = SignPub::parse_field("device", device)?;
     let kex_pub = KexPub::parse(kex_pub)?;
     let kex_sig = KexSig::parse(kex_sig)?;
-    verify_binding(&account, &device, &kex_pub, &kex_sig)
+    verify_binding(&account.key(), &device, &kex_pub, &kex_sig)
 }
 
 /// True when a client may sign this server nonce: 1 to 64 characters of
@@ -190,10 +190,10 @@ mod tests {
         let acct = pub_of(&key(2));
         let sig = sign_binding(&dev, acct.as_str(), kex().as_str());
         assert_eq!(sig.as_str().len(), KEX_SIG_LEN);
-        verify_binding(&acct, &pub_of(&dev), &kex(), &sig).unwrap();
+        verify_binding(&acct.key(), &pub_of(&dev), &kex(), &sig).unwrap();
         // Replayed into another account, or claimed by another device.
-        assert!(verify_binding(&pub_of(&key(3)), &pub_of(&dev), &kex(), &sig).is_err());
-        assert!(verify_binding(&acct, &pub_of(&key(3)), &kex(), &sig).is_err());
+        assert!(verify_binding(&pub_of(&key(3)).key(), &pub_of(&dev), &kex(), &sig).is_err());
+        assert!(verify_binding(&acct.key(), &pub_of(&key(3)), &kex(), &sig).is_err());
         let round = KexSig::parse(sig.as_str()).unwrap();
         assert_eq!(round, sig);
     }

@@ -68,19 +68,19 @@ fn register_rule(k: &Keys, r: &<ep::Register as Endpoint>::Request) -> Result<()
     InviteToken::parse(&r.invite)?;
     r.name.as_deref().map_or(Ok(()), |n| validate_name("name", n))?;
     let caller = sign_pub(&k.gk);
-    verify_binding(&caller, &caller, &r.kex_pub, &r.kex_sig)
+    verify_binding(&caller.key(), &caller, &r.kex_pub, &r.kex_sig)
 }
 
 /// `unibus.device.add`: the name and the binding to the caller's account.
 fn device_add_rule(k: &Keys, r: &<ep::DeviceAdd as Endpoint>::Request) -> Result<(), Error> {
     r.name.as_deref().map_or(Ok(()), |n| validate_name("name", n))?;
-    verify_binding(&sign_pub(&k.me), &r.device, &r.kex_pub, &r.kex_sig)
+    verify_binding(&sign_pub(&k.me).key(), &r.device, &r.kex_pub, &r.kex_sig)
 }
 
 /// `unibus.admin.device.add`: the name and the binding to `account`.
 fn recovery_rule(_: &Keys, r: &<ep::AdminDeviceAdd as Endpoint>::Request) -> Result<(), Error> {
     r.name.as_deref().map_or(Ok(()), |n| validate_name("name", n))?;
-    verify_binding(&r.account, &r.device, &r.kex_pub, &r.kex_sig)
+    verify_binding(&r.account.key(), &r.device, &r.kex_pub, &r.kex_sig)
 }
 
 fn invite_create_rule(_: &Keys, r: &<ep::AdminInviteCreate as Endpoint>::Request) -> Result<(), Error> {

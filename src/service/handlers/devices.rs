@@ -37,10 +37,7 @@ pub async fn add(ctx: &Ctx, caller: &Caller, req: DeviceAddRequest) -> Result<Ou
         validate_name("name", name)?;
     }
     let account = caller.account;
-    // An account id is the key of its first device: checked when it
-    // registered, so this parse cannot fail.
-    let account_pub = SignPub::parse(&account.to_hex())?;
-    verify_binding(&account_pub, &req.device, &req.kex_pub, &req.kex_sig)?;
+    verify_binding(&account, &req.device, &req.kex_pub, &req.kex_sig)?;
     active_user(ctx, caller).await?;
     let new =
         new_device(account, &req.device, req.kex_pub, req.kex_sig, req.name, &caller.device, Via::Device);
@@ -82,7 +79,7 @@ pub async fn recover(
     if let Some(name) = &req.name {
         validate_name("name", name)?;
     }
-    verify_binding(&req.account, &req.device, &req.kex_pub, &req.kex_sig)?;
+    verify_binding(&req.account.key(), &req.device, &req.kex_pub, &req.kex_sig)?;
     let account = req.account.key();
     ctx.store.get_user(account).await?.ok_or_else(|| Error::NotFound("no such account".into()))?;
     active_admin(ctx, caller).await?;

@@ -27,7 +27,7 @@ pub async fn register(
         validate_name("name", name)?;
     }
     // The first device is its own account (docs/protocol.md section 8).
-    verify_binding(&caller.device, &caller.device, &req.kex_pub, &req.kex_sig)?;
+    verify_binding(&caller.device.key(), &caller.device, &req.kex_pub, &req.kex_sig)?;
     ctx.guests.admit(caller.device.verifying_key().as_bytes())?;
     let new = NewUser {
         sign_pub: caller.device.key(),
