@@ -6,7 +6,7 @@
 //! user JWT with per-identity permissions, or a signed denial, sealed for
 //! the server). Anything it cannot establish denies: fail closed.
 //!
-//! With the `internals` feature only (tests), [`hold`] is a seam that lets
+//! With the `internals` feature only (tests), `hold` is a seam that lets
 //! a test hold an admitting answer between signing and publishing; a
 //! release build has no such code.
 

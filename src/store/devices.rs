@@ -1,16 +1,10 @@
-//! Devices of accounts (docs/protocol.md section 8) on `UNIBUS_devices` and
-//! the account records of `UNIBUS_users`.
-//!
-//! The account record is the authority: it holds the device set and the
-//! `seq` counter and changes only by CAS, so the cap of 8, the last-device
-//! rule and concurrent adds and revokes are judged on the record actually
-//! written over. The `UNIBUS_devices` record of a key maps it to its account
-//! and keeps the key used for good: an add first *creates* it (a key is a
-//! device or an account at most once), then lists the device in the account
-//! with a CAS, then writes the final record. A crash between those steps
-//! leaves a record its account does not list: the callout denies such a key
-//! (never a guest), and the same add retried completes it. An add refused by
-//! the account (cap, rule) removes the record it created.
+//! The device records of `UNIBUS_devices` (docs/protocol.md section 8):
+//! one per key, mapping it to its account and keeping the key used for
+//! good. An add first *creates* it (a key is a device or an account at most
+//! once); the add and revoke that change the account record with it are in
+//! [`super::spans`]. A crash between the steps of an add leaves a record
+//! its account does not list: the callout denies such a key (never a
+//! guest), and the same add retried completes it.
 //!
 //! Revocation is for good: a revoked record, or one its account listed
 //! once (`seq` > 0), is never claimed again, freed or taken over, even
@@ -20,8 +14,8 @@
 use super::cas::Change;
 use super::{KvError, Store};
 use unibus_proto::error::Error;
-use unibus_proto::ids::{Actor, Key, Timestamp};
-use unibus_proto::records::{Device, DeviceStatus, MAX_DEVICES_EVER, MAX_DEVICES_PER_ACCOUNT, User};
+use unibus_proto::ids::Key;
+use unibus_proto::records::{Device, DeviceStatus, User};
 
 impl Store {
     /// A device record (leader read).
@@ -84,111 +78,13 @@ impl Store {
         Err(super::cas::contention())
     }
 
-    /// Writes a whole account as registration leaves it: each listed
-    /// device's record claimed, then the account record created (for
-    /// seeding stores in tests and benchmarks; registration itself goes
-    /// through the invite).
-    ///
-    /// # Errors
-    /// `user_exists`, `unavailable`.
-    pub async fn add_account(&self, user: &User) -> Result<(), Error> {
-        for device in &user.devices {
-            self.claim_device_key(device).await?;
-        }
-        self.add_user(user).await.map(|_| ())
-    }
-
-    /// Adds `new` to its account (docs/protocol.md section 8, "Adding"):
-    /// claims the key, then lists it in the account with a CAS that applies
-    /// `rule` (who may add; recovery only while none is active), the cap
-    /// and `seq`, then writes the final device record. Adding a key the
-    /// account already lists (a retry of a completed add included) is
-    /// `user_exists`, after making its record whole.
-    ///
-    /// # Errors
-    /// `user_exists` (the key is an account, this one included, or a device
-    /// elsewhere, or a device this account has or had), `not_found` (no
-    /// account), `limit_reached` (8 active), `rule`'s error, `unavailable`.
-    pub async fn add_device<F>(&self, new: Device, rule: F) -> Result<Device, Error>
-    where
-        F: Fn(&User) -> Result<(), Error>,
-    {
-        // The account's own key too: it was the first device, so it is
-        // listed, or revoked (perhaps scrolled off the account record).
-        if self.get_user(new.device).await?.is_some() {
-            return Err(Error::UserExists);
-        }
-        // A device this account has had (revoked, perhaps no longer listed
-        // by the account record) is taken for good, whatever the account
-        // looks like now: `user_exists` before the cap is judged.
-        if let Some((held, _)) = self.get_device(new.device).await? {
-            let ours_once = held.account == new.account && !unlisted_claim(&held);
-            if held.status == DeviceStatus::Revoked || ours_once {
-                return Err(Error::UserExists);
-            }
-        }
-        // Judged once before anything is written, so that a refused add
-        // (the cap, a rule) changes nothing in KV; judged again in the CAS.
-        let current = self.get_user(new.account).await?.map(|(u, _)| u);
-        if let Err(e) = list_device(current, &new, &rule) {
-            // A record an earlier, cut-off add of this key left behind is
-            // freed (reads only when there is none).
-            self.release_unlisted(&new).await?;
-            return Err(e);
-        }
-        self.claim_device_key(&new).await?;
-        let list = |current: Option<User>| list_device(current, &new, &rule);
-        let (listed, _) = match self.users.modify(&new.account, list).await {
-            Ok(done) => done,
-            Err(e) => {
-                // Refused: free the key again, unless the account lists it
-                // (then it stays theirs, and its record is made whole: a
-                // crash may have cut the add before the last write).
-                self.release_unlisted(&new).await?;
-                return Err(e);
-            }
-        };
-        if !self.write_device_record(&listed).await? {
-            // A refused add of the same key freed its record meanwhile and
-            // another account claimed it: the key is theirs, take ours back.
-            self.unlist_device(&listed).await?;
-            return Err(Error::UserExists);
-        }
-        Ok(listed)
-    }
-
-    /// Removes `listed` from its account's device set (CAS), when the
-    /// account still lists that very device.
-    async fn unlist_device(&self, listed: &Device) -> Result<(), Error> {
-        let unlist = |current: Option<User>| {
-            let change = match current {
-                Some(mut user) if user.device(listed.device).is_some_and(|d| d.seq == listed.seq) => {
-                    user.devices.retain(|d| d.device != listed.device);
-                    user.refresh_account_keys();
-                    Change::Write(user, ())
-                }
-                _ => Change::Keep(()),
-            };
-            Ok(change)
-        };
-        self.users.modify(&listed.account, unlist).await.map(|_| ())
-    }
-
-    /// Removes the device record of `new` when it is a claim of its
-    /// account that the account does not list (an add that was refused);
-    /// when the account lists it, makes the record equal to the account's
-    /// copy. A record listed once (revoked, scrolled off the account) stays.
-    async fn release_unlisted(&self, new: &Device) -> Result<(), Error> {
-        let user = self.get_user(new.account).await?.map(|(u, _)| u);
-        if let Some(listed) = user.as_ref().and_then(|u| u.device(new.device)) {
-            return self.write_device_record(listed).await.map(|_| ());
-        }
-        self.drop_device_record(new.device, |d| d.account == new.account && unlisted_claim(d)).await
-    }
-
     /// Deletes the device record of `key` (CAS at the revision read) while
     /// `doomed` says so of it; any other record is left alone.
-    async fn drop_device_record(&self, key: Key, doomed: impl Fn(&Device) -> bool) -> Result<(), Error> {
+    pub(super) async fn drop_device_record(
+        &self,
+        key: Key,
+        doomed: impl Fn(&Device) -> bool,
+    ) -> Result<(), Error> {
         let drop = |current: Option<Device>| {
             Ok(match current {
                 Some(d) if doomed(&d) => Change::Delete(()),
@@ -210,64 +106,6 @@ impl Store {
             })
         };
         Ok(self.devices.modify(&device.device, write).await?.0)
-    }
-
-    /// Revokes device `key` of `account` with a CAS on the account that
-    /// applies `rule` (the caller's standing, seniority, last device, last
-    /// admin) to the record written over; revoking a revoked device changes
-    /// nothing. Then writes the device record. Returns the device as the
-    /// account lists it and the revision of `UNIBUS_users` that revoked it
-    /// (`None` when it was revoked already: nothing written).
-    ///
-    /// # Errors
-    /// `not_found` (no such account or device in it), `rule`'s error,
-    /// `unavailable`.
-    pub async fn revoke_device<F>(
-        &self,
-        account: Key,
-        key: Key,
-        by: Actor,
-        rule: F,
-    ) -> Result<(Device, Option<u64>), Error>
-    where
-        F: Fn(&User, &Device) -> Result<(), Error>,
-    {
-        let revoke = |current: Option<User>| revoke_in(current, key, by, &rule);
-        let ((device, changed), revision) = self.users.modify(&account, revoke).await?;
-        // The account's copy is the authority; a record that names another
-        // account is left alone.
-        self.write_device_record(&device).await?;
-        Ok((device, revision.filter(|_| changed)))
-    }
-
-    /// Takes back the revoke that wrote `revoked`, when a check after the
-    /// write found it wrong (the caller had lost its standing, or no active
-    /// admin is left with an active device): the device is active again.
-    /// Only that very revocation is taken back; a device revoked otherwise,
-    /// or no longer listed, stays as it is.
-    ///
-    /// # Errors
-    /// `unavailable`.
-    pub async fn undo_revoke(&self, revoked: &Device) -> Result<(), Error> {
-        let key = revoked.device;
-        let undo = |current: Option<User>| {
-            Ok(match current {
-                Some(mut user) if user.device(key) == Some(revoked) => {
-                    for d in user.devices.iter_mut().filter(|d| d.device == key) {
-                        d.status = DeviceStatus::Active;
-                        (d.revoked_at, d.revoked_by) = (None, None);
-                    }
-                    user.refresh_account_keys();
-                    let device = user.device(key).cloned();
-                    Change::Write(user, device)
-                }
-                _ => Change::Keep(None),
-            })
-        };
-        if let (Some(device), _) = self.users.modify(&revoked.account, undo).await? {
-            self.write_device_record(&device).await?;
-        }
-        Ok(())
     }
 
     /// Deletes every device record of a deleted account, each at the
@@ -294,7 +132,7 @@ impl Store {
 /// account's CAS gives the number): an add cut before its listing, or one
 /// in flight. Only such a record may be freed by a refused add or claimed
 /// again by its account.
-fn unlisted_claim(held: &Device) -> bool {
+pub(super) fn unlisted_claim(held: &Device) -> bool {
     held.status == DeviceStatus::Active && held.seq == 0
 }
 
@@ -303,67 +141,4 @@ fn unlisted_claim(held: &Device) -> bool {
 /// again (a registration retried after a crash between the two writes).
 fn first_device_claim(held: &Device) -> bool {
     held.status == DeviceStatus::Active && held.device == held.account && held.seq == 1
-}
-
-/// The account after listing `new` in it, or why not.
-fn list_device<F>(current: Option<User>, new: &Device, rule: &F) -> Result<Change<User, Device>, Error>
-where
-    F: Fn(&User) -> Result<(), Error>,
-{
-    let mut user = current.ok_or_else(|| Error::NotFound("no such account".into()))?;
-    if user.device(new.device).is_some() {
-        // Already a device of this account (a retry of a completed add
-        // included): the key is taken.
-        return Err(Error::UserExists);
-    }
-    rule(&user)?;
-    if user.active_devices().count() >= MAX_DEVICES_PER_ACCOUNT {
-        return Err(Error::LimitReached(format!(
-            "an account has at most {MAX_DEVICES_PER_ACCOUNT} active devices"
-        )));
-    }
-    if user.device_seq >= MAX_DEVICES_EVER {
-        return Err(Error::LimitReached(format!(
-            "an account adds at most {MAX_DEVICES_EVER} devices in all"
-        )));
-    }
-    let mut device = new.clone();
-    user.device_seq += 1;
-    device.seq = user.device_seq;
-    device.added_at = Timestamp::now();
-    user.devices.push(device.clone());
-    user.refresh_account_keys();
-    user.trim_revoked();
-    user.updated_at = device.added_at;
-    Ok(Change::Write(user, device))
-}
-
-/// The account after revoking `key` in it, or why not.
-fn revoke_in<F>(
-    current: Option<User>,
-    key: Key,
-    by: Actor,
-    rule: &F,
-) -> Result<Change<User, (Device, bool)>, Error>
-where
-    F: Fn(&User, &Device) -> Result<(), Error>,
-{
-    let mut user = current.ok_or_else(|| Error::NotFound("no such account".into()))?;
-    let target = user.device(key).cloned().ok_or_else(|| Error::NotFound("no such device".into()))?;
-    if target.status == DeviceStatus::Revoked {
-        return Ok(Change::Keep((target, false)));
-    }
-    rule(&user, &target)?;
-    let t = Timestamp::now();
-    let mut revoked = target;
-    revoked.status = DeviceStatus::Revoked;
-    revoked.revoked_at = Some(t);
-    revoked.revoked_by = Some(by);
-    for d in user.devices.iter_mut().filter(|d| d.device == key) {
-        *d = revoked.clone();
-    }
-    user.refresh_account_keys();
-    user.trim_revoked();
-    user.updated_at = t;
-    Ok(Change::Write(user, (revoked, true)))
 }

@@ -1,14 +1,15 @@
-//! Invite operations on `UNIBUS_invites` and the redemption protocol of
-//! docs/protocol.md section 4: mark the invite used by a CAS (exactly one winner),
-//! create the user with `create`, then mark the invite completed. A retry by
-//! the same key finishes a redemption interrupted between those steps.
+//! The invite records of `UNIBUS_invites`: mint, read, list, cancel, and
+//! the two invite steps of redemption (docs/protocol.md section 4): mark
+//! the invite used by a CAS (exactly one winner), later mark it completed.
+//! Registration, which runs them around the account's own writes, is in
+//! [`super::spans`].
 
 use super::cas::{Change, Retry};
 use super::{KvError, Store, all_pages, take_page};
 use unibus_proto::error::Error;
 use unibus_proto::ids::{Actor, InviteId, Key, Timestamp};
 use unibus_proto::keys::InviteToken;
-use unibus_proto::records::{Device, Invite, InviteStatus, Role, User, default_name};
+use unibus_proto::records::{Invite, InviteStatus, Role, User};
 
 /// The already-validated fields a redeemer supplies.
 #[derive(Debug, Clone)]
@@ -132,16 +133,6 @@ impl Store {
         self.create_invite(Role::Admin, "first admin".into(), Actor::Bootstrap, ttl_secs).await
     }
 
-    /// Redeems an invite for `new` (docs/protocol.md section 4, all steps).
-    ///
-    /// # Errors
-    /// `invite_not_found`, `invite_used`, `invite_cancelled`,
-    /// `invite_expired`, `user_exists`, `unavailable`.
-    pub async fn redeem_invite(&self, token: &InviteToken, new: &NewUser) -> Result<User, Error> {
-        let (invite, revision) = self.claim(token, new.sign_pub).await?;
-        self.finish_redemption(&invite, revision, new).await
-    }
-
     /// Steps 1-3: finds the invite and marks it used by `sign_pub` with a
     /// CAS, or accepts an earlier unfinished claim by the same key. After
     /// this returns, the invite is spent for every other key.
@@ -154,7 +145,7 @@ impl Store {
     }
 
     /// [`Store::claim_invite`], with the invite's revision after the claim.
-    async fn claim(&self, token: &InviteToken, sign_pub: Key) -> Result<(Invite, u64), Error> {
+    pub(super) async fn claim(&self, token: &InviteToken, sign_pub: Key) -> Result<(Invite, u64), Error> {
         let claim = |current: Option<Invite>| {
             let mut inv = current.ok_or(Error::InviteNotFound)?;
             let t = Timestamp::now();
@@ -181,34 +172,6 @@ impl Store {
         Ok((inv, rev))
     }
 
-    /// Steps 4-5: creates the user, then marks the invite completed. If the
-    /// key is already registered by this very invite (a retry after a crash
-    /// between 4 and 5) the redemption completes; otherwise `user_exists`
-    /// and the invite stays spent.
-    async fn finish_redemption(&self, invite: &Invite, revision: u64, new: &NewUser) -> Result<User, Error> {
-        let name = new.name.clone().unwrap_or_else(|| default_name(&new.sign_pub));
-        let first = Device::first(new.sign_pub, new.kex_pub, Some(new.kex_sig.clone()));
-        // A key that is a device of another account is refused here (the
-        // invite stays spent, as for a registered key).
-        if let Err(e) = self.claim_device_key(&first).await {
-            if e == Error::UserExists {
-                self.complete_invite(invite, revision).await?;
-            }
-            return Err(e);
-        }
-        let user = User::new_active(first, &name, invite.role, invite.created_by, invite.id.clone());
-        let outcome = match self.add_user(&user).await {
-            Ok(_) => Ok(user),
-            Err(Error::UserExists) => match self.get_user(new.sign_pub).await? {
-                Some((existing, _)) if existing.invite_id == invite.id => Ok(existing),
-                _ => Err(Error::UserExists),
-            },
-            Err(e) => return Err(e),
-        };
-        self.complete_invite(invite, revision).await?;
-        outcome
-    }
-
     /// Before `user` is deleted: finishes the invite it registered with
     /// (marks it `completed` by CAS when it is still used by this key but
     /// not completed, as after a crash between steps 4 and 5), so that the
@@ -231,7 +194,7 @@ impl Store {
     /// Step 5: sets `completed` by a CAS on the revision the claim left,
     /// without reading again; if the invite changed since, reads it and
     /// retries (a no-op when already set).
-    async fn complete_invite(&self, claimed: &Invite, revision: u64) -> Result<(), Error> {
+    pub(super) async fn complete_invite(&self, claimed: &Invite, revision: u64) -> Result<(), Error> {
         let complete = |current: Option<Invite>| {
             let mut inv = current.ok_or(Error::InviteNotFound)?;
             if inv.completed {

@@ -20,6 +20,7 @@ pub mod index;
 mod invites;
 mod memberships;
 mod rooms;
+mod spans;
 mod table;
 mod users;
 
@@ -27,8 +28,8 @@ pub(crate) use admins::{AdminLoss, last_admin};
 pub use invites::NewUser;
 #[cfg(feature = "internals")]
 pub use memberships::Memberships;
+#[cfg(feature = "internals")]
 pub use rooms::RoomChange;
-pub(crate) use rooms::members_cap;
 pub use users::Standing;
 
 use std::sync::Arc;

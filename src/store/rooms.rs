@@ -1,19 +1,18 @@
-//! Room operations on `UNIBUS_rooms`. Membership lives in the room record
+//! The room records of `UNIBUS_rooms`. Membership lives in the room record
 //! only; every change is a read-check-CAS ([`super::cas`]) in which the
 //! caller's rule (who may do what) is re-judged on the record actually
-//! written over.
-//! Both caps of docs/protocol.md section 5 hold exactly: members per room inside that
-//! CAS, rooms per user through a reservation taken before the room record
-//! lists the user (see [`super::memberships`]).
+//! written over. Both caps of docs/protocol.md section 5 hold exactly:
+//! members per room inside that CAS ([`join`]), rooms per user through a
+//! reservation taken before the room record lists the user (see
+//! [`super::memberships`]); the operations that take and release those
+//! reservations with the room are in [`super::spans`].
 
-use rand::RngCore as _;
-
-use super::cas::Change;
+use super::cas::{Change, Retry};
 use super::{KvError, Store, take_page};
 use unibus_proto::error::Error;
 use unibus_proto::ids::{Key, RoomId, Timestamp};
 use unibus_proto::records::{Room, SCHEMA_VERSION};
-use unibus_proto::wire::{MAX_MEMBERS_PER_ROOM, MAX_ROOMS_PER_USER};
+use unibus_proto::wire::MAX_MEMBERS_PER_ROOM;
 
 /// What a rule decides for one room record.
 pub enum RoomChange {
@@ -24,25 +23,8 @@ pub enum RoomChange {
 }
 
 impl Store {
-    /// Creates a room owned by `owner`, who is its first member.
-    ///
-    /// # Errors
-    /// `limit_reached` when `owner` is in [`MAX_ROOMS_PER_USER`] rooms
-    /// already (nothing written); `unavailable`.
-    pub async fn create_room(&self, name: &str, owner: Key) -> Result<Room, Error> {
-        let mut raw = [0u8; 16];
-        rand::rngs::OsRng.fill_bytes(&mut raw);
-        let id = RoomId::parse(&hex::encode(raw))?;
-        self.reserve_room(owner, &id, MAX_ROOMS_PER_USER).await?;
-        let created = self.create_room_record(id.clone(), name, owner).await;
-        if created.is_err() {
-            // Best effort: a leftover reservation is pruned later.
-            let _ = self.release_room(owner, &id).await;
-        }
-        created
-    }
-
-    async fn create_room_record(&self, id: RoomId, name: &str, owner: Key) -> Result<Room, Error> {
+    /// Creates the record of a new room owned by `owner`, its only member.
+    pub(super) async fn create_room_record(&self, id: RoomId, name: &str, owner: Key) -> Result<Room, Error> {
         let t = Timestamp::now();
         let room = Room {
             v: SCHEMA_VERSION,
@@ -113,6 +95,17 @@ impl Store {
         id: &RoomId,
         rule: impl Fn(&Room) -> Result<RoomChange, Error>,
     ) -> Result<(Room, bool), Error> {
+        self.change_room_from(id, None, rule).await
+    }
+
+    /// [`Store::change_room`], judged first on `known` (a record and
+    /// revision just read) without reading again.
+    pub(super) async fn change_room_from(
+        &self,
+        id: &RoomId,
+        known: Option<(Room, u64)>,
+        rule: impl Fn(&Room) -> Result<RoomChange, Error>,
+    ) -> Result<(Room, bool), Error> {
         let judge = |room: Option<Room>| {
             let room = room.ok_or_else(|| Error::NotFound("no such room".into()))?;
             let mut next = match rule(&room)? {
@@ -124,109 +117,29 @@ impl Store {
             next.updated_at = Timestamp::now();
             Ok(Change::Write(next.clone(), (next, true)))
         };
-        let (done, rev) = self.rooms.modify(id, judge).await?;
+        let retry = Retry { known, ..Retry::default() };
+        let (done, rev) = self.rooms.modify_with(id, retry, judge).await?;
         if let (true, Some(rev)) = (done.1, rev) {
             let _ = self.rooms_ix.wait_for(rev, self.sync_limit()).await;
         }
         Ok(done)
     }
-
-    /// Adds `member` to room `id` if `rule` (the caller's permission) holds
-    /// on the record written over, under both caps. Returns the room and
-    /// whether it changed; adding a present member changes nothing.
-    ///
-    /// # Errors
-    /// `not_found`, the rule's error, `limit_reached` at either cap
-    /// (nothing kept), `unavailable`.
-    pub async fn add_room_member(
-        &self,
-        id: &RoomId,
-        member: Key,
-        rule: impl Fn(&Room) -> Result<(), Error>,
-    ) -> Result<(Room, bool), Error> {
-        let reserved = self.reserve_room(member, id, MAX_ROOMS_PER_USER).await?;
-        let add = |room: &Room| {
-            rule(room)?;
-            if room.has_member(member) {
-                return Ok(RoomChange::Keep);
-            }
-            if room.members.len() >= MAX_MEMBERS_PER_ROOM {
-                return Err(members_cap());
-            }
-            let mut next = room.clone();
-            next.members.push(member);
-            Ok(RoomChange::Write(next))
-        };
-        let (room, changed) = match self.change_room(id, add).await {
-            Ok(done) => done,
-            Err(e) => {
-                if reserved {
-                    let _ = self.release_room(member, id).await;
-                }
-                return Err(e);
-            }
-        };
-        if changed {
-            if let Err(e) = self.confirm_reservation(member, id, MAX_ROOMS_PER_USER).await {
-                self.take_back(id, member).await?;
-                return Err(e);
-            }
-        }
-        Ok((room, changed))
-    }
-
-    /// Removes `member` from room `id` again (an add that must not stand)
-    /// and releases its reservation.
-    ///
-    /// # Errors
-    /// `unavailable`.
-    pub async fn take_back(&self, id: &RoomId, member: Key) -> Result<(), Error> {
-        let undo = |room: &Room| {
-            let mut next = room.clone();
-            next.members.retain(|m| *m != member);
-            Ok(RoomChange::Write(next))
-        };
-        match self.change_room(id, undo).await {
-            Ok(_) | Err(Error::NotFound(_)) => {}
-            Err(e) => return Err(e),
-        }
-        self.release_room(member, id).await
-    }
-
-    /// Removes `sign_pub` from every room it is a member of, and clears it
-    /// as owner (such rooms are then managed by admins only); then drops
-    /// its room reservations.
-    ///
-    /// # Errors
-    /// `unavailable`.
-    pub async fn remove_from_all_rooms(&self, sign_pub: Key) -> Result<usize, Error> {
-        self.rooms_ix.sync(self.sync_limit()).await?;
-        let ids = self.rooms_ix.read(|ix| ix.rooms_of(sign_pub));
-        let mut changed = 0;
-        for id in ids {
-            let strip = |room: &Room| {
-                if !room.has_member(sign_pub) && room.owner != Some(sign_pub) {
-                    return Ok(RoomChange::Keep);
-                }
-                let mut next = room.clone();
-                next.members.retain(|m| *m != sign_pub);
-                if next.owner == Some(sign_pub) {
-                    next.owner = None;
-                }
-                Ok(RoomChange::Write(next))
-            };
-            match self.change_room(&id, strip).await {
-                Ok((_, true)) => changed += 1,
-                Ok((_, false)) | Err(Error::NotFound(_)) => {}
-                Err(e) => return Err(e),
-            }
-        }
-        self.delete_memberships(sign_pub).await?;
-        Ok(changed)
-    }
 }
 
-/// The members-per-room refusal.
-pub(crate) fn members_cap() -> Error {
-    Error::LimitReached(format!("a room has at most {MAX_MEMBERS_PER_ROOM} members"))
+/// The members-per-room cap (docs/protocol.md section 5), the one place it
+/// is judged: `room` with `member` added, `Keep` when it is a member
+/// already, `limit_reached` when the room is full.
+///
+/// # Errors
+/// `limit_reached`.
+pub(super) fn join(room: &Room, member: Key) -> Result<RoomChange, Error> {
+    if room.has_member(member) {
+        return Ok(RoomChange::Keep);
+    }
+    if room.members.len() >= MAX_MEMBERS_PER_ROOM {
+        return Err(Error::LimitReached(format!("a room has at most {MAX_MEMBERS_PER_ROOM} members")));
+    }
+    let mut next = room.clone();
+    next.members.push(member);
+    Ok(RoomChange::Write(next))
 }

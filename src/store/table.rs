@@ -1,7 +1,7 @@
 //! Typed access to one bucket: a [`Table`] knows its key type (an account
 //! [`Key`], a [`RoomId`], an [`InviteId`]) and its record type, so that no
 //! caller builds a KV key from text or decodes a record by hand. Its
-//! read-modify-write is [`Bucket::modify`] (see [`super::cas`]), with the
+//! read-modify-write is [`Bucket::modify_with`] (see [`super::cas`]), with the
 //! decision a plain function of the record read: a decision that needs I/O
 //! does it before, not inside, so retrying it after a lost race has no side
 //! effect.
@@ -92,7 +92,7 @@ impl<K: TableKey, T: Serialize + DeserializeOwned> Table<K, T> {
         self.modify(key, |_| Ok(Change::<T, ()>::Delete(()))).await.map(|_| ())
     }
 
-    /// Read, decide, compare-and-swap (see [`Bucket::modify`]): `decide`
+    /// Read, decide, compare-and-swap (see [`Bucket::modify_with`]): `decide`
     /// is judged again on the record actually written over after every
     /// lost race, so it must be a function of that record alone.
     ///

@@ -1,9 +1,7 @@
-//! User operations on `UNIBUS_users`: add, get, list, revoke, restore,
-//! delete, is-authorized and has-admin. Each change is one CAS on the
-//! revision just read. The last active admin cannot be revoked or deleted:
-//! checked before the write, and re-checked after it (a concurrent change to
-//! another admin could otherwise leave none), with the write undone when the
-//! re-check fails.
+//! The account records of `UNIBUS_users`: add, get, list, revoke, restore,
+//! standing and has-admin. Each change is one CAS on the revision just
+//! read; revoking an admin follows the last-admin rule ([`super::admins`]).
+//! The account's delete, which spans buckets, is in [`super::spans`].
 
 use super::admins::{AdminLoss, last_admin};
 use super::cas::Change;
@@ -292,38 +290,6 @@ impl Store {
         let _ = self.users_ix.wait_for(new_rev, self.sync_limit()).await;
         Ok((user, true))
     }
-
-    /// Deletes a user record (hard delete, CAS) and removes the key from
-    /// every room, before and after the delete, then its block list, so
-    /// that a key registered again later inherits nothing. The invite it
-    /// registered with is marked completed first, so that the key cannot
-    /// replay it.
-    ///
-    /// # Errors
-    /// `not_found`; `forbidden` for the last active admin
-    /// ([`super::admins`]); `unavailable`.
-    pub async fn delete_user(&self, sign_pub: Key) -> Result<User, Error> {
-        let (user, revision) = self.get_user(sign_pub).await?.ok_or_else(no_such_user)?;
-        if user.is_active_admin() && !self.admin_remains(sign_pub).await? {
-            return Err(last_admin());
-        }
-        self.remove_from_all_rooms(sign_pub).await?;
-        // Before the delete, so that no crash leaves a deleted key able to
-        // replay its invite.
-        self.retire_invite_of(&user).await?;
-        // The delete itself: a CAS from the record just read, judged again
-        // (without side effects) on whatever record it writes over.
-        let delete = |current: Option<User>| Ok(Change::Delete(current.ok_or_else(no_such_user)?));
-        let retry = super::cas::Retry { known: Some((user, revision)), ..Default::default() };
-        let (user, _) = self.users.modify_with(&sign_pub, retry, delete).await?;
-        self.keep_an_admin(sign_pub, AdminLoss::Deleted(user.clone())).await?;
-        // A member.add that raced with the delete is caught here (or by
-        // its own check after writing).
-        self.remove_from_all_rooms(sign_pub).await?;
-        self.delete_block_list(sign_pub).await?;
-        self.delete_device_records(&user).await?;
-        Ok(user)
-    }
 }
 
 /// A key's standing in its account, as the synced users index says.
@@ -344,6 +310,6 @@ fn standing_in(ix: &super::folds::Users, account: Key, key: Key) -> Result<Stand
     }
 }
 
-fn no_such_user() -> Error {
+pub(super) fn no_such_user() -> Error {
     Error::NotFound("no such user".into())
 }

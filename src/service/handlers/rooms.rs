@@ -4,12 +4,10 @@
 //! the caps (256 rooms per user, 512 members per room) and block lists.
 
 use super::{Caller, Ctx, Outcome, Paging, active_user, sweep_account};
-use crate::store::{RoomChange, members_cap};
 use unibus_proto::error::Error;
 use unibus_proto::records::{Role, Room, UserStatus};
 use unibus_proto::wire::{
-    MAX_MEMBERS_PER_ROOM, MemberRequest, RoomCreateRequest, RoomIdRequest, RoomListReply, RoomListRequest,
-    RoomReply, validate_name,
+    MemberRequest, RoomCreateRequest, RoomIdRequest, RoomListReply, RoomListRequest, RoomReply, validate_name,
 };
 
 /// `unibus.room.create`: the caller owns the room and is its first member;
@@ -48,8 +46,7 @@ pub async fn list(ctx: &Ctx, caller: &Caller, req: RoomListRequest) -> Result<Ou
 pub async fn add(ctx: &Ctx, caller: &Caller, req: MemberRequest) -> Result<Outcome<RoomReply>, Error> {
     let id = req.id;
     let target = req.sign_pub.key();
-    let (current, _) =
-        ctx.store.get_room(&id).await?.ok_or_else(|| Error::NotFound("no such room".into()))?;
+    let current = ctx.store.get_room(&id).await?.ok_or_else(|| Error::NotFound("no such room".into()))?;
     let member = match ctx.store.get_user(target).await? {
         Some((u, _)) if u.status == UserStatus::Active => u,
         _ => return Err(Error::NotFound("no such active user".into())),
@@ -62,23 +59,14 @@ pub async fn add(ctx: &Ctx, caller: &Caller, req: MemberRequest) -> Result<Outco
         }
         Ok(())
     };
-    // Permission before the caps, and no write when a check refuses.
-    may_add(&current)?;
+    // Permission first: only who may add learns whether it is blocked.
+    may_add(&current.0)?;
     if !is_admin && ctx.store.has_blocked(target, me.sign_pub).await? {
         return Err(Error::Forbidden("this user has blocked you".into()));
     }
-    if !current.has_member(target) && current.members.len() >= MAX_MEMBERS_PER_ROOM {
-        return Err(members_cap());
-    }
-    let (room, changed) = ctx.store.add_room_member(&id, target, may_add).await?;
+    let (room, changed) = ctx.store.add_room_member(current, &member, may_add).await?;
     if !changed {
         return Outcome::reply(RoomReply { room });
-    }
-    // The member may have been deleted (and perhaps registered anew) while
-    // we wrote: then take the membership back.
-    if !ctx.store.still_registered(target, &member.invite_id).await? {
-        ctx.store.take_back(&id, target).await?;
-        return Err(Error::NotFound("no such active user".into()));
     }
     let sweep = sweep_account(ctx, target).await;
     Outcome::reply_then_sweep(RoomReply { room }, sweep)
@@ -92,7 +80,7 @@ pub async fn remove(ctx: &Ctx, caller: &Caller, req: MemberRequest) -> Result<Ou
     ctx.store.get_room(&id).await?.ok_or_else(|| Error::NotFound("no such room".into()))?;
     let me = active_user(ctx, caller).await?;
     let is_admin = me.role == Role::Admin;
-    let rule = |room: &Room| {
+    let may_remove = |room: &Room| {
         let is_owner = room.owner == Some(me.sign_pub);
         let is_self = me.sign_pub == target;
         if !(is_admin || is_owner || is_self) {
@@ -101,19 +89,12 @@ pub async fn remove(ctx: &Ctx, caller: &Caller, req: MemberRequest) -> Result<Ou
         if room.owner == Some(target) && !is_admin {
             return Err(Error::Forbidden("only an admin removes the owner".into()));
         }
-        if !room.has_member(target) {
-            return Ok(RoomChange::Keep);
-        }
-        let mut next = room.clone();
-        next.members.retain(|m| *m != target);
-        Ok(RoomChange::Write(next))
+        Ok(())
     };
-    let (room, changed) = ctx.store.change_room(&id, rule).await?;
+    let (room, changed) = ctx.store.remove_room_member(&id, target, may_remove).await?;
     if !changed {
         return Outcome::reply(RoomReply { room });
     }
-    // Best effort: a leftover reservation is pruned at the cap.
-    let _ = ctx.store.release_room(target, &id).await;
     let sweep = sweep_account(ctx, target).await;
     Outcome::reply_then_sweep(RoomReply { room }, sweep)
 }
