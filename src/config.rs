@@ -8,9 +8,10 @@ use std::time::Duration;
 
 use async_nats::jetstream::stream::StorageType;
 
+use crate::limits::mail::MailLimits;
 use crate::limits::{CallerLimits, GuestLimits};
 use crate::secrets::{Secrets, SecretsError, read_env_file};
-use crate::store::StoreConfig;
+use crate::store::{MailConfig, StoreConfig};
 
 /// Raw flags (each also read from the environment).
 #[derive(Debug, Clone, clap::Args)]
@@ -72,6 +73,24 @@ pub struct DaemonArgs {
     /// aside (1..=65536).
     #[arg(long, env = "UNIBUS_CONTROL_IN_FLIGHT", default_value_t = CallerLimits::default().max_in_flight)]
     pub control_in_flight: usize,
+    /// How long a stored message waits for its devices, in seconds (the
+    /// mail bucket's max_age; 60..=31536000, default 30 days).
+    #[arg(long, env = "UNIBUS_MAIL_RETENTION_SECS", default_value_t = unibus_proto::mail::DEFAULT_RETENTION_SECS)]
+    pub mail_retention_secs: u64,
+    /// Size of the mail bucket in bytes (1048576..=2^50, default 1 GiB);
+    /// a send that would pass it is refused (limit_reached).
+    #[arg(long, env = "UNIBUS_MAIL_MAX_BYTES", default_value_t = MailConfig::default().max_bytes)]
+    pub mail_max_bytes: i64,
+    /// Messages per second one account may store (1..=100000).
+    #[arg(long, env = "UNIBUS_MAIL_RATE", default_value_t = MailLimits::default().rate)]
+    pub mail_rate: u32,
+    /// ... beyond this many at once (1..=1000000).
+    #[arg(long, env = "UNIBUS_MAIL_BURST", default_value_t = MailLimits::default().burst)]
+    pub mail_burst: u32,
+    /// Envelope bytes one account may store per UTC day (65536..=2^40,
+    /// default 16 MiB).
+    #[arg(long, env = "UNIBUS_MAIL_DAILY_BYTES", default_value_t = MailLimits::default().daily_bytes)]
+    pub mail_daily_bytes: u64,
 }
 
 /// Why settings were refused; names the setting.
@@ -100,6 +119,8 @@ pub struct Settings {
     /// Per-device budgets and the control plane's cap on requests in
     /// flight.
     pub callers: CallerLimits,
+    /// The limits on storing messages.
+    pub mail: MailLimits,
     /// User JWT lifetime.
     pub user_jwt_ttl: Duration,
 }
@@ -154,6 +175,33 @@ impl DaemonArgs {
                 history: self.kv_history,
                 storage,
                 timeout: Duration::from_millis(self.store_timeout_ms),
+                mail: MailConfig {
+                    retention: Duration::from_secs(check(
+                        "UNIBUS_MAIL_RETENTION_SECS",
+                        self.mail_retention_secs,
+                        60,
+                        365 * 86_400,
+                        "60..=31536000",
+                    )?),
+                    max_bytes: check(
+                        "UNIBUS_MAIL_MAX_BYTES",
+                        self.mail_max_bytes,
+                        1 << 20,
+                        1 << 50,
+                        "1048576..=2^50",
+                    )?,
+                },
+            },
+            mail: MailLimits {
+                rate: check("UNIBUS_MAIL_RATE", self.mail_rate, 1, 100_000, "1..=100000")?,
+                burst: check("UNIBUS_MAIL_BURST", self.mail_burst, 1, 1_000_000, "1..=1000000")?,
+                daily_bytes: check(
+                    "UNIBUS_MAIL_DAILY_BYTES",
+                    self.mail_daily_bytes,
+                    1 << 16,
+                    1 << 40,
+                    "65536..=2^40",
+                )?,
             },
             guest: self.guest_limits()?,
             callers: self.caller_limits()?,

@@ -221,6 +221,8 @@ pub async fn start(settings: &Settings) -> Result<Running, StartError> {
         penalties: penalties.clone(),
         counters: counters.clone(),
         notices: service::Notices::new(control_client.clone()),
+        delivery: service::Delivery::new(control_client.clone()),
+        mail: crate::limits::mail::MailGate::new(settings.mail.clone()),
         unavailable_log: LogEvery::new(UNAVAILABLE_LOG_EVERY),
     };
     let control = service::start(control_client.clone(), Arc::new(ctx))

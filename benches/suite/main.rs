@@ -51,6 +51,7 @@ fn settings(url: &str, secrets: &Secrets) -> Settings {
         store: StoreConfig::default(),
         guest: Default::default(),
         callers: Default::default(),
+        mail: Default::default(),
         user_jwt_ttl: Duration::from_secs(3600),
     }
 }

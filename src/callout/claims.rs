@@ -279,6 +279,7 @@ pub fn permissions(role: Option<Role>, account: Key, device: Key, rooms: &[RoomI
         subjects::ROOM_MEMBER_ALL,
         subjects::BLOCK_ALL,
         subjects::DEVICE_ALL,
+        subjects::MAIL_ALL,
         subjects::MSG_DM_ALL,
     ]
     .iter()

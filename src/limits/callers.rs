@@ -23,7 +23,8 @@
 //!   caller's refusal bucket has a token; beyond that it is dropped
 //!   without a reply.
 //! - **Size.** A body over [`super::MAX_REQUEST_BYTES`] is refused
-//!   (`bad_request`) before it is parsed.
+//!   (`bad_request`) before it is parsed; a message to store
+//!   ([`Cost::Mail`]) may be as large as a NATS message.
 //! - **Far past the limit.** nats-server has no ingress limit of its own:
 //!   every byte a client sends on a control subject is forwarded to
 //!   unibusd's one control connection, which the server cuts as a slow
@@ -59,6 +60,10 @@ pub enum Cost {
     /// Writes, then lists every server's connections and closes some, and
     /// lists again once in-flight admissions have settled.
     Sweep,
+    /// Stores a message (one KV create) and publishes it: a write whose
+    /// body may be as large as the server lets a message be
+    /// ([`super::MAX_MAIL_REQUEST_BYTES`]).
+    Mail,
 }
 
 impl Cost {
@@ -66,8 +71,16 @@ impl Cost {
     pub fn units(self) -> f64 {
         match self {
             Cost::Read => 1.0,
-            Cost::Write => 2.0,
+            Cost::Write | Cost::Mail => 2.0,
             Cost::Sweep => 5.0,
+        }
+    }
+
+    /// The largest body a request of this cost may have.
+    pub fn max_body(self) -> usize {
+        match self {
+            Cost::Mail => super::MAX_MAIL_REQUEST_BYTES,
+            _ => MAX_REQUEST_BYTES,
         }
     }
 }
@@ -289,8 +302,12 @@ impl Gate {
         if !entry.bytes.take((size as f64).min(cap + 1.0), cap, rate, now) {
             return Decision::Penalize("control-plane bytes far past the limit");
         }
-        let decision = if body > MAX_REQUEST_BYTES {
-            let why = format!("request body of {body} bytes; at most {MAX_REQUEST_BYTES}");
+        let max_body = match class {
+            Class::Guest => MAX_REQUEST_BYTES,
+            Class::Member(cost) => cost.max_body(),
+        };
+        let decision = if body > max_body {
+            let why = format!("request body of {body} bytes; at most {max_body}");
             let (cap, rate) = shapes.refusals;
             match entry.refusals.take(1.0, cap, rate, now) {
                 true => Decision::Refuse(Error::BadRequest(why)),

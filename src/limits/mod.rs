@@ -22,6 +22,7 @@
 
 pub mod callers;
 pub mod guests;
+pub mod mail;
 pub mod penalties;
 pub mod slots;
 
@@ -35,6 +36,11 @@ pub use slots::{Ticket, Waiter};
 /// contract fits in a few hundred bytes (an invite link with its server
 /// list is the longest). A larger body is refused before it is parsed.
 pub const MAX_REQUEST_BYTES: usize = 16 * 1024;
+/// The largest `unibus.mail.send` body accepted before it is parsed. The
+/// server's `max_payload` (1 MB in nats.conf) bounds it first; once
+/// decoded, the envelope is held to that `max_payload` less room for a
+/// fetch reply's framing (docs/protocol.md section 10).
+pub const MAX_MAIL_REQUEST_BYTES: usize = 8 << 20;
 pub use guests::{GuestLimits, Limiter};
 
 /// A token bucket: `tokens` at `at`, refilled at `rate` per second up to

@@ -13,12 +13,14 @@
 
 mod caller;
 pub mod cursor;
+mod delivery;
 mod handlers;
 pub mod intake;
 pub mod micro;
 mod notices;
 
 pub use caller::{Caller, Stamp};
+pub use delivery::Delivery;
 pub use notices::Notices;
 
 use std::sync::Arc;
@@ -59,6 +61,10 @@ pub struct Ctx {
     pub counters: Arc<intake::Counters>,
     /// Publishes notices to accounts.
     pub notices: Notices,
+    /// Publishes stored messages live.
+    pub delivery: Delivery,
+    /// The limits on storing messages.
+    pub mail: crate::limits::mail::MailGate,
     /// Rate-limits the log line for `unavailable` answers.
     pub unavailable_log: crate::metrics::LogEvery,
 }

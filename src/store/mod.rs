@@ -18,7 +18,9 @@ mod devices;
 pub mod folds;
 pub mod index;
 mod invites;
+mod mail;
 mod memberships;
+mod quota;
 mod rooms;
 mod spans;
 mod table;
@@ -26,8 +28,10 @@ mod users;
 
 pub(crate) use admins::{AdminLoss, last_admin};
 pub use invites::NewUser;
+pub use mail::{MailConfig, Stored};
 #[cfg(feature = "internals")]
 pub use memberships::Memberships;
+pub use quota::DayKey;
 #[cfg(feature = "internals")]
 pub use rooms::RoomChange;
 pub use users::Standing;
@@ -46,7 +50,8 @@ use unibus_proto::error::Error;
 use unibus_proto::ids::{InviteId, Key, RoomId};
 use unibus_proto::records::{Device, Invite, Room, User};
 use unibus_proto::subjects::{
-    BUCKET_BLOCKS, BUCKET_DEVICES, BUCKET_INVITES, BUCKET_MEMBERSHIPS, BUCKET_ROOMS, BUCKET_USERS,
+    BUCKET_BLOCKS, BUCKET_DEVICES, BUCKET_INVITES, BUCKET_MAIL_QUOTA, BUCKET_MEMBERSHIPS, BUCKET_ROOMS,
+    BUCKET_USERS,
 };
 
 /// How the buckets are created when missing, and how long a store call may
@@ -61,6 +66,8 @@ pub struct StoreConfig {
     pub storage: stream::StorageType,
     /// Timeout of each JetStream request.
     pub timeout: Duration,
+    /// The mail bucket's retention and size.
+    pub mail: MailConfig,
 }
 
 impl Default for StoreConfig {
@@ -70,6 +77,7 @@ impl Default for StoreConfig {
             history: 5,
             storage: stream::StorageType::File,
             timeout: Duration::from_millis(1000),
+            mail: MailConfig::default(),
         }
     }
 }
@@ -196,6 +204,10 @@ pub struct Store {
     pub(crate) memberships: Table<Key, memberships::Memberships>,
     /// Device records (docs/protocol.md section 8).
     pub(crate) devices: Table<Key, Device>,
+    /// Stored messages (docs/protocol.md section 10).
+    pub(crate) mail: mail::Mailbox,
+    /// The daily mail counters.
+    pub(crate) mail_quota: Table<DayKey, quota::DayBytes>,
     pub(crate) users_ix: Arc<Index<folds::Users>>,
     pub(crate) devices_ix: Arc<Index<folds::Devices>>,
     pub(crate) invites_ix: Arc<Index<folds::Invites>>,
@@ -235,6 +247,12 @@ impl Store {
         let blocks = open_bucket(&js, BUCKET_BLOCKS, cfg).await?;
         let memberships = open_bucket(&js, BUCKET_MEMBERSHIPS, cfg).await?;
         let devices = open_bucket(&js, BUCKET_DEVICES, cfg).await?;
+        let mail = mail::Mailbox::open(&js, cfg).await?;
+        let quota_config = stream::Config {
+            max_age: Duration::from_secs(quota::KEEP_DAYS * 86_400),
+            ..bucket_stream_config(BUCKET_MAIL_QUOTA, cfg)
+        };
+        let mail_quota = open_bucket_as(&js, BUCKET_MAIL_QUOTA, quota_config).await?;
         let mut ix_js = jetstream::new(index_client);
         ix_js.set_timeout(cfg.timeout);
         let follow = |name: &'static str| {
@@ -257,6 +275,8 @@ impl Store {
             rooms: Table::new(rooms),
             blocks: Table::new(blocks),
             memberships: Table::new(memberships),
+            mail,
+            mail_quota: Table::new(mail_quota),
             timeout: cfg.timeout,
         })
     }
@@ -332,14 +352,21 @@ pub(crate) async fn get_many<T: DeserializeOwned + Send + 'static>(
 }
 
 async fn open_bucket(js: &jetstream::Context, name: &str, cfg: &StoreConfig) -> Result<Bucket, Error> {
+    open_bucket_as(js, name, bucket_stream_config(name, cfg)).await
+}
+
+/// [`open_bucket`] creating the stream as `config` when it is missing.
+async fn open_bucket_as(
+    js: &jetstream::Context,
+    name: &str,
+    config: stream::Config,
+) -> Result<Bucket, Error> {
     match js.get_key_value(name).await {
         Ok(kv) => return leader_reads_only(js, name, kv).await,
         Err(e) if e.kind() == jetstream::context::KeyValueErrorKind::GetBucket => {}
         Err(e) => return Err(Error::Unavailable(format!("open bucket {name}: {e}"))),
     }
-    js.create_stream(bucket_stream_config(name, cfg))
-        .await
-        .map_err(|e| Error::Unavailable(format!("create bucket {name}: {e}")))?;
+    js.create_stream(config).await.map_err(|e| Error::Unavailable(format!("create bucket {name}: {e}")))?;
     let kv =
         js.get_key_value(name).await.map_err(|e| Error::Unavailable(format!("open bucket {name}: {e}")))?;
     Ok(Bucket { kv })

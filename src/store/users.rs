@@ -193,6 +193,39 @@ impl Store {
         Ok(last.is_some_and(|body| serde_json::from_slice::<User>(&body).is_ok_and(|u| holds(&u))))
     }
 
+    /// The active devices of the active accounts among `accounts`, sorted,
+    /// from the users index made current with the leader (the recipients
+    /// a room message must be sealed for, docs/protocol.md section 10).
+    ///
+    /// # Errors
+    /// `unavailable`.
+    pub async fn active_devices_of(&self, accounts: &[Key]) -> Result<Vec<Key>, Error> {
+        let devices = self
+            .users_ix
+            .sync_read(self.sync_limit(), |ix| {
+                let mut out = Vec::new();
+                for account in accounts {
+                    let Some(e) = ix.entries.get(account).filter(|e| e.status == UserStatus::Active) else {
+                        continue;
+                    };
+                    match &e.devices {
+                        None => out.push(*account),
+                        Some(devices) => out.extend(
+                            devices
+                                .iter()
+                                .filter(|(_, s)| *s == DeviceStatus::Active)
+                                .map(|(k, _)| Key::from_bytes(*k)),
+                        ),
+                    }
+                }
+                out
+            })
+            .await?;
+        let mut devices = devices;
+        devices.sort_unstable();
+        Ok(devices)
+    }
+
     /// Adds a user record; `user_exists` when the key is taken.
     ///
     /// # Errors

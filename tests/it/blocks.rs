@@ -185,7 +185,10 @@ async fn client_drops_dms_from_blocked_keys() {
     other.block_add(&bob.sign_pub_hex()).await.unwrap();
     let mut inbox = alice_c.inbox().await.unwrap();
 
-    bob_c.send_dm(&alice.sign_pub_hex(), b"let me in").await.unwrap();
+    // unibusd refuses to store it; published on the data plane, the
+    // inbox drops it itself.
+    assert_eq!(code(bob_c.send_dm(&alice.sign_pub_hex(), b"let me in").await), "forbidden");
+    bob_c.send_dm_live(&alice.sign_pub_hex(), b"let me in").await.unwrap();
     carol_c.send_dm(&alice.sign_pub_hex(), b"hi alice").await.unwrap();
     match next_item(&mut inbox).await {
         Incoming::Dropped { from, subject } => {
@@ -212,7 +215,7 @@ async fn client_drops_dms_from_blocked_keys() {
     // its copy is older than the maximum age (zero here: every DM).
     alice_c.set_blocks_max_age(Duration::ZERO);
     other.block_add(carol_c.sign_pub()).await.unwrap();
-    carol_c.send_dm(&alice.sign_pub_hex(), b"still there?").await.unwrap();
+    carol_c.send_dm_live(&alice.sign_pub_hex(), b"still there?").await.unwrap();
     match next_item(&mut inbox).await {
         Incoming::Dropped { from, .. } => assert_eq!(from, carol_c.sign_pub()),
         other => panic!("expected carol's DM dropped, got {other:?}"),

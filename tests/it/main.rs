@@ -23,6 +23,7 @@ mod freshness;
 mod hostile;
 mod invites;
 mod limits;
+mod mail;
 mod malformed;
 mod messaging;
 mod reflect;

@@ -12,9 +12,9 @@ use crate::args::{SendArgs, Target};
 use crate::error::CliError;
 use crate::output::Out;
 use crate::session::{connect, report_device_changes};
-use unibus::{Client, Incoming};
+use unibus::{Client, Incoming, Sent};
 
-async fn deliver(c: &Client, target: &Target, text: &str) -> Result<String, CliError> {
+async fn deliver(c: &Client, target: &Target, text: &str) -> Result<Sent, CliError> {
     Ok(match (&target.to, &target.room) {
         (Some(to), _) => c.send_dm(to, text.as_bytes()).await?,
         (None, Some(room)) => c.send_room(room, text.as_bytes()).await?,
@@ -29,8 +29,10 @@ async fn deliver(c: &Client, target: &Target, text: &str) -> Result<String, CliE
 /// service's codes.
 pub(crate) async fn send(url: &str, identity: &Path, args: SendArgs, out: &Out) -> Result<(), CliError> {
     let c = connect(url, identity).await?;
-    let id = deliver(&c, &args.target, &args.text.join(" ")).await?;
-    out.emit(&serde_json::json!({ "sent": id }), || format!("sent (id {id})"));
+    let Sent { id, seq } = deliver(&c, &args.target, &args.text.join(" ")).await?;
+    out.emit(&serde_json::json!({ "sent": id, "seq": seq }), || {
+        format!("sent (id {id}), stored at seq {seq}")
+    });
     report_device_changes(&c, identity, out)
 }
 

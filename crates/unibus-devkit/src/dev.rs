@@ -90,6 +90,7 @@ impl LocalStack {
             store: Default::default(),
             guest: Default::default(),
             callers: Default::default(),
+            mail: Default::default(),
             user_jwt_ttl: std::time::Duration::from_secs(3600),
         };
         let running = daemon::start(&settings).await?;

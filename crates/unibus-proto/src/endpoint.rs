@@ -7,6 +7,7 @@
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::mail::{MailFetchReply, MailFetchRequest, MailSendReply, MailSendRequest};
 use crate::subjects as s;
 use crate::wire::{
     AccountReply, AdminDeviceAddRequest, BlockListReply, DeleteReply, DeviceAddRequest, DeviceListReply,
@@ -113,6 +114,12 @@ endpoints! {
     /// `unibus.admin.device.add`: recovery device for an account with no
     /// active device.
     AdminDeviceAdd = s::ADMIN_DEVICE_ADD, Admin, AdminDeviceAddRequest => DeviceReply;
+    /// `unibus.mail.send`: store a message for its recipients and deliver
+    /// it live.
+    MailSend = s::MAIL_SEND, Member, MailSendRequest => MailSendReply;
+    /// `unibus.mail.fetch`: one page of a channel's stored messages sealed
+    /// for the calling device.
+    MailFetch = s::MAIL_FETCH, Member, MailFetchRequest => MailFetchReply;
 }
 
 #[cfg(test)]
@@ -152,6 +159,8 @@ mod tests {
             "unibus.device.list",
             "unibus.device.revoke",
             "unibus.admin.device.add",
+            "unibus.mail.send",
+            "unibus.mail.fetch",
         ];
         let mut table: Vec<&str> = SUBJECTS.to_vec();
         let mut want = design.to_vec();

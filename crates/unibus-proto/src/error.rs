@@ -39,6 +39,11 @@ pub enum Error {
     /// `invite_expired` (410).
     #[error("invite expired")]
     InviteExpired,
+    /// `stale_devices` (409): a stored message's recipients are not exactly
+    /// the devices it must reach (docs/protocol.md section 10): look the
+    /// devices up again, seal again, resend.
+    #[error("{0}")]
+    StaleDevices(String),
     /// `limit_reached` (429): a cap or rate limit would be exceeded.
     #[error("{0}")]
     LimitReached(String),
@@ -63,6 +68,7 @@ impl Error {
             Error::InviteUsed => "invite_used",
             Error::InviteCancelled => "invite_cancelled",
             Error::InviteExpired => "invite_expired",
+            Error::StaleDevices(_) => "stale_devices",
             Error::LimitReached(_) => "limit_reached",
             Error::Unavailable(_) => "unavailable",
             Error::Internal(_) => "internal",
@@ -76,7 +82,7 @@ impl Error {
             Error::Unauthenticated(_) => 401,
             Error::Forbidden(_) => 403,
             Error::NotFound(_) | Error::InviteNotFound => 404,
-            Error::UserExists | Error::InviteUsed => 409,
+            Error::UserExists | Error::InviteUsed | Error::StaleDevices(_) => 409,
             Error::InviteCancelled | Error::InviteExpired => 410,
             Error::LimitReached(_) => 429,
             Error::Unavailable(_) => 503,
@@ -108,6 +114,7 @@ impl Error {
             "invite_used" => Error::InviteUsed,
             "invite_cancelled" => Error::InviteCancelled,
             "invite_expired" => Error::InviteExpired,
+            "stale_devices" => Error::StaleDevices(m),
             "limit_reached" => Error::LimitReached(m),
             "unavailable" => Error::Unavailable(m),
             _ => Error::Internal(format!("{code}: {m}")),
@@ -136,6 +143,7 @@ mod tests {
             Error::InviteUsed,
             Error::InviteCancelled,
             Error::InviteExpired,
+            Error::StaleDevices("x".into()),
             Error::LimitReached("x".into()),
             Error::Unavailable("x".into()),
         ];

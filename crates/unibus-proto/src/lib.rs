@@ -10,9 +10,11 @@
 //! - [`records`]: the records kept in KV and shown in replies.
 //! - [`binding`]: device bindings (`kex_sig`) and nonce signing hygiene.
 //! - [`wire`]: control-plane request/reply bodies, strict decoding.
+//! - [`e2e`]: the end-to-end message envelope (seal, open, replay guard).
+//! - [`mail`]: messages that wait (`unibus.mail.*` bodies, the checks of
+//!   a message to store).
 //! - [`endpoint`]: the endpoint table (subject, request, reply, access).
 //! - [`safety`]: safety numbers over an account's active device keys.
-//! - [`e2e`]: the end-to-end message envelope (seal, open, replay guard).
 
 pub mod binding;
 pub mod e2e;
@@ -20,6 +22,7 @@ pub mod endpoint;
 pub mod error;
 pub mod ids;
 pub mod keys;
+pub mod mail;
 pub mod records;
 pub mod safety;
 pub mod subjects;

@@ -53,6 +53,17 @@ pub const DEVICE_LIST: &str = "unibus.device.list";
 pub const DEVICE_REVOKE: &str = "unibus.device.revoke";
 /// `unibus.admin.device.add`: recovery device for an account with none.
 pub const ADMIN_DEVICE_ADD: &str = "unibus.admin.device.add";
+/// `unibus.mail.send`: store a message for its recipients' devices and
+/// deliver it live (docs/protocol.md section 10).
+pub const MAIL_SEND: &str = "unibus.mail.send";
+/// `unibus.mail.fetch`: one page of the stored messages of a channel that
+/// are sealed for the calling device.
+pub const MAIL_FETCH: &str = "unibus.mail.fetch";
+/// Every mail subject (granted to every active user).
+pub const MAIL_ALL: &str = "unibus.mail.*";
+/// Every data-plane message subject: unibusd publishes stored messages
+/// there (AUTH exports it as a stream, APP imports it).
+pub const MSG_ALL: &str = "unibus.msg.>";
 /// Every device subject (granted to every active user).
 pub const DEVICE_ALL: &str = "unibus.device.>";
 /// Notices unibusd publishes to accounts (exported by AUTH as a stream,
@@ -120,6 +131,35 @@ pub const BUCKET_MEMBERSHIPS: &str = "UNIBUS_memberships";
 /// JetStream KV bucket of device records, keyed by device key
 /// (docs/protocol.md section 8).
 pub const BUCKET_DEVICES: &str = "UNIBUS_devices";
+/// JetStream KV bucket of stored messages (docs/protocol.md section 10),
+/// keyed by [`mail_key`].
+pub const BUCKET_MAIL: &str = "UNIBUS_mail";
+/// JetStream KV bucket of the envelope bytes each account stored per UTC
+/// day (the daily mail limit, shared by every unibusd instance), keyed
+/// `<account>.<yyyy-mm-dd>`.
+pub const BUCKET_MAIL_QUOTA: &str = "UNIBUS_mail_quota";
+
+/// The key of a stored message in [`BUCKET_MAIL`]: its channel (`dm.<B>`
+/// or `room.<R>`, see [`mail_channel_dm`], [`mail_channel_room`]), then
+/// the envelope's own `from` and `id`.
+pub fn mail_key(channel: &str, from: &str, id: &str) -> String {
+    format!("{channel}.{from}.{id}")
+}
+
+/// The mail channel of the DMs to account `account` (hex) and of the
+/// copies its devices send each other.
+pub fn mail_channel_dm(account: &str) -> String {
+    format!("dm.{account}")
+}
+
+/// The mail channel of room `room` (id hex).
+pub fn mail_channel_room(room: &str) -> String {
+    format!("room.{room}")
+}
+
+/// Header on a message unibusd delivers live after storing it: its `seq`
+/// in the mail bucket (docs/protocol.md section 10).
+pub const HDR_SEQ: &str = "Unibus-Seq";
 
 /// System-account request every server answers with its identity.
 pub const SYS_SERVER_PING: &str = "$SYS.REQ.SERVER.PING";

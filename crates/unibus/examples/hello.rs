@@ -29,7 +29,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let client = Client::connect(&url, &me).await?;
     let mut inbox = client.inbox().await?;
     let text = "hello from the unibus example";
-    let id = client.send_dm(client.sign_pub(), text.as_bytes()).await?;
+    // A note to self is published live only: the mail store keeps DMs to
+    // other accounts and the copies for one's other devices.
+    let id = client.send_dm_live(client.sign_pub(), text.as_bytes()).await?;
     println!("sent an encrypted direct message to myself (id {id})");
 
     match tokio::time::timeout(Duration::from_secs(10), inbox.next()).await {

@@ -139,6 +139,32 @@ impl Identity {
         self.account.clone().unwrap_or_else(|| self.sign_pub_hex())
     }
 
+    /// Seals a version-2 envelope from this device of its account, dated
+    /// `ts_ms` (unix milliseconds), for `recipients` (docs/envelope.md,
+    /// "Sealing"). Sending it is the caller's: [`crate::Client::mail_send`]
+    /// stores it, a publish on `to.subject` delivers it live only.
+    ///
+    /// # Errors
+    /// [`unibus_proto::e2e::SealError`]: a weak recipient key, no or too
+    /// many recipients, addressing that does not fit the kind.
+    pub fn seal(
+        &self,
+        to: &unibus_proto::e2e::Addressing<'_>,
+        recipients: &[unibus_proto::e2e::Recipient],
+        body: &[u8],
+        ts_ms: i64,
+    ) -> Result<unibus_proto::e2e::Envelope, unibus_proto::e2e::SealError> {
+        let account = self.account_hex();
+        let sender = unibus_proto::e2e::Sender { device: &self.signing, account: &account };
+        unibus_proto::e2e::seal_v2(&sender, to, recipients, body, ts_ms)
+    }
+
+    /// This device as a recipient of envelopes: its key and X25519 key.
+    pub fn recipient(&self) -> unibus_proto::e2e::Recipient {
+        let kex_pub = x25519_dalek::PublicKey::from(&self.kex).to_bytes();
+        unibus_proto::e2e::Recipient { sign_pub: self.sign_pub_hex(), kex_pub }
+    }
+
     /// This device's binding of its X25519 key to `account`.
     pub fn bind(&self, account: &str) -> unibus_proto::KexSig {
         unibus_proto::binding::sign_binding(&self.signing, account, &self.kex_pub_hex())

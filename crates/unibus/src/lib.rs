@@ -50,6 +50,7 @@ pub use contacts::{
 pub use error::{ClientError, TransportError};
 pub use identity::{BUNDLE_PREFIX, Bundle, Identity, IdentityError};
 pub use inbox::{Inbox, Incoming};
+pub use messaging::Sent;
 
 use std::collections::HashSet;
 use std::sync::{Arc, RwLock};

@@ -8,6 +8,7 @@
 mod blocks;
 mod devices;
 mod invites;
+mod mail;
 mod rooms;
 mod users;
 
@@ -116,6 +117,8 @@ routes! {
     ep::DeviceList => devices::list, Cost::Read;
     ep::DeviceRevoke => devices::revoke, Cost::Sweep;
     ep::AdminDeviceAdd => devices::recover, Cost::Write;
+    ep::MailSend => mail::send, Cost::Mail;
+    ep::MailFetch => mail::fetch, Cost::Read;
 }
 
 /// The connection names (device keys) of an account: every device it

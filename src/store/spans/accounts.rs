@@ -67,8 +67,9 @@ impl Store {
     }
 
     /// Deletes a user record (hard delete, CAS) and removes the key from
-    /// every room, before and after the delete, then its block list, so
-    /// that a key registered again later inherits nothing. The invite it
+    /// every room, before and after the delete, then its block list, its
+    /// device records and the messages of its DM channel, so that a key
+    /// registered again later inherits nothing. The invite it
     /// registered with is marked completed first, so that the key cannot
     /// replay it.
     ///
@@ -95,6 +96,9 @@ impl Store {
         self.remove_from_all_rooms(sign_pub).await?;
         self.delete_block_list(sign_pub).await?;
         self.delete_device_records(&user).await?;
+        // Its DM channel: nobody can read it any more (docs/protocol.md
+        // section 10), and a key registered again later inherits nothing.
+        self.mail.purge(&unibus_proto::subjects::mail_channel_dm(&sign_pub.to_hex())).await?;
         Ok(user)
     }
 }

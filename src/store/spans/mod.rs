@@ -16,7 +16,7 @@
 //! | operation | writes, in order | after a crash | undo |
 //! |---|---|---|---|
 //! | register ([`accounts`]) | invite `used` → device claim → account `create` → invite `completed` | the invite is spent; the same key retried completes it | none: every step is idempotent for the same key |
-//! | account delete ([`accounts`]) | rooms and reservations → invite `completed` → account delete → rooms again → block list → device records | a deleted key keeps no room, invite or list (device records of a gone account count as guests) | the delete is taken back (`create`) when it left no admin |
+//! | account delete ([`accounts`]) | rooms and reservations → invite `completed` → account delete → rooms again → block list → device records → its DM channel's messages | a deleted key keeps no room, invite or list (device records of a gone account count as guests) | the delete is taken back (`create`) when it left no admin |
 //! | device add ([`devices`]) | device claim → account lists it → device record final | a claim no account lists: denied at connect, the add retried completes it | a refused add frees its claim; an add whose claim was taken meanwhile unlists itself |
 //! | device revoke ([`devices`]) | account marks it revoked → device record | the account record is the authority; the record follows on the next write | [`super::Store::undo_revoke`] when the caller or the last admin fails a check after the write |
 //! | room create ([`rooms`]) | reservation → room `create` | a reservation without a room: pruned at the cap | the reservation is released |

@@ -44,6 +44,7 @@ impl Cluster {
             store,
             guest: Default::default(),
             callers: Default::default(),
+            mail: Default::default(),
             user_jwt_ttl: Duration::from_secs(3600),
         };
         let secrets = settings.secrets.clone();

@@ -163,13 +163,22 @@ impl Stack {
             store: StoreConfig::default(),
             guest: Default::default(),
             callers: Default::default(),
+            mail: Default::default(),
             user_jwt_ttl: Duration::from_secs(3600),
         }
     }
 
     /// (Re)starts the in-process unibusd.
     pub async fn start_daemon(&mut self) {
-        let running = daemon::start(&self.settings()).await.expect("unibusd starts");
+        self.start_daemon_with(|_| {}).await;
+    }
+
+    /// (Re)starts the in-process unibusd with [`Stack::settings`] changed
+    /// by `edit` (smaller limits, a smaller mail bucket).
+    pub async fn start_daemon_with(&mut self, edit: impl FnOnce(&mut Settings)) {
+        let mut settings = self.settings();
+        edit(&mut settings);
+        let running = daemon::start(&settings).await.expect("unibusd starts");
         self.daemon = Some(running);
     }
 

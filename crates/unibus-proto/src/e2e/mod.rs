@@ -25,7 +25,7 @@ mod tests;
 #[cfg(test)]
 mod tests_v2;
 
-pub use open::{Receiver, open, open_as};
+pub use open::{Receiver, check_sealed, open, open_as};
 pub use seal::{Addressing, Sender, seal, seal_v2, seal_v2_with_id};
 
 /// Envelope version a single-device account sent before linked devices;

@@ -112,6 +112,16 @@ fn parse(raw: &[u8]) -> Result<Envelope, Reject> {
         return Err(Reject::Version(v));
     }
     let env: Envelope = serde_json::from_slice(raw).map_err(|e| Reject::Malformed(e.to_string()))?;
+    check_fields(&env)?;
+    Ok(env)
+}
+
+/// Step 1 after the strict parse: the fields a version needs, as 64
+/// lowercase hex, and the room or peer that the kind allows.
+fn check_fields(env: &Envelope) -> Result<(), Reject> {
+    if env.v != VERSION_1 && env.v != VERSION_2 {
+        return Err(Reject::Version(u64::from(env.v)));
+    }
     match (env.v, &env.device, &env.peer) {
         (VERSION_1, None, None) => {}
         (VERSION_1, _, _) => return Err(Reject::Malformed("version 1 has no device or peer".into())),
@@ -125,9 +135,28 @@ fn parse(raw: &[u8]) -> Result<Envelope, Reject> {
         }
     }
     match (env.kind, &env.room, &env.peer) {
-        (Kind::Dm, None, _) | (Kind::Room, Some(_), None) => Ok(env),
+        (Kind::Dm, None, _) | (Kind::Room, Some(_), None) => Ok(()),
         _ => Err(Reject::Malformed("room or peer field does not match kind".into())),
     }
+}
+
+/// The checks anyone can make of an envelope without a receiving key
+/// (docs/envelope.md, opening steps 1, 3 and 4 but the one naming the
+/// receiver): its fields for its version and kind, its signature, and its
+/// recipient list (count for the kind, no device twice, each `to` 64
+/// lowercase hex). unibusd makes them before it stores a message
+/// (docs/protocol.md section 10); the subject, the sender and the exact
+/// recipients are its own to check.
+///
+/// # Errors
+/// [`Reject::Version`], [`Reject::Malformed`], [`Reject::BadSignature`].
+pub fn check_sealed(env: &Envelope) -> Result<(), Reject> {
+    check_fields(env)?;
+    check_recipient_list(env)?;
+    for r in &env.recipients {
+        hex32("to", &r.to)?;
+    }
+    verify_signature(env)
 }
 
 /// Step 2: it arrived where it says, and that is this device's account DM
@@ -157,6 +186,12 @@ fn verify_signature(env: &Envelope) -> Result<(), Reject> {
 
 /// Step 4: recipient count for the kind, no device twice, one entry for me.
 fn check_recipients<'e>(env: &'e Envelope, device: &str) -> Result<&'e Wrapped, Reject> {
+    check_recipient_list(env)?;
+    env.recipients.iter().find(|r| r.to == device).ok_or(Reject::NotForMe)
+}
+
+/// Step 4 but the receiver's entry: the count for the kind, no device twice.
+fn check_recipient_list(env: &Envelope) -> Result<(), Reject> {
     let n = env.recipients.len();
     let ok = match (env.v, env.kind) {
         (VERSION_1, Kind::Dm) => n == 1,
@@ -170,7 +205,7 @@ fn check_recipients<'e>(env: &'e Envelope, device: &str) -> Result<&'e Wrapped, 
     if !env.recipients.iter().all(|r| seen.insert(r.to.as_str())) {
         return Err(Reject::Malformed("a recipient appears twice".into()));
     }
-    env.recipients.iter().find(|r| r.to == device).ok_or(Reject::NotForMe)
+    Ok(())
 }
 
 /// Steps 6: unwrap the content key with this device's secret, decrypt.
