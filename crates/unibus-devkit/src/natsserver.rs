@@ -223,8 +223,19 @@ impl NatsServer {
 
     /// Freezes the server (SIGSTOP), for fault tests: its sockets stay
     /// open but it answers nothing until [`NatsServer::resume`].
+    ///
+    /// kill(2) returns before every thread has stopped (a thread running
+    /// on another CPU stops at its next kernel entry), so this waits until
+    /// `/proc` shows each of the server's threads stopped: a connection
+    /// made after `pause` returns is never greeted (up to 5 s, then it
+    /// returns anyway and the caller's assertions say what ran).
     pub fn pause(&self) {
         self.signal(libc::SIGSTOP);
+        let Some(pid) = self.child.id() else { return };
+        let start = std::time::Instant::now();
+        while !all_threads_stopped(pid) && start.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
 
     /// Lets a paused server run again (SIGCONT).
@@ -243,6 +254,27 @@ impl NatsServer {
     pub async fn kill(mut self) {
         let _ = self.child.kill().await;
     }
+}
+
+/// Whether every thread of process `pid` is in the stopped state (`T`
+/// in `/proc/<pid>/task/<tid>/stat`, the field after the parenthesised
+/// command name).
+fn all_threads_stopped(pid: u32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    let mut any = false;
+    for task in tasks.flatten() {
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+            return false;
+        };
+        let state = stat.rsplit_once(')').and_then(|(_, rest)| rest.trim_start().chars().next());
+        if state != Some('T') {
+            return false;
+        }
+        any = true;
+    }
+    any
 }
 
 /// The ports file of process `pid` in `dir`, once completely written.
