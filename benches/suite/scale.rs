@@ -123,7 +123,7 @@ pub fn print(s: &serde_json::Value, users: usize) {
         );
     }
     // "100k" as the figure has always been labelled.
-    let label = if users % 1000 == 0 { format!("{}k", users / 1000) } else { large.clone() };
+    let label = if users.is_multiple_of(1000) { format!("{}k", users / 1000) } else { large.clone() };
     println!(
         "decision ratio {label}/100 (p50): {:.2}x",
         f(&s[large.as_str()]["decision_p50_ms"]) / f(&s["100"]["decision_p50_ms"]).max(1e-9)

@@ -34,10 +34,10 @@ fuzz_target!(|data: &[u8]| {
         let _ = jwt::decode_verified::<serde_json::Value>(text, 0);
         // Client key and nonce signature as the request carries them.
         let mut parts = text.splitn(3, '\n');
-        if let (Some(nkey), Some(nonce), Some(sig)) = (parts.next(), parts.next(), parts.next()) {
-            if let Ok(key) = unibusd::callout::decision::user_nkey_to_key(nkey) {
-                let _ = keys::verify_nonce_signature(&key, nonce, sig);
-            }
+        if let (Some(nkey), Some(nonce), Some(sig)) = (parts.next(), parts.next(), parts.next())
+            && let Ok(key) = unibusd::callout::decision::user_nkey_to_key(nkey)
+        {
+            let _ = keys::verify_nonce_signature(&key, nonce, sig);
         }
     }
     let _ = serde_json::from_slice::<RequestClaims>(data);

@@ -45,7 +45,7 @@ async fn serve(
             } else if let Some(rest) = line.strip_prefix("SUB ")
                 && let Some(tx) = sid.take()
             {
-                let _ = tx.send(rest.split(' ').last().unwrap().parse().unwrap());
+                let _ = tx.send(rest.split(' ').next_back().unwrap().parse().unwrap());
             }
         }
     });

@@ -229,10 +229,10 @@ impl Kicker {
     /// connection is closed by its server unless admitted within this time
     /// of its creation (of its TLS handshake, with TLS).
     pub async fn auth_timeout(&self) -> Duration {
-        if let Some((t, at)) = self.servers.lock().await.auth_timeout {
-            if at.elapsed() < SERVERS_TTL {
-                return t;
-            }
+        if let Some((t, at)) = self.servers.lock().await.auth_timeout
+            && at.elapsed() < SERVERS_TTL
+        {
+            return t;
         }
         let mut expected = self.cached_ids().await.len();
         if expected == 0 {

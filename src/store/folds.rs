@@ -68,10 +68,11 @@ impl SlimUser {
     /// accounts).
     fn devices(&self, account: Key) -> Option<DeviceKeys> {
         let devices = self.devices.as_ref()?;
-        if let [only] = devices.as_slice() {
-            if only.device == account && only.status == DeviceStatus::Active {
-                return None;
-            }
+        if let [only] = devices.as_slice()
+            && only.device == account
+            && only.status == DeviceStatus::Active
+        {
+            return None;
         }
         Some(devices.iter().map(|d| (*d.device.as_bytes(), d.status)).collect())
     }

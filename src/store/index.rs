@@ -131,10 +131,11 @@ impl<S: Fold> Index<S> {
             {
                 let state = self.shared.state.read().unwrap_or_else(|p| p.into_inner());
                 let wanted = self.shared.min_generation.load(Ordering::Acquire);
-                if state.generation >= wanted && state.applied >= revision {
-                    if let Some(f) = f.take() {
-                        return Ok(f(&state.fold));
-                    }
+                if state.generation >= wanted
+                    && state.applied >= revision
+                    && let Some(f) = f.take()
+                {
+                    return Ok(f(&state.fold));
                 }
             }
             if !matches!(tokio::time::timeout_at(deadline, moved.changed()).await, Ok(Ok(()))) {
@@ -258,21 +259,21 @@ async fn last_sequence(kv: &kv::Store) -> Result<(u64, time::OffsetDateTime), Kv
     let mut stream = kv.stream.clone();
     let info =
         stream.info().await.map_err(|e| KvError::Unavailable(format!("stream info of {}: {e}", kv.name)))?;
-    if let Some(cluster) = &info.cluster {
-        if !cluster.replicas.is_empty() {
-            // Raft heartbeats come every second: a peer not heard from
-            // for a few seconds is gone, whatever `current` still says.
-            let alive = |p: &&async_nats::jetstream::stream::PeerInfo| {
-                p.current && !p.offline && p.active <= PEER_SILENCE
-            };
-            let current = 1 + cluster.replicas.iter().filter(alive).count();
-            let total = cluster.replicas.len() + 1;
-            if cluster.leader.is_none() || current * 2 <= total {
-                return Err(KvError::Unavailable(format!(
-                    "{}: leader sees {current} of {total} replicas current (no quorum)",
-                    kv.name
-                )));
-            }
+    if let Some(cluster) = &info.cluster
+        && !cluster.replicas.is_empty()
+    {
+        // Raft heartbeats come every second: a peer not heard from
+        // for a few seconds is gone, whatever `current` still says.
+        let alive = |p: &&async_nats::jetstream::stream::PeerInfo| {
+            p.current && !p.offline && p.active <= PEER_SILENCE
+        };
+        let current = 1 + cluster.replicas.iter().filter(alive).count();
+        let total = cluster.replicas.len() + 1;
+        if cluster.leader.is_none() || current * 2 <= total {
+            return Err(KvError::Unavailable(format!(
+                "{}: leader sees {current} of {total} replicas current (no quorum)",
+                kv.name
+            )));
         }
     }
     Ok((info.state.last_sequence, info.created))

@@ -116,10 +116,10 @@ impl From<KvError> for Error {
 fn is_race(err: &(dyn std::error::Error + 'static)) -> bool {
     let mut cur = Some(err);
     while let Some(e) = cur {
-        if let Some(js) = e.downcast_ref::<jetstream::Error>() {
-            if matches!(js.error_code().0, 10071 | 10164) {
-                return true;
-            }
+        if let Some(js) = e.downcast_ref::<jetstream::Error>()
+            && matches!(js.error_code().0, 10071 | 10164)
+        {
+            return true;
         }
         cur = e.source();
     }

@@ -142,11 +142,11 @@ async fn leader_kill_and_quorum_loss() {
             *wins.entry(id).or_default() += 1;
         }
         *codes.entry(class).or_default() += 1;
-        if wins.len() >= 5 {
-            if let Some(n) = node.take() {
-                n.kill().await;
-                killed_at = Some(std::time::Instant::now());
-            }
+        if wins.len() >= 5
+            && let Some(n) = node.take()
+        {
+            n.kill().await;
+            killed_at = Some(std::time::Instant::now());
         }
     }
     drop(storm);

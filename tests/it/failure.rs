@@ -104,11 +104,11 @@ async fn server_restart_is_survived_without_restarting_unibusd() {
     // unibusd (same process, same connection object) serves again.
     let mut ok = false;
     for _ in 0..50 {
-        if let Ok(c) = stack.connect(&admin_id).await {
-            if c.whoami().await.is_ok() {
-                ok = true;
-                break;
-            }
+        if let Ok(c) = stack.connect(&admin_id).await
+            && c.whoami().await.is_ok()
+        {
+            ok = true;
+            break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }

@@ -188,13 +188,13 @@ impl NatsServer {
             }
             if let Some(ports) = read_ports_file(dir, pid) {
                 let port = ports.nats.first().and_then(|u| port_of(u));
-                if let Some(port) = port {
-                    if info_names(port, name).await {
-                        self.port = port;
-                        self.url = format!("nats://127.0.0.1:{port}");
-                        self.cluster_port = ports.cluster.first().and_then(|u| port_of(u));
-                        return Ok(());
-                    }
+                if let Some(port) = port
+                    && info_names(port, name).await
+                {
+                    self.port = port;
+                    self.url = format!("nats://127.0.0.1:{port}");
+                    self.cluster_port = ports.cluster.first().and_then(|u| port_of(u));
+                    return Ok(());
                 }
             }
             if start.elapsed() > limit {

@@ -130,11 +130,11 @@ pub async fn revoke(
     let by = Actor::Key(caller.device.key());
     let (device, written) = ctx.store.revoke_device(account, target, by, rule).await?;
     if let Some(at) = written {
-        if let Some(since) = admin_since {
-            if !caller_stood(ctx, caller, since, at).await? {
-                ctx.store.undo_revoke(&device).await?;
-                return Err(Error::Forbidden(CALLER_GONE.into()));
-            }
+        if let Some(since) = admin_since
+            && !caller_stood(ctx, caller, since, at).await?
+        {
+            ctx.store.undo_revoke(&device).await?;
+            return Err(Error::Forbidden(CALLER_GONE.into()));
         }
         if as_admin {
             // The last-admin rule, checked again after the write.

@@ -78,10 +78,10 @@ impl Log {
     pub fn lost_races(&self, bucket: &str) -> BTreeMap<String, usize> {
         let mut at: BTreeMap<(&str, u64), usize> = BTreeMap::new();
         for s in &self.0 {
-            if let Seen::Write { bucket: b, key, expected: Some(rev) } = s {
-                if b == bucket {
-                    *at.entry((key.as_str(), *rev)).or_default() += 1;
-                }
+            if let Seen::Write { bucket: b, key, expected: Some(rev) } = s
+                && b == bucket
+            {
+                *at.entry((key.as_str(), *rev)).or_default() += 1;
             }
         }
         let mut lost: BTreeMap<String, usize> = BTreeMap::new();
