@@ -8,6 +8,7 @@ mod admission;
 mod blocks;
 mod callout_refusals;
 mod cas;
+mod catchup;
 mod cli;
 mod cluster;
 mod device_races;

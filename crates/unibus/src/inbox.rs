@@ -1,6 +1,15 @@
 //! Receiving: an [`Inbox`] that reads this account's DM subject, its rooms
 //! and unibusd's notices, and yields verified, decrypted messages and
-//! every rejected envelope.
+//! every rejected envelope: first what waited in the mail store while
+//! this device was away ([`Incoming::Waited`], in `seq` order), then what
+//! arrives live, without a gap or a duplicate (docs/protocol.md section
+//! 10). It catches up when it opens, after every reconnect (it reads
+//! nothing live from the moment it sees the connection drop until it has
+//! caught up, for at most [`LIVE_HOLD_MAX`]), and every
+//! [`CATCH_UP_EVERY`] (a message unibusd stored but could not publish, for
+//! example when it stopped in between). What it hands over is recorded in
+//! the client's mail state ([`Client::set_mail_state`]) as it is handed
+//! over, so a restarted device does not see it again.
 //!
 //! Nothing that arrives is trusted for what it claims to be. A requester
 //! chooses its reply subject and nats-server does not check it, so
@@ -22,37 +31,61 @@
 //! [`Client::set_blocks_max_age`]) are dropped and reported as
 //! [`Incoming::Dropped`].
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use futures::stream::SelectAll;
 use futures::{Stream, StreamExt as _};
 use tokio::sync::{broadcast, mpsc};
-use tracing::debug;
+use tokio::time::Instant;
+use tracing::{debug, warn};
 
 use crate::events::is_authorization_violation;
 use crate::messaging::now_ms;
-use crate::notices::{is_notice, is_reply};
+use crate::notices::is_notice;
+use crate::reader::{Item, Reader, Walk};
 use crate::{Client, ClientError, Event};
-use unibus_proto::e2e::{self, Kind, Opened, Receiver, Reject, ReplayGuard};
+use unibus_proto::e2e::{self, Opened};
+use unibus_proto::ids::RoomId;
+use unibus_proto::mail::Channel;
 use unibus_proto::subjects;
 use unibus_proto::wire::{RevokedNotice, RoomListRequest};
+
+/// How often an open inbox catches up although its connection stayed up.
+pub const CATCH_UP_EVERY: Duration = Duration::from_secs(300);
+
+/// The longest an inbox holds live messages back after a reconnect while
+/// its catch-up keeps failing (unibusd unreachable): after that it hands
+/// them over anyway, and what waited follows once a catch-up succeeds.
+pub const LIVE_HOLD_MAX: Duration = Duration::from_secs(30);
 
 /// What the inbox yields.
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum Incoming {
     /// A verified, decrypted message from an active device of the sender's
-    /// account. A DM whose [`Opened::sent_to`] is set is this account's
-    /// own, sent from another of its devices to that account.
+    /// account, as it arrived live. A DM whose [`Opened::sent_to`] is set
+    /// is this account's own, sent from another of its devices to that
+    /// account.
     Message(Opened),
+    /// A message that waited in the mail store and was fetched when this
+    /// device caught up, verified and decrypted like a live one; these
+    /// come in `seq` order (across channels) before the live ones that
+    /// follow them. [`Opened::ts`] is when it was sent.
+    Waited {
+        /// Its position in the mail bucket.
+        seq: u64,
+        /// The message.
+        message: Opened,
+    },
     /// An envelope that was refused, and why. (Traffic that is no envelope
     /// at all is not reported; see [`Inbox::ignored`].)
     Rejected {
-        /// Where it arrived.
+        /// Where it arrived (for a stored one: its channel's subject).
         subject: String,
         /// Why it was refused.
         reason: e2e::Reject,
@@ -72,11 +105,13 @@ pub enum Incoming {
 /// A [`Stream`] of incoming messages, rejections and finally the closure
 /// ([`Incoming::Closed`]), after which it ends; read it with
 /// [`StreamExt::next`](futures::StreamExt::next). Stops its task when
-/// dropped.
+/// dropped; a message is recorded in the mail state as the stream yields
+/// it, so what it had fetched but not yielded yet comes again.
 pub struct Inbox {
-    rx: mpsc::Receiver<Incoming>,
+    rx: mpsc::Receiver<Item>,
     task: tokio::task::JoinHandle<()>,
     ignored: Arc<AtomicU64>,
+    client: Client,
 }
 
 impl Inbox {
@@ -93,7 +128,13 @@ impl Stream for Inbox {
     type Item = Incoming;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Incoming>> {
-        self.rx.poll_recv(cx)
+        loop {
+            let Some(item) = std::task::ready!(self.rx.poll_recv(cx)) else { return Poll::Ready(None) };
+            self.client.with_mail_state(|s| s.record(&item.handled, now_ms()));
+            if let Some(incoming) = item.incoming {
+                return Poll::Ready(Some(incoming));
+            }
+        }
     }
 }
 
@@ -109,7 +150,8 @@ impl Client {
         sub.map_err(|e| ClientError::transport(&subject, e))
     }
 
-    async fn all_rooms(&self) -> Result<Vec<String>, ClientError> {
+    /// The ids of every room this account is in.
+    pub(crate) async fn all_rooms(&self) -> Result<Vec<String>, ClientError> {
         let mut out = Vec::new();
         let mut cursor = None;
         loop {
@@ -124,55 +166,59 @@ impl Client {
 
     /// Subscribes this account's DM subject and every room it is in (and,
     /// after each reconnect, rooms it joined since), and the notices of
-    /// revoked devices. A message is yielded only when its sending device
-    /// is an active device of the sender's active account with a verifying
-    /// binding (looked up, see [`Client::set_devices_max_age`]; a device
-    /// revoked since is refused at once, whatever that age); copies of
-    /// what this account sent from its other devices arrive as messages
-    /// from this account with [`Opened::sent_to`] naming the peer.
+    /// revoked devices; then catches up (see the module docs). A message
+    /// is yielded only when its sending device is an active device of the
+    /// sender's active account with a verifying binding (looked up, see
+    /// [`Client::set_devices_max_age`]; a device revoked since is refused
+    /// at once, whatever that age, and so is a device revoked after it
+    /// sent a message that waited); copies of what this account sent from
+    /// its other devices arrive as messages from this account with
+    /// [`Opened::sent_to`] naming the peer.
     ///
     /// # Errors
     /// [`ClientError::Service`] from `unibus.room.list` or
     /// `unibus.block.list` (`forbidden` for a guest or a revoked user),
     /// [`ClientError::PermissionDenied`], [`ClientError::Request`] when a
-    /// subscribe, flush or request fails.
+    /// subscribe, flush or request fails. (A catch-up that fails is tried
+    /// again in the background.)
     pub async fn inbox(&self) -> Result<Inbox, ClientError> {
         let mut subs = SelectAll::new();
         subs.push(self.subscribe(subjects::dm(self.account())).await?);
         let mut notices = SelectAll::new();
         notices.push(self.subscribe(subjects::device_notice(self.account())).await?);
         notices.push(self.subscribe(subjects::REVOKED_NOTICE_ALL.to_string()).await?);
-        let mut joined = HashSet::new();
+        let mut channels = HashMap::from([(subjects::dm(self.account()), Channel::Dm)]);
         for room in self.all_rooms().await? {
             subs.push(self.subscribe(subjects::room_msg(&room)).await?);
-            joined.insert(room);
+            if let Ok(id) = RoomId::parse(&room) {
+                channels.insert(subjects::room_msg(&room), Channel::Room(id));
+            }
         }
         self.nats.flush().await.map_err(|e| ClientError::transport("flush", e))?;
         self.block_list().await?;
         let (tx, rx) = mpsc::channel(256);
-        let ignored = Arc::new(AtomicU64::new(0));
-        let pump = Pump {
-            client: self.clone(),
-            joined,
-            guard: ReplayGuard::default(),
-            ignored: ignored.clone(),
-            tx,
-        };
+        let reader = Reader::new(self);
+        let ignored = reader.ignored.clone();
+        let pump = Pump { reader, channels, tx, behind: Some(Instant::now()), retry: Duration::ZERO };
         let task = tokio::spawn(pump.run(subs, notices, self.events()));
-        Ok(Inbox { rx, task, ignored })
+        Ok(Inbox { rx, task, ignored, client: self.clone() })
     }
 }
 
 /// The inbox's task and what it keeps.
 struct Pump {
-    client: Client,
-    /// Rooms subscribed.
-    joined: HashSet<String>,
-    /// `(from, id)` of the messages accepted.
-    guard: ReplayGuard,
-    ignored: Arc<AtomicU64>,
-    tx: mpsc::Sender<Incoming>,
+    reader: Reader,
+    /// The subjects subscribed for messages, and their mail channels.
+    channels: HashMap<String, Channel>,
+    tx: mpsc::Sender<Item>,
+    /// Since when live messages are held back until a catch-up succeeds.
+    behind: Option<Instant>,
+    /// The wait before the next catch-up after one failed.
+    retry: Duration,
 }
+
+/// Why the inbox task ends.
+struct Gone;
 
 impl Pump {
     async fn run(
@@ -181,8 +227,9 @@ impl Pump {
         mut notices: SelectAll<async_nats::Subscriber>,
         mut events: broadcast::Receiver<Event>,
     ) {
-        let dm_subject = subjects::dm(self.client.account());
+        let mut next_catch_up = Instant::now();
         loop {
+            let hold = self.behind.is_some_and(|since| since.elapsed() < LIVE_HOLD_MAX);
             // Biased: a notice that arrived before a message (unibusd
             // publishes it before its reply, so before anything the
             // requester does next) is read before that message.
@@ -191,21 +238,33 @@ impl Pump {
                 Some(msg) = notices.next() => self.notice(&msg),
                 event = events.recv() => match event {
                     Ok(e) if is_authorization_violation(&e) => {
-                        let _ = self.tx.send(Incoming::Closed(ClientError::NotAuthorized)).await;
+                        let _ = self.tx.send(closed(ClientError::NotAuthorized)).await;
                         return;
                     }
-                    Ok(Event::Connected) => self.reconnected(&mut subs).await,
+                    Ok(Event::Disconnected) => {
+                        self.behind.get_or_insert_with(Instant::now);
+                    }
+                    Ok(Event::Connected) => {
+                        self.behind.get_or_insert_with(Instant::now);
+                        self.reconnected(&mut subs).await;
+                        next_catch_up = Instant::now();
+                    }
                     Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
                     Err(broadcast::error::RecvError::Closed) => return,
                 },
-                msg = subs.next() => {
-                    let Some(msg) = msg else { return };
-                    let subject = msg.subject.to_string();
-                    if subject == dm_subject && self.client.blocks_stale() {
-                        // On failure the copy loaded before stays in force.
-                        let _ = self.client.block_list().await;
+                () = tokio::time::sleep_until(next_catch_up) => {
+                    if self.catch_up().await.is_err() {
+                        return;
                     }
-                    let Some(item) = self.judge(&msg, subject).await else { continue };
+                    next_catch_up = Instant::now() + match self.behind {
+                        Some(_) => self.retry,
+                        None => CATCH_UP_EVERY,
+                    };
+                }
+                msg = subs.next(), if !hold => {
+                    let Some(msg) = msg else { return };
+                    let channel = self.channels.get(msg.subject.as_str());
+                    let Some(item) = self.reader.live(&msg, channel).await else { continue };
                     if self.tx.send(item).await.is_err() {
                         return;
                     }
@@ -214,96 +273,94 @@ impl Pump {
         }
     }
 
+    /// Fetches what waited and hands it over; on a failed fetch stays
+    /// behind and waits longer before the next try. `Err` when the inbox
+    /// was dropped.
+    async fn catch_up(&mut self) -> Result<(), Gone> {
+        let rooms: Vec<String> = self
+            .channels
+            .values()
+            .filter_map(|c| match c {
+                Channel::Room(id) => Some(id.to_string()),
+                Channel::Dm => None,
+            })
+            .collect();
+        let mut walk = Walk::new(&self.reader, &rooms);
+        loop {
+            match walk.next(&mut self.reader).await {
+                Ok(Some(item)) => self.tx.send(item).await.map_err(|_| Gone)?,
+                Ok(None) => break,
+                Err(e) => {
+                    self.retry = (self.retry * 2).clamp(Duration::from_millis(250), Duration::from_secs(5));
+                    match self.behind {
+                        Some(since) => {
+                            debug!(error = %e, behind = ?since.elapsed(), "catch-up failed; trying again")
+                        }
+                        None => warn!(error = %e, "periodic catch-up failed; trying again"),
+                    }
+                    self.behind.get_or_insert_with(Instant::now);
+                    return Ok(());
+                }
+            }
+        }
+        self.behind = None;
+        self.retry = Duration::ZERO;
+        Ok(())
+    }
+
     /// After a reconnect: the block list and the rooms may have changed
     /// (a membership change is why we were kicked). On failure what was
     /// loaded before stays in force.
     async fn reconnected(&mut self, subs: &mut SelectAll<async_nats::Subscriber>) {
-        let _ = self.client.block_list().await;
-        let Ok(rooms) = self.client.all_rooms().await else { return };
+        let client = self.reader.client.clone();
+        let _ = client.block_list().await;
+        let Ok(rooms) = client.all_rooms().await else { return };
         for room in rooms {
-            if self.joined.contains(&room) {
+            let subject = subjects::room_msg(&room);
+            let Ok(id) = RoomId::parse(&room) else { continue };
+            if self.channels.contains_key(&subject) {
                 continue;
             }
-            if let Ok(sub) = self.client.nats.subscribe(subjects::room_msg(&room)).await {
+            if let Ok(sub) = client.nats.subscribe(subject.clone()).await {
                 subs.push(sub);
-                self.joined.insert(room);
+                self.channels.insert(subject, Channel::Room(id));
             }
         }
-    }
-
-    fn ignore(&self, subject: &str, why: &'static str) {
-        self.ignored.fetch_add(1, Ordering::Relaxed);
-        debug!(subject, why, "inbox ignored a message");
     }
 
     /// A message on a notice subject: with the header, forget the device
     /// set it names (the next message from that account is judged on a
     /// fresh lookup); without, it is no notice (a reply aimed there).
     fn notice(&self, msg: &async_nats::Message) {
+        let client = &self.reader.client;
         let subject = msg.subject.as_str();
-        if subject == subjects::device_notice(self.client.account()) {
+        let ignore = |why: &'static str| {
+            self.reader.ignored.fetch_add(1, Ordering::Relaxed);
+            debug!(subject, why, "inbox ignored a message");
+        };
+        if subject == subjects::device_notice(client.account()) {
             match is_notice(msg, subjects::NOTICE_DEVICES) {
-                true => self.client.forget_device_set(self.client.account()),
-                false => self.ignore(subject, "no devices notice header"),
+                true => client.forget_device_set(client.account()),
+                false => ignore("no devices notice header"),
             }
             return;
         }
         if !is_notice(msg, subjects::NOTICE_REVOKED) {
-            return self.ignore(subject, "no revoked notice header");
+            return ignore("no revoked notice header");
         }
         // The body names the account; should it not decode, the subject
         // does (forgetting too much only costs a lookup).
         match serde_json::from_slice::<RevokedNotice>(&msg.payload) {
-            Ok(notice) => self.client.forget_device_set(&notice.account.to_hex()),
+            Ok(notice) => client.forget_device_set(&notice.account.to_hex()),
             Err(_) => {
                 let account = subject.rsplit('.').next().unwrap_or_default();
-                self.client.forget_device_set(account);
+                client.forget_device_set(account);
             }
         }
-    }
-
-    /// Opens one message and checks its sender's device; what the inbox
-    /// yields for it, or nothing for traffic that is no envelope and for
-    /// this device's own DM copy coming back.
-    async fn judge(&mut self, msg: &async_nats::Message, subject: String) -> Option<Incoming> {
-        if is_reply(msg) {
-            self.ignore(&subject, "a control-plane reply");
-            return None;
-        }
-        let client = &self.client;
-        let me = Receiver {
-            account: client.account(),
-            device: client.sign_pub(),
-            kex_secret: &client.identity.kex,
-        };
-        let raw = &msg.payload;
-        let opened = match e2e::open_as(raw, &subject, &me, &self.guard, now_ms()) {
-            Ok(opened) => opened,
-            Err(Reject::NotEnvelope) => {
-                self.ignore(&subject, "not an envelope");
-                return None;
-            }
-            Err(Reject::NotForMe) if is_own_copy(raw, client) => return None,
-            Err(reason) => return Some(Incoming::Rejected { subject, reason }),
-        };
-        if let Err(reason) = client.check_sender(&opened.from, &opened.device).await {
-            return Some(Incoming::Rejected { subject, reason });
-        }
-        // Accepted: only now does its (from, id) count against replays.
-        if let Err(reason) = self.guard.record(&opened, now_ms()) {
-            return Some(Incoming::Rejected { subject, reason });
-        }
-        if opened.kind == Kind::Dm && opened.peer.is_none() && client.is_blocked(&opened.from) {
-            return Some(Incoming::Dropped { subject, from: opened.from });
-        }
-        Some(Incoming::Message(opened))
     }
 }
 
-/// A copy this very device sealed for its account's other devices (it
-/// arrives on the account's DM subject, which this device reads too). Only
-/// asked after the signature verified, so `device` is really this one.
-fn is_own_copy(raw: &[u8], client: &Client) -> bool {
-    let Ok(env) = serde_json::from_slice::<e2e::Envelope>(raw) else { return false };
-    env.peer.is_some() && env.device.as_deref() == Some(client.sign_pub())
+/// The item that ends the stream.
+fn closed(e: ClientError) -> Item {
+    Item { incoming: Some(Incoming::Closed(e)), handled: Default::default() }
 }

@@ -7,7 +7,10 @@
 //! method per control subject, refusing replies about something else than
 //! was asked), `messaging` (end-to-end encrypted sends), `inbox` (the
 //! [`Inbox`] stream: messages checked, no reply taken for a message or a
-//! notice), `notices` (this account's device notices), `contacts` (the
+//! notice, what waited first), `reader` (judging one message, live or
+//! waited, and catching up over the mail channels), `mailstate` (the
+//! cursors and accepted messages kept beside the identity),
+//! `notices` (this account's device notices), `contacts` (the
 //! device sets seen per contact account, checked before sealing and on
 //! receipt), `events` (connection [`Event`]s and the permission violations
 //! read from them), `error` ([`ClientError`]).
@@ -29,8 +32,10 @@ mod error;
 mod events;
 mod identity;
 mod inbox;
+mod mailstate;
 mod messaging;
 mod notices;
+mod reader;
 
 /// The wire contract this client speaks (the `unibus-proto` crate).
 pub use unibus_proto as proto;
@@ -49,7 +54,8 @@ pub use contacts::{
 };
 pub use error::{ClientError, TransportError};
 pub use identity::{BUNDLE_PREFIX, Bundle, Identity, IdentityError};
-pub use inbox::{Inbox, Incoming};
+pub use inbox::{CATCH_UP_EVERY, Inbox, Incoming, LIVE_HOLD_MAX};
+pub use mailstate::{MailState, MailStateError};
 pub use messaging::Sent;
 
 use std::collections::HashSet;
@@ -128,6 +134,9 @@ pub struct Client {
     /// Contacts' device sets as seen, and recent lookups of them (shared
     /// by clones).
     devices: Arc<std::sync::Mutex<contacts::Directory>>,
+    /// The mail channels' cursors and the accepted messages (shared by
+    /// clones).
+    mail: Arc<std::sync::Mutex<MailState>>,
 }
 
 impl Client {
@@ -172,6 +181,7 @@ impl Client {
             events,
             blocked: Arc::default(),
             devices: Arc::default(),
+            mail: Arc::default(),
         })
     }
 
@@ -217,6 +227,21 @@ impl Client {
         let mut b = self.blocked.write().unwrap_or_else(|p| p.into_inner());
         b.keys = list.iter().map(Key::to_hex).collect();
         b.loaded = Some(std::time::Instant::now());
+    }
+
+    /// Replaces this device's mail state (for example with
+    /// [`MailState::open`] of the file beside the identity,
+    /// [`MailState::path_for`]), so that what was handed over before is
+    /// not handed over again and catching up starts where it stopped. The
+    /// default is an empty state in memory. Applies to every clone of this
+    /// client and to inboxes opened afterwards.
+    pub fn set_mail_state(&self, state: MailState) {
+        *self.mail.lock().unwrap_or_else(|p| p.into_inner()) = state;
+    }
+
+    /// Runs `f` on this device's mail state.
+    pub fn with_mail_state<T>(&self, f: impl FnOnce(&mut MailState) -> T) -> T {
+        f(&mut self.mail.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     /// This connection's events from now on ([`Event::Connected`],

@@ -19,6 +19,7 @@ pub mod devices;
 pub mod events;
 pub mod evidence;
 pub mod process;
+pub mod proxy;
 pub mod raw;
 pub mod reflection;
 pub mod stack;

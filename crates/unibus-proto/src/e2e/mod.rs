@@ -36,8 +36,10 @@ pub const VERSION_1: u32 = 1;
 pub const VERSION_2: u32 = 2;
 /// The version [`seal_v2`] writes.
 pub const VERSION: u32 = VERSION_2;
-/// Envelopes older or newer than this (sender clock vs receiver clock) are
-/// rejected as stale.
+/// Envelopes newer than this (sender clock vs receiver clock) are
+/// rejected as stale, and so are envelopes older than this on live
+/// delivery alone ([`Freshness::LIVE`]); stored messages may be as old as
+/// the retention ([`Freshness::default`]).
 pub const MAX_SKEW_MS: i64 = 5 * 60 * 1000;
 /// Most recipients one envelope may carry: every device (8) of every
 /// member (512) of a room.
@@ -302,48 +304,117 @@ fn wrap_key(
     okm.into()
 }
 
-/// Remembers the (sender account, id) pairs of accepted messages inside
-/// the skew window to refuse replays.
+/// How far an envelope's `ts` may be from the receiver's clock
+/// (docs/envelope.md, opening step 5): at most `ahead_ms` in the future and
+/// at most `behind_ms` in the past. Since messages wait for offline
+/// devices (docs/protocol.md section 10), the past reaches back as far as
+/// a message can wait: [`Freshness::default`] is 5 minutes ahead and the
+/// default retention (30 days) behind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Freshness {
+    /// The most an envelope may be older than the receiver's clock.
+    pub behind_ms: i64,
+    /// The most an envelope may be ahead of the receiver's clock.
+    pub ahead_ms: i64,
+}
+
+impl Freshness {
+    /// The window of live delivery alone: 5 minutes either way.
+    pub const LIVE: Freshness = Freshness { behind_ms: MAX_SKEW_MS, ahead_ms: MAX_SKEW_MS };
+
+    /// 5 minutes ahead, `retention_ms` behind.
+    pub fn stored(retention_ms: i64) -> Freshness {
+        Freshness { behind_ms: retention_ms.max(MAX_SKEW_MS), ahead_ms: MAX_SKEW_MS }
+    }
+
+    /// Whether `ts` is fresh at `now_ms`, without overflow for any pair of
+    /// values (a sender chooses `ts`, so `i64::MIN` must be stale, not a
+    /// panic).
+    pub fn accepts(&self, ts: i64, now_ms: i64) -> bool {
+        let (ts, now) = (i128::from(ts), i128::from(now_ms));
+        now - ts <= i128::from(self.behind_ms) && ts - now <= i128::from(self.ahead_ms)
+    }
+}
+
+impl Default for Freshness {
+    fn default() -> Self {
+        let retention = i64::try_from(crate::mail::DEFAULT_RETENTION_SECS * 1000).unwrap_or(i64::MAX);
+        Freshness::stored(retention)
+    }
+}
+
+/// Remembers the (sender account, id) pairs of accepted messages for as
+/// long as their envelopes are fresh ([`Freshness`]), to refuse replays.
 ///
 /// [`open_as`] only reads it (a pair recorded already is
-/// [`Reject::Replay`]); the receiver records a message with
-/// [`ReplayGuard::record`] once it has accepted it, after its own checks
-/// too (the sending device is a device of `from`). So an envelope that
-/// fails any check, a forged one carrying a real message's id included,
-/// never uses up that id.
+/// [`Reject::Replay`]) and judges freshness by its window; the receiver
+/// records a message with [`ReplayGuard::record`] once it has accepted it,
+/// after its own checks too (the sending device is a device of `from`).
+/// So an envelope that fails any check, a forged one carrying a real
+/// message's id included, never uses up that id. A receiver that keeps
+/// the pairs across restarts saves [`ReplayGuard::entries`] and loads them
+/// back with [`ReplayGuard::insert`].
 #[derive(Default)]
 pub struct ReplayGuard {
     seen: HashMap<(String, String), i64>,
+    freshness: Freshness,
 }
 
 impl ReplayGuard {
+    /// A guard judging freshness by `freshness`.
+    pub fn new(freshness: Freshness) -> ReplayGuard {
+        ReplayGuard { seen: HashMap::new(), freshness }
+    }
+
+    /// The window envelopes are judged fresh in.
+    pub fn freshness(&self) -> Freshness {
+        self.freshness
+    }
+
+    /// Whether (from, id) was recorded.
+    pub fn contains(&self, from: &str, id: &str) -> bool {
+        self.seen.contains_key(&(from.to_string(), id.to_string()))
+    }
+
     /// `Err(Replay)` when (from, id) was recorded already.
     fn check(&self, from: &str, id: &str) -> Result<(), Reject> {
-        match self.seen.contains_key(&(from.to_string(), id.to_string())) {
+        match self.contains(from, id) {
             true => Err(Reject::Replay),
             false => Ok(()),
         }
     }
 
     /// Records an accepted message's (from, id), so that the same pair is
-    /// refused from now on (within the skew window).
+    /// refused from now on (while its envelope would still be fresh).
     ///
     /// # Errors
     /// [`Reject::Replay`] when the pair was recorded already (the message
     /// must then not be accepted).
     pub fn record(&mut self, opened: &Opened, now_ms: i64) -> Result<(), Reject> {
-        if self.seen.len() > 10_000 {
-            self.seen.retain(|_, t| within_skew(*t, now_ms));
+        if self.seen.len() > 10_000 && self.seen.len().is_power_of_two() {
+            self.prune(now_ms);
         }
-        match self.seen.insert((opened.from.clone(), opened.id.clone()), opened.ts) {
-            None => Ok(()),
-            Some(_) => Err(Reject::Replay),
+        match self.insert(&opened.from, &opened.id, opened.ts) {
+            true => Ok(()),
+            false => Err(Reject::Replay),
         }
     }
-}
 
-/// `|now - ts| <= MAX_SKEW_MS` without overflow for any pair of values
-/// (a sender chooses `ts`, so `i64::MIN` must be stale, not a panic).
-fn within_skew(ts: i64, now_ms: i64) -> bool {
-    now_ms.abs_diff(ts) <= MAX_SKEW_MS.unsigned_abs()
+    /// Records (from, id) sent at `ts` (loading saved pairs); false when
+    /// it was recorded already.
+    pub fn insert(&mut self, from: &str, id: &str, ts: i64) -> bool {
+        self.seen.insert((from.to_string(), id.to_string()), ts).is_none()
+    }
+
+    /// Forgets the pairs whose envelopes are no longer fresh at `now_ms`
+    /// (they would be refused as stale anyway).
+    pub fn prune(&mut self, now_ms: i64) {
+        let freshness = self.freshness;
+        self.seen.retain(|_, ts| freshness.accepts(*ts, now_ms));
+    }
+
+    /// Every recorded pair: `(from, id, ts)`.
+    pub fn entries(&self) -> impl Iterator<Item = (&str, &str, i64)> {
+        self.seen.iter().map(|((from, id), ts)| (from.as_str(), id.as_str(), *ts))
+    }
 }

@@ -11,8 +11,7 @@ use ed25519_dalek::Signature;
 use serde::Deserialize;
 
 use super::{
-    Envelope, Kind, MAX_RECIPIENTS, Opened, Reject, ReplayGuard, VERSION_1, VERSION_2, Wrapped, within_skew,
-    wrap_key,
+    Envelope, Kind, MAX_RECIPIENTS, Opened, Reject, ReplayGuard, VERSION_1, VERSION_2, Wrapped, wrap_key,
 };
 use crate::keys;
 use crate::records::MAX_DEVICES_PER_ACCOUNT;
@@ -81,7 +80,7 @@ pub fn open_as(
     check_subject(&env, subject, me)?;
     verify_signature(&env)?;
     let mine = check_recipients(&env, me.device)?;
-    if !within_skew(env.ts, now_ms) {
+    if !guard.freshness().accepts(env.ts, now_ms) {
         return Err(Reject::Stale);
     }
     let body = decrypt(&env, mine, me)?;

@@ -66,11 +66,17 @@ fn dm_round_trip_and_rejections() {
         open(&forged, &subject, &bob.id(), &bob.kex, &ReplayGuard::default(), NOW),
         Err(Reject::BadSignature)
     );
-    // stale
-    assert_eq!(
-        open(&raw, &subject, &bob.id(), &bob.kex, &ReplayGuard::default(), NOW + MAX_SKEW_MS + 1),
-        Err(Reject::Stale)
-    );
+    // stale: older than the retention (30 days), or more than 5 minutes
+    // ahead of the receiver; a message that waited a day is fresh
+    let day = 24 * 3600 * 1000;
+    let at = |now| open(&raw, &subject, &bob.id(), &bob.kex, &ReplayGuard::default(), now).map(|o| o.body);
+    assert_eq!(at(NOW + 30 * day + 1), Err(Reject::Stale));
+    assert_eq!(at(NOW - MAX_SKEW_MS - 1), Err(Reject::Stale));
+    assert_eq!(at(NOW + day), Ok(b"hi bob".to_vec()));
+    assert_eq!(at(NOW - MAX_SKEW_MS), Ok(b"hi bob".to_vec()));
+    // live delivery alone keeps the 5-minute window both ways
+    let live = ReplayGuard::new(Freshness::LIVE);
+    assert_eq!(open(&raw, &subject, &bob.id(), &bob.kex, &live, NOW + MAX_SKEW_MS + 1), Err(Reject::Stale));
 }
 
 #[test]
@@ -138,14 +144,17 @@ fn extreme_ts_is_stale_not_a_panic() {
         .unwrap();
         for now in [NOW, i64::MIN, i64::MAX, 0] {
             let r = open(&raw, &subject, &bob.id(), &bob.kex, &ReplayGuard::default(), now);
-            let fresh = (i128::from(now) - i128::from(ts)).abs() <= i128::from(MAX_SKEW_MS);
+            let (behind, ahead) = (i128::from(now) - i128::from(ts), i128::from(ts) - i128::from(now));
+            let fresh = behind <= 30 * 24 * 3600 * 1000 && ahead <= i128::from(MAX_SKEW_MS);
             match fresh {
                 true => assert_eq!(r.map(|o| o.body), Ok(b"x".to_vec()), "ts {ts} at {now}"),
                 false => assert_eq!(r, Err(Reject::Stale), "ts {ts} at {now}"),
             }
         }
     }
-    assert!(within_skew(i64::MAX, i64::MAX) && within_skew(i64::MIN, i64::MIN));
+    let f = Freshness::default();
+    assert!(f.accepts(i64::MAX, i64::MAX) && f.accepts(i64::MIN, i64::MIN));
+    assert!(!f.accepts(i64::MIN, i64::MAX) && !f.accepts(i64::MAX, i64::MIN));
 }
 
 /// A recipient entry with a field the format does not have is refused
@@ -186,4 +195,25 @@ fn what_is_not_an_envelope() {
     assert!(matches!(open_raw(br#"{"v":"2"}"#), Err(Reject::Malformed(_))));
     assert_eq!(open_raw(br#" {"v":3}"#), Err(Reject::Version(3)));
     assert!(matches!(open_raw(br#"{"v":2,"kind":"dm"}"#), Err(Reject::Malformed(_))));
+}
+
+/// The guard keeps a pair while its envelope could still be fresh, loads
+/// saved pairs back, and forgets them once they are stale anyway.
+#[test]
+fn replay_guard_saves_loads_and_prunes() {
+    let day = 24 * 3600 * 1000;
+    let mut guard = ReplayGuard::new(Freshness::stored(7 * day));
+    assert!(guard.insert("a", "1", NOW - 6 * day));
+    assert!(guard.insert("a", "2", NOW));
+    assert!(!guard.insert("a", "2", NOW));
+    let mut saved: Vec<(String, String, i64)> =
+        guard.entries().map(|(f, i, t)| (f.to_string(), i.to_string(), t)).collect();
+    saved.sort();
+    let mut loaded = ReplayGuard::new(guard.freshness());
+    for (from, id, ts) in &saved {
+        assert!(loaded.insert(from, id, *ts));
+    }
+    assert!(loaded.contains("a", "1") && loaded.contains("a", "2"));
+    loaded.prune(NOW + 2 * day);
+    assert!(!loaded.contains("a", "1") && loaded.contains("a", "2"));
 }
