@@ -6,13 +6,17 @@
 //! The daily cap is taken from the store in leases: an instance takes up
 //! to [`LEASE_BYTES`] of an account's day at once (one CAS on its
 //! counter, [`crate::store::Store::take_mail_bytes`]) and spends it on
-//! the sends it handles, so most sends write no counter. Bytes a lease
-//! did not spend are lost when the day ends or the instance stops:
-//! stricter, never looser. A send refused or stored before (a retry)
+//! the sends it handles, so most sends write no counter. One refill per
+//! account at a time: concurrent sends that find the lease empty wait for
+//! the refill under way and spend from it, so that a burst does not take
+//! a lease per send (which would take the whole day into one instance
+//! and refuse sends while it holds unspent bytes). Bytes a lease did not
+//! spend are lost when the day ends or the instance stops: stricter,
+//! never looser. A send refused or stored before (a retry)
 //! gives its bytes back to the lease.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use super::Bucket;
@@ -55,6 +59,8 @@ pub struct MailGate {
     cfg: MailLimits,
     rates: Mutex<HashMap<Key, Bucket>>,
     leases: Mutex<HashMap<Key, Lease>>,
+    /// Per account, held while its lease is refilled from the store.
+    refills: Mutex<HashMap<Key, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 /// Bytes a send took from its account's day, given back with
@@ -69,7 +75,7 @@ pub struct Spent {
 impl MailGate {
     /// A gate with these settings.
     pub fn new(cfg: MailLimits) -> MailGate {
-        MailGate { cfg, rates: Mutex::default(), leases: Mutex::default() }
+        MailGate { cfg, rates: Mutex::default(), leases: Mutex::default(), refills: Mutex::default() }
     }
 
     /// Takes one message of `account`'s rate.
@@ -100,6 +106,18 @@ impl MailGate {
     /// `limit_reached` past the daily cap; `unavailable` (fail closed).
     pub async fn spend(&self, store: &Store, account: Key, bytes: u64) -> Result<Spent, Error> {
         let day = today();
+        if let Some(spent) = self.spend_leased(account, &day, bytes) {
+            return Ok(spent);
+        }
+        let refill = {
+            let mut refills = self.refills.lock().unwrap_or_else(|e| e.into_inner());
+            if refills.len() >= MAX_TRACKED && !refills.contains_key(&account) {
+                refills.retain(|_, r| Arc::strong_count(r) > 1);
+            }
+            refills.entry(account).or_default().clone()
+        };
+        let _refilling = refill.lock().await;
+        // A refill that landed while this send waited may cover it.
         if let Some(spent) = self.spend_leased(account, &day, bytes) {
             return Ok(spent);
         }

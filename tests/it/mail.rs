@@ -16,12 +16,12 @@ use crate::support::devices::new_device;
 use crate::support::{Stack, code};
 
 /// Now in unix milliseconds.
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
 }
 
 /// A DM from `from` to account `to`, sealed for `recipients`, dated `ts`.
-fn dm(from: &Identity, to: &str, recipients: &[Recipient], body: &[u8], ts: i64) -> Envelope {
+pub(crate) fn dm(from: &Identity, to: &str, recipients: &[Recipient], body: &[u8], ts: i64) -> Envelope {
     let subject = subjects::dm(to);
     let addr = Addressing { kind: Kind::Dm, subject: &subject, room: None, peer: None };
     from.seal(&addr, recipients, body, ts).expect("seals")
@@ -35,7 +35,7 @@ fn room_msg(from: &Identity, room: &str, recipients: &[Recipient], body: &[u8]) 
 }
 
 /// Every page of `channel` for `c` from `after`: `(seq, envelope id)`.
-async fn fetch_all(c: &Client, channel: &Channel, after: u64) -> Vec<(u64, String)> {
+pub(crate) async fn fetch_all(c: &Client, channel: &Channel, after: u64) -> Vec<(u64, String)> {
     let (mut out, mut after) = (Vec::new(), after);
     loop {
         let page = c.mail_fetch(channel, after, None).await.expect("fetches");
@@ -304,4 +304,36 @@ async fn a_full_bucket_refuses() {
     assert!((3..=5).contains(&at), "full after {at} messages of 200 KiB in 1 MiB");
     let bob_c = stack.connect(&bob).await.unwrap();
     assert_eq!(fetch_all(&bob_c, &Channel::Dm, 0).await.len(), at, "the refused one is not stored");
+}
+
+/// 200 sends of one account at once (16 handled at a time, the rest
+/// waiting for a slot: the per-caller limits) take the daily cap from the store in
+/// one lease (or very few), not one lease per send: every send is stored
+/// and the account's day counter stays near one lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_sends_shares_one_lease() {
+    let mut stack = Stack::start_server_only().await;
+    stack
+        .start_daemon_with(|s| {
+            s.mail.rate = 100_000;
+            s.mail.burst = 1_000_000;
+        })
+        .await;
+    let (_a, admin) = stack.admin().await;
+    let (alice, alice_c) = stack.user(&admin, Role::Member, "alice").await;
+    let (bob, _b) = stack.user(&admin, Role::Member, "bob").await;
+    let to = bob.sign_pub_hex();
+    let envelopes: Vec<Envelope> =
+        (0..200).map(|i| dm(&alice, &to, &[bob.recipient()], format!("{i}").as_bytes(), now_ms())).collect();
+    let sends = envelopes.iter().map(|e| alice_c.mail_send(e));
+    for r in futures::future::join_all(sends).await {
+        r.expect("stored: the day's cap is far away");
+    }
+    let quota = stack.jetstream().await.get_key_value(subjects::BUCKET_MAIL_QUOTA).await.unwrap();
+    let mut keys = quota.keys().await.unwrap();
+    let key = keys.next().await.unwrap().unwrap();
+    assert!(key.starts_with(&alice.sign_pub_hex()), "{key}");
+    let day: serde_json::Value = serde_json::from_slice(&quota.get(&key).await.unwrap().unwrap()).unwrap();
+    let taken = day["bytes"].as_u64().unwrap();
+    assert!(taken <= 2 << 20, "{taken} bytes taken for 200 small sends");
 }

@@ -25,6 +25,7 @@ mod hostile;
 mod invites;
 mod limits;
 mod mail;
+mod mail_faults;
 mod malformed;
 mod messaging;
 mod reflect;

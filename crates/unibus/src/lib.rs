@@ -56,7 +56,7 @@ pub use error::{ClientError, TransportError};
 pub use identity::{BUNDLE_PREFIX, Bundle, Identity, IdentityError};
 pub use inbox::{CATCH_UP_EVERY, Inbox, Incoming, LIVE_HOLD_MAX};
 pub use mailstate::{MailState, MailStateError};
-pub use messaging::Sent;
+pub use messaging::{SEND_ATTEMPTS, Sent};
 
 use std::collections::HashSet;
 use std::sync::{Arc, RwLock};

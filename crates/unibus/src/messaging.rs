@@ -2,8 +2,9 @@
 //! messages sealed with [`unibus_proto::e2e`] for every checked device of
 //! their recipients, stored with `unibus.mail.send` so that devices that
 //! are offline get them when they connect (docs/protocol.md section 10),
-//! or published live only ([`Client::send_dm_live`]). Receiving is
-//! [`crate::Inbox`].
+//! or published live only ([`Client::send_dm_live`]). A send that gets no
+//! answer is sent again, the same envelope ([`SEND_ATTEMPTS`]). Receiving
+//! is [`crate::Inbox`].
 
 use crate::{Client, ClientError};
 use unibus_proto::e2e::{Addressing, Envelope, Kind, Recipient};
@@ -11,6 +12,13 @@ use unibus_proto::endpoint as ep;
 use unibus_proto::error::Error;
 use unibus_proto::mail::{Channel, MailFetchReply, MailFetchRequest, MailSendRequest};
 use unibus_proto::subjects;
+
+/// How many times the sending methods send one envelope to
+/// `unibus.mail.send` when no answer comes.
+pub const SEND_ATTEMPTS: u32 = 3;
+
+/// The pause before the second attempt (then twice as long).
+const SEND_RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// Now, in unix milliseconds (envelope times).
 pub(crate) fn now_ms() -> i64 {
@@ -107,13 +115,31 @@ impl Client {
         Fut: std::future::Future<Output = Result<Vec<Recipient>, ClientError>>,
     {
         let env = self.seal(to, &recipients, body)?;
-        match self.mail_send(&env).await {
+        match self.store_envelope(&env).await {
             Ok(seq) => return Ok(Sent { id: env.id, seq }),
             Err(ClientError::Service(Error::StaleDevices(_))) => {}
             Err(e) => return Err(e),
         }
         let env = self.seal(to, &again().await?, body)?;
-        Ok(Sent { seq: self.mail_send(&env).await?, id: env.id })
+        Ok(Sent { seq: self.store_envelope(&env).await?, id: env.id })
+    }
+
+    /// [`Client::mail_send`], sent again when no answer came (a timeout,
+    /// no responders, a dropped connection: unibusd may have stored it
+    /// and stopped before answering), up to [`SEND_ATTEMPTS`] times in
+    /// all: the same envelope is stored once and every answer carries its
+    /// `seq`.
+    async fn store_envelope(&self, envelope: &Envelope) -> Result<u64, ClientError> {
+        let mut attempt = 1;
+        loop {
+            match self.mail_send(envelope).await {
+                Err(ClientError::Request { .. }) if attempt < SEND_ATTEMPTS => {
+                    tokio::time::sleep(SEND_RETRY_PAUSE * attempt).await;
+                    attempt += 1;
+                }
+                done => return done,
+            }
+        }
     }
 
     /// Sends an end-to-end encrypted direct message to every active device

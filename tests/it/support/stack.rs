@@ -105,6 +105,11 @@ impl Stack {
 
     /// Starts `unibusd run` as a child process and waits until it is ready.
     pub async fn spawn_unibusd(&self) -> tokio::process::Child {
+        self.spawn_unibusd_with(&[]).await
+    }
+
+    /// [`Stack::spawn_unibusd`] with extra environment (its settings).
+    pub async fn spawn_unibusd_with(&self, env: &[(&str, &str)]) -> tokio::process::Child {
         use tokio::io::AsyncBufReadExt as _;
         let keys = self.dir.path().join("keys.env");
         if !keys.exists() {
@@ -115,6 +120,7 @@ impl Stack {
         if !self.xkey {
             cmd.arg("--no-xkey");
         }
+        cmd.envs(env.iter().copied());
         let mut child = cmd
             .env("RUST_LOG", "info")
             .stdout(std::process::Stdio::null())
@@ -225,7 +231,16 @@ impl Stack {
 
     /// Bootstraps the first admin and returns it connected as admin.
     pub async fn admin(&self) -> (Identity, Client) {
-        let (_, token) = self.store().bootstrap_admin_invite(600).await.expect("bootstrap invite");
+        // The in-process unibusd's store, or (unibusd spawned) one of our own.
+        let own;
+        let store = match &self.daemon {
+            Some(d) => &d.store,
+            None => {
+                own = self.open_store().await;
+                &own
+            }
+        };
+        let (_, token) = store.bootstrap_admin_invite(600).await.expect("bootstrap invite");
         let id = Identity::generate();
         let guest = self.connect(&id).await.expect("guest connects");
         let user = guest.register(&token.to_hex(), Some("root")).await.expect("admin registers");
