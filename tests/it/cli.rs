@@ -148,6 +148,11 @@ async fn narrated_demo_runs() {
     // phone sees the laptop's reply, the laptop may not revoke the phone,
     // and chats on after the admin did.
     assert!(text.contains("laptop added as device #2"), "{text}");
+    // The offline scene: bob reads the DM and the room message that waited,
+    // once each.
+    assert_eq!(text.matches("waited (seq").count(), 2, "{text}");
+    assert_eq!(text.matches("call me when you land").count(), 2, "sent, then read once: {text}");
+    assert!(text.contains("nothing else waiting"), "{text}");
     assert_eq!(text.matches("are you both on?").count(), 3, "sent once, opened on both devices: {text}");
     assert!(text.contains("my other device"), "{text}");
     assert!(text.contains("refused (forbidden)"), "{text}");
@@ -164,4 +169,49 @@ async fn narrated_demo_runs() {
         assert!(line.contains("plaintext absent"), "{line}");
         assert!(!line.contains("blue pot") && !line.contains("meeting moved"), "{line}");
     }
+}
+
+/// `unibus listen` shows what waited while bob was not listening, marked
+/// (`waited`, its `seq`; in text: the time it was sent), once: a second
+/// run shows only what came since (the mail state beside the identity).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listen_shows_what_waited_once() {
+    let stack = Stack::start().await;
+    let (_a, admin) = stack.admin().await;
+    let (_alice, alice_c) = stack.user(&admin, unibus_proto::records::Role::Member, "alice").await;
+    let dir = tempfile::tempdir().unwrap();
+    let bob = dir.path().join("bob.nk");
+    let url = stack.url.as_str();
+    ok(url, &bob, &["keygen"]).await;
+    let inv = admin.create_invite(&Default::default()).await.unwrap();
+    let bob_key = ok(url, &bob, &["register", &inv.link, "--name", "bob"]).await["user"]["sign_pub"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let one = alice_c.send_dm(&bob_key, b"one").await.unwrap();
+    let two = alice_c.send_dm(&bob_key, b"two").await.unwrap();
+
+    let (code, out, err) = crate::support::process::cli_output(url, &bob, &["listen", "--count", "2"]).await;
+    assert_eq!(code, 0, "{err}");
+    let shown: Vec<serde_json::Value> =
+        out.lines().skip(1).map(|l| serde_json::from_str(l).unwrap()).collect();
+    let seen: Vec<(&str, bool, u64)> = shown
+        .iter()
+        .map(|v| (v["text"].as_str().unwrap(), v["waited"].as_bool().unwrap(), v["seq"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(seen, vec![("one", true, one.seq), ("two", true, two.seq)]);
+
+    alice_c.send_dm(&bob_key, b"three").await.unwrap();
+    let out = tokio::process::Command::new(crate::support::unibus_cli().await)
+        .args(["--url", url, "--identity"])
+        .arg(&bob)
+        .args(["listen", "--count", "1"])
+        .output()
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    let line = text.lines().nth(1).unwrap_or_default();
+    assert!(line.starts_with("(waited, sent ") && line.contains(" UTC) [dm] alice: three"), "{text}");
+    assert!(!text.contains("one") && !text.contains("two"), "shown again: {text}");
 }

@@ -1,6 +1,8 @@
 //! Messages: `send` one, `listen` for them, `chat` (both at once), each
 //! also printing the contacts' device changes and this account's device
-//! notices as they come.
+//! notices as they come. `listen` and `chat` first show what waited while
+//! this device was away (marked, with the time it was sent), reading from
+//! where the last run stopped (the mail state beside the identity).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -11,7 +13,7 @@ use tokio::io::AsyncBufReadExt as _;
 use crate::args::{SendArgs, Target};
 use crate::error::CliError;
 use crate::output::Out;
-use crate::session::{connect, report_device_changes};
+use crate::session::{connect, connect_reading, report_device_changes};
 use unibus::{Client, Incoming, Sent};
 
 async fn deliver(c: &Client, target: &Target, text: &str) -> Result<Sent, CliError> {
@@ -53,29 +55,29 @@ impl Names {
 
 /// Prints one inbox item; `Err` when the connection is gone.
 async fn show(c: &Client, item: Incoming, names: &mut Names, out: &Out) -> Result<bool, CliError> {
-    match item {
-        Incoming::Message(m) => {
-            let name = names.of(c, &m.from).await;
-            // A copy of what this account sent from another device.
-            let peer = match m.sent_to() {
-                Some(peer) => Some(names.of(c, peer).await),
-                None => None,
-            };
-            out.message(&m, &name, peer.as_deref());
-            Ok(true)
-        }
+    let (m, waited) = match item {
+        Incoming::Message(m) => (m, None),
+        Incoming::Waited { seq, message } => (message, Some(seq)),
         Incoming::Rejected { subject, reason } => {
             eprintln!("dropped a message on {subject}: {reason}");
-            Ok(false)
+            return Ok(false);
         }
         Incoming::Dropped { from, .. } => {
             eprintln!("dropped a direct message from blocked key {from}");
-            Ok(false)
+            return Ok(false);
         }
-        Incoming::Closed(e) => Err(e.into()),
+        Incoming::Closed(e) => return Err(e.into()),
         // Kinds of items this CLI does not know yet.
-        _ => Ok(false),
-    }
+        _ => return Ok(false),
+    };
+    let name = names.of(c, &m.from).await;
+    // A copy of what this account sent from another device.
+    let peer = match m.sent_to() {
+        Some(peer) => Some(names.of(c, peer).await),
+        None => None,
+    };
+    out.message(&m, &name, peer.as_deref(), waited);
+    Ok(true)
 }
 
 /// Prints incoming messages and device notices until interrupted, revoked,
@@ -89,7 +91,7 @@ pub(crate) async fn listen(
     count: Option<usize>,
     out: &Out,
 ) -> Result<(), CliError> {
-    let c = connect(url, identity).await?;
+    let c = connect_reading(url, identity).await?;
     // Subscribed before the inbox, whose flush then covers both.
     let mut notices = Box::pin(c.device_notices().await?);
     let mut inbox = c.inbox().await?;
@@ -123,7 +125,7 @@ pub(crate) async fn listen(
 /// # Errors
 /// [`CliError`]: the identity file, the connection, reading stdin.
 pub(crate) async fn chat(url: &str, identity: &Path, target: Target, out: &Out) -> Result<(), CliError> {
-    let c = connect(url, identity).await?;
+    let c = connect_reading(url, identity).await?;
     let mut notices = Box::pin(c.device_notices().await?);
     let mut inbox = c.inbox().await?;
     let mut names = Names(HashMap::new());

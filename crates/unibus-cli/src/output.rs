@@ -127,20 +127,46 @@ impl Out {
     }
 
     /// One incoming message; `peer_name` is set for a copy of a DM this
-    /// account sent from another device (to that peer).
-    pub fn message(&self, m: &Opened, sender_name: &str, peer_name: Option<&str>) {
+    /// account sent from another device (to that peer); `waited` is its
+    /// `seq` when it waited in the mail store (fetched on catching up),
+    /// shown with the time it was sent.
+    pub fn message(&self, m: &Opened, sender_name: &str, peer_name: Option<&str>, waited: Option<u64>) {
         let text = String::from_utf8_lossy(&m.body).into_owned();
         let v = serde_json::json!({
             "kind": m.kind, "from": m.from, "from_name": sender_name, "device": m.device,
             "to": m.sent_to(), "to_name": peer_name, "room": m.room, "id": m.id, "ts": m.ts, "text": text,
+            "waited": waited.is_some(), "seq": waited,
         });
-        self.emit(&v, || match (m.kind, &m.room, peer_name) {
-            (Kind::Room, Some(room), _) => {
-                format!("[room {}] {}: {}", short(room), clean(sender_name), clean(&text))
+        self.emit(&v, || {
+            let line = match (m.kind, &m.room, peer_name) {
+                (Kind::Room, Some(room), _) => {
+                    format!("[room {}] {}: {}", short(room), clean(sender_name), clean(&text))
+                }
+                (_, _, Some(peer)) => format!("[dm] me (other device) -> {}: {}", clean(peer), clean(&text)),
+                _ => format!("[dm] {}: {}", clean(sender_name), clean(&text)),
+            };
+            match waited {
+                Some(_) => format!("(waited, sent {}) {line}", sent_at(m.ts)),
+                None => line,
             }
-            (_, _, Some(peer)) => format!("[dm] me (other device) -> {}: {}", clean(peer), clean(&text)),
-            _ => format!("[dm] {}: {}", clean(sender_name), clean(&text)),
         });
+    }
+}
+
+/// A message's `ts` (unix ms, the sender's clock) as `yyyy-mm-dd hh:mm:ss
+/// UTC`; the raw number when out of range.
+fn sent_at(ts: i64) -> String {
+    match time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ts) * 1_000_000) {
+        Ok(t) => format!(
+            "{:04}-{:02}-{:02} {:02}:{:02}:{:02} UTC",
+            t.year(),
+            u8::from(t.month()),
+            t.day(),
+            t.hour(),
+            t.minute(),
+            t.second()
+        ),
+        Err(_) => format!("ts {ts}"),
     }
 }
 

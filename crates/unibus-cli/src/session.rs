@@ -1,5 +1,6 @@
 //! What the commands share: loading the identity, connecting with it (and
-//! the contacts' device sets saved next to it), reporting the contacts'
+//! the contacts' device sets saved next to it, and for the commands that
+//! read messages the mail state), reporting the contacts'
 //! device changes, and the note a revoke or delete adds when closing
 //! connections continues in the background.
 
@@ -7,7 +8,8 @@ use std::path::Path;
 
 use crate::error::{CliError, with_cause};
 use crate::output::{Out, wire};
-use unibus::{Client, Contacts, DeviceChange, Identity};
+use unibus::proto::e2e::Freshness;
+use unibus::{Client, Contacts, DeviceChange, Identity, MailState};
 
 /// The identity file at `path`.
 ///
@@ -30,6 +32,28 @@ pub(crate) async fn connect(url: &str, identity: &Path) -> Result<Client, CliErr
     let contacts =
         Contacts::load(&Contacts::path_for(identity)).map_err(|e| CliError::Local(e.to_string()))?;
     c.set_contacts(contacts);
+    Ok(c)
+}
+
+/// [`connect`], with the mail state kept beside the identity
+/// ([`MailState::path_for`]): what was shown before is not shown again and
+/// catching up starts where the last run stopped. When another process
+/// has that file open, this one reads it and does not write it (a note
+/// says so).
+///
+/// # Errors
+/// As [`connect`]; [`CliError::Local`] for an unreadable mail state.
+pub(crate) async fn connect_reading(url: &str, identity: &Path) -> Result<Client, CliError> {
+    let c = connect(url, identity).await?;
+    let now = time::OffsetDateTime::now_utc().unix_timestamp() * 1000;
+    let state = MailState::open(&MailState::path_for(identity), Freshness::default(), now)
+        .map_err(|e| CliError::Local(with_cause(&e)))?;
+    if !state.is_persistent() {
+        eprintln!(
+            "note: another unibus process reads this identity's messages; this one will show again, next time, what it shows now"
+        );
+    }
+    c.set_mail_state(state);
     Ok(c)
 }
 

@@ -2,6 +2,8 @@
 //! admin invites alice and bob, they register, make a room, exchange
 //! end-to-end encrypted direct and room messages (shown decrypted at the
 //! peers and as the raw bytes a plain NATS subscriber sees on the subject).
+//! Bob goes offline; alice sends him a DM and the room a message, both
+//! stored; bob comes back and reads both, once, marked as having waited.
 //! Alice links her laptop by scanning its bundle; both of her devices get
 //! bob's DM and see what the other sent; her phone is lost: the laptop may
 //! not revoke the older phone, the admin does, and the laptop keeps
@@ -12,7 +14,8 @@ use std::time::{Duration, Instant};
 use futures::StreamExt as _;
 
 use crate::dev::{DevArgs, LocalStack};
-use unibus::{Bundle, Client, ClientError, Identity, Inbox, Incoming};
+use unibus::{Bundle, Client, ClientError, Identity, Inbox, Incoming, MailState};
+use unibus_proto::e2e::Freshness;
 use unibus_proto::subjects;
 use unibus_proto::wire::InviteCreateRequest;
 
@@ -92,7 +95,7 @@ async fn raw_next(sub: &mut async_nats::Subscriber, plaintext: &str) -> Result<S
 pub async fn run(port: u16) -> Result<(), DemoError> {
     let data_dir = std::env::temp_dir().join(format!("unibus-demo-{}", std::process::id()));
     let stack = LocalStack::start(&DevArgs { port, data_dir: data_dir.clone(), fresh: true }).await?;
-    let result = story(&stack).await;
+    let result = story(&stack, &data_dir).await;
     stack.stop().await;
     let _ = std::fs::remove_dir_all(&data_dir);
     result
@@ -170,7 +173,69 @@ async fn lose_the_phone(
     Ok(())
 }
 
-async fn story(stack: &LocalStack) -> Result<(), DemoError> {
+/// Bob's device, connected with the mail state it keeps in `state`.
+async fn bob_device(url: &str, bob: &Identity, state: &std::path::Path) -> Result<Client, DemoError> {
+    let c = Client::connect(url, bob).await?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    let state = MailState::open(state, Freshness::default(), now)
+        .map_err(|e| DemoError::Unexpected(e.to_string()))?;
+    c.set_mail_state(state);
+    Ok(c)
+}
+
+/// Bob goes offline; alice sends him a DM and the room a message; bob
+/// comes back and reads both, once. Returns bob's new connection and
+/// inbox.
+async fn offline_scene(
+    url: &str,
+    alice: &Client,
+    alice_inbox: &mut Inbox,
+    bob: &Identity,
+    room: &str,
+    state: &std::path::Path,
+) -> Result<(Client, Inbox), DemoError> {
+    say("bob", "goes offline (closes the app)");
+    let dm = "call me when you land";
+    let sent = alice.send_dm(&bob.sign_pub_hex(), dm.as_bytes()).await?;
+    say("alice", format!("-> bob (direct, bob offline): \"{dm}\" stored at seq {}", sent.seq));
+    let text = "tickets are booked";
+    let sent = alice.send_room(room, text.as_bytes()).await?;
+    say("alice", format!("-> room plans (bob offline): \"{text}\" stored at seq {}", sent.seq));
+    // Alice's own device gets the room message too (read, so that it is
+    // not handed over again to her next inbox).
+    next_message(alice_inbox).await?;
+    let bob_c = bob_device(url, bob, state).await?;
+    let mut inbox = bob_c.inbox().await?;
+    say("bob", "back online: catching up from where this device stopped");
+    for _ in 0..2 {
+        match tokio::time::timeout(Duration::from_secs(5), inbox.next()).await {
+            Ok(Some(Incoming::Waited { seq, message })) => {
+                let place = message.room.as_ref().map_or("direct".to_string(), |_| "room plans".to_string());
+                say(
+                    "bob",
+                    format!(
+                        "waited (seq {seq}), {place}, from {}: \"{}\"",
+                        short(&message.from),
+                        String::from_utf8_lossy(&message.body)
+                    ),
+                );
+            }
+            other => {
+                return Err(DemoError::Unexpected(format!("expected a message that waited, got {other:?}")));
+            }
+        }
+    }
+    let left = bob_c.waiting().await?;
+    if !left.is_empty() {
+        return Err(DemoError::Unexpected(format!("still waiting: {left:?}")));
+    }
+    say("bob", "nothing else waiting: what this device read before is not shown again");
+    Ok((bob_c, inbox))
+}
+
+async fn story(stack: &LocalStack, data_dir: &std::path::Path) -> Result<(), DemoError> {
     let url = stack.server.url.clone();
     say(
         "stack",
@@ -209,9 +274,10 @@ async fn story(stack: &LocalStack) -> Result<(), DemoError> {
     let alice_c = Client::connect(&url, &alice).await?;
     alice_c.add_member(&room.id, &bob.sign_pub_hex()).await?;
     say("alice", format!("created room \"plans\" ({}) and added bob", short(&room.id)));
+    let bob_state = data_dir.join("bob.mail");
     let bob_c = {
         drop(bob_c);
-        Client::connect(&url, &bob).await?
+        bob_device(&url, &bob, &bob_state).await?
     };
     let mut bob_inbox = bob_c.inbox().await?;
     let mut alice_inbox = alice_c.inbox().await?;
@@ -243,6 +309,10 @@ async fn story(stack: &LocalStack) -> Result<(), DemoError> {
             format!("room plans, from {}: \"{}\"", short(&got.from), String::from_utf8_lossy(&got.body)),
         );
     }
+
+    drop((bob_inbox, bob_c));
+    let (bob_c, mut bob_inbox) =
+        offline_scene(&url, &alice_c, &mut alice_inbox, &bob, &room.id, &bob_state).await?;
 
     linked_devices(&url, &admin, &alice, &alice_c, &bob_c, &mut bob_inbox).await?;
 
