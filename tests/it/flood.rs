@@ -15,7 +15,9 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 use unibus::{Client, Identity};
+use unibus_proto::e2e::{Addressing, Kind};
 use unibus_proto::keys::InviteToken;
+use unibus_proto::mail::MailSendRequest;
 use unibus_proto::records::Role;
 use unibus_proto::subjects;
 
@@ -288,6 +290,10 @@ async fn no_flood_shuts_the_others_out() {
     }
     let (f4, _) = member("f4").await;
     let (f5, _) = member("f5").await;
+    let (f6, _) = member("f6").await;
+    let (f7, _) = member("f7").await;
+    let (f8, _) = member("f8").await;
+    let (target, _) = member("target").await;
     let (steady, _) = member("steady").await;
     let mut heavy = Vec::new();
     for name in
@@ -343,6 +349,15 @@ async fn no_flood_shuts_the_others_out() {
     let big = || vec![b' '; 1_000_000];
     let empty = || b"{}".to_vec();
     let revoke = serde_json::json!({"device": revoked.sign_pub_hex()}).to_string().into_bytes();
+    // One valid envelope from f6 to `target`, sent again and again (each
+    // after the first is a retry: checked, found stored, published again).
+    let to = target.sign_pub_hex();
+    let dm_subject = subjects::dm(&to);
+    let addr = Addressing { kind: Kind::Dm, subject: &dm_subject, room: None, peer: None };
+    let now = (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
+    let envelope = f6.seal(&addr, &[target.recipient()], b"again and again", now).unwrap();
+    let mail = serde_json::to_vec(&MailSendRequest { envelope }).unwrap();
+    let fetch = serde_json::json!({"channel": "dm"}).to_string().into_bytes();
     let phases = vec![
         Phase {
             name: "whoami",
@@ -377,6 +392,27 @@ async fn no_flood_shuts_the_others_out() {
             subject: subjects::WHOAMI,
             senders: vec![(f5, big())],
             rate: None,
+            expect: Expect::Penalized,
+        },
+        Phase {
+            name: "mail.send of one envelope",
+            subject: subjects::MAIL_SEND,
+            senders: vec![(f6, mail)],
+            rate: Some(10_000),
+            expect: Expect::Penalized,
+        },
+        Phase {
+            name: "mail.send, 1 MB bodies",
+            subject: subjects::MAIL_SEND,
+            senders: vec![(f7, big())],
+            rate: None,
+            expect: Expect::Penalized,
+        },
+        Phase {
+            name: "mail.fetch",
+            subject: subjects::MAIL_FETCH,
+            senders: vec![(f8, fetch)],
+            rate: Some(10_000),
             expect: Expect::Penalized,
         },
         Phase {
@@ -426,7 +462,7 @@ async fn no_flood_shuts_the_others_out() {
     assert!(seen.connects >= 20, "too few connects observed: {}", seen.connects);
     assert!(p < Duration::from_secs(1), "other members' whoami p95 {p:?}");
     assert_eq!(counters["lost"], "0", "requests lost to a full buffer: {counters}");
-    assert_eq!(counters["penalized"], "9", "{counters}");
+    assert_eq!(counters["penalized"], "12", "{counters}");
 
     let (conns_after, closed) = unibusd_connections(&sys).await;
     assert!(closed.is_empty(), "the server closed unibusd connections: {closed:?}");
@@ -446,4 +482,7 @@ async fn no_flood_shuts_the_others_out() {
     println!("unibusd RSS after: {} MiB", after >> 20);
     assert!(after <= idle + RSS_AFTER, "RSS stayed at {} MiB over an idle {} MiB", after >> 20, idle >> 20);
     admin.whoami().await.expect("admin whoami after the floods");
+    let t = Client::connect(&stack.url, &target).await.unwrap();
+    let page = t.mail_fetch(&unibus_proto::mail::Channel::Dm, 0, None).await.unwrap();
+    assert_eq!(page.messages.len(), 1, "the flooded envelope is stored once");
 }
