@@ -8,7 +8,7 @@ use unibus::Identity;
 use unibus_proto::records::{Device, Role, Via};
 use unibusd::daemon::Running;
 
-use super::{Lat, connects, user_record};
+use super::{Lat, connects, median, user_record};
 
 /// Seeds the 3-device account (its third device connects) and measures,
 /// in `rounds` rounds per connector count (each measures both accounts).
@@ -75,12 +75,6 @@ impl Side {
             "decision_p50_ms_median": median(&self.decisions),
         })
     }
-}
-
-fn median(v: &[f64]) -> f64 {
-    let mut s = v.to_vec();
-    s.sort_by(f64::total_cmp);
-    s.get(s.len() / 2).copied().unwrap_or(0.0)
 }
 
 fn min(v: &[f64]) -> f64 {

@@ -27,7 +27,7 @@ use unibus::Identity;
 use unibus_proto::records::Role;
 use unibusd::daemon::Running;
 
-use super::{Lat, connects, user_record};
+use super::{Lat, connects, median, user_record};
 
 /// What the flooder did during one flooded measurement.
 #[derive(Default)]
@@ -209,12 +209,6 @@ async fn measure(
             "refused": stats.refused.load(Ordering::Relaxed),
         },
     })
-}
-
-fn median(v: &[f64]) -> f64 {
-    let mut v = v.to_vec();
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 /// Prints the section.

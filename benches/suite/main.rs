@@ -1,6 +1,7 @@
 //! The unibus benchmark suite: every figure beside a baseline measured in
 //! the same run, on servers this binary starts on 127.0.0.1.
-//! `cargo bench --bench suite [-- --n 500 --json]`.
+//! `cargo bench --bench suite [-- --n 500 --json]` (`-- --only mail`: that
+//! section alone).
 //!
 //! Quick mode (`-- --quick`, or `UNIBUS_BENCH_QUICK=1` in the environment):
 //! every section with small counts ([`plan::Plan`]), for CI. Its figures
@@ -18,6 +19,9 @@
 //!   account, alternating rounds;
 //! - other members' connects/s and decision p99 while one member floods
 //!   (and reconnects in a loop once cut off) vs without, alternating rounds;
+//! - `unibus.mail.send` p50 and throughput (1 and 64 senders) vs a floor
+//!   (one KV create + one publish behind the same import), and catching up
+//!   10,000 waiting messages vs reading them straight from the stream;
 //! - callout decision time and unibusd RSS with 100 and 100,000 users.
 
 use std::sync::Arc;
@@ -194,12 +198,16 @@ async fn registrations(url: &str, store: &Store, n: usize, parallel: usize, stay
 /// Distinct invite keys of the floor (more than it is asked for).
 const FLOOR_KEYS: usize = 1000;
 
-/// The register floor: the callout for auth, and on `unibus.register` an
-/// echo that does the same five KV operations as a redemption (read the
-/// invite, CAS it used, create the device record, create the user, CAS the
-/// invite completed) on a bucket made like unibus's, through the same
-/// APP -> AUTH import.
-async fn floor(url: &str, secrets: &Secrets) -> Vec<u8> {
+/// The median of `v` (0 when empty).
+fn median(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    s.get(s.len() / 2).copied().unwrap_or(0.0)
+}
+
+/// A floor server's service connection and store, with unibus's callout
+/// answering its connects (floors differ only in their responder).
+async fn floor_callout(url: &str, secrets: &Secrets) -> (async_nats::Client, Store) {
     let svc =
         async_nats::ConnectOptions::with_nkey(secrets.service.seed().unwrap()).connect(url).await.unwrap();
     let store = Store::open(svc.clone(), &StoreConfig::default()).await.unwrap();
@@ -207,13 +215,24 @@ async fn floor(url: &str, secrets: &Secrets) -> Vec<u8> {
         penalties: Default::default(),
         issuer: nkeys::KeyPair::from_seed(&secrets.issuer.seed().unwrap()).unwrap(),
         xkey: Some(unibusd::callout::sealing::Sealer::new(&secrets.xkey).unwrap()),
-        store,
+        store: store.clone(),
         user_jwt_ttl: Duration::from_secs(3600),
         latency: Default::default(),
         revoked_denials: Default::default(),
     });
     let auth = unibusd::callout::subscribe(&svc).await.unwrap();
     tokio::spawn(unibusd::callout::run(svc.clone(), auth, callout));
+    svc.flush().await.unwrap();
+    (svc, store)
+}
+
+/// The register floor: the callout for auth, and on `unibus.register` an
+/// echo that does the same five KV operations as a redemption (read the
+/// invite, CAS it used, create the device record, create the user, CAS the
+/// invite completed) on a bucket made like unibus's, through the same
+/// APP -> AUTH import.
+async fn floor(url: &str, secrets: &Secrets) -> Vec<u8> {
+    let (svc, _store) = floor_callout(url, secrets).await;
     let js = async_nats::jetstream::new(svc.clone());
     js.create_stream(unibusd::store::bucket_stream_config("BENCH_floor", &StoreConfig::default()))
         .await
@@ -316,6 +335,7 @@ fn rss_mib(pid: u32) -> f64 {
 mod bare;
 mod devices;
 mod flood;
+mod mail;
 mod plan;
 mod scale;
 
@@ -353,6 +373,16 @@ async fn main() {
     let n = plan.n;
     let mut report = serde_json::Map::new();
     let binary = nats_server_or_install();
+    // `--only mail`: that section alone (for working on it; the published
+    // figures come from whole runs).
+    if args.iter().any(|a| a == "--only") && args.iter().any(|a| a == "mail") {
+        let mail = mail::run(plan.mail_sends, plan.mail_waiting, plan.rounds).await;
+        match json_out {
+            true => println!("{mail}"),
+            false => mail::print(&mail),
+        }
+        return;
+    }
     let seed = [42u8; 32];
     let id = Identity::from_seed(seed);
 
@@ -451,7 +481,10 @@ async fn main() {
         }),
     );
 
-    // 3. Decision time and unibusd RSS with 100 and 100,000 users.
+    // 3. Messages that wait: send and catch-up against their floors.
+    report.insert("mail".into(), mail::run(plan.mail_sends, plan.mail_waiting, plan.rounds).await);
+
+    // 4. Decision time and unibusd RSS with 100 and 100,000 users.
     report.insert("scale".into(), scale::run(plan.scale_users, plan.decisions).await);
 
     print_report(&report, json_out, plan.scale_users);
@@ -542,5 +575,6 @@ fn print_report(report: &serde_json::Map<String, serde_json::Value>, json_out: b
     println!("  their registrations/s stop the clock when the last one is back");
     devices::print(&report["devices"]);
     flood::print(&report["flood"]);
+    mail::print(&report["mail"]);
     scale::print(&report["scale"], scale_users);
 }

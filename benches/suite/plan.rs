@@ -22,6 +22,11 @@ pub struct Plan {
     pub scale_users: usize,
     /// Timed callout decisions per scale figure.
     pub decisions: usize,
+    /// Sequential `unibus.mail.send`s per round (64 senders send a quarter
+    /// as many each).
+    pub mail_sends: usize,
+    /// Waiting messages a device catches up on.
+    pub mail_waiting: usize,
 }
 
 impl Plan {
@@ -41,6 +46,8 @@ impl Plan {
                 trips: 100,
                 scale_users: 1000,
                 decisions: 200,
+                mail_sends: 40,
+                mail_waiting: 640,
             }
         } else {
             Plan {
@@ -52,13 +59,15 @@ impl Plan {
                 trips: 1000,
                 scale_users: 100_000,
                 decisions: 2000,
+                mail_sends: 500,
+                mail_waiting: 10_000,
             }
         }
     }
 }
 
 /// Sections every report has.
-const SECTIONS: &[&str] = &["connects", "devices", "leader_round_trip", "flood", "register", "scale"];
+const SECTIONS: &[&str] = &["connects", "devices", "leader_round_trip", "flood", "register", "mail", "scale"];
 
 /// Counts that may be zero, what the flooder did: its connects refused
 /// (none while its flood stays within what unibusd tolerates) and its

@@ -187,7 +187,13 @@ impl Mailbox {
         let (mut done, mut bytes, mut scanned) = (after, 0, 0);
         let end = 'scan: loop {
             let Some(from) = done.checked_add(1) else { break 'scan true };
-            let (entries, pending) = self.direct_batch(&filter, from).await?;
+            // Most entries of a channel are sealed for each of its devices:
+            // the first batch asks for one page's worth (and a little more).
+            let batch = match scanned {
+                0 => (limit + limit / 4 + 1).min(SCAN_BATCH),
+                _ => SCAN_BATCH,
+            };
+            let (entries, pending) = self.direct_batch(&filter, from, batch).await?;
             for entry in &entries {
                 scanned += 1;
                 if entry.put && sealed_for(&entry.payload, &me) {
@@ -232,14 +238,14 @@ impl Mailbox {
             .map_err(|e| Error::Unavailable(format!("purge {channel} in {BUCKET_MAIL}: {e}")))
     }
 
-    /// Up to [`SCAN_BATCH`] entries of `filter` from `seq` on, in stream
-    /// order, and how many more the answering server holds after them.
-    async fn direct_batch(&self, filter: &str, seq: u64) -> Result<(Vec<Entry>, u64), Error> {
+    /// Up to `batch` entries of `filter` from `seq` on, in stream order,
+    /// and how many more the answering server holds after them.
+    async fn direct_batch(&self, filter: &str, seq: u64, batch: usize) -> Result<(Vec<Entry>, u64), Error> {
         let unavailable = |e: &dyn std::fmt::Display| Error::Unavailable(format!("read {BUCKET_MAIL}: {e}"));
         let inbox = self.client.new_inbox();
         let mut replies = self.client.subscribe(inbox.clone()).await.map_err(|e| unavailable(&e))?;
         let request = serde_json::json!({
-            "seq": seq, "next_by_subj": filter, "batch": SCAN_BATCH, "max_bytes": SCAN_BATCH_BYTES,
+            "seq": seq, "next_by_subj": filter, "batch": batch, "max_bytes": SCAN_BATCH_BYTES,
         });
         let subject = format!("$JS.API.DIRECT.GET.KV_{BUCKET_MAIL}");
         self.client

@@ -28,6 +28,8 @@ mod users;
 
 pub(crate) use admins::{AdminLoss, last_admin};
 pub use invites::NewUser;
+#[cfg(feature = "internals")]
+pub use mail::mail_stream_config;
 pub use mail::{MailConfig, Stored};
 #[cfg(feature = "internals")]
 pub use memberships::Memberships;

@@ -159,6 +159,26 @@ impl Identity {
         unibus_proto::e2e::seal_v2(&sender, to, recipients, body, ts_ms)
     }
 
+    /// Opens an envelope as this device (docs/envelope.md, "Opening",
+    /// steps 1 to 7): it arrived on `subject`, is checked against `guard`
+    /// (read only) and must be fresh at `now_ms`. The sender's device is
+    /// NOT checked (step 8 needs a lookup): [`crate::Inbox`] and
+    /// [`crate::Client::waiting`] do that too.
+    ///
+    /// # Errors
+    /// [`unibus_proto::e2e::Reject`]: why it was refused.
+    pub fn open(
+        &self,
+        raw: &[u8],
+        subject: &str,
+        guard: &unibus_proto::e2e::ReplayGuard,
+        now_ms: i64,
+    ) -> Result<unibus_proto::e2e::Opened, unibus_proto::e2e::Reject> {
+        let (account, device) = (self.account_hex(), self.sign_pub_hex());
+        let me = unibus_proto::e2e::Receiver { account: &account, device: &device, kex_secret: &self.kex };
+        unibus_proto::e2e::open_as(raw, subject, &me, guard, now_ms)
+    }
+
     /// This device as a recipient of envelopes: its key and X25519 key.
     pub fn recipient(&self) -> unibus_proto::e2e::Recipient {
         let kex_pub = x25519_dalek::PublicKey::from(&self.kex).to_bytes();

@@ -52,17 +52,23 @@ pub async fn send(ctx: &Ctx, caller: &Caller, req: MailSendRequest) -> Result<Ou
 }
 
 /// Existence, permission and the exact recipient devices of a message to
-/// `addressed.target` from the caller (steps 2 to 4).
+/// `addressed.target` from the caller (steps 2 to 4). The records these
+/// need are read at once (one round trip to the store, not one each),
+/// then judged in the contract's order.
 async fn recipients(ctx: &Ctx, caller: &Caller, addressed: &Addressed) -> Result<Vec<Key>, Error> {
     match &addressed.target {
         Target::Dm(to) => {
-            let (target, _) =
-                ctx.store.get_user(*to).await?.ok_or_else(|| Error::NotFound("no such account".into()))?;
-            active_user(ctx, caller).await?;
+            let (target, me, blocked) = tokio::join!(
+                ctx.store.get_user(*to),
+                active_user(ctx, caller),
+                ctx.store.has_blocked(*to, caller.account)
+            );
+            let (target, _) = target?.ok_or_else(|| Error::NotFound("no such account".into()))?;
+            me?;
             if target.status != UserStatus::Active {
                 return Err(Error::Forbidden("the account is revoked".into()));
             }
-            if ctx.store.has_blocked(*to, caller.account).await? {
+            if blocked? {
                 return Err(Error::Forbidden("this account has blocked you".into()));
             }
             Ok(active_devices(&target, None))
@@ -72,9 +78,9 @@ async fn recipients(ctx: &Ctx, caller: &Caller, addressed: &Addressed) -> Result
             Ok(active_devices(&me, Some(caller.device.key())))
         }
         Target::Room(id) => {
-            let (room, _) =
-                ctx.store.get_room(id).await?.ok_or_else(|| Error::NotFound("no such room".into()))?;
-            active_user(ctx, caller).await?;
+            let (room, me) = tokio::join!(ctx.store.get_room(id), active_user(ctx, caller));
+            let (room, _) = room?.ok_or_else(|| Error::NotFound("no such room".into()))?;
+            me?;
             if !room.has_member(caller.account) {
                 return Err(Error::Forbidden("not a member of this room".into()));
             }
@@ -119,9 +125,9 @@ pub async fn fetch(
             subjects::mail_channel_dm(&caller.account.to_hex())
         }
         Channel::Room(id) => {
-            let (room, _) =
-                ctx.store.get_room(id).await?.ok_or_else(|| Error::NotFound("no such room".into()))?;
-            active_user(ctx, caller).await?;
+            let (room, me) = tokio::join!(ctx.store.get_room(id), active_user(ctx, caller));
+            let (room, _) = room?.ok_or_else(|| Error::NotFound("no such room".into()))?;
+            me?;
             if !room.has_member(caller.account) {
                 return Err(Error::Forbidden("not a member of this room".into()));
             }
