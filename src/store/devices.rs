@@ -29,9 +29,23 @@ impl Store {
     /// The account a connecting key acts for: its device record's account,
     /// else the key itself (an account's own key, or a guest).
     ///
+    /// A key the devices index maps already is answered from the index,
+    /// without a round trip; any other with a leader read. As for the
+    /// callout's admission (docs/protocol.md section 9): a device record
+    /// never names another account while it exists and a key is a device
+    /// of one account at most, so a mapping the index holds is the current
+    /// one whenever that account lists the key as active, which every
+    /// handler checks on a leader read of the account's record
+    /// (`active_user`) before acting. An index that lags can so only refuse
+    /// (a device key taken over after its first account was deleted, for
+    /// the moment the index takes to apply it), never grant.
+    ///
     /// # Errors
     /// `unavailable`.
     pub async fn account_of(&self, key: Key) -> Result<Key, Error> {
+        if let Some(account) = self.devices_ix.read(|ix| ix.account_of(key)) {
+            return Ok(account);
+        }
         Ok(self.get_device(key).await?.map_or(key, |(d, _)| d.account))
     }
 
