@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use super::Bucket;
-use crate::store::{DayKey, Store};
+use crate::store::{Day, DayKey, Store};
 use unibus_proto::error::Error;
 use unibus_proto::ids::Key;
 
@@ -50,7 +50,7 @@ impl Default for MailLimits {
 /// An instance's leases on accounts' days.
 #[derive(Debug, Clone)]
 struct Lease {
-    day: String,
+    day: Day,
     left: u64,
 }
 
@@ -68,7 +68,7 @@ pub struct MailGate {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Spent {
     account: Key,
-    day: String,
+    day: Day,
     bytes: u64,
 }
 
@@ -105,8 +105,8 @@ impl MailGate {
     /// # Errors
     /// `limit_reached` past the daily cap; `unavailable` (fail closed).
     pub async fn spend(&self, store: &Store, account: Key, bytes: u64) -> Result<Spent, Error> {
-        let day = today();
-        if let Some(spent) = self.spend_leased(account, &day, bytes) {
+        let day = Day::today();
+        if let Some(spent) = self.spend_leased(account, day, bytes) {
             return Ok(spent);
         }
         let refill = {
@@ -118,18 +118,18 @@ impl MailGate {
         };
         let _refilling = refill.lock().await;
         // A refill that landed while this send waited may cover it.
-        if let Some(spent) = self.spend_leased(account, &day, bytes) {
+        if let Some(spent) = self.spend_leased(account, day, bytes) {
             return Ok(spent);
         }
-        let key = DayKey { account, day: day.clone() };
+        let key = DayKey { account, day };
         let taken = store.take_mail_bytes(&key, bytes, LEASE_BYTES, self.cfg.daily_bytes).await?;
         let mut leases = self.leases.lock().unwrap_or_else(|e| e.into_inner());
         if leases.len() >= MAX_TRACKED && !leases.contains_key(&account) {
             leases.retain(|_, l| l.day == day && l.left > 0);
         }
-        let lease = leases.entry(account).or_insert(Lease { day: day.clone(), left: 0 });
+        let lease = leases.entry(account).or_insert(Lease { day, left: 0 });
         if lease.day != day {
-            *lease = Lease { day: day.clone(), left: 0 };
+            *lease = Lease { day, left: 0 };
         }
         lease.left += taken - bytes;
         Ok(Spent { account, day, bytes })
@@ -145,18 +145,12 @@ impl MailGate {
         }
     }
 
-    fn spend_leased(&self, account: Key, day: &str, bytes: u64) -> Option<Spent> {
+    fn spend_leased(&self, account: Key, day: Day, bytes: u64) -> Option<Spent> {
         let mut leases = self.leases.lock().unwrap_or_else(|e| e.into_inner());
         let lease = leases.get_mut(&account).filter(|l| l.day == day && l.left >= bytes)?;
         lease.left -= bytes;
-        Some(Spent { account, day: day.to_string(), bytes })
+        Some(Spent { account, day, bytes })
     }
-}
-
-/// Today (UTC) as `yyyy-mm-dd`.
-fn today() -> String {
-    let d = time::OffsetDateTime::now_utc().date();
-    format!("{:04}-{:02}-{:02}", d.year(), u8::from(d.month()), d.day())
 }
 
 #[cfg(test)]
@@ -172,12 +166,5 @@ mod tests {
         }
         assert_eq!(gate.admit(a).unwrap_err().code(), "limit_reached");
         gate.admit(b).expect("another account has its own rate");
-    }
-
-    #[test]
-    fn today_is_an_iso_date() {
-        let t = today();
-        assert_eq!(t.len(), 10);
-        assert_eq!(&t[4..5], "-");
     }
 }

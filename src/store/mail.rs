@@ -23,6 +23,7 @@ use serde::Deserialize;
 use super::{Store, StoreConfig};
 use unibus_proto::error::Error;
 use unibus_proto::ids::Key;
+use unibus_proto::mail::{MailChannel, MailKey};
 use unibus_proto::subjects::BUCKET_MAIL;
 
 /// Entries one direct get returns at most.
@@ -150,8 +151,8 @@ impl Mailbox {
     /// `bad_request` when another envelope is stored under `key` (the same
     /// `(from, id)` in the same channel); `limit_reached` when the bucket
     /// is full (nothing stored); `unavailable`.
-    pub(crate) async fn store(&self, key: &str, envelope: Bytes) -> Result<Stored, Error> {
-        match self.kv.create(key, envelope.clone()).await {
+    pub(crate) async fn store(&self, key: &MailKey, envelope: Bytes) -> Result<Stored, Error> {
+        match self.kv.create(key.as_str(), envelope.clone()).await {
             Ok(seq) => return Ok(Stored::New(seq)),
             Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists || super::is_race(&e) => {}
             Err(e) if is_full(&e) => {
@@ -175,7 +176,7 @@ impl Mailbox {
     /// `unavailable`.
     pub(crate) async fn page(
         &self,
-        channel: &str,
+        channel: &MailChannel,
         after: u64,
         device: Key,
         limit: usize,
@@ -227,7 +228,7 @@ impl Mailbox {
     ///
     /// # Errors
     /// `unavailable`.
-    pub(crate) async fn purge(&self, channel: &str) -> Result<(), Error> {
+    pub(crate) async fn purge(&self, channel: &MailChannel) -> Result<(), Error> {
         let filter = format!("$KV.{BUCKET_MAIL}.{channel}.>");
         self.kv
             .stream
@@ -335,7 +336,7 @@ impl Store {
     ///
     /// # Errors
     /// As [`Mailbox::store`].
-    pub async fn store_mail(&self, key: &str, envelope: Bytes) -> Result<Stored, Error> {
+    pub async fn store_mail(&self, key: &MailKey, envelope: Bytes) -> Result<Stored, Error> {
         self.mail.store(key, envelope).await
     }
 
@@ -345,7 +346,7 @@ impl Store {
     /// `unavailable`.
     pub async fn mail_page(
         &self,
-        channel: &str,
+        channel: &MailChannel,
         after: u64,
         device: Key,
         limit: usize,

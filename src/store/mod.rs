@@ -33,7 +33,7 @@ pub use mail::mail_stream_config;
 pub use mail::{MailConfig, Stored};
 #[cfg(feature = "internals")]
 pub use memberships::Memberships;
-pub use quota::DayKey;
+pub use quota::{Day, DayKey};
 #[cfg(feature = "internals")]
 pub use rooms::RoomChange;
 pub use users::Standing;

@@ -20,13 +20,51 @@ use unibus_proto::records::SCHEMA_VERSION;
 /// the next, whatever the clocks.
 pub const KEEP_DAYS: u64 = 2;
 
+/// A UTC day, `yyyy-mm-dd` in keys and records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Day(time::Date);
+
+impl Day {
+    /// Today, UTC.
+    pub fn today() -> Day {
+        Day(time::OffsetDateTime::now_utc().date())
+    }
+}
+
+impl std::fmt::Display for Day {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let d = self.0;
+        write!(f, "{:04}-{:02}-{:02}", d.year(), u8::from(d.month()), d.day())
+    }
+}
+
+impl std::str::FromStr for Day {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Day, String> {
+        let format = time::macros::format_description!("[year]-[month]-[day]");
+        time::Date::parse(s, format).map(Day).map_err(|e| format!("day {s:?}: {e}"))
+    }
+}
+
+impl Serialize for Day {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Day {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Day, D::Error> {
+        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 /// An account's counter for one UTC day.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct DayKey {
     /// The sending account.
     pub account: Key,
     /// `yyyy-mm-dd` (UTC).
-    pub day: String,
+    pub day: Day,
 }
 
 impl TableKey for DayKey {
@@ -43,7 +81,7 @@ pub struct DayBytes {
     /// The sending account.
     pub account: Key,
     /// `yyyy-mm-dd` (UTC).
-    pub day: String,
+    pub day: Day,
     /// Envelope bytes taken for this day so far.
     pub bytes: u64,
     /// Last change.
@@ -70,12 +108,26 @@ impl Store {
             let record = DayBytes {
                 v: SCHEMA_VERSION,
                 account: key.account,
-                day: key.day.clone(),
+                day: key.day,
                 bytes: used + taken,
                 updated_at: Timestamp::now(),
             };
             Ok(Change::Write(record, taken))
         };
         Ok(self.mail_quota.modify(key, take).await?.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_day_reads_and_writes_as_an_iso_date() {
+        let day: Day = "2026-12-07".parse().unwrap();
+        assert_eq!(day.to_string(), "2026-12-07");
+        assert_eq!(serde_json::to_string(&day).unwrap(), "\"2026-12-07\"");
+        assert!("2026-13-01".parse::<Day>().is_err() && "26-1-1".parse::<Day>().is_err());
+        assert_eq!(Day::today().to_string().len(), 10);
     }
 }

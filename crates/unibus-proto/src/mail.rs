@@ -140,6 +140,57 @@ pub struct MailFetchReply {
     pub next: Option<u64>,
 }
 
+/// A channel of the mail bucket as its keys spell it: `dm.<account>` or
+/// `room.<id>` (made only from typed ids, [`subjects`] spells them).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct MailChannel(String);
+
+impl MailChannel {
+    /// The DMs to `account` (and its devices' copies).
+    pub fn dm(account: &Key) -> MailChannel {
+        MailChannel(subjects::mail_channel_dm(&account.to_hex()))
+    }
+
+    /// A room's messages.
+    pub fn room(room: &RoomId) -> MailChannel {
+        MailChannel(subjects::mail_channel_room(room.as_str()))
+    }
+
+    /// The key of message `id` from `from` in this channel.
+    pub fn key(&self, from: &Key, id: &str) -> MailKey {
+        MailKey(subjects::mail_key(&self.0, &from.to_hex(), id))
+    }
+
+    /// As the bucket's keys spell it.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for MailChannel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A message's key in the mail bucket: its channel, `from` and `id`
+/// ([`MailChannel::key`]).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct MailKey(String);
+
+impl MailKey {
+    /// As the bucket spells it.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for MailKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// Where a message to store goes, as its envelope says.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
@@ -160,9 +211,9 @@ pub struct Addressed {
     /// Where it goes.
     pub target: Target,
     /// Its channel in the mail bucket: `dm.<account>` or `room.<id>`.
-    pub channel: String,
+    pub channel: MailChannel,
     /// Its key in the mail bucket (channel, `from`, `id`).
-    pub key: String,
+    pub key: MailKey,
     /// The recipient devices it is sealed for, sorted.
     pub recipients: Vec<Key>,
 }
@@ -194,11 +245,12 @@ pub fn address(env: &Envelope, account: &Key, device: &Key, now_ms: i64) -> Resu
     }
     let target = target(env, account)?;
     let channel = match &target {
-        Target::Dm(to) => subjects::mail_channel_dm(&to.to_hex()),
-        Target::Copy { .. } => subjects::mail_channel_dm(&account.to_hex()),
-        Target::Room(room) => subjects::mail_channel_room(room.as_str()),
+        Target::Dm(to) => MailChannel::dm(to),
+        Target::Copy { .. } => MailChannel::dm(account),
+        Target::Room(room) => MailChannel::room(room),
     };
-    let key = subjects::mail_key(&channel, &env.from, &env.id);
+    // `from` is the caller's account (checked above).
+    let key = channel.key(account, &env.id);
     let mut recipients: Vec<Key> =
         env.recipients.iter().map(|r| Key::parse(&r.to)).collect::<Result<_, _>>()?;
     recipients.sort_unstable();
@@ -304,8 +356,8 @@ mod tests {
         let env = seal(&alice, &alice.hex(), dm_addr(&to_bob), &[&bob2, &bob], NOW);
         let a = address(&env, &alice.id(), &alice.id(), NOW + 1000).unwrap();
         assert_eq!(a.target, Target::Dm(bob.id()));
-        assert_eq!(a.channel, format!("dm.{}", bob.hex()));
-        assert_eq!(a.key, format!("dm.{}.{}.{}", bob.hex(), alice.hex(), env.id));
+        assert_eq!(a.channel.as_str(), format!("dm.{}", bob.hex()));
+        assert_eq!(a.key.as_str(), format!("dm.{}.{}.{}", bob.hex(), alice.hex(), env.id));
         let mut want = vec![bob.id(), bob2.id()];
         want.sort_unstable();
         assert_eq!(a.recipients, want, "sorted");
@@ -316,7 +368,10 @@ mod tests {
         let phone = dev(4);
         let env = seal(&alice, &alice.hex(), copy, &[&phone], NOW);
         let a = address(&env, &alice.id(), &alice.id(), NOW).unwrap();
-        assert_eq!((a.target, a.channel), (Target::Copy { peer: bob.id() }, format!("dm.{}", alice.hex())));
+        assert_eq!(
+            (a.target, a.channel.as_str().to_string()),
+            (Target::Copy { peer: bob.id() }, format!("dm.{}", alice.hex()))
+        );
 
         let room = "0123456789abcdef0123456789abcdef";
         let subject = subjects::room_msg(room);
@@ -324,7 +379,7 @@ mod tests {
         let env = seal(&alice, &alice.hex(), addr, &[&alice, &bob], NOW);
         let a = address(&env, &alice.id(), &alice.id(), NOW).unwrap();
         assert_eq!(a.target, Target::Room(RoomId::parse(room).unwrap()));
-        assert_eq!(a.key, format!("room.{room}.{}.{}", alice.hex(), env.id));
+        assert_eq!(a.key.as_str(), format!("room.{room}.{}.{}", alice.hex(), env.id));
     }
 
     #[test]

@@ -12,11 +12,10 @@ use unibus_proto::e2e::Envelope;
 use unibus_proto::error::Error;
 use unibus_proto::ids::Key;
 use unibus_proto::mail::{
-    Addressed, Channel, MailFetchReply, MailFetchRequest, MailSendReply, MailSendRequest, Target, Waiting,
-    address,
+    Addressed, Channel, MailChannel, MailFetchReply, MailFetchRequest, MailSendReply, MailSendRequest,
+    Target, Waiting, address,
 };
 use unibus_proto::records::{User, UserStatus};
-use unibus_proto::subjects;
 
 /// `unibus.mail.send`: checks in the order of the contract (shape,
 /// existence, permission, recipients, limits), then stores the envelope
@@ -122,7 +121,7 @@ pub async fn fetch(
     let channel = match &req.channel {
         Channel::Dm => {
             active_user(ctx, caller).await?;
-            subjects::mail_channel_dm(&caller.account.to_hex())
+            MailChannel::dm(&caller.account)
         }
         Channel::Room(id) => {
             let (room, me) = tokio::join!(ctx.store.get_room(id), active_user(ctx, caller));
@@ -131,7 +130,7 @@ pub async fn fetch(
             if !room.has_member(caller.account) {
                 return Err(Error::Forbidden("not a member of this room".into()));
             }
-            subjects::mail_channel_room(id.as_str())
+            MailChannel::room(id)
         }
     };
     let after = req.after.unwrap_or(0);

@@ -98,7 +98,7 @@ impl Store {
         self.delete_device_records(&user).await?;
         // Its DM channel: nobody can read it any more (docs/protocol.md
         // section 10), and a key registered again later inherits nothing.
-        self.mail.purge(&unibus_proto::subjects::mail_channel_dm(&sign_pub.to_hex())).await?;
+        self.mail.purge(&unibus_proto::mail::MailChannel::dm(&sign_pub)).await?;
         Ok(user)
     }
 }
