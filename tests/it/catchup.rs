@@ -18,14 +18,10 @@ use unibus_proto::mail::Channel;
 use unibus_proto::records::Role;
 use unibus_proto::subjects;
 
+use crate::mail::now_ms;
 use crate::support::Stack;
 use crate::support::devices::new_device;
 use crate::support::proxy::Proxy;
-
-/// Now in unix milliseconds.
-fn now_ms() -> i64 {
-    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
-}
 
 async fn next(inbox: &mut Inbox) -> Incoming {
     tokio::time::timeout(Duration::from_secs(10), inbox.next())
@@ -140,13 +136,7 @@ async fn offline_devices_get_what_waited_once_in_order() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_device_reconnecting_in_a_loop_gets_every_message_in_order_once() {
     const N: usize = 1_000;
-    let mut stack = Stack::start_server_only().await;
-    stack
-        .start_daemon_with(|s| {
-            s.mail.rate = 10_000;
-            s.mail.burst = 10_000;
-        })
-        .await;
+    let stack = Stack::start_mail_unlimited().await;
     let (_a, admin) = stack.admin().await;
     let (_alice, alice_c) = stack.user(&admin, Role::Member, "alice").await;
     let (bob, _b) = stack.user(&admin, Role::Member, "bob").await;

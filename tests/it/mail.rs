@@ -312,13 +312,7 @@ async fn a_full_bucket_refuses() {
 /// and the account's day counter stays near one lease.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_of_sends_shares_one_lease() {
-    let mut stack = Stack::start_server_only().await;
-    stack
-        .start_daemon_with(|s| {
-            s.mail.rate = 100_000;
-            s.mail.burst = 1_000_000;
-        })
-        .await;
+    let stack = Stack::start_mail_unlimited().await;
     let (_a, admin) = stack.admin().await;
     let (alice, alice_c) = stack.user(&admin, Role::Member, "alice").await;
     let (bob, _b) = stack.user(&admin, Role::Member, "bob").await;

@@ -16,6 +16,7 @@ use unibus_proto::records::Role;
 use unibus_proto::subjects;
 
 use crate::mail::{dm, fetch_all, now_ms};
+use crate::support::stack::MAIL_UNLIMITED;
 use crate::support::{HEAVY, Stack};
 
 const N: usize = 400;
@@ -106,8 +107,7 @@ async fn retry(c: &Client, env: &Envelope) -> u64 {
 async fn unibusd_killed_between_store_and_publish_loses_nothing() {
     let _heavy = HEAVY.lock().await;
     let stack = Stack::start_server_only().await;
-    let limits = [("UNIBUS_MAIL_RATE", "100000"), ("UNIBUS_MAIL_BURST", "1000000")];
-    let mut unibusd = stack.spawn_unibusd_with(&limits).await;
+    let mut unibusd = stack.spawn_unibusd_with(&MAIL_UNLIMITED).await;
     let (_a, admin) = stack.admin().await;
     let (alice, alice_c) = stack.user(&admin, Role::Member, "alice").await;
     let (bob, bob_c) = stack.user(&admin, Role::Member, "bob").await;
@@ -142,7 +142,7 @@ async fn unibusd_killed_between_store_and_publish_loses_nothing() {
             went_live.insert(serde_json::from_slice::<Envelope>(&msg.payload).unwrap().id);
         }
 
-        unibusd = stack.spawn_unibusd_with(&limits).await;
+        unibusd = stack.spawn_unibusd_with(&MAIL_UNLIMITED).await;
         // Serving once its subscriptions reach bob's account through the import.
         retry_fetch(&bob_c).await;
         let before = stored(&bob_c).await;
@@ -183,13 +183,7 @@ async fn unibusd_killed_between_store_and_publish_loses_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_restarted_mid_send_loses_nothing() {
     let _heavy = HEAVY.lock().await;
-    let mut stack = Stack::start_server_only().await;
-    stack
-        .start_daemon_with(|s| {
-            s.mail.rate = 100_000;
-            s.mail.burst = 1_000_000;
-        })
-        .await;
+    let mut stack = Stack::start_mail_unlimited().await;
     let (_a, admin) = stack.admin().await;
     let (alice, alice_c) = stack.user(&admin, Role::Member, "alice").await;
     let (bob, _b) = stack.user(&admin, Role::Member, "bob").await;

@@ -334,10 +334,7 @@ impl Pump {
     fn notice(&self, msg: &async_nats::Message) {
         let client = &self.reader.client;
         let subject = msg.subject.as_str();
-        let ignore = |why: &'static str| {
-            self.reader.ignored.fetch_add(1, Ordering::Relaxed);
-            debug!(subject, why, "inbox ignored a message");
-        };
+        let ignore = |why: &'static str| self.reader.ignore(subject, why);
         if subject == subjects::device_notice(client.account()) {
             match is_notice(msg, subjects::NOTICE_DEVICES) {
                 true => client.forget_device_set(client.account()),

@@ -72,7 +72,8 @@ impl Reader {
         self.cursors.get(channel).copied().unwrap_or(0)
     }
 
-    fn ignore(&self, subject: &str, why: &'static str) {
+    /// Counts (and logs at debug) a message that yields nothing.
+    pub fn ignore(&self, subject: &str, why: &'static str) {
         self.ignored.fetch_add(1, Ordering::Relaxed);
         debug!(subject, why, "inbox ignored a message");
     }

@@ -56,6 +56,11 @@ pub enum Xkey {
     Plain,
 }
 
+/// The environment of a spawned unibusd with the per-account mail limits
+/// out of the way (as [`Stack::start_mail_unlimited`]).
+pub const MAIL_UNLIMITED: [(&str, &str); 2] =
+    [("UNIBUS_MAIL_RATE", "100000"), ("UNIBUS_MAIL_BURST", "1000000")];
+
 impl Stack {
     /// Starts a server and unibusd, callout sealed with the xkey.
     pub async fn start() -> Stack {
@@ -186,6 +191,20 @@ impl Stack {
         edit(&mut settings);
         let running = daemon::start(&settings).await.expect("unibusd starts");
         self.daemon = Some(running);
+    }
+
+    /// A server and an in-process unibusd whose per-account mail limits
+    /// are out of the way ([`MAIL_UNLIMITED`]): for tests that send many
+    /// messages and test something else than those limits.
+    pub async fn start_mail_unlimited() -> Stack {
+        let mut stack = Stack::start_server_only().await;
+        stack
+            .start_daemon_with(|s| {
+                s.mail.rate = 100_000;
+                s.mail.burst = 1_000_000;
+            })
+            .await;
+        stack
     }
 
     /// The store unibusd uses.

@@ -354,7 +354,7 @@ impl Default for Freshness {
 /// message's id included, never uses up that id. A receiver that keeps
 /// the pairs across restarts saves [`ReplayGuard::entries`] and loads them
 /// back with [`ReplayGuard::insert`].
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub struct ReplayGuard {
     seen: HashMap<(String, String), i64>,
     freshness: Freshness,
