@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::Store;
 use super::cas::Change;
+use super::index::Fresh;
 use unibus_proto::error::Error;
 use unibus_proto::ids::{Key, Timestamp};
 use unibus_proto::records::SCHEMA_VERSION;
@@ -41,6 +42,20 @@ impl Store {
     /// As [`Store::blocked_by`].
     pub async fn has_blocked(&self, owner: Key, key: Key) -> Result<bool, Error> {
         Ok(self.blocked_by(owner).await?.binary_search(&key).is_ok())
+    }
+
+    /// [`Store::has_blocked`] for an account that the blocks index, at
+    /// freshness `fresh`, shows with no list: false without a read.
+    ///
+    /// # Errors
+    /// As [`Store::blocked_by`]; `unavailable` when the index cannot be
+    /// proven current.
+    pub async fn has_blocked_at(&self, owner: Key, key: Key, fresh: Fresh) -> Result<bool, Error> {
+        let may = self.blocks_ix.read_fresh(fresh, self.sync_limit(), |ix| ix.may_block(owner)).await?;
+        if !may {
+            return Ok(false);
+        }
+        self.has_blocked(owner, key).await
     }
 
     /// Adds `key` to `owner`'s block list unless present; at most `cap`

@@ -1,7 +1,7 @@
 //! What each index keeps of its bucket: compact entries only (no full
 //! records), so 100,000 users cost a few MB.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use serde::Deserialize;
 
@@ -162,6 +162,40 @@ impl Fold for Devices {
                 self.unreadable.insert(key.to_string());
             }
         }
+    }
+}
+
+/// The accounts that have a non-empty block list (`UNIBUS_blocks`): an
+/// account not here has blocked nobody. 32 bytes per such account, however
+/// long its list.
+#[derive(Default)]
+pub struct Blockers {
+    owners: HashSet<[u8; 32]>,
+}
+
+impl Blockers {
+    /// False when `owner` has blocked nobody; true when it may have (its
+    /// list is then a leader read away).
+    pub fn may_block(&self, owner: Key) -> bool {
+        self.owners.contains(owner.as_bytes())
+    }
+}
+
+#[derive(Deserialize)]
+struct SlimBlockList {
+    blocked: Vec<serde::de::IgnoredAny>,
+}
+
+impl Fold for Blockers {
+    fn apply(&mut self, key: &str, value: Option<&[u8]>, _revision: u64) {
+        let Some(raw) = raw_key(key) else { return };
+        // A value that does not decode counts as a list: its reader finds
+        // out (fail closed), rather than this index calling it empty.
+        match value.map(serde_json::from_slice::<SlimBlockList>) {
+            Some(Ok(list)) if list.blocked.is_empty() => self.owners.remove(&raw),
+            Some(_) => self.owners.insert(raw),
+            None => self.owners.remove(&raw),
+        };
     }
 }
 

@@ -12,8 +12,16 @@
 //! may predate its own arrival. A watch that fails is rebuilt from scratch;
 //! until it is, the index is not ready and `sync` fails (callers fail
 //! closed).
+//!
+//! [`Index::recent_read`] is the bounded form for paths that may trail the
+//! leader a little ([`Fresh::Recent`]): it reads once the index has applied
+//! what a probe sent at most [`RECENT`] ago found, provided this process
+//! has written nothing to the bucket since that probe was sent (every write
+//! of its [`Bucket`](super::Bucket) counts, whatever its outcome), so a
+//! write this instance acknowledged is always seen. Without such a proof it
+//! falls back to [`Index::sync_read`]. Either way it fails closed.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -32,6 +40,33 @@ pub trait Fold: Default + Send + Sync + 'static {
 
 /// A replica not heard from for this long no longer counts toward quorum.
 const PEER_SILENCE: Duration = Duration::from_secs(3);
+
+/// How far a [`Fresh::Recent`] read may trail the stream leader: what
+/// another instance acknowledged is seen at most this long after (writes
+/// of this process at once). Well under the one second within which a
+/// revocation or a membership change closes live connections (section 6),
+/// the window in which a live publish is still let through.
+pub const RECENT: Duration = Duration::from_millis(100);
+
+/// How current a read from an index must be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fresh {
+    /// Proven current with the stream leader by a probe sent after the
+    /// call ([`Index::sync_read`]): read-your-writes across instances.
+    Leader,
+    /// Proven current as of at most [`RECENT`] ago, and with every write of
+    /// this process ([`Index::recent_read`]).
+    Recent,
+}
+
+/// A leader probe's answer: the stream's last sequence as seen by a probe
+/// sent at `sent`, when this process had made `local` writes to the bucket.
+#[derive(Debug, Clone, Copy)]
+struct Proof {
+    point: u64,
+    sent: tokio::time::Instant,
+    local: u64,
+}
 
 /// Callers waiting for the next leader probe.
 type Waiters = Vec<oneshot::Sender<Result<u64, String>>>;
@@ -70,6 +105,29 @@ struct Shared<S> {
     /// stream was recreated, since a watch on the old stream (or one that
     /// resumed on the new stream by sequence) cannot be trusted.
     min_generation: AtomicU64,
+    /// The latest probe answer, for [`Index::recent_read`].
+    proof: Mutex<Option<Proof>>,
+    /// Writes this process made to the bucket (shared with its
+    /// [`Bucket`](super::Bucket)).
+    local_writes: Arc<AtomicU64>,
+    /// Asks the prober for a probe nobody waits for (keeps the proof
+    /// young under steady traffic).
+    refresh: AtomicBool,
+    /// True while a test holds the watch ([`Index::hold`]).
+    #[cfg(feature = "internals")]
+    held: Arc<watch::Sender<bool>>,
+}
+
+/// Holds an index's watch (it applies nothing) until dropped: lets a test
+/// make an index trail the stream on purpose.
+#[cfg(feature = "internals")]
+pub struct Hold(Arc<watch::Sender<bool>>);
+
+#[cfg(feature = "internals")]
+impl Drop for Hold {
+    fn drop(&mut self) {
+        self.0.send_replace(false);
+    }
 }
 
 /// A watched, folded view of one bucket.
@@ -88,8 +146,9 @@ impl<S: Fold> Drop for Index<S> {
 }
 
 impl<S: Fold> Index<S> {
-    /// Starts following `kv`.
-    pub fn follow(kv: kv::Store) -> Index<S> {
+    /// Starts following `kv`; `local_writes` counts the writes this
+    /// process makes to it (see [`Index::recent_read`]).
+    pub fn follow(kv: kv::Store, local_writes: Arc<AtomicU64>) -> Index<S> {
         let shared = Arc::new(Shared {
             state: RwLock::new(State::empty(0)),
             waiting: Mutex::default(),
@@ -97,10 +156,23 @@ impl<S: Fold> Index<S> {
             moved: watch::channel(()).0,
             rebuild: Notify::new(),
             min_generation: AtomicU64::new(0),
+            proof: Mutex::new(None),
+            local_writes,
+            refresh: AtomicBool::new(false),
+            #[cfg(feature = "internals")]
+            held: Arc::new(watch::channel(false).0),
         });
         let task = tokio::spawn(run(kv.clone(), shared.clone()));
         let prober = tokio::spawn(probe(kv.clone(), shared.clone()));
         Index { shared, kv, task, prober }
+    }
+
+    /// Stops the watch from applying anything until the [`Hold`] is
+    /// dropped (tests only).
+    #[cfg(feature = "internals")]
+    pub fn hold(&self) -> Hold {
+        self.shared.held.send_replace(true);
+        Hold(self.shared.held.clone())
     }
 
     /// Reads the state as it stands (no I/O, no freshness promise).
@@ -166,6 +238,46 @@ impl<S: Fold> Index<S> {
         self.read_from(point, deadline, f).await
     }
 
+    /// Reads the state at freshness `fresh`: [`Index::sync_read`] or
+    /// [`Index::recent_read`].
+    ///
+    /// # Errors
+    /// As [`Index::sync`].
+    pub async fn read_fresh<R>(
+        &self,
+        fresh: Fresh,
+        limit: Duration,
+        f: impl FnOnce(&S) -> R,
+    ) -> Result<R, KvError> {
+        match fresh {
+            Fresh::Leader => self.sync_read(limit, f).await,
+            Fresh::Recent => self.recent_read(limit, f).await,
+        }
+    }
+
+    /// Reads the state once it has applied what a leader probe sent at most
+    /// [`RECENT`] ago found, when this process has written nothing to the
+    /// bucket since that probe was sent; otherwise as [`Index::sync_read`].
+    /// A proof past half its age asks for a fresh probe in the background,
+    /// so steady traffic does not wait for one.
+    ///
+    /// # Errors
+    /// As [`Index::sync`].
+    pub async fn recent_read<R>(&self, limit: Duration, f: impl FnOnce(&S) -> R) -> Result<R, KvError> {
+        let local = self.shared.local_writes.load(Ordering::SeqCst);
+        let proof = *self.shared.proof.lock().unwrap_or_else(|p| p.into_inner());
+        match proof {
+            Some(p) if p.local == local && p.sent.elapsed() <= RECENT => {
+                if p.sent.elapsed() > RECENT / 2 {
+                    self.shared.refresh.store(true, Ordering::Release);
+                    self.shared.probe.notify_one();
+                }
+                self.read_from(p.point, tokio::time::Instant::now() + limit, f).await
+            }
+            _ => self.sync_read(limit, f).await,
+        }
+    }
+
     /// The first half of [`Index::sync_read`]: the stream leader's last
     /// sequence, from a probe sent after this call. Lets a caller probe
     /// several indexes at once and then read each at its point.
@@ -229,9 +341,14 @@ async fn probe<S: Fold>(kv: kv::Store, shared: Arc<Shared<S>>) {
     loop {
         shared.probe.notified().await;
         let batch = std::mem::take(&mut *shared.waiting.lock().unwrap_or_else(|p| p.into_inner()));
-        if batch.is_empty() {
+        let refresh = shared.refresh.swap(false, Ordering::AcqRel);
+        if batch.is_empty() && !refresh {
             continue;
         }
+        // Read before the probe is sent: a write counted after this may
+        // not be in the answer.
+        let local = shared.local_writes.load(Ordering::SeqCst);
+        let sent = tokio::time::Instant::now();
         let answer = match last_sequence(&kv).await {
             Ok((last, born)) => {
                 if created.is_some_and(|c| c != born) {
@@ -241,9 +358,17 @@ async fn probe<S: Fold>(kv: kv::Store, shared: Arc<Shared<S>>) {
                     shared.rebuild.notify_one();
                 }
                 created = Some(born);
+                let mut proof = shared.proof.lock().unwrap_or_else(|p| p.into_inner());
+                if proof.is_none_or(|p| p.sent < sent) {
+                    *proof = Some(Proof { point: last, sent, local });
+                }
                 Ok(last)
             }
-            Err(e) => Err(e.to_string()),
+            Err(e) => {
+                // Nothing can be proven now: recent reads wait for a probe.
+                *shared.proof.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                Err(e.to_string())
+            }
         };
         for tx in batch {
             let _ = tx.send(answer.clone());
@@ -310,6 +435,10 @@ async fn follow_once<S: Fold>(kv: &kv::Store, shared: &Shared<S>, generation: u6
             },
             _ = shared.rebuild.notified() => return Ok(()),
         };
+        #[cfg(feature = "internals")]
+        {
+            let _ = shared.held.subscribe().wait_for(|held| !held).await;
+        }
         let value = match entry.operation {
             kv::Operation::Put => Some(entry.value.as_ref()),
             kv::Operation::Delete | kv::Operation::Purge => None,

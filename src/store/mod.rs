@@ -36,7 +36,7 @@ pub use memberships::Memberships;
 pub use quota::{Day, DayKey};
 #[cfg(feature = "internals")]
 pub use rooms::RoomChange;
-pub use users::Standing;
+pub use users::{AccountView, Standing};
 
 use std::sync::Arc;
 
@@ -132,9 +132,28 @@ fn is_race(err: &(dyn std::error::Error + 'static)) -> bool {
 #[derive(Clone)]
 pub(crate) struct Bucket {
     kv: kv::Store,
+    /// Counts every write call this process made, whatever its outcome (a
+    /// write that timed out may still have landed); its index reads it
+    /// (see [`Index::recent_read`]).
+    local_writes: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Bucket {
+    /// The bucket over `kv`.
+    fn new(kv: kv::Store) -> Bucket {
+        Bucket { kv, local_writes: Arc::default() }
+    }
+
+    /// The counter of this process's writes, for the bucket's index.
+    pub(crate) fn local_writes(&self) -> Arc<std::sync::atomic::AtomicU64> {
+        self.local_writes.clone()
+    }
+
+    /// Counts a write call that has returned.
+    fn wrote(&self) {
+        self.local_writes.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
     /// The live value and its revision; `None` when absent or deleted.
     pub(crate) async fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<(T, u64)>, KvError> {
         let entry = self
@@ -155,7 +174,9 @@ impl Bucket {
     /// Creates `key`; [`KvError::Conflict`] when it exists.
     pub(crate) async fn create<T: Serialize>(&self, key: &str, value: &T) -> Result<u64, KvError> {
         let bytes = encode(value)?;
-        self.kv.create(key, bytes).await.map_err(|e| {
+        let created = self.kv.create(key, bytes).await;
+        self.wrote();
+        created.map_err(|e| {
             if e.kind() == kv::CreateErrorKind::AlreadyExists || is_race(&e) {
                 KvError::Conflict
             } else {
@@ -172,12 +193,16 @@ impl Bucket {
         revision: u64,
     ) -> Result<u64, KvError> {
         let bytes = encode(value)?;
-        self.kv.update(key, bytes, revision).await.map_err(|e| map_update(&self.kv.name, e))
+        let updated = self.kv.update(key, bytes, revision).await;
+        self.wrote();
+        updated.map_err(|e| map_update(&self.kv.name, e))
     }
 
     /// Deletes `key` if it is still at `revision`.
     pub(crate) async fn delete(&self, key: &str, revision: u64) -> Result<(), KvError> {
-        self.kv.delete_expect_revision(key, Some(revision)).await.map_err(|e| map_update(&self.kv.name, e))
+        let deleted = self.kv.delete_expect_revision(key, Some(revision)).await;
+        self.wrote();
+        deleted.map_err(|e| map_update(&self.kv.name, e))
     }
 }
 
@@ -194,13 +219,14 @@ fn map_update(bucket: &str, e: kv::UpdateError) -> KvError {
 }
 
 /// The unibus store: users, devices, invites and rooms, with their watched
-/// indexes, and block lists and room reservations (leader reads only).
+/// indexes, block lists (an index of who has one) and room reservations
+/// (leader reads only).
 #[derive(Clone)]
 pub struct Store {
     pub(crate) users: Table<Key, User>,
     pub(crate) invites: Table<InviteId, Invite>,
     pub(crate) rooms: Table<RoomId, Room>,
-    /// Block lists (leader reads only, no index).
+    /// Block lists (leader reads; [`Store::blocks_ix`] says who has one).
     pub(crate) blocks: Table<Key, blocks::BlockList>,
     /// Room reservations per user (the rooms-per-user cap).
     pub(crate) memberships: Table<Key, memberships::Memberships>,
@@ -214,6 +240,9 @@ pub struct Store {
     pub(crate) devices_ix: Arc<Index<folds::Devices>>,
     pub(crate) invites_ix: Arc<Index<folds::Invites>>,
     pub(crate) rooms_ix: Arc<Index<folds::Rooms>>,
+    /// Which accounts have a block list (the lists themselves are leader
+    /// reads: up to 1,000 keys each is too much to hold for every account).
+    pub(crate) blocks_ix: Arc<Index<folds::Blockers>>,
     /// Bound on one store call (and on waiting for an index).
     pub(crate) timeout: Duration,
 }
@@ -267,10 +296,11 @@ impl Store {
             }
         };
         Ok(Store {
-            users_ix: Arc::new(Index::follow(follow(BUCKET_USERS).await?)),
-            devices_ix: Arc::new(Index::follow(follow(BUCKET_DEVICES).await?)),
-            invites_ix: Arc::new(Index::follow(follow(BUCKET_INVITES).await?)),
-            rooms_ix: Arc::new(Index::follow(follow(BUCKET_ROOMS).await?)),
+            users_ix: Arc::new(Index::follow(follow(BUCKET_USERS).await?, users.local_writes())),
+            devices_ix: Arc::new(Index::follow(follow(BUCKET_DEVICES).await?, devices.local_writes())),
+            invites_ix: Arc::new(Index::follow(follow(BUCKET_INVITES).await?, invites.local_writes())),
+            rooms_ix: Arc::new(Index::follow(follow(BUCKET_ROOMS).await?, rooms.local_writes())),
+            blocks_ix: Arc::new(Index::follow(follow(BUCKET_BLOCKS).await?, blocks.local_writes())),
             devices: Table::new(devices),
             users: Table::new(users),
             invites: Table::new(invites),
@@ -371,7 +401,7 @@ async fn open_bucket_as(
     js.create_stream(config).await.map_err(|e| Error::Unavailable(format!("create bucket {name}: {e}")))?;
     let kv =
         js.get_key_value(name).await.map_err(|e| Error::Unavailable(format!("open bucket {name}: {e}")))?;
-    Ok(Bucket { kv })
+    Ok(Bucket::new(kv))
 }
 
 /// A bucket found in place (created elsewhere, or by an older unibusd) that
@@ -388,7 +418,7 @@ async fn leader_reads_only(js: &jetstream::Context, name: &str, kv: kv::Store) -
     let mut stream = js.get_stream(format!("KV_{name}")).await.map_err(|e| refused(&e))?;
     let mut config = stream.info().await.map_err(|e| refused(&e))?.config.clone();
     if !config.allow_direct && !config.mirror_direct {
-        return Ok(Bucket { kv });
+        return Ok(Bucket::new(kv));
     }
     tracing::warn!(bucket = name, "bucket allows direct gets; setting allow_direct: false (leader reads)");
     config.allow_direct = false;
@@ -399,7 +429,7 @@ async fn leader_reads_only(js: &jetstream::Context, name: &str, kv: kv::Store) -
     }
     let kv =
         js.get_key_value(name).await.map_err(|e| Error::Unavailable(format!("open bucket {name}: {e}")))?;
-    Ok(Bucket { kv })
+    Ok(Bucket::new(kv))
 }
 
 /// The stream behind a bucket: the KV layout of ADR-8, with direct get off

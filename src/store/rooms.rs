@@ -8,6 +8,7 @@
 //! reservations with the room are in [`super::spans`].
 
 use super::cas::{Change, Retry};
+use super::index::Fresh;
 use super::{KvError, Store, take_page};
 use unibus_proto::error::Error;
 use unibus_proto::ids::{Key, RoomId, Timestamp};
@@ -51,6 +52,16 @@ impl Store {
     /// `unavailable`.
     pub async fn get_room(&self, id: &RoomId) -> Result<Option<(Room, u64)>, Error> {
         Ok(self.rooms.get(id).await?)
+    }
+
+    /// The members of room `id` as the rooms index shows it at freshness
+    /// `fresh`; `None` for no such room.
+    ///
+    /// # Errors
+    /// `unavailable` when the index cannot be proven current.
+    pub async fn room_members(&self, id: &RoomId, fresh: Fresh) -> Result<Option<Vec<Key>>, Error> {
+        let read = |ix: &super::folds::Rooms| ix.rooms.get(id).map(|(_, members)| members.clone());
+        Ok(self.rooms_ix.read_fresh(fresh, self.sync_limit(), read).await?)
     }
 
     /// Room ids whose members include `sign_pub`, from the index made

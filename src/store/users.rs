@@ -5,10 +5,44 @@
 
 use super::admins::{AdminLoss, last_admin};
 use super::cas::Change;
+use super::folds::{self, UserEntry};
+use super::index::Fresh;
 use super::{KvError, Store, all_pages, take_page};
 use unibus_proto::error::Error;
 use unibus_proto::ids::{Actor, InviteId, Key, RoomId, Timestamp};
 use unibus_proto::records::{DeviceStatus, Role, User, UserStatus};
+
+/// An account as the users index shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountView {
+    /// Its status is active.
+    pub active: bool,
+    /// Its active devices, sorted.
+    pub devices: Vec<Key>,
+}
+
+impl AccountView {
+    fn of(account: Key, entry: &UserEntry) -> AccountView {
+        let mut devices: Vec<Key> = active_keys(account, entry).collect();
+        devices.sort_unstable();
+        AccountView { active: entry.status == UserStatus::Active, devices }
+    }
+
+    /// Active, with `device` among its active devices.
+    pub fn admits(&self, device: Key) -> bool {
+        self.active && self.devices.contains(&device)
+    }
+}
+
+/// The active device keys of `account`'s index entry.
+fn active_keys(account: Key, entry: &UserEntry) -> impl Iterator<Item = Key> + '_ {
+    let listed = entry
+        .devices
+        .as_deref()
+        .map(|d| d.iter().filter(|(_, s)| *s == DeviceStatus::Active).map(|(k, _)| Key::from_bytes(*k)));
+    let own = entry.devices.is_none().then_some(account);
+    listed.into_iter().flatten().chain(own)
+}
 
 /// What the store says about a connecting key, for the callout.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -193,35 +227,46 @@ impl Store {
         Ok(last.is_some_and(|body| serde_json::from_slice::<User>(&body).is_ok_and(|u| holds(&u))))
     }
 
-    /// The active devices of the active accounts among `accounts`, sorted,
-    /// from the users index made current with the leader (the recipients
-    /// a room message must be sealed for, docs/protocol.md section 10).
+    /// Each of `keys` as the users index shows it at freshness `fresh`
+    /// (one read of the index for all): `None` for no account (or one whose
+    /// record does not decode).
     ///
     /// # Errors
-    /// `unavailable`.
-    pub async fn active_devices_of(&self, accounts: &[Key]) -> Result<Vec<Key>, Error> {
-        let devices = self
-            .users_ix
-            .sync_read(self.sync_limit(), |ix| {
-                let mut out = Vec::new();
-                for account in accounts {
-                    let Some(e) = ix.entries.get(account).filter(|e| e.status == UserStatus::Active) else {
-                        continue;
-                    };
-                    match &e.devices {
-                        None => out.push(*account),
-                        Some(devices) => out.extend(
-                            devices
-                                .iter()
-                                .filter(|(_, s)| *s == DeviceStatus::Active)
-                                .map(|(k, _)| Key::from_bytes(*k)),
-                        ),
-                    }
-                }
-                out
-            })
-            .await?;
-        let mut devices = devices;
+    /// `unavailable` when the index cannot be proven current.
+    pub async fn accounts<const N: usize>(
+        &self,
+        keys: [Key; N],
+        fresh: Fresh,
+    ) -> Result<[Option<AccountView>; N], Error> {
+        let read = |ix: &folds::Users| keys.map(|k| ix.entries.get(&k).map(|e| AccountView::of(k, e)));
+        Ok(self.users_ix.read_fresh(fresh, self.sync_limit(), read).await?)
+    }
+
+    /// Holds the users index's watch until the guard is dropped (tests:
+    /// an index that trails on purpose).
+    #[cfg(feature = "internals")]
+    pub fn hold_users_index(&self) -> super::index::Hold {
+        self.users_ix.hold()
+    }
+
+    /// The active devices of the active accounts among `accounts`, sorted,
+    /// from the users index at freshness `fresh` (the recipients a room
+    /// message must be sealed for, docs/protocol.md section 10).
+    ///
+    /// # Errors
+    /// `unavailable` when the index cannot be proven current.
+    pub async fn active_devices_of(&self, accounts: &[Key], fresh: Fresh) -> Result<Vec<Key>, Error> {
+        let read = |ix: &folds::Users| {
+            let mut out = Vec::new();
+            for account in accounts {
+                let Some(e) = ix.entries.get(account).filter(|e| e.status == UserStatus::Active) else {
+                    continue;
+                };
+                out.extend(active_keys(*account, e));
+            }
+            out
+        };
+        let mut devices = self.users_ix.read_fresh(fresh, self.sync_limit(), read).await?;
         devices.sort_unstable();
         Ok(devices)
     }

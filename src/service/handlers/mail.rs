@@ -8,6 +8,8 @@ use bytes::Bytes;
 use tracing::warn;
 
 use super::{Caller, Ctx, Outcome, active_user};
+use crate::store::AccountView;
+use crate::store::index::Fresh;
 use unibus_proto::e2e::Envelope;
 use unibus_proto::error::Error;
 use unibus_proto::ids::Key;
@@ -15,7 +17,6 @@ use unibus_proto::mail::{
     Addressed, Channel, MailChannel, MailFetchReply, MailFetchRequest, MailSendReply, MailSendRequest,
     Target, Waiting, address,
 };
-use unibus_proto::records::{User, UserStatus};
 
 /// `unibus.mail.send`: checks in the order of the contract (shape,
 /// existence, permission, recipients, limits), then stores the envelope
@@ -29,7 +30,7 @@ pub async fn send(ctx: &Ctx, caller: &Caller, req: MailSendRequest) -> Result<Ou
         let max = ctx.delivery.max_envelope();
         return Err(Error::bad(format!("envelope of {} bytes; at most {max} can be stored", bytes.len())));
     }
-    let expected = recipients(ctx, caller, &addressed).await?;
+    let expected = judged(ctx, caller, &addressed).await?;
     if expected != addressed.recipients {
         return Err(stale(&addressed.target, expected.len(), addressed.recipients.len()));
     }
@@ -50,49 +51,77 @@ pub async fn send(ctx: &Ctx, caller: &Caller, req: MailSendRequest) -> Result<Ou
     Outcome::reply(MailSendReply { seq: stored.seq() })
 }
 
+/// Steps 2 to 4 on the indexes as they stood at most [`RECENT`] ago (and
+/// with every write of this instance): what another instance changed in
+/// that window is as if the message had come that much earlier, which the
+/// data plane allows for a second (section 6). Anything but a match of the
+/// envelope's recipients is judged again on indexes proven current with
+/// the leader, so no refusal rests on a view that may trail.
+///
+/// [`RECENT`]: crate::store::index::RECENT
+async fn judged(ctx: &Ctx, caller: &Caller, addressed: &Addressed) -> Result<Vec<Key>, Error> {
+    match recipients(ctx, caller, addressed, Fresh::Recent).await {
+        Ok(expected) if expected == addressed.recipients => Ok(expected),
+        Err(Error::Unavailable(why)) => Err(Error::Unavailable(why)),
+        Ok(_) | Err(_) => recipients(ctx, caller, addressed, Fresh::Leader).await,
+    }
+}
+
 /// Existence, permission and the exact recipient devices of a message to
-/// `addressed.target` from the caller (steps 2 to 4). The records these
-/// need are read at once (one round trip to the store, not one each),
-/// then judged in the contract's order.
-async fn recipients(ctx: &Ctx, caller: &Caller, addressed: &Addressed) -> Result<Vec<Key>, Error> {
+/// `addressed.target` from the caller (steps 2 to 4), from the indexes at
+/// freshness `fresh` (no store round trip when they are fresh enough;
+/// the list of an account that has blocked someone is a leader read),
+/// judged in the contract's order.
+async fn recipients(
+    ctx: &Ctx,
+    caller: &Caller,
+    addressed: &Addressed,
+    fresh: Fresh,
+) -> Result<Vec<Key>, Error> {
+    let me = caller.account;
     match &addressed.target {
         Target::Dm(to) => {
-            let (target, me, blocked) = tokio::join!(
-                ctx.store.get_user(*to),
-                active_user(ctx, caller),
-                ctx.store.has_blocked(*to, caller.account)
-            );
-            let (target, _) = target?.ok_or_else(|| Error::NotFound("no such account".into()))?;
-            me?;
-            if target.status != UserStatus::Active {
+            let (accounts, blocked) =
+                tokio::join!(ctx.store.accounts([*to, me], fresh), ctx.store.has_blocked_at(*to, me, fresh));
+            let [target, mine] = accounts?;
+            let target = target.ok_or_else(|| Error::NotFound("no such account".into()))?;
+            caller_admitted(caller, mine)?;
+            if !target.active {
                 return Err(Error::Forbidden("the account is revoked".into()));
             }
             if blocked? {
                 return Err(Error::Forbidden("this account has blocked you".into()));
             }
-            Ok(active_devices(&target, None))
+            Ok(target.devices)
         }
         Target::Copy { .. } => {
-            let me = active_user(ctx, caller).await?;
-            Ok(active_devices(&me, Some(caller.device.key())))
+            let [mine] = ctx.store.accounts([me], fresh).await?;
+            let mine = caller_admitted(caller, mine)?;
+            Ok(mine.devices.into_iter().filter(|d| *d != caller.device.key()).collect())
         }
         Target::Room(id) => {
-            let (room, me) = tokio::join!(ctx.store.get_room(id), active_user(ctx, caller));
-            let (room, _) = room?.ok_or_else(|| Error::NotFound("no such room".into()))?;
-            me?;
-            if !room.has_member(caller.account) {
+            let (members, accounts) =
+                tokio::join!(ctx.store.room_members(id, fresh), ctx.store.accounts([me], fresh));
+            let members = members?.ok_or_else(|| Error::NotFound("no such room".into()))?;
+            let [mine] = accounts?;
+            caller_admitted(caller, mine)?;
+            if !members.contains(&me) {
                 return Err(Error::Forbidden("not a member of this room".into()));
             }
-            ctx.store.active_devices_of(&room.members).await
+            ctx.store.active_devices_of(&members, fresh).await
         }
     }
 }
 
-/// `user`'s active devices but `except`, sorted.
-fn active_devices(user: &User, except: Option<Key>) -> Vec<Key> {
-    let mut keys: Vec<Key> = user.active_devices().map(|d| d.device).filter(|k| Some(*k) != except).collect();
-    keys.sort_unstable();
-    keys
+/// The caller's account as read, when it is active and lists the calling
+/// device as active (the checks of `active_user`, on an index read).
+fn caller_admitted(caller: &Caller, account: Option<AccountView>) -> Result<AccountView, Error> {
+    match account {
+        None => Err(Error::Forbidden("not a registered user".into())),
+        Some(a) if !a.active => Err(Error::Forbidden("user is revoked".into())),
+        Some(a) if a.admits(caller.device.key()) => Ok(a),
+        Some(_) => Err(Error::Forbidden("device is not an active device of this account".into())),
+    }
 }
 
 /// The refusal of a recipient set that is not the devices the message
