@@ -8,7 +8,8 @@
 //!   request bytes;
 //! - catching up N waiting messages: walking `unibus.mail.fetch` over them
 //!   against a floor that reads the same entries straight from the stream
-//!   (batched direct gets from the service connection); and a client's
+//!   (batched direct gets from the service connection, as many per batch
+//!   as unibusd reads at once); and a client's
 //!   whole catch-up (`Client::catch_up`: fetch, then open and check each
 //!   message), beside the time to open the same envelopes in memory.
 //!
@@ -29,7 +30,7 @@ use unibus_proto::mail::{Channel, MailSendReply, MailSendRequest};
 use unibus_proto::records::Role;
 use unibus_proto::subjects;
 use unibusd::secrets::Secrets;
-use unibusd::store::StoreConfig;
+use unibusd::store::{READ_AHEAD, StoreConfig};
 
 use super::{Lat, floor_callout, median, settings, unibus_server, user_record};
 
@@ -106,14 +107,14 @@ async fn send_floor(url: &str, secrets: &Secrets, senders: &[Identity], subject:
 }
 
 /// Reads every entry of `filter` in the mail bucket with batched direct
-/// gets (256 per batch, as unibusd's fetch reads): how many.
+/// gets ([`READ_AHEAD`] per batch, as unibusd's fetch reads): how many.
 async fn direct_read_all(svc: &async_nats::Client, filter: &str) -> usize {
     let subject = format!("$JS.API.DIRECT.GET.KV_{}", subjects::BUCKET_MAIL);
     let (mut seq, mut count) = (1u64, 0usize);
     loop {
         let inbox = svc.new_inbox();
         let mut replies = svc.subscribe(inbox.clone()).await.unwrap();
-        let req = json!({ "seq": seq, "next_by_subj": filter, "batch": 256, "max_bytes": 4 << 20 });
+        let req = json!({ "seq": seq, "next_by_subj": filter, "batch": READ_AHEAD, "max_bytes": 4 << 20 });
         svc.publish_with_reply(subject.clone(), inbox, req.to_string().into()).await.unwrap();
         loop {
             let msg = replies.next().await.unwrap();

@@ -4,7 +4,8 @@
 //! both settings.
 //!
 //! Reads of a channel go through batched direct gets (one request returns
-//! up to [`SCAN_BATCH`] entries of the channel in stream order), so the
+//! up to [`READ_AHEAD`] entries of the channel in stream order, and what a
+//! page does not take is kept for the next: [`super::readahead`]), so the
 //! bucket allows direct gets, unlike the others. A direct get may be
 //! answered by a follower that lags the leader; followers hold a prefix
 //! of the stream, so such an answer can only miss the newest entries. A
@@ -13,6 +14,8 @@
 //! later entry, the page says so with a `next`, and the device reads on.
 //! Writes and the duplicate check are leader operations as everywhere.
 
+use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, kv, stream};
@@ -20,14 +23,13 @@ use bytes::Bytes;
 use futures::StreamExt as _;
 use serde::Deserialize;
 
+use super::readahead::{Ahead, READ_AHEAD, ReadAhead};
 use super::{Store, StoreConfig};
 use unibus_proto::error::Error;
 use unibus_proto::ids::Key;
 use unibus_proto::mail::{MailChannel, MailKey};
 use unibus_proto::subjects::BUCKET_MAIL;
 
-/// Entries one direct get returns at most.
-const SCAN_BATCH: usize = 256;
 /// Bytes one direct get returns at most (the server stops after the
 /// entry that reaches it).
 const SCAN_BATCH_BYTES: usize = 4 << 20;
@@ -62,6 +64,8 @@ pub(crate) struct Mailbox {
     /// Replicated: a page that reaches the end asks the leader too.
     replicated: bool,
     timeout: Duration,
+    /// What pages read past, for the next page.
+    ahead: Arc<ReadAhead>,
 }
 
 /// What a send left in the bucket.
@@ -141,7 +145,8 @@ impl Mailbox {
             }
         }
         let kv = js.get_key_value(BUCKET_MAIL).await.map_err(|e| unavailable(&e))?;
-        Ok(Mailbox { kv, client: js.client(), replicated: cfg.replicas > 1, timeout: cfg.timeout })
+        let (replicated, timeout) = (cfg.replicas > 1, cfg.timeout);
+        Ok(Mailbox { kv, client: js.client(), replicated, timeout, ahead: Arc::default() })
     }
 
     /// Stores `envelope` under `key` with `create`. The same bytes stored
@@ -171,6 +176,9 @@ impl Mailbox {
 
     /// One page of `channel` after `after` for `device`: at most `limit`
     /// envelopes sealed for it, at most `max_bytes` of them (at least one).
+    /// It starts with what the device's previous page read past
+    /// ([`super::readahead`]), then reads [`READ_AHEAD`] entries at a time;
+    /// what a read returns beyond the page is kept for the next one.
     ///
     /// # Errors
     /// `unavailable`.
@@ -186,29 +194,52 @@ impl Mailbox {
         let me = device.to_hex();
         let mut page = MailPage::default();
         let (mut done, mut bytes, mut scanned) = (after, 0, 0);
+        let full = |page: &MailPage, bytes: usize, len: usize| {
+            page.messages.len() >= limit || (!page.messages.is_empty() && bytes + len > max_bytes)
+        };
+        if let Some(mut ahead) = self.ahead.take(device, channel, after) {
+            while let Some((seq, envelope)) = ahead.entries.pop_front() {
+                if full(&page, bytes, envelope.len()) {
+                    ahead.entries.push_front((seq, envelope));
+                    self.ahead.keep(device, channel, Ahead::new(done, ahead.scanned_to, ahead.entries));
+                    page.next = Some(done);
+                    return Ok(page);
+                }
+                bytes += envelope.len();
+                page.messages.push((seq, envelope));
+                (done, scanned) = (seq, scanned + 1);
+            }
+            done = ahead.scanned_to;
+        }
         let end = 'scan: loop {
             let Some(from) = done.checked_add(1) else { break 'scan true };
-            // Most entries of a channel are sealed for each of its devices:
-            // the first batch asks for one page's worth (and a little more).
-            let batch = match scanned {
-                0 => (limit + limit / 4 + 1).min(SCAN_BATCH),
-                _ => SCAN_BATCH,
-            };
-            let (entries, pending) = self.direct_batch(&filter, from, batch).await?;
-            for entry in &entries {
+            let (entries, pending) = self.direct_batch(&filter, from, READ_AHEAD).await?;
+            let read = entries.len();
+            // Once the page is full, what else the read holds for the device.
+            let (mut rest, mut covered) = (None::<VecDeque<(u64, Bytes)>>, done);
+            for entry in entries {
                 scanned += 1;
-                if entry.put && sealed_for(&entry.payload, &me) {
-                    let full = page.messages.len() >= limit
-                        || (!page.messages.is_empty() && bytes + entry.payload.len() > max_bytes);
-                    if full {
-                        break 'scan false;
+                covered = entry.seq;
+                let mine = entry.put && sealed_for(&entry.payload, &me);
+                match &mut rest {
+                    Some(rest) if mine => rest.push_back((entry.seq, entry.payload)),
+                    Some(_) => {}
+                    None if mine && full(&page, bytes, entry.payload.len()) => {
+                        rest = Some(VecDeque::from([(entry.seq, entry.payload)]));
                     }
-                    bytes += entry.payload.len();
-                    page.messages.push((entry.seq, entry.payload.clone()));
+                    None if mine => {
+                        bytes += entry.payload.len();
+                        page.messages.push((entry.seq, entry.payload));
+                        done = entry.seq;
+                    }
+                    None => done = entry.seq,
                 }
-                done = entry.seq;
             }
-            if entries.is_empty() || pending == 0 {
+            if let Some(rest) = rest {
+                self.ahead.keep(device, channel, Ahead::new(done, covered, rest));
+                break 'scan false;
+            }
+            if read == 0 || pending == 0 {
                 break 'scan true;
             }
             if scanned >= SCAN_MAX {

@@ -21,6 +21,7 @@ mod invites;
 mod mail;
 mod memberships;
 mod quota;
+mod readahead;
 mod rooms;
 mod spans;
 mod table;
@@ -34,6 +35,8 @@ pub use mail::{MailConfig, Stored};
 #[cfg(feature = "internals")]
 pub use memberships::Memberships;
 pub use quota::{Day, DayKey};
+#[cfg(feature = "internals")]
+pub use readahead::READ_AHEAD;
 #[cfg(feature = "internals")]
 pub use rooms::RoomChange;
 pub use users::{AccountView, Standing};

@@ -331,3 +331,47 @@ async fn a_burst_of_sends_shares_one_lease() {
     let taken = day["bytes"].as_u64().unwrap();
     assert!(taken <= 2 << 20, "{taken} bytes taken for 200 small sends");
 }
+
+/// A walk through a long channel is served partly from what the previous
+/// page read past (one read per 1,024 entries, not one per page), yet it
+/// hands over every message in order and once, messages stored meanwhile
+/// follow, and every page is checked: a member removed mid-walk is
+/// refused the next page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_walk_reads_ahead_yet_every_page_is_checked() {
+    let stack = Stack::start_mail_unlimited().await;
+    let (_a, admin) = stack.admin().await;
+    let (owner, owner_c, room) = stack.room_owner(&admin, "owner", "plans").await;
+    let (erin, _e) = stack.user(&admin, Role::Member, "erin").await;
+    owner_c.add_member(room.id.as_str(), &erin.sign_pub_hex()).await.unwrap();
+    let erin_c = stack.connect(&erin).await.unwrap();
+    let owner_c = stack.connect(&owner).await.unwrap();
+    let channel = Channel::Room(room.id.clone());
+    let mut sent = Vec::new();
+    for i in 0..250 {
+        let s = owner_c.send_room(room.id.as_str(), format!("m{i}").as_bytes()).await.unwrap();
+        sent.push((s.seq, s.id));
+    }
+    let reads = format!("$JS.API.DIRECT.GET.KV_{}", subjects::BUCKET_MAIL);
+    let watch = stack.watch(&[], &[&reads]).await;
+    let first = erin_c.mail_fetch(&channel, 0, None).await.unwrap();
+    assert_eq!(first.messages.len(), 100);
+    let mut got: Vec<(u64, String)> = first.messages.into_iter().map(|w| (w.seq, w.envelope.id)).collect();
+    for i in 250..260 {
+        let s = owner_c.send_room(room.id.as_str(), format!("m{i}").as_bytes()).await.unwrap();
+        sent.push((s.seq, s.id));
+    }
+    got.extend(fetch_all(&erin_c, &channel, first.next.expect("more")).await);
+    assert_eq!(got, sent, "every message once, in order, the late ones last");
+    let read = watch.take().await.requests(&reads);
+    assert!(read <= 3, "3 pages of 100 and a last one took {read} reads of the bucket");
+
+    let page = erin_c.mail_fetch(&channel, 0, None).await.unwrap();
+    owner_c.remove_member(room.id.as_str(), &erin.sign_pub_hex()).await.unwrap();
+    let erin_c = stack.connect(&erin).await.unwrap();
+    assert_eq!(
+        code(erin_c.mail_fetch(&channel, page.next.expect("more"), None).await),
+        "forbidden",
+        "removed mid-walk: what was read ahead for her is not handed over"
+    );
+}
