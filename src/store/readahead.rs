@@ -92,7 +92,9 @@ impl ReadAhead {
             held.bytes = held.by.values().map(|a| a.bytes).sum();
         }
         while held.bytes + ahead.bytes > BUDGET {
-            let Some(oldest) = held.by.iter().min_by_key(|(_, a)| a.at).map(|(k, _)| k.clone()) else { break };
+            let Some(oldest) = held.by.iter().min_by_key(|(_, a)| a.at).map(|(k, _)| k.clone()) else {
+                break;
+            };
             if let Some(old) = held.by.remove(&oldest) {
                 held.bytes -= old.bytes;
             }

@@ -375,3 +375,87 @@ async fn a_walk_reads_ahead_yet_every_page_is_checked() {
         "removed mid-walk: what was read ahead for her is not handed over"
     );
 }
+
+/// Hostile bodies on `unibus.mail.send` and `unibus.mail.fetch`, sent from
+/// a raw socket (no client library to tidy them): each gets `bad_request`
+/// on the wire and KV is unchanged; the well-formed send they were edited
+/// from is stored afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_mail_bodies_are_bad_request_and_store_nothing() {
+    use crate::support::raw::Raw;
+    use serde_json::{Value, json};
+
+    let stack = Stack::start().await;
+    let (_a, admin) = stack.admin().await;
+    let (alice, _alice_c) = stack.user(&admin, Role::Member, "alice").await;
+    let (bob, _bob_c) = stack.user(&admin, Role::Member, "bob").await;
+    let bob_key = bob.sign_pub_hex();
+    let good = dm(&alice, &bob_key, &[bob.recipient()], b"hi", now_ms());
+    let env = serde_json::to_value(&good).unwrap();
+    let edit = |path: &str, value: Value| {
+        let mut e = env.clone();
+        *e.pointer_mut(path).expect("field") = value;
+        json!({ "envelope": e }).to_string()
+    };
+    let mut flipped = good.sig.clone().into_bytes();
+    flipped[0] = if flipped[0] == b'A' { b'B' } else { b'A' };
+    let day_ms = 86_400_000i64;
+    let sends: Vec<(&str, String)> = vec![
+        ("not json", "{not json".into()),
+        ("array", "[]".into()),
+        ("no envelope", "{}".into()),
+        ("unknown top field", json!({"envelope": env, "seq": 1}).to_string()),
+        ("envelope version 1", edit("/v", json!(1))),
+        ("envelope unknown field", {
+            let mut e = env.clone();
+            e.as_object_mut().unwrap().insert("extra".into(), json!(true));
+            json!({ "envelope": e }).to_string()
+        }),
+        ("signature flipped", edit("/sig", json!(String::from_utf8(flipped).unwrap()))),
+        ("from another account", edit("/from", json!(bob_key))),
+        ("ts 10 minutes ahead", edit("/ts", json!(now_ms() + 600_000))),
+        ("ts 31 days old", edit("/ts", json!(now_ms() - 31 * day_ms))),
+        ("ts not a number", edit("/ts", json!("now"))),
+        ("subject not a dm subject", edit("/subject", json!("unibus.msg.dm.xyz"))),
+        ("subject elsewhere", edit("/subject", json!("unibus.whoami"))),
+        ("id not hex", edit("/id", json!("zz".repeat(16)))),
+        ("recipients empty", edit("/recipients", json!([]))),
+        ("nul in a string", edit("/nonce", json!("\u{0}"))),
+    ];
+    let fetches: Vec<(&str, String)> = vec![
+        ("fetch not json", "nope".into()),
+        ("fetch no channel", json!({}).to_string()),
+        ("fetch channel not a room id", json!({"channel": "x.y"}).to_string()),
+        ("fetch channel a number", json!({"channel": 7}).to_string()),
+        ("fetch limit 0", json!({"channel": "dm", "limit": 0}).to_string()),
+        ("fetch limit 101", json!({"channel": "dm", "limit": 101}).to_string()),
+        ("fetch after negative", json!({"channel": "dm", "after": -1}).to_string()),
+        ("fetch after past u64", r#"{"channel": "dm", "after": 18446744073709551616}"#.into()),
+        ("fetch after a string", json!({"channel": "dm", "after": "1"}).to_string()),
+        ("fetch unknown field", json!({"channel": "dm", "from": 1}).to_string()),
+    ];
+
+    let mut raw = Raw::connect(&stack.url, &alice).await.expect("alice connects raw");
+    raw.sub(&format!("{}.>", raw.inbox), 1).await.unwrap();
+    let before = stack.kv_snapshot().await;
+    let cases = sends.iter().map(|(w, b)| (subjects::MAIL_SEND, w, b));
+    let cases = cases.chain(fetches.iter().map(|(w, b)| (subjects::MAIL_FETCH, w, b)));
+    for (n, (subject, what, body)) in cases.enumerate() {
+        let reply = format!("{}.m{n}", raw.inbox);
+        raw.hpub(subject, &reply, b"NATS/1.0\r\n\r\n", body.as_bytes()).await.unwrap();
+        let frame =
+            raw.next_msg(Duration::from_secs(5)).await.unwrap().unwrap_or_else(|| panic!("{what}: no reply"));
+        assert_eq!(frame.subject, reply, "{what}");
+        assert_eq!(frame.error_code().as_deref(), Some("bad_request"), "{what}: {:?}", frame.json());
+    }
+    assert_eq!(stack.kv_snapshot().await, before, "a malformed mail request changed KV");
+
+    // The envelope they were edited from is stored, once.
+    let body = json!({ "envelope": env }).to_string();
+    raw.hpub(subjects::MAIL_SEND, &format!("{}.ok", raw.inbox), b"NATS/1.0\r\n\r\n", body.as_bytes())
+        .await
+        .unwrap();
+    let frame = raw.next_msg(Duration::from_secs(5)).await.unwrap().expect("reply");
+    assert_eq!(frame.error_code(), None, "{:?}", frame.json());
+    assert!(frame.json()["seq"].as_u64().is_some_and(|s| s > 0));
+}
