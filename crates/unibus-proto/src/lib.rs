@@ -9,6 +9,8 @@
 //!   [`RoomId`], [`Timestamp`], ...).
 //! - [`records`]: the records kept in KV and shown in replies.
 //! - [`binding`]: device bindings (`kex_sig`) and nonce signing hygiene.
+//! - [`devicelist`]: device lists signed by the account (signed bytes,
+//!   hash chain, strict checks, what a version changes).
 //! - [`wire`]: control-plane request/reply bodies, strict decoding.
 //! - [`e2e`]: the end-to-end message envelope (seal, open, replay guard).
 //! - [`mail`]: messages that wait (`unibus.mail.*` bodies, the checks of
@@ -17,6 +19,7 @@
 //! - [`safety`]: safety numbers over an account's active device keys.
 
 pub mod binding;
+pub mod devicelist;
 pub mod e2e;
 pub mod endpoint;
 pub mod error;
