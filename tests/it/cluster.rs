@@ -11,6 +11,7 @@ use unibus_proto::records::Role;
 use unibus_proto::subjects::BUCKET_INVITES;
 use unibus_proto::wire::InviteCreateRequest;
 
+use crate::mail::fetch_all;
 use crate::support::cluster::leader_of;
 use crate::support::evidence::{Log, Watch};
 use crate::support::syscheck::{Loops, Paused, open_connections, servers_with_connection_named, sys_client};
@@ -451,28 +452,13 @@ async fn stored_messages_are_read_back_through_any_node() {
         let s = alice_c.send_dm(&bob.sign_pub_hex(), format!("m{i}").as_bytes()).await.unwrap();
         sent.push((s.seq, s.id));
     }
-    // Every page from `after` until `next` is null: the messages handed over.
-    let walk = |after: u64| {
-        let (bob_c, dm) = (bob_c.clone(), dm.clone());
-        async move {
-            let (mut out, mut after) = (Vec::new(), after);
-            loop {
-                let page = bob_c.mail_fetch(&dm, after, None).await.expect("fetches");
-                out.extend(page.messages.into_iter().map(|w| (w.seq, w.envelope.id)));
-                match page.next {
-                    Some(next) => after = next,
-                    None => return out,
-                }
-            }
-        }
-    };
-    let got = walk(0).await;
+    let got = fetch_all(&bob_c, &dm, 0).await;
     assert_eq!(got, sent, "every message once, in order, through another node");
     // The device's cursor: the last message handed over.
     let mut cursor = got.last().map(|(seq, _)| *seq).unwrap();
     for i in 0..30 {
         let s = alice_c.send_dm(&bob.sign_pub_hex(), format!("late {i}").as_bytes()).await.unwrap();
-        let got = walk(cursor).await;
+        let got = fetch_all(&bob_c, &dm, cursor).await;
         assert_eq!(got, vec![(s.seq, s.id)], "message {i}, acknowledged before the fetch");
         cursor = s.seq;
     }

@@ -7,8 +7,8 @@
 
 use std::time::Duration;
 
+use crate::mail::{dm, now_ms};
 use crate::support::as_key;
-use unibus_proto::e2e::{Addressing, Kind};
 use unibus_proto::mail::{MailSendReply, MailSendRequest};
 use unibus_proto::records::{Role, User, UserStatus};
 use unibus_proto::subjects;
@@ -130,10 +130,8 @@ async fn mail_send_refuses_only_on_a_current_view() {
     let (bob, _bob_c) = stack.user(&admin, Role::Member, "bob").await;
     let (a, b) = (as_key(&alice.sign_pub_hex()), as_key(&bob.sign_pub_hex()));
     let to_bob = |n: usize| {
-        let subject = subjects::dm(&bob.sign_pub_hex());
-        let addr = Addressing { kind: Kind::Dm, subject: &subject, room: None, peer: None };
-        let now = (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
-        let envelope = alice.seal(&addr, &[bob.recipient()], format!("m{n}").as_bytes(), now).unwrap();
+        let body = format!("m{n}");
+        let envelope = dm(&alice, &bob.sign_pub_hex(), &[bob.recipient()], body.as_bytes(), now_ms());
         serde_json::to_vec(&MailSendRequest { envelope }).unwrap()
     };
     let send = |n: usize| {

@@ -9,7 +9,7 @@ use futures::StreamExt as _;
 use unibus::{Client, ClientError, Identity};
 use unibus_proto::e2e::{Addressing, Envelope, Kind, Recipient, Sender};
 use unibus_proto::mail::Channel;
-use unibus_proto::records::Role;
+use unibus_proto::records::{Role, Room};
 use unibus_proto::subjects;
 
 use crate::support::devices::new_device;
@@ -61,6 +61,17 @@ async fn user_from_seed(stack: &Stack, admin: &Client, seed: [u8; 32]) -> (Ident
     stack.connect(&id).await.unwrap().register(&inv.link, Some("seeded")).await.unwrap();
     let c = stack.connect(&id).await.unwrap();
     (id, c)
+}
+
+/// A room "plans" of its owner with member erin: the owner's and erin's
+/// connections made after the add (which closed the ones before it).
+async fn room_with_erin(stack: &Stack, admin: &Client) -> (Client, Identity, Client, Room) {
+    let (owner, owner_c, room) = stack.room_owner(admin, "owner", "plans").await;
+    let (erin, _e) = stack.user(admin, Role::Member, "erin").await;
+    owner_c.add_member(room.id.as_str(), &erin.sign_pub_hex()).await.unwrap();
+    let erin_c = stack.connect(&erin).await.unwrap();
+    let owner_c = stack.connect(&owner).await.unwrap();
+    (owner_c, erin, erin_c, room)
 }
 
 /// A DM to an account whose two devices are offline waits for each of
@@ -200,11 +211,7 @@ async fn refusals_store_nothing_and_a_retry_is_stored_once() {
 async fn fetch_follows_membership_and_delete_takes_the_dm_channel() {
     let stack = Stack::start().await;
     let (_a, admin) = stack.admin().await;
-    let (owner, owner_c, room) = stack.room_owner(&admin, "owner", "plans").await;
-    let (erin, _e) = stack.user(&admin, Role::Member, "erin").await;
-    owner_c.add_member(room.id.as_str(), &erin.sign_pub_hex()).await.unwrap();
-    let erin_c = stack.connect(&erin).await.unwrap();
-    let owner_c = stack.connect(&owner).await.unwrap();
+    let (owner_c, erin, erin_c, room) = room_with_erin(&stack, &admin).await;
     let sent = owner_c.send_room(room.id.as_str(), b"agenda").await.expect("stored");
     let channel = Channel::Room(room.id.clone());
     assert_eq!(fetch_all(&erin_c, &channel, 0).await, vec![(sent.seq, sent.id.clone())]);
@@ -341,11 +348,7 @@ async fn a_burst_of_sends_shares_one_lease() {
 async fn a_walk_reads_ahead_yet_every_page_is_checked() {
     let stack = Stack::start_mail_unlimited().await;
     let (_a, admin) = stack.admin().await;
-    let (owner, owner_c, room) = stack.room_owner(&admin, "owner", "plans").await;
-    let (erin, _e) = stack.user(&admin, Role::Member, "erin").await;
-    owner_c.add_member(room.id.as_str(), &erin.sign_pub_hex()).await.unwrap();
-    let erin_c = stack.connect(&erin).await.unwrap();
-    let owner_c = stack.connect(&owner).await.unwrap();
+    let (owner_c, erin, erin_c, room) = room_with_erin(&stack, &admin).await;
     let channel = Channel::Room(room.id.clone());
     let mut sent = Vec::new();
     for i in 0..250 {

@@ -7,7 +7,7 @@
 use bytes::Bytes;
 use tracing::warn;
 
-use super::{Caller, Ctx, Outcome, active_user};
+use super::{Caller, Ctx, Outcome, active_user, check_caller};
 use crate::store::AccountView;
 use crate::store::index::Fresh;
 use unibus_proto::e2e::Envelope;
@@ -62,7 +62,7 @@ pub async fn send(ctx: &Ctx, caller: &Caller, req: MailSendRequest) -> Result<Ou
 async fn judged(ctx: &Ctx, caller: &Caller, addressed: &Addressed) -> Result<Vec<Key>, Error> {
     match recipients(ctx, caller, addressed, Fresh::Recent).await {
         Ok(expected) if expected == addressed.recipients => Ok(expected),
-        Err(Error::Unavailable(why)) => Err(Error::Unavailable(why)),
+        Err(unavailable @ Error::Unavailable(_)) => Err(unavailable),
         Ok(_) | Err(_) => recipients(ctx, caller, addressed, Fresh::Leader).await,
     }
 }
@@ -113,15 +113,11 @@ async fn recipients(
     }
 }
 
-/// The caller's account as read, when it is active and lists the calling
-/// device as active (the checks of `active_user`, on an index read).
+/// The caller's account as an index read shows it, when it passes
+/// [`check_caller`] (the rule `active_user` applies to a leader read).
 fn caller_admitted(caller: &Caller, account: Option<AccountView>) -> Result<AccountView, Error> {
-    match account {
-        None => Err(Error::Forbidden("not a registered user".into())),
-        Some(a) if !a.active => Err(Error::Forbidden("user is revoked".into())),
-        Some(a) if a.admits(caller.device.key()) => Ok(a),
-        Some(_) => Err(Error::Forbidden("device is not an active device of this account".into())),
-    }
+    check_caller(account.as_ref().map(|a| (a.active, a.admits(caller.device.key()))))?;
+    account.ok_or_else(|| Error::Internal("caller checked without an account".into()))
 }
 
 /// The refusal of a recipient set that is not the devices the message

@@ -159,11 +159,21 @@ async fn active_user(ctx: &Ctx, caller: &Caller) -> Result<User, Error> {
 /// [`active_user`] and the revision of the record that showed it.
 async fn active_user_at(ctx: &Ctx, caller: &Caller) -> Result<(User, u64), Error> {
     let (record, ()) = tokio::try_join!(ctx.store.get_user(caller.account), ctx.store.ensure_quorum())?;
-    match record {
-        Some((u, _)) if u.status != UserStatus::Active => Err(Error::Forbidden("user is revoked".into())),
-        Some((u, rev)) if u.has_active_device(caller.device.key()) => Ok((u, rev)),
-        Some(_) => Err(Error::Forbidden("device is not an active device of this account".into())),
+    let key = caller.device.key();
+    check_caller(record.as_ref().map(|(u, _)| (u.status == UserStatus::Active, u.has_active_device(key))))?;
+    record.ok_or_else(|| Error::Internal("caller checked without a record".into()))
+}
+
+/// The one rule for the caller's own account, whatever read showed it (a
+/// leader read of the record, or an index): `None` when no account was
+/// found, else whether it is active and whether it lists the calling
+/// device as active. Each refusal is `forbidden`.
+fn check_caller(seen: Option<(bool, bool)>) -> Result<(), Error> {
+    match seen {
         None => Err(Error::Forbidden("not a registered user".into())),
+        Some((false, _)) => Err(Error::Forbidden("user is revoked".into())),
+        Some((true, false)) => Err(Error::Forbidden("device is not an active device of this account".into())),
+        Some((true, true)) => Ok(()),
     }
 }
 
