@@ -5,8 +5,10 @@
 
 use serde_json::json;
 use unibus::Identity;
+use unibus_proto::devicelist::{By, Change};
 use unibus_proto::records::{Device, Role, Via};
 use unibusd::daemon::Running;
+use unibusd::store::ListChange;
 
 use super::{Lat, connects, median, user_record};
 
@@ -21,21 +23,33 @@ pub async fn run(
 ) -> serde_json::Value {
     let account = Identity::from_seed([43u8; 32]);
     let account_key = account.sign_pub_hex();
-    running.store.add_account(&user_record(&account, Role::Member)).await.unwrap();
+    let mut list = account.first_device_list();
+    running.store.add_account(&user_record(&account, Role::Member).with_list(list.clone())).await.unwrap();
     let mut third = [0u8; 32];
     for seed in [44u8, 45] {
-        let dev = Identity::from_seed([seed; 32]);
+        let dev = Identity::from_seed([seed; 32]).with_account(&account_key).unwrap();
         let sig = Some(dev.bind(&account_key).to_string());
-        let account = unibus_proto::Key::parse(&account_key).unwrap();
+        let account_id = unibus_proto::Key::parse(&account_key).unwrap();
         let d = Device::joining(
-            account,
+            account_id,
             dev.sign_key(),
             dev.kex_key(),
             sig,
             Via::Device,
-            unibus_proto::Actor::Key(account),
+            unibus_proto::Actor::Key(account_id),
         );
-        running.store.add_device(d, |_| Ok(())).await.unwrap();
+        // Each add with the next version of the list, signed by the
+        // account's first device.
+        let mut devices = list.devices.clone();
+        devices.push(d.listed());
+        list = account.next_device_list(&list, devices, By::Device);
+        let change = ListChange {
+            list: list.clone(),
+            caller: account.sign_key(),
+            by: By::Device,
+            change: Change::Added(d.listed()),
+        };
+        running.store.add_device(d, |_| Ok(()), &change).await.unwrap();
         third = [seed; 32];
     }
     let ms = |d: Option<std::time::Duration>| d.map_or(0.0, |d| d.as_secs_f64() * 1e3);

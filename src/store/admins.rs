@@ -14,7 +14,7 @@
 use super::Store;
 use unibus_proto::error::Error;
 use unibus_proto::ids::Key;
-use unibus_proto::records::{Device, Role, User};
+use unibus_proto::records::{Role, User};
 
 /// A write that may have taken the last admin away, with what undoes it.
 pub(crate) enum AdminLoss {
@@ -30,7 +30,7 @@ pub(crate) enum AdminLoss {
     Deleted(User),
     /// A device of the admin's account was revoked; this is the device as
     /// revoked.
-    DeviceRevoked(Device),
+    DeviceRevoked(super::Revoked),
 }
 
 /// What a write that would leave no admin is refused with.
@@ -94,7 +94,7 @@ impl Store {
             AdminLoss::Deleted(user) => {
                 self.add_user(&user).await?;
             }
-            AdminLoss::DeviceRevoked(device) => self.undo_revoke(&device).await?,
+            AdminLoss::DeviceRevoked(revoked) => self.undo_revoke(&revoked).await?,
         }
         Err(last_admin_race())
     }

@@ -24,6 +24,11 @@ pub struct UserEntry {
     /// The account's devices; `None` when its own key is its one active
     /// device (a record written before devices, or a one-device account).
     pub devices: Option<DeviceKeys>,
+    /// The devices on the account's signed list when they are not exactly
+    /// its active devices (a device written into the record without a
+    /// list step, a ghost: DESIGN section 11); `None` when they are, or
+    /// when the account has no list yet.
+    pub unlisted_differs: Option<Box<[[u8; 32]]>>,
 }
 
 impl UserEntry {
@@ -52,12 +57,25 @@ struct SlimUser {
     status: UserStatus,
     #[serde(default)]
     devices: Option<Vec<SlimDevice>>,
+    #[serde(default)]
+    device_list: Option<SlimList>,
 }
 
 #[derive(Deserialize)]
 struct SlimDevice {
     device: Key,
     status: DeviceStatus,
+}
+
+/// The signed list as far as the index needs it: its device keys.
+#[derive(Deserialize)]
+struct SlimList {
+    devices: Vec<SlimListed>,
+}
+
+#[derive(Deserialize)]
+struct SlimListed {
+    device: String,
 }
 
 impl SlimUser {
@@ -76,6 +94,26 @@ impl SlimUser {
         }
         Some(devices.iter().map(|d| (*d.device.as_bytes(), d.status)).collect())
     }
+
+    /// The listed device keys when they differ from the active ones (see
+    /// [`UserEntry::unlisted_differs`]). A listed key that does not parse
+    /// matches no device.
+    fn listed_if_different(&self, account: Key) -> Option<Box<[[u8; 32]]>> {
+        let list = self.device_list.as_ref()?;
+        let mut listed: Vec<[u8; 32]> =
+            list.devices.iter().filter_map(|d| Key::parse(&d.device).ok()).map(|k| *k.as_bytes()).collect();
+        listed.sort_unstable();
+        let mut active: Vec<[u8; 32]> = match &self.devices {
+            None => vec![*account.as_bytes()],
+            Some(devices) => devices
+                .iter()
+                .filter(|d| d.status == DeviceStatus::Active)
+                .map(|d| *d.device.as_bytes())
+                .collect(),
+        };
+        active.sort_unstable();
+        (listed != active || listed.len() != list.devices.len()).then(|| listed.into_boxed_slice())
+    }
 }
 
 impl Fold for Users {
@@ -90,8 +128,13 @@ impl Fold for Users {
         };
         match value.map(serde_json::from_slice::<SlimUser>) {
             Some(Ok(u)) => {
-                let entry =
-                    UserEntry { role: u.role, status: u.status, revision, devices: u.devices(account) };
+                let entry = UserEntry {
+                    role: u.role,
+                    status: u.status,
+                    revision,
+                    devices: u.devices(account),
+                    unlisted_differs: u.listed_if_different(account),
+                };
                 self.entries.insert(account, entry);
             }
             Some(Err(_)) => {

@@ -6,6 +6,7 @@
 
 use super::cas::{Change, Retry};
 use super::{KvError, Store, all_pages, take_page};
+use unibus_proto::devicelist::DeviceList;
 use unibus_proto::error::Error;
 use unibus_proto::ids::{Actor, InviteId, Key, Timestamp};
 use unibus_proto::keys::InviteToken;
@@ -22,6 +23,9 @@ pub struct NewUser {
     pub kex_sig: String,
     /// Checked display name, if given.
     pub name: Option<String>,
+    /// Version 1 of its device list, checked (the first device alone,
+    /// signed by it).
+    pub device_list: DeviceList,
 }
 
 impl Store {

@@ -14,6 +14,7 @@
 mod admins;
 mod blocks;
 mod cas;
+mod devicelists;
 mod devices;
 pub mod folds;
 pub mod index;
@@ -28,6 +29,7 @@ mod table;
 mod users;
 
 pub(crate) use admins::{AdminLoss, last_admin};
+pub use devicelists::{ListChange, Listing};
 pub use invites::NewUser;
 #[cfg(feature = "internals")]
 pub use mail::mail_stream_config;
@@ -39,6 +41,7 @@ pub use quota::{Day, DayKey};
 pub use readahead::READ_AHEAD;
 #[cfg(feature = "internals")]
 pub use rooms::RoomChange;
+pub use spans::devices::Revoked;
 pub use users::{AccountView, Standing};
 
 use std::sync::Arc;
@@ -51,12 +54,13 @@ use serde::de::DeserializeOwned;
 
 use index::Index;
 use table::Table;
+use unibus_proto::devicelist::DeviceList;
 use unibus_proto::error::Error;
 use unibus_proto::ids::{InviteId, Key, RoomId};
 use unibus_proto::records::{Device, Invite, Room, User};
 use unibus_proto::subjects::{
-    BUCKET_BLOCKS, BUCKET_DEVICES, BUCKET_INVITES, BUCKET_MAIL_QUOTA, BUCKET_MEMBERSHIPS, BUCKET_ROOMS,
-    BUCKET_USERS,
+    BUCKET_BLOCKS, BUCKET_DEVICE_LISTS, BUCKET_DEVICES, BUCKET_INVITES, BUCKET_MAIL_QUOTA,
+    BUCKET_MEMBERSHIPS, BUCKET_ROOMS, BUCKET_USERS,
 };
 
 /// How the buckets are created when missing, and how long a store call may
@@ -207,6 +211,20 @@ impl Bucket {
         self.wrote();
         deleted.map_err(|e| map_update(&self.kv.name, e))
     }
+
+    /// Removes every key that starts with `prefix` (which ends with a
+    /// `.`), history and all, by purging their subjects from the stream.
+    ///
+    /// # Errors
+    /// `unavailable`.
+    pub(crate) async fn purge_prefix(&self, prefix: &str) -> Result<(), Error> {
+        let filter = format!("$KV.{}.{prefix}>", self.kv.name);
+        let purged = self.kv.stream.purge().filter(filter).await;
+        self.wrote();
+        purged
+            .map(|_| ())
+            .map_err(|e| Error::Unavailable(format!("purge {prefix}> in {}: {e}", self.kv.name)))
+    }
 }
 
 fn encode<T: Serialize>(value: &T) -> Result<bytes::Bytes, KvError> {
@@ -235,6 +253,9 @@ pub struct Store {
     pub(crate) memberships: Table<Key, memberships::Memberships>,
     /// Device records (docs/protocol.md section 8).
     pub(crate) devices: Table<Key, Device>,
+    /// Every version of every account's signed device list (DESIGN
+    /// section 11).
+    pub(crate) device_lists: Table<devicelists::ListKey, DeviceList>,
     /// Stored messages (docs/protocol.md section 10).
     pub(crate) mail: mail::Mailbox,
     /// The daily mail counters.
@@ -281,6 +302,7 @@ impl Store {
         let blocks = open_bucket(&js, BUCKET_BLOCKS, cfg).await?;
         let memberships = open_bucket(&js, BUCKET_MEMBERSHIPS, cfg).await?;
         let devices = open_bucket(&js, BUCKET_DEVICES, cfg).await?;
+        let device_lists = open_bucket(&js, BUCKET_DEVICE_LISTS, cfg).await?;
         let mail = mail::Mailbox::open(&js, cfg).await?;
         let quota_config = stream::Config {
             max_age: Duration::from_secs(quota::KEEP_DAYS * 86_400),
@@ -305,6 +327,7 @@ impl Store {
             rooms_ix: Arc::new(Index::follow(follow(BUCKET_ROOMS).await?, rooms.local_writes())),
             blocks_ix: Arc::new(Index::follow(follow(BUCKET_BLOCKS).await?, blocks.local_writes())),
             devices: Table::new(devices),
+            device_lists: Table::new(device_lists),
             users: Table::new(users),
             invites: Table::new(invites),
             rooms: Table::new(rooms),

@@ -34,14 +34,17 @@ impl AccountView {
     }
 }
 
-/// The active device keys of `account`'s index entry.
+/// The active device keys of `account`'s index entry that its signed list
+/// names (all of them while it has no list): the devices a message to it
+/// is sealed for, and the ones that may send.
 fn active_keys(account: Key, entry: &UserEntry) -> impl Iterator<Item = Key> + '_ {
     let listed = entry
         .devices
         .as_deref()
         .map(|d| d.iter().filter(|(_, s)| *s == DeviceStatus::Active).map(|(k, _)| Key::from_bytes(*k)));
     let own = entry.devices.is_none().then_some(account);
-    listed.into_iter().flatten().chain(own)
+    let on_list = move |k: &Key| entry.unlisted_differs.as_deref().is_none_or(|l| l.contains(k.as_bytes()));
+    listed.into_iter().flatten().chain(own).filter(on_list)
 }
 
 /// What the store says about a connecting key, for the callout.

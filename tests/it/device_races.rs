@@ -131,8 +131,10 @@ async fn an_admin_revoked_a_moment_ago_cannot_revoke_another_accounts_device() {
         let (_, laptop) = new_device(&mk, "laptop");
         m.add_device(&laptop).await.unwrap();
         view.take().await;
-        let ((by_b, at_b), (by_a, at_a)) =
-            tokio::join!(timed(b.revoke_device(&ak)), timed(a.revoke_device(&laptop.device)));
+        let ((by_b, at_b), (by_a, at_a)) = tokio::join!(
+            timed(b.admin_revoke_device(&ak, &ak)),
+            timed(a.admin_revoke_device(&mk, &laptop.device))
+        );
         let log = view.take().await;
 
         by_b.expect("B revokes A's device");
@@ -198,14 +200,16 @@ async fn two_admins_revoking_the_last_devices_at_once() {
         for other in stack.store().list_users().await.unwrap() {
             if other.is_active_admin() && other.sign_pub != xk && other.sign_pub != yk {
                 for d in other.active_devices() {
-                    x.revoke_device(&d.device.to_hex()).await.unwrap();
+                    x.admin_revoke_device(&other.sign_pub.to_hex(), &d.device.to_hex()).await.unwrap();
                 }
             }
         }
         let (x_target, y_target) = if own { (&xk, &yk) } else { (&yk, &xk) };
         view.take().await;
-        let ((by_x, at_x), (by_y, at_y)) =
-            tokio::join!(timed(x.revoke_device(x_target)), timed(y.revoke_device(y_target)));
+        let ((by_x, at_x), (by_y, at_y)) = tokio::join!(
+            timed(x.admin_revoke_device(x_target, x_target)),
+            timed(y.admin_revoke_device(y_target, y_target))
+        );
         let log = view.take().await;
 
         let store = stack.store();
@@ -213,6 +217,14 @@ async fn two_admins_revoking_the_last_devices_at_once() {
         let (xu, _) = store.get_user(as_key(&xk)).await.unwrap().unwrap();
         let (yu, _) = store.get_user(as_key(&yk)).await.unwrap().unwrap();
         assert!(keeps(&xu) || keeps(&yu), "trial {trials}: neither admin has a device: {by_x:?} {by_y:?}");
+        // A revoke taken back put back the list it replaced: each account's
+        // signed list names exactly its active devices.
+        for u in [&xu, &yu] {
+            let listed: Vec<String> =
+                u.device_list.as_ref().unwrap().devices.iter().map(|d| d.device.clone()).collect();
+            let active: Vec<String> = u.active_devices().map(|d| d.device.to_hex()).collect();
+            assert_eq!(listed, active, "trial {trials}: list and devices of {}", u.sign_pub);
+        }
         assert!(by_x.is_err() || by_y.is_err(), "trial {trials}: both revokes succeeded");
         for r in [&by_x, &by_y] {
             // The last one: a revoke that came second all along (its

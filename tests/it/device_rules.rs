@@ -130,7 +130,7 @@ async fn the_last_admins_last_device_stays_and_nothing_is_written() {
     let (second_id, _second) = stack.user(&root, Role::Admin, "second").await;
     let second = second_id.sign_pub_hex();
     // The other admin loses its only device: allowed, root still has one.
-    root.revoke_device(&second).await.unwrap();
+    root.admin_revoke_device(&second, &second).await.unwrap();
 
     let before = stack.kv_snapshot().await;
     let refused = root.revoke_device(&root_key).await;
@@ -209,9 +209,9 @@ async fn account_keys_follow_the_oldest_active_device() {
 
     phone.revoke_device(&alice).await.unwrap();
     assert_eq!(account_keys().await, keys(&laptop), "the next active device's");
-    admin.revoke_device(&laptop.device).await.unwrap();
+    admin.admin_revoke_device(&alice, &laptop.device).await.unwrap();
     assert_eq!(account_keys().await, keys(&tablet));
-    admin.revoke_device(&tablet.device).await.unwrap();
+    admin.admin_revoke_device(&alice, &tablet.device).await.unwrap();
     assert_eq!(account_keys().await, (None, None), "none active");
     let (_, recovery) = new_device(&alice, "recovery");
     admin.admin_add_device(&recovery).await.unwrap();

@@ -131,7 +131,7 @@ async fn seniority_recovery_and_the_last_admin() {
     let (new_phone_id, new_phone_bundle) = new_device(&alice, "new phone");
     assert_eq!(code(admin.admin_add_device(&new_phone_bundle).await), "forbidden");
     // The phone is lost: the admin revokes it (the last one: admins may).
-    admin.revoke_device(&alice).await.unwrap();
+    admin.admin_revoke_device(&alice, &alice).await.unwrap();
     let mut errors = stack.auth_errors().await;
     let reason =
         expect_signed_denial_of(&mut errors, &phone_id.nkey_public(), stack.connect(&phone_id)).await;

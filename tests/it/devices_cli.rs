@@ -191,7 +191,7 @@ async fn admin_recovers_an_account_and_verify_flags_it() {
     assert_eq!(fails(url, &root, &["admin", "device", "add", &bundle]).await, (1, "forbidden".into()));
     assert_eq!(fails(url, &phone, &["admin", "device", "add", &bundle]).await.0, 3, "members may not");
 
-    ok(url, &root, &["device", "revoke", &alice]).await;
+    ok(url, &root, &["device", "revoke", &alice, "--account", &alice]).await;
     let added = ok(url, &root, &["admin", "device", "add", &bundle]).await;
     assert_eq!(
         (added["device"]["device"].as_str(), added["device"]["via"].as_str()),
@@ -288,8 +288,8 @@ async fn cli_remembers_contacts_devices_and_flags_changes() {
     assert_eq!(seen[0]["via"], "device");
 
     // Bob loses everything; the admin recovers him with a new phone.
-    ok(url, &root, &["device", "revoke", &laptop]).await;
-    ok(url, &root, &["device", "revoke", &bob]).await;
+    ok(url, &root, &["device", "revoke", &laptop, "--account", &bob]).await;
+    ok(url, &root, &["device", "revoke", &bob, "--account", &bob]).await;
     let (_, new_phone, bundle) = request(url, dir.path(), "bob-new.nk", &bob).await;
     ok(url, &root, &["admin", "device", "add", &bundle]).await;
     let seen = changes_on_send(url, &alice, &bob).await;

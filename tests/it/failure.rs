@@ -45,7 +45,7 @@ async fn store_outage(xkey: Xkey) {
             subjects::REGISTER,
             // Well formed for the caller (its binding verifies), so that only
             // the store can refuse it.
-            json!({"invite": invite.token, "kex_pub": root.kex_pub_hex(), "kex_sig": root.bind(&root.sign_pub_hex()).to_string()}),
+            json!({"invite": invite.token, "kex_pub": root.kex_pub_hex(), "kex_sig": root.bind(&root.sign_pub_hex()).to_string(), "device_list": root.first_device_list()}),
         ),
         (subjects::ADMIN_INVITE_CREATE, json!({})),
         (subjects::ADMIN_INVITE_LIST, json!({})),

@@ -336,6 +336,7 @@ async fn no_flood_shuts_the_others_out() {
             "invite": InviteToken::generate().link(),
             "kex_pub": id.kex_pub_hex(),
             "kex_sig": id.bind(&id.sign_pub_hex()),
+            "device_list": id.first_device_list(),
         });
         body.to_string().into_bytes()
     };

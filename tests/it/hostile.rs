@@ -233,9 +233,22 @@ async fn forged_identities_never_add_or_revoke_the_victims_devices() {
     // A device bound to the victim's account (what mallory wants to add)
     // and a revoke of the victim's laptop.
     let planted = Identity::generate().with_account(&victim_key).unwrap().bundle(None);
-    let add =
-        serde_json::json!({"device": planted.device, "kex_pub": planted.kex_pub, "kex_sig": planted.kex_sig});
-    let revoke = serde_json::json!({"device": victim_laptop.sign_pub_hex()});
+    // Each with the next version of the victim's list, signed by mallory
+    // (all she can sign).
+    let current = victim.device_list().await.unwrap().expect("the victim's list");
+    let mut plus = current.devices.clone();
+    plus.push(unibus::proto::devicelist::ListedDevice {
+        device: planted.device.clone(),
+        kex_pub: planted.kex_pub.clone(),
+        kex_sig: Some(planted.kex_sig.clone()),
+    });
+    let minus =
+        current.devices.iter().filter(|d| d.device != victim_laptop.sign_pub_hex()).cloned().collect();
+    let by = unibus::proto::devicelist::By::Device;
+    let add = serde_json::json!({"device": planted.device, "kex_pub": planted.kex_pub, "kex_sig": planted.kex_sig,
+        "device_list": mallory_id.next_device_list(&current, plus, by)});
+    let revoke = serde_json::json!({"device": victim_laptop.sign_pub_hex(),
+        "device_list": mallory_id.next_device_list(&current, minus, by)});
     let endpoints = [(subjects::DEVICE_ADD, add.to_string()), (subjects::DEVICE_REVOKE, revoke.to_string())];
     let table = run_tricks(&stack, &mallory_id, &victim_key, &endpoints, |subject, f| {
         // As the victim, both would succeed.
@@ -293,7 +306,7 @@ async fn forged_register_never_registers_the_victim_key() {
         let invite = admin.create_invite(&InviteCreateRequest::default()).await.unwrap();
         let mut raw = Raw::connect(&stack.url, &guest).await.expect("guest connects raw");
         raw.sub(&format!("{}.>", raw.inbox), 1).await.unwrap();
-        let body = serde_json::json!({"invite": invite.token, "kex_pub": guest.kex_pub_hex(), "kex_sig": guest.bind(&guest.sign_pub_hex()).to_string()}).to_string();
+        let body = serde_json::json!({"invite": invite.token, "kex_pub": guest.kex_pub_hex(), "kex_sig": guest.bind(&guest.sign_pub_hex()).to_string(), "device_list": guest.first_device_list()}).to_string();
         let sent = (subjects::REGISTER, header.as_slice(), body.as_bytes());
         let outcome = attempt(&stack, &mut raw, n, sent, (subjects::REGISTER, "{}")).await;
         check(name, subjects::REGISTER, expect, &outcome, &|_, f: &Frame| {

@@ -13,6 +13,7 @@ mod cli;
 mod cluster;
 mod device_races;
 mod device_rules;
+mod devicelists;
 mod devices;
 mod devices_cli;
 mod devices_e2e;

@@ -17,7 +17,7 @@ use crate::support::{Stack, code};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_requests_are_bad_request_and_change_nothing() {
     let stack = Stack::start().await;
-    let (_a, admin) = stack.admin().await;
+    let (admin_id, admin) = stack.admin().await;
     let inv = admin.create_invite(&Default::default()).await.unwrap();
     let guest_id = Identity::generate();
     let guest = stack.connect(&guest_id).await.unwrap();
@@ -28,7 +28,8 @@ async fn malformed_requests_are_bad_request_and_change_nothing() {
     // caller's key, which must be the account).
     let sig = guest_id.bind(&gk).to_string();
     let other_sig = guest_id.bind(&Identity::generate().sign_pub_hex()).to_string();
-    let reg = json!({"invite": tok, "kex_pub": kex, "kex_sig": sig});
+    let reg =
+        json!({"invite": tok, "kex_pub": kex, "kex_sig": sig, "device_list": guest_id.first_device_list()});
     let with = |base: &Value, edit: Value| {
         let mut v = base.clone();
         v.as_object_mut().unwrap().extend(edit.as_object().unwrap().clone());
@@ -46,9 +47,10 @@ async fn malformed_requests_are_bad_request_and_change_nothing() {
     ];
     // A device bundle for the admin's account (the caller's key again).
     let dev = Identity::generate().with_account(&me).unwrap().bundle(None);
-    let bundle = json!({"device": dev.device, "kex_pub": dev.kex_pub, "kex_sig": dev.kex_sig});
-    let recovery =
-        json!({"account": me, "device": dev.device, "kex_pub": dev.kex_pub, "kex_sig": dev.kex_sig});
+    let bundle = json!({"device": dev.device, "kex_pub": dev.kex_pub, "kex_sig": dev.kex_sig,
+        "device_list": admin_list_plus(&admin, &admin_id, &dev).await});
+    let recovery = json!({"account": me, "device": dev.device, "kex_pub": dev.kex_pub, "kex_sig": dev.kex_sig,
+        "device_list": admin_list_plus(&admin, &admin_id, &dev).await});
     let admin_cases: Vec<(&str, &str, String)> = vec![
         ("device.add of another device", subjects::DEVICE_ADD, with(&bundle, json!({"device": gk}))),
         ("device.add unknown field", subjects::DEVICE_ADD, with(&bundle, json!({"seq": 1}))),
@@ -81,6 +83,20 @@ async fn malformed_requests_are_bad_request_and_change_nothing() {
     // untouched, and the device bundle was only refused for its edits.
     guest.register(&tok, Some("ok")).await.unwrap();
     admin.add_device(&dev).await.unwrap();
+}
+
+/// The next version of the admin's list with `dev` added, signed by the
+/// admin: well formed, so that each case fails on what it names.
+async fn admin_list_plus(admin: &Client, me: &Identity, dev: &unibus::Bundle) -> serde_json::Value {
+    let current = admin.device_list().await.unwrap().expect("the admin's list");
+    let mut devices = current.devices.clone();
+    devices.push(unibus::proto::devicelist::ListedDevice {
+        device: dev.device.clone(),
+        kex_pub: dev.kex_pub.clone(),
+        kex_sig: Some(dev.kex_sig.clone()),
+    });
+    serde_json::to_value(me.next_device_list(&current, devices, unibus::proto::devicelist::By::Device))
+        .unwrap()
 }
 
 fn small_order() -> String {

@@ -269,10 +269,15 @@ pub enum DeviceCmd {
     /// List your account's devices (every status; `*` marks this one).
     List,
     /// Revoke a device of your account for good: yourself or a newer one
-    /// (an admin: any). Its connections close at once.
+    /// (an admin: any, of any account with --account). Its connections
+    /// close at once.
     Revoke {
         /// The device key (hex).
         device: String,
+        /// An admin revoking a device of another account: that account's
+        /// id (hex).
+        #[arg(long)]
+        account: Option<String>,
     },
 }
 

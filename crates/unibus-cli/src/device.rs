@@ -34,8 +34,12 @@ pub(crate) async fn device(url: &str, identity: &Path, cmd: DeviceCmd, out: &Out
             Ok(())
         }
         DeviceCmd::List => list(connect(url, identity).await?, out).await,
-        DeviceCmd::Revoke { device } => {
-            let r = connect(url, identity).await?.revoke_device(&device).await?;
+        DeviceCmd::Revoke { device, account } => {
+            let c = connect(url, identity).await?;
+            let r = match account.filter(|a| !a.eq_ignore_ascii_case(c.account())) {
+                Some(account) => c.admin_revoke_device(&account, &device).await?,
+                None => c.revoke_device(&device).await?,
+            };
             let note = pending_note(r.kick_pending);
             out.emit(&r, || {
                 format!("revoked device {}; {} live connection(s) closed{note}", r.device.device, r.kicked)

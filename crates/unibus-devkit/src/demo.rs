@@ -160,7 +160,7 @@ async fn lose_the_phone(
         ),
         other => return Err(DemoError::Unexpected(format!("the laptop revoked an older device: {other:?}"))),
     }
-    let r = admin.revoke_device(&alice.sign_pub_hex()).await?;
+    let r = admin.admin_revoke_device(&alice.sign_pub_hex(), &alice.sign_pub_hex()).await?;
     say("admin", format!("revoked alice's phone: {} connection(s) closed; the account lives on", r.kicked));
     match tokio::time::timeout(Duration::from_secs(10), phone_inbox.next()).await {
         Ok(Some(Incoming::Closed(_))) => say("phone", "cut off"),

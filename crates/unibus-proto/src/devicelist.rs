@@ -223,8 +223,8 @@ impl DeviceList {
     }
 
     /// Every field in shape: lowercase hex keys, canonical base64, version
-    /// at least 1 with `prev` empty exactly for version 1, 1 to 8 devices,
-    /// none twice.
+    /// at least 1 with `prev` empty exactly for version 1, at most 8
+    /// devices (at least 1 in version 1), none twice.
     ///
     /// # Errors
     /// [`ListError::Shape`] naming the field.
@@ -238,8 +238,11 @@ impl DeviceList {
             (_, true) => return Err(ListError::Shape("prev: the previous version's hash".into())),
             (_, false) => lower_hex64("prev", &self.prev)?,
         }
-        if self.devices.is_empty() || self.devices.len() > MAX_DEVICES_PER_ACCOUNT {
-            return Err(ListError::Shape(format!("devices: 1 to {MAX_DEVICES_PER_ACCOUNT}")));
+        // Version 1 names the first device; a later version may be empty
+        // (an admin revoked the last device, awaiting a recovery).
+        let least = usize::from(self.version == 1);
+        if self.devices.len() < least || self.devices.len() > MAX_DEVICES_PER_ACCOUNT {
+            return Err(ListError::Shape(format!("devices: {least} to {MAX_DEVICES_PER_ACCOUNT}")));
         }
         for (i, d) in self.devices.iter().enumerate() {
             lower_hex64("devices.device", &d.device)?;

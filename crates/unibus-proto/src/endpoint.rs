@@ -10,11 +10,12 @@ use serde::de::DeserializeOwned;
 use crate::mail::{MailFetchReply, MailFetchRequest, MailSendReply, MailSendRequest};
 use crate::subjects as s;
 use crate::wire::{
-    AccountReply, AdminDeviceAddRequest, BlockListReply, DeleteReply, DeviceAddRequest, DeviceListReply,
-    DeviceReply, DeviceRevokeReply, DeviceRevokeRequest, Empty, InviteCreateReply, InviteCreateRequest,
-    InviteIdRequest, InviteListReply, InviteListRequest, InviteReply, LookupReply, MemberRequest,
-    RegisterRequest, RevokeReply, RoomCreateRequest, RoomIdRequest, RoomListReply, RoomListRequest,
-    RoomReply, SignPubRequest, UserListReply, UserListRequest, UserReply,
+    AccountReply, AdminDeviceAddRequest, BlockListReply, DeleteReply, DeviceAddRequest, DeviceListOnly,
+    DeviceListReply, DeviceReply, DeviceRevokeReply, DeviceRevokeRequest, DeviceSignRequest, Empty,
+    InviteCreateReply, InviteCreateRequest, InviteIdRequest, InviteListReply, InviteListRequest, InviteReply,
+    LookupReply, LookupRequest, MemberRequest, RegisterRequest, RevokeReply, RoomCreateRequest,
+    RoomIdRequest, RoomListReply, RoomListRequest, RoomReply, SignPubRequest, UserListReply, UserListRequest,
+    UserReply,
 };
 
 /// Who may call an endpoint (before any per-record rule, such as room
@@ -70,7 +71,7 @@ endpoints! {
     /// `unibus.whoami`: the caller's account and device.
     Whoami = s::WHOAMI, Member, Empty => AccountReply;
     /// `unibus.user.lookup`: the public part of a user.
-    UserLookup = s::USER_LOOKUP, Member, SignPubRequest => LookupReply;
+    UserLookup = s::USER_LOOKUP, Member, LookupRequest => LookupReply;
     /// `unibus.admin.invite.create`: mint an invite.
     AdminInviteCreate = s::ADMIN_INVITE_CREATE, Admin, InviteCreateRequest => InviteCreateReply;
     /// `unibus.admin.invite.list`: one page of invites.
@@ -114,6 +115,9 @@ endpoints! {
     /// `unibus.admin.device.add`: recovery device for an account with no
     /// active device.
     AdminDeviceAdd = s::ADMIN_DEVICE_ADD, Admin, AdminDeviceAddRequest => DeviceReply;
+    /// `unibus.device.sign`: the first signed list of an account made
+    /// before lists.
+    DeviceSign = s::DEVICE_SIGN, Member, DeviceSignRequest => DeviceListOnly;
     /// `unibus.mail.send`: store a message for its recipients and deliver
     /// it live.
     MailSend = s::MAIL_SEND, Member, MailSendRequest => MailSendReply;
@@ -159,6 +163,7 @@ mod tests {
             "unibus.device.list",
             "unibus.device.revoke",
             "unibus.admin.device.add",
+            "unibus.device.sign",
             "unibus.mail.send",
             "unibus.mail.fetch",
         ];

@@ -7,6 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::devicelist::{DeviceList, ListedDevice};
 use crate::ids::{Actor, InviteId, Key, RoomId, Timestamp};
 
 /// Schema version written into every record.
@@ -114,6 +115,14 @@ pub struct User {
     pub devices: Vec<Device>,
     /// Highest `seq` given out so far.
     pub device_seq: u32,
+    /// The current signed device list (DESIGN section 11); `None` for an
+    /// account made before lists until a device signs one
+    /// (`unibus.device.sign`). Changes with the device set, in the same
+    /// compare-and-swap. Absent from a record (and from the `user` of a
+    /// reply) while there is none, so that older records read and write
+    /// back unchanged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_list: Option<DeviceList>,
 }
 
 /// The stored shape, which may predate devices.
@@ -140,6 +149,8 @@ struct StoredUser {
     devices: Option<Vec<Device>>,
     #[serde(default)]
     device_seq: Option<u32>,
+    #[serde(default)]
+    device_list: Option<DeviceList>,
 }
 
 impl From<StoredUser> for User {
@@ -185,6 +196,7 @@ impl From<StoredUser> for User {
             updated_at: s.updated_at,
             devices,
             device_seq,
+            device_list: s.device_list,
         };
         user.refresh_account_keys();
         user
@@ -211,9 +223,22 @@ impl User {
             updated_at: t,
             device_seq: first.seq,
             devices: vec![first],
+            device_list: None,
         };
         user.refresh_account_keys();
         user
+    }
+
+    /// The same account with `list` as its signed device list.
+    #[must_use]
+    pub fn with_list(self, list: DeviceList) -> User {
+        User { device_list: Some(list), ..self }
+    }
+
+    /// The account's active devices as a signed list names them, in `seq`
+    /// order (what the next version must start from).
+    pub fn listed_devices(&self) -> Vec<ListedDevice> {
+        self.active_devices().map(Device::listed).collect()
     }
 
     /// Active and admin.
@@ -322,6 +347,15 @@ impl Via {
 }
 
 impl Device {
+    /// This device as a signed list names it.
+    pub fn listed(&self) -> ListedDevice {
+        ListedDevice {
+            device: self.device.to_hex(),
+            kex_pub: self.kex_pub.to_hex(),
+            kex_sig: self.kex_sig.clone(),
+        }
+    }
+
     /// The first device of a new account `key` (its own account), added
     /// now by the invite.
     pub fn first(key: Key, kex_pub: Key, kex_sig: Option<String>) -> Device {

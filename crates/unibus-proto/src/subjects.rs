@@ -53,6 +53,9 @@ pub const DEVICE_LIST: &str = "unibus.device.list";
 pub const DEVICE_REVOKE: &str = "unibus.device.revoke";
 /// `unibus.admin.device.add`: recovery device for an account with none.
 pub const ADMIN_DEVICE_ADD: &str = "unibus.admin.device.add";
+/// `unibus.device.sign`: version 1 of the device list of an account made
+/// before lists (DESIGN section 11).
+pub const DEVICE_SIGN: &str = "unibus.device.sign";
 /// `unibus.mail.send`: store a message for its recipients' devices and
 /// deliver it live (docs/protocol.md section 10).
 pub const MAIL_SEND: &str = "unibus.mail.send";
@@ -131,6 +134,15 @@ pub const BUCKET_MEMBERSHIPS: &str = "UNIBUS_memberships";
 /// JetStream KV bucket of device records, keyed by device key
 /// (docs/protocol.md section 8).
 pub const BUCKET_DEVICES: &str = "UNIBUS_devices";
+/// JetStream KV bucket of every version of every account's signed device
+/// list (DESIGN section 11), keyed by [`device_list_key`].
+pub const BUCKET_DEVICE_LISTS: &str = "UNIBUS_devicelists";
+
+/// The key of version `version` of `account`'s device list in
+/// [`BUCKET_DEVICE_LISTS`]: `<account>.<version>`, version in decimal.
+pub fn device_list_key(account: &str, version: u64) -> String {
+    format!("{account}.{version}")
+}
 /// JetStream KV bucket of stored messages (docs/protocol.md section 10),
 /// keyed by [`mail_key`].
 pub const BUCKET_MAIL: &str = "UNIBUS_mail";

@@ -7,6 +7,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::binding::KexSig;
+use crate::devicelist::DeviceList;
 use crate::error::Error;
 use crate::ids::{InviteId, KexPub, Key, RoomId, SignPub};
 use crate::records::{Device, Invite, InviteStatus, Role, Room, User, UserStatus, Via};
@@ -75,6 +76,9 @@ pub struct RegisterRequest {
     /// Display name; default: first 8 hex characters of `sign_pub`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// Version 1 of the account's signed device list: the first device
+    /// alone, signed by it (DESIGN section 11); required.
+    pub device_list: DeviceList,
 }
 
 /// `unibus.device.add` request: the new device's public bundle.
@@ -91,6 +95,9 @@ pub struct DeviceAddRequest {
     /// Display name; default: first 8 hex characters of `device`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// The next version of the account's list: the current one plus this
+    /// device, signed by the calling device, `by: "device"`; required.
+    pub device_list: DeviceList,
 }
 
 /// `unibus.admin.device.add` request: recovery of an account that has no
@@ -111,6 +118,10 @@ pub struct AdminDeviceAddRequest {
     /// Display name; default: first 8 hex characters of `device`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// The next version of the account's list (version 1 when it has
+    /// none): plus this device, signed by the calling admin's device,
+    /// `by: "admin"`; required.
+    pub device_list: DeviceList,
 }
 
 /// `unibus.device.revoke` request.
@@ -120,7 +131,46 @@ pub struct DeviceRevokeRequest {
     /// The device to revoke.
     #[serde(deserialize_with = "device_key")]
     pub device: SignPub,
+    /// The next version of the account's list: the current one minus this
+    /// device, signed by the calling device (`by: "device"` on its own
+    /// account, `by: "admin"` on another). Absent only for an admin
+    /// revoking a device of an account that has no list yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_list: Option<DeviceList>,
 }
+
+/// `unibus.device.sign` request and reply: version 1 of the list of an
+/// account made before lists, signed by its oldest active device.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceSignRequest {
+    /// The list.
+    pub device_list: DeviceList,
+}
+
+/// Reply of `unibus.device.sign`: the account's list as stored.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeviceListOnly {
+    /// The list.
+    pub device_list: DeviceList,
+}
+
+/// `unibus.user.lookup` request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LookupRequest {
+    /// The account's id (checked when decoded).
+    pub sign_pub: SignPub,
+    /// Also return every version of the account's device list after this
+    /// one (`user.device_lists`, oldest first, at most
+    /// [`LOOKUP_LISTS_MAX`] per reply).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<u64>,
+}
+
+/// Most list versions one `unibus.user.lookup` reply carries; a client
+/// that gets this many asks again from the last one.
+pub const LOOKUP_LISTS_MAX: usize = 64;
 
 /// Decodes a key field so that its error names `device`.
 fn device_key<'de, D: serde::Deserializer<'de>>(d: D) -> Result<SignPub, D::Error> {
@@ -386,6 +436,9 @@ pub struct DeviceReply {
 pub struct DeviceListReply {
     /// The devices.
     pub devices: Vec<Device>,
+    /// The account's current signed list; null until one is signed.
+    #[serde(default)]
+    pub device_list: Option<DeviceList>,
 }
 
 /// Reply of `unibus.device.revoke`.
@@ -454,6 +507,12 @@ pub struct PublicUser {
     /// devices).
     #[serde(default)]
     pub devices: Vec<PublicDevice>,
+    /// The current signed device list; null until one is signed.
+    #[serde(default)]
+    pub device_list: Option<DeviceList>,
+    /// With `since`: the versions after it, oldest first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_lists: Option<Vec<DeviceList>>,
 }
 
 impl From<User> for PublicUser {
@@ -475,6 +534,8 @@ impl From<User> for PublicUser {
             name: u.name,
             status: u.status,
             devices,
+            device_list: u.device_list,
+            device_lists: None,
         }
     }
 }

@@ -12,6 +12,7 @@
 use ed25519_dalek::SigningKey;
 use serde_json::{Value, json};
 use unibus_proto::binding::{sign_binding, verify_binding};
+use unibus_proto::devicelist::{By, DeviceList, ListedDevice};
 use unibus_proto::endpoint::{self as ep, Endpoint};
 use unibus_proto::error::Error;
 use unibus_proto::ids::SignPub;
@@ -170,7 +171,29 @@ fn small_order() -> String {
 }
 
 fn register_body(k: &Keys) -> Value {
-    json!({"invite": "ab".repeat(32), "kex_pub": k.kex, "kex_sig": k.sig})
+    json!({"invite": "ab".repeat(32), "kex_pub": k.kex, "kex_sig": k.sig, "device_list": first_list(k)})
+}
+
+/// Version 1 of the guest's list: itself alone, signed by itself.
+fn first_list(k: &Keys) -> Value {
+    serde_json::to_value(DeviceList::first(&k.guest, &k.kex, &k.sig)).unwrap()
+}
+
+/// A next version of the account's list adding the new device (decoding
+/// only: whether it follows the current list is the store's to judge).
+fn next_list(k: &Keys) -> Value {
+    let listed = ListedDevice {
+        device: k.dev_key.clone(),
+        kex_pub: k.dev_kex.clone(),
+        kex_sig: Some(k.dev_sig.clone()),
+    };
+    let me = SigningKey::from_bytes(&[3; 32]);
+    serde_json::to_value(DeviceList::sign(&k.me, 2, "ab".repeat(32), vec![listed], &me, By::Device)).unwrap()
+}
+
+/// The new device's add request body.
+fn device_body(k: &Keys) -> Value {
+    json!({"device": k.dev_key, "kex_pub": k.dev_kex, "kex_sig": k.dev_sig, "device_list": next_list(k)})
 }
 
 /// Bodies that are not a JSON object, on endpoints of every shape.
@@ -249,7 +272,7 @@ fn kex_pub_must_be_a_strong_key() {
             weak("kex_pub u=p", U_IS_P.into(), "kex_pub: non-canonical"),
         ],
     );
-    let dev = json!({"device": k.dev_key, "kex_pub": k.dev_kex, "kex_sig": k.dev_sig});
+    let dev = device_body(&k);
     check::<ep::DeviceAdd>(
         &k,
         device_add_rule,
@@ -279,7 +302,7 @@ fn kex_sig_shape() {
             ("kex_sig wrong type", edit(&b, json!({"kex_sig": 7})), "invalid type: integer"),
         ],
     );
-    let dev = json!({"device": k.dev_key, "kex_pub": k.dev_kex, "kex_sig": k.dev_sig});
+    let dev = device_body(&k);
     check::<ep::DeviceAdd>(
         &k,
         device_add_rule,
@@ -312,7 +335,7 @@ fn a_binding_verifies_for_its_account_device_and_key_only() {
             ("kex_sig by another key", edit(&b, json!({ "kex_sig": foreign })), verify),
         ],
     );
-    let dev = json!({"device": k.dev_key, "kex_pub": k.dev_kex, "kex_sig": k.dev_sig});
+    let dev = device_body(&k);
     check::<ep::DeviceAdd>(
         &k,
         device_add_rule,
@@ -333,7 +356,7 @@ fn a_binding_verifies_for_its_account_device_and_key_only() {
 #[test]
 fn device_requests() {
     let k = keys();
-    let dev = json!({"device": k.dev_key, "kex_pub": k.dev_kex, "kex_sig": k.dev_sig});
+    let dev = device_body(&k);
     check::<ep::DeviceAdd>(
         &k,
         device_add_rule,
@@ -344,6 +367,22 @@ fn device_requests() {
             ("unknown field", edit(&dev, json!({"seq": 1})), "unknown field `seq`"),
             ("long name", edit(&dev, json!({"name": "n".repeat(65)})), "name: must be 1..=64"),
             ("control name", edit(&dev, json!({"name": "a\u{7}b"})), "name: control characters"),
+            ("missing device_list", edit(&dev, json!({"device_list": null})), "missing field `device_list`"),
+            (
+                "device_list by owner",
+                edit(&dev, json!({"device_list": with(&next_list(&k), json!({"by": "owner"}))})),
+                "unknown variant `owner`",
+            ),
+            (
+                "device_list extra field",
+                edit(&dev, json!({"device_list": with(&next_list(&k), json!({"seq": 1}))})),
+                "unknown field `seq`",
+            ),
+            (
+                "device_list version string",
+                edit(&dev, json!({"device_list": with(&next_list(&k), json!({"version": "2"}))})),
+                "invalid type: string",
+            ),
         ],
     );
     check::<ep::DeviceList>(
@@ -360,6 +399,11 @@ fn device_requests() {
             ("missing device", j(json!({})), "missing field `device`"),
             ("non-hex", j(json!({"device": "q".repeat(64)})), "device: not hexadecimal"),
             ("extra field", j(json!({"device": k.me, "force": true})), "unknown field `force`"),
+            (
+                "device_list not an object",
+                j(json!({"device": k.me, "device_list": "v2"})),
+                "invalid type: string",
+            ),
         ],
     );
     let rec = with(&dev, json!({"account": k.me}));

@@ -24,6 +24,41 @@ fn round_trip<T: Serialize + DeserializeOwned>(what: &str, text: &str) {
     assert_eq!(again, text, "{what} is not written back byte for byte");
 }
 
+/// As [`round_trip`] for a reply, which today also carries
+/// `"device_list": null` (DESIGN section 11) where the account has no
+/// list: with those fields taken out, the bytes must be equal.
+fn reply_round_trip<T: Serialize + DeserializeOwned>(what: &str, text: &str) {
+    let value: T = serde_json::from_str(text).unwrap_or_else(|e| panic!("{what} does not read: {e}\n{text}"));
+    let mut again = serde_json::to_value(&value).unwrap();
+    let original: Value = serde_json::from_str(text).unwrap();
+    drop_new_null_lists(&original, &mut again);
+    let again = serde_json::to_string(&again).unwrap();
+    let original = serde_json::to_string(&original).unwrap();
+    assert_eq!(again, original, "{what} is not written back unchanged");
+}
+
+/// Removes every `device_list: null` of `again` that `original` lacks.
+fn drop_new_null_lists(original: &Value, again: &mut Value) {
+    match (original, again) {
+        (Value::Object(o), Value::Object(a)) => {
+            if !o.contains_key("device_list") && a.get("device_list") == Some(&Value::Null) {
+                a.remove("device_list");
+            }
+            for (k, v) in a.iter_mut() {
+                if let Some(ov) = o.get(k) {
+                    drop_new_null_lists(ov, v);
+                }
+            }
+        }
+        (Value::Array(o), Value::Array(a)) => {
+            for (ov, v) in o.iter().zip(a.iter_mut()) {
+                drop_new_null_lists(ov, v);
+            }
+        }
+        _ => {}
+    }
+}
+
 #[test]
 fn kv_records_read_and_write_back_unchanged() {
     let mut seen = std::collections::BTreeMap::<String, usize>::new();
@@ -54,8 +89,8 @@ fn replies_read_and_write_back_unchanged() {
         let text = entry["reply"].as_str().unwrap();
         match subject {
             "unibus.whoami" => round_trip::<AccountReply>(subject, text),
-            "unibus.device.list" => round_trip::<DeviceListReply>(subject, text),
-            "unibus.user.lookup" => round_trip::<LookupReply>(subject, text),
+            "unibus.device.list" => reply_round_trip::<DeviceListReply>(subject, text),
+            "unibus.user.lookup" => reply_round_trip::<LookupReply>(subject, text),
             "unibus.room.get" => round_trip::<RoomReply>(subject, text),
             "unibus.room.list" => round_trip::<RoomListReply>(subject, text),
             "unibus.block.list" => round_trip::<BlockListReply>(subject, text),

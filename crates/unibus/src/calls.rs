@@ -13,17 +13,16 @@
 //! the control subjects must not make this client seal to, or trust,
 //! another account than the one it asked about.
 
-use crate::{Bundle, Client, ClientError};
-use unibus_proto::KexSig;
+use crate::{Client, ClientError};
 use unibus_proto::endpoint::{self as ep, Endpoint};
 use unibus_proto::error::Error;
 use unibus_proto::ids::{InviteId, KexPub, Key, RoomId, SignPub};
 use unibus_proto::records::{Device, Invite, Room, User};
 use unibus_proto::wire::{
-    AccountReply, AdminDeviceAddRequest, DeleteReply, DeviceAddRequest, DeviceRevokeReply,
-    DeviceRevokeRequest, Empty, InviteCreateReply, InviteCreateRequest, InviteIdRequest, InviteListReply,
-    InviteListRequest, MemberRequest, PublicUser, RegisterRequest, RevokeReply, RoomCreateRequest,
-    RoomIdRequest, RoomListReply, RoomListRequest, SignPubRequest, UserListReply, UserListRequest,
+    AccountReply, DeleteReply, Empty, InviteCreateReply, InviteCreateRequest, InviteIdRequest,
+    InviteListReply, InviteListRequest, LookupRequest, MemberRequest, PublicUser, RegisterRequest,
+    RevokeReply, RoomCreateRequest, RoomIdRequest, RoomListReply, RoomListRequest, SignPubRequest,
+    UserListReply, UserListRequest,
 };
 
 /// A locally checked argument; refused as the service would refuse it.
@@ -48,16 +47,6 @@ fn same_account(asked: &str, got: &Key) -> Result<(), ClientError> {
     }
 }
 
-/// A bundle's device fields, checked as the service checks them.
-fn device_request(bundle: &Bundle) -> Result<DeviceAddRequest, ClientError> {
-    Ok(DeviceAddRequest {
-        device: arg(SignPub::parse_field("device", &bundle.device))?,
-        kex_pub: arg(KexPub::parse(&bundle.kex_pub))?,
-        kex_sig: arg(KexSig::parse(&bundle.kex_sig))?,
-        name: bundle.name.clone(),
-    })
-}
-
 impl Client {
     /// Calls endpoint `E` of the table with a typed request.
     ///
@@ -80,6 +69,7 @@ impl Client {
             kex_pub: arg(KexPub::parse(&self.identity.kex_pub_hex()))?,
             kex_sig: self.identity.bind(&self.identity.sign_pub_hex()),
             name: name.map(Into::into),
+            device_list: self.identity.first_device_list(),
         };
         let reply = self.request::<ep::Register>(&req).await?;
         // The key that registers is the new account's id and first device.
@@ -122,17 +112,6 @@ impl Client {
         Ok(reply)
     }
 
-    /// Adds a new device to this account from its public bundle
-    /// ([`Bundle::parse`] verifies it first).
-    ///
-    /// # Errors
-    /// `bad_request` (a bundle for another account, a binding that does not
-    /// verify), `user_exists` (the key is a device or account already),
-    /// `limit_reached` (8 active devices), `forbidden`.
-    pub async fn add_device(&self, bundle: &Bundle) -> Result<Device, ClientError> {
-        Ok(self.request::<ep::DeviceAdd>(&device_request(bundle)?).await?.device)
-    }
-
     /// This account's devices, every status, oldest first.
     ///
     /// # Errors
@@ -145,32 +124,6 @@ impl Client {
         Ok(devices)
     }
 
-    /// Revokes a device of this account (itself or a newer one; an admin:
-    /// any) and closes its connections.
-    ///
-    /// # Errors
-    /// `bad_request` (malformed key), `not_found` (no such device),
-    /// `forbidden` (an older device, the last active one, another account's
-    /// device for a non-admin).
-    pub async fn revoke_device(&self, device: &str) -> Result<DeviceRevokeReply, ClientError> {
-        let req = DeviceRevokeRequest { device: arg(SignPub::parse_field("device", device))? };
-        self.request::<ep::DeviceRevoke>(&req).await
-    }
-
-    /// Adds a recovery device to an account that has no active device
-    /// (admin).
-    ///
-    /// # Errors
-    /// `bad_request` (binding does not verify for that account),
-    /// `not_found` (no such account), `forbidden` (not admin, or the account
-    /// still has an active device), `user_exists`, `limit_reached`.
-    pub async fn admin_add_device(&self, bundle: &Bundle) -> Result<Device, ClientError> {
-        let DeviceAddRequest { device, kex_pub, kex_sig, name } = device_request(bundle)?;
-        let account = arg(SignPub::parse_field("account", &bundle.account))?;
-        let req = AdminDeviceAddRequest { account, device, kex_pub, kex_sig, name };
-        Ok(self.request::<ep::AdminDeviceAdd>(&req).await?.device)
-    }
-
     /// Another user's public record (any status), refused unless it is
     /// about the account asked for.
     ///
@@ -179,7 +132,7 @@ impl Client {
     /// an active user); [`ClientError::WrongAccount`] when the reply's
     /// `user.sign_pub` is another account's.
     pub async fn lookup(&self, sign_pub: &str) -> Result<PublicUser, ClientError> {
-        let req = key(sign_pub)?;
+        let req = LookupRequest { sign_pub: arg(SignPub::parse(sign_pub))?, since: None };
         let user = self.request::<ep::UserLookup>(&req).await?.user;
         same_account(req.sign_pub.as_str(), &user.sign_pub)?;
         Ok(user)

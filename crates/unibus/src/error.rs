@@ -53,6 +53,20 @@ pub enum ClientError {
         /// The account the reply is about.
         got: String,
     },
+    /// The account has no signed device list yet (made before lists): its
+    /// oldest active device signs one first
+    /// ([`Client::sign_device_list`](crate::Client::sign_device_list)).
+    #[error("account {0} has no signed device list yet; its oldest active device signs one first")]
+    NoDeviceList(String),
+    /// A device list the service showed does not verify, is out of order,
+    /// or does not list what it must: nothing is signed on top of it.
+    #[error("the device list of account {account} is refused: {why}")]
+    BadDeviceList {
+        /// The account.
+        account: String,
+        /// Why.
+        why: String,
+    },
     /// A `whoami` reply naming another device than this one.
     #[error("asked about this device {asked} but the reply is about device {got}; refused")]
     WrongDevice {

@@ -10,6 +10,7 @@ use std::path::Path;
 use hkdf::Hkdf;
 use rand::RngCore as _;
 use sha2::Sha256;
+use unibus_proto::devicelist::{By, DeviceList, ListedDevice};
 
 /// Why an identity file could not be read or written.
 #[derive(Debug, thiserror::Error)]
@@ -188,6 +189,42 @@ impl Identity {
     /// This device's binding of its X25519 key to `account`.
     pub fn bind(&self, account: &str) -> unibus_proto::KexSig {
         unibus_proto::binding::sign_binding(&self.signing, account, &self.kex_pub_hex())
+    }
+
+    /// Version 1 of the device list of the account this key registers:
+    /// itself alone, signed by itself (what `unibus.register` carries).
+    pub fn first_device_list(&self) -> DeviceList {
+        let me = self.sign_pub_hex();
+        DeviceList::first(&self.signing, &self.kex_pub_hex(), &self.bind(&me).to_string())
+    }
+
+    /// The version after `current` holding `devices`, signed by this key
+    /// for `by`.
+    pub fn next_device_list(&self, current: &DeviceList, devices: Vec<ListedDevice>, by: By) -> DeviceList {
+        current.next(devices, &self.signing, by)
+    }
+
+    /// Any list, signed by this key: `account`, `version`, `prev`,
+    /// `devices` and `by` as given (tools and tests that build lists the
+    /// service must refuse).
+    pub fn sign_device_list(
+        &self,
+        account: &str,
+        version: u64,
+        prev: String,
+        devices: Vec<ListedDevice>,
+        by: By,
+    ) -> DeviceList {
+        DeviceList::sign(account, version, prev, devices, &self.signing, by)
+    }
+
+    /// This device as a signed list names it, bound to its account.
+    pub fn listed(&self) -> ListedDevice {
+        ListedDevice {
+            device: self.sign_pub_hex(),
+            kex_pub: self.kex_pub_hex(),
+            kex_sig: Some(self.bind(&self.account_hex()).to_string()),
+        }
     }
 
     /// The public bundle that asks to join this identity's account.

@@ -173,7 +173,9 @@ impl Client {
     /// at once, whatever that age, and so is a device revoked after it
     /// sent a message that waited); copies of what this account sent from
     /// its other devices arrive as messages from this account with
-    /// [`Opened::sent_to`] naming the peer.
+    /// [`Opened::sent_to`] naming the peer. An account made before signed
+    /// device lists gets its first list here when this is its oldest
+    /// active device ([`Client::sign_device_list`]).
     ///
     /// # Errors
     /// [`ClientError::Service`] from `unibus.room.list` or
@@ -182,6 +184,13 @@ impl Client {
     /// subscribe, flush or request fails. (A catch-up that fails is tried
     /// again in the background.)
     pub async fn inbox(&self) -> Result<Inbox, ClientError> {
+        // An account made before lists gets its first one from its oldest
+        // device as soon as that device listens (DESIGN section 11); best
+        // effort: the account works without it, and a later inbox tries
+        // again.
+        if let Err(e) = self.sign_device_list().await {
+            tracing::debug!(error = %e, "device list not signed on connect");
+        }
         let mut subs = SelectAll::new();
         subs.push(self.subscribe(subjects::dm(self.account())).await?);
         let mut notices = SelectAll::new();

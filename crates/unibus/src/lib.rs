@@ -32,6 +32,7 @@ mod error;
 mod events;
 mod identity;
 mod inbox;
+mod lists;
 mod mailstate;
 mod messaging;
 mod notices;
@@ -55,6 +56,7 @@ pub use contacts::{
 pub use error::{ClientError, TransportError};
 pub use identity::{BUNDLE_PREFIX, Bundle, Identity, IdentityError};
 pub use inbox::{CATCH_UP_EVERY, Inbox, Incoming, LIVE_HOLD_MAX};
+pub use lists::LIST_ATTEMPTS;
 pub use mailstate::{MailState, MailStateError};
 pub use messaging::{SEND_ATTEMPTS, Sent};
 

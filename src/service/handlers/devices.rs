@@ -4,15 +4,16 @@
 //! are verified for the account they would join before anything is read.
 
 use super::{Caller, Ctx, Outcome, active_admin, active_user, active_user_at, sweep_keys};
-use crate::store::AdminLoss;
+use crate::store::{AdminLoss, ListChange, Listing};
 use unibus_proto::KexSig;
 use unibus_proto::binding::verify_binding;
+use unibus_proto::devicelist::{By, Change};
 use unibus_proto::error::Error;
 use unibus_proto::ids::{Actor, KexPub, Key, SignPub};
 use unibus_proto::records::{Device, Role, User, UserStatus, Via};
 use unibus_proto::wire::{
-    AdminDeviceAddRequest, DeviceAddRequest, DeviceListReply, DeviceReply, DeviceRevokeReply,
-    DeviceRevokeRequest, Empty, validate_name,
+    AdminDeviceAddRequest, DeviceAddRequest, DeviceListOnly, DeviceListReply, DeviceReply, DeviceRevokeReply,
+    DeviceRevokeRequest, DeviceSignRequest, Empty, validate_name,
 };
 
 /// A new device record for `account`, before the store gives it a `seq`.
@@ -41,6 +42,12 @@ pub async fn add(ctx: &Ctx, caller: &Caller, req: DeviceAddRequest) -> Result<Ou
     active_user(ctx, caller).await?;
     let new =
         new_device(account, &req.device, req.kex_pub, req.kex_sig, req.name, &caller.device, Via::Device);
+    let list = ListChange {
+        list: req.device_list,
+        caller: caller.device.key(),
+        by: By::Device,
+        change: Change::Added(new.listed()),
+    };
     // Judged again on the record written over: the account and the adding
     // device must still be active.
     let by = caller.device.key();
@@ -50,23 +57,44 @@ pub async fn add(ctx: &Ctx, caller: &Caller, req: DeviceAddRequest) -> Result<Ou
         }
         Ok(())
     };
-    store_and_announce(ctx, new, rule).await
+    store_and_announce(ctx, new, rule, &list).await
 }
 
-/// Adds `new` under `rule` and tells the account's devices.
-async fn store_and_announce<F>(ctx: &Ctx, new: Device, rule: F) -> Result<Outcome<DeviceReply>, Error>
+/// Adds `new` under `rule` and `list`'s rules and tells the account's
+/// devices.
+async fn store_and_announce<F>(
+    ctx: &Ctx,
+    new: Device,
+    rule: F,
+    list: &ListChange,
+) -> Result<Outcome<DeviceReply>, Error>
 where
     F: Fn(&User) -> Result<(), Error>,
 {
-    let device = ctx.store.add_device(new, rule).await?;
+    let device = ctx.store.add_device(new, rule, list).await?;
     ctx.notices.device_changed(&device).await;
     Outcome::reply(DeviceReply { device })
 }
 
-/// `unibus.device.list`: the caller's account's devices, every status.
+/// `unibus.device.list`: the caller's account's devices, every status,
+/// and its current signed list.
 pub async fn list(ctx: &Ctx, caller: &Caller, _req: Empty) -> Result<Outcome<DeviceListReply>, Error> {
     let user = active_user(ctx, caller).await?;
-    Outcome::reply(DeviceListReply { devices: user.devices })
+    Outcome::reply(DeviceListReply { devices: user.devices, device_list: user.device_list })
+}
+
+/// `unibus.device.sign`: version 1 of the list of an account made before
+/// lists, from its oldest active device.
+pub async fn sign(
+    ctx: &Ctx,
+    caller: &Caller,
+    req: DeviceSignRequest,
+) -> Result<Outcome<DeviceListOnly>, Error> {
+    req.device_list.check()?;
+    active_user(ctx, caller).await?;
+    let device_list =
+        ctx.store.sign_first_list(caller.account, caller.device.key(), &req.device_list).await?;
+    Outcome::reply(DeviceListOnly { device_list })
 }
 
 /// `unibus.admin.device.add`: recovery, only while the account has no
@@ -85,13 +113,19 @@ pub async fn recover(
     active_admin(ctx, caller).await?;
     let new =
         new_device(account, &req.device, req.kex_pub, req.kex_sig, req.name, &caller.device, Via::Recovery);
+    let list = ListChange {
+        list: req.device_list,
+        caller: caller.device.key(),
+        by: By::Admin,
+        change: Change::Added(new.listed()),
+    };
     let rule = |user: &User| {
         if user.active_devices().next().is_some() {
             return Err(Error::Forbidden("recovery only while the account has no active device".into()));
         }
         Ok(())
     };
-    store_and_announce(ctx, new, rule).await
+    store_and_announce(ctx, new, rule, &list).await
 }
 
 /// `unibus.device.revoke`: a device revokes itself or a newer one of its
@@ -128,17 +162,29 @@ pub async fn revoke(
     let judge = Judge { caller: caller.device.key(), as_admin, own, admin_remains };
     let rule = |user: &User, device: &Device| judge.rule(user, device);
     let by = Actor::Key(caller.device.key());
-    let (device, written) = ctx.store.revoke_device(account, target, by, rule).await?;
-    if let Some(at) = written {
+    // Signed by the calling device: `by: "device"` on its own account,
+    // `by: "admin"` on another (docs/protocol.md section 11).
+    let listing = match req.device_list {
+        Some(list) => Listing::Change(Box::new(ListChange {
+            list,
+            caller: caller.device.key(),
+            by: if own { By::Device } else { By::Admin },
+            change: Change::Removed(target.to_hex()),
+        })),
+        None => Listing::Missing { admin: !own },
+    };
+    let revoked = ctx.store.revoke_device(account, target, by, rule, &listing).await?;
+    let device = revoked.device.clone();
+    if let Some(at) = revoked.revision {
         if let Some(since) = admin_since
             && !caller_stood(ctx, caller, since, at).await?
         {
-            ctx.store.undo_revoke(&device).await?;
+            ctx.store.undo_revoke(&revoked).await?;
             return Err(Error::Forbidden(CALLER_GONE.into()));
         }
         if as_admin {
             // The last-admin rule, checked again after the write.
-            ctx.store.keep_an_admin(account, AdminLoss::DeviceRevoked(device.clone())).await?;
+            ctx.store.keep_an_admin(account, AdminLoss::DeviceRevoked(revoked)).await?;
         }
         ctx.notices.device_changed(&device).await;
         ctx.notices.revoked(account, Some(target)).await;

@@ -117,6 +117,7 @@ routes! {
     ep::DeviceList => devices::list, Cost::Read;
     ep::DeviceRevoke => devices::revoke, Cost::Sweep;
     ep::AdminDeviceAdd => devices::recover, Cost::Write;
+    ep::DeviceSign => devices::sign, Cost::Write;
     ep::MailSend => mail::send, Cost::Mail;
     ep::MailFetch => mail::fetch, Cost::Read;
 }

@@ -3,13 +3,14 @@
 use super::{Caller, Ctx, Outcome, Paging, active_admin, active_user, connection_names, sweep_keys};
 use crate::store::NewUser;
 use unibus_proto::binding::verify_binding;
+use unibus_proto::devicelist::{By, DeviceList, ListedDevice};
 use unibus_proto::error::Error;
 use unibus_proto::ids::{Actor, Key};
 use unibus_proto::keys::InviteToken;
 use unibus_proto::records::{Device, User, UserStatus};
 use unibus_proto::wire::{
-    AccountReply, DeleteReply, Empty, LookupReply, RegisterRequest, RevokeReply, SignPubRequest,
-    UserListReply, UserListRequest, UserReply, validate_name,
+    AccountReply, DeleteReply, Empty, LookupReply, LookupRequest, PublicUser, RegisterRequest, RevokeReply,
+    SignPubRequest, UserListReply, UserListRequest, UserReply, validate_name,
 };
 
 /// `unibus.register`: redeem an invite for the caller's key, then close the
@@ -28,18 +29,39 @@ pub async fn register(
     }
     // The first device is its own account (docs/protocol.md section 8).
     verify_binding(&caller.device.key(), &caller.device, &req.kex_pub, &req.kex_sig)?;
+    // Judged before the invite is touched, so that a bad list spends
+    // nothing (docs/protocol.md section 11).
+    first_list(caller.device.key(), &req.device_list, &req.kex_pub.key(), req.kex_sig.as_str())?;
     ctx.guests.admit(caller.device.verifying_key().as_bytes())?;
     let new = NewUser {
         sign_pub: caller.device.key(),
         kex_pub: req.kex_pub.key(),
         kex_sig: req.kex_sig.into(),
         name: req.name,
+        device_list: req.device_list,
     };
     let user = ctx.store.redeem_invite(&token, &new).await?;
     let device = own_device(&user, caller.device.key())?;
     // Close the (guest) connection that asked, so that it comes back as a
     // user; best effort: the user is registered either way.
     Outcome::reply_then_kick_origin(AccountReply { user, device }, caller.origin.clone())
+}
+
+/// Checks version 1 of a new account's list: the first device alone (as
+/// the request binds it), signed by it, `by: "device"`.
+fn first_list(me: Key, list: &DeviceList, kex_pub: &Key, kex_sig: &str) -> Result<(), Error> {
+    list.check()?;
+    let only =
+        ListedDevice { device: me.to_hex(), kex_pub: kex_pub.to_hex(), kex_sig: Some(kex_sig.to_string()) };
+    if list.account != me.to_hex() || list.signer != me.to_hex() || list.by != By::Device {
+        return Err(Error::bad(
+            "device_list: the new account's own, signed by its first device, by \"device\"",
+        ));
+    }
+    if list.version != 1 || list.devices != [only] {
+        return Err(Error::bad("device_list: version 1, listing the first device alone as registered"));
+    }
+    Ok(())
 }
 
 /// `unibus.whoami`: the caller's account and device records.
@@ -57,12 +79,19 @@ fn own_device(user: &User, device: Key) -> Result<Device, Error> {
 }
 
 /// `unibus.user.lookup`: public part of a user's record (any status).
-pub async fn lookup(ctx: &Ctx, caller: &Caller, req: SignPubRequest) -> Result<Outcome<LookupReply>, Error> {
+pub async fn lookup(ctx: &Ctx, caller: &Caller, req: LookupRequest) -> Result<Outcome<LookupReply>, Error> {
     let target = req.sign_pub.key();
     let (user, _) =
         ctx.store.get_user(target).await?.ok_or_else(|| Error::NotFound("no such user".into()))?;
     active_user(ctx, caller).await?;
-    Outcome::reply(LookupReply { user: user.into() })
+    let lists = match (req.since, &user.device_list) {
+        (None, _) => None,
+        (Some(_), None) => Some(Vec::new()),
+        (Some(since), Some(current)) => Some(ctx.store.device_lists_since(current, since).await?),
+    };
+    let mut user = PublicUser::from(user);
+    user.device_lists = lists;
+    Outcome::reply(LookupReply { user })
 }
 
 /// `unibus.admin.user.list`: one page of users in key order.

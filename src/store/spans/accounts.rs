@@ -53,9 +53,13 @@ impl Store {
             }
             return Err(e);
         }
-        let user = User::new_active(first, &name, invite.role, invite.created_by, invite.id.clone());
+        let user = User::new_active(first, &name, invite.role, invite.created_by, invite.id.clone())
+            .with_list(new.device_list.clone());
         let outcome = match self.add_user(&user).await {
-            Ok(_) => Ok(user),
+            Ok(_) => {
+                self.keep_written_list(&new.device_list).await;
+                Ok(user)
+            }
             Err(Error::UserExists) => match self.get_user(new.sign_pub).await? {
                 Some((existing, _)) if existing.invite_id == invite.id => Ok(existing),
                 _ => Err(Error::UserExists),
@@ -96,6 +100,7 @@ impl Store {
         self.remove_from_all_rooms(sign_pub).await?;
         self.delete_block_list(sign_pub).await?;
         self.delete_device_records(&user).await?;
+        self.delete_device_lists(sign_pub).await?;
         // Its DM channel: nobody can read it any more (docs/protocol.md
         // section 10), and a key registered again later inherits nothing.
         self.mail.purge(&unibus_proto::mail::MailChannel::dm(&sign_pub)).await?;

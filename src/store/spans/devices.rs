@@ -13,7 +13,9 @@
 
 use crate::store::Store;
 use crate::store::cas::Change;
+use crate::store::devicelists::{ListChange, Listing};
 use crate::store::devices::unlisted_claim;
+use unibus_proto::devicelist::DeviceList;
 use unibus_proto::error::Error;
 use unibus_proto::ids::{Actor, Key, Timestamp};
 use unibus_proto::records::{Device, DeviceStatus, MAX_DEVICES_EVER, MAX_DEVICES_PER_ACCOUNT, User};
@@ -30,7 +32,7 @@ impl Store {
     /// `user_exists` (the key is an account, this one included, or a device
     /// elsewhere, or a device this account has or had), `not_found` (no
     /// account), `limit_reached` (8 active), `rule`'s error, `unavailable`.
-    pub async fn add_device<F>(&self, new: Device, rule: F) -> Result<Device, Error>
+    pub async fn add_device<F>(&self, new: Device, rule: F, list: &ListChange) -> Result<Device, Error>
     where
         F: Fn(&User) -> Result<(), Error>,
     {
@@ -51,15 +53,23 @@ impl Store {
         // Judged once before anything is written, so that a refused add
         // (the cap, a rule) changes nothing in KV; judged again in the CAS.
         let current = self.get_user(new.account).await?.map(|(u, _)| u);
-        if let Err(e) = list_device(current, &new, &rule) {
+        let replaced = current.as_ref().and_then(|u| u.device_list.clone());
+        if let Err(e) = list_device(current, &new, &rule, list) {
             // A record an earlier, cut-off add of this key left behind is
             // freed (reads only when there is none).
             self.release_unlisted(&new).await?;
             return Err(e);
         }
-        self.claim_device_key(&new).await?;
-        let list = |current: Option<User>| list_device(current, &new, &rule);
-        let (listed, _) = match self.users.modify(&new.account, list).await {
+        // The version about to be replaced is in the history before it is.
+        let keep = async {
+            match &replaced {
+                Some(old) => self.keep_list(old).await,
+                None => Ok(()),
+            }
+        };
+        tokio::try_join!(keep, self.claim_device_key(&new))?;
+        let add = |current: Option<User>| list_device(current, &new, &rule, list);
+        let (listed, _) = match self.users.modify(&new.account, add).await {
             Ok(done) => done,
             Err(e) => {
                 // Refused: free the key again, unless the account lists it
@@ -75,6 +85,7 @@ impl Store {
             self.unlist_device(&listed).await?;
             return Err(Error::UserExists);
         }
+        self.keep_written_list(&list.list).await;
         Ok(listed)
     }
 
@@ -109,48 +120,71 @@ impl Store {
 
     /// Revokes device `key` of `account` with a CAS on the account that
     /// applies `rule` (the caller's standing, seniority, last device, last
-    /// admin) to the record written over; revoking a revoked device changes
-    /// nothing. Then writes the device record. Returns the device as the
-    /// account lists it and the revision of `UNIBUS_users` that revoked it
-    /// (`None` when it was revoked already: nothing written).
+    /// admin) and then `list`'s rules (docs/protocol.md section 11) to the
+    /// record written over, and replaces the account's list with `list`'s
+    /// version in the same write; revoking a revoked device changes
+    /// nothing. Then writes the device record and keeps the new version in
+    /// the history.
     ///
     /// # Errors
-    /// `not_found` (no such account or device in it), `rule`'s error,
-    /// `unavailable`.
+    /// `not_found` (no such account or device in it), `rule`'s error, the
+    /// list's (`bad_request`, `stale_devices`), `unavailable`.
     pub async fn revoke_device<F>(
         &self,
         account: Key,
         key: Key,
         by: Actor,
         rule: F,
-    ) -> Result<(Device, Option<u64>), Error>
+        list: &Listing,
+    ) -> Result<Revoked, Error>
     where
         F: Fn(&User, &Device) -> Result<(), Error>,
     {
-        let revoke = |current: Option<User>| revoke_in(current, key, by, &rule);
-        let ((device, changed), revision) = self.users.modify(&account, revoke).await?;
+        // The version about to be replaced is in the history before it is.
+        if let Some((User { device_list: Some(old), .. }, _)) = self.get_user(account).await? {
+            self.keep_list(&old).await?;
+        }
+        let revoke = |current: Option<User>| revoke_in(current, key, by, &rule, list);
+        let ((device, swap), revision) = self.users.modify(&account, revoke).await?;
+        let Wrote::Lists(swap) = swap else {
+            // Revoked already: nothing written.
+            self.write_device_record(&device).await?;
+            return Ok(Revoked { device, revision: None, lists: None });
+        };
+        if let Some(lists) = &swap {
+            self.keep_written_list(&lists.written).await;
+        }
         // The account's copy is the authority; a record that names another
         // account is left alone.
         self.write_device_record(&device).await?;
-        Ok((device, revision.filter(|_| changed)))
+        Ok(Revoked { device, revision, lists: swap })
     }
 
-    /// Takes back the revoke that wrote `revoked`, when a check after the
-    /// write found it wrong (the caller had lost its standing, or no active
-    /// admin is left with an active device): the device is active again.
-    /// Only that very revocation is taken back; a device revoked otherwise,
-    /// or no longer listed, stays as it is.
+    /// Takes back the revoke `revoked`, when a check after the write found
+    /// it wrong (the caller had lost its standing, or no active admin is
+    /// left with an active device): the device is active again and the
+    /// list it replaced is the account's list again (the version it wrote
+    /// is dropped from the history; a contact that saw it sees the next
+    /// version differ and is asked to verify again). Only that very
+    /// revocation is taken back; a device revoked otherwise, no longer
+    /// listed, or a list changed since, stays as it is.
     ///
     /// # Errors
     /// `unavailable`.
-    pub async fn undo_revoke(&self, revoked: &Device) -> Result<(), Error> {
-        let key = revoked.device;
+    pub async fn undo_revoke(&self, revoked: &Revoked) -> Result<(), Error> {
+        let key = revoked.device.device;
+        let written = revoked.lists.as_ref().map(|l| &l.written);
         let undo = |current: Option<User>| {
             Ok(match current {
-                Some(mut user) if user.device(key) == Some(revoked) => {
+                Some(mut user)
+                    if user.device(key) == Some(&revoked.device) && user.device_list.as_ref() == written =>
+                {
                     for d in user.devices.iter_mut().filter(|d| d.device == key) {
                         d.status = DeviceStatus::Active;
                         (d.revoked_at, d.revoked_by) = (None, None);
+                    }
+                    if let Some(lists) = &revoked.lists {
+                        user.device_list = Some(lists.replaced.clone());
                     }
                     user.refresh_account_keys();
                     let device = user.device(key).cloned();
@@ -159,15 +193,55 @@ impl Store {
                 _ => Change::Keep(None),
             })
         };
-        if let (Some(device), _) = self.users.modify(&revoked.account, undo).await? {
+        if let (Some(device), _) = self.users.modify(&revoked.device.account, undo).await? {
             self.write_device_record(&device).await?;
+            if let Some(lists) = &revoked.lists {
+                self.drop_list(&lists.written).await?;
+            }
         }
         Ok(())
     }
 }
 
+/// A revoke as written: the device as revoked, the revision of
+/// `UNIBUS_users` that revoked it (`None` when it was revoked already:
+/// nothing written), and the lists it swapped.
+#[derive(Debug, Clone)]
+pub struct Revoked {
+    /// The device as the account lists it now.
+    pub device: Device,
+    /// The revision that revoked it; `None` when nothing was written.
+    pub revision: Option<u64>,
+    /// The version written and the one it replaced (none for an admin's
+    /// revoke in an account without a list).
+    pub(crate) lists: Option<Box<ListSwap>>,
+}
+
+/// What a revoke's CAS wrote.
+enum Wrote {
+    /// Nothing: the device was revoked already.
+    Nothing,
+    /// The revoke, and the lists it swapped (none for an admin's revoke
+    /// in an account without a list).
+    Lists(Option<Box<ListSwap>>),
+}
+
+/// The account's list before and after a change.
+#[derive(Debug, Clone)]
+pub(crate) struct ListSwap {
+    /// The version the change wrote.
+    pub(crate) written: DeviceList,
+    /// The version it replaced.
+    pub(crate) replaced: DeviceList,
+}
+
 /// The account after listing `new` in it, or why not.
-fn list_device<F>(current: Option<User>, new: &Device, rule: &F) -> Result<Change<User, Device>, Error>
+fn list_device<F>(
+    current: Option<User>,
+    new: &Device,
+    rule: &F,
+    list: &ListChange,
+) -> Result<Change<User, Device>, Error>
 where
     F: Fn(&User) -> Result<(), Error>,
 {
@@ -178,6 +252,7 @@ where
         return Err(Error::UserExists);
     }
     rule(&user)?;
+    list.judge(&user)?;
     if user.active_devices().count() >= MAX_DEVICES_PER_ACCOUNT {
         return Err(Error::LimitReached(format!(
             "an account has at most {MAX_DEVICES_PER_ACCOUNT} active devices"
@@ -193,28 +268,33 @@ where
     device.seq = user.device_seq;
     device.added_at = Timestamp::now();
     user.devices.push(device.clone());
+    user.device_list = Some(list.list.clone());
     user.refresh_account_keys();
     user.trim_revoked();
     user.updated_at = device.added_at;
     Ok(Change::Write(user, device))
 }
 
-/// The account after revoking `key` in it, or why not.
+/// The account after revoking `key` in it, or why not; with the device
+/// as revoked and the lists swapped (`None` when it was revoked already:
+/// nothing to write).
 fn revoke_in<F>(
     current: Option<User>,
     key: Key,
     by: Actor,
     rule: &F,
-) -> Result<Change<User, (Device, bool)>, Error>
+    list: &Listing,
+) -> Result<Change<User, (Device, Wrote)>, Error>
 where
     F: Fn(&User, &Device) -> Result<(), Error>,
 {
     let mut user = current.ok_or_else(|| Error::NotFound("no such account".into()))?;
     let target = user.device(key).cloned().ok_or_else(|| Error::NotFound("no such device".into()))?;
     if target.status == DeviceStatus::Revoked {
-        return Ok(Change::Keep((target, false)));
+        return Ok(Change::Keep((target, Wrote::Nothing)));
     }
     rule(&user, &target)?;
+    list.judge(&user)?;
     let t = Timestamp::now();
     let mut revoked = target;
     revoked.status = DeviceStatus::Revoked;
@@ -223,8 +303,16 @@ where
     for d in user.devices.iter_mut().filter(|d| d.device == key) {
         *d = revoked.clone();
     }
+    let swap = match (list, user.device_list.take()) {
+        (Listing::Change(change), Some(replaced)) => {
+            Some(Box::new(ListSwap { written: change.list.clone(), replaced }))
+        }
+        // Judged above: no list carried, none held (an admin's revoke).
+        _ => None,
+    };
+    user.device_list = swap.as_ref().map(|s| s.written.clone());
     user.refresh_account_keys();
     user.trim_revoked();
     user.updated_at = t;
-    Ok(Change::Write(user, (revoked, true)))
+    Ok(Change::Write(user, (revoked, Wrote::Lists(swap))))
 }

@@ -15,14 +15,14 @@
 //!
 //! | operation | writes, in order | after a crash | undo |
 //! |---|---|---|---|
-//! | register ([`accounts`]) | invite `used` → device claim → account `create` → invite `completed` | the invite is spent; the same key retried completes it | none: every step is idempotent for the same key |
-//! | account delete ([`accounts`]) | rooms and reservations → invite `completed` → account delete → rooms again → block list → device records → its DM channel's messages | a deleted key keeps no room, invite or list (device records of a gone account count as guests) | the delete is taken back (`create`) when it left no admin |
-//! | device add ([`devices`]) | device claim → account lists it → device record final | a claim no account lists: denied at connect, the add retried completes it | a refused add frees its claim; an add whose claim was taken meanwhile unlists itself |
-//! | device revoke ([`devices`]) | account marks it revoked → device record | the account record is the authority; the record follows on the next write | [`super::Store::undo_revoke`] when the caller or the last admin fails a check after the write |
+//! | register ([`accounts`]) | invite `used` → device claim → account `create` (with list version 1) → invite `completed` → list history | the invite is spent; the same key retried completes it; a version missing from the history is kept by the next lookup or change | none: every step is idempotent for the same key |
+//! | account delete ([`accounts`]) | rooms and reservations → invite `completed` → account delete → rooms again → block list → device records → list history → its DM channel's messages | a deleted key keeps no room, invite or list (device records of a gone account count as guests) | the delete is taken back (`create`) when it left no admin |
+//! | device add ([`devices`]) | replaced list kept in the history → device claim → account lists it (and its next list) → device record final → new list kept | a claim no account lists: denied at connect, the add retried completes it | a refused add frees its claim; an add whose claim was taken meanwhile unlists itself |
+//! | device revoke ([`devices`]) | replaced list kept in the history → account marks it revoked (and its next list) → device record → new list kept | the account record is the authority; the record follows on the next write | [`super::Store::undo_revoke`] when the caller or the last admin fails a check after the write |
 //! | room create ([`rooms`]) | reservation → room `create` | a reservation without a room: pruned at the cap | the reservation is released |
 //! | member add ([`rooms`]) | reservation → room lists it → reservation confirmed → member still registered | a reservation without membership: pruned at the cap | the member is taken back out and its reservation released |
 //! | member remove, leave all rooms ([`rooms`]) | room stops listing it → reservation released | a reservation without membership: pruned at the cap | none needed |
 
 mod accounts;
-mod devices;
+pub(crate) mod devices;
 mod rooms;

@@ -23,6 +23,8 @@ fn user(account: &Identity, devices: Vec<PublicDevice>) -> PublicUser {
         name: "alice".into(),
         status: UserStatus::Active,
         devices,
+        device_list: None,
+        device_lists: None,
     }
 }
 
