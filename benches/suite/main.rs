@@ -1,7 +1,8 @@
 //! The unibus benchmark suite: every figure beside a baseline measured in
 //! the same run, on servers this binary starts on 127.0.0.1.
 //! `cargo bench --bench suite [-- --n 500 --json]` (`-- --only mail`: that
-//! section alone).
+//! section alone; `-- --only admission`: connects, register and device add
+//! alone, as JSON).
 //!
 //! Quick mode (`-- --quick`, or `UNIBUS_BENCH_QUICK=1` in the environment):
 //! every section with small counts ([`plan::Plan`]), for CI. Its figures
@@ -15,6 +16,8 @@
 //! - callout time inside unibusd (open, verify, decide, sign, seal);
 //! - `unibus.register` latency vs a floor (echo through the same import
 //!   doing the same KV operations), and registrations/s with 64 clients;
+//! - `unibus.device.add` with its signed device list vs a floor (echo
+//!   doing the same KV operations);
 //! - callout connects of a device of a 3-device account vs a one-device
 //!   account, alternating rounds;
 //! - other members' connects/s and decision p99 while one member floods
@@ -227,10 +230,10 @@ async fn floor_callout(url: &str, secrets: &Secrets) -> (async_nats::Client, Sto
 }
 
 /// The register floor: the callout for auth, and on `unibus.register` an
-/// echo that does the same five KV operations as a redemption (read the
+/// echo that does the same six KV operations as a redemption (read the
 /// invite, CAS it used, create the device record, create the user, CAS the
-/// invite completed) on a bucket made like unibus's, through the same
-/// APP -> AUTH import.
+/// invite completed, create version 1 of the device list in the history)
+/// on a bucket made like unibus's, through the same APP -> AUTH import.
 async fn floor(url: &str, secrets: &Secrets) -> Vec<u8> {
     let (svc, _store) = floor_callout(url, secrets).await;
     let js = async_nats::jetstream::new(svc.clone());
@@ -258,6 +261,7 @@ async fn floor(url: &str, secrets: &Secrets) -> Vec<u8> {
                 kv.create(&k3, msg.payload.clone()).await.unwrap();
                 kv.create(&k2, msg.payload.clone()).await.unwrap();
                 kv.update(&k1, msg.payload.clone(), r).await.unwrap();
+                kv.create(format!("l{}", rand::random::<u64>()), msg.payload.clone()).await.unwrap();
                 if let Some(reply) = msg.reply {
                     let _ = echo.publish(reply, msg.payload).await;
                 }
@@ -333,6 +337,7 @@ fn rss_mib(pid: u32) -> f64 {
 }
 
 mod bare;
+mod devadd;
 mod devices;
 mod flood;
 mod mail;
@@ -462,6 +467,7 @@ async fn main() {
     let reg_rate = registrations(&server.url, &running.store, plan.register_par, 64, false).await.rate;
     let mut reg_stay = registrations(&server.url, &running.store, plan.register_seq, 1, true).await;
     let reg_stay_par = registrations(&server.url, &running.store, plan.register_par, 64, true).await;
+    report.insert("device_add".into(), devadd::run(&server.url, &running, plan.register_seq).await);
     running.stop().await;
     server.stop().await;
     report.insert(
@@ -481,11 +487,17 @@ async fn main() {
         }),
     );
 
-    // 3. Messages that wait: send and catch-up against their floors.
-    report.insert("mail".into(), mail::run(plan.mail_sends, plan.mail_waiting, plan.rounds).await);
+    // `--only admission`: sections 1 and 2 alone, as JSON (for comparing
+    // builds quickly; the published figures come from whole runs).
+    let admission_only = args.iter().any(|a| a == "--only") && args.iter().any(|a| a == "admission");
+    let json_out = json_out || admission_only;
+    if !admission_only {
+        // 3. Messages that wait: send and catch-up against their floors.
+        report.insert("mail".into(), mail::run(plan.mail_sends, plan.mail_waiting, plan.rounds).await);
 
-    // 4. Decision time and unibusd RSS with 100 and 100,000 users.
-    report.insert("scale".into(), scale::run(plan.scale_users, plan.decisions).await);
+        // 4. Decision time and unibusd RSS with 100 and 100,000 users.
+        report.insert("scale".into(), scale::run(plan.scale_users, plan.decisions).await);
+    }
 
     print_report(&report, json_out, plan.scale_users);
     let missing = plan::missing(&report);
@@ -553,7 +565,7 @@ fn print_report(report: &serde_json::Map<String, serde_json::Value>, json_out: b
         f(&c1["decision_p50_ms"])
     );
     println!(
-        "\nunibus.register vs floor (echo through the same import + the same 5 KV operations), in alternating rounds"
+        "\nunibus.register vs floor (echo through the same import + the same 6 KV operations), in alternating rounds"
     );
     println!("floor p50/p99 {:.2}/{:.2} ms", f(&r["floor_p50_ms"]), f(&r["floor_p99_ms"]));
     let w = &r["with_reconnect"];
@@ -573,6 +585,15 @@ fn print_report(report: &serde_json::Map<String, serde_json::Value>, json_out: b
         unibusd::kick::REPLY_GRACE.as_millis()
     );
     println!("  their registrations/s stop the clock when the last one is back");
+    let d = &report["device_add"];
+    println!(
+        "\nunibus.device.add with its signed list vs floor (echo through the same import + the same 12 KV operations), alternating rounds\n  add p50/p99 {:.2}/{:.2} ms   floor p50/p99 {:.2}/{:.2} ms   ratio p50 {:.2}x",
+        f(&d["add_p50_ms"]),
+        f(&d["add_p99_ms"]),
+        f(&d["floor_p50_ms"]),
+        f(&d["floor_p99_ms"]),
+        f(&d["ratio_p50"])
+    );
     devices::print(&report["devices"]);
     flood::print(&report["flood"]);
     mail::print(&report["mail"]);

@@ -278,8 +278,36 @@ async fn rewrite_device(
     kv.put(account, serde_json::to_vec(&record).unwrap().into()).await.unwrap();
 }
 
-/// A device listed with a binding made for another account (a hostile
-/// write to the users bucket) is refused before sealing: the send fails
+/// `edit` applied to `device`'s entry both in `account`'s record and on its
+/// current signed list, the list signed again (same version) by `signer`,
+/// a device of the account, and kept as that version in the history: a
+/// list such a device really signed (a buggy or stolen device), as a
+/// contact meeting the account for the first time would check it.
+async fn rewrite_listed(
+    stack: &Stack,
+    account: &str,
+    signer: &Identity,
+    device: &str,
+    edit: impl Fn(&mut serde_json::Value),
+) {
+    let js = stack.jetstream().await;
+    let kv = js.get_key_value(subjects::BUCKET_USERS).await.unwrap();
+    let mut record: serde_json::Value =
+        serde_json::from_slice(&kv.get(account).await.unwrap().unwrap()).unwrap();
+    edit(record["devices"].as_array_mut().unwrap().iter_mut().find(|d| d["device"] == device).unwrap());
+    let list = &mut record["device_list"];
+    edit(list["devices"].as_array_mut().unwrap().iter_mut().find(|d| d["device"] == device).unwrap());
+    let l: unibus_proto::devicelist::DeviceList = serde_json::from_value(list.clone()).unwrap();
+    let resigned = signer.sign_device_list(&l.account, l.version, l.prev.clone(), l.devices.clone(), l.by);
+    *list = serde_json::to_value(&resigned).unwrap();
+    kv.put(account, serde_json::to_vec(&record).unwrap().into()).await.unwrap();
+    let lists = js.get_key_value(subjects::BUCKET_DEVICE_LISTS).await.unwrap();
+    let key = subjects::device_list_key(account, resigned.version);
+    lists.put(key, serde_json::to_vec(&resigned).unwrap().into()).await.unwrap();
+}
+
+/// A device listed with a binding made for another account (on a list a
+/// device of the account signed) is refused before sealing: the send fails
 /// with a typed error and nothing reaches the wire, even from the account's
 /// own laptop (its copy would be sealed to it): neither on the recipient's
 /// subject nor on its own account's; a message it signs is rejected by its
@@ -297,7 +325,10 @@ async fn a_binding_for_another_account_is_refused_before_sealing() {
     let mut inbox = bob.inbox().await.unwrap();
 
     let for_bob = alice.laptop_id.bind(&bob_id.sign_pub_hex()).to_string();
-    rewrite_device(&stack, &alice.account, &laptop, |d| d["kex_sig"] = for_bob.into()).await;
+    rewrite_listed(&stack, &alice.account, &alice.phone_id, &laptop, |d| {
+        d["kex_sig"] = for_bob.clone().into()
+    })
+    .await;
     match bob.send_dm(&alice.account, b"must not be sealed").await {
         Err(ClientError::Device(DeviceRefused::Binding { account, device })) => {
             assert_eq!((account, device), (alice.account.clone(), laptop.clone()));
@@ -316,7 +347,10 @@ async fn a_binding_for_another_account_is_refused_before_sealing() {
 }
 
 /// Once bob has sealed to a device, a new `kex_pub` for it is refused,
-/// even with a binding that verifies; the key first seen is kept.
+/// even with a binding that verifies and on a list a device of the
+/// account signed: that version is not the one bob accepted, so nothing
+/// is sealed to the account until bob accepts it; the key first seen is
+/// kept.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_changed_kex_pub_for_a_known_device_is_refused() {
     let stack = Stack::start().await;
@@ -332,13 +366,15 @@ async fn a_changed_kex_pub_for_a_known_device_is_refused() {
     let swapped = Identity::generate().kex_pub_hex();
     let key = signing_key(&alice.laptop_id);
     let sig = unibus_proto::binding::sign_binding(&key, &alice.account, &swapped).to_string();
-    rewrite_device(&stack, &alice.account, &laptop, |d| {
-        d["kex_pub"] = swapped.into();
-        d["kex_sig"] = sig.into();
+    rewrite_listed(&stack, &alice.account, &alice.phone_id, &laptop, |d| {
+        d["kex_pub"] = swapped.clone().into();
+        d["kex_sig"] = sig.clone().into();
     })
     .await;
     match bob.send_dm(&alice.account, b"must not be sealed").await {
-        Err(ClientError::Device(DeviceRefused::KexChanged { device, .. })) => assert_eq!(device, laptop),
+        Err(ClientError::Device(DeviceRefused::ListHeld { hold, .. })) => {
+            assert_eq!(hold, unibus::Hold::Forked { version: 2 });
+        }
         other => panic!("expected a refused key change, got {other:?}"),
     }
     nothing_before_marker(&bob, &alice.account, &mut on_wire).await;

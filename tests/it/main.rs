@@ -14,6 +14,7 @@ mod cluster;
 mod device_races;
 mod device_rules;
 mod devicelists;
+mod devicelists_e2e;
 mod devices;
 mod devices_cli;
 mod devices_e2e;

@@ -106,10 +106,17 @@ pub enum Command {
     #[command(subcommand)]
     Admin(AdminCmd),
     /// Show the safety number of you and an account (digits and a QR
-    /// code) to compare in person; every device binding is checked first.
+    /// code) to compare in person, and its signed device list: the version
+    /// you accepted, every change since and who signed it. Every device
+    /// binding is checked first.
     Verify {
         /// The account id (sign_pub hex).
         account: String,
+        /// Accept the account's current device list (after you checked with
+        /// its owner, say after a recovery): messages are sealed to its
+        /// devices again.
+        #[arg(long)]
+        accept: bool,
     },
 }
 

@@ -5,8 +5,9 @@ use unibus::ClientError;
 
 /// Process exit code for a failure: 1 wire error, 3 not authorized or
 /// permission denied, 4 connection/transport, 5 local (identity file,
-/// encryption, a device binding that does not verify, a reply about
-/// another account, device or room than asked).
+/// encryption, a device binding that does not verify, a contact whose
+/// device list must be verified again, a device list missing or refused,
+/// a reply about another account, device or room than asked).
 pub fn exit_code(err: &CliError) -> u8 {
     match err {
         CliError::Client(ClientError::Service(_)) => 1,
@@ -14,7 +15,7 @@ pub fn exit_code(err: &CliError) -> u8 {
         CliError::Client(ClientError::Seal(_) | ClientError::Inactive(_) | ClientError::Device(_))
         | CliError::Local(_)
         | CliError::Binding(_) => 5,
-        CliError::Client(e) if wrong_reply(e) => 5,
+        CliError::Client(e) if wrong_reply(e) || list_error(e) => 5,
         // Connect, Request, Decode, and whatever the library adds later.
         CliError::Client(_) => 4,
     }
@@ -53,7 +54,11 @@ impl CliError {
             CliError::Client(ClientError::NotAuthorized) => "not_authorized",
             CliError::Client(ClientError::PermissionDenied(_)) => "permission_denied",
             CliError::Client(ClientError::Seal(_) | ClientError::Inactive(_)) => "encryption",
+            CliError::Client(ClientError::Device(unibus::DeviceRefused::ListHeld { .. })) => "needs_verify",
             CliError::Client(ClientError::Device(_)) => "binding",
+            CliError::Client(ClientError::NoDeviceList(_) | ClientError::BadDeviceList { .. }) => {
+                "device_list"
+            }
             CliError::Client(e) if wrong_reply(e) => "wrong_reply",
             CliError::Client(_) => "connection",
             CliError::Local(_) => "local",
@@ -69,6 +74,11 @@ fn wrong_reply(err: &ClientError) -> bool {
         err,
         ClientError::WrongAccount { .. } | ClientError::WrongDevice { .. } | ClientError::WrongRoom { .. }
     )
+}
+
+/// A signed device list missing or refused (DESIGN section 11).
+fn list_error(err: &ClientError) -> bool {
+    matches!(err, ClientError::NoDeviceList(_) | ClientError::BadDeviceList { .. })
 }
 
 /// `err` followed by its cause (`request on unibus.whoami failed: timed
@@ -110,6 +120,15 @@ mod tests {
                 5,
                 "binding",
             ),
+            (
+                ClientError::Device(unibus::DeviceRefused::ListHeld {
+                    account: "ab".into(),
+                    hold: unibus::Hold::AdminFirst,
+                }),
+                5,
+                "needs_verify",
+            ),
+            (ClientError::NoDeviceList("ab".into()), 5, "device_list"),
         ];
         for (err, exit, code) in cases {
             let err = CliError::from(err);

@@ -31,7 +31,12 @@ async fn deliver(c: &Client, target: &Target, text: &str) -> Result<Sent, CliErr
 /// service's codes.
 pub(crate) async fn send(url: &str, identity: &Path, args: SendArgs, out: &Out) -> Result<(), CliError> {
     let c = connect(url, identity).await?;
-    let Sent { id, seq } = deliver(&c, &args.target, &args.text.join(" ")).await?;
+    let sent = deliver(&c, &args.target, &args.text.join(" ")).await;
+    if sent.is_err() {
+        // Why nothing was sealed, when a contact must be verified again.
+        report_device_changes(&c, identity, out)?;
+    }
+    let Sent { id, seq } = sent?;
     out.emit(&serde_json::json!({ "sent": id, "seq": seq }), || {
         format!("sent (id {id}), stored at seq {seq}")
     });

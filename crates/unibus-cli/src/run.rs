@@ -32,6 +32,6 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Blocked => account::block(url, identity, BlockOp::List, &out).await,
         Command::Device(cmd) => device::device(url, identity, cmd, &out).await,
         Command::Admin(cmd) => device::admin(url, identity, cmd, &out).await,
-        Command::Verify { account } => verify::verify(url, identity, &account, &out).await,
+        Command::Verify { account, accept } => verify::verify(url, identity, &account, accept, &out).await,
     }
 }

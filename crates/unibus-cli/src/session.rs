@@ -9,7 +9,7 @@ use std::path::Path;
 use crate::error::{CliError, with_cause};
 use crate::output::{Out, wire};
 use unibus::proto::e2e::Freshness;
-use unibus::{Client, Contacts, DeviceChange, Identity, MailState};
+use unibus::{Client, Contacts, DeviceChange, Identity, ListNotice, MailState};
 
 /// The identity file at `path`.
 ///
@@ -58,7 +58,9 @@ pub(crate) async fn connect_reading(url: &str, identity: &Path) -> Result<Client
 }
 
 /// Prints the contacts' device changes seen since the last call (gained,
-/// lost, recovery, unbound) and saves the device sets next to the identity.
+/// lost, recovery, unbound, a device list that needs verifying again or
+/// changed by an admin) and saves the device sets and accepted lists next
+/// to the identity.
 ///
 /// # Errors
 /// [`CliError::Local`] when the contacts file cannot be saved.
@@ -82,6 +84,17 @@ fn contact_change_line(change: &DeviceChange) -> String {
             format!("[contact] {account} gained device {device} (via {}) {}", wire(via), flags.join("; "))
         }
         DeviceChange::Lost { account, device } => format!("[contact] {account} lost device {device}"),
+        DeviceChange::List { account, notice: ListNotice::AdminRemoved { version, device } } => {
+            format!("[contact] {account}: an admin removed device {device} (device list version {version})")
+        }
+        DeviceChange::List { account, notice: ListNotice::FirstSignedBy { signer } } => format!(
+            "[contact] {account}: its first device list was signed by its device {signer}, not by the account key \
+             (an account from before signed lists)"
+        ),
+        DeviceChange::NeedsVerify { account, hold } => format!(
+            "[contact] {account} must be verified again: {hold}. Nothing is sealed to it until you check with its \
+             owner and run: unibus verify {account} --accept"
+        ),
         // Kinds of changes this CLI does not know yet.
         _ => "[contact] device set changed".to_string(),
     }

@@ -7,7 +7,10 @@
 //! Alice links her laptop by scanning its bundle; both of her devices get
 //! bob's DM and see what the other sent; her phone is lost: the laptop may
 //! not revoke the older phone, the admin does, and the laptop keeps
-//! chatting. Last, the admin revokes bob, who is cut off at once.
+//! chatting. A compromised server then plants a ghost device in alice's
+//! account (straight into KV, with a device list the ghost signed itself):
+//! bob's client refuses to seal to alice and says why, and rejects what
+//! the ghost sends. Last, the admin revokes bob, who is cut off at once.
 
 use std::time::{Duration, Instant};
 
@@ -15,7 +18,9 @@ use futures::StreamExt as _;
 
 use crate::dev::{DevArgs, LocalStack};
 use unibus::{Bundle, Client, ClientError, Identity, Inbox, Incoming, MailState};
-use unibus_proto::e2e::Freshness;
+use unibus_proto::devicelist::By;
+use unibus_proto::e2e::{Addressing, Freshness, Kind, Recipient};
+use unibus_proto::records::{DeviceStatus, User};
 use unibus_proto::subjects;
 use unibus_proto::wire::InviteCreateRequest;
 
@@ -173,6 +178,98 @@ async fn lose_the_phone(
     Ok(())
 }
 
+/// A compromised server adds a ghost device to alice's account: it writes
+/// the device straight into her account record and device bucket with the
+/// store's own connection, and a next version of her device list that the
+/// ghost signed itself (it holds no key of alice's). Bob's client follows
+/// alice's list only through steps her own devices signed: it refuses to
+/// seal to her and says why, and rejects what the ghost sends.
+async fn ghost_scene(
+    stack: &LocalStack,
+    alice: &Identity,
+    bob: &Client,
+    bob_inbox: &mut Inbox,
+) -> Result<(), DemoError> {
+    let account = alice.sign_pub_hex();
+    let ghost = Identity::generate().with_account(&account).map_err(ClientError::Service)?;
+    plant_ghost(stack, &account, &ghost).await?;
+    say(
+        "server",
+        format!(
+            "compromised: wrote ghost device {} into alice's account, with a device list it signed itself",
+            short(&ghost.sign_pub_hex())
+        ),
+    );
+    match bob.send_dm(&account, b"the ghost must not read this").await {
+        Err(ClientError::Device(unibus::DeviceRefused::ListHeld { hold, .. })) => {
+            say("bob", format!("refused to encrypt to alice: {hold}"));
+        }
+        other => return Err(DemoError::Unexpected(format!("bob sealed to a ghost device: {other:?}"))),
+    }
+    // The ghost connects (the record lists it) and writes to bob as alice.
+    let ghost_c = Client::connect(&stack.server.url, &ghost).await?;
+    let bob_keys = ghost_c.lookup(bob.account()).await?;
+    let recipients: Vec<Recipient> = bob_keys
+        .devices
+        .iter()
+        .map(|d| Recipient { sign_pub: d.device.to_hex(), kex_pub: *d.kex_pub.as_bytes() })
+        .collect();
+    let subject = subjects::dm(bob.account());
+    let addr = Addressing { kind: Kind::Dm, subject: &subject, room: None, peer: None };
+    let now = i64::try_from(
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis()),
+    )
+    .unwrap_or(i64::MAX);
+    let forged = ghost.seal(&addr, &recipients, b"hi bob, it's alice", now).map_err(ClientError::Seal)?;
+    let body = serde_json::to_vec(&forged).map_err(|e| DemoError::Unexpected(format!("encode: {e}")))?;
+    ghost_c.publish_checked(&subject, body).await?;
+    match tokio::time::timeout(Duration::from_secs(10), bob_inbox.next()).await {
+        Ok(Some(Incoming::Rejected { .. })) => {
+            say(
+                "bob",
+                "rejected a message the ghost signed as alice: its device is not on her accepted list",
+            );
+        }
+        other => return Err(DemoError::Unexpected(format!("bob took the ghost's message: {other:?}"))),
+    }
+    say("bob", "nothing is sealed to alice until I check with her in person: unibus verify <alice> --accept");
+    Ok(())
+}
+
+/// What a compromised store writes: the ghost in alice's record (active,
+/// bound to her account by its own signature) and in the device bucket,
+/// and her list's next version with the ghost added, signed by the ghost.
+async fn plant_ghost(stack: &LocalStack, account: &str, ghost: &Identity) -> Result<(), DemoError> {
+    let fail = |what: &str, e: &dyn std::fmt::Display| DemoError::Unexpected(format!("{what}: {e}"));
+    let store = stack.running.connections().iter().find(|(role, _)| *role == "store").map(|(_, c)| c.clone());
+    let js =
+        async_nats::jetstream::new(store.ok_or_else(|| DemoError::Unexpected("no store connection".into()))?);
+    let users = js.get_key_value(subjects::BUCKET_USERS).await.map_err(|e| fail("users bucket", &e))?;
+    let devices = js.get_key_value(subjects::BUCKET_DEVICES).await.map_err(|e| fail("devices bucket", &e))?;
+    let entry = users.entry(account).await.map_err(|e| fail("read alice", &e))?;
+    let entry = entry.ok_or_else(|| DemoError::Unexpected("no record for alice".into()))?;
+    let mut user: User = serde_json::from_slice(&entry.value).map_err(|e| fail("alice's record", &e))?;
+    let mut device =
+        user.devices.last().cloned().ok_or_else(|| DemoError::Unexpected("alice has no device".into()))?;
+    user.device_seq += 1;
+    let listed = ghost.listed();
+    (device.device, device.kex_pub, device.kex_sig) =
+        (ghost.sign_key(), ghost.kex_key(), listed.kex_sig.clone());
+    (device.seq, device.status, device.revoked_at, device.revoked_by) =
+        (user.device_seq, DeviceStatus::Active, None, None);
+    user.devices.push(device.clone());
+    if let Some(current) = &user.device_list {
+        let mut on_list = current.devices.clone();
+        on_list.push(listed);
+        user.device_list = Some(ghost.next_device_list(current, on_list, By::Device));
+    }
+    let body = serde_json::to_vec(&user).map_err(|e| fail("encode", &e))?;
+    users.update(account, body.into(), entry.revision).await.map_err(|e| fail("write alice", &e))?;
+    let body = serde_json::to_vec(&device).map_err(|e| fail("encode", &e))?;
+    devices.create(ghost.sign_pub_hex(), body.into()).await.map_err(|e| fail("write the ghost", &e))?;
+    Ok(())
+}
+
 /// Bob's device, connected with the mail state it keeps in `state`.
 async fn bob_device(url: &str, bob: &Identity, state: &std::path::Path) -> Result<Client, DemoError> {
     let c = Client::connect(url, bob).await?;
@@ -315,6 +412,7 @@ async fn story(stack: &LocalStack, data_dir: &std::path::Path) -> Result<(), Dem
         offline_scene(&url, &alice_c, &mut alice_inbox, &bob, &room.id, &bob_state).await?;
 
     linked_devices(&url, &admin, &alice, &alice_c, &bob_c, &mut bob_inbox).await?;
+    ghost_scene(stack, &alice, &bob_c, &mut bob_inbox).await?;
 
     let started = Instant::now();
     let r = admin.revoke_user(&bob.sign_pub_hex()).await?;

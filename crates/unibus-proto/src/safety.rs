@@ -1,26 +1,29 @@
-//! Safety numbers (docs/protocol.md section 8): what two people compare in
-//! person to know that the device keys each of them sees for the other are
-//! the ones the other really has.
+//! Safety numbers (docs/client.md, DESIGN section 11): what two people
+//! compare in person to know that the account key each of them sees for
+//! the other is the one the other really has.
 //!
-//! An account's **fingerprint** is computed over its id and its ACTIVE
-//! devices' `(device, kex_pub, kex_sig)`, sorted by device key:
+//! An account's **fingerprint** is computed over its id (the account key,
+//! its first device's Ed25519 key) alone:
 //!
 //! ```text
-//! m  = enc("unibus-safety/1") enc(account) enc(u32 BE count)
-//!      then per device: enc(device) enc(kex_pub) enc(kex_sig or "")
+//! m  = enc("unibus-safety/2") enc(account)
 //! h0 = SHA-256(m);  h(i+1) = SHA-256(h(i) || m)   (5200 rounds in all)
 //! ```
 //!
-//! with `enc(x)` = 4-byte big-endian length and the bytes of `x`, as in
-//! [`crate::binding`]. The first 30 bytes of the last hash, as six 5-byte
-//! big-endian numbers mod 100000, give 30 digits. A pair's **safety
-//! number** is the two accounts' 30 digits in ascending order: 60 digits
-//! in 12 groups of 5, the same on both sides (as Signal's). The iteration
-//! makes a search for another device set with the same digits costlier.
+//! with `enc(x)` = 4-byte big-endian length and the bytes of `x` (the
+//! account as 64 lowercase hex), as in [`crate::binding`]. The first 30
+//! bytes of the last hash, as six 5-byte big-endian numbers mod 100000,
+//! give 30 digits. A pair's **safety number** is the two accounts' 30
+//! digits in ascending order: 60 digits in 12 groups of 5, the same on
+//! both sides (as Signal's). The iteration makes a search for another key
+//! with the same digits costlier.
 //!
-//! A binding is written as given (`None` = unbound, a record made before
-//! bindings); checking it is the caller's job
-//! ([`crate::binding::verify_binding_str`]) before showing a number.
+//! The devices are not in it: each account's devices are on its device
+//! list, signed back to the account key ([`crate::devicelist`]), which
+//! clients check step by step. So the number stays the same while each
+//! account adds and revokes its devices itself, and users learn to take a
+//! change of it seriously. (Version 1 of this number, `unibus-safety/1`,
+//! covered every active device and changed with each of them.)
 
 use sha2::{Digest as _, Sha256};
 
@@ -29,24 +32,13 @@ use crate::records::User;
 use crate::wire::PublicUser;
 
 /// Domain label of the fingerprint message.
-pub const SAFETY_LABEL: &str = "unibus-safety/1";
+pub const SAFETY_LABEL: &str = "unibus-safety/2";
 /// SHA-256 rounds (Signal uses 5200 of SHA-512).
 pub const ITERATIONS: u32 = 5200;
 /// Digits of one account's fingerprint.
 pub const FINGERPRINT_DIGITS: usize = 30;
 /// Prefix of the compact string a QR code carries.
-pub const SAFETY_QR_PREFIX: &str = "unibus://safety/1/";
-
-/// One active device's keys as they enter the fingerprint.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DeviceKeys<'a> {
-    /// Ed25519 key (hashed as its lowercase hex).
-    pub device: Key,
-    /// X25519 key (hashed as its lowercase hex).
-    pub kex_pub: Key,
-    /// Binding (`None`: unbound).
-    pub kex_sig: Option<&'a str>,
-}
+pub const SAFETY_QR_PREFIX: &str = "unibus://safety/2/";
 
 /// Appends `enc(x)`: a 4-byte big-endian length, then the bytes.
 fn enc(out: &mut Vec<u8>, x: &[u8]) {
@@ -55,20 +47,11 @@ fn enc(out: &mut Vec<u8>, x: &[u8]) {
     out.extend_from_slice(x);
 }
 
-/// The exact bytes an account's fingerprint hashes (devices sorted here).
-pub fn fingerprint_message(account: &Key, devices: &[DeviceKeys<'_>]) -> Vec<u8> {
-    let mut sorted = devices.to_vec();
-    sorted.sort_by_key(|d| d.device);
-    let mut m = Vec::with_capacity(64 + sorted.len() * 240);
+/// The exact bytes an account's fingerprint hashes.
+pub fn fingerprint_message(account: &Key) -> Vec<u8> {
+    let mut m = Vec::with_capacity(4 + SAFETY_LABEL.len() + 4 + 64);
     enc(&mut m, SAFETY_LABEL.as_bytes());
     enc(&mut m, account.to_hex().as_bytes());
-    let count = u32::try_from(sorted.len()).unwrap_or(u32::MAX);
-    enc(&mut m, &count.to_be_bytes());
-    for d in &sorted {
-        enc(&mut m, d.device.to_hex().as_bytes());
-        enc(&mut m, d.kex_pub.to_hex().as_bytes());
-        enc(&mut m, d.kex_sig.unwrap_or_default().as_bytes());
-    }
     m
 }
 
@@ -77,9 +60,9 @@ pub fn fingerprint_message(account: &Key, devices: &[DeviceKeys<'_>]) -> Vec<u8>
 pub struct Fingerprint(String);
 
 impl Fingerprint {
-    /// The fingerprint of `account` with these active devices (any order).
-    pub fn new(account: &Key, devices: &[DeviceKeys<'_>]) -> Fingerprint {
-        let m = fingerprint_message(account, devices);
+    /// The fingerprint of `account`.
+    pub fn new(account: &Key) -> Fingerprint {
+        let m = fingerprint_message(account);
         let mut h: [u8; 32] = Sha256::digest(&m).into();
         for _ in 1..ITERATIONS {
             h = Sha256::new().chain_update(h).chain_update(&m).finalize().into();
@@ -94,24 +77,15 @@ impl Fingerprint {
         Fingerprint(digits)
     }
 
-    /// The fingerprint of an account record's active devices.
+    /// The fingerprint of an account record.
     pub fn of_user(user: &User) -> Fingerprint {
-        let keys: Vec<DeviceKeys<'_>> = user
-            .active_devices()
-            .map(|d| DeviceKeys { device: d.device, kex_pub: d.kex_pub, kex_sig: d.kex_sig.as_deref() })
-            .collect();
-        Fingerprint::new(&user.sign_pub, &keys)
+        Fingerprint::new(&user.sign_pub)
     }
 
-    /// The fingerprint of a looked-up account (its devices are the active
-    /// ones); the same as [`Fingerprint::of_user`] of the record behind it.
+    /// The fingerprint of a looked-up account; the same as
+    /// [`Fingerprint::of_user`] of the record behind it.
     pub fn of_public(user: &PublicUser) -> Fingerprint {
-        let keys: Vec<DeviceKeys<'_>> = user
-            .devices
-            .iter()
-            .map(|d| DeviceKeys { device: d.device, kex_pub: d.kex_pub, kex_sig: d.kex_sig.as_deref() })
-            .collect();
-        Fingerprint::new(&user.sign_pub, &keys)
+        Fingerprint::new(&user.sign_pub)
     }
 
     /// The 30 digits.
@@ -144,7 +118,7 @@ impl SafetyNumber {
         groups.join(" ")
     }
 
-    /// The compact form a QR code carries: `unibus://safety/1/<60 digits>`.
+    /// The compact form a QR code carries: `unibus://safety/2/<60 digits>`.
     pub fn qr_text(&self) -> String {
         format!("{SAFETY_QR_PREFIX}{}", self.0)
     }
@@ -159,45 +133,28 @@ impl std::fmt::Display for SafetyNumber {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::binding::sign_binding;
-    use crate::ids::{Actor, InviteId, Timestamp};
-    use crate::records::{Device, DeviceStatus, Role, Via};
+    use crate::ids::{Actor, InviteId};
+    use crate::records::{Device, DeviceStatus, Role};
     use ed25519_dalek::SigningKey;
-
-    /// A device of `account` made from `seed`, with a real binding.
-    fn device(account: Key, seed: u8, seq: u32) -> Device {
-        let key = SigningKey::from_bytes(&[seed; 32]);
-        let device = Key::from_bytes(key.verifying_key().to_bytes());
-        let kex_pub = Key::from_bytes([seed.wrapping_add(100); 32]);
-        let kex_sig = Some(sign_binding(&key, &account.to_hex(), &kex_pub.to_hex()).to_string());
-        let via = if seq == 1 { Via::Invite } else { Via::Device };
-        Device {
-            v: 1,
-            name: device.to_hex()[..8].to_string(),
-            device,
-            account,
-            seq,
-            kex_pub,
-            kex_sig,
-            status: DeviceStatus::Active,
-            added_at: Timestamp::parse("2026-01-01T00:00:00Z").unwrap(),
-            added_by: Actor::Invite,
-            via,
-            revoked_at: None,
-            revoked_by: None,
-        }
-    }
 
     /// An account whose first device is made from `seed`, with `more`
     /// devices after it.
     fn account(seed: u8, more: &[u8]) -> User {
-        let id = Key::from_bytes(SigningKey::from_bytes(&[seed; 32]).verifying_key().to_bytes());
+        let key = |s: u8| Key::from_bytes(SigningKey::from_bytes(&[s; 32]).verifying_key().to_bytes());
+        let id = key(seed);
         let invite = InviteId::parse(&"ab".repeat(32)).unwrap();
-        let mut user = User::new_active(device(id, seed, 1), "x", Role::Member, Actor::Bootstrap, invite);
+        let mut user = User::new_active(
+            Device::first(id, Key::from_bytes([seed; 32]), None),
+            "x",
+            Role::Member,
+            Actor::Bootstrap,
+            invite,
+        );
         for (i, s) in more.iter().enumerate() {
-            user.devices.push(device(id, *s, 2 + i as u32));
+            let mut d = Device::first(key(*s), Key::from_bytes([*s; 32]), None);
+            (d.account, d.seq) = (id, 2 + i as u32);
+            user.devices.push(d);
         }
-        user.refresh_account_keys();
         user
     }
 
@@ -229,47 +186,17 @@ mod tests {
         assert_eq!(Fingerprint::of_user(&alice), Fingerprint::of_public(&alice.into()));
     }
 
+    /// Devices added or revoked do not change it; another account key
+    /// does.
     #[test]
-    fn stable_across_device_order() {
-        let user = account(1, &[2, 3]);
-        let mut reordered = user.clone();
-        reordered.devices.reverse();
-        assert_eq!(Fingerprint::of_user(&user), Fingerprint::of_user(&reordered));
-    }
-
-    #[test]
-    fn changes_when_a_device_is_added_or_revoked() {
+    fn only_the_account_key_counts() {
         let before = account(1, &[2]);
-        let added = account(1, &[2, 3]);
-        assert_ne!(Fingerprint::of_user(&before), Fingerprint::of_user(&added));
-        let mut revoked = added.clone();
-        revoked.devices[2].status = DeviceStatus::Revoked;
-        assert_eq!(
-            Fingerprint::of_user(&revoked),
-            Fingerprint::of_user(&before),
-            "revoked devices do not count"
-        );
+        let base = Fingerprint::of_user(&before);
+        assert_eq!(Fingerprint::of_user(&account(1, &[2, 3])), base, "a device added");
+        let mut revoked = before.clone();
         revoked.devices[1].status = DeviceStatus::Revoked;
-        assert_ne!(Fingerprint::of_user(&revoked), Fingerprint::of_user(&before));
-    }
-
-    #[test]
-    fn changes_when_a_kex_pub_or_binding_changes() {
-        let user = account(1, &[2]);
-        let base = Fingerprint::of_user(&user);
-        let mut swapped = user.clone();
-        swapped.devices[1].kex_pub = Key::from_bytes([9u8; 32]);
-        assert_ne!(Fingerprint::of_user(&swapped), base);
-        let mut unbound = user.clone();
-        unbound.devices[1].kex_sig = None;
-        assert_ne!(Fingerprint::of_user(&unbound), base);
-        let mut resigned = user.clone();
-        resigned.devices[1].kex_sig = user.devices[0].kex_sig.clone();
-        assert_ne!(Fingerprint::of_user(&resigned), base);
-        // Another account id with the same devices.
-        let mut other = user;
-        other.sign_pub = Key::from_bytes([7u8; 32]);
-        assert_ne!(Fingerprint::of_user(&other), base);
+        assert_eq!(Fingerprint::of_user(&revoked), base, "a device revoked");
+        assert_ne!(Fingerprint::of_user(&account(7, &[2])), base, "another account");
     }
 
     /// A fixed vector (checked against an independent Python version of
@@ -278,40 +205,19 @@ mod tests {
     #[test]
     fn known_answer() {
         let key = |c: &str| Key::parse(&c.repeat(64)).unwrap();
-        let sig = "c".repeat(88);
-        let fp = Fingerprint::new(
-            &key("1"),
-            &[DeviceKeys { device: key("a"), kex_pub: key("b"), kex_sig: Some(&sig) }],
-        );
-        let empty = Fingerprint::new(&key("2"), &[]);
         assert_eq!(
-            (fp.digits(), empty.digits()),
-            ("704946596491122900382925243491", "662381092903669377518633421755")
+            (Fingerprint::new(&key("1")).digits(), Fingerprint::new(&key("2")).digits()),
+            ("957269185721426380311872424831", "374675307897826401032107856266")
         );
     }
 
     #[test]
-    fn message_is_length_prefixed_and_sorted() {
-        let key = |b: u8| Key::from_bytes([b; 32]);
-        let hex = |b: u8| hex::encode([b; 32]).into_bytes();
-        let (a, b) = (
-            DeviceKeys { device: key(0xbb), kex_pub: key(1), kex_sig: None },
-            DeviceKeys { device: key(0xaa), kex_pub: key(2), kex_sig: Some("s") },
-        );
-        let m = fingerprint_message(&key(0xcc), &[a, b]);
+    fn message_is_length_prefixed() {
+        let m = fingerprint_message(&Key::from_bytes([0xcc; 32]));
         let mut want = vec![0, 0, 0, 15];
-        want.extend_from_slice(b"unibus-safety/1");
+        want.extend_from_slice(b"unibus-safety/2");
         want.extend_from_slice(&[0, 0, 0, 64]);
-        want.extend(hex(0xcc));
-        want.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 2]);
-        for (device, kex, sig) in [(0xaa, 2, &b"s"[..]), (0xbb, 1, &b""[..])] {
-            want.extend_from_slice(&[0, 0, 0, 64]);
-            want.extend(hex(device));
-            want.extend_from_slice(&[0, 0, 0, 64]);
-            want.extend(hex(kex));
-            want.extend_from_slice(&u32::try_from(sig.len()).unwrap().to_be_bytes());
-            want.extend_from_slice(sig);
-        }
+        want.extend(hex::encode([0xcc; 32]).into_bytes());
         assert_eq!(m, want);
     }
 }

@@ -51,7 +51,8 @@ struct ReadmeDoctests;
 pub use async_nats::Event;
 pub use contacts::DEVICES_MAX_AGE;
 pub use contacts::{
-    CheckedDevice, Contacts, ContactsError, DeviceChange, DeviceRefused, DeviceSet, KnownAccount, KnownDevice,
+    CheckedDevice, Contacts, ContactsError, DeviceChange, DeviceRefused, DeviceSet, Hold, KnownAccount,
+    KnownDevice, ListNotice, ListReport, Verdict, judge,
 };
 pub use error::{ClientError, TransportError};
 pub use identity::{BUNDLE_PREFIX, Bundle, Identity, IdentityError};

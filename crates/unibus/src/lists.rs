@@ -22,7 +22,7 @@ use unibus_proto::ids::{KexPub, SignPub};
 use unibus_proto::records::Device;
 use unibus_proto::wire::{
     AdminDeviceAddRequest, DeviceAddRequest, DeviceRevokeReply, DeviceRevokeRequest, DeviceSignRequest,
-    Empty, LookupRequest, PublicUser,
+    Empty, LOOKUP_LISTS_MAX, LookupRequest, PublicUser,
 };
 
 /// Attempts at a device change that other changes keep overtaking
@@ -79,16 +79,28 @@ impl Client {
     /// An account made before lists gets its first one here when this is
     /// its oldest active device.
     async fn own_list(&self) -> Result<DeviceList, ClientError> {
-        if let Some(list) = self.device_list().await? {
-            return Ok(list);
+        if self.device_list().await?.is_none() {
+            self.sign_device_list().await?.ok_or_else(|| ClientError::NoDeviceList(self.account().into()))?;
         }
-        self.sign_device_list().await?.ok_or_else(|| ClientError::NoDeviceList(self.account().into()))
+        let account = self.account().to_string();
+        self.accepted_list(&account).await?.ok_or(ClientError::NoDeviceList(account))
     }
 
     /// The current list of another account, for an admin's change.
     async fn their_list(&self, account: &str) -> Result<Option<DeviceList>, ClientError> {
-        let user = self.lookup(account).await?;
-        user.device_list.map(|l| checked(account, l)).transpose()
+        self.accepted_list(account).await
+    }
+
+    /// `account`'s current list, when this client follows it from the one
+    /// it accepted before (as for sealing, `contacts`): a device never
+    /// signs a next version on top of a list a hostile service made up (a
+    /// ghost device in it would then carry this device's signature).
+    async fn accepted_list(&self, account: &str) -> Result<Option<DeviceList>, ClientError> {
+        let set = self.device_set(account).await?;
+        if let Some(hold) = set.hold {
+            return Err(crate::DeviceRefused::ListHeld { account: account.into(), hold }.into());
+        }
+        Ok(self.contacts().accepted(account).cloned())
     }
 
     /// Runs `attempt` until it is not refused as `stale_devices`, at most
@@ -274,12 +286,36 @@ impl Client {
     /// Account `account`'s public record and every version of its list
     /// after `since`, oldest first (asked for page by page until the
     /// current version; each version's signature is checked, the steps
-    /// between them are the caller's to judge).
+    /// between them are the caller's to judge, see
+    /// [`judge`](crate::contacts::judge)).
     ///
     /// # Errors
     /// As [`Client::lookup`]; [`ClientError::BadDeviceList`] for a version
     /// out of order or that does not verify.
     pub async fn lookup_lists(
+        &self,
+        account: &str,
+        since: u64,
+    ) -> Result<(PublicUser, Vec<DeviceList>), ClientError> {
+        let (user, lists) = self.lookup_history(account, since).await?;
+        let mut after = since;
+        for list in &lists {
+            let list = checked(account, list.clone())?;
+            if list.version != after + 1 {
+                return Err(ClientError::BadDeviceList {
+                    account: account.into(),
+                    why: format!("version {} where version {} was due", list.version, after + 1),
+                });
+            }
+            after = list.version;
+        }
+        Ok((user, lists))
+    }
+
+    /// [`Client::lookup_lists`] without the checks: the versions as the
+    /// service sent them, asked for again from the last one while a page
+    /// comes back full and short of the current version.
+    pub(crate) async fn lookup_history(
         &self,
         account: &str,
         since: u64,
@@ -297,20 +333,14 @@ impl Client {
                 });
             }
             let page = user.device_lists.clone().unwrap_or_default();
-            for list in page.iter().cloned() {
-                let list = checked(account, list)?;
-                if list.version != after + 1 {
-                    return Err(ClientError::BadDeviceList {
-                        account: account.into(),
-                        why: format!("version {} where version {} was due", list.version, after + 1),
-                    });
-                }
-                after = list.version;
-                lists.push(list);
-            }
+            let full = page.len() >= LOOKUP_LISTS_MAX;
+            let last = page.last().map(|l| l.version);
+            lists.extend(page);
             let current = user.device_list.as_ref().map_or(0, |l| l.version);
-            if page.is_empty() || after >= current {
-                return Ok((user, lists));
+            match last {
+                // Only forward: a page that does not advance ends the walk.
+                Some(last) if full && last > after && last < current => after = last,
+                _ => return Ok((user, lists)),
             }
         }
     }

@@ -18,8 +18,9 @@ use std::time::{Duration, Instant};
 use unibus_proto::e2e::Reject;
 use unibus_proto::error::Error;
 
-use super::{Contacts, DeviceChange, DeviceSet};
+use super::{Contacts, DeviceChange, DeviceSet, Hold, ListNotice, judge};
 use crate::{Client, ClientError};
+use unibus_proto::devicelist::DeviceList;
 
 /// Default time a looked-up device set is trusted when judging a received
 /// message; see [`Client::set_devices_max_age`].
@@ -54,17 +55,22 @@ impl Client {
         self.devices.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Looks `account` up (`unibus.user.lookup`), checks every active
+    /// Looks `account` up (`unibus.user.lookup` with the versions of its
+    /// signed list after the one accepted), follows its list as far as the
+    /// contract lets a client by itself (DESIGN section 11), checks every
     /// device's binding and key continuity, and records the set in this
-    /// client's [`Contacts`] (queueing [`DeviceChange`]s).
+    /// client's [`Contacts`] (queueing [`DeviceChange`]s). Only devices on
+    /// the accepted list are in the set; a list it does not follow holds
+    /// the set ([`DeviceSet::hold`]).
     ///
     /// # Errors
     /// [`ClientError::Service`] from the lookup (`not_found`,
     /// `bad_request`, `forbidden`), [`ClientError::Request`].
     pub async fn device_set(&self, account: &str) -> Result<DeviceSet, ClientError> {
-        let user = self.lookup(account).await?;
+        let since = self.directory().contacts.accepted(account).map_or(0, |l| l.version);
+        let (user, history) = self.lookup_history(account, since).await?;
         let mut dir = self.directory();
-        let set = dir.contacts.observe(&user);
+        let set = dir.contacts.observe(&user, &history);
         dir.recent.insert(set.account.clone(), (Instant::now(), set.clone()));
         Ok(set)
     }
@@ -135,4 +141,70 @@ impl Client {
     pub fn set_devices_max_age(&self, age: Duration) {
         self.directory().max_age = age;
     }
+
+    /// What this client knows of `account`'s signed device list: the
+    /// version accepted before, the versions since (from version 1 when
+    /// none was), who signed each, and whether it would follow them by
+    /// itself. Changes nothing.
+    ///
+    /// # Errors
+    /// As [`Client::device_set`].
+    pub async fn device_list_report(&self, account: &str) -> Result<ListReport, ClientError> {
+        let accepted = self.directory().contacts.accepted(account).cloned();
+        let since = accepted.as_ref().map_or(0, |l| l.version);
+        let (user, steps) = self.lookup_history(account, since).await?;
+        let verdict =
+            user.device_list.as_ref().map(|current| judge(account, accepted.as_ref(), &steps, current));
+        let (notices, hold) = verdict.map_or((Vec::new(), None), |v| (v.notices, v.hold));
+        Ok(ListReport {
+            account: user.sign_pub.to_hex(),
+            accepted,
+            current: user.device_list,
+            steps,
+            notices,
+            hold,
+        })
+    }
+
+    /// Accepts `account`'s current signed list (the user verified it, for
+    /// example after a recovery): from now on its devices are sealed to.
+    /// The list must verify and be that account's.
+    ///
+    /// # Errors
+    /// As [`Client::device_set`]; [`ClientError::NoDeviceList`] when the
+    /// account has none; [`ClientError::BadDeviceList`] when it does not
+    /// verify.
+    pub async fn accept_device_list(&self, account: &str) -> Result<ListReport, ClientError> {
+        let report = self.device_list_report(account).await?;
+        let current = report.current.clone().ok_or_else(|| ClientError::NoDeviceList(account.into()))?;
+        current
+            .check()
+            .map_err(|e| ClientError::BadDeviceList { account: account.into(), why: e.to_string() })?;
+        if !current.account.eq_ignore_ascii_case(account) {
+            return Err(ClientError::WrongAccount { asked: account.into(), got: current.account });
+        }
+        let mut dir = self.directory();
+        dir.contacts.accept(current);
+        dir.recent.remove(&account.to_ascii_lowercase());
+        Ok(report)
+    }
+}
+
+/// A contact's signed device list as [`Client::device_list_report`] shows
+/// it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ListReport {
+    /// The account.
+    pub account: String,
+    /// The version this client accepted before.
+    pub accepted: Option<DeviceList>,
+    /// The version the service shows.
+    pub current: Option<DeviceList>,
+    /// The versions after the accepted one (from version 1 when none
+    /// was), oldest first.
+    pub steps: Vec<DeviceList>,
+    /// What the client would tell on following them.
+    pub notices: Vec<ListNotice>,
+    /// Why it would not follow them by itself.
+    pub hold: Option<Hold>,
 }

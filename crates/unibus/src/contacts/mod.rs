@@ -8,17 +8,20 @@
 //! `directory` keeps them for a [`Client`](crate::Client).
 
 mod directory;
+mod pins;
 #[cfg(test)]
 mod tests;
 
-pub use directory::DEVICES_MAX_AGE;
 pub(crate) use directory::Directory;
+pub use directory::{DEVICES_MAX_AGE, ListReport};
+pub use pins::{Hold, ListNotice, Verdict, judge};
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use unibus_proto::binding::verify_binding_str;
+use unibus_proto::devicelist::DeviceList;
 use unibus_proto::e2e::{Recipient, Reject};
 use unibus_proto::records::{UserStatus, Via};
 use unibus_proto::wire::{PublicDevice, PublicUser};
@@ -46,6 +49,18 @@ pub enum DeviceRefused {
         /// The device key.
         device: String,
     },
+    /// The account's signed device list changed in a way this client does
+    /// not follow by itself (DESIGN section 11): nothing is sealed to the
+    /// account until the user accepts the new list
+    /// ([`Client::accept_device_list`](crate::Client::accept_device_list),
+    /// `unibus verify <account> --accept`).
+    #[error("account {account} must be verified again before anything is sealed to it: {hold}")]
+    ListHeld {
+        /// The account.
+        account: String,
+        /// Why.
+        hold: Hold,
+    },
 }
 
 /// One device of a contact as this client last saw it.
@@ -63,6 +78,10 @@ pub struct KnownDevice {
     pub active: bool,
 }
 
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
 impl KnownDevice {
     /// Added by an admin for recovery: flag it to the user.
     pub fn is_recovery(&self) -> bool {
@@ -75,6 +94,18 @@ impl KnownDevice {
 pub struct KnownAccount {
     /// Every device seen, active or not.
     pub devices: BTreeMap<String, KnownDevice>,
+    /// The signed device list accepted for the account (DESIGN section
+    /// 11): only its devices are sealed to, and only they may send as the
+    /// account. `None` until the account is first seen with a list.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accepted: Option<DeviceList>,
+    /// The account was seen with a list before and the service shows none
+    /// now: held like a version that goes back.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub had_list: bool,
+    /// The hold last reported, so that each is reported once per run.
+    #[serde(skip)]
+    reported: Option<Hold>,
 }
 
 /// A change in a contact's device set since this client last looked.
@@ -99,6 +130,25 @@ pub enum DeviceChange {
         account: String,
         /// The device key.
         device: String,
+    },
+    /// The account's signed list changed in a way worth telling (an admin
+    /// removed a device; version 1 signed by another device than the
+    /// first), and this client followed it.
+    List {
+        /// The account.
+        account: String,
+        /// What.
+        #[serde(flatten)]
+        notice: ListNotice,
+    },
+    /// The account's signed list changed in a way this client does not
+    /// follow by itself: nothing is sealed to it until the user accepts.
+    NeedsVerify {
+        /// The account.
+        account: String,
+        /// Why.
+        #[serde(flatten)]
+        hold: Hold,
     },
 }
 
@@ -143,6 +193,9 @@ pub struct DeviceSet {
     pub devices: Vec<CheckedDevice>,
     /// Devices refused.
     pub refused: Vec<DeviceRefused>,
+    /// Why nothing may be sealed to the account until the user accepts its
+    /// new list; the devices above are those of the list accepted before.
+    pub hold: Option<Hold>,
 }
 
 /// A device that passed the checks.
@@ -165,6 +218,9 @@ impl DeviceSet {
     /// # Errors
     /// The first [`DeviceRefused`].
     pub fn recipients(&self) -> Result<Vec<Recipient>, DeviceRefused> {
+        if let Some(hold) = &self.hold {
+            return Err(DeviceRefused::ListHeld { account: self.account.clone(), hold: hold.clone() });
+        }
         if let Some(refused) = self.refused.first() {
             return Err(refused.clone());
         }
@@ -199,7 +255,34 @@ impl DeviceSet {
 fn refused_device(r: &DeviceRefused) -> &str {
     match r {
         DeviceRefused::Binding { device, .. } | DeviceRefused::KexChanged { device, .. } => device,
+        DeviceRefused::ListHeld { .. } => "",
     }
+}
+
+/// The devices of a signed list that the lookup also shows active (a
+/// device revoked in the record but still on the list is not trusted:
+/// the service may always withhold a device; it may not add one), with
+/// the keys the list signs and `seq` and `via` from the lookup.
+fn devices_of_list(list: &DeviceList, user: &PublicUser) -> Vec<PublicDevice> {
+    let mut out = Vec::with_capacity(list.devices.len());
+    for d in &list.devices {
+        let (Ok(device), Ok(kex_pub)) =
+            (unibus_proto::Key::parse(&d.device), unibus_proto::Key::parse(&d.kex_pub))
+        else {
+            continue;
+        };
+        let Some(shown) = user.devices.iter().find(|p| p.device == device) else {
+            continue;
+        };
+        out.push(PublicDevice {
+            device,
+            kex_pub,
+            kex_sig: d.kex_sig.clone(),
+            seq: shown.seq,
+            via: shown.via,
+        });
+    }
+    out
 }
 
 /// The active devices a lookup reply lists; a server from before devices
@@ -218,11 +301,32 @@ fn listed_devices(user: &PublicUser) -> Vec<PublicDevice> {
 }
 
 impl Contacts {
+    /// The list accepted for `account`, if any.
+    pub fn accepted(&self, account: &str) -> Option<&DeviceList> {
+        self.accounts.get(&account.to_ascii_lowercase())?.accepted.as_ref()
+    }
+
+    /// Accepts `list` for its account (the user verified it): from now on
+    /// its devices are sealed to, and later versions are judged from it.
+    pub fn accept(&mut self, list: DeviceList) {
+        let known = self.accounts.entry(list.account.to_ascii_lowercase()).or_default();
+        known.accepted = Some(list);
+        known.had_list = true;
+        known.reported = None;
+    }
+
     /// Checks the devices of a lookup reply, records them, and queues the
     /// changes since the last time this account was seen (none the first
     /// time). A refused device is not recorded: a changed `kex_pub` keeps
     /// the one first seen.
-    pub fn observe(&mut self, user: &PublicUser) -> DeviceSet {
+    ///
+    /// When the account has a signed list (DESIGN section 11), `history`
+    /// holds its versions after the one accepted before (from version 1
+    /// the first time): the list is followed as far as [`judge`] allows,
+    /// and the devices are those of the list accepted now; where it stops,
+    /// the set is held ([`DeviceSet::hold`]) and a
+    /// [`DeviceChange::NeedsVerify`] is queued once per reason.
+    pub fn observe(&mut self, user: &PublicUser, history: &[DeviceList]) -> DeviceSet {
         let account = user.sign_pub.to_hex();
         let first_time = !self.accounts.contains_key(&account);
         let known = self.accounts.entry(account.clone()).or_default();
@@ -231,8 +335,32 @@ impl Contacts {
             active: user.status == UserStatus::Active,
             devices: Vec::new(),
             refused: Vec::new(),
+            hold: None,
         };
-        let listed = listed_devices(user);
+        let listed = match &user.device_list {
+            Some(current) => {
+                let verdict = judge(&account, known.accepted.as_ref(), history, current);
+                for notice in verdict.notices {
+                    self.changes.push(DeviceChange::List { account: account.clone(), notice });
+                }
+                known.accepted = verdict.accepted;
+                known.had_list = true;
+                set.hold = verdict.hold;
+                known.accepted.as_ref().map_or_else(Vec::new, |l| devices_of_list(l, user))
+            }
+            None if known.had_list || known.accepted.is_some() => {
+                let pinned = known.accepted.as_ref().map_or(0, |l| l.version);
+                set.hold = Some(Hold::Rollback { shown: 0, pinned });
+                known.accepted.as_ref().map_or_else(Vec::new, |l| devices_of_list(l, user))
+            }
+            None => listed_devices(user),
+        };
+        if let Some(hold) = &set.hold
+            && known.reported.as_ref() != Some(hold)
+        {
+            self.changes.push(DeviceChange::NeedsVerify { account: account.clone(), hold: hold.clone() });
+        }
+        known.reported = set.hold.clone();
         for d in &listed {
             let device = d.device.to_hex();
             match check(&account, d, known.devices.get(&device)) {

@@ -35,11 +35,11 @@ fn changes_are_reported_after_the_first_sight() {
     let (phone, laptop, spare) = (Identity::generate(), Identity::generate(), Identity::generate());
     let mut c = Contacts::default();
     let one = user(&phone, vec![device(&phone, &phone, 1, Via::Invite)]);
-    assert_eq!(c.observe(&one).recipients().unwrap().len(), 1);
+    assert_eq!(c.observe(&one, &[]).recipients().unwrap().len(), 1);
     assert!(c.take_changes().is_empty());
     let two =
         user(&phone, vec![device(&phone, &phone, 1, Via::Invite), device(&phone, &laptop, 2, Via::Device)]);
-    assert_eq!(c.observe(&two).recipients().unwrap().len(), 2);
+    assert_eq!(c.observe(&two, &[]).recipients().unwrap().len(), 2);
     let account = phone.sign_pub_hex();
     let gained = DeviceChange::Gained {
         account: account.clone(),
@@ -50,7 +50,7 @@ fn changes_are_reported_after_the_first_sight() {
     assert_eq!(c.take_changes(), vec![gained]);
     // The phone is lost; an admin recovers the account onto a spare.
     let recovered = user(&phone, vec![device(&phone, &spare, 3, Via::Recovery)]);
-    let set = c.observe(&recovered);
+    let set = c.observe(&recovered, &[]);
     assert_eq!(set.sender(&spare.sign_pub_hex()), Ok(()));
     assert_eq!(set.sender(&phone.sign_pub_hex()), Err(Reject::SenderDevice));
     let changes = c.take_changes();
@@ -71,7 +71,7 @@ fn bindings_are_verified_and_null_is_unbound() {
     // laptop's binding names bob's account, but alice's record lists it.
     let mut stolen = device(&bob, &laptop, 2, Via::Device);
     stolen.device = laptop.sign_key();
-    let set = c.observe(&user(&alice, vec![device(&alice, &alice, 1, Via::Invite), stolen]));
+    let set = c.observe(&user(&alice, vec![device(&alice, &alice, 1, Via::Invite), stolen]), &[]);
     let refused = DeviceRefused::Binding { account: alice.sign_pub_hex(), device: laptop.sign_pub_hex() };
     assert_eq!(set.recipients().err(), Some(refused));
     assert_eq!(set.sender(&laptop.sign_pub_hex()), Err(Reject::SenderBinding));
@@ -80,13 +80,16 @@ fn bindings_are_verified_and_null_is_unbound() {
     // A record from before bindings: sealable, flagged unbound.
     let mut old = device(&bob, &bob, 1, Via::Invite);
     old.kex_sig = None;
-    let set = c.observe(&user(&bob, vec![old]));
+    let set = c.observe(&user(&bob, vec![old]), &[]);
     assert_eq!(set.recipients().unwrap().len(), 1);
     assert!(!set.devices[0].bound && !c.accounts[&bob.sign_pub_hex()].devices[&bob.sign_pub_hex()].bound);
     // A server from before devices: the account key is its one device.
     let mut legacy = user(&bob, vec![device(&bob, &bob, 1, Via::Invite)]);
     legacy.devices.clear();
-    assert_eq!(Contacts::default().observe(&legacy).recipients().unwrap()[0].sign_pub, bob.sign_pub_hex());
+    assert_eq!(
+        Contacts::default().observe(&legacy, &[]).recipients().unwrap()[0].sign_pub,
+        bob.sign_pub_hex()
+    );
 }
 
 /// A known device showing up with another `kex_pub` (even with a binding
@@ -96,12 +99,12 @@ fn a_changed_kex_pub_is_refused() {
     let alice = Identity::generate();
     let mut c = Contacts::default();
     let first = device(&alice, &alice, 1, Via::Invite);
-    c.observe(&user(&alice, vec![first.clone()]));
+    c.observe(&user(&alice, vec![first.clone()]), &[]);
     let other = x25519_dalek::PublicKey::from(&x25519_dalek::StaticSecret::from([9u8; 32]));
     let other = unibus_proto::Key::from_bytes(*other.as_bytes());
     let sig = unibus_proto::binding::sign_binding(&alice.signing, &alice.sign_pub_hex(), &other.to_hex());
     let swapped = PublicDevice { kex_pub: other, kex_sig: Some(sig.to_string()), ..first.clone() };
-    let set = c.observe(&user(&alice, vec![swapped]));
+    let set = c.observe(&user(&alice, vec![swapped]), &[]);
     let refused = DeviceRefused::KexChanged { account: alice.sign_pub_hex(), device: alice.sign_pub_hex() };
     assert_eq!(set.recipients().err(), Some(refused));
     assert_eq!(set.sender(&alice.sign_pub_hex()), Ok(()), "its signatures are still its own");
@@ -124,7 +127,7 @@ fn file_round_trip() {
     assert_eq!(Contacts::load(&path).unwrap(), Contacts::default());
     let alice = Identity::generate();
     let mut c = Contacts::default();
-    c.observe(&user(&alice, vec![device(&alice, &alice, 1, Via::Invite)]));
+    c.observe(&user(&alice, vec![device(&alice, &alice, 1, Via::Invite)]), &[]);
     c.save(&path).unwrap();
     let back = Contacts::load(&path).unwrap();
     assert_eq!(back.accounts, c.accounts);
