@@ -67,7 +67,8 @@ impl Plan {
 }
 
 /// Sections every report has.
-const SECTIONS: &[&str] = &["connects", "devices", "leader_round_trip", "flood", "register", "mail", "scale"];
+const SECTIONS: &[&str] =
+    &["connects", "devices", "leader_round_trip", "flood", "register", "device_add", "mail", "scale"];
 
 /// Counts that may be zero, what the flooder did: its connects refused
 /// (none while its flood stays within what unibusd tolerates) and its
