@@ -57,8 +57,14 @@ impl Store {
             .with_list(new.device_list.clone());
         let outcome = match self.add_user(&user).await {
             Ok(_) => {
-                self.keep_written_list(&new.device_list).await;
-                Ok(user)
+                // The history and the invite's completion at once: neither
+                // waits for the other.
+                let (_, completed) = tokio::join!(
+                    self.keep_written_list(&new.device_list),
+                    self.complete_invite(invite, revision)
+                );
+                completed?;
+                return Ok(user);
             }
             Err(Error::UserExists) => match self.get_user(new.sign_pub).await? {
                 Some((existing, _)) if existing.invite_id == invite.id => Ok(existing),

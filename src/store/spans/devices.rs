@@ -36,15 +36,21 @@ impl Store {
     where
         F: Fn(&User) -> Result<(), Error>,
     {
+        // The three reads at once; judged in this order.
+        let (as_account, as_device, current) = tokio::try_join!(
+            self.get_user(new.device),
+            self.get_device(new.device),
+            self.get_user(new.account)
+        )?;
         // The account's own key too: it was the first device, so it is
         // listed, or revoked (perhaps scrolled off the account record).
-        if self.get_user(new.device).await?.is_some() {
+        if as_account.is_some() {
             return Err(Error::UserExists);
         }
         // A device this account has had (revoked, perhaps no longer listed
         // by the account record) is taken for good, whatever the account
         // looks like now: `user_exists` before the cap is judged.
-        if let Some((held, _)) = self.get_device(new.device).await? {
+        if let Some((held, _)) = as_device {
             let ours_once = held.account == new.account && !unlisted_claim(&held);
             if held.status == DeviceStatus::Revoked || ours_once {
                 return Err(Error::UserExists);
@@ -52,7 +58,7 @@ impl Store {
         }
         // Judged once before anything is written, so that a refused add
         // (the cap, a rule) changes nothing in KV; judged again in the CAS.
-        let current = self.get_user(new.account).await?.map(|(u, _)| u);
+        let current = current.map(|(u, _)| u);
         let replaced = current.as_ref().and_then(|u| u.device_list.clone());
         if let Err(e) = list_device(current, &new, &rule, list) {
             // A record an earlier, cut-off add of this key left behind is
