@@ -29,10 +29,14 @@ pub async fn register(
     }
     // The first device is its own account (docs/protocol.md section 8).
     verify_binding(&caller.device.key(), &caller.device, &req.kex_pub, &req.kex_sig)?;
-    // Judged before the invite is touched, so that a bad list spends
-    // nothing (docs/protocol.md section 11).
+    // The list's shape and contents before the guest limits (so that a
+    // client's mistake costs it no registration attempt), its signature
+    // after them (so that a flood of registrations pays one signature
+    // check each, as before lists); both before the invite is touched, so
+    // that a bad list spends nothing (docs/protocol.md section 11).
     first_list(caller.device.key(), &req.device_list, &req.kex_pub.key(), req.kex_sig.as_str())?;
     ctx.guests.admit(caller.device.verifying_key().as_bytes())?;
+    req.device_list.check()?;
     let new = NewUser {
         sign_pub: caller.device.key(),
         kex_pub: req.kex_pub.key(),
@@ -47,10 +51,11 @@ pub async fn register(
     Outcome::reply_then_kick_origin(AccountReply { user, device }, caller.origin.clone())
 }
 
-/// Checks version 1 of a new account's list: the first device alone (as
-/// the request binds it), signed by it, `by: "device"`.
+/// Checks the shape and contents of version 1 of a new account's list:
+/// the first device alone (as the request binds it), signed by it,
+/// `by: "device"` (the signature itself is checked by the caller).
 fn first_list(me: Key, list: &DeviceList, kex_pub: &Key, kex_sig: &str) -> Result<(), Error> {
-    list.check()?;
+    list.check_shape()?;
     let only =
         ListedDevice { device: me.to_hex(), kex_pub: kex_pub.to_hex(), kex_sig: Some(kex_sig.to_string()) };
     if list.account != me.to_hex() || list.signer != me.to_hex() || list.by != By::Device {
