@@ -14,6 +14,7 @@ use unibus_proto::e2e::{Addressing, Envelope, Kind, Recipient, Reject};
 use unibus_proto::records::{DeviceStatus, Role, User};
 use unibus_proto::subjects;
 
+use crate::devices_e2e::wire;
 use crate::mail::now_ms;
 use crate::support::Stack;
 use crate::support::devices::new_device;
@@ -44,18 +45,6 @@ async fn sealed_for(bob: &Client, to: &str, wire: &mut async_nats::Subscriber) -
     let mut keys: Vec<String> = env.recipients.iter().map(|r| r.to.clone()).collect();
     keys.sort();
     keys
-}
-
-/// A plain subscriber on `subject`, connected as `id`.
-async fn wire(stack: &Stack, id: &Identity, subject: String) -> (async_nats::Client, async_nats::Subscriber) {
-    let raw = async_nats::ConnectOptions::with_nkey(id.nkey_seed())
-        .custom_inbox_prefix(subjects::inbox_prefix(&id.sign_pub_hex()))
-        .connect(&stack.url)
-        .await
-        .unwrap();
-    let sub = raw.subscribe(subject).await.unwrap();
-    raw.flush().await.unwrap();
-    (raw, sub)
 }
 
 fn sorted(mut keys: Vec<String>) -> Vec<String> {

@@ -76,7 +76,11 @@ async fn expect_rejected(inbox: &mut Inbox, want: Reject) {
 }
 
 /// A raw subscriber (the wire view) on `subject`, connected as `id`.
-async fn wire(stack: &Stack, id: &Identity, subject: String) -> (async_nats::Client, async_nats::Subscriber) {
+pub(crate) async fn wire(
+    stack: &Stack,
+    id: &Identity,
+    subject: String,
+) -> (async_nats::Client, async_nats::Subscriber) {
     let raw = async_nats::ConnectOptions::with_nkey(id.nkey_seed())
         .custom_inbox_prefix(subjects::inbox_prefix(&id.sign_pub_hex()))
         .connect(&stack.url)
