@@ -5,13 +5,14 @@
 //! the current version the service shows and signed again when another
 //! change landed first (`stale_devices`); an account made before lists
 //! gets its first list from its oldest active device
-//! ([`Client::sign_device_list`], run by itself after each connect); and
+//! ([`Client::sign_device_list`], run by itself when the inbox opens and
+//! before a device change); and
 //! the history of a contact's list is read page by page
 //! ([`Client::lookup_lists`]).
 //!
-//! A list this client signs on top of must verify and be this account's
-//! (or, for an admin, the target account's); whether its devices are ones
-//! the user accepted is the contacts' pin's to say (`contacts`).
+//! A list this client signs on top of must be the one it follows from the
+//! version it accepted (the contacts' pin, `contacts`), so that it never
+//! signs on top of devices a service made up.
 
 use crate::{Bundle, Client, ClientError};
 use unibus_proto::KexSig;
